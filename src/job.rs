@@ -1,0 +1,339 @@
+//! The job: what a producer asks for, and the envelope that carries it on the queue.
+//!
+//! A job is one chat-completion request (the OpenAI chat-completions body, kept whole so
+//! fields Sluice does not know travel to the provider untouched) plus the metadata Sluice
+//! needs to schedule and bill it: id, tenant, tags, urgency, deadline, optional `custom_id`.
+//!
+//! The [`Envelope`] is the documented JSON that travels on the queue (see
+//! `docs/envelope.md`); any language can publish one straight onto the exchange.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// How soon someone needs the answer. Each urgency has its own queue and worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Seconds: someone is waiting.
+    Realtime,
+    /// Minutes.
+    Standard,
+    /// Hours: may use a provider's batch tier.
+    Batch,
+}
+
+impl Urgency {
+    pub const ALL: [Urgency; 3] = [Urgency::Realtime, Urgency::Standard, Urgency::Batch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Realtime => "realtime",
+            Urgency::Standard => "standard",
+            Urgency::Batch => "batch",
+        }
+    }
+}
+
+impl fmt::Display for Urgency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Urgency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "realtime" => Ok(Urgency::Realtime),
+            "standard" => Ok(Urgency::Standard),
+            "batch" => Ok(Urgency::Batch),
+            other => Err(format!(
+                "unknown urgency \"{other}\" (expected realtime, standard or batch)"
+            )),
+        }
+    }
+}
+
+/// Where a job is in its life. `Succeeded`, `Failed` and `Cancelled` are terminal: a job in
+/// one of them is never called again, whatever the queue redelivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "queued" => Ok(JobStatus::Queued),
+            "running" => Ok(JobStatus::Running),
+            "succeeded" => Ok(JobStatus::Succeeded),
+            "failed" => Ok(JobStatus::Failed),
+            "cancelled" => Ok(JobStatus::Cancelled),
+            other => Err(format!("unknown job status \"{other}\"")),
+        }
+    }
+}
+
+/// Who a job is for, so every cost can be attributed. All optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tags {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+}
+
+/// An OpenAI chat-completions request body.
+///
+/// Only `model` and `messages` are interpreted; every other field is kept in `extra` and sent
+/// to the provider as it came, so a new OpenAI parameter needs no Sluice release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Checks what the provider would otherwise reject late, naming the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.model.trim().is_empty() {
+            return Err(FieldError::new("model", "must not be empty"));
+        }
+        if self.messages.is_empty() {
+            return Err(FieldError::new("messages", "must hold at least one message"));
+        }
+        for (i, message) in self.messages.iter().enumerate() {
+            let Some(object) = message.as_object() else {
+                return Err(FieldError::new(
+                    format!("messages[{i}]"),
+                    "must be an object with a \"role\"",
+                ));
+            };
+            match object.get("role").and_then(Value::as_str) {
+                Some("system" | "developer" | "user" | "assistant" | "tool" | "function") => {}
+                Some(other) => {
+                    return Err(FieldError::new(
+                        format!("messages[{i}].role"),
+                        format!("unknown role \"{other}\""),
+                    ))
+                }
+                None => {
+                    return Err(FieldError::new(
+                        format!("messages[{i}].role"),
+                        "is missing",
+                    ))
+                }
+            }
+        }
+        if self.extra.get("stream").and_then(Value::as_bool) == Some(true) {
+            return Err(FieldError::new(
+                "stream",
+                "streaming is not available for queued jobs; poll the job for its result",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `max_tokens` (or `max_completion_tokens`) the client asked for, if any.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.extra
+            .get("max_completion_tokens")
+            .or_else(|| self.extra.get("max_tokens"))
+            .and_then(Value::as_u64)
+    }
+}
+
+/// A problem with one field of a request, named by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error seen from one level up (`request` + `messages[0]` → `request.messages[0]`).
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}
+
+/// What a producer submits: everything about a job except what Sluice assigns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    #[serde(default = "default_urgency")]
+    pub urgency: Urgency,
+    #[serde(default)]
+    pub tags: Tags,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    pub request: ChatRequest,
+}
+
+fn default_urgency() -> Urgency {
+    Urgency::Standard
+}
+
+impl JobSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(custom_id) = &self.custom_id {
+            if custom_id.is_empty() || custom_id.len() > 256 {
+                return Err(FieldError::new(
+                    "custom_id",
+                    "must be 1 to 256 characters long",
+                ));
+            }
+        }
+        self.request.validate().map_err(|e| e.within("request"))
+    }
+}
+
+/// The version of the envelope format this build writes and understands.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The message on the queue: a job with its id and tenant. Documented in `docs/envelope.md`.
+///
+/// The envelope is self-sufficient: a worker that finds no row for `id` in the store (a job
+/// published straight onto the exchange) records the job from the envelope and runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(default = "envelope_version")]
+    pub version: u32,
+    pub id: Uuid,
+    pub tenant: String,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+}
+
+fn envelope_version() -> u32 {
+    ENVELOPE_VERSION
+}
+
+impl Envelope {
+    pub fn new(tenant: impl Into<String>, spec: JobSpec) -> Self {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            spec,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+
+    /// Parses a queue message, explaining what is wrong with it when it is not an envelope.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a Sluice job envelope: {e}"))?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(format!(
+                "envelope version {} is not supported (this build reads version {ENVELOPE_VERSION})",
+                envelope.version
+            ));
+        }
+        envelope.spec.validate().map_err(|e| e.to_string())?;
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(body: Value) -> JobSpec {
+        serde_json::from_value(json!({ "request": body })).unwrap()
+    }
+
+    #[test]
+    fn unknown_request_fields_survive_a_round_trip() {
+        let s = spec(json!({
+            "model": "fast",
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.2,
+            "some_future_parameter": {"nested": [1, 2]}
+        }));
+        let envelope = Envelope::new("acme", s);
+        let back = Envelope::from_bytes(&envelope.to_bytes()).unwrap();
+        assert_eq!(
+            back.spec.request.extra["some_future_parameter"],
+            json!({"nested": [1, 2]})
+        );
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn validation_names_the_offending_field() {
+        let s = spec(json!({"model": "fast", "messages": [{"content": "hi"}]}));
+        assert_eq!(
+            s.validate().unwrap_err().field,
+            "request.messages[0].role"
+        );
+        let s = spec(json!({"model": "fast", "messages": []}));
+        assert_eq!(s.validate().unwrap_err().field, "request.messages");
+    }
+
+    #[test]
+    fn garbage_is_not_an_envelope() {
+        let err = Envelope::from_bytes(b"not json").unwrap_err();
+        assert!(err.contains("not a Sluice job envelope"), "{err}");
+    }
+
+    #[test]
+    fn uuid_ids_are_time_ordered_v7() {
+        let a = Envelope::new("t", spec(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})));
+        assert_eq!(a.id.get_version_num(), 7);
+    }
+}

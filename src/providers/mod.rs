@@ -1,0 +1,123 @@
+//! Provider adapters: one trait, one file per API family.
+//!
+//! The rest of Sluice speaks only the canonical request and response (OpenAI's chat format,
+//! see [`crate::job::ChatRequest`]). An adapter turns that into one provider's wire format,
+//! makes the HTTP call, and turns the answer — or the failure — back into canonical form. The
+//! error side matters as much as the success side: the worker decides retry, park or fail
+//! from [`ProviderError::kind`] alone.
+
+pub mod openai;
+
+use crate::job::ChatRequest;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Token counts of one call, normalised so costs are computed the same way for every provider:
+/// `prompt_tokens` includes `cached_tokens` (OpenAI's convention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the provider's cache (billed at the cached-input price).
+    pub cached_tokens: u64,
+}
+
+/// A successful call.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The canonical response: an OpenAI `chat.completion` object.
+    pub response: Value,
+    pub usage: Usage,
+    /// HTTP status the provider answered with.
+    pub status: u16,
+}
+
+/// One call to make: which model, with which key, within how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The provider's model name (the deployment's `model`, not the client's alias).
+    pub model: &'a str,
+    /// The secret of the key chosen for this attempt. Never logged.
+    pub api_key: &'a str,
+    pub request: &'a ChatRequest,
+    /// The whole call, connect to last byte.
+    pub timeout: Duration,
+}
+
+/// Why a call failed, in the terms the worker acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 429 rate limit: retry later, honouring `retry_after`.
+    RateLimited,
+    /// The key's quota or spend cap is exhausted (OpenAI `insufficient_quota`): not retried
+    /// on this key.
+    QuotaExhausted,
+    /// 5xx, 529 overloaded: retry.
+    ServerError,
+    /// No answer within the timeout: retry.
+    Timeout,
+    /// Connection refused, reset, DNS: retry.
+    Connection,
+    /// 400 and other 4xx the request itself caused: fail at once with the provider's message.
+    BadRequest,
+    /// 401 / 403: the key is wrong. Fails at once.
+    Unauthorized,
+    /// 404: unknown model or endpoint. Fails at once.
+    NotFound,
+    /// A 2xx whose body is not what the provider documents. Retried: usually a proxy hiccup.
+    InvalidResponse,
+}
+
+impl ErrorKind {
+    /// Whether another attempt (later, or elsewhere) may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::InvalidResponse
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::QuotaExhausted => "quota_exhausted",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidResponse => "invalid_response",
+        }
+    }
+}
+
+/// A failed call: what kind of failure, the provider's own message, and any hint of when to
+/// come back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{provider} {}: {message}", status.map(|s| s.to_string()).unwrap_or_else(|| kind.as_str().to_string()))]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// The provider's message, as it wrote it (never containing the API key).
+    pub message: String,
+    /// The provider family that answered (`openai`, …), for messages.
+    pub provider: &'static str,
+    /// From `retry-after` / `retry-after-ms` / `x-ratelimit-reset-*`, when the provider said.
+    pub retry_after: Option<Duration>,
+}
+
+/// An API family's adapter.
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// A non-streaming chat completion.
+    async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError>;
+}

@@ -1,0 +1,1 @@
+//! OpenAI-compatible adapter. Placeholder until implemented.

@@ -1,0 +1,1 @@
+//! RabbitMQ backend (lapin). Placeholder until implemented.

@@ -1,0 +1,102 @@
+//! The job queue: one trait, two backends with the same semantics.
+//!
+//! - [`amqp`]: RabbitMQ through lapin, for production and for scaling out across machines.
+//! - [`embedded`]: a table in the SQLite store, the default when no broker URL is configured.
+//!
+//! Semantics both keep: one queue per [`Urgency`]; at-least-once delivery with manual
+//! acknowledgement (a message is settled only after its outcome is durably stored); delayed
+//! redelivery for retries (a worker never sleeps through a back-off); a dead-letter place for
+//! messages that are not jobs. Messages are opaque bytes here: the envelope format belongs to
+//! [`crate::job`].
+
+pub mod amqp;
+pub mod embedded;
+
+use crate::job::Urgency;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// What can go wrong talking to a queue backend.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker cannot be reached (yet). Publishing may be retried; consumers reconnect.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused a publish (negative confirm, or blocked for longer than allowed).
+    #[error("the broker did not confirm the message: {0}")]
+    NotConfirmed(String),
+    /// The store behind the embedded queue failed.
+    #[error("queue storage failed: {0}")]
+    Storage(String),
+}
+
+/// A job queue backend.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Publishes messages durably onto the queue of `urgency`, returning only once the backend
+    /// has confirmed every one of them (RabbitMQ: publisher confirms, pipelined).
+    async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError>;
+
+    /// Starts consuming the queue of `urgency`, with at most `prefetch` unsettled deliveries.
+    async fn consume(
+        &self,
+        urgency: Urgency,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// Short name for logs and benchmarks: `rabbitmq` or `embedded`.
+    fn name(&self) -> &'static str;
+}
+
+/// A stream of deliveries from one queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery. Waits while the queue is empty or the backend reconnects; `None`
+    /// only when the consumer is shut down for good.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// One delivered message, to be settled exactly once.
+pub struct Delivery {
+    pub payload: Vec<u8>,
+    /// True when the backend has delivered this message before (a crash, a lost connection,
+    /// an expired lease). The worker checks the store rather than trusting this flag.
+    pub redelivered: bool,
+    settle: Box<dyn Settle>,
+}
+
+impl Delivery {
+    pub fn new(payload: Vec<u8>, redelivered: bool, settle: Box<dyn Settle>) -> Self {
+        Delivery {
+            payload,
+            redelivered,
+            settle,
+        }
+    }
+
+    /// Done with: remove the message from the queue.
+    pub async fn ack(self) -> Result<(), QueueError> {
+        self.settle.ack().await
+    }
+
+    /// Deliver this message again after at least `delay` (the retry ladder), and remove the
+    /// current delivery. The new copy is durable before the current one is settled.
+    pub async fn retry_after(self, delay: Duration) -> Result<(), QueueError> {
+        self.settle.retry_after(self.payload, delay).await
+    }
+
+    /// Not a job: move the message to the dead-letter queue with the reason.
+    pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
+        self.settle.dead_letter(self.payload, reason).await
+    }
+}
+
+/// How a backend settles one delivery. Implemented by each backend; used through [`Delivery`].
+#[async_trait]
+pub trait Settle: Send {
+    async fn ack(self: Box<Self>) -> Result<(), QueueError>;
+    async fn retry_after(self: Box<Self>, payload: Vec<u8>, delay: Duration)
+        -> Result<(), QueueError>;
+    async fn dead_letter(self: Box<Self>, payload: Vec<u8>, reason: &str)
+        -> Result<(), QueueError>;
+}

@@ -1,0 +1,1 @@
+//! Provider simulator. Placeholder until implemented.
