@@ -1,1 +1,252 @@
-fn main() {}
+//! The `sluice` command line.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sluice::app::App;
+use sluice::client::Client;
+use sluice::config::Config;
+use sluice::job::Urgency;
+use sluice::worker::WorkerPools;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A queue-driven LLM job processor")]
+struct Cli {
+    /// Configuration file; without one, the built-in configuration (simulator, embedded queue).
+    #[arg(long, short, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the worker pools of every urgency.
+    Serve,
+    /// Run worker pools only (scale out: several processes share one broker).
+    Worker {
+        /// Urgencies to work on; all when not given.
+        #[arg(long, value_parser = parse_urgency)]
+        urgency: Vec<Urgency>,
+    },
+    /// Submit a job through the API and print its id.
+    Submit(SubmitArgs),
+    /// Print a job: status, result, attempts and cost.
+    Get {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Wait until a job is final, then print it.
+    Wait {
+        id: uuid::Uuid,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Serve the provider simulator on its own.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run sample jobs of every urgency through the simulator and the embedded queue.
+    Demo {
+        /// Where to keep the demo's database (a fresh temporary file by default).
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Check the configuration and list every problem.
+    CheckConfig,
+    /// Measure throughput and latency through the real queue and store.
+    Bench(sluice::bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Base URL of a running `sluice serve`.
+    #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The tenant's API token.
+    #[arg(long, env = "SLUICE_TOKEN", default_value = "sk-sluice-demo")]
+    token: String,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// The prompt (a single user message). Use --file for a full job JSON.
+    prompt: Option<String>,
+    /// A job as JSON (`{"urgency", "tags", "custom_id", "request": {...}}`), or `-` for stdin.
+    #[arg(long, conflicts_with = "prompt")]
+    file: Option<PathBuf>,
+    #[arg(long, default_value = "fast")]
+    model: String,
+    #[arg(long, default_value = "standard", value_parser = parse_urgency)]
+    urgency: Urgency,
+    #[arg(long)]
+    custom_id: Option<String>,
+    /// Wait for the result and print the job.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn parse_urgency(text: &str) -> Result<Urgency, String> {
+    text.parse()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| default_log_filter(&cli.command).into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+fn default_log_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Demo { .. } | Command::Bench(_) => "warn",
+        _ => "info",
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin(),
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let app = App::start(load_config(&cli.config)?).await?;
+            let listener = tokio::net::TcpListener::bind(&app.config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
+            tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
+            let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
+            sluice::api::serve(listener, app.api_state(), shutdown_signal()).await?;
+            workers.shutdown().await;
+        }
+        Command::Worker { urgency } => {
+            let app = App::start(load_config(&cli.config)?).await?;
+            let urgencies = if urgency.is_empty() {
+                Urgency::ALL.to_vec()
+            } else {
+                urgency
+            };
+            let workers = WorkerPools::start(app.worker_context(), &urgencies);
+            shutdown_signal().await;
+            workers.shutdown().await;
+        }
+        Command::Submit(args) => submit(args).await?,
+        Command::Get { id, server } => {
+            let job = Client::new(server.server, server.token)
+                .get(id, None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        Command::Wait {
+            id,
+            timeout,
+            server,
+        } => {
+            let job = Client::new(server.server, server.token)
+                .wait(id, timeout)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        Command::Sim { listen } => {
+            let config = load_config(&cli.config)?;
+            let sim = sluice::sim::spawn(listen, config.sim.clone()).await?;
+            eprintln!(
+                "simulator serving the OpenAI API at {}",
+                sim.openai_base_url()
+            );
+            shutdown_signal().await;
+            sim.shutdown().await;
+        }
+        Command::Demo { database } => {
+            let dir = tempfile_dir()?;
+            let database = database.unwrap_or_else(|| sluice::store::database_in(&dir));
+            sluice::demo::run(&database, &mut std::io::stdout()).await?;
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config)?;
+            sluice::store::Store::open(&config.server.database).await?;
+            println!("{} is up to date", config.server.database.display());
+        }
+        Command::CheckConfig => {
+            let config = load_config(&cli.config)?;
+            println!(
+                "configuration OK: {} tenant(s), {} provider(s), {} deployment(s), {} route(s), {} queue",
+                config.tenants.len(),
+                config.providers.len(),
+                config.deployments.len(),
+                config.routes.len(),
+                match config.queue.effective_backend() {
+                    sluice::config::QueueBackend::Embedded => "embedded",
+                    sluice::config::QueueBackend::Rabbitmq => "rabbitmq",
+                }
+            );
+        }
+        Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,
+    }
+    Ok(())
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let body: serde_json::Value = match (&args.file, &args.prompt) {
+        (Some(path), _) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+            };
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
+        (None, Some(prompt)) => serde_json::json!({
+            "urgency": args.urgency,
+            "custom_id": args.custom_id,
+            "request": {"model": args.model, "messages": [{"role": "user", "content": prompt}]},
+        }),
+        (None, None) => anyhow::bail!("give a prompt, or --file with a job JSON"),
+    };
+    let client = Client::new(args.server.server, args.server.token);
+    let answer = client.submit(&body).await?;
+    match (
+        args.wait,
+        answer["id"].as_str().and_then(|id| id.parse().ok()),
+    ) {
+        (true, Some(id)) => {
+            let job = client.wait(id, Duration::from_secs(600)).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(())
+}
+
+/// A directory that lives as long as the process (the demo's database by default).
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down: finishing the jobs in flight");
+}

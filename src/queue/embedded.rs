@@ -1,1 +1,310 @@
-//! Embedded backend (SQLite). Placeholder until implemented.
+//! The embedded queue: a table in the SQLite store, so one binary runs the whole system with
+//! no broker.
+//!
+//! Same semantics as RabbitMQ, by leases instead of channels: taking a message makes it
+//! invisible for the visibility timeout and stamps it with a fresh lease; acking deletes it
+//! only if the lease is still ours. A worker that dies simply never acks, and the message
+//! becomes visible again when its lease runs out (at-least-once). A retry moves
+//! `visible_at` into the future on the same row, atomically, so it can never be lost between
+//! two steps. Dead letters move to their own table with the reason.
+//!
+//! Consumers are woken in-process by a [`Notify`] when something is published, and otherwise
+//! poll, which also covers publishers in other processes and retries coming due.
+
+use super::{Consumer, Delivery, Queue, QueueError, Settle};
+use crate::job::Urgency;
+use crate::store::{now_ms, Store};
+use async_trait::async_trait;
+use sqlx::Row;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How often an idle consumer looks for messages published by other processes or coming due.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    store: Store,
+    visibility_timeout: Duration,
+    published: Arc<Notify>,
+}
+
+impl EmbeddedQueue {
+    pub fn new(store: Store, visibility_timeout: Duration) -> Self {
+        EmbeddedQueue {
+            store,
+            visibility_timeout,
+            published: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Dead-lettered messages of an urgency: (payload, reason), oldest first.
+    pub async fn dead_letters(
+        &self,
+        urgency: Urgency,
+    ) -> Result<Vec<(Vec<u8>, String)>, QueueError> {
+        let rows =
+            sqlx::query("SELECT payload, reason FROM dead_letters WHERE urgency = ? ORDER BY id")
+                .bind(urgency.as_str())
+                .fetch_all(self.store.reader())
+                .await
+                .map_err(storage)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Messages waiting (visible or not) on an urgency's queue.
+    pub async fn depth(&self, urgency: Urgency) -> Result<i64, QueueError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages WHERE urgency = ?")
+            .bind(urgency.as_str())
+            .fetch_one(self.store.reader())
+            .await
+            .map_err(storage)
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Storage(e.to_string())
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError> {
+        self.store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    for payload in messages {
+                        sqlx::query(
+                            "INSERT INTO queue_messages (urgency, payload, visible_at) VALUES (?, ?, ?)",
+                        )
+                        .bind(urgency.as_str())
+                        .bind(payload)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(storage)?;
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        urgency: Urgency,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer>, QueueError> {
+        Ok(Box::new(EmbeddedConsumer {
+            queue: self.clone(),
+            urgency,
+            prefetch: prefetch.max(1),
+            buffered: VecDeque::new(),
+        }))
+    }
+
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+struct EmbeddedConsumer {
+    queue: EmbeddedQueue,
+    urgency: Urgency,
+    prefetch: u16,
+    buffered: VecDeque<Delivery>,
+}
+
+impl EmbeddedConsumer {
+    /// Leases up to `prefetch` visible messages in one write.
+    async fn take(&mut self) -> Result<Vec<Delivery>, QueueError> {
+        let urgency = self.urgency;
+        let limit = i64::from(self.prefetch);
+        let timeout_ms = self.queue.visibility_timeout.as_millis() as i64;
+        let rows = self
+            .queue
+            .store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let lease: i64 = rand::random::<i64>() & i64::MAX;
+                    let rows = sqlx::query(
+                        "UPDATE queue_messages SET visible_at = ?, lease = ?, deliveries = deliveries + 1 \
+                         WHERE id IN (SELECT id FROM queue_messages WHERE urgency = ? AND visible_at <= ? \
+                                      ORDER BY visible_at, id LIMIT ?) \
+                         RETURNING id, payload, deliveries, lease",
+                    )
+                    .bind(now + timeout_ms)
+                    .bind(lease)
+                    .bind(urgency.as_str())
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|r| (r.get::<i64, _>(0), r.get::<Vec<u8>, _>(1), r.get::<i64, _>(2), r.get::<i64, _>(3)))
+                        .collect::<Vec<_>>())
+                })
+            })
+            .await
+            .map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, payload, deliveries, lease)| {
+                let settle = EmbeddedSettle {
+                    queue: self.queue.clone(),
+                    urgency,
+                    id,
+                    lease,
+                };
+                Delivery::new(payload, deliveries > 1, Box::new(settle))
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.buffered.pop_front() {
+                return Some(delivery);
+            }
+            // Register interest before looking, so a publish between the look and the wait
+            // is not missed.
+            let published = self.queue.published.clone();
+            let notified = published.notified();
+            match self.take().await {
+                Ok(deliveries) if !deliveries.is_empty() => {
+                    self.buffered.extend(deliveries);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedded queue: cannot take messages; retrying");
+                }
+            }
+            let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
+        }
+    }
+}
+
+struct EmbeddedSettle {
+    queue: EmbeddedQueue,
+    urgency: Urgency,
+    id: i64,
+    lease: i64,
+}
+
+impl EmbeddedSettle {
+    /// The lease ran out and someone else holds the message now: settling is theirs to do.
+    fn lost_lease(&self) -> QueueError {
+        QueueError::Storage(format!(
+            "embedded queue message {} was leased again after the visibility timeout; left to its new holder",
+            self.id
+        ))
+    }
+}
+
+#[async_trait]
+impl Settle for EmbeddedSettle {
+    async fn ack(self: Box<Self>) -> Result<(), QueueError> {
+        let (id, lease) = (self.id, self.lease);
+        let deleted = self
+            .queue
+            .store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
+                        .bind(id)
+                        .bind(lease)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(r.rows_affected())
+                })
+            })
+            .await
+            .map_err(storage)?;
+        if deleted == 1 {
+            Ok(())
+        } else {
+            Err(self.lost_lease())
+        }
+    }
+
+    async fn retry_after(
+        self: Box<Self>,
+        _payload: Vec<u8>,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let (id, lease) = (self.id, self.lease);
+        let visible_at = now_ms() + delay.as_millis() as i64;
+        let updated = self
+            .queue
+            .store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let r = sqlx::query(
+                        "UPDATE queue_messages SET visible_at = ?, lease = NULL WHERE id = ? AND lease = ?",
+                    )
+                    .bind(visible_at)
+                    .bind(id)
+                    .bind(lease)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(r.rows_affected())
+                })
+            })
+            .await
+            .map_err(storage)?;
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(self.lost_lease())
+        }
+    }
+
+    async fn dead_letter(
+        self: Box<Self>,
+        payload: Vec<u8>,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let (id, lease, urgency, reason) = (self.id, self.lease, self.urgency, reason.to_string());
+        let moved = self
+            .queue
+            .store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
+                        .bind(id)
+                        .bind(lease)
+                        .execute(&mut *conn)
+                        .await?;
+                    if r.rows_affected() == 1 {
+                        sqlx::query(
+                            "INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES (?, ?, ?, ?)",
+                        )
+                        .bind(urgency.as_str())
+                        .bind(payload)
+                        .bind(reason)
+                        .bind(now_ms())
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(r.rows_affected())
+                })
+            })
+            .await
+            .map_err(storage)?;
+        if moved == 1 {
+            Ok(())
+        } else {
+            Err(self.lost_lease())
+        }
+    }
+}

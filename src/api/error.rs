@@ -1,0 +1,86 @@
+//! API errors: JSON bodies with a clear message and, when one field is to blame, its path.
+//!
+//! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role"}}`
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request",
+            message: if field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
+            field: (!field.is_empty()).then_some(field),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "type": self.kind, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<crate::submit::SubmitError> for ApiError {
+    fn from(e: crate::submit::SubmitError) -> Self {
+        use crate::submit::SubmitError;
+        match e {
+            SubmitError::Invalid(f) => ApiError::invalid(f.field, f.message),
+            SubmitError::QueueUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                e.to_string(),
+            ),
+            SubmitError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}

@@ -1,0 +1,147 @@
+//! `/v1/jobs`: submit, poll (with long-poll) and cancel jobs.
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::ApiState;
+use crate::job::{JobSpec, JobStatus};
+use crate::submit::Submitted;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The longest a `GET ?wait=` may hold a connection.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How often a long-poll looks at the store (workers may run in another process).
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// `POST /v1/jobs`: a job object, or an array of them.
+pub async fn create(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
+    let (specs, several) = match value {
+        Value::Array(items) => {
+            let specs = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    parse_spec(item)
+                        .map_err(|(f, m)| ApiError::invalid(prefixed(&format!("[{i}]"), &f), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (specs, true)
+        }
+        other => (
+            vec![parse_spec(other).map_err(|(f, m)| ApiError::invalid(f, m))?],
+            false,
+        ),
+    };
+    if specs.is_empty() {
+        return Err(ApiError::invalid("", "the array holds no jobs"));
+    }
+    let submitted = state.submitter.submit(&tenant, specs).await?;
+    let all_duplicates = submitted.iter().all(|s| s.duplicate);
+    let status = if all_duplicates {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = if several {
+        json!({ "jobs": submitted.iter().map(submitted_json).collect::<Vec<_>>() })
+    } else {
+        submitted_json(&submitted[0])
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+fn submitted_json(s: &Submitted) -> Value {
+    json!({ "id": s.id, "duplicate": s.duplicate })
+}
+
+fn prefixed(prefix: &str, field: &str) -> String {
+    if field.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+/// Deserialises a job spec, naming the field a type error is in.
+fn parse_spec(value: Value) -> Result<JobSpec, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GetParams {
+    /// Long-poll: how long to wait for the job to become final, e.g. `30s`.
+    wait: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(params): Query<GetParams>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let wait = match params.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| {
+                ApiError::invalid(
+                    "wait",
+                    format!("\"{text}\" is not a duration like 30s: {e}"),
+                )
+            })?
+            .min(MAX_WAIT),
+    };
+    let give_up = tokio::time::Instant::now() + wait;
+    loop {
+        let job = state
+            .store
+            .job(&tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        if job.status.is_terminal() || tokio::time::Instant::now() >= give_up {
+            return Ok(Json(serde_json::to_value(job).map_err(ApiError::internal)?));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels a queued job; a running or finished one is a 409.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    match state.store.cancel(&tenant, id).await? {
+        None => Err(ApiError::not_found(format!("no job {id}"))),
+        Some(JobStatus::Cancelled) => Ok(Json(json!({ "id": id, "status": "cancelled" }))),
+        Some(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!("job {id} is {status}; only a queued job can be cancelled"),
+        )),
+    }
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a job id (a UUID)")))
+}

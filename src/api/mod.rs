@@ -1,0 +1,58 @@
+//! The HTTP API (axum): the native job API and health.
+//!
+//! - `POST /v1/jobs`: one job or an array; answers with the job ids.
+//! - `GET /v1/jobs/{id}`: status, result, attempts and cost; `?wait=30s` long-polls until the
+//!   job is final or the wait runs out.
+//! - `DELETE /v1/jobs/{id}`: cancels a queued job.
+//! - `GET /healthz`.
+//!
+//! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
+//! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
+
+mod auth;
+mod error;
+mod jobs;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::submit::Submitter;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub submitter: Submitter,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/jobs", axum::routing::post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .with_state(state)
+}
+
+async fn health(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok", "queue": state.submitter.queue.name() }))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,118 @@
+//! Wiring: from a [`Config`] to a running system (store, queue, router, simulator), shared by
+//! `sluice serve`, `sluice worker`, `sluice demo`, `sluice bench` and the integration tests.
+
+use crate::config::{Config, QueueBackend};
+use crate::queue::embedded::EmbeddedQueue;
+use crate::queue::Queue;
+use crate::router::Router;
+use crate::sim::SimServer;
+use crate::store::{Store, StoreError};
+use crate::submit::Submitter;
+use crate::worker::WorkerContext;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the provider simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(reqwest::Error),
+}
+
+/// A started system. Workers and the API are started from it separately, so a process can run
+/// either or both.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub queue: Arc<dyn Queue>,
+    pub router: Arc<Router>,
+    /// The built-in simulator, when a provider uses `base_url = "sim"`.
+    pub sim: Option<SimServer>,
+    amqp: Option<Arc<crate::queue::amqp::AmqpQueue>>,
+}
+
+impl App {
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let store = Store::open(&config.server.database).await?;
+        let sim = if config.uses_simulator() {
+            let addr = ([127, 0, 0, 1], 0).into();
+            Some(
+                crate::sim::spawn(addr, config.sim.clone())
+                    .await
+                    .map_err(StartError::Simulator)?,
+            )
+        } else {
+            None
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(StartError::Http)?;
+        let router = Router::new(
+            &config,
+            http,
+            sim.as_ref().map(|s| s.openai_base_url()).as_deref(),
+        );
+        let mut amqp = None;
+        let queue: Arc<dyn Queue> = match config.queue.effective_backend() {
+            QueueBackend::Embedded => Arc::new(EmbeddedQueue::new(
+                store.clone(),
+                config.queue.visibility_timeout,
+            )),
+            QueueBackend::Rabbitmq => {
+                let url = config
+                    .queue
+                    .url
+                    .as_ref()
+                    .expect("validated: rabbitmq has a url")
+                    .expose()
+                    .to_string();
+                let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(
+                    crate::queue::amqp::AmqpConfig::new(url, config.queue.prefix.clone()),
+                ));
+                amqp = Some(queue.clone());
+                queue
+            }
+        };
+        Ok(App {
+            config: Arc::new(config),
+            store,
+            queue,
+            router: Arc::new(router),
+            sim,
+            amqp,
+        })
+    }
+
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+
+    pub fn worker_context(&self) -> WorkerContext {
+        WorkerContext {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            router: self.router.clone(),
+        }
+    }
+
+    /// The RabbitMQ backend, when that is the one configured.
+    pub fn queue_as_amqp(&self) -> Option<&crate::queue::amqp::AmqpQueue> {
+        self.amqp.as_deref()
+    }
+
+    pub fn api_state(&self) -> crate::api::ApiState {
+        crate::api::ApiState {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            submitter: self.submitter(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `sluice bench`: jobs per second and latency through the real queue and store.
+//!
+//! Runs N standard jobs against the built-in simulator at zero latency, so what is measured
+//! is Sluice itself: API-side insert and publish with confirms, the queue, the worker, the
+//! HTTP call over loopback, and the grouped commits. Latency is from the job's `created_at`
+//! (written before publishing) to its `finished_at` (the commit of its result). Peak RSS is the
+//! whole process's (`VmHWM`), simulator included.
+
+use crate::app::App;
+use crate::config::{Config, QueueBackend, Secret};
+use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
+use crate::worker::WorkerPools;
+use sqlx::Row;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Queue backend to measure.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "rabbitmq"])]
+    pub backend: String,
+    /// How many jobs.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Worker concurrency (and prefetch).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u16,
+    /// Broker for `--backend rabbitmq`.
+    #[arg(
+        long,
+        env = "SLUICE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+}
+
+pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    let mut config = Config::builtin();
+    config.server.database = crate::store::database_in(&dir);
+    config.pools.standard.concurrency = args.concurrency;
+    if args.backend == "rabbitmq" {
+        config.queue.backend = Some(QueueBackend::Rabbitmq);
+        config.queue.url = Some(Secret::new(args.amqp_url.clone()));
+        config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
+    }
+    let app = App::start(config).await?;
+    if let Some(amqp) = app.queue_as_amqp() {
+        amqp.wait_connected(Duration::from_secs(10)).await?;
+    }
+    let workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
+    let submitter = app.submitter();
+
+    writeln!(
+        out,
+        "bench: {} jobs, backend {}, concurrency {}",
+        args.jobs,
+        app.queue.name(),
+        args.concurrency
+    )?;
+    let started = Instant::now();
+    let mut submitted = 0;
+    while submitted < args.jobs {
+        let n = (args.jobs - submitted).min(500);
+        let specs = (submitted..submitted + n).map(bench_job).collect();
+        submitter.submit("demo", specs).await?;
+        submitted += n;
+    }
+    let published_in = started.elapsed();
+
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE finished_at IS NOT NULL")
+                .fetch_one(app.store.reader())
+                .await?;
+        if done as usize >= args.jobs {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "bench did not finish within 30 minutes ({done} done)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed();
+
+    let row = sqlx::query(
+        "SELECT MIN(created_at), MAX(finished_at), SUM(status = 'succeeded') FROM jobs",
+    )
+    .fetch_one(app.store.reader())
+    .await?;
+    let (first, last, succeeded): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let mut latencies: Vec<i64> = sqlx::query_scalar("SELECT finished_at - created_at FROM jobs")
+        .fetch_all(app.store.reader())
+        .await?;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let span = Duration::from_millis((last - first).max(1) as u64);
+    writeln!(
+        out,
+        "published {} jobs in {:.2}s ({:.0} jobs/s, insert + confirmed publish)",
+        args.jobs,
+        published_in.as_secs_f64(),
+        args.jobs as f64 / published_in.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "completed {} jobs ({} succeeded) in {:.2}s: {:.0} jobs/s",
+        args.jobs,
+        succeeded,
+        span.as_secs_f64(),
+        args.jobs as f64 / span.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "latency publish -> stored result: p50 {} ms, p99 {} ms, max {} ms",
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0)
+    )?;
+    writeln!(
+        out,
+        "peak RSS: {} (whole process, simulator included); wall time {:.2}s",
+        peak_rss(),
+        wall.as_secs_f64()
+    )?;
+
+    workers.shutdown().await;
+    if let Some(sim) = app.sim {
+        sim.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn bench_job(i: usize) -> JobSpec {
+    JobSpec {
+        urgency: Urgency::Standard,
+        tags: Tags {
+            team: Some("bench".into()),
+            ..Tags::default()
+        },
+        custom_id: None,
+        deadline: None,
+        request: ChatRequest {
+            model: "fast".into(),
+            messages: vec![
+                serde_json::json!({"role": "user", "content": format!("Benchmark job number {i}: reply briefly.")}),
+            ],
+            extra: Default::default(),
+        },
+    }
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (Linux).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,682 @@
+//! `sluice.toml`: providers and their keys, deployments and their prices, routes, tenants,
+//! the queue backend and the worker pools.
+//!
+//! Loading is two steps so that `sluice check-config` can report *every* problem at once:
+//! [`Config::parse`] reads the TOML (syntax and types, with the serde path of the first type
+//! error), then [`Config::validate`] checks the cross references and returns all problems,
+//! each with the path it concerns (`routes.smart[1]: unknown deployment "gpt-5"`).
+//!
+//! Secrets may be written as `${ENV_VAR}`; they are expanded at load time and kept in
+//! [`Secret`], whose `Debug` never shows them.
+//!
+//! [`Config::builtin`] is the default configuration: every deployment points at the simulator,
+//! so `sluice demo` and a fresh `sluice serve` run with no file and no keys.
+
+use crate::job::Urgency;
+use crate::pricing::Price;
+use crate::sim::SimConfig;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub pools: PoolsConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub deployments: BTreeMap<String, DeploymentConfig>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// The SQLite file holding jobs, results and costs (and the embedded queue).
+    pub database: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            database: "sluice.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    Embedded,
+    Rabbitmq,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `embedded` unless a `url` is given.
+    pub backend: Option<QueueBackend>,
+    /// AMQP URL of the RabbitMQ broker.
+    pub url: Option<Secret>,
+    /// Prefix of every exchange and queue name, so several deployments share one broker.
+    pub prefix: String,
+    /// Embedded backend: how long a delivery stays invisible to other consumers before it is
+    /// handed out again (the worker died). Longer than any attempt can take.
+    #[serde(with = "humantime_serde_compat")]
+    pub visibility_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            backend: None,
+            url: None,
+            prefix: "sluice".into(),
+            visibility_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn effective_backend(&self) -> QueueBackend {
+        self.backend.unwrap_or(if self.url.is_some() {
+            QueueBackend::Rabbitmq
+        } else {
+            QueueBackend::Embedded
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How many jobs of this urgency run at once in one process.
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolsConfig {
+    pub realtime: PoolConfig,
+    pub standard: PoolConfig,
+    pub batch: PoolConfig,
+}
+
+impl Default for PoolsConfig {
+    fn default() -> Self {
+        PoolsConfig {
+            realtime: PoolConfig { concurrency: 64 },
+            standard: PoolConfig { concurrency: 32 },
+            batch: PoolConfig { concurrency: 8 },
+        }
+    }
+}
+
+impl PoolsConfig {
+    pub fn get(&self, urgency: Urgency) -> PoolConfig {
+        match urgency {
+            Urgency::Realtime => self.realtime,
+            Urgency::Standard => self.standard,
+            Urgency::Batch => self.batch,
+        }
+    }
+}
+
+/// How retryable failures are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per job, the first included, before it fails with the last error.
+    pub max_attempts: u32,
+    /// Back-off before the second attempt; doubled each time, with jitter.
+    #[serde(with = "humantime_serde_compat")]
+    pub base_delay: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// The bearer token the tenant's clients present.
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.openai.com/v1`. `sim` means the simulator Sluice starts.
+    pub base_url: String,
+    /// Whole-call timeout of one attempt.
+    #[serde(default = "default_attempt_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    pub keys: Vec<KeyConfig>,
+}
+
+fn default_attempt_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A name for the key, safe to log and store (the secret never is).
+    pub id: String,
+    pub secret: Secret,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub provider: String,
+    /// The provider's model name.
+    pub model: String,
+    /// Real-time prices, USD per million tokens.
+    pub price: Price,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The fallback chain: deployment names, first choice first.
+    pub deployments: Vec<String>,
+}
+
+/// A secret value (API key, token, URL with a password). `Debug` and `Display` hide it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(String::deserialize(d)?))
+    }
+}
+
+/// One thing wrong with a configuration, at a path such as `routes.smart[1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// The configuration used when no file is given: everything runs against the simulator.
+pub const BUILTIN: &str = include_str!("../sluice.example.toml");
+
+impl Config {
+    /// The built-in default (see `sluice.example.toml`), validated.
+    pub fn builtin() -> Config {
+        Config::parse(BUILTIN, "built-in config", &|_| None)
+            .and_then(|c| c.validated("built-in config"))
+            .expect("the built-in config is valid")
+    }
+
+    /// Reads, expands and validates a config file, with the process environment for `${VAR}`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        Config::parse(&text, &origin, &|name| std::env::var(name).ok())?.validated(&origin)
+    }
+
+    /// Parses TOML text, expanding `${VAR}` through `env` (unset variables are reported by
+    /// [`Config::validate`], not here, so every problem is listed together).
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.expand_secrets(env);
+        Ok(config)
+    }
+
+    fn validated(self, origin: &str) -> Result<Config, ConfigError> {
+        let problems = self.validate();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    fn expand_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let expand = |s: &mut Secret| s.0 = expand_env(&s.0, env);
+        for tenant in &mut self.tenants {
+            expand(&mut tenant.token);
+        }
+        for provider in self.providers.values_mut() {
+            for key in &mut provider.keys {
+                expand(&mut key.secret);
+            }
+        }
+        if let Some(url) = &mut self.queue.url {
+            expand(url);
+        }
+    }
+
+    /// Every problem in the configuration, each with its path. Empty means valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            if tenant.name.is_empty() {
+                problem(format!("tenants[{i}].name"), "must not be empty".into());
+            }
+            check_secret(&tenant.token, &format!("tenants[{i}].token"), &mut problem);
+            if let Some(j) = self.tenants[..i]
+                .iter()
+                .position(|t| t.token == tenant.token)
+            {
+                problem(
+                    format!("tenants[{i}].token"),
+                    format!("same token as tenants[{j}]; every tenant needs its own"),
+                );
+            }
+            if self.tenants[..i].iter().any(|t| t.name == tenant.name) {
+                problem(
+                    format!("tenants[{i}].name"),
+                    format!("tenant \"{}\" is defined twice", tenant.name),
+                );
+            }
+        }
+
+        for (name, provider) in &self.providers {
+            if provider.base_url != "sim"
+                && !(provider.base_url.starts_with("http://")
+                    || provider.base_url.starts_with("https://"))
+            {
+                problem(
+                    format!("providers.{name}.base_url"),
+                    format!(
+                        "\"{}\" is not an http(s) URL (or \"sim\" for the simulator)",
+                        provider.base_url
+                    ),
+                );
+            }
+            if provider.kind != ProviderKind::Openai {
+                problem(
+                    format!("providers.{name}.kind"),
+                    "only \"openai\" (any OpenAI-compatible API) is supported in this version"
+                        .into(),
+                );
+            }
+            if provider.keys.is_empty() {
+                problem(
+                    format!("providers.{name}.keys"),
+                    "needs at least one key".into(),
+                );
+            }
+            for (k, key) in provider.keys.iter().enumerate() {
+                check_secret(
+                    &key.secret,
+                    &format!("providers.{name}.keys[{k}].secret"),
+                    &mut problem,
+                );
+                if provider.keys[..k].iter().any(|o| o.id == key.id) {
+                    problem(
+                        format!("providers.{name}.keys[{k}].id"),
+                        format!("key id \"{}\" is used twice", key.id),
+                    );
+                }
+            }
+        }
+
+        for (name, deployment) in &self.deployments {
+            if !self.providers.contains_key(&deployment.provider) {
+                problem(
+                    format!("deployments.{name}.provider"),
+                    format!("unknown provider \"{}\"", deployment.provider),
+                );
+            }
+        }
+
+        for (name, route) in &self.routes {
+            if route.deployments.is_empty() {
+                problem(
+                    format!("routes.{name}.deployments"),
+                    "needs at least one deployment".into(),
+                );
+            }
+            for (i, deployment) in route.deployments.iter().enumerate() {
+                if !self.deployments.contains_key(deployment) {
+                    problem(
+                        format!("routes.{name}[{i}]"),
+                        format!("unknown deployment \"{deployment}\""),
+                    );
+                }
+            }
+        }
+
+        for urgency in Urgency::ALL {
+            if self.pools.get(urgency).concurrency == 0 {
+                problem(
+                    format!("pools.{urgency}.concurrency"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if self.retry.max_attempts == 0 {
+            problem("retry.max_attempts".into(), "must be at least 1".into());
+        }
+        if self.queue.effective_backend() == QueueBackend::Rabbitmq {
+            match &self.queue.url {
+                None => problem(
+                    "queue.url".into(),
+                    "the rabbitmq backend needs a url (amqp://user:pass@host:5672/%2f)".into(),
+                ),
+                Some(url) => {
+                    check_secret(url, "queue.url", &mut problem);
+                    if !url.0.contains("${")
+                        && !(url.0.starts_with("amqp://") || url.0.starts_with("amqps://"))
+                    {
+                        problem(
+                            "queue.url".into(),
+                            "must start with amqp:// or amqps://".into(),
+                        );
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.server.listen.parse::<std::net::SocketAddr>() {
+            problem(
+                "server.listen".into(),
+                format!(
+                    "\"{}\" is not an address like 127.0.0.1:8080 ({e})",
+                    self.server.listen
+                ),
+            );
+        }
+        problems
+    }
+
+    /// The deployments a client's `model` resolves to, first choice first: a route of that
+    /// name, or else a deployment of that name on its own.
+    pub fn resolve_model(&self, model: &str) -> Option<Vec<&str>> {
+        if let Some(route) = self.routes.get(model) {
+            return Some(route.deployments.iter().map(String::as_str).collect());
+        }
+        self.deployments
+            .get_key_value(model)
+            .map(|(name, _)| vec![name.as_str()])
+    }
+
+    /// Every model name a client may ask for, for error messages.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .routes
+            .keys()
+            .chain(self.deployments.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The tenant a bearer token belongs to.
+    pub fn tenant_for_token(&self, token: &str) -> Option<&TenantConfig> {
+        self.tenants
+            .iter()
+            .find(|t| constant_time_eq(t.token.expose().as_bytes(), token.as_bytes()))
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// True when some provider uses the built-in simulator.
+    pub fn uses_simulator(&self) -> bool {
+        self.providers.values().any(|p| p.base_url == "sim")
+    }
+}
+
+fn check_secret(secret: &Secret, path: &str, problem: &mut impl FnMut(String, String)) {
+    if let Some(var) = unexpanded_var(&secret.0) {
+        problem(
+            path.to_string(),
+            format!("environment variable {var} is not set"),
+        );
+    } else if secret.0.is_empty() {
+        problem(path.to_string(), "must not be empty".into());
+    }
+}
+
+/// Replaces each `${NAME}` whose variable is set; leaves unset ones in place for validation.
+fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match env(name) {
+                    Some(value) => out.push_str(&value),
+                    None => out.push_str(&rest[start..start + 3 + end]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn unexpanded_var(text: &str) -> Option<&str> {
+    let start = text.find("${")?;
+    let after = &text[start + 2..];
+    after.find('}').map(|end| &after[..end])
+}
+
+/// Compares tokens without leaking, through timing, how many leading bytes matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Durations written the human way in TOML (`"30s"`, `"5m"`, `"250ms"`).
+pub mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "\"{text}\" is not a duration like \"30s\" or \"250ms\": {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test.toml", &|name| {
+            (name == "SET").then(|| "value".to_string())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn builtin_config_is_valid_and_uses_the_simulator() {
+        let config = Config::builtin();
+        assert!(config.uses_simulator());
+        assert_eq!(config.queue.effective_backend(), QueueBackend::Embedded);
+        assert!(config.resolve_model("fast").is_some());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let config = parse(
+            r#"
+            [[tenants]]
+            name = "acme"
+            token = "${UNSET_VAR}"
+
+            [providers.oa]
+            kind = "openai"
+            base_url = "ftp://nope"
+            keys = []
+
+            [deployments.small]
+            provider = "missing"
+            model = "m"
+            price = { input = 1, output = 2 }
+
+            [routes.smart]
+            deployments = ["small", "gpt-5"]
+            "#,
+        );
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems.contains(&"routes.smart[1]: unknown deployment \"gpt-5\"".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(
+                &"tenants[0].token: environment variable UNSET_VAR is not set".to_string()
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .contains(&"deployments.small.provider: unknown provider \"missing\"".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("providers.oa.base_url")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"providers.oa.keys: needs at least one key".to_string()),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn env_vars_expand_and_secrets_do_not_print() {
+        let config = parse(
+            r#"
+            [[tenants]]
+            name = "acme"
+            token = "tok-${SET}"
+            "#,
+        );
+        assert_eq!(config.tenants[0].token.expose(), "tok-value");
+        assert!(!format!("{:?}", config).contains("tok-value"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = Config::parse("[server\n", "my.toml", &|_| None).unwrap_err();
+        assert!(err.to_string().starts_with("my.toml:"), "{err}");
+    }
+
+    #[test]
+    fn models_resolve_through_routes_then_deployments() {
+        let config = Config::builtin();
+        let route: Vec<&str> = config.resolve_model("fast").unwrap();
+        assert!(!route.is_empty());
+        let direct = config.resolve_model(route[0]).unwrap();
+        assert_eq!(direct, vec![route[0]]);
+        assert!(config.resolve_model("no-such-model").is_none());
+    }
+}

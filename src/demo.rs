@@ -1,0 +1,149 @@
+//! `sluice demo`: the whole loop on one machine with nothing installed.
+//!
+//! Starts the simulator and the embedded queue with the built-in configuration, submits a
+//! handful of jobs of each urgency (one of them answered first with a 429, so it shows a
+//! retry), waits for them, and prints each result, its attempts and its cost, then the total.
+
+use crate::app::App;
+use crate::config::Config;
+use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
+use crate::pricing::PicoUsd;
+use crate::worker::WorkerPools;
+use std::path::Path;
+use std::time::Duration;
+
+/// The demo's jobs: (urgency, model, prompt).
+const JOBS: &[(Urgency, &str, &str)] = &[
+    (Urgency::Realtime, "fast", "Say hello to the Sluice demo."),
+    (Urgency::Realtime, "smart", "Name three rivers in Europe."),
+    (
+        Urgency::Standard,
+        "fast",
+        "Summarise: queues decouple producers from consumers.",
+    ),
+    (
+        Urgency::Standard,
+        "smart",
+        "[sim fail=429] Translate 'good morning' to French.",
+    ),
+    (
+        Urgency::Batch,
+        "fast",
+        "Classify the sentiment of: 'what a lovely day'.",
+    ),
+    (Urgency::Batch, "smart", "Write a haiku about rate limits."),
+];
+
+pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Result<PicoUsd> {
+    let mut config = Config::builtin();
+    config.server.database = database.to_owned();
+    let app = App::start(config).await?;
+    let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
+    let submitter = app.submitter();
+
+    let specs = JOBS
+        .iter()
+        .map(|(urgency, model, prompt)| JobSpec {
+            urgency: *urgency,
+            tags: Tags {
+                team: Some("demo".into()),
+                ..Tags::default()
+            },
+            custom_id: None,
+            deadline: None,
+            request: ChatRequest {
+                model: model.to_string(),
+                messages: vec![serde_json::json!({"role": "user", "content": prompt})],
+                extra: Default::default(),
+            },
+        })
+        .collect();
+    let submitted = submitter.submit("demo", specs).await?;
+    writeln!(
+        out,
+        "submitted {} jobs to the embedded queue\n",
+        submitted.len()
+    )?;
+
+    let mut total = PicoUsd(0);
+    for (s, (urgency, model, prompt)) in submitted.iter().zip(JOBS) {
+        let job = wait_final(&app, s.id).await?;
+        writeln!(
+            out,
+            "job {}  [{urgency}, model {model}]  {}",
+            s.id, job.status
+        )?;
+        writeln!(out, "  prompt: {prompt}")?;
+        if let Some(result) = &job.result {
+            let answer = result["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or("");
+            writeln!(out, "  answer: {answer}")?;
+        }
+        if let Some(error) = &job.error {
+            writeln!(out, "  error:  {} ({})", error.message, error.kind)?;
+        }
+        for a in &job.attempts {
+            writeln!(
+                out,
+                "  attempt {}: {} via key {} -> {}{} in {} ms",
+                a.number,
+                a.deployment,
+                a.key_id,
+                a.outcome,
+                a.http_status
+                    .map(|s| format!(" (HTTP {s})"))
+                    .unwrap_or_default(),
+                a.duration_ms
+            )?;
+        }
+        if let Some(cost) = &job.cost {
+            writeln!(
+                out,
+                "  cost:   ${} ({} in, {} cached, {} out @ ${}/${} per Mtok)",
+                cost.amount_usd,
+                cost.input_tokens,
+                cost.cached_tokens,
+                cost.output_tokens,
+                cost.input_price_per_mtok,
+                cost.output_price_per_mtok
+            )?;
+            total = total + PicoUsd(cost.amount_pico_usd);
+        }
+        writeln!(out)?;
+    }
+    let stored_total = app.store.total_cost().await?;
+    writeln!(
+        out,
+        "total cost: {stored_total} (sum of the cost records in {})",
+        database.display()
+    )?;
+    anyhow::ensure!(
+        total == stored_total,
+        "printed costs {total} differ from the stored total {stored_total}"
+    );
+    workers.shutdown().await;
+    if let Some(sim) = app.sim {
+        sim.shutdown().await;
+    }
+    Ok(stored_total)
+}
+
+async fn wait_final(app: &App, id: uuid::Uuid) -> anyhow::Result<crate::store::JobView> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = app
+            .store
+            .job("demo", id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("job {id} vanished"))?;
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} did not finish within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

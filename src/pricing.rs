@@ -1,0 +1,220 @@
+//! Prices and the exact cost of a call.
+//!
+//! Money never passes through a binary float. Prices are written in USD per million tokens
+//! (`2.50`) and read from their decimal text into integer micro-dollars per million tokens.
+//! That unit has a useful property: micro-dollars per *million* tokens is the same number as
+//! pico-dollars per *one* token, so `tokens × price` is an exact integer amount in
+//! pico-dollars ([`PicoUsd`]) for any price with up to six decimals. Cost rows store that
+//! integer; reports sum integers.
+
+use crate::providers::Usage;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// A price in micro-USD per million tokens (equivalently, pico-USD per token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
+pub struct MicrosPerMillion(pub i64);
+
+impl MicrosPerMillion {
+    /// Parses a decimal USD-per-million-tokens figure (`"2.5"`, `"0.075"`) exactly.
+    pub fn parse_usd(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let err = || format!("\"{text}\" is not a price in USD per million tokens like 2.50");
+        if text.starts_with('-') {
+            return Err(format!("\"{text}\": a price cannot be negative"));
+        }
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(err());
+        }
+        if frac.len() > 6 {
+            return Err(format!(
+                "\"{text}\" has more than 6 decimals; prices are exact to a micro-dollar per million tokens"
+            ));
+        }
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| err())?
+        };
+        let frac_digits: i64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| err())?
+        };
+        let frac_micros = frac_digits * 10i64.pow(6 - frac.len() as u32);
+        whole
+            .checked_mul(1_000_000)
+            .and_then(|w| w.checked_add(frac_micros))
+            .map(MicrosPerMillion)
+            .ok_or_else(err)
+    }
+}
+
+impl<'de> Deserialize<'de> for MicrosPerMillion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // TOML gives `2.50` as a float; its shortest round-trip text is the decimal the user
+        // wrote, which is then parsed exactly. Strings are accepted for the cautious.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Float(f64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(f) => format!("{f}"),
+            Raw::Text(s) => s,
+        };
+        MicrosPerMillion::parse_usd(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for MicrosPerMillion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}/Mtok", format_fixed(self.0 as i128, 6))
+    }
+}
+
+/// Real-time prices of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: MicrosPerMillion,
+    pub output: MicrosPerMillion,
+    /// Price of prompt tokens read from the provider's cache; the input price when absent.
+    #[serde(default)]
+    pub cached_input: Option<MicrosPerMillion>,
+}
+
+impl Price {
+    pub fn cached_input_or_input(&self) -> MicrosPerMillion {
+        self.cached_input.unwrap_or(self.input)
+    }
+
+    /// The exact cost of a call with this usage.
+    pub fn cost(&self, usage: &Usage) -> PicoUsd {
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let uncached = usage.prompt_tokens - cached;
+        let amount = uncached as i128 * self.input.0 as i128
+            + cached as i128 * self.cached_input_or_input().0 as i128
+            + usage.completion_tokens as i128 * self.output.0 as i128;
+        PicoUsd(i64::try_from(amount).unwrap_or(i64::MAX))
+    }
+}
+
+/// An exact amount of money in pico-USD (10⁻¹² USD).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PicoUsd(pub i64);
+
+impl PicoUsd {
+    /// Whole USD with twelve decimals, trailing zeros kept to six: `0.000123` or
+    /// `0.0000001875`.
+    pub fn to_usd_string(self) -> String {
+        let full = format_fixed(self.0 as i128, 12);
+        let (whole, frac) = full.split_once('.').expect("twelve decimals");
+        let trimmed = frac.trim_end_matches('0');
+        let frac = if trimmed.len() < 6 {
+            &frac[..6]
+        } else {
+            trimmed
+        };
+        format!("{whole}.{frac}")
+    }
+}
+
+impl std::ops::Add for PicoUsd {
+    type Output = PicoUsd;
+    fn add(self, rhs: PicoUsd) -> PicoUsd {
+        PicoUsd(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl std::iter::Sum for PicoUsd {
+    fn sum<I: Iterator<Item = PicoUsd>>(iter: I) -> PicoUsd {
+        iter.fold(PicoUsd(0), |a, b| a + b)
+    }
+}
+
+impl fmt::Display for PicoUsd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}", self.to_usd_string())
+    }
+}
+
+fn format_fixed(value: i128, decimals: u32) -> String {
+    let scale = 10i128.pow(decimals);
+    let sign = if value < 0 { "-" } else { "" };
+    let v = value.abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        v / scale,
+        v % scale,
+        width = decimals as usize
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(input: &str, output: &str, cached: Option<&str>) -> Price {
+        Price {
+            input: MicrosPerMillion::parse_usd(input).unwrap(),
+            output: MicrosPerMillion::parse_usd(output).unwrap(),
+            cached_input: cached.map(|c| MicrosPerMillion::parse_usd(c).unwrap()),
+        }
+    }
+
+    #[test]
+    fn prices_parse_exactly() {
+        assert_eq!(MicrosPerMillion::parse_usd("2.50").unwrap().0, 2_500_000);
+        assert_eq!(MicrosPerMillion::parse_usd("0.075").unwrap().0, 75_000);
+        assert_eq!(MicrosPerMillion::parse_usd("10").unwrap().0, 10_000_000);
+        assert_eq!(MicrosPerMillion::parse_usd(".5").unwrap().0, 500_000);
+        assert!(MicrosPerMillion::parse_usd("-1").is_err());
+        assert!(MicrosPerMillion::parse_usd("1.1234567").is_err());
+        assert!(MicrosPerMillion::parse_usd("abc").is_err());
+    }
+
+    #[test]
+    fn toml_floats_become_the_decimal_written() {
+        #[derive(Deserialize)]
+        struct T {
+            p: MicrosPerMillion,
+        }
+        let t: T = toml::from_str("p = 0.15").unwrap();
+        assert_eq!(t.p.0, 150_000);
+        let t: T = toml::from_str("p = \"1.25\"").unwrap();
+        assert_eq!(t.p.0, 1_250_000);
+    }
+
+    #[test]
+    fn cost_is_exact_and_splits_cached_tokens() {
+        // gpt-4o: $2.50 in, $10 out, $1.25 cached. 1,000 prompt tokens of which 400 cached,
+        // 200 completion: 600×2.5 + 400×1.25 + 200×10 micro-USD = 4,000 µ$ = $0.004.
+        let p = price("2.50", "10.00", Some("1.25"));
+        let usage = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 200,
+            cached_tokens: 400,
+        };
+        assert_eq!(p.cost(&usage), PicoUsd(4_000_000_000));
+        assert_eq!(p.cost(&usage).to_usd_string(), "0.004000");
+    }
+
+    #[test]
+    fn sub_micro_amounts_are_not_rounded_away() {
+        // 3 tokens at $0.075/M = 0.225 µ$.
+        let p = price("0.075", "0", None);
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 0,
+            cached_tokens: 0,
+        };
+        assert_eq!(p.cost(&usage), PicoUsd(225_000));
+        assert_eq!(p.cost(&usage).to_usd_string(), "0.000000225");
+    }
+}

@@ -1,0 +1,556 @@
+//! Job records: a job's row, its attempts, its result and its cost.
+//!
+//! The state machine is enforced here, in SQL, not in the worker: every transition names the
+//! states it may start from (`… WHERE status IN (…)`), so a delivery seen twice, a lease that
+//! expired under a slow worker, or a cancel racing a finish cannot produce a second result or
+//! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
+
+use super::{now_ms, Store, StoreError};
+use crate::job::{ChatRequest, Envelope, JobStatus, Tags, Urgency};
+use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
+use crate::providers::Usage;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// What happened when a job was offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new job row was written.
+    Created,
+    /// The tenant already has a job with this `custom_id` (or this id): that one stands.
+    Existing(Uuid),
+}
+
+/// What [`Store::start_attempt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The job is now `running`; this is attempt number `n` (1-based).
+    Started(u32),
+    /// The job is already finished (or cancelled): do not call the provider again.
+    AlreadyFinal(JobStatus),
+    /// No such job.
+    Missing,
+}
+
+/// One attempt, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub deployment: String,
+    pub provider: String,
+    pub model: String,
+    pub key_id: String,
+    pub tier: &'static str,
+    /// `ok`, or the error kind (`rate_limited`, `server_error`, …).
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<i64>,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+/// The cost of a successful attempt.
+#[derive(Debug, Clone)]
+pub struct CostRecord {
+    pub usage: Usage,
+    pub price: Price,
+    pub amount: PicoUsd,
+}
+
+/// A job as the API shows it: its row, the result, every attempt and the cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub urgency: Urgency,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    pub tags: Tags,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    pub attempts: Vec<AttemptView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostView>,
+    #[serde(skip)]
+    pub tenant: String,
+    #[serde(skip)]
+    pub request: Option<ChatRequest>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobError {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub deployment: String,
+    pub provider: String,
+    pub model: String,
+    pub key_id: String,
+    pub tier: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<i64>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CostView {
+    pub deployment: String,
+    pub tier: String,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub output_tokens: i64,
+    /// USD per million tokens, exact decimal text.
+    pub input_price_per_mtok: String,
+    pub cached_input_price_per_mtok: String,
+    pub output_price_per_mtok: String,
+    /// USD, exact decimal text.
+    pub amount_usd: String,
+    pub amount_pico_usd: i64,
+}
+
+fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn price_text(micros: i64) -> String {
+    let text = MicrosPerMillion(micros).to_string();
+    text.trim_start_matches('$')
+        .trim_end_matches("/Mtok")
+        .to_string()
+}
+
+impl Store {
+    /// Records a new job as `queued`, unless the tenant already has one with the same id or
+    /// `custom_id`, in which case that job's id is returned and nothing is written.
+    pub async fn insert_job(&self, envelope: &Envelope) -> Result<InsertOutcome, StoreError> {
+        let envelope = envelope.clone();
+        self.write(move |conn| Box::pin(async move { insert_job(conn, &envelope).await }))
+            .await
+    }
+
+    /// Records many jobs in one grouped commit; see [`Store::insert_job`].
+    pub async fn insert_jobs(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut outcomes = Vec::with_capacity(envelopes.len());
+                for envelope in &envelopes {
+                    outcomes.push(insert_job(conn, envelope).await?);
+                }
+                Ok(outcomes)
+            })
+        })
+        .await
+    }
+
+    /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
+    /// the client's retry is not answered with a job that will never run.
+    pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                for id in ids {
+                    sqlx::query(
+                        "DELETE FROM jobs WHERE id = ? AND status = 'queued' AND attempts = 0",
+                    )
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Moves a job to `running` and counts the attempt, unless it is already final.
+    pub async fn start_attempt(&self, id: Uuid) -> Result<StartOutcome, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                let started = sqlx::query(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
+                     WHERE id = ? AND status IN ('queued', 'running') RETURNING attempts",
+                )
+                .bind(now)
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(row) = started {
+                    return Ok(StartOutcome::Started(row.get::<i64, _>(0) as u32));
+                }
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                Ok(match status {
+                    Some(s) => StartOutcome::AlreadyFinal(
+                        s.parse()
+                            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                    ),
+                    None => StartOutcome::Missing,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Stores a successful attempt, its result and its cost, and marks the job `succeeded`,
+    /// all in one transaction. Returns false, writing nothing, when the job was no longer
+    /// running (finished or cancelled meanwhile): that answer is discarded, not charged.
+    pub async fn finish_succeeded(
+        &self,
+        id: Uuid,
+        attempt: AttemptRecord,
+        response: Value,
+        cost: CostRecord,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                let finished = sqlx::query(
+                    "UPDATE jobs SET status = 'succeeded', updated_at = ?, finished_at = ?, \
+                     error = NULL, error_kind = NULL \
+                     WHERE id = ? AND status = 'running' \
+                     RETURNING tenant, user_tag, team_tag, feature_tag",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(job) = finished else {
+                    return Ok(false);
+                };
+                let attempt_id = insert_attempt(conn, id, &attempt).await?;
+                sqlx::query("INSERT INTO results (job_id, response, created_at) VALUES (?, ?, ?)")
+                    .bind(id.to_string())
+                    .bind(response.to_string())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
+                     deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
+                     input_price, cached_input_price, output_price, amount_pico_usd, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id.to_string())
+                .bind(attempt_id)
+                .bind(job.get::<String, _>(0))
+                .bind(job.get::<Option<String>, _>(1))
+                .bind(job.get::<Option<String>, _>(2))
+                .bind(job.get::<Option<String>, _>(3))
+                .bind(&attempt.deployment)
+                .bind(&attempt.provider)
+                .bind(&attempt.model)
+                .bind(attempt.tier)
+                .bind(cost.usage.prompt_tokens as i64)
+                .bind(cost.usage.cached_tokens as i64)
+                .bind(cost.usage.completion_tokens as i64)
+                .bind(cost.price.input.0)
+                .bind(cost.price.cached_input_or_input().0)
+                .bind(cost.price.output.0)
+                .bind(cost.amount.0)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// Stores a failed attempt that will be retried: the job goes back to `queued`.
+    pub async fn record_retry(&self, id: Uuid, attempt: AttemptRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                insert_attempt(conn, id, &attempt).await?;
+                sqlx::query(
+                    "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'",
+                )
+                .bind(now_ms())
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Marks a job `failed` with the error that ended it, storing the last attempt if any.
+    pub async fn finish_failed(
+        &self,
+        id: Uuid,
+        attempt: Option<AttemptRecord>,
+        kind: String,
+        message: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                let failed = sqlx::query(
+                    "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, updated_at = ?, \
+                     finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                )
+                .bind(&kind)
+                .bind(&message)
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                if failed.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(attempt) = &attempt {
+                    insert_attempt(conn, id, attempt).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// Cancels a queued job of `tenant`. Returns the status the job has afterwards, or `None`
+    /// when the tenant has no such job. A running or finished job is not cancelled.
+    pub async fn cancel(&self, tenant: &str, id: Uuid) -> Result<Option<JobStatus>, StoreError> {
+        let tenant = tenant.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query(
+                    "UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? \
+                     WHERE id = ? AND tenant = ? AND status = 'queued'",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .bind(&tenant)
+                .execute(&mut *conn)
+                .await?;
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND tenant = ?")
+                        .bind(id.to_string())
+                        .bind(&tenant)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                status
+                    .map(|s| s.parse().map_err(|e: String| sqlx::Error::Decode(e.into())))
+                    .transpose()
+            })
+        })
+        .await
+    }
+
+    /// The job with its result, attempts and cost, if it belongs to `tenant`.
+    pub async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<JobView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, status, urgency, model, custom_id, user_tag, team_tag, feature_tag, \
+             deadline, created_at, finished_at, error_kind, error, tenant \
+             FROM jobs WHERE id = ? AND tenant = ?",
+        )
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        let status: JobStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
+        let urgency: Urgency = row.get::<String, _>(2).parse().map_err(corrupt)?;
+        let error = match (
+            row.get::<Option<String>, _>(11),
+            row.get::<Option<String>, _>(12),
+        ) {
+            (Some(kind), Some(message)) => Some(JobError { kind, message }),
+            _ => None,
+        };
+        let result: Option<String> =
+            sqlx::query_scalar("SELECT response FROM results WHERE job_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(self.reader())
+                .await?;
+        let result = result
+            .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
+        let attempts = sqlx::query(
+            "SELECT number, deployment, provider, model, key_id, tier, outcome, http_status, \
+             error, retry_after_ms, started_at, finished_at FROM attempts WHERE job_id = ? ORDER BY number",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.reader())
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            number: a.get::<i64, _>(0) as u32,
+            deployment: a.get(1),
+            provider: a.get(2),
+            model: a.get(3),
+            key_id: a.get(4),
+            tier: a.get(5),
+            outcome: a.get(6),
+            http_status: a.get::<Option<i64>, _>(7).map(|s| s as u16),
+            error: a.get(8),
+            retry_after_ms: a.get(9),
+            started_at: ms_to_time(a.get(10)),
+            duration_ms: a.get::<i64, _>(11) - a.get::<i64, _>(10),
+        })
+        .collect();
+        let cost = sqlx::query(
+            "SELECT deployment, tier, input_tokens, cached_tokens, output_tokens, input_price, \
+             cached_input_price, output_price, amount_pico_usd FROM costs WHERE job_id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.reader())
+        .await?
+        .map(|c| CostView {
+            deployment: c.get(0),
+            tier: c.get(1),
+            input_tokens: c.get(2),
+            cached_tokens: c.get(3),
+            output_tokens: c.get(4),
+            input_price_per_mtok: price_text(c.get(5)),
+            cached_input_price_per_mtok: price_text(c.get(6)),
+            output_price_per_mtok: price_text(c.get(7)),
+            amount_usd: PicoUsd(c.get(8)).to_usd_string(),
+            amount_pico_usd: c.get(8),
+        });
+        Ok(Some(JobView {
+            id,
+            status,
+            urgency,
+            model: row.get(3),
+            custom_id: row.get(4),
+            tags: Tags {
+                user: row.get(5),
+                team: row.get(6),
+                feature: row.get(7),
+            },
+            deadline: row.get::<Option<i64>, _>(8).map(ms_to_time),
+            created_at: ms_to_time(row.get(9)),
+            finished_at: row.get::<Option<i64>, _>(10).map(ms_to_time),
+            error,
+            result,
+            attempts,
+            cost,
+            tenant: row.get(13),
+            request: None,
+        }))
+    }
+
+    /// The status of a job, whoever owns it (for the worker).
+    pub async fn status(&self, id: Uuid) -> Result<Option<JobStatus>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await?;
+        status
+            .map(|s| s.parse().map_err(StoreError::Corrupt))
+            .transpose()
+    }
+
+    /// The sum of every cost record, exactly.
+    pub async fn total_cost(&self) -> Result<PicoUsd, StoreError> {
+        let total: Option<i64> = sqlx::query_scalar("SELECT SUM(amount_pico_usd) FROM costs")
+            .fetch_one(self.reader())
+            .await?;
+        Ok(PicoUsd(total.unwrap_or(0)))
+    }
+}
+
+async fn insert_job(
+    conn: &mut sqlx::SqliteConnection,
+    envelope: &Envelope,
+) -> Result<InsertOutcome, sqlx::Error> {
+    let spec = &envelope.spec;
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
+         feature_tag, deadline, request, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(envelope.id.to_string())
+    .bind(&envelope.tenant)
+    .bind(&spec.custom_id)
+    .bind(spec.urgency.as_str())
+    .bind(&spec.request.model)
+    .bind(&spec.tags.user)
+    .bind(&spec.tags.team)
+    .bind(&spec.tags.feature)
+    .bind(spec.deadline.map(|d| d.timestamp_millis()))
+    .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(InsertOutcome::Created);
+    }
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ?) LIMIT 1",
+    )
+    .bind(envelope.id.to_string())
+    .bind(&envelope.tenant)
+    .bind(&spec.custom_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let existing = existing.ok_or_else(|| sqlx::Error::RowNotFound)?;
+    Uuid::parse_str(&existing)
+        .map(InsertOutcome::Existing)
+        .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+async fn insert_attempt(
+    conn: &mut sqlx::SqliteConnection,
+    job: Uuid,
+    a: &AttemptRecord,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO attempts (job_id, number, deployment, provider, model, key_id, tier, outcome, \
+         http_status, error, retry_after_ms, started_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (job_id, number) DO UPDATE SET outcome = excluded.outcome, \
+         http_status = excluded.http_status, error = excluded.error, finished_at = excluded.finished_at \
+         RETURNING id",
+    )
+    .bind(job.to_string())
+    .bind(a.number as i64)
+    .bind(&a.deployment)
+    .bind(&a.provider)
+    .bind(&a.model)
+    .bind(&a.key_id)
+    .bind(a.tier)
+    .bind(&a.outcome)
+    .bind(a.http_status.map(i64::from))
+    .bind(&a.error)
+    .bind(a.retry_after_ms)
+    .bind(a.started_at)
+    .bind(a.finished_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.get(0))
+}

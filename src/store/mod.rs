@@ -1,0 +1,101 @@
+//! The store: one SQLite file holding jobs, attempts, results and cost records (and, for the
+//! embedded backend, the queue itself).
+//!
+//! SQLite allows one writer at a time, and a deferred transaction that reads and then writes
+//! can fail with `SQLITE_BUSY` without waiting. So every write goes through one writer task
+//! ([`writer`]) that owns the only write connection, opens `BEGIN IMMEDIATE` transactions and
+//! groups the operations waiting at that moment into one commit. Reads use a separate pool
+//! (WAL lets them run beside the writer).
+
+pub mod jobs;
+mod writer;
+
+pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
+pub use writer::WriteFuture;
+
+use futures::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    read: SqlitePool,
+    writer: writer::Writer,
+}
+
+impl Store {
+    /// Opens (creating it if needed) the database file and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable against a process crash in WAL mode; only a power loss can
+            // lose the last commits. FULL would fsync every grouped commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+
+        let mut write_conn = options.clone().connect().await.map_err(open_err)?;
+        sqlx::migrate!("./migrations").run(&mut write_conn).await?;
+
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Store {
+            read,
+            writer: writer::Writer::spawn(write_conn),
+        })
+    }
+
+    /// Runs `op` inside the writer's next grouped transaction and returns its value once that
+    /// transaction has committed. An error in `op` rolls back `op` alone.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.submit(op).await
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's time unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A file name for the database next to a given directory, used by tests and the demo.
+pub fn database_in(dir: &Path) -> PathBuf {
+    dir.join("sluice.db")
+}

@@ -1,0 +1,137 @@
+//! Accepting jobs: validate, record, publish. Shared by the HTTP API and the CLI.
+//!
+//! Order matters for "no accepted job is lost": a job is written `queued` to the store first,
+//! then published with publisher confirms; only then is the producer told it was accepted. If
+//! the queue refuses, the rows are removed again and the producer gets a clear error to retry
+//! on. Bad input is rejected before anything is written, naming the field.
+
+use crate::config::Config;
+use crate::job::{Envelope, FieldError, JobSpec, Urgency};
+use crate::queue::{Queue, QueueError};
+use crate::store::{InsertOutcome, Store, StoreError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Largest request body of one job, serialised. Providers reject far smaller prompts anyway;
+/// this keeps one job from filling the queue's memory.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// The answer for one submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Submitted {
+    pub id: Uuid,
+    /// True when the tenant had already submitted this `custom_id`: `id` is the first job's.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error("the job queue is unavailable, nothing was accepted; retry later ({0})")]
+    QueueUnavailable(QueueError),
+    #[error("the store failed, nothing was accepted: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Submitter {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub queue: Arc<dyn Queue>,
+}
+
+impl Submitter {
+    /// Validates every spec (all or nothing), records them and publishes them.
+    ///
+    /// `path_prefix` is how the specs are named in errors: `""` for a single job, `"[i]"`-style
+    /// indices are added for several.
+    pub async fn submit(
+        &self,
+        tenant: &str,
+        specs: Vec<JobSpec>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let several = specs.len() > 1;
+        for (i, spec) in specs.iter().enumerate() {
+            self.check(spec).map_err(|e| {
+                SubmitError::Invalid(if several {
+                    FieldError::new(format!("[{i}].{}", e.field), e.message)
+                } else {
+                    e
+                })
+            })?;
+        }
+        let envelopes: Vec<Envelope> = specs
+            .into_iter()
+            .map(|spec| Envelope::new(tenant, spec))
+            .collect();
+        let outcomes = self.store.insert_jobs(envelopes.clone()).await?;
+
+        let mut to_publish: BTreeMap<Urgency, Vec<&Envelope>> = BTreeMap::new();
+        let mut answers = Vec::with_capacity(envelopes.len());
+        for (envelope, outcome) in envelopes.iter().zip(&outcomes) {
+            match outcome {
+                InsertOutcome::Created => {
+                    to_publish
+                        .entry(envelope.spec.urgency)
+                        .or_default()
+                        .push(envelope);
+                    answers.push(Submitted {
+                        id: envelope.id,
+                        duplicate: false,
+                    });
+                }
+                InsertOutcome::Existing(id) => answers.push(Submitted {
+                    id: *id,
+                    duplicate: true,
+                }),
+            }
+        }
+        for (urgency, batch) in &to_publish {
+            let payloads = batch.iter().map(|e| e.to_bytes()).collect();
+            if let Err(e) = self.queue.publish(*urgency, payloads).await {
+                let ids = to_publish.values().flatten().map(|e| e.id).collect();
+                if let Err(forget) = self.store.forget_unpublished(ids).await {
+                    tracing::error!(error = %forget, "could not remove jobs the queue refused");
+                }
+                return Err(SubmitError::QueueUnavailable(e));
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Everything that can be known wrong about a job before it runs.
+    pub fn check(&self, spec: &JobSpec) -> Result<(), FieldError> {
+        spec.validate()?;
+        let model = &spec.request.model;
+        if self.config.resolve_model(model).is_none() {
+            return Err(FieldError::new(
+                "request.model",
+                format!(
+                    "unknown model \"{model}\"; known models: {}",
+                    self.config.model_names().join(", ")
+                ),
+            ));
+        }
+        if let Some(deadline) = spec.deadline {
+            if deadline <= chrono::Utc::now() {
+                return Err(FieldError::new(
+                    "deadline",
+                    format!("{deadline} is in the past"),
+                ));
+            }
+        }
+        let size = serde_json::to_vec(&spec.request)
+            .map(|v| v.len())
+            .unwrap_or(0);
+        if size > MAX_REQUEST_BYTES {
+            return Err(FieldError::new(
+                "request",
+                format!("is {size} bytes; the limit is {MAX_REQUEST_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
