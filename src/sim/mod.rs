@@ -1,21 +1,466 @@
-//! Provider simulator. Placeholder until implemented (branch `provider`).
+//! The provider simulator: a local server that speaks the providers' real wire formats.
+//!
+//! No machine Sluice is developed or demonstrated on reaches a real provider, so the
+//! simulator stands in for them. It is a product feature: it powers `sluice sim`,
+//! `sluice demo`, the integration tests and the benchmarks. Two promises make it useful:
+//!
+//! - **Faithful format.** It answers exactly as the provider documents (OpenAI's
+//!   `chat.completion` object, error bodies, `x-request-id` and `x-ratelimit-*` headers), so
+//!   official SDKs accept it and Sluice's adapters, written against the documentation, are
+//!   exercised for real.
+//! - **Deterministic behaviour.** The same request always gets the same answer (derived from
+//!   the last user message) and the same token counts ([`tokens`]), so tests can assert on
+//!   content and cost.
+//!
+//! Served today: `POST /v1/chat/completions` (non-streaming), in [`openai`].
+//!
+//! # Fault injection
+//!
+//! Faults come from two places.
+//!
+//! **Random faults** for the whole server ([`SimConfig`]): `rate_429`, `rate_500` and
+//! `rate_timeout` are probabilities per call, drawn from one RNG seeded with `seed`.
+//!
+//! **Directives** for one request: write `[sim KEY=VALUE …]` anywhere in the text of any
+//! message (a string `content` or a `text` part), or send the header
+//! `x-sim-fault: LIST` (or `x-sim-fault: KEY=VALUE …`). Keys:
+//!
+//! | directive | effect |
+//! | --- | --- |
+//! | `fail=429` | the 1st call of this request answers 429 `rate_limit_exceeded` with `retry-after`; later calls succeed |
+//! | `fail=429,500` | 1st call 429, 2nd call 500 `server_error`, then success |
+//! | `fail=500*` | `*` repeats the last step forever: always 500 |
+//! | `fail=503`, `fail=529`, … | any status 400–599 with an OpenAI error body |
+//! | `fail=400` | 400 `invalid_request_error` with a message; client errors (4xx except 408, 409, 429) are properties of the request, so they answer *every* call |
+//! | `fail=quota` | 429 with code `insufficient_quota` (every call: credit does not come back) |
+//! | `fail=timeout` | the 1st call never answers (the server holds it for 10 minutes, or until shutdown) |
+//! | `latency=200ms` | wait this long before answering (any humantime duration) instead of the configured `latency` |
+//! | `cached=512` | report this many prompt tokens as `cached_tokens` (capped at the prompt) |
+//!
+//! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`. The
+//! header wins over the messages. A directive the simulator cannot parse is answered with a
+//! 400 that names the problem, so a typo never silently runs the happy path.
+//!
+//! "The Nth call of a request" counts calls whose bodies are equal apart from `model`
+//! (JSON compared with sorted keys) and carry the same `x-sim-fault` header. `model` is left
+//! out so a job that falls back to another model on the same simulator is still the same
+//! job: `[sim fail=429]` then fails its first attempt only, wherever it goes.
+//!
+//! Directives are stripped from the text an answer is derived from, but count as prompt
+//! tokens like any other text, because they were sent.
 
-/// Simulator settings.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(default)]
+pub mod faults;
+pub mod openai;
+pub mod tokens;
+
+use axum::Router;
+use serde::{Deserialize, Deserializer};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the simulator behaves as a whole. Per-request behaviour comes from directives.
+///
+/// In TOML (e.g. the `[sim]` table of `sluice.toml`):
+///
+/// ```toml
+/// latency = "20ms"
+/// rate_429 = 0.05
+/// rate_500 = 0.01
+/// rate_timeout = 0.0
+/// retry_after = "1s"
+/// seed = 42
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
-    pub latency: Option<String>,
+    /// Added before every answer to a well-formed request, including injected errors.
+    #[serde(deserialize_with = "humantime_duration")]
+    pub latency: Duration,
+    /// Probability that a call answers 429 `rate_limit_exceeded`.
+    pub rate_429: f64,
+    /// Probability that a call answers 500 `server_error`.
+    pub rate_500: f64,
+    /// Probability that a call never answers.
+    pub rate_timeout: f64,
+    /// What 429s ask the client to wait (`retry-after`, `retry-after-ms`).
+    #[serde(deserialize_with = "humantime_duration")]
+    pub retry_after: Duration,
+    /// Seeds the random faults, so a benchmark run can be repeated.
+    pub seed: u64,
 }
 
-/// Placeholder.
-pub struct SimServer;
-impl SimServer {
-    pub fn openai_base_url(&self) -> String {
-        unimplemented!()
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            latency: Duration::ZERO,
+            rate_429: 0.0,
+            rate_500: 0.0,
+            rate_timeout: 0.0,
+            retry_after: Duration::from_secs(1),
+            seed: 0,
+        }
     }
-    pub async fn shutdown(self) {}
 }
-/// Placeholder.
-pub async fn spawn(_addr: std::net::SocketAddr, _config: SimConfig) -> std::io::Result<SimServer> {
-    unimplemented!()
+
+/// A [`SimConfig`] that cannot be served.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimConfigError {
+    #[error("sim.{field} = {value}: a probability must be between 0.0 and 1.0")]
+    Probability { field: &'static str, value: f64 },
+    #[error("sim: rate_429 + rate_500 + rate_timeout = {0}, which is more than 1.0")]
+    RatesOverOne(f64),
+}
+
+impl SimConfig {
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        for (field, value) in [
+            ("rate_429", self.rate_429),
+            ("rate_500", self.rate_500),
+            ("rate_timeout", self.rate_timeout),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimConfigError::Probability { field, value });
+            }
+        }
+        let sum = self.rate_429 + self.rate_500 + self.rate_timeout;
+        if sum > 1.0 + f64::EPSILON {
+            return Err(SimConfigError::RatesOverOne(sum));
+        }
+        Ok(())
+    }
+}
+
+fn humantime_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("\"{text}\": {e} (write e.g. \"20ms\")")))
+}
+
+/// Counters of what the simulator has served, for tests ("the finished job was not called
+/// again") and benchmarks (tokens per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Every `POST /v1/chat/completions` received, whatever its outcome.
+    pub chat_requests: u64,
+    /// Those answered 200 with a completion.
+    pub completions: u64,
+    /// Those answered with an error status (injected or not).
+    pub errors: u64,
+    /// Those held without an answer (`timeout` faults).
+    pub hung: u64,
+    /// Sums over `completions`, as reported in their `usage`.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// How many request bodies [`SimServer::requests`] keeps: enough for any test, bounded for
+/// benchmarks.
+const REQUEST_LOG_CAPACITY: usize = 256;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    chat_requests: AtomicU64,
+    completions: AtomicU64,
+    errors: AtomicU64,
+    hung: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    /// Calls so far per request key, only for requests that carry a `fail=` plan (so the map
+    /// does not grow with a benchmark's millions of plain requests).
+    calls: Mutex<HashMap<u64, u64>>,
+    rng: Mutex<rand::rngs::StdRng>,
+    requests: Mutex<VecDeque<serde_json::Value>>,
+    /// The rate-limit window the `x-ratelimit-*` headers describe.
+    window: Mutex<Window>,
+    /// Flips to `true` on shutdown, releasing held (`timeout`) requests. `None` when embedded
+    /// through [`router`], which has no shutdown of its own.
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    requests: u64,
+    tokens: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain counters behind, still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SimState {
+    fn new(config: SimConfig, shutdown: Option<watch::Receiver<bool>>) -> Self {
+        use rand::SeedableRng;
+        SimState {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
+            config,
+            chat_requests: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            hung: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            calls: Mutex::new(HashMap::new()),
+            requests: Mutex::new(VecDeque::new()),
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                requests: 0,
+                tokens: 0,
+            }),
+            shutdown,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        SimStats {
+            chat_requests: self.chat_requests.load(Ordering::Relaxed),
+            completions: self.completions.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_request(&self) {
+        self.chat_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_completion(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion_tokens, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_hung(&self) {
+        self.hung.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records this call of the request `key` and returns its 1-based number.
+    pub(crate) fn next_call(&self, key: u64) -> u64 {
+        let mut calls = lock(&self.calls);
+        let n = calls.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// A uniform draw in `[0, 1)` from the seeded RNG.
+    pub(crate) fn draw(&self) -> f64 {
+        use rand::Rng;
+        lock(&self.rng).random::<f64>()
+    }
+
+    pub(crate) fn log_request(&self, body: serde_json::Value) {
+        let mut log = lock(&self.requests);
+        if log.len() == REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(body);
+    }
+
+    /// Counts a call against the one-minute window and returns (requests used, tokens used,
+    /// time until the window resets).
+    pub(crate) fn window_use(&self, tokens: u64) -> (u64, u64, Duration) {
+        const WINDOW: Duration = Duration::from_secs(60);
+        let mut window = lock(&self.window);
+        let now = Instant::now();
+        if now.duration_since(window.started) >= WINDOW {
+            *window = Window {
+                started: now,
+                requests: 0,
+                tokens: 0,
+            };
+        }
+        window.requests += 1;
+        window.tokens += tokens;
+        let reset = WINDOW.saturating_sub(now.duration_since(window.started));
+        (window.requests, window.tokens, reset)
+    }
+
+    /// Resolves when the simulator shuts down.
+    pub(crate) async fn shutting_down(&self) {
+        match self.shutdown.clone() {
+            Some(mut shutdown) => {
+                // An error means the server (and its sender) is gone: a shutdown too.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The simulator's routes, for embedding in another server. Held (`timeout`) requests are
+/// released only by their 10-minute cap here; [`spawn`] also releases them on shutdown.
+pub fn router(config: SimConfig) -> Router {
+    build_router(Arc::new(SimState::new(config, None)))
+}
+
+fn build_router(state: Arc<SimState>) -> Router {
+    openai::routes()
+        .fallback(openai::unknown_route)
+        .with_state(state)
+}
+
+/// A running simulator. Stops when [`shutdown`](SimServer::shutdown) is called or when
+/// dropped.
+#[derive(Debug)]
+pub struct SimServer {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Binds `addr` (port 0 picks a free port) and serves the simulator in the background.
+pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimServer> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, shutdown) = watch::channel(false);
+    let state = Arc::new(SimState::new(config, Some(shutdown.clone())));
+    let app = build_router(state.clone());
+    let mut signal = shutdown;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "provider simulator listening");
+    Ok(SimServer {
+        addr,
+        state,
+        stop,
+        task: Some(task),
+    })
+}
+
+impl SimServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give an OpenAI client: `http://ADDR/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// The bodies of the most recent chat requests (up to 256), oldest first, as received.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        lock(&self.state.requests).iter().cloned().collect()
+    }
+
+    /// Stops accepting, releases held requests, and waits for in-flight answers to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "provider simulator stopped with an error")
+                }
+                Err(e) => tracing::warn!(error = %e, "provider simulator task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        // The serving task sees this and finishes on its own; nothing to wait for here.
+        let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_humantime_and_rejects_unknown_fields() {
+        let config: SimConfig = toml::from_str(
+            r#"
+            latency = "20ms"
+            rate_429 = 0.25
+            retry_after = "2s"
+            seed = 7
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.latency, Duration::from_millis(20));
+        assert_eq!(config.rate_429, 0.25);
+        assert_eq!(config.rate_500, 0.0);
+        assert_eq!(config.retry_after, Duration::from_secs(2));
+        assert_eq!(config.seed, 7);
+
+        let err = toml::from_str::<SimConfig>("rate_42 = 0.1").unwrap_err();
+        assert!(err.to_string().contains("rate_42"), "{err}");
+        let err = toml::from_str::<SimConfig>("latency = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn default_config_is_fault_free() {
+        let config = SimConfig::default();
+        assert_eq!(config.latency, Duration::ZERO);
+        assert_eq!(config.retry_after, Duration::from_secs(1));
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn impossible_rates_are_rejected() {
+        let config = SimConfig {
+            rate_500: 1.5,
+            ..SimConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(SimConfigError::Probability {
+                field: "rate_500",
+                ..
+            })
+        ));
+        let config = SimConfig {
+            rate_429: 0.6,
+            rate_500: 0.6,
+            ..SimConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(SimConfigError::RatesOverOne(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn spawn_refuses_an_invalid_config() {
+        let config = SimConfig {
+            rate_timeout: -0.1,
+            ..SimConfig::default()
+        };
+        let err = spawn("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }
