@@ -1,0 +1,163 @@
+//! The integration-test harness: a whole Sluice (store in a temporary SQLite file, the
+//! simulator on a random port, the API on a random port, worker pools) on either queue
+//! backend. RabbitMQ tests use a unique name prefix, so tests share the broker safely.
+
+#![allow(dead_code)]
+
+use sluice::app::App;
+use sluice::client::Client;
+use sluice::config::{Config, QueueBackend, Secret, TenantConfig};
+use sluice::job::Urgency;
+use sluice::worker::WorkerPools;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const TOKEN: &str = "sk-test-acme";
+pub const OTHER_TOKEN: &str = "sk-test-globex";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Rabbitmq,
+}
+
+pub struct Harness {
+    pub app: App,
+    pub client: Client,
+    pub other_client: Client,
+    pub base_url: String,
+    pub dir: tempfile::TempDir,
+    workers: Option<WorkerPools>,
+    api: JoinHandle<()>,
+}
+
+/// The configuration every test starts from: the built-in one, with a tenant pair, quick
+/// retries and an isolated database and queue prefix.
+pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut config = Config::builtin();
+    config.server.database = dir.join("sluice.db");
+    config.tenants = vec![
+        TenantConfig {
+            name: "acme".into(),
+            token: Secret::new(TOKEN),
+        },
+        TenantConfig {
+            name: "globex".into(),
+            token: Secret::new(OTHER_TOKEN),
+        },
+    ];
+    config.retry.base_delay = Duration::from_millis(100);
+    config.retry.max_delay = Duration::from_secs(2);
+    config.retry.max_attempts = 3;
+    config.sim.retry_after = Duration::from_millis(200);
+    config.queue.visibility_timeout = Duration::from_secs(3);
+    if backend == Backend::Rabbitmq {
+        config.queue.backend = Some(QueueBackend::Rabbitmq);
+        config.queue.url = Some(Secret::new(AMQP_URL));
+        config.queue.prefix = format!("sluice-test-{}", uuid::Uuid::now_v7());
+    }
+    config
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Harness {
+        Harness::start_with(backend, |_| {}, true).await
+    }
+
+    /// Starts with a configuration tweak; `workers: false` leaves jobs queued.
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        workers: bool,
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(backend, dir.path());
+        tweak(&mut config);
+        let app = App::start(config).await.expect("app starts");
+        if let Some(amqp) = app.queue_as_amqp() {
+            amqp.wait_connected(Duration::from_secs(10))
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let state = app.api_state();
+        let api = tokio::spawn(async move {
+            sluice::api::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+        let workers = workers.then(|| WorkerPools::start(app.worker_context(), &Urgency::ALL));
+        Harness {
+            client: Client::new(&base_url, TOKEN),
+            other_client: Client::new(&base_url, OTHER_TOKEN),
+            base_url,
+            app,
+            dir,
+            workers,
+            api,
+        }
+    }
+
+    pub fn start_workers(&mut self) {
+        assert!(self.workers.is_none());
+        self.workers = Some(WorkerPools::start(self.app.worker_context(), &Urgency::ALL));
+    }
+
+    pub fn sim_requests(&self) -> u64 {
+        self.app.sim.as_ref().unwrap().stats().chat_requests
+    }
+
+    /// Submits one job asking `model` with `prompt`; returns its id.
+    pub async fn submit(&self, model: &str, prompt: &str) -> uuid::Uuid {
+        let answer = self
+            .client
+            .submit(&serde_json::json!({
+                "urgency": "standard",
+                "tags": {"team": "search", "user": "u1"},
+                "request": {"model": model, "messages": [{"role": "user", "content": prompt}]}
+            }))
+            .await
+            .expect("submit accepted");
+        answer["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn wait(&self, id: uuid::Uuid) -> serde_json::Value {
+        let job = self
+            .client
+            .wait(id, Duration::from_secs(60))
+            .await
+            .expect("job readable");
+        assert!(
+            matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ),
+            "job not final within 60 s: {job:#}"
+        );
+        job
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.app.store.reader())
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown().await;
+        }
+        self.api.abort();
+        if let Some(sim) = self.app.sim.take() {
+            sim.shutdown().await;
+        }
+    }
+}
+
+/// A unique prompt, so a test's simulator directives and token counts are its own.
+pub fn prompt(text: &str) -> String {
+    format!("{text} (test {})", uuid::Uuid::now_v7())
+}
