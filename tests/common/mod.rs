@@ -139,6 +139,21 @@ impl Harness {
         job
     }
 
+    /// Waits for a job published straight onto the queue, which the store knows only once a
+    /// worker has consumed it (until then its id is a 404), and then for it to be final.
+    pub async fn wait_published(&self, id: uuid::Uuid) -> serde_json::Value {
+        for _ in 0..600 {
+            match self.client.get(id, None).await {
+                Ok(_) => return self.wait(id).await,
+                Err(sluice::client::ClientError::Api { status: 404, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("job {id} was never recorded");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(self.app.store.reader())

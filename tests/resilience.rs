@@ -1,0 +1,219 @@
+//! What must survive: a job published straight onto the queue without the API, a message that
+//! is not a job, and a worker killed in the middle of a job.
+
+mod common;
+
+use common::{prompt, test_config, Backend, Harness};
+use sluice::app::App;
+use sluice::job::Urgency;
+use sluice::worker::WorkerPools;
+use std::time::Duration;
+
+/// A job envelope written by hand, exactly as `docs/envelope.md` documents it, as a program
+/// in another language would publish it.
+fn hand_written_envelope(id: uuid::Uuid, text: &str) -> Vec<u8> {
+    format!(
+        r#"{{"version": 1, "id": "{id}", "tenant": "acme", "urgency": "standard",
+            "tags": {{"team": "etl"}}, "custom_id": "row-{id}",
+            "request": {{"model": "fast", "messages": [{{"role": "user", "content": "{text}"}}], "temperature": 0.1}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Publishes raw bytes the way a foreign producer would: on RabbitMQ straight onto the
+/// exchange with a plain AMQP client, on the embedded backend through the queue alone.
+async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
+    match backend {
+        Backend::Embedded => h
+            .app
+            .queue
+            .publish(Urgency::Standard, vec![payload])
+            .await
+            .unwrap(),
+        Backend::Rabbitmq => {
+            use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+            let conn = lapin::Connection::connect(
+                common::AMQP_URL,
+                lapin::ConnectionProperties::default(),
+            )
+            .await
+            .unwrap();
+            let channel = conn.create_channel().await.unwrap();
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            let exchange = format!("{}.jobs", h.app.config.queue.prefix);
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "standard".into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            conn.close(200, "bye".into()).await.unwrap();
+        }
+    }
+}
+
+/// Reasons of the messages in the dead-letter queue.
+async fn dead_letter_reasons(h: &Harness, backend: Backend) -> Vec<String> {
+    match backend {
+        Backend::Embedded => sqlx::query_scalar("SELECT reason FROM dead_letters")
+            .fetch_all(h.app.store.reader())
+            .await
+            .unwrap(),
+        Backend::Rabbitmq => {
+            use lapin::options::BasicGetOptions;
+            let conn = lapin::Connection::connect(
+                common::AMQP_URL,
+                lapin::ConnectionProperties::default(),
+            )
+            .await
+            .unwrap();
+            let channel = conn.create_channel().await.unwrap();
+            let queue = format!("{}.jobs.dead", h.app.config.queue.prefix);
+            let mut reasons = Vec::new();
+            while let Some(message) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                let headers = message
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default();
+                let reason = headers
+                    .inner()
+                    .get("x-sluice-dead-reason")
+                    .and_then(|v| v.as_long_string().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                reasons.push(reason);
+            }
+            conn.close(200, "bye".into()).await.unwrap();
+            reasons
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Backend::Embedded).await })*
+        }
+        mod rabbitmq {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Backend::Rabbitmq).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_job_published_straight_onto_the_queue_is_recorded_and_pollable,
+    a_poison_message_is_dead_lettered_and_the_worker_keeps_going,
+    a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once,
+);
+
+async fn a_job_published_straight_onto_the_queue_is_recorded_and_pollable(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let id = uuid::Uuid::now_v7();
+    publish_raw(
+        &h,
+        backend,
+        hand_written_envelope(id, &prompt("published without the API")),
+    )
+    .await;
+    let job = h.wait_published(id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["custom_id"], format!("row-{id}"));
+    assert_eq!(job["tags"]["team"], "etl");
+    assert!(job["cost"]["amount_pico_usd"].as_i64().unwrap() > 0);
+    // The unknown field travelled to the provider untouched.
+    let seen = h.app.sim.as_ref().unwrap().requests();
+    assert!(
+        seen.iter().any(|r| r["temperature"] == 0.1),
+        "temperature reached the provider"
+    );
+    h.stop().await;
+}
+
+async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going(backend: Backend) {
+    let h = Harness::start(backend).await;
+    publish_raw(&h, backend, b"this is not json".to_vec()).await;
+    publish_raw(
+        &h,
+        backend,
+        br#"{"version": 1, "id": "not-a-uuid"}"#.to_vec(),
+    )
+    .await;
+    let id = h.submit("fast", &prompt("after the poison")).await;
+    assert_eq!(h.wait(id).await["status"], "succeeded");
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = dead_letter_reasons(&h, backend).await;
+        if reasons.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("not a Sluice job envelope")),
+        "{reasons:?}"
+    );
+    h.stop().await;
+}
+
+async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend: Backend) {
+    let mut h = Harness::start_with(backend, |_| {}, false).await;
+    let id = h.submit("fast", &prompt("[sim latency=3s] slow job")).await;
+
+    // The victim: a second Sluice process on the same store and queue, in its own runtime,
+    // which is torn down while its call to the provider is in flight (a crash: nothing is
+    // settled, nothing is recorded).
+    let mut config = test_config(backend, h.dir.path());
+    config.queue.prefix = h.app.config.queue.prefix.clone();
+    let victim = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let app = App::start(config).await.unwrap();
+            if let Some(amqp) = app.queue_as_amqp() {
+                amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
+            }
+            let _workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
+            for _ in 0..100 {
+                if app.sim.as_ref().unwrap().stats().chat_requests > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            app.sim.as_ref().unwrap().stats().chat_requests
+        })
+        // The runtime is dropped here, mid-call.
+    });
+    let victim_calls = victim.join().unwrap();
+    assert_eq!(victim_calls, 1, "the victim had taken the job when it died");
+    assert_eq!(h.client.get(id, None).await.unwrap()["status"], "running");
+
+    h.start_workers();
+    let job = h.wait(id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM costs").await,
+        1,
+        "charged once"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM results").await, 1);
+    assert_eq!(h.sim_requests(), 1, "the survivor called the provider once");
+    h.stop().await;
+}
