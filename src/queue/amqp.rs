@@ -1,1 +1,0 @@
-//! RabbitMQ backend (lapin). Placeholder until implemented.
