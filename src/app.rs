@@ -70,7 +70,7 @@ impl App {
                     .expose()
                     .to_string();
                 let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(
-                    crate::queue::amqp::AmqpConfig::new(url, config.queue.prefix.clone()),
+                    crate::queue::amqp::AmqpConfig::new(url).with_prefix(config.queue.prefix.clone()),
                 ));
                 amqp = Some(queue.clone());
                 queue

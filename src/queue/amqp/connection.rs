@@ -1,0 +1,360 @@
+//! The connection supervisor: one background task that owns the broker connections, so the
+//! rest of the backend never has to reconnect, retry or redeclare anything itself.
+//!
+//! It connects with capped exponential back-off (a broker that is down at start-up or restarts
+//! later is not an error, only a wait), declares the topology after every (re)connect, watches
+//! both connections, and publishes the current [`LinkState`] on a watch channel that publishers
+//! and consumers wait on. Each successful connect gets a new generation number, so anything tied
+//! to an old connection (a delivery tag, a consumer) can tell it is stale.
+//!
+//! Two connections, not one: RabbitMQ blocks a connection that publishes while a memory or disk
+//! alarm is on; with acks on a separate connection, consumers keep settling (and so freeing
+//! memory) while publishers wait.
+//!
+//! lapin's own auto-recovery is not used: it is young (open issues about it hanging after a
+//! broker restart), and a plain reconnect loop whose every step we log is easier to trust.
+
+use super::topology::Topology;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties, Event};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// What the rest of the backend sees of the connections.
+#[derive(Clone)]
+pub(crate) enum LinkState {
+    /// Not connected (yet, or again); the last error explains why.
+    Down {
+        last_error: Option<String>,
+    },
+    Up(Arc<Link>),
+    /// Shut down for good.
+    Closed,
+}
+
+/// One generation of live connections.
+pub(crate) struct Link {
+    pub(crate) generation: u64,
+    pub(crate) publish_conn: Connection,
+    pub(crate) consume_conn: Connection,
+    /// In confirm mode; shared by all publishers (lapin matches confirms to publishes).
+    pub(crate) publish_channel: Channel,
+    /// `Some(reason)` while the broker has blocked the publishing connection.
+    pub(crate) blocked: watch::Receiver<Option<String>>,
+}
+
+impl Link {
+    /// False as soon as lapin knows the publishing side is gone, which can be a moment before
+    /// the supervisor notices and replaces the link.
+    pub(crate) fn can_publish(&self) -> bool {
+        self.publish_conn.status().connected() && self.publish_channel.status().connected()
+    }
+}
+
+/// What the supervisor needs to know.
+pub(crate) struct SupervisorConfig {
+    pub(crate) url: String,
+    pub(crate) redacted_url: String,
+    pub(crate) connection_name: String,
+    pub(crate) topology: Topology,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Runs until `shutdown` turns true: keeps `state` pointing at live connections.
+pub(crate) async fn supervise(
+    config: SupervisorConfig,
+    state: Arc<watch::Sender<LinkState>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let connected = tokio::select! {
+            result = connect(&config) => result,
+            _ = shutdown.changed() => break,
+        };
+        match connected {
+            Ok((link, blocked_tx)) => {
+                attempt = 0;
+                let link = Arc::new(link);
+                info!(
+                    url = %config.redacted_url,
+                    generation = link.generation,
+                    "connected to RabbitMQ and declared the topology under prefix \"{}\"",
+                    config.topology.prefix()
+                );
+                state.send_replace(LinkState::Up(link.clone()));
+                let reason = tokio::select! {
+                    reason = watch_link(&link, blocked_tx, &config.redacted_url) => Some(reason),
+                    _ = shutdown.changed() => None,
+                };
+                let Some(reason) = reason else {
+                    close_link(&link).await;
+                    break;
+                };
+                warn!(
+                    "lost the connection to RabbitMQ at {}: {reason}; reconnecting",
+                    config.redacted_url
+                );
+                state.send_replace(LinkState::Down {
+                    last_error: Some(reason),
+                });
+                // Closing the survivor (when only one connection died) makes the broker requeue
+                // whatever was delivered on it, instead of leaving it stuck on a zombie.
+                close_link(&link).await;
+            }
+            Err(error) => {
+                let delay = backoff(attempt, config.max_backoff);
+                attempt = attempt.saturating_add(1);
+                warn!(
+                    "cannot reach RabbitMQ at {}: {error}; retrying in {}",
+                    config.redacted_url,
+                    humantime::format_duration(delay)
+                );
+                state.send_replace(LinkState::Down {
+                    last_error: Some(error),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    if let LinkState::Up(link) = &*state.borrow() {
+        let link = link.clone();
+        tokio::spawn(async move { close_link(&link).await });
+    }
+    state.send_replace(LinkState::Closed);
+}
+
+/// Back-off before reconnect attempt `attempt` (0-based): 1 s, 2 s, 4 s… capped, with up to
+/// 20 % jitter so that many workers do not reconnect in lockstep after a broker restart.
+pub(crate) fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(1)
+        .checked_mul(1u32 << attempt.min(16))
+        .unwrap_or(cap)
+        .min(cap);
+    let jitter = rand::random::<f64>() * 0.2;
+    base.mul_f64(1.0 + jitter).min(cap.max(base))
+}
+
+async fn connect(
+    config: &SupervisorConfig,
+) -> Result<(Link, watch::Sender<Option<String>>), String> {
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    let open = |role: &'static str| {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("{} {role}", config.connection_name).into());
+        let url = config.url.clone();
+        let timeout = config.connect_timeout;
+        async move {
+            match tokio::time::timeout(timeout, Connection::connect(&url, props)).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(describe_error(&e)),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+            }
+        }
+    };
+    let publish_conn = open("publish").await?;
+    let consume_conn = match open("consume").await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = publish_conn
+                .close(200, "sluice: giving up this attempt".into())
+                .await;
+            return Err(e);
+        }
+    };
+    let setup = async {
+        let channel = publish_conn.create_channel().await?;
+        config.topology.declare(&channel).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        let publish_channel = publish_conn.create_channel().await?;
+        publish_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok::<_, lapin::Error>(publish_channel)
+    };
+    let publish_channel = match tokio::time::timeout(config.connect_timeout, setup).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            let _ = publish_conn.close(200, "sluice: setup failed".into()).await;
+            let _ = consume_conn.close(200, "sluice: setup failed".into()).await;
+            return Err(format!(
+                "connected, but declaring the topology failed: {}",
+                describe_error(&e)
+            ));
+        }
+        Err(_) => {
+            return Err("connected, but declaring the topology timed out".to_string());
+        }
+    };
+    let (blocked_tx, blocked) = watch::channel(None);
+    Ok((
+        Link {
+            generation,
+            publish_conn,
+            consume_conn,
+            publish_channel,
+            blocked,
+        },
+        blocked_tx,
+    ))
+}
+
+/// Waits until the link is no longer usable, keeping the blocked flag current meanwhile.
+/// Returns why the link went down.
+async fn watch_link(
+    link: &Link,
+    blocked_tx: watch::Sender<Option<String>>,
+    redacted_url: &str,
+) -> String {
+    use futures::StreamExt;
+    // Events make blocking visible at once; the status poll catches every way a connection can
+    // die, whichever events lapin does or does not emit for it.
+    let mut publish_events = Box::pin(link.publish_conn.events_listener());
+    let mut consume_events = Box::pin(link.consume_conn.events_listener());
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_event_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            event = publish_events.next() => match event {
+                Some(Event::ConnectionBlocked(reason)) => {
+                    warn!("RabbitMQ at {redacted_url} blocked publishing: {reason}; publishers wait until it is lifted");
+                    blocked_tx.send_replace(Some(reason));
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    info!("RabbitMQ at {redacted_url} unblocked publishing");
+                    blocked_tx.send_replace(None);
+                }
+                Some(Event::Error(e)) => last_event_error = Some(describe_error(&e)),
+                Some(_) => {}
+                None => return last_event_error.unwrap_or_else(|| "the publishing connection ended".to_string()),
+            },
+            event = consume_events.next() => match event {
+                Some(Event::Error(e)) => last_event_error = Some(describe_error(&e)),
+                Some(_) => {}
+                None => return last_event_error.unwrap_or_else(|| "the consuming connection ended".to_string()),
+            },
+            _ = tick.tick() => {}
+        }
+        let why = if !link.publish_conn.status().connected() {
+            Some("the publishing connection closed")
+        } else if !link.consume_conn.status().connected() {
+            Some("the consuming connection closed")
+        } else if !link.publish_channel.status().connected() {
+            Some("the publishing channel closed")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return match last_event_error {
+                Some(e) => format!("{why} ({e})"),
+                None => why.to_string(),
+            };
+        }
+    }
+}
+
+async fn close_link(link: &Link) {
+    let close = async {
+        let _ = link.publish_conn.close(200, "sluice: closing".into()).await;
+        let _ = link.consume_conn.close(200, "sluice: closing".into()).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+}
+
+/// A lapin error in words an operator can act on.
+pub(crate) fn describe_error(error: &lapin::Error) -> String {
+    use std::io::ErrorKind as Io;
+    match error.kind() {
+        lapin::ErrorKind::IOError(e) => match e.kind() {
+            Io::ConnectionRefused => "connection refused".to_string(),
+            Io::ConnectionReset => "connection reset by the broker".to_string(),
+            Io::ConnectionAborted => "connection aborted".to_string(),
+            Io::TimedOut => "connection timed out".to_string(),
+            Io::UnexpectedEof => "the broker closed the connection".to_string(),
+            _ => e.to_string(),
+        },
+        lapin::ErrorKind::ProtocolError(e) => format!("the broker said: {e}"),
+        _ => error.to_string(),
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_string();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..authority_start],
+        &userinfo[..colon],
+        &url[authority_start + at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqps://u:p%40ss@host/vh?heartbeat=10"),
+            "amqps://u:***@host/vh?heartbeat=10"
+        );
+        // An unescaped '@' in the password: everything up to the last '@' is userinfo.
+        assert_eq!(redact_url("amqp://u:a@b@host"), "amqp://u:***@host");
+        assert_eq!(redact_url("amqp://user@host/"), "amqp://user@host/");
+        assert_eq!(
+            redact_url("amqp://127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        // An '@' after the authority is not a credential.
+        assert_eq!(redact_url("amqp://host/v@h"), "amqp://host/v@h");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url(""), "");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cap = Duration::from_secs(30);
+        assert!(backoff(0, cap) >= Duration::from_secs(1));
+        assert!(backoff(0, cap) <= Duration::from_millis(1200));
+        assert!(backoff(1, cap) >= Duration::from_secs(2));
+        assert!(backoff(3, cap) >= Duration::from_secs(8));
+        for attempt in [5, 10, 31, 32, 1000, u32::MAX] {
+            let d = backoff(attempt, cap);
+            assert!(d <= cap, "{attempt}: {d:?}");
+            assert!(d >= Duration::from_secs(16).min(cap), "{attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! RabbitMQ backend (lapin): the production queue, and the way to scale out across machines.
+//!
+//! - [`topology`]: every exchange and queue name under a prefix, and how each is declared.
+//! - `connection`: the supervisor task that owns the connections and reconnects.
+//! - `consumer`: consumers that re-subscribe after a reconnect, and settling deliveries.
+//!
+//! [`AmqpQueue::start`] never fails and never blocks on the broker: a broker that is down is a
+//! state to wait out (publishing waits up to the publish timeout, consumers wait indefinitely),
+//! not an error at start-up. Publishing uses pipelined publisher confirms over a bounded
+//! in-flight window, since waiting for each confirm in turn costs a disk sync per message.
+
+mod connection;
+mod consumer;
+pub mod topology;
+
+pub use connection::redact_url;
+pub use topology::{Rung, Topology, RUNGS};
+
+use crate::job::Urgency;
+use crate::queue::{Consumer, Queue, QueueError};
+use async_trait::async_trait;
+use connection::{describe_error, Link, LinkState, SupervisorConfig};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Header carrying why a message was dead-lettered by Sluice (not by the broker).
+pub const DEAD_REASON_HEADER: &str = "x-sluice-dead-reason";
+/// Header carrying when (Unix seconds, AMQP timestamp) a message was dead-lettered by Sluice.
+pub const DEAD_AT_HEADER: &str = "x-sluice-dead-at";
+/// Header carrying the urgency queue a dead-lettered message came from.
+pub const DEAD_URGENCY_HEADER: &str = "x-sluice-urgency";
+/// Header on a retry longer than the top rung: Unix milliseconds before which the message must
+/// not be handed to a worker; a consumer that sees it early parks it again.
+pub const NOT_BEFORE_HEADER: &str = "x-sluice-not-before";
+
+/// How to reach RabbitMQ and what to call things there.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `amqp://user:password@host:5672/%2f` (`amqps://` for TLS). The password never appears in
+    /// logs or errors.
+    pub url: String,
+    /// Prefix of every exchange and queue name (default `sluice`).
+    pub prefix: String,
+    /// Shown in the broker's connection list, suffixed with ` publish` / ` consume`.
+    /// Default: `sluice/<prefix>/<pid>`.
+    pub connection_name: Option<String>,
+    /// How long a publish (or a retry, or a dead-letter) waits for a connection, for the broker
+    /// to lift a memory/disk alarm, or for a confirm, before giving up.
+    pub publish_timeout: Duration,
+    /// Most messages published but not yet confirmed, per `publish` call.
+    pub confirm_window: usize,
+    /// Failed deliveries (crash, lost connection, requeue) before the broker dead-letters a
+    /// message to `P.jobs.dead`.
+    pub delivery_limit: u32,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+    /// Longest wait for the TCP connect and AMQP handshake (and for declaring the topology).
+    pub connect_timeout: Duration,
+}
+
+impl AmqpConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        AmqpConfig {
+            url: url.into(),
+            ..AmqpConfig::default()
+        }
+    }
+
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://127.0.0.1:5672/%2f".to_string(),
+            prefix: "sluice".to_string(),
+            connection_name: None,
+            publish_timeout: Duration::from_secs(30),
+            confirm_window: 1000,
+            delivery_limit: 10,
+            max_backoff: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The RabbitMQ queue backend. Cheap to clone; the connections stay up while any clone, any
+/// consumer or any unsettled delivery is alive, and are closed when the last one goes.
+#[derive(Clone)]
+pub struct AmqpQueue {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: AmqpConfig,
+    topology: Topology,
+    redacted_url: String,
+    state: watch::Receiver<LinkState>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+impl AmqpQueue {
+    /// Starts the connection supervisor and returns at once, whatever the broker's state.
+    /// Must be called from within a Tokio runtime.
+    pub fn start(config: AmqpConfig) -> AmqpQueue {
+        let topology = Topology::new(config.prefix.clone(), config.delivery_limit);
+        let redacted_url = redact_url(&config.url);
+        let (state_tx, state) = watch::channel(LinkState::Down { last_error: None });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let supervisor = SupervisorConfig {
+            url: config.url.clone(),
+            redacted_url: redacted_url.clone(),
+            connection_name: config
+                .connection_name
+                .clone()
+                .unwrap_or_else(|| format!("sluice/{}/{}", config.prefix, std::process::id())),
+            topology: topology.clone(),
+            connect_timeout: config.connect_timeout,
+            max_backoff: config.max_backoff,
+        };
+        tokio::spawn(connection::supervise(
+            supervisor,
+            Arc::new(state_tx),
+            shutdown_rx,
+        ));
+        AmqpQueue {
+            inner: Arc::new(Inner {
+                config,
+                topology,
+                redacted_url,
+                state,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The names this queue uses on the broker.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Waits until connected with the topology declared, or fails with `Unavailable` naming the
+    /// broker and the last connection error.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), QueueError> {
+        self.inner
+            .wait_link(Instant::now() + timeout, "connect")
+            .await
+            .map(|_| ())
+    }
+
+    /// True while connected (with the topology declared).
+    pub fn is_connected(&self) -> bool {
+        matches!(&*self.inner.state.borrow(), LinkState::Up(_))
+    }
+
+    /// Stops the supervisor and closes the connections. Consumers then return `None`, and
+    /// unsettled deliveries go back to the queue.
+    pub fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+#[async_trait]
+impl Queue for AmqpQueue {
+    async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError> {
+        let properties = job_properties();
+        self.inner
+            .publish_confirmed(
+                &self.inner.topology.exchange(),
+                urgency.as_str(),
+                messages.iter().map(|m| (m.as_slice(), properties.clone())),
+            )
+            .await
+    }
+
+    async fn consume(
+        &self,
+        urgency: Urgency,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer>, QueueError> {
+        Ok(Box::new(consumer::AmqpConsumer::new(
+            self.inner.clone(),
+            urgency,
+            prefetch,
+        )))
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
+
+/// Properties of every job message: persistent (delivery mode 2) so it survives a broker
+/// restart, JSON since the payload is the job envelope.
+fn job_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_app_id("sluice".into())
+        .with_timestamp(unix_now().as_secs())
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+impl Inner {
+    /// The live link, waiting for one until `deadline`.
+    async fn wait_link(&self, deadline: Instant, doing: &str) -> Result<Arc<Link>, QueueError> {
+        let mut state = self.state.clone();
+        match tokio::time::timeout_at(deadline, wait_up(&mut state, None)).await {
+            Ok(Some(link)) => Ok(link),
+            Ok(None) => Err(QueueError::Unavailable(format!(
+                "cannot {doing}: the RabbitMQ queue ({}) has been closed",
+                self.redacted_url
+            ))),
+            Err(_) => {
+                let why = match &*state.borrow() {
+                    LinkState::Down {
+                        last_error: Some(e),
+                    } => format!(": {e}"),
+                    _ => String::new(),
+                };
+                Err(QueueError::Unavailable(format!(
+                    "cannot {doing}: RabbitMQ at {} is not reachable{why}",
+                    self.redacted_url
+                )))
+            }
+        }
+    }
+
+    /// Publishes every message with confirms, pipelined: up to `confirm_window` in flight, then
+    /// waits for the oldest. Returns once all are confirmed; on any failure, the caller must
+    /// assume none were (some may have been: duplicates are expected downstream).
+    async fn publish_confirmed<'a>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        messages: impl ExactSizeIterator<Item = (&'a [u8], BasicProperties)>,
+    ) -> Result<(), QueueError> {
+        let total = messages.len();
+        if total == 0 {
+            return Ok(());
+        }
+        let timeout = self.config.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut link = self.wait_link(deadline, "publish").await?;
+        if !link.can_publish() {
+            // A connection that died a moment ago: nothing is sent yet, so waiting for its
+            // replacement costs no duplicate.
+            let mut state = self.state.clone();
+            link =
+                match tokio::time::timeout_at(deadline, wait_up(&mut state, Some(link.generation)))
+                    .await
+                {
+                    Ok(Some(link)) => link,
+                    _ => self.wait_link(Instant::now(), "publish").await?,
+                };
+        }
+        let window = self.config.confirm_window.max(1);
+        let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window.min(total));
+        let result = async {
+            let mut blocked = link.blocked.clone();
+            for (sent, (payload, properties)) in messages.enumerate() {
+                if blocked.borrow().is_some() {
+                    self.wait_unblocked(&mut blocked, timeout, total - sent)
+                        .await?;
+                }
+                if pending.len() >= window {
+                    if let Some(oldest) = pending.pop_front() {
+                        self.await_confirm(oldest, exchange, routing_key).await?;
+                    }
+                }
+                let publish = link.publish_channel.basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    // Mandatory: a message no queue takes comes back to us instead of vanishing.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    payload,
+                    properties,
+                );
+                match tokio::time::timeout(timeout, publish).await {
+                    Ok(Ok(confirm)) => pending.push_back(confirm),
+                    Ok(Err(e)) => {
+                        return Err(QueueError::Unavailable(format!(
+                            "lost the connection to RabbitMQ at {} while publishing ({}); \
+                             {} of {total} messages are not confirmed",
+                            self.redacted_url,
+                            describe_error(&e),
+                            total - sent + pending.len(),
+                        )))
+                    }
+                    Err(_) => {
+                        return Err(QueueError::Unavailable(format!(
+                            "RabbitMQ at {} did not take a message within {}",
+                            self.redacted_url,
+                            humantime::format_duration(timeout)
+                        )))
+                    }
+                }
+            }
+            while let Some(confirm) = pending.pop_front() {
+                self.await_confirm(confirm, exchange, routing_key).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if !pending.is_empty() {
+            // Settle the leftovers in the background rather than dropping them: lapin keeps
+            // dropped confirms around until someone waits for them.
+            tokio::spawn(async move {
+                for confirm in pending {
+                    let _ = tokio::time::timeout(timeout, confirm).await;
+                }
+            });
+        }
+        result
+    }
+
+    async fn await_confirm(
+        &self,
+        confirm: PublisherConfirm,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), QueueError> {
+        let timeout = self.config.publish_timeout;
+        match tokio::time::timeout(timeout, confirm).await {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(QueueError::NotConfirmed(format!(
+                "no queue takes messages sent to exchange \"{exchange}\" with routing key \
+                 \"{routing_key}\" (the broker returned it: {}); is the topology declared?",
+                returned.reply_text
+            ))),
+            Ok(Ok(Confirmation::Nack(_))) => Err(QueueError::NotConfirmed(format!(
+                "RabbitMQ at {} refused a message (negative confirm)",
+                self.redacted_url
+            ))),
+            Ok(Ok(Confirmation::NotRequested)) => Err(QueueError::NotConfirmed(
+                "the publishing channel is not in confirm mode".to_string(),
+            )),
+            Ok(Err(e)) => Err(QueueError::Unavailable(format!(
+                "lost the connection to RabbitMQ at {} before it confirmed a message ({})",
+                self.redacted_url,
+                describe_error(&e)
+            ))),
+            Err(_) => Err(QueueError::NotConfirmed(format!(
+                "RabbitMQ at {} did not confirm a message within {}",
+                self.redacted_url,
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    async fn wait_unblocked(
+        &self,
+        blocked: &mut watch::Receiver<Option<String>>,
+        timeout: Duration,
+        unsent: usize,
+    ) -> Result<(), QueueError> {
+        let reason = blocked.borrow().clone().unwrap_or_default();
+        tracing::info!(
+            "RabbitMQ at {} blocks publishing ({reason}); waiting up to {}",
+            self.redacted_url,
+            humantime::format_duration(timeout)
+        );
+        match tokio::time::timeout(timeout, blocked.wait_for(|b| b.is_none())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(QueueError::Unavailable(format!(
+                "lost the connection to RabbitMQ at {} while it blocked publishing; \
+                 {unsent} messages not sent",
+                self.redacted_url
+            ))),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "RabbitMQ at {} has blocked publishing for more than {} ({reason}: a memory or \
+                 disk alarm); {unsent} messages not sent",
+                self.redacted_url,
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    /// Publishes a copy of `payload` to the delay queue that returns it to `urgency`'s work
+    /// queue after at least `delay`.
+    async fn publish_delayed(
+        &self,
+        urgency: Urgency,
+        payload: &[u8],
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let rung = topology::rung_at_most(delay);
+        let mut properties = job_properties();
+        if rung.ttl < delay {
+            let not_before = unix_now().saturating_add(delay);
+            let mut headers = FieldTable::default();
+            headers.insert(
+                NOT_BEFORE_HEADER.into(),
+                AMQPValue::LongLongInt(i64::try_from(not_before.as_millis()).unwrap_or(i64::MAX)),
+            );
+            properties = properties.with_headers(headers);
+        }
+        let queue = self.topology.delay_queue(urgency, rung);
+        // The default exchange routes by queue name, so delay queues need no bindings.
+        self.publish_confirmed("", &queue, std::iter::once((payload, properties)))
+            .await
+    }
+
+    async fn publish_dead(
+        &self,
+        urgency: Urgency,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            DEAD_REASON_HEADER.into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            DEAD_AT_HEADER.into(),
+            AMQPValue::Timestamp(unix_now().as_secs()),
+        );
+        headers.insert(
+            DEAD_URGENCY_HEADER.into(),
+            AMQPValue::LongString(urgency.as_str().into()),
+        );
+        let properties = job_properties().with_headers(headers);
+        self.publish_confirmed(
+            &self.topology.dead_exchange(),
+            urgency.as_str(),
+            std::iter::once((payload, properties)),
+        )
+        .await
+    }
+
+    /// The current link's generation, if connected.
+    fn current_generation(&self) -> Option<u64> {
+        match &*self.state.borrow() {
+            LinkState::Up(link) => Some(link.generation),
+            _ => None,
+        }
+    }
+}
+
+/// Waits for a live link (other than generation `not`, when given); `None` once closed for good.
+pub(crate) async fn wait_up(
+    state: &mut watch::Receiver<LinkState>,
+    not: Option<u64>,
+) -> Option<Arc<Link>> {
+    loop {
+        match &*state.borrow_and_update() {
+            LinkState::Up(link) if Some(link.generation) != not => return Some(link.clone()),
+            LinkState::Closed => return None,
+            _ => {}
+        }
+        if state.changed().await.is_err() {
+            return None;
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The RabbitMQ topology Sluice owns: every exchange and queue name under one prefix, the
+//! arguments each queue is declared with, and the retry ladder.
+//!
+//! Names live here, in one place, so the backend, the tests and the docs can never disagree
+//! about them, and so any number of deployments (or tests) can share one broker by choosing
+//! different prefixes.
+//!
+//! Choices, and why:
+//! - Quorum queues everywhere: durable and replicated, with poison-message handling
+//!   (`x-delivery-limit`) and at-least-once dead-lettering, which classic queues lack.
+//! - Every work queue dead-letters to `P.dead` with an explicit delivery limit, because
+//!   RabbitMQ 4 silently drops a quorum-queue message after 20 failed deliveries when no
+//!   dead-letter exchange is set.
+//! - Retries wait in one delay queue per urgency and rung, with a queue-level TTL: every message
+//!   in a queue then expires in arrival order. A per-message TTL would let a long delay at the
+//!   head of a shared queue hold back the short ones behind it.
+//! - `x-dead-letter-strategy=at-least-once` (with the `x-overflow=reject-publish` it requires)
+//!   on every queue that dead-letters: the default strategy republishes without confirms and
+//!   can lose a message in transit. It exists since RabbitMQ 3.10 (needs the `stream_queue`
+//!   feature flag, enabled by default on fresh 3.10 nodes and mandatory in 4.x). None of the
+//!   queues has a length limit, so `reject-publish` never rejects anything by itself.
+
+use crate::job::Urgency;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// One rung of the retry ladder: a delay queue whose messages all wait `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rung {
+    pub ttl: Duration,
+    /// Suffix of the queue name, e.g. `5s` in `sluice.delay.standard.5s`.
+    pub label: &'static str,
+}
+
+/// The retry ladder, shortest first. Rungs grow roughly 5x so a requested delay is never
+/// rounded up by much more than that; a delay above the top rung is served by waiting on the
+/// top rung repeatedly (see [`choose_rung`]).
+pub const RUNGS: [Rung; 6] = [
+    Rung {
+        ttl: Duration::from_secs(1),
+        label: "1s",
+    },
+    Rung {
+        ttl: Duration::from_secs(5),
+        label: "5s",
+    },
+    Rung {
+        ttl: Duration::from_secs(30),
+        label: "30s",
+    },
+    Rung {
+        ttl: Duration::from_secs(120),
+        label: "2m",
+    },
+    Rung {
+        ttl: Duration::from_secs(600),
+        label: "10m",
+    },
+    Rung {
+        ttl: Duration::from_secs(3600),
+        label: "1h",
+    },
+];
+
+/// The rung for a retry after `delay`: the smallest one that waits at least `delay`, so a
+/// message never comes back earlier than asked. Returns `None` when `delay` is longer than
+/// the top rung; the caller then parks the message on the top rung with a "not before" time
+/// and parks it again when it comes back too early.
+pub fn choose_rung(delay: Duration) -> Option<Rung> {
+    RUNGS.iter().copied().find(|rung| rung.ttl >= delay)
+}
+
+/// The rung to use for `delay` even when it is above the top: the top rung.
+pub fn rung_at_most(delay: Duration) -> Rung {
+    choose_rung(delay).unwrap_or(RUNGS[RUNGS.len() - 1])
+}
+
+/// Names of everything under one prefix. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    /// `delivery_limit`: how many failed deliveries (crash, lost connection, requeue) a message
+    /// gets before it is dead-lettered to [`Topology::dead_queue`].
+    pub fn new(prefix: impl Into<String>, delivery_limit: u32) -> Self {
+        Topology {
+            prefix: prefix.into(),
+            delivery_limit,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The durable direct exchange jobs are published to; routing key = urgency name.
+    pub fn exchange(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// The durable fanout exchange that work queues dead-letter to.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// The work queue of one urgency.
+    pub fn work_queue(&self, urgency: Urgency) -> String {
+        format!("{}.jobs.{}", self.prefix, urgency.as_str())
+    }
+
+    /// Where poison messages and explicit dead letters end up.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// The delay queue of one urgency and rung; expired messages go back to
+    /// [`Topology::work_queue`] of the same urgency.
+    pub fn delay_queue(&self, urgency: Urgency, rung: Rung) -> String {
+        format!("{}.delay.{}.{}", self.prefix, urgency.as_str(), rung.label)
+    }
+
+    /// Every queue, for declaration and for clean-up.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = Urgency::ALL.iter().map(|u| self.work_queue(*u)).collect();
+        queues.push(self.dead_queue());
+        for urgency in Urgency::ALL {
+            for rung in RUNGS {
+                queues.push(self.delay_queue(urgency, rung));
+            }
+        }
+        queues
+    }
+
+    /// Every exchange, for declaration and for clean-up.
+    pub fn all_exchanges(&self) -> Vec<String> {
+        vec![self.exchange(), self.dead_exchange()]
+    }
+
+    fn work_queue_args(&self) -> FieldTable {
+        let mut args = quorum_args();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(self.dead_exchange()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
+        at_least_once_dead_lettering(&mut args);
+        args
+    }
+
+    fn delay_queue_args(&self, urgency: Urgency, rung: Rung) -> FieldTable {
+        let mut args = quorum_args();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(rung.ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(self.exchange()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            long_string(urgency.as_str().to_string()),
+        );
+        at_least_once_dead_lettering(&mut args);
+        args
+    }
+
+    /// Declares everything (idempotent). Run after every (re)connect: a broker that lost its
+    /// definitions, or a prefix never used before, gets them back before anything is published.
+    /// Fails with the broker's message when a name exists with other arguments, which closes
+    /// `channel`.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_exchange().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+
+        // The dead queue is the end of the line: no dead-letter exchange of its own.
+        channel
+            .queue_declare(
+                self.dead_queue().into(),
+                QueueDeclareOptions::durable(),
+                quorum_args(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_queue().into(),
+                self.dead_exchange().into(),
+                ShortString::from(""),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        for urgency in Urgency::ALL {
+            channel
+                .queue_declare(
+                    self.work_queue(urgency).into(),
+                    QueueDeclareOptions::durable(),
+                    self.work_queue_args(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    self.work_queue(urgency).into(),
+                    self.exchange().into(),
+                    urgency.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            // Delay queues are published to through the default exchange (routing key = queue
+            // name), so they need no binding.
+            for rung in RUNGS {
+                channel
+                    .queue_declare(
+                        self.delay_queue(urgency, rung).into(),
+                        QueueDeclareOptions::durable(),
+                        self.delay_queue_args(urgency, rung),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn long_string(s: String) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum".to_string()));
+    args
+}
+
+fn at_least_once_dead_lettering(args: &mut FieldTable) {
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once".to_string()),
+    );
+    args.insert(
+        "x-overflow".into(),
+        long_string("reject-publish".to_string()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rung_is_never_shorter_than_the_delay() {
+        assert_eq!(choose_rung(Duration::ZERO).map(|r| r.label), Some("1s"));
+        assert_eq!(
+            choose_rung(Duration::from_millis(1)).map(|r| r.label),
+            Some("1s")
+        );
+        assert_eq!(
+            choose_rung(Duration::from_secs(1)).map(|r| r.label),
+            Some("1s")
+        );
+        assert_eq!(
+            choose_rung(Duration::from_millis(1001)).map(|r| r.label),
+            Some("5s")
+        );
+        assert_eq!(
+            choose_rung(Duration::from_secs(5)).map(|r| r.label),
+            Some("5s")
+        );
+        assert_eq!(
+            choose_rung(Duration::from_secs(31)).map(|r| r.label),
+            Some("2m")
+        );
+        assert_eq!(
+            choose_rung(Duration::from_secs(3600)).map(|r| r.label),
+            Some("1h")
+        );
+        assert_eq!(choose_rung(Duration::from_secs(3601)), None);
+        assert_eq!(rung_at_most(Duration::from_secs(86_400)).label, "1h");
+        for ms in (0..4_000_000u64).step_by(997) {
+            let delay = Duration::from_millis(ms);
+            if let Some(rung) = choose_rung(delay) {
+                assert!(rung.ttl >= delay, "{delay:?} got {rung:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ladder_is_sorted() {
+        assert!(RUNGS.windows(2).all(|w| w[0].ttl < w[1].ttl));
+    }
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let t = Topology::new("p", 10);
+        assert_eq!(t.exchange(), "p.jobs");
+        assert_eq!(t.dead_exchange(), "p.dead");
+        assert_eq!(t.work_queue(Urgency::Realtime), "p.jobs.realtime");
+        assert_eq!(t.dead_queue(), "p.jobs.dead");
+        assert_eq!(
+            t.delay_queue(Urgency::Standard, RUNGS[1]),
+            "p.delay.standard.5s"
+        );
+        assert_eq!(t.all_queues().len(), 3 + 1 + 3 * RUNGS.len());
+        assert!(t.all_queues().iter().all(|q| q.starts_with("p.")));
+    }
+}
