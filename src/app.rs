@@ -69,9 +69,10 @@ impl App {
                     .expect("validated: rabbitmq has a url")
                     .expose()
                     .to_string();
-                let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(
-                    crate::queue::amqp::AmqpConfig::new(url).with_prefix(config.queue.prefix.clone()),
-                ));
+                let mut amqp_config =
+                    crate::queue::amqp::AmqpConfig::new(url).with_prefix(config.queue.prefix.clone());
+                amqp_config.publish_timeout = config.queue.publish_timeout;
+                let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(amqp_config));
                 amqp = Some(queue.clone());
                 queue
             }

@@ -83,6 +83,10 @@ pub struct QueueConfig {
     /// handed out again (the worker died). Longer than any attempt can take.
     #[serde(with = "humantime_serde_compat")]
     pub visibility_timeout: Duration,
+    /// RabbitMQ: how long publishing waits for a connection, an alarm to clear or a confirm
+    /// before the producer is told the queue is unavailable.
+    #[serde(with = "humantime_serde_compat")]
+    pub publish_timeout: Duration,
 }
 
 impl Default for QueueConfig {
@@ -92,6 +96,7 @@ impl Default for QueueConfig {
             url: None,
             prefix: "sluice".into(),
             visibility_timeout: Duration::from_secs(300),
+            publish_timeout: Duration::from_secs(10),
         }
     }
 }

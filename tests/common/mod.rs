@@ -71,15 +71,29 @@ impl Harness {
         tweak: impl FnOnce(&mut Config),
         workers: bool,
     ) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(backend, dir.path());
-        tweak(&mut config);
-        let app = App::start(config).await.expect("app starts");
-        if let Some(amqp) = app.queue_as_amqp() {
+        let h = Harness::start_inner(backend, tweak, workers).await;
+        if let Some(amqp) = h.app.queue_as_amqp() {
             amqp.wait_connected(Duration::from_secs(10))
                 .await
                 .expect("RabbitMQ on 127.0.0.1:5672");
         }
+        h
+    }
+
+    /// A RabbitMQ harness that does not wait for the broker (which may be unreachable).
+    pub async fn start_with_unready_broker(tweak: impl FnOnce(&mut Config)) -> Harness {
+        Harness::start_inner(Backend::Rabbitmq, tweak, true).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        workers: bool,
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(backend, dir.path());
+        tweak(&mut config);
+        let app = App::start(config).await.expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let state = app.api_state();
