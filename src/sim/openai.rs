@@ -394,10 +394,12 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
         Some(max) => Some(max),
         None => positive_integer(request, "max_tokens")?,
     };
-    let service_tier = match request.get("service_tier").and_then(Value::as_str) {
-        Some(tier @ ("default" | "flex" | "priority" | "scale")) => tier,
-        _ => "default",
-    };
+    // "auto" (and anything unknown) is served by the default tier, as OpenAI reports it.
+    let service_tier = request
+        .get("service_tier")
+        .and_then(Value::as_str)
+        .filter(|tier| ["default", "flex", "priority", "scale"].contains(tier))
+        .unwrap_or("default");
     Ok(Parsed {
         model,
         messages,
@@ -869,7 +871,7 @@ mod tests {
             (Duration::from_secs(1), "1s"),
             (Duration::from_millis(1500), "1.5s"),
             (Duration::from_secs(360), "6m0s"),
-            (Duration::from_millis(3723_500), "1h2m3.5s"),
+            (Duration::from_millis(3_723_500), "1h2m3.5s"),
             (Duration::from_secs(7200), "2h0m0s"),
         ];
         for (duration, text) in cases {
