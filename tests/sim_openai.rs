@@ -364,10 +364,9 @@ async fn the_wire_format_matches_openais_documentation() {
         assert!(ok.headers().contains_key(header), "missing {header}");
     }
     let reset = ok.headers()["x-ratelimit-reset-requests"].to_str().unwrap();
-    assert!(
-        sluice::providers::openai::parse_go_duration(reset).is_some(),
-        "{reset}"
-    );
+    let parsed = sluice::providers::openai::parse_go_duration(reset).expect(reset);
+    assert!(parsed <= Duration::from_secs(60), "{reset}");
+    assert_eq!(parsed.subsec_nanos() % 1_000_000, 0, "whole ms: {reset}");
     let v: Value = ok.json().await.unwrap();
     for key in [
         "id",

@@ -758,6 +758,8 @@ impl RateHeaders {
     /// Counts this call in the current window.
     fn counted(state: &SimState, tokens: u64) -> Self {
         let (requests, used_tokens, reset) = state.window_use(tokens);
+        // Whole milliseconds, like OpenAI's own values (`12ms`, `6m0s`), not `50.652274288s`.
+        let reset = Duration::from_millis(reset.as_millis() as u64);
         RateHeaders {
             remaining_requests: LIMIT_REQUESTS.saturating_sub(requests),
             remaining_tokens: LIMIT_TOKENS.saturating_sub(used_tokens),
