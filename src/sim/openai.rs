@@ -394,10 +394,12 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
         Some(max) => Some(max),
         None => positive_integer(request, "max_tokens")?,
     };
-    let service_tier = match request.get("service_tier").and_then(Value::as_str) {
-        Some(tier @ ("default" | "flex" | "priority" | "scale")) => tier,
-        _ => "default",
-    };
+    // "auto" (and anything unknown) is served by the default tier, as OpenAI reports it.
+    let service_tier = request
+        .get("service_tier")
+        .and_then(Value::as_str)
+        .filter(|tier| ["default", "flex", "priority", "scale"].contains(tier))
+        .unwrap_or("default");
     Ok(Parsed {
         model,
         messages,
@@ -756,6 +758,8 @@ impl RateHeaders {
     /// Counts this call in the current window.
     fn counted(state: &SimState, tokens: u64) -> Self {
         let (requests, used_tokens, reset) = state.window_use(tokens);
+        // Whole milliseconds, like OpenAI's own values (`12ms`, `6m0s`), not `50.652274288s`.
+        let reset = Duration::from_millis(reset.as_millis() as u64);
         RateHeaders {
             remaining_requests: LIMIT_REQUESTS.saturating_sub(requests),
             remaining_tokens: LIMIT_TOKENS.saturating_sub(used_tokens),
@@ -869,7 +873,7 @@ mod tests {
             (Duration::from_secs(1), "1s"),
             (Duration::from_millis(1500), "1.5s"),
             (Duration::from_secs(360), "6m0s"),
-            (Duration::from_millis(3723_500), "1h2m3.5s"),
+            (Duration::from_millis(3_723_500), "1h2m3.5s"),
             (Duration::from_secs(7200), "2h0m0s"),
         ];
         for (duration, text) in cases {
