@@ -69,8 +69,8 @@ impl App {
                     .expect("validated: rabbitmq has a url")
                     .expose()
                     .to_string();
-                let mut amqp_config =
-                    crate::queue::amqp::AmqpConfig::new(url).with_prefix(config.queue.prefix.clone());
+                let mut amqp_config = crate::queue::amqp::AmqpConfig::new(url)
+                    .with_prefix(config.queue.prefix.clone());
                 amqp_config.publish_timeout = config.queue.publish_timeout;
                 let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(amqp_config));
                 amqp = Some(queue.clone());

@@ -460,9 +460,9 @@ impl Config {
                 ),
                 Some(url) => {
                     check_secret(url, "queue.url", &mut problem);
-                    if !url.0.contains("${")
-                        && !(url.0.starts_with("amqp://") || url.0.starts_with("amqps://"))
-                    {
+                    let url = url.expose();
+                    let is_amqp = url.starts_with("amqp://") || url.starts_with("amqps://");
+                    if !is_amqp && !url.contains("${") {
                         problem(
                             "queue.url".into(),
                             "must start with amqp:// or amqps://".into(),

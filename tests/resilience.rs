@@ -224,12 +224,18 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend
 async fn a_broker_down_at_start_gives_a_clear_error_not_a_panic() {
     let h = Harness::start_with_unready_broker(|config| {
         // Port 1 on loopback: nothing listens there.
-        config.queue.url = Some(sluice::config::Secret::new("amqp://guest:s3cret@127.0.0.1:1/%2f"));
+        config.queue.url = Some(sluice::config::Secret::new(
+            "amqp://guest:s3cret@127.0.0.1:1/%2f",
+        ));
         config.queue.publish_timeout = Duration::from_millis(1500);
     })
     .await;
     let amqp = h.app.queue_as_amqp().unwrap();
-    let err = amqp.wait_connected(Duration::from_millis(500)).await.unwrap_err().to_string();
+    let err = amqp
+        .wait_connected(Duration::from_millis(500))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("127.0.0.1:1"), "names the broker: {err}");
     assert!(!err.contains("s3cret"), "never shows the password: {err}");
 
@@ -243,11 +249,20 @@ async fn a_broker_down_at_start_gives_a_clear_error_not_a_panic() {
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("queue is unavailable") && message.contains("retry"), "{message}");
+    assert!(
+        message.contains("queue is unavailable") && message.contains("retry"),
+        "{message}"
+    );
     assert!(!message.contains("s3cret"), "{message}");
-    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0, "a refused job is not left behind");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs").await,
+        0,
+        "a refused job is not left behind"
+    );
     // The API itself is still up.
-    let health = reqwest::get(format!("{}/healthz", h.base_url)).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", h.base_url))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     h.stop().await;
 }

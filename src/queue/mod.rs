@@ -95,8 +95,11 @@ impl Delivery {
 #[async_trait]
 pub trait Settle: Send {
     async fn ack(self: Box<Self>) -> Result<(), QueueError>;
-    async fn retry_after(self: Box<Self>, payload: Vec<u8>, delay: Duration)
-        -> Result<(), QueueError>;
+    async fn retry_after(
+        self: Box<Self>,
+        payload: Vec<u8>,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
     async fn dead_letter(self: Box<Self>, payload: Vec<u8>, reason: &str)
         -> Result<(), QueueError>;
 }
