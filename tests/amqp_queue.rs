@@ -64,11 +64,23 @@ impl Drop for Cleanup {
     }
 }
 
+/// The backend's logs, shown for failing tests (`RUST_LOG` filters them; default `info`).
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 fn test_config() -> AmqpConfig {
     AmqpConfig::new(broker_url()).with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()))
 }
 
 async fn start(config: AmqpConfig) -> (AmqpQueue, Cleanup) {
+    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let cleanup = Cleanup(queue.topology().clone());
     queue
@@ -393,6 +405,7 @@ async fn a_down_broker_gives_unavailable_with_a_clear_message() {
     let mut config = AmqpConfig::new("amqp://guest:s3cret@127.0.0.1:1/%2f")
         .with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()));
     config.publish_timeout = Duration::from_secs(2);
+    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let started = Instant::now();
     let err = queue

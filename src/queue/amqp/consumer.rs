@@ -226,9 +226,13 @@ impl Consumer for AmqpConsumer {
                     .await;
                 }
                 None => {
-                    // The broker cancelled us (queue deleted, or a consumer timeout on 4.3) or
-                    // the channel ended.
-                    warn!("consumer of {queue} was cancelled; subscribing again");
+                    // The channel ended with its connection, or the broker cancelled us (queue
+                    // deleted, or a consumer timeout on 4.3).
+                    if channel.channel.status().connected() {
+                        warn!("the broker cancelled the consumer of {queue}; subscribing again");
+                    } else {
+                        warn!("consumer of {queue} lost its channel; subscribing again");
+                    }
                     self.subscription = None;
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),
