@@ -37,7 +37,8 @@ impl Drop for Cleanup {
             else {
                 return;
             };
-            rt.block_on(async move {
+            // Bounded, so a broker that stopped answering fails the test instead of hanging it.
+            let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(20), async move {
                 let Ok(conn) =
                     Connection::connect(&broker_url(), ConnectionProperties::default()).await
                 else {
@@ -58,7 +59,7 @@ impl Drop for Cleanup {
                     }
                 }
                 let _ = conn.close(200, "cleanup".into()).await;
-            });
+            }));
         })
         .join();
     }
@@ -99,9 +100,13 @@ async fn next_within(consumer: &mut Box<dyn sluice::queue::Consumer>, secs: u64)
 
 /// A plain lapin connection, to look at the broker without going through the code under test.
 async fn plain_channel() -> (Connection, lapin::Channel) {
-    let conn = Connection::connect(&broker_url(), ConnectionProperties::default())
-        .await
-        .expect("plain connection");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        Connection::connect(&broker_url(), ConnectionProperties::default()),
+    )
+    .await
+    .expect("plain connection in time")
+    .expect("plain connection");
     let channel = conn.create_channel().await.expect("plain channel");
     (conn, channel)
 }
