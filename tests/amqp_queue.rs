@@ -37,7 +37,8 @@ impl Drop for Cleanup {
             else {
                 return;
             };
-            rt.block_on(async move {
+            // Bounded, so a broker that stopped answering fails the test instead of hanging it.
+            let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(20), async move {
                 let Ok(conn) =
                     Connection::connect(&broker_url(), ConnectionProperties::default()).await
                 else {
@@ -58,10 +59,21 @@ impl Drop for Cleanup {
                     }
                 }
                 let _ = conn.close(200, "cleanup".into()).await;
-            });
+            }));
         })
         .join();
     }
+}
+
+/// The backend's logs, shown for failing tests (`RUST_LOG` filters them; default `info`).
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
+        )
+        .with_test_writer()
+        .try_init();
 }
 
 fn test_config() -> AmqpConfig {
@@ -69,6 +81,7 @@ fn test_config() -> AmqpConfig {
 }
 
 async fn start(config: AmqpConfig) -> (AmqpQueue, Cleanup) {
+    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let cleanup = Cleanup(queue.topology().clone());
     queue
@@ -87,9 +100,13 @@ async fn next_within(consumer: &mut Box<dyn sluice::queue::Consumer>, secs: u64)
 
 /// A plain lapin connection, to look at the broker without going through the code under test.
 async fn plain_channel() -> (Connection, lapin::Channel) {
-    let conn = Connection::connect(&broker_url(), ConnectionProperties::default())
-        .await
-        .expect("plain connection");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        Connection::connect(&broker_url(), ConnectionProperties::default()),
+    )
+    .await
+    .expect("plain connection in time")
+    .expect("plain connection");
     let channel = conn.create_channel().await.expect("plain channel");
     (conn, channel)
 }
@@ -393,6 +410,7 @@ async fn a_down_broker_gives_unavailable_with_a_clear_message() {
     let mut config = AmqpConfig::new("amqp://guest:s3cret@127.0.0.1:1/%2f")
         .with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()));
     config.publish_timeout = Duration::from_secs(2);
+    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let started = Instant::now();
     let err = queue

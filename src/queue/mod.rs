@@ -19,10 +19,14 @@ use std::time::Duration;
 /// What can go wrong talking to a queue backend.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The broker cannot be reached (yet). Publishing may be retried; consumers reconnect.
+    /// The broker cannot be reached (yet), lost the connection mid-operation, or blocked
+    /// publishing (a memory or disk alarm) for longer than the publish timeout. Also: a delivery
+    /// from a connection that has since closed can no longer be settled (the broker redelivers
+    /// it). Publishing may be retried; consumers reconnect.
     #[error("queue unavailable: {0}")]
     Unavailable(String),
-    /// The broker refused a publish (negative confirm, or blocked for longer than allowed).
+    /// The broker took a message but refused it (negative confirm), could not route it, or
+    /// did not confirm it within the publish timeout. Retrying may duplicate it.
     #[error("the broker did not confirm the message: {0}")]
     NotConfirmed(String),
     /// The store behind the embedded queue failed.

@@ -115,9 +115,9 @@ pub(crate) async fn supervise(
                 let delay = backoff(attempt, config.max_backoff);
                 attempt = attempt.saturating_add(1);
                 warn!(
-                    "cannot reach RabbitMQ at {}: {error}; retrying in {}",
+                    "cannot reach RabbitMQ at {}: {error}; retrying in {:.1}s",
                     config.redacted_url,
-                    humantime::format_duration(delay)
+                    delay.as_secs_f64()
                 );
                 state.send_replace(LinkState::Down {
                     last_error: Some(error),

@@ -160,7 +160,20 @@ impl Consumer for AmqpConsumer {
                     link = wait_up(&mut state, None) => link?,
                     _ = self.shutdown.changed() => continue,
                 };
-                match self.subscribe(&link).await {
+                // Bounded: a broker that accepts frames but never answers (overloaded, or
+                // still booting) must not wedge the consumer on a link that may be replaced.
+                let subscribed =
+                    tokio::time::timeout(self.inner.config.connect_timeout, self.subscribe(&link))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
+                                std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "the broker did not answer in time",
+                                ),
+                            ))))
+                        });
+                match subscribed {
                     Ok(subscription) => {
                         debug!(queue, generation = link.generation, "subscribed");
                         self.subscription = Some(subscription);
@@ -226,9 +239,13 @@ impl Consumer for AmqpConsumer {
                     .await;
                 }
                 None => {
-                    // The broker cancelled us (queue deleted, or a consumer timeout on 4.3) or
-                    // the channel ended.
-                    warn!("consumer of {queue} was cancelled; subscribing again");
+                    // The channel ended with its connection, or the broker cancelled us (queue
+                    // deleted, or a consumer timeout on 4.3).
+                    if channel.channel.status().connected() {
+                        warn!("the broker cancelled the consumer of {queue}; subscribing again");
+                    } else {
+                        warn!("consumer of {queue} lost its channel; subscribing again");
+                    }
                     self.subscription = None;
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),

@@ -133,11 +133,26 @@ impl AmqpQueue {
             connect_timeout: config.connect_timeout,
             max_backoff: config.max_backoff,
         };
-        tokio::spawn(connection::supervise(
-            supervisor,
-            Arc::new(state_tx),
-            shutdown_rx,
-        ));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(connection::supervise(
+                    supervisor,
+                    Arc::new(state_tx),
+                    shutdown_rx,
+                ));
+            }
+            Err(_) => {
+                // A programming error, but not worth a panic: every call explains it instead.
+                tracing::error!("AmqpQueue::start was called outside a Tokio runtime");
+                state_tx.send_replace(LinkState::Down {
+                    last_error: Some(
+                        "AmqpQueue::start was called outside a Tokio runtime, so nothing \
+                         connects"
+                            .to_string(),
+                    ),
+                });
+            }
+        }
         AmqpQueue {
             inner: Arc::new(Inner {
                 config,
@@ -183,7 +198,12 @@ impl Queue for AmqpQueue {
             .publish_confirmed(
                 &self.inner.topology.exchange(),
                 urgency.as_str(),
-                messages.iter().map(|m| (m.as_slice(), properties.clone())),
+                messages.iter().map(|m| {
+                    // A message id lets anyone tracing the broker tell a duplicate publish
+                    // (after a lost confirm) from a second job with the same body.
+                    let id = uuid::Uuid::now_v7().to_string();
+                    (m.as_slice(), properties.clone().with_message_id(id.into()))
+                }),
             )
             .await
     }
@@ -475,5 +495,70 @@ pub(crate) async fn wait_up(
         if state.changed().await.is_err() {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Inner` that is not connected; keep the sender alive, or it reads as closed.
+    fn inner() -> (Inner, watch::Sender<LinkState>) {
+        let (state_tx, state) = watch::channel(LinkState::Down {
+            last_error: Some("connection refused".to_string()),
+        });
+        let inner = Inner {
+            config: AmqpConfig::default(),
+            topology: Topology::new("t", 10),
+            redacted_url: redact_url("amqp://u:secret@h:5672/%2f"),
+            state,
+            shutdown: watch::channel(false).0,
+        };
+        (inner, state_tx)
+    }
+
+    #[tokio::test]
+    async fn a_blocked_broker_holds_publishing_then_gives_up_clearly() {
+        let (inner, _state) = inner();
+        let (tx, mut blocked) = watch::channel(Some("memory alarm".to_string()));
+        let err = inner
+            .wait_unblocked(&mut blocked, Duration::from_millis(100), 7)
+            .await
+            .expect_err("still blocked");
+        let QueueError::Unavailable(msg) = err else {
+            panic!("{err:?}");
+        };
+        assert!(msg.contains("blocked publishing"), "{msg}");
+        assert!(msg.contains("memory alarm"), "{msg}");
+        assert!(msg.contains("7 messages not sent"), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
+
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send_replace(None);
+            // Keep the sender alive: a dropped sender means a lost connection.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        inner
+            .wait_unblocked(&mut blocked, Duration::from_secs(5), 7)
+            .await
+            .expect("unblocked");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_down_broker_names_it_and_the_cause() {
+        let (inner, _state) = inner();
+        let started = Instant::now();
+        let err = inner
+            .wait_link(Instant::now() + Duration::from_millis(100), "publish")
+            .await
+            .err()
+            .expect("down");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("amqp://u:***@h:5672/%2f is not reachable: connection refused"),
+            "{msg}"
+        );
     }
 }
