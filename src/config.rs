@@ -449,6 +449,20 @@ impl Config {
                 );
             }
         }
+        if self.queue.effective_backend() == QueueBackend::Embedded {
+            for (name, provider) in &self.providers {
+                if provider.timeout >= self.queue.visibility_timeout {
+                    problem(
+                        "queue.visibility_timeout".into(),
+                        format!(
+                            "{} must be longer than providers.{name}.timeout ({}), or a job still running would be handed to a second worker",
+                            humantime::format_duration(self.queue.visibility_timeout),
+                            humantime::format_duration(provider.timeout)
+                        ),
+                    );
+                }
+            }
+        }
         if self.retry.max_attempts == 0 {
             problem("retry.max_attempts".into(), "must be at least 1".into());
         }
@@ -667,6 +681,19 @@ mod tests {
         );
         assert_eq!(config.tenants[0].token.expose(), "tok-value");
         assert!(!format!("{:?}", config).contains("tok-value"));
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_call_is_refused() {
+        let mut config = Config::builtin();
+        config.queue.visibility_timeout = Duration::from_secs(30);
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "queue.visibility_timeout: 30s must be longer than providers.openai.timeout"
+            )),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ impl ChatRequest {
             return Err(FieldError::new("model", "must not be empty"));
         }
         if self.messages.is_empty() {
-            return Err(FieldError::new("messages", "must hold at least one message"));
+            return Err(FieldError::new(
+                "messages",
+                "must hold at least one message",
+            ));
         }
         for (i, message) in self.messages.iter().enumerate() {
             let Some(object) = message.as_object() else {
@@ -156,12 +159,7 @@ impl ChatRequest {
                         format!("unknown role \"{other}\""),
                     ))
                 }
-                None => {
-                    return Err(FieldError::new(
-                        format!("messages[{i}].role"),
-                        "is missing",
-                    ))
-                }
+                None => return Err(FieldError::new(format!("messages[{i}].role"), "is missing")),
             }
         }
         if self.extra.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -317,10 +315,7 @@ mod tests {
     #[test]
     fn validation_names_the_offending_field() {
         let s = spec(json!({"model": "fast", "messages": [{"content": "hi"}]}));
-        assert_eq!(
-            s.validate().unwrap_err().field,
-            "request.messages[0].role"
-        );
+        assert_eq!(s.validate().unwrap_err().field, "request.messages[0].role");
         let s = spec(json!({"model": "fast", "messages": []}));
         assert_eq!(s.validate().unwrap_err().field, "request.messages");
     }
@@ -333,7 +328,10 @@ mod tests {
 
     #[test]
     fn uuid_ids_are_time_ordered_v7() {
-        let a = Envelope::new("t", spec(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})));
+        let a = Envelope::new(
+            "t",
+            spec(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})),
+        );
         assert_eq!(a.id.get_version_num(), 7);
     }
 }

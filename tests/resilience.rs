@@ -176,7 +176,7 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going(backend: B
 
 async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend: Backend) {
     let mut h = Harness::start_with(backend, |_| {}, false).await;
-    let id = h.submit("fast", &prompt("[sim latency=3s] slow job")).await;
+    let id = h.submit("fast", &prompt("[sim latency=1s] slow job")).await;
 
     // The victim: a second Sluice process on the same store and queue, in its own runtime,
     // which is torn down while its call to the provider is in flight (a crash: nothing is

@@ -51,7 +51,11 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     config.retry.max_delay = Duration::from_secs(2);
     config.retry.max_attempts = 3;
     config.sim.retry_after = Duration::from_millis(200);
-    config.queue.visibility_timeout = Duration::from_secs(3);
+    // Short, so a killed worker's job comes back quickly; the attempt timeout stays below it.
+    config.queue.visibility_timeout = Duration::from_secs(4);
+    for provider in config.providers.values_mut() {
+        provider.timeout = Duration::from_secs(3);
+    }
     if backend == Backend::Rabbitmq {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(AMQP_URL));
@@ -184,6 +188,51 @@ impl Harness {
             sim.shutdown().await;
         }
     }
+}
+
+impl Drop for Harness {
+    /// Deletes the test's RabbitMQ queues and exchanges, so runs do not pile up quorum queues
+    /// on the shared broker (hundreds of idle ones slow its restarts to a crawl). Runs on
+    /// failure too.
+    fn drop(&mut self) {
+        let Some(amqp) = self.app.queue_as_amqp() else {
+            return;
+        };
+        let topology = amqp.topology().clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(delete_topology(&topology));
+        })
+        .join();
+    }
+}
+
+/// Deletes every queue and exchange of a topology (best effort).
+pub async fn delete_topology(topology: &sluice::queue::amqp::Topology) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) =
+        lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    for queue in topology.all_queues() {
+        if let Ok(channel) = conn.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in topology.all_exchanges() {
+        if let Ok(channel) = conn.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = conn.close(200, "test done".into()).await;
 }
 
 /// A unique prompt, so a test's simulator directives and token counts are its own.

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite on a fresh machine: starts RabbitMQ when nothing listens on
+# 127.0.0.1:5672 (installing it from Debian's packages when it is missing), then `cargo test`.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+broker_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+# Listening is not enough: a wedged node accepts TCP and never answers. Send the AMQP 0-9-1
+# protocol header and wait for the broker's first byte.
+broker_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\x00\x00\x09\x01" >&3; head -c 1 <&3 >/dev/null' 2>/dev/null
+}
+
+if broker_up && ! broker_answers; then
+  echo "test.sh: RabbitMQ accepts connections but does not answer; restarting it" >&2
+  pkill -9 -f 'beam.smp.*rabbit' || true
+  sleep 2
+fi
+
+if ! broker_up; then
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "test.sh: installing rabbitmq-server from Debian's packages" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  echo "test.sh: starting RabbitMQ" >&2
+  rabbitmq-server -detached
+  for _ in $(seq 1 120); do
+    broker_up && break
+    sleep 1
+  done
+  broker_up || { echo "test.sh: RabbitMQ did not start listening on 127.0.0.1:5672 within 120 s" >&2; exit 1; }
+fi
+for _ in $(seq 1 60); do
+  broker_answers && break
+  sleep 1
+done
+broker_answers || { echo "test.sh: RabbitMQ on 127.0.0.1:5672 does not answer the AMQP handshake" >&2; exit 1; }
+echo "test.sh: RabbitMQ is listening on 127.0.0.1:5672" >&2
+
+cargo test "$@"
