@@ -195,23 +195,31 @@ impl Drop for Harness {
     /// on the shared broker (hundreds of idle ones slow its restarts to a crawl). Runs on
     /// failure too.
     fn drop(&mut self) {
-        let Some(amqp) = self.app.queue_as_amqp() else {
-            return;
-        };
-        let topology = amqp.topology().clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(delete_topology(&topology));
-        })
-        .join();
+        if let Some(amqp) = self.app.queue_as_amqp() {
+            delete_topology_blocking(amqp.topology().clone());
+        }
     }
 }
 
-/// Deletes every queue and exchange of a topology (best effort).
-pub async fn delete_topology(topology: &sluice::queue::amqp::Topology) {
+/// Deletes every queue and exchange of a topology, best effort and bounded in time. Blocking,
+/// with a runtime of its own, so it can run from `Drop` (even while a test unwinds).
+pub fn delete_topology_blocking(topology: sluice::queue::amqp::Topology) {
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            // Bounded, so a broker that stopped answering fails the test instead of hanging it.
+            let _ = tokio::time::timeout(Duration::from_secs(20), delete_topology(&topology)).await;
+        });
+    })
+    .join();
+}
+
+async fn delete_topology(topology: &sluice::queue::amqp::Topology) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(conn) =
         lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
