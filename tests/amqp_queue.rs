@@ -537,34 +537,6 @@ async fn a_killed_connection_is_replaced_and_nothing_is_lost() {
     );
 }
 
-/// Throughput on this machine: `cargo test --release --test amqp_queue -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput_10k() {
-    let (queue, _cleanup) = start(test_config()).await;
-    let payload = br#"{"id":"0190c4d2-7a3b-7c00-8000-000000000000","urgency":"standard","request":{"model":"fast","messages":[{"role":"user","content":"hello"}]}}"#;
-    let messages: Vec<Vec<u8>> = (0..10_000).map(|_| payload.to_vec()).collect();
-    let started = Instant::now();
-    queue.publish(Urgency::Standard, messages).await.unwrap();
-    let published = started.elapsed();
-
-    let mut consumer = queue.consume(Urgency::Standard, 64).await.unwrap();
-    let started = Instant::now();
-    for _ in 0..10_000 {
-        next_within(&mut consumer, 10).await.ack().await.unwrap();
-    }
-    let consumed = started.elapsed();
-    println!(
-        "publish 10000 with pipelined confirms: {:?} ({:.0} msg/s); consume+ack with prefetch 64: {:?} ({:.0} msg/s)",
-        published,
-        10_000.0 / published.as_secs_f64(),
-        consumed,
-        10_000.0 / consumed.as_secs_f64()
-    );
-    // Sanity floor, far below what any machine should do, to catch a pathological regression.
-    assert!(published < Duration::from_secs(60));
-}
-
 // A plain lapin consumer, to prove the published envelope is readable by any AMQP client.
 #[tokio::test]
 async fn messages_are_plain_amqp_for_other_clients() {

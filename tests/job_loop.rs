@@ -1,25 +1,12 @@
 //! The job loop end to end, on each queue backend: API → queue → worker → simulator over HTTP
 //! → result, attempts and cost in the SQLite file → API.
 
+#[macro_use]
 mod common;
 
 use common::{prompt, Backend, Harness};
 use serde_json::json;
 use sluice::client::ClientError;
-
-/// Runs each case once per backend, as `<case>_embedded` and `<case>_rabbitmq`.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Backend::Embedded).await })*
-        }
-        mod rabbitmq {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Backend::Rabbitmq).await })*
-        }
-    };
-}
 
 on_both_backends!(
     a_job_runs_and_is_charged_exactly,

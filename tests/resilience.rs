@@ -1,6 +1,7 @@
 //! What must survive: a job published straight onto the queue without the API, a message that
 //! is not a job, and a worker killed in the middle of a job.
 
+#[macro_use]
 mod common;
 
 use common::{prompt, test_config, Backend, Harness};
@@ -101,19 +102,6 @@ async fn dead_letter_reasons(h: &Harness, backend: Backend) -> Vec<String> {
             reasons
         }
     }
-}
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Backend::Embedded).await })*
-        }
-        mod rabbitmq {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Backend::Rabbitmq).await })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -13,7 +13,7 @@
 
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
 use crate::job::Urgency;
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Store, WriteFuture};
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::VecDeque;
@@ -202,12 +202,22 @@ struct EmbeddedSettle {
 }
 
 impl EmbeddedSettle {
-    /// The lease ran out and someone else holds the message now: settling is theirs to do.
-    fn lost_lease(&self) -> QueueError {
-        QueueError::Storage(format!(
-            "embedded queue message {} was leased again after the visibility timeout; left to its new holder",
-            self.id
-        ))
+    /// Runs a settling write that touches the message only while our lease holds (it returns
+    /// the rows it changed). Zero rows means the lease ran out and someone else holds the
+    /// message now: settling is theirs to do.
+    async fn while_leased<F>(&self, op: F) -> Result<(), QueueError>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, u64> + Send + 'static,
+    {
+        let changed = self.queue.store.write(op).await.map_err(storage)?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::Storage(format!(
+                "embedded queue message {} was leased again after the visibility timeout; left to its new holder",
+                self.id
+            )))
+        }
     }
 }
 
@@ -215,26 +225,17 @@ impl EmbeddedSettle {
 impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
         let (id, lease) = (self.id, self.lease);
-        let deleted = self
-            .queue
-            .store
-            .write(move |conn| {
-                Box::pin(async move {
-                    let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
-                        .bind(id)
-                        .bind(lease)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(r.rows_affected())
-                })
+        self.while_leased(move |conn| {
+            Box::pin(async move {
+                let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
+                    .bind(id)
+                    .bind(lease)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(r.rows_affected())
             })
-            .await
-            .map_err(storage)?;
-        if deleted == 1 {
-            Ok(())
-        } else {
-            Err(self.lost_lease())
-        }
+        })
+        .await
     }
 
     async fn retry_after(
@@ -244,10 +245,7 @@ impl Settle for EmbeddedSettle {
     ) -> Result<(), QueueError> {
         let (id, lease) = (self.id, self.lease);
         let visible_at = now_ms() + delay.as_millis() as i64;
-        let updated = self
-            .queue
-            .store
-            .write(move |conn| {
+        self.while_leased(move |conn| {
                 Box::pin(async move {
                     let r = sqlx::query(
                         "UPDATE queue_messages SET visible_at = ?, lease = NULL WHERE id = ? AND lease = ?",
@@ -260,13 +258,7 @@ impl Settle for EmbeddedSettle {
                     Ok(r.rows_affected())
                 })
             })
-            .await
-            .map_err(storage)?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(self.lost_lease())
-        }
+        .await
     }
 
     async fn dead_letter(
@@ -275,10 +267,7 @@ impl Settle for EmbeddedSettle {
         reason: &str,
     ) -> Result<(), QueueError> {
         let (id, lease, urgency, reason) = (self.id, self.lease, self.urgency, reason.to_string());
-        let moved = self
-            .queue
-            .store
-            .write(move |conn| {
+        self.while_leased(move |conn| {
                 Box::pin(async move {
                     let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
                         .bind(id)
@@ -299,12 +288,6 @@ impl Settle for EmbeddedSettle {
                     Ok(r.rows_affected())
                 })
             })
-            .await
-            .map_err(storage)?;
-        if moved == 1 {
-            Ok(())
-        } else {
-            Err(self.lost_lease())
-        }
+        .await
     }
 }

@@ -2,7 +2,21 @@
 //! simulator on a random port, the API on a random port, worker pools) on either queue
 //! backend. RabbitMQ tests use a unique name prefix, so tests share the broker safely.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// Runs each case once per backend, as `<case>_embedded` and `<case>_rabbitmq`.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::common::Backend::Embedded).await })*
+        }
+        mod rabbitmq {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::common::Backend::Rabbitmq).await })*
+        }
+    };
+}
 
 use sluice::app::App;
 use sluice::client::Client;
