@@ -126,6 +126,20 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     )?;
 
     workers.shutdown().await;
+    if let Some(amqp) = app.queue_as_amqp() {
+        // The bench borrowed the broker under a throwaway prefix; leave nothing behind.
+        let conn =
+            lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        if let Err(e) = amqp.topology().delete(&conn).await {
+            let prefix = amqp.topology().prefix();
+            writeln!(
+                out,
+                "warning: could not delete every bench queue under {prefix}: {e}"
+            )?;
+        }
+        let _ = conn.close(200, "bench done".into()).await;
+    }
     if let Some(sim) = app.sim {
         sim.shutdown().await;
     }

@@ -234,26 +234,12 @@ pub fn delete_topology_blocking(topology: sluice::queue::amqp::Topology) {
 }
 
 async fn delete_topology(topology: &sluice::queue::amqp::Topology) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(conn) =
         lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
     else {
         return;
     };
-    for queue in topology.all_queues() {
-        if let Ok(channel) = conn.create_channel().await {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    for exchange in topology.all_exchanges() {
-        if let Ok(channel) = conn.create_channel().await {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-    }
+    let _ = topology.delete(&conn).await;
     let _ = conn.close(200, "test done".into()).await;
 }
 

@@ -21,7 +21,10 @@
 //!   queues has a length limit, so `reject-publish` never rejects anything by itself.
 
 use crate::job::Urgency;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
@@ -177,6 +180,38 @@ impl Topology {
     /// definitions, or a prefix never used before, gets them back before anything is published.
     /// Fails with the broker's message when a name exists with other arguments, which closes
     /// `channel`.
+    /// Deletes every queue and exchange of this topology, messages included: for tests and
+    /// benchmarks that borrow a broker under a throwaway prefix. Never used on a live prefix.
+    ///
+    /// Best effort: a failure closes its channel, so each deletion gets a channel of its own
+    /// and all are tried; the first failure is returned.
+    pub async fn delete(&self, connection: &lapin::Connection) -> lapin::Result<()> {
+        let mut first_error = None;
+        for queue in self.all_queues() {
+            let result = async {
+                let channel = connection.create_channel().await?;
+                channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+                channel.close(200, "deleted".into()).await
+            }
+            .await;
+            first_error = first_error.or(result.err());
+        }
+        for exchange in self.all_exchanges() {
+            let result = async {
+                let channel = connection.create_channel().await?;
+                channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+                channel.close(200, "deleted".into()).await
+            }
+            .await;
+            first_error = first_error.or(result.err());
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable_exchange = ExchangeDeclareOptions {
             durable: true,
