@@ -10,6 +10,11 @@ use sluice::worker::WorkerPools;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How often `serve` looks for jobs a crash left recorded but unpublished, and how old such a
+/// job must be (younger ones may simply be waiting for their publisher confirm).
+const RELAY_EVERY: Duration = Duration::from_secs(30);
+const RELAY_AFTER: Duration = Duration::from_secs(60);
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A queue-driven LLM job processor")]
 struct Cli {
@@ -135,7 +140,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
             tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
             let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
+            let stop_relay = tokio_util::sync::CancellationToken::new();
+            let relay = tokio::spawn(app.submitter().run_relay(
+                RELAY_EVERY,
+                RELAY_AFTER,
+                stop_relay.clone(),
+            ));
             sluice::api::serve(listener, app.api_state(), shutdown_signal()).await?;
+            stop_relay.cancel();
+            let _ = relay.await;
             workers.shutdown().await;
         }
         Command::Worker { urgency } => {

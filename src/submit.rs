@@ -4,6 +4,9 @@
 //! then published with publisher confirms; only then is the producer told it was accepted. If
 //! the queue refuses, the rows are removed again and the producer gets a clear error to retry
 //! on. Bad input is rejected before anything is written, naming the field.
+//!
+//! A crash between recording and publishing leaves a row that is `queued` but not
+//! `published`; [`Submitter::run_relay`] (started by `sluice serve`) publishes those later.
 
 use crate::config::Config;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
@@ -12,6 +15,8 @@ use crate::store::{InsertOutcome, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Largest request body of one job, serialised. Providers reject far smaller prompts anyway;
@@ -99,7 +104,57 @@ impl Submitter {
                 return Err(SubmitError::QueueUnavailable(e));
             }
         }
+        let published = to_publish.values().flatten().map(|e| e.id).collect();
+        // Not fatal if this fails: the jobs are on the queue, and a relay republishing them
+        // later costs a duplicate message, which workers recognise.
+        if let Err(e) = self.store.mark_published(published).await {
+            tracing::warn!(error = %e, "could not mark jobs published; the relay may publish them again");
+        }
         Ok(answers)
+    }
+
+    /// Publishes jobs that were recorded at least `older_than` ago but never confirmed on the
+    /// queue (the process died between the two steps). Returns how many it published.
+    pub async fn relay_stranded(&self, older_than: Duration) -> Result<usize, SubmitError> {
+        let mut relayed = 0;
+        loop {
+            let stranded = self.store.stranded_jobs(older_than, 500).await?;
+            if stranded.is_empty() {
+                return Ok(relayed);
+            }
+            let mut by_urgency: BTreeMap<Urgency, Vec<&Envelope>> = BTreeMap::new();
+            for envelope in &stranded {
+                by_urgency
+                    .entry(envelope.spec.urgency)
+                    .or_default()
+                    .push(envelope);
+            }
+            for (urgency, batch) in by_urgency {
+                let payloads = batch.iter().map(|e| e.to_bytes()).collect();
+                self.queue
+                    .publish(urgency, payloads)
+                    .await
+                    .map_err(SubmitError::QueueUnavailable)?;
+                self.store
+                    .mark_published(batch.iter().map(|e| e.id).collect())
+                    .await?;
+                relayed += batch.len();
+            }
+            tracing::info!(relayed, "published jobs stranded by an earlier crash");
+        }
+    }
+
+    /// Runs [`Submitter::relay_stranded`] every `every` until `cancel` fires.
+    pub async fn run_relay(self, every: Duration, older_than: Duration, cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.relay_stranded(older_than).await {
+                tracing::warn!(error = %e, "could not relay stranded jobs; will try again");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// Everything that can be known wrong about a job before it runs.

@@ -108,6 +108,7 @@ on_both_backends!(
     a_job_published_straight_onto_the_queue_is_recorded_and_pollable,
     a_poison_message_is_dead_lettered_and_the_worker_keeps_going,
     a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once,
+    a_job_stranded_between_record_and_publish_is_relayed_and_runs_once,
 );
 
 async fn a_job_published_straight_onto_the_queue_is_recorded_and_pollable(backend: Backend) {
@@ -252,5 +253,47 @@ async fn a_broker_down_at_start_gives_a_clear_error_not_a_panic() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    h.stop().await;
+}
+
+async fn a_job_stranded_between_record_and_publish_is_relayed_and_runs_once(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let submitter = h.app.submitter();
+    // A normally submitted job is confirmed on the queue: nothing to relay.
+    let normal = h.submit("fast", &prompt("submitted normally")).await;
+    assert_eq!(h.wait(normal).await["status"], "succeeded");
+    assert_eq!(submitter.relay_stranded(Duration::ZERO).await.unwrap(), 0);
+
+    // The API's first step without its second: recorded, then the process "died" before
+    // publishing.
+    let spec: sluice::job::JobSpec = serde_json::from_value(serde_json::json!({
+        "custom_id": "stranded-1",
+        "request": {"model": "fast", "messages": [{"role": "user", "content": prompt("stranded")}]}
+    }))
+    .unwrap();
+    let envelope = sluice::job::Envelope::new("acme", spec);
+    h.app
+        .store
+        .insert_jobs(vec![envelope.clone()])
+        .await
+        .unwrap();
+    // Too young to be called stranded: it may still be waiting for its confirm.
+    assert_eq!(
+        submitter
+            .relay_stranded(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0
+    );
+
+    assert_eq!(submitter.relay_stranded(Duration::ZERO).await.unwrap(), 1);
+    let job = h.wait(envelope.id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(
+        submitter.relay_stranded(Duration::ZERO).await.unwrap(),
+        0,
+        "relayed once"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 2);
     h.stop().await;
 }

@@ -143,10 +143,19 @@ fn price_text(micros: i64) -> String {
 impl Store {
     /// Records a new job as `queued`, unless the tenant already has one with the same id or
     /// `custom_id`, in which case that job's id is returned and nothing is written.
-    pub async fn insert_job(&self, envelope: &Envelope) -> Result<InsertOutcome, StoreError> {
+    ///
+    /// `published` says whether the job's message is already on the queue (a job recorded on
+    /// first consume) or is still to be published (see [`Store::mark_published`]).
+    pub async fn insert_job(
+        &self,
+        envelope: &Envelope,
+        published: bool,
+    ) -> Result<InsertOutcome, StoreError> {
         let envelope = envelope.clone();
-        self.write(move |conn| Box::pin(async move { insert_job(conn, &envelope).await }))
-            .await
+        self.write(move |conn| {
+            Box::pin(async move { insert_job(conn, &envelope, published).await })
+        })
+        .await
     }
 
     /// Records many jobs in one grouped commit; see [`Store::insert_job`].
@@ -158,7 +167,7 @@ impl Store {
             Box::pin(async move {
                 let mut outcomes = Vec::with_capacity(envelopes.len());
                 for envelope in &envelopes {
-                    outcomes.push(insert_job(conn, envelope).await?);
+                    outcomes.push(insert_job(conn, envelope, false).await?);
                 }
                 Ok(outcomes)
             })
@@ -183,6 +192,66 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// Records that the queue has confirmed these jobs' messages.
+    pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                for id in ids {
+                    sqlx::query("UPDATE jobs SET published = 1 WHERE id = ? AND published = 0")
+                        .bind(id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Jobs recorded at least `older_than` ago whose message was never confirmed (a crash
+    /// between recording and publishing), with their envelopes, oldest first.
+    pub async fn stranded_jobs(
+        &self,
+        older_than: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let cutoff = now_ms() - older_than.as_millis() as i64;
+        let rows = sqlx::query(
+            "SELECT id, tenant, custom_id, urgency, user_tag, team_tag, feature_tag, deadline, request \
+             FROM jobs WHERE published = 0 AND status = 'queued' AND created_at <= ? \
+             ORDER BY created_at LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let corrupt = |e: String| StoreError::Corrupt(e);
+                let id = Uuid::parse_str(&row.get::<String, _>(0))
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let request = serde_json::from_str(&row.get::<String, _>(8))
+                    .map_err(|e| corrupt(e.to_string()))?;
+                Ok(Envelope {
+                    version: crate::job::ENVELOPE_VERSION,
+                    id,
+                    tenant: row.get(1),
+                    spec: crate::job::JobSpec {
+                        urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
+                        tags: Tags {
+                            user: row.get(4),
+                            team: row.get(5),
+                            feature: row.get(6),
+                        },
+                        custom_id: row.get(2),
+                        deadline: row.get::<Option<i64>, _>(7).map(ms_to_time),
+                        request,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Moves a job to `running` and counts the attempt, unless it is already final.
@@ -485,13 +554,14 @@ impl Store {
 async fn insert_job(
     conn: &mut sqlx::SqliteConnection,
     envelope: &Envelope,
+    published: bool,
 ) -> Result<InsertOutcome, sqlx::Error> {
     let spec = &envelope.spec;
     let now = now_ms();
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
-         feature_tag, deadline, request, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+         feature_tag, deadline, request, created_at, updated_at, published) \
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(envelope.id.to_string())
     .bind(&envelope.tenant)
@@ -505,6 +575,7 @@ async fn insert_job(
     .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
     .bind(now)
     .bind(now)
+    .bind(published)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {

@@ -164,7 +164,7 @@ async fn run_job(
         }
         StartOutcome::Missing => {
             // Published straight onto the exchange: record it on first consume.
-            if let InsertOutcome::Existing(other) = store.insert_job(envelope).await? {
+            if let InsertOutcome::Existing(other) = store.insert_job(envelope, true).await? {
                 if other != id {
                     tracing::info!(job = %id, existing = %other, "duplicate custom_id; dropping");
                     return Ok(Settlement::Ack);
