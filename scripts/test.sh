@@ -41,4 +41,4 @@ done
 broker_answers || { echo "test.sh: RabbitMQ on 127.0.0.1:5672 does not answer the AMQP handshake" >&2; exit 1; }
 echo "test.sh: RabbitMQ is listening on 127.0.0.1:5672" >&2
 
-cargo test "$@"
+cargo test --locked "$@"
