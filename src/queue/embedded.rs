@@ -39,29 +39,6 @@ impl EmbeddedQueue {
             published: Arc::new(Notify::new()),
         }
     }
-
-    /// Dead-lettered messages of an urgency: (payload, reason), oldest first.
-    pub async fn dead_letters(
-        &self,
-        urgency: Urgency,
-    ) -> Result<Vec<(Vec<u8>, String)>, QueueError> {
-        let rows =
-            sqlx::query("SELECT payload, reason FROM dead_letters WHERE urgency = ? ORDER BY id")
-                .bind(urgency.as_str())
-                .fetch_all(self.store.reader())
-                .await
-                .map_err(storage)?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// Messages waiting (visible or not) on an urgency's queue.
-    pub async fn depth(&self, urgency: Urgency) -> Result<i64, QueueError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages WHERE urgency = ?")
-            .bind(urgency.as_str())
-            .fetch_one(self.store.reader())
-            .await
-            .map_err(storage)
-    }
 }
 
 fn storage(e: impl std::fmt::Display) -> QueueError {

@@ -6,7 +6,7 @@
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
 use super::{now_ms, Store, StoreError};
-use crate::job::{ChatRequest, Envelope, JobStatus, Tags, Urgency};
+use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
 use serde::Serialize;
@@ -82,10 +82,6 @@ pub struct JobView {
     pub attempts: Vec<AttemptView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostView>,
-    #[serde(skip)]
-    pub tenant: String,
-    #[serde(skip)]
-    pub request: Option<ChatRequest>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -440,7 +436,7 @@ impl Store {
     pub async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<JobView>, StoreError> {
         let row = sqlx::query(
             "SELECT id, status, urgency, model, custom_id, user_tag, team_tag, feature_tag, \
-             deadline, created_at, finished_at, error_kind, error, tenant \
+             deadline, created_at, finished_at, error_kind, error \
              FROM jobs WHERE id = ? AND tenant = ?",
         )
         .bind(id.to_string())
@@ -526,20 +522,7 @@ impl Store {
             result,
             attempts,
             cost,
-            tenant: row.get(13),
-            request: None,
         }))
-    }
-
-    /// The status of a job, whoever owns it (for the worker).
-    pub async fn status(&self, id: Uuid) -> Result<Option<JobStatus>, StoreError> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(self.reader())
-            .await?;
-        status
-            .map(|s| s.parse().map_err(StoreError::Corrupt))
-            .transpose()
     }
 
     /// The sum of every cost record, exactly.

@@ -26,7 +26,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 /// Delay before a delivery is looked at again when the store could not record its outcome.
 const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(5);
@@ -299,9 +298,4 @@ async fn decide_after_failure(
         .finish_failed(id, Some(record), error.kind.as_str().into(), message)
         .await?;
     Ok(Settlement::Ack)
-}
-
-/// The id of a job, for tests and tools that hold only a payload.
-pub fn job_id(payload: &[u8]) -> Option<Uuid> {
-    Envelope::from_bytes(payload).ok().map(|e| e.id)
 }
