@@ -508,6 +508,14 @@ impl Config {
             .map(|(name, _)| vec![name.as_str()])
     }
 
+    /// The error for a model that no route or deployment answers to, listing those that do.
+    pub fn unknown_model(&self, model: &str) -> String {
+        format!(
+            "unknown model \"{model}\"; known models: {}",
+            self.model_names().join(", ")
+        )
+    }
+
     /// Every model name a client may ask for, for error messages.
     pub fn model_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self

@@ -196,9 +196,14 @@ impl FieldError {
         }
     }
 
-    /// The same error seen from one level up (`request` + `messages[0]` → `request.messages[0]`).
+    /// The same error seen from one level up (`request` + `messages[0]` → `request.messages[0]`;
+    /// an error about the whole value is then about `parent`).
     pub fn within(mut self, parent: &str) -> Self {
-        self.field = format!("{parent}.{}", self.field);
+        self.field = if self.field.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{parent}.{}", self.field)
+        };
         self
     }
 }

@@ -71,9 +71,16 @@ impl<'de> Deserialize<'de> for MicrosPerMillion {
     }
 }
 
+impl MicrosPerMillion {
+    /// The price as exact decimal USD per million tokens, six decimals: `2.500000`.
+    pub fn to_usd_string(self) -> String {
+        format_fixed(self.0 as i128, 6)
+    }
+}
+
 impl fmt::Display for MicrosPerMillion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${}/Mtok", format_fixed(self.0 as i128, 6))
+        write!(f, "${}/Mtok", self.to_usd_string())
     }
 }
 

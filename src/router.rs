@@ -115,11 +115,11 @@ impl Router {
 
     /// The fallback chain for a client's model name, or `None` if no route or deployment has
     /// that name.
-    pub fn chain(&self, model: &str) -> Option<Vec<Arc<Deployment>>> {
+    pub fn chain(&self, model: &str) -> Option<&[Arc<Deployment>]> {
         self.routes
             .get(model)
-            .cloned()
-            .or_else(|| self.deployments.get(model).map(|d| vec![d.clone()]))
+            .map(Vec::as_slice)
+            .or_else(|| self.deployments.get(model).map(std::slice::from_ref))
     }
 
     /// The deployment for attempt `number` (1-based) of a job asking for `model`.

@@ -62,7 +62,7 @@ impl Submitter {
         for (i, spec) in specs.iter().enumerate() {
             self.check(spec).map_err(|e| {
                 SubmitError::Invalid(if several {
-                    FieldError::new(format!("[{i}].{}", e.field), e.message)
+                    e.within(&format!("[{i}]"))
                 } else {
                     e
                 })
@@ -74,15 +74,12 @@ impl Submitter {
             .collect();
         let outcomes = self.store.insert_jobs(envelopes.clone()).await?;
 
-        let mut to_publish: BTreeMap<Urgency, Vec<&Envelope>> = BTreeMap::new();
+        let mut created = Vec::new();
         let mut answers = Vec::with_capacity(envelopes.len());
         for (envelope, outcome) in envelopes.iter().zip(&outcomes) {
             match outcome {
                 InsertOutcome::Created => {
-                    to_publish
-                        .entry(envelope.spec.urgency)
-                        .or_default()
-                        .push(envelope);
+                    created.push(envelope);
                     answers.push(Submitted {
                         id: envelope.id,
                         duplicate: false,
@@ -94,20 +91,16 @@ impl Submitter {
                 }),
             }
         }
-        for (urgency, batch) in &to_publish {
-            let payloads = batch.iter().map(|e| e.to_bytes()).collect();
-            if let Err(e) = self.queue.publish(*urgency, payloads).await {
-                let ids = to_publish.values().flatten().map(|e| e.id).collect();
-                if let Err(forget) = self.store.forget_unpublished(ids).await {
-                    tracing::error!(error = %forget, "could not remove jobs the queue refused");
-                }
-                return Err(SubmitError::QueueUnavailable(e));
+        let ids: Vec<Uuid> = created.iter().map(|e| e.id).collect();
+        if let Err(e) = self.publish_by_urgency(&created).await {
+            if let Err(forget) = self.store.forget_unpublished(ids).await {
+                tracing::error!(error = %forget, "could not remove jobs the queue refused");
             }
+            return Err(SubmitError::QueueUnavailable(e));
         }
-        let published = to_publish.values().flatten().map(|e| e.id).collect();
         // Not fatal if this fails: the jobs are on the queue, and a relay republishing them
         // later costs a duplicate message, which workers recognise.
-        if let Err(e) = self.store.mark_published(published).await {
+        if let Err(e) = self.store.mark_published(ids).await {
             tracing::warn!(error = %e, "could not mark jobs published; the relay may publish them again");
         }
         Ok(answers)
@@ -122,26 +115,30 @@ impl Submitter {
             if stranded.is_empty() {
                 return Ok(relayed);
             }
-            let mut by_urgency: BTreeMap<Urgency, Vec<&Envelope>> = BTreeMap::new();
-            for envelope in &stranded {
-                by_urgency
-                    .entry(envelope.spec.urgency)
-                    .or_default()
-                    .push(envelope);
-            }
-            for (urgency, batch) in by_urgency {
-                let payloads = batch.iter().map(|e| e.to_bytes()).collect();
-                self.queue
-                    .publish(urgency, payloads)
-                    .await
-                    .map_err(SubmitError::QueueUnavailable)?;
-                self.store
-                    .mark_published(batch.iter().map(|e| e.id).collect())
-                    .await?;
-                relayed += batch.len();
-            }
+            self.publish_by_urgency(&stranded.iter().collect::<Vec<_>>())
+                .await
+                .map_err(SubmitError::QueueUnavailable)?;
+            self.store
+                .mark_published(stranded.iter().map(|e| e.id).collect())
+                .await?;
+            relayed += stranded.len();
             tracing::info!(relayed, "published jobs stranded by an earlier crash");
         }
+    }
+
+    /// Publishes envelopes onto the queue of their urgency, one confirmed batch per urgency.
+    async fn publish_by_urgency(&self, envelopes: &[&Envelope]) -> Result<(), QueueError> {
+        let mut by_urgency: BTreeMap<Urgency, Vec<Vec<u8>>> = BTreeMap::new();
+        for envelope in envelopes {
+            by_urgency
+                .entry(envelope.spec.urgency)
+                .or_default()
+                .push(envelope.to_bytes());
+        }
+        for (urgency, payloads) in by_urgency {
+            self.queue.publish(urgency, payloads).await?;
+        }
+        Ok(())
     }
 
     /// Runs [`Submitter::relay_stranded`] every `every` until `cancel` fires.
@@ -164,10 +161,7 @@ impl Submitter {
         if self.config.resolve_model(model).is_none() {
             return Err(FieldError::new(
                 "request.model",
-                format!(
-                    "unknown model \"{model}\"; known models: {}",
-                    self.config.model_names().join(", ")
-                ),
+                self.config.unknown_model(model),
             ));
         }
         if let Some(deadline) = spec.deadline {

@@ -64,11 +64,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::job::FieldError> for ApiError {
+    fn from(e: crate::job::FieldError) -> Self {
+        ApiError::invalid(e.field, e.message)
+    }
+}
+
 impl From<crate::submit::SubmitError> for ApiError {
     fn from(e: crate::submit::SubmitError) -> Self {
         use crate::submit::SubmitError;
         match e {
-            SubmitError::Invalid(f) => ApiError::invalid(f.field, f.message),
+            SubmitError::Invalid(f) => f.into(),
             SubmitError::QueueUnavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",

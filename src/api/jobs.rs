@@ -3,7 +3,7 @@
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::ApiState;
-use crate::job::{JobSpec, JobStatus};
+use crate::job::{FieldError, JobSpec, JobStatus};
 use crate::submit::Submitted;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -34,16 +34,12 @@ pub async fn create(
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    parse_spec(item)
-                        .map_err(|(f, m)| ApiError::invalid(prefixed(&format!("[{i}]"), &f), m))
+                    parse_spec(item).map_err(|e| ApiError::from(e.within(&format!("[{i}]"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             (specs, true)
         }
-        other => (
-            vec![parse_spec(other).map_err(|(f, m)| ApiError::invalid(f, m))?],
-            false,
-        ),
+        other => (vec![parse_spec(other).map_err(ApiError::from)?], false),
     };
     if specs.is_empty() {
         return Err(ApiError::invalid("", "the array holds no jobs"));
@@ -67,20 +63,12 @@ fn submitted_json(s: &Submitted) -> Value {
     json!({ "id": s.id, "duplicate": s.duplicate })
 }
 
-fn prefixed(prefix: &str, field: &str) -> String {
-    if field.is_empty() {
-        prefix.to_string()
-    } else {
-        format!("{prefix}.{field}")
-    }
-}
-
 /// Deserialises a job spec, naming the field a type error is in.
-fn parse_spec(value: Value) -> Result<JobSpec, (String, String)> {
+fn parse_spec(value: Value) -> Result<JobSpec, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        (path, e.into_inner().to_string())
+        FieldError::new(path, e.into_inner().to_string())
     })
 }
 

@@ -202,17 +202,8 @@ impl EmbeddedSettle {
 impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
         let (id, lease) = (self.id, self.lease);
-        self.while_leased(move |conn| {
-            Box::pin(async move {
-                let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
-                    .bind(id)
-                    .bind(lease)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(r.rows_affected())
-            })
-        })
-        .await
+        self.while_leased(move |conn| Box::pin(async move { delete_leased(conn, id, lease).await }))
+            .await
     }
 
     async fn retry_after(
@@ -246,12 +237,8 @@ impl Settle for EmbeddedSettle {
         let (id, lease, urgency, reason) = (self.id, self.lease, self.urgency, reason.to_string());
         self.while_leased(move |conn| {
                 Box::pin(async move {
-                    let r = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
-                        .bind(id)
-                        .bind(lease)
-                        .execute(&mut *conn)
-                        .await?;
-                    if r.rows_affected() == 1 {
+                    let deleted = delete_leased(conn, id, lease).await?;
+                    if deleted == 1 {
                         sqlx::query(
                             "INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES (?, ?, ?, ?)",
                         )
@@ -262,9 +249,23 @@ impl Settle for EmbeddedSettle {
                         .execute(&mut *conn)
                         .await?;
                     }
-                    Ok(r.rows_affected())
+                    Ok(deleted)
                 })
             })
         .await
     }
+}
+
+/// Removes a message if our lease on it still holds; returns the rows removed (0 or 1).
+async fn delete_leased(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    lease: i64,
+) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease = ?")
+        .bind(id)
+        .bind(lease)
+        .execute(&mut *conn)
+        .await?;
+    Ok(deleted.rows_affected())
 }

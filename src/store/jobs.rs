@@ -129,13 +129,6 @@ fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn price_text(micros: i64) -> String {
-    let text = MicrosPerMillion(micros).to_string();
-    text.trim_start_matches('$')
-        .trim_end_matches("/Mtok")
-        .to_string()
-}
-
 impl Store {
     /// Records a new job as `queued`, unless the tenant already has one with the same id or
     /// `custom_id`, in which case that job's id is returned and nothing is written.
@@ -498,9 +491,9 @@ impl Store {
             input_tokens: c.get(2),
             cached_tokens: c.get(3),
             output_tokens: c.get(4),
-            input_price_per_mtok: price_text(c.get(5)),
-            cached_input_price_per_mtok: price_text(c.get(6)),
-            output_price_per_mtok: price_text(c.get(7)),
+            input_price_per_mtok: MicrosPerMillion(c.get(5)).to_usd_string(),
+            cached_input_price_per_mtok: MicrosPerMillion(c.get(6)).to_usd_string(),
+            output_price_per_mtok: MicrosPerMillion(c.get(7)).to_usd_string(),
             amount_usd: PicoUsd(c.get(8)).to_usd_string(),
             amount_pico_usd: c.get(8),
         });

@@ -178,12 +178,13 @@ async fn run_job(
 
     let model = &envelope.spec.request.model;
     let Some(deployment) = context.router.for_attempt(model, number) else {
-        let message = format!(
-            "unknown model \"{model}\"; known models: {}",
-            context.config.model_names().join(", ")
-        );
         store
-            .finish_failed(id, None, "unknown_model".into(), message)
+            .finish_failed(
+                id,
+                None,
+                "unknown_model".into(),
+                context.config.unknown_model(model),
+            )
             .await?;
         return Ok(Settlement::Ack);
     };
