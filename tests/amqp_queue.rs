@@ -10,17 +10,13 @@ mod common;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 use sluice::job::Urgency;
 use sluice::queue::amqp::{AmqpConfig, AmqpQueue, Topology, DEAD_REASON_HEADER, NOT_BEFORE_HEADER};
 use sluice::queue::{Delivery, Queue, QueueError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn broker_url() -> String {
-    common::AMQP_URL.to_string()
-}
 
 /// Deletes a test's topology when dropped, even when the test panics.
 struct Cleanup(Topology);
@@ -43,7 +39,7 @@ fn log_to_test_output() {
 }
 
 fn test_config() -> AmqpConfig {
-    AmqpConfig::new(broker_url()).with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()))
+    AmqpConfig::new(common::AMQP_URL).with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()))
 }
 
 async fn start(config: AmqpConfig) -> (AmqpQueue, Cleanup) {
@@ -66,13 +62,7 @@ async fn next_within(consumer: &mut Box<dyn sluice::queue::Consumer>, secs: u64)
 
 /// A plain lapin connection, to look at the broker without going through the code under test.
 async fn plain_channel() -> (Connection, lapin::Channel) {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(15),
-        Connection::connect(&broker_url(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("plain connection in time")
-    .expect("plain connection");
+    let conn = common::amqp_connection().await;
     let channel = conn.create_channel().await.expect("plain channel");
     (conn, channel)
 }
@@ -301,7 +291,7 @@ async fn an_unsettled_delivery_is_redelivered_when_its_connection_goes() {
     assert!(!held.redelivered);
 
     // A second process-like instance on the same prefix.
-    let (second, _cleanup2) = start(AmqpConfig::new(broker_url()).with_prefix(prefix)).await;
+    let (second, _cleanup2) = start(AmqpConfig::new(common::AMQP_URL).with_prefix(prefix)).await;
     let mut other = second.consume(Urgency::Standard, 4).await.unwrap();
     // Not delivered twice while the first holds it.
     assert!(

@@ -33,18 +33,13 @@ async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
             .unwrap(),
         Backend::Rabbitmq => {
             use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-            let conn = lapin::Connection::connect(
-                common::AMQP_URL,
-                lapin::ConnectionProperties::default(),
-            )
-            .await
-            .unwrap();
+            let conn = common::amqp_connection().await;
             let channel = conn.create_channel().await.unwrap();
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .unwrap();
-            let exchange = format!("{}.jobs", h.app.config.queue.prefix);
+            let exchange = h.topology().exchange();
             channel
                 .basic_publish(
                     exchange.as_str().into(),
@@ -71,14 +66,9 @@ async fn dead_letter_reasons(h: &Harness, backend: Backend) -> Vec<String> {
             .unwrap(),
         Backend::Rabbitmq => {
             use lapin::options::BasicGetOptions;
-            let conn = lapin::Connection::connect(
-                common::AMQP_URL,
-                lapin::ConnectionProperties::default(),
-            )
-            .await
-            .unwrap();
+            let conn = common::amqp_connection().await;
             let channel = conn.create_channel().await.unwrap();
-            let queue = format!("{}.jobs.dead", h.app.config.queue.prefix);
+            let queue = h.topology().dead_queue();
             let mut reasons = Vec::new();
             while let Some(message) = channel
                 .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })

@@ -137,6 +137,14 @@ impl Harness {
         self.workers = Some(WorkerPools::start(self.app.worker_context(), &Urgency::ALL));
     }
 
+    /// The RabbitMQ names of this harness (RabbitMQ backend only).
+    pub fn topology(&self) -> &sluice::queue::amqp::Topology {
+        self.app
+            .queue_as_amqp()
+            .expect("a RabbitMQ harness")
+            .topology()
+    }
+
     pub fn sim_requests(&self) -> u64 {
         self.app.sim.as_ref().unwrap().stats().chat_requests
     }
@@ -231,6 +239,18 @@ pub fn delete_topology_blocking(topology: sluice::queue::amqp::Topology) {
         });
     })
     .join();
+}
+
+/// A plain AMQP connection to the test broker, as a client in another language would have.
+/// Bounded, so a broker that stopped answering fails the test instead of hanging it.
+pub async fn amqp_connection() -> lapin::Connection {
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("a connection to RabbitMQ on 127.0.0.1:5672 within 15 s")
+    .expect("RabbitMQ on 127.0.0.1:5672")
 }
 
 async fn delete_topology(topology: &sluice::queue::amqp::Topology) {
