@@ -169,15 +169,12 @@ impl Store {
     pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                for id in ids {
-                    sqlx::query(
-                        "DELETE FROM jobs WHERE id = ? AND status = 'queued' AND attempts = 0",
-                    )
-                    .bind(id.to_string())
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(())
+                execute_for_each(
+                    conn,
+                    "DELETE FROM jobs WHERE id = ? AND status = 'queued' AND attempts = 0",
+                    &ids,
+                )
+                .await
             })
         })
         .await
@@ -187,13 +184,12 @@ impl Store {
     pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                for id in ids {
-                    sqlx::query("UPDATE jobs SET published = 1 WHERE id = ? AND published = 0")
-                        .bind(id.to_string())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(())
+                execute_for_each(
+                    conn,
+                    "UPDATE jobs SET published = 1 WHERE id = ? AND published = 0",
+                    &ids,
+                )
+                .await
             })
         })
         .await
@@ -569,6 +565,21 @@ async fn insert_job(
     Uuid::parse_str(&existing)
         .map(InsertOutcome::Existing)
         .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+/// Runs a statement whose one parameter is a job id, once for each id.
+async fn execute_for_each(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query(sql)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_attempt(

@@ -330,6 +330,21 @@ impl AmqpSettle {
     async fn requeue(acker: &Acker) {
         let _ = tokio::time::timeout(Duration::from_secs(5), acker.nack(requeue())).await;
     }
+
+    /// Settles a delivery whose copy was published elsewhere (retry ladder, dead letters):
+    /// acked once the copy is confirmed, requeued when it is not, so the message is never
+    /// lost between the two.
+    async fn ack_after_copy(
+        &mut self,
+        acker: Acker,
+        copied: Result<(), QueueError>,
+    ) -> Result<(), QueueError> {
+        if let Err(e) = copied {
+            Self::requeue(&acker).await;
+            return Err(e);
+        }
+        self.ack_with(acker).await
+    }
 }
 
 #[async_trait]
@@ -347,15 +362,11 @@ impl Settle for AmqpSettle {
         // Check first: publishing a copy of a message that is already back in its queue would
         // only make a duplicate.
         let acker = self.live_acker()?;
-        if let Err(e) = self
+        let copied = self
             .inner
             .publish_delayed(self.urgency, &payload, delay)
-            .await
-        {
-            Self::requeue(&acker).await;
-            return Err(e);
-        }
-        self.ack_with(acker).await
+            .await;
+        self.ack_after_copy(acker, copied).await
     }
 
     async fn dead_letter(
@@ -364,15 +375,11 @@ impl Settle for AmqpSettle {
         reason: &str,
     ) -> Result<(), QueueError> {
         let acker = self.live_acker()?;
-        if let Err(e) = self
+        let copied = self
             .inner
             .publish_dead(self.urgency, &payload, reason)
-            .await
-        {
-            Self::requeue(&acker).await;
-            return Err(e);
-        }
-        self.ack_with(acker).await
+            .await;
+        self.ack_after_copy(acker, copied).await
     }
 }
 
