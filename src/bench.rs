@@ -148,21 +148,16 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
 }
 
 fn bench_job(i: usize) -> JobSpec {
+    let prompt = format!("Benchmark job number {i}: reply briefly.");
     JobSpec {
-        urgency: Urgency::Standard,
         tags: Tags {
             team: Some("bench".into()),
             ..Tags::default()
         },
-        custom_id: None,
-        deadline: None,
-        request: ChatRequest {
-            model: "fast".into(),
-            messages: vec![
-                serde_json::json!({"role": "user", "content": format!("Benchmark job number {i}: reply briefly.")}),
-            ],
-            extra: Default::default(),
-        },
+        ..JobSpec::new(
+            Urgency::Standard,
+            ChatRequest::single_user_message("fast", prompt),
+        )
     }
 }
 

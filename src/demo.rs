@@ -44,18 +44,11 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
     let specs = JOBS
         .iter()
         .map(|(urgency, model, prompt)| JobSpec {
-            urgency: *urgency,
             tags: Tags {
                 team: Some("demo".into()),
                 ..Tags::default()
             },
-            custom_id: None,
-            deadline: None,
-            request: ChatRequest {
-                model: model.to_string(),
-                messages: vec![serde_json::json!({"role": "user", "content": prompt})],
-                extra: Default::default(),
-            },
+            ..JobSpec::new(*urgency, ChatRequest::single_user_message(*model, *prompt))
         })
         .collect();
     let submitted = submitter.submit("demo", specs).await?;

@@ -133,6 +133,15 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// A request of one user message and no other parameters.
+    pub fn single_user_message(model: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatRequest {
+            model: model.into(),
+            messages: vec![serde_json::json!({ "role": "user", "content": content.into() })],
+            extra: Map::new(),
+        }
+    }
+
     /// Checks what the provider would otherwise reject late, naming the field.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.model.trim().is_empty() {
@@ -228,6 +237,17 @@ fn default_urgency() -> Urgency {
 }
 
 impl JobSpec {
+    /// A job with no tags, `custom_id` or deadline.
+    pub fn new(urgency: Urgency, request: ChatRequest) -> Self {
+        JobSpec {
+            urgency,
+            tags: Tags::default(),
+            custom_id: None,
+            deadline: None,
+            request,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(custom_id) = &self.custom_id {
             if custom_id.is_empty() || custom_id.len() > 256 {
