@@ -14,7 +14,36 @@ on_both_backends!(
     a_request_the_provider_refuses_is_a_400_with_its_message,
     an_idempotency_key_never_runs_a_request_twice,
     bad_requests_are_refused_before_any_job_exists,
+    a_streamed_request_arrives_as_server_sent_chunks,
+    a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails,
 );
+
+/// The `data:` payloads of a server-sent event stream, in order.
+async fn sse_data(response: reqwest::Response) -> Vec<String> {
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "a stream is served as server-sent events"
+    );
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.trim_start().to_string())
+        .collect()
+}
+
+/// The text a stream's chunks add up to.
+fn streamed_text(data: &[String]) -> String {
+    data.iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
 
 /// Posts `body` to `/v1/chat/completions` with the tenant's token and `headers`.
 async fn post_chat(h: &Harness, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -154,12 +183,6 @@ async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {
             "model",
             "gpt-9",
         ),
-        (
-            json!({"model": "fast", "stream": true,
-                   "messages": [{"role": "user", "content": "hi"}]}),
-            "stream",
-            "stream",
-        ),
     ];
     for (body, field, needle) in cases {
         let response = post_chat(&h, &body, &[]).await;
@@ -178,5 +201,82 @@ async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0);
+    h.stop().await;
+}
+
+async fn a_streamed_request_arrives_as_server_sent_chunks(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let messages = json!([{"role": "user", "content": prompt("Stream me a river.")}]);
+    let response = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true, "messages": messages}),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let id = job_id_of(&response);
+    let data = sse_data(response).await;
+    assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == id.to_string()));
+
+    // The stream adds up to the stored answer, and its usage is the charged usage.
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["status"], "succeeded");
+    let stored = job["result"]["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert_eq!(streamed_text(&data), stored);
+    let usage = chunks.iter().rev().find(|c| !c["usage"].is_null()).unwrap();
+    assert_eq!(usage["usage"], job["result"]["usage"]);
+    assert_eq!(
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .collect::<Vec<_>>(),
+        ["stop"]
+    );
+    h.stop().await;
+}
+
+async fn a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails(
+    backend: Backend,
+) {
+    let h = Harness::start(backend).await;
+    // A 500 first: the client never sees that attempt, only the retry's answer.
+    let retried = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": prompt("[sim fail=500] again")}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(retried.status(), 200);
+    let id = job_id_of(&retried);
+    let data = sse_data(retried).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(!streamed_text(&data).is_empty());
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
+
+    // A request the provider refuses fails before any chunk: a plain error, not a stream.
+    let refused = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": prompt("[sim fail=400] no")}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bad_request"));
     h.stop().await;
 }

@@ -15,14 +15,20 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::jobs::{deserialize_naming_field, wait_until_final, MAX_WAIT};
 use super::ApiState;
-use crate::job::{ChatRequest, JobSpec, JobStatus, Urgency};
+use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
+use crate::queue::Inbox;
 use crate::store::JobView;
+use crate::streaming::{chunks_of, wants_stream, StreamEvent};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use uuid::Uuid;
 
 /// The response header naming the job that served a request.
 pub const JOB_ID_HEADER: &str = "x-sluice-job-id";
@@ -37,25 +43,142 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let request: ChatRequest = deserialize_naming_field(value)?;
-    if request.extra.get("stream") == Some(&Value::Bool(true)) {
-        return Err(ApiError::invalid(
-            "stream",
-            "streaming is not served by this version of Sluice; send \"stream\": false \
-             (or leave it out) and read the whole completion",
-        ));
-    }
-    let spec = job_spec(request, &headers)?;
-    let submitted = state.submitter.submit(&tenant, vec![spec]).await?;
+    let stream = wants_stream(&request.extra);
+    let mut envelope = Envelope::new(&tenant, job_spec(request, &headers)?);
+    let id = envelope.id;
+    // Opened before the job is published, so not even the first chunk can miss it.
+    let inbox = if stream {
+        let inbox = state
+            .submitter
+            .queue
+            .open_inbox(id)
+            .await
+            .map_err(|e| ApiError::from(crate::submit::SubmitError::QueueUnavailable(e)))?;
+        envelope.reply_to = Some(inbox.address.clone());
+        Some(inbox)
+    } else {
+        None
+    };
+    let submitted = state.submitter.submit_envelopes(vec![envelope]).await?;
+    // A repeated idempotency key answers the first job, whose replies (if any) went elsewhere.
     let id = submitted[0].id;
-
-    let job = wait_until_final(&state, &tenant, id, MAX_WAIT).await?;
+    let response = match inbox.filter(|_| !submitted[0].duplicate) {
+        Some(inbox) => live_stream(&state, &tenant, id, inbox).await,
+        None => {
+            let job = wait_until_final(&state, &tenant, id, MAX_WAIT).await?;
+            if stream {
+                replayed_stream(job)
+            } else {
+                answer(job)
+            }
+        }
+    };
     // Failures name their job too, so a client can look at its attempts.
-    let mut response = answer(job).unwrap_or_else(IntoResponse::into_response);
+    let mut response = response.unwrap_or_else(IntoResponse::into_response);
     response.headers_mut().insert(
         JOB_ID_HEADER,
         HeaderValue::from_str(&id.to_string()).map_err(ApiError::internal)?,
     );
     Ok(response)
+}
+
+/// Streams job `id` as server-sent events while a worker runs it: waits for its first chunk
+/// (an attempt that fails before it is retried unseen), then relays every chunk the moment it
+/// arrives. A job that fails before any chunk is an ordinary error response.
+async fn live_stream(
+    state: &ApiState,
+    tenant: &str,
+    id: Uuid,
+    mut inbox: Inbox,
+) -> Result<Response, ApiError> {
+    let first = loop {
+        match next_event(&mut inbox).await {
+            Some(StreamEvent::Chunk { chunk }) => break chunk,
+            Some(StreamEvent::Failed {
+                will_retry: true, ..
+            }) => continue,
+            Some(StreamEvent::Failed {
+                kind,
+                message,
+                will_retry: false,
+            }) => return Err(failure(id, &kind, &message)),
+            // Finished without streaming (a redelivery of a job that was already final), or
+            // the live view was lost: the store has the answer.
+            Some(StreamEvent::Done) | None => {
+                let job = wait_until_final(state, tenant, id, MAX_WAIT).await?;
+                return replayed_stream(job);
+            }
+        }
+    };
+    let events = futures::stream::unfold(
+        (inbox, Some(first), false),
+        move |(mut inbox, pending, ended)| async move {
+            if ended {
+                return None;
+            }
+            if let Some(chunk) = pending {
+                return Some((chunk_event(chunk, id), (inbox, None, false)));
+            }
+            let event = match next_event(&mut inbox).await {
+                Some(StreamEvent::Chunk { chunk }) => return Some((chunk_event(chunk, id), (inbox, None, false))),
+                Some(StreamEvent::Done) => Event::default().data("[DONE]"),
+                Some(StreamEvent::Failed { kind, message, .. }) => {
+                    error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))
+                }
+                None => error_event(&format!(
+                    "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
+                )),
+            };
+            Some((event, (inbox, None, true)))
+        },
+    )
+    .map(Ok::<_, Infallible>);
+    Ok(Sse::new(events).into_response())
+}
+
+/// The next event from a worker, or `None` when none will come: the inbox's transport is
+/// gone, an event is unreadable, or the worker has been silent longer than any answer takes.
+async fn next_event(inbox: &mut Inbox) -> Option<StreamEvent> {
+    let bytes = tokio::time::timeout(MAX_WAIT, inbox.recv()).await.ok()??;
+    match StreamEvent::from_bytes(&bytes) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::warn!(error = %e, "dropped an unreadable stream event");
+            None
+        }
+    }
+}
+
+/// A stored job as the stream its client asked for (or its error, if it did not succeed).
+fn replayed_stream(job: JobView) -> Result<Response, ApiError> {
+    let id = job.id;
+    if job.status != JobStatus::Succeeded {
+        return answer(job);
+    }
+    let completion = job.result.unwrap_or_default();
+    let events: Vec<Result<Event, Infallible>> = chunks_of(&completion)
+        .into_iter()
+        .map(|chunk| Ok(chunk_event(chunk, id)))
+        .chain([Ok(Event::default().data("[DONE]"))])
+        .collect();
+    Ok(Sse::new(futures::stream::iter(events)).into_response())
+}
+
+/// A chunk as an SSE event, named by its job like a non-streamed answer.
+fn chunk_event(mut chunk: Value, id: Uuid) -> Event {
+    if let Some(object) = chunk.as_object_mut() {
+        object.insert("id".into(), Value::String(id.to_string()));
+    }
+    Event::default().data(chunk.to_string())
+}
+
+/// An error inside a stream whose `200` is already sent, in the shape OpenAI sends (and its
+/// SDKs raise): a data line holding an `error` object.
+fn error_event(message: &str) -> Event {
+    Event::default().data(
+        json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": null}})
+            .to_string(),
+    )
 }
 
 /// The realtime job for `request`, tagged from the headers.
@@ -99,11 +222,7 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
                 .error
                 .map(|e| (e.kind, e.message))
                 .unwrap_or_else(|| ("unknown".into(), "the job failed".into()));
-            Err(ApiError::new(
-                status_for_failure(&kind),
-                "upstream_error",
-                format!("job {} failed ({kind}): {message}", job.id),
-            ))
+            Err(failure(job.id, &kind, &message))
         }
         JobStatus::Cancelled => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -122,6 +241,15 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
             ),
         )),
     }
+}
+
+/// The error answer for job `id`, which failed with `kind` and `message`.
+fn failure(id: Uuid, kind: &str, message: &str) -> ApiError {
+    ApiError::new(
+        status_for_failure(kind),
+        "upstream_error",
+        format!("job {id} failed ({kind}): {message}"),
+    )
 }
 
 /// The status that tells an OpenAI client the right thing about a failed job: its own

@@ -223,6 +223,8 @@ impl Store {
                     version: crate::job::ENVELOPE_VERSION,
                     id,
                     tenant: row.get(1),
+                    // Whoever waited on a stranded job's replies has long given up.
+                    reply_to: None,
                     spec: crate::job::JobSpec {
                         urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
                         tags: Tags {
