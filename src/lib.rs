@@ -30,6 +30,7 @@ pub mod pricing;
 pub mod providers;
 pub mod queue;
 pub mod router;
+pub mod schedule;
 pub mod sim;
 pub mod store;
 pub mod streaming;

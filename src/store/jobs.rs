@@ -5,7 +5,7 @@
 //! expired under a slow worker, or a cancel racing a finish cannot produce a second result or
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
-use super::{now_ms, Store, StoreError};
+use super::{ms_to_time, now_ms, Store, StoreError};
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
@@ -123,10 +123,6 @@ pub struct CostView {
     /// USD, exact decimal text.
     pub amount_usd: String,
     pub amount_pico_usd: i64,
-}
-
-fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 impl Store {
