@@ -8,7 +8,7 @@
 //!
 //! Answers are deterministic: text is a function of the last user turn (directives
 //! stripped), so a retried or re-routed job gets the same text; tool arguments and JSON
-//! answers are [`schema::example`](super::schema::example)s of the schema asked for.
+//! answers are examples of the schema asked for ([`super::schema::example`]).
 
 use super::faults::{self, DirectiveError, Directives};
 use super::{schema, tokens};

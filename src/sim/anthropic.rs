@@ -8,7 +8,7 @@
 //! `ping` and mid-stream `error` events), errors as
 //! `{"type": "error", "error": {"type", "message"}}` with Anthropic's error types, and the
 //! `request-id`, `anthropic-ratelimit-*` (RFC 3339 resets) and `retry-after` headers.
-//! What the answer says is [`answer`](super::answer)'s business; this module only reads the
+//! What the answer says is `answer`'s business; this module only reads the
 //! request into a [`Conversation`] and writes the [`Answer`] back in Anthropic's shape.
 
 use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
@@ -84,8 +84,8 @@ struct ApiError {
     kind: &'static str,
     message: String,
     retry_after: Option<Duration>,
-    /// Extra fields of `error` (the spend-cap code).
-    details: Option<Value>,
+    /// A spend cap, which Anthropic tells apart by `error.details.error_code`.
+    spend_cap: bool,
 }
 
 impl ApiError {
@@ -95,7 +95,7 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
-            details: None,
+            spend_cap: false,
         }
     }
 
@@ -105,8 +105,8 @@ impl ApiError {
 
     fn body(&self, request_id: &str) -> Value {
         let mut error = json!({"type": self.kind, "message": self.message});
-        if let Some(details) = &self.details {
-            error["details"] = details.clone();
+        if self.spend_cap {
+            error["details"] = json!({"error_code": "enforced_spend_limit_reached"});
         }
         json!({"type": "error", "error": error, "request_id": request_id})
     }
@@ -495,7 +495,7 @@ fn fault_error(state: &SimState, fault: Fault) -> ApiError {
         Fault::Quota => {
             let next_month = next_month_start();
             return ApiError {
-                details: Some(json!({"error_code": "enforced_spend_limit_reached"})),
+                spend_cap: true,
                 ..ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",

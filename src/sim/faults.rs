@@ -4,7 +4,7 @@
 //! with the request itself: a `[sim …]` directive in any message's text, or an `x-sim-fault`
 //! header for clients that cannot touch the prompt. The syntax is documented in the
 //! [module docs of `sim`](super). This module only parses directives and decides, for the
-//! Nth call of a request, which fault (if any) applies; carrying it out is [`super::call`]'s
+//! Nth call of a request, which fault (if any) applies; carrying it out is `call`'s
 //! job, and rendering it in a provider's words is the job of that provider's module.
 
 use serde_json::Value;

@@ -11,7 +11,7 @@
 //! `promptTokenCount` *includes* cached tokens), `modelVersion` and `responseId`; a stream
 //! of `data:` chunks that ends when the connection closes; and Google RPC errors
 //! (`{"error": {"code", "message", "status", "details"}}`, a `RetryInfo` on 429s). Gemini
-//! sends no rate-limit headers. What the answer says is [`answer`](super::answer)'s
+//! sends no rate-limit headers. What the answer says is `answer`'s
 //! business; this module only reads the request into a [`Conversation`] and writes the
 //! [`Answer`] back in Gemini's shape.
 

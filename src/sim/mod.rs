@@ -4,15 +4,38 @@
 //! simulator stands in for them. It is a product feature: it powers `sluice sim`,
 //! `sluice demo`, the integration tests and the benchmarks. Two promises make it useful:
 //!
-//! - **Faithful format.** It answers exactly as the provider documents (OpenAI's
-//!   `chat.completion` object, error bodies, `x-request-id` and `x-ratelimit-*` headers), so
-//!   official SDKs accept it and Sluice's adapters, written against the documentation, are
-//!   exercised for real.
+//! - **Faithful format.** It answers exactly as each provider documents, so the official
+//!   OpenAI, Anthropic and Gemini SDKs accept it (`tests/sdk.rs` runs them against it) and
+//!   Sluice's adapters, written against the documentation, are exercised for real.
 //! - **Deterministic behaviour.** The same request always gets the same answer (derived from
-//!   the last user message) and the same token counts ([`tokens`]), so tests can assert on
-//!   content and cost.
+//!   the last user turn), the same tool call and the same token counts ([`tokens`]), on
+//!   every endpoint, streamed or not, so tests can assert on content and cost.
 //!
-//! Served today: `POST /v1/chat/completions` (non-streaming), in [`openai`].
+//! Served (one module per wire format, all on one port):
+//!
+//! | family | endpoint | base URL for the SDK |
+//! | --- | --- | --- |
+//! | OpenAI ([`openai`]) | `POST /v1/chat/completions` (`stream: true`: SSE chunks, `data: [DONE]`) | [`SimServer::openai_base_url`] `http://ADDR/v1` |
+//! | Anthropic ([`anthropic`]) | `POST /v1/messages` (`stream: true`: named events, `message_stop`) | [`SimServer::anthropic_base_url`] `http://ADDR` |
+//! | Gemini ([`gemini`]) | `POST /v1beta/models/{model}:generateContent`, `…:streamGenerateContent?alt=sse` (also under `/v1`) | [`SimServer::gemini_base_url`] `http://ADDR/v1beta`; the `google-genai` SDK takes `base_url=http://ADDR`, `api_version="v1beta"` |
+//!
+//! What they share lives in one place each: directives and fail plans ([`faults`]), the
+//! steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
+//! arguments and JSON answers), streaming and broken bodies (`stream`), token counts
+//! ([`tokens`]), and the stats and rate-limit window (here).
+//!
+//! # Tools and JSON mode
+//!
+//! A request that offers tools is answered with a call of one when its tool choice forces
+//! it (OpenAI `required` or a named function, Anthropic `any` or `tool`, Gemini `ANY`) or
+//! when it carries `[sim tool=NAME]`; the arguments are an example of the tool's JSON Schema
+//! (every required property, a value of its type). A conversation that ends with tool
+//! results is answered in text that quotes them, unless the tool choice forces another
+//! call (as the providers do). JSON mode (OpenAI `response_format`, Anthropic
+//! `output_config.format`, Gemini `responseMimeType: application/json`) answers JSON that
+//! conforms to the schema when one is given, `{"answer": "…"}` otherwise. `max_tokens`
+//! (any family's name for it) cuts the text with `length` / `max_tokens` / `MAX_TOKENS`;
+//! stop sequences end it before the sequence.
 //!
 //! # Fault injection
 //!
@@ -22,24 +45,32 @@
 //! `rate_timeout` are probabilities per call, drawn from one RNG seeded with `seed`.
 //!
 //! **Directives** for one request: write `[sim KEY=VALUE …]` anywhere in the text of any
-//! message (a string `content` or a `text` part), or send the header
-//! `x-sim-fault: LIST` (or `x-sim-fault: KEY=VALUE …`). Keys:
+//! message (a string `content`, a `text` part or block, a Gemini `text` part, a system
+//! prompt), or send the header `x-sim-fault: LIST` (or `x-sim-fault: KEY=VALUE …`). They
+//! mean the same on every endpoint; each family answers in its own words (OpenAI's error
+//! body, Anthropic's `error.type`, Google's RPC `status`). Keys:
 //!
 //! | directive | effect |
 //! | --- | --- |
-//! | `fail=429` | the 1st call of this request answers 429 `rate_limit_exceeded` with `retry-after`; later calls succeed |
-//! | `fail=429,500` | 1st call 429, 2nd call 500 `server_error`, then success |
+//! | `fail=429` | the 1st call of this request answers 429 with `retry-after` (OpenAI `rate_limit_exceeded` + `retry-after-ms`; Anthropic `rate_limit_error`; Gemini `RESOURCE_EXHAUSTED` with a `RetryInfo` `retryDelay`, no header); later calls succeed |
+//! | `fail=429,500` | 1st call 429, 2nd call 500 (OpenAI `server_error`, Anthropic `api_error`, Gemini `INTERNAL`), then success |
 //! | `fail=500*` | `*` repeats the last step forever: always 500 |
-//! | `fail=503`, `fail=529`, … | any status 400–599 with an OpenAI error body |
-//! | `fail=400` | 400 `invalid_request_error` with a message; client errors (4xx except 408, 409, 429) are properties of the request, so they answer *every* call |
-//! | `fail=quota` | 429 with code `insufficient_quota` (every call: credit does not come back) |
+//! | `fail=529` | Anthropic's `overloaded_error`; OpenAI and Gemini answer status 529 with their overload message |
+//! | `fail=503`, `fail=504`, … | any status 400–599 with the family's error body and type (Anthropic 504 `timeout_error`, Gemini 503 `UNAVAILABLE`, 504 `DEADLINE_EXCEEDED`) |
+//! | `fail=400` | 400 with a message; client errors (4xx except 408, 409, 429) are properties of the request, so they answer *every* call |
+//! | `fail=quota` | spent credit, every call: OpenAI 429 `insufficient_quota`; Anthropic 429 `rate_limit_error` "reached your specified API usage limits" with `details.error_code: enforced_spend_limit_reached` and no `retry-after`; Gemini 429 `RESOURCE_EXHAUSTED` with a per-day `QuotaFailure` and no `RetryInfo` |
 //! | `fail=timeout` | the 1st call never answers (the server holds it for 10 minutes, or until shutdown) |
+//! | `fail=cut` | the connection closes half-way through the body: a stream after half its content chunks, without its terminator (`[DONE]`, `message_stop`, the final Gemini chunk); a plain answer after half its JSON (the `content-length` promised all of it) |
+//! | `fail=midstream` | a stream starts well, then carries the family's in-stream error after half its content and ends: OpenAI a `data:` line with an `error` object (no `[DONE]`), Anthropic `event: error` `overloaded_error` (no `message_stop`), Gemini a `data:` chunk `{"error": {… "status": "UNAVAILABLE"}}`; not streamed, the call gets that overload error as its status (503, 529, 503) |
 //! | `latency=200ms` | wait this long before answering (any humantime duration) instead of the configured `latency` |
-//! | `cached=512` | report this many prompt tokens as `cached_tokens` (capped at the prompt) |
+//! | `ttft=500ms` | a slow first token: a stream sends its headers and opening event at once and its first content chunk after this long; a plain answer comes this much later (after `latency`) |
+//! | `cached=512` | report this many prompt tokens as cached (capped at the prompt): OpenAI `cached_tokens` (inside `prompt_tokens`), Anthropic `cache_read_input_tokens` (taken out of `input_tokens`), Gemini `cachedContentTokenCount` (inside `promptTokenCount`) |
+//! | `tool=get_weather` | answer with a call of this offered tool; an answer to its result is text. A tool the request does not offer is a 400 naming the offered ones |
 //!
-//! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`. The
-//! header wins over the messages. A directive the simulator cannot parse is answered with a
-//! 400 that names the problem, so a typo never silently runs the happy path.
+//! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`.
+//! `fail=` steps mix: `fail=cut,midstream,500`. The header wins over the messages. A
+//! directive the simulator cannot parse is answered with a 400 that names the problem, so a
+//! typo never silently runs the happy path.
 //!
 //! "The Nth call of a request" counts calls whose bodies are equal apart from `model`
 //! (JSON compared with sorted keys) and carry the same `x-sim-fault` header. `model` is left

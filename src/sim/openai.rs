@@ -6,7 +6,7 @@
 //! `{"error": {message, type, param, code}}` body, `x-request-id` and `x-ratelimit-*`
 //! headers), because the official SDKs and Sluice's own adapter must accept it unchanged.
 //! Error messages imitate OpenAI's wording so logs read the same as in production. What the
-//! answer says is [`answer`](super::answer)'s business; this module only reads OpenAI's
+//! answer says is `answer`'s business; this module only reads OpenAI's
 //! request into a [`Conversation`] and writes the [`Answer`] back in OpenAI's shape.
 
 use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
