@@ -4,15 +4,38 @@
 //! simulator stands in for them. It is a product feature: it powers `sluice sim`,
 //! `sluice demo`, the integration tests and the benchmarks. Two promises make it useful:
 //!
-//! - **Faithful format.** It answers exactly as the provider documents (OpenAI's
-//!   `chat.completion` object, error bodies, `x-request-id` and `x-ratelimit-*` headers), so
-//!   official SDKs accept it and Sluice's adapters, written against the documentation, are
-//!   exercised for real.
+//! - **Faithful format.** It answers exactly as each provider documents, so the official
+//!   OpenAI, Anthropic and Gemini SDKs accept it (`tests/sdk.rs` runs them against it) and
+//!   Sluice's adapters, written against the documentation, are exercised for real.
 //! - **Deterministic behaviour.** The same request always gets the same answer (derived from
-//!   the last user message) and the same token counts ([`tokens`]), so tests can assert on
-//!   content and cost.
+//!   the last user turn), the same tool call and the same token counts ([`tokens`]), on
+//!   every endpoint, streamed or not, so tests can assert on content and cost.
 //!
-//! Served today: `POST /v1/chat/completions` (non-streaming), in [`openai`].
+//! Served (one module per wire format, all on one port):
+//!
+//! | family | endpoint | base URL for the SDK |
+//! | --- | --- | --- |
+//! | OpenAI ([`openai`]) | `POST /v1/chat/completions` (`stream: true`: SSE chunks, `data: [DONE]`) | [`SimServer::openai_base_url`] `http://ADDR/v1` |
+//! | Anthropic ([`anthropic`]) | `POST /v1/messages` (`stream: true`: named events, `message_stop`) | [`SimServer::anthropic_base_url`] `http://ADDR` |
+//! | Gemini ([`gemini`]) | `POST /v1beta/models/{model}:generateContent`, `…:streamGenerateContent?alt=sse` (also under `/v1`) | [`SimServer::gemini_base_url`] `http://ADDR/v1beta`; the `google-genai` SDK takes `base_url=http://ADDR`, `api_version="v1beta"` |
+//!
+//! What they share lives in one place each: directives and fail plans ([`faults`]), the
+//! steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
+//! arguments and JSON answers), streaming and broken bodies (`stream`), token counts
+//! ([`tokens`]), and the stats and rate-limit window (here).
+//!
+//! # Tools and JSON mode
+//!
+//! A request that offers tools is answered with a call of one when its tool choice forces
+//! it (OpenAI `required` or a named function, Anthropic `any` or `tool`, Gemini `ANY`) or
+//! when it carries `[sim tool=NAME]`; the arguments are an example of the tool's JSON Schema
+//! (every required property, a value of its type). A conversation that ends with tool
+//! results is answered in text that quotes them, unless the tool choice forces another
+//! call (as the providers do). JSON mode (OpenAI `response_format`, Anthropic
+//! `output_config.format`, Gemini `responseMimeType: application/json`) answers JSON that
+//! conforms to the schema when one is given, `{"answer": "…"}` otherwise. `max_tokens`
+//! (any family's name for it) cuts the text with `length` / `max_tokens` / `MAX_TOKENS`;
+//! stop sequences end it before the sequence.
 //!
 //! # Fault injection
 //!
@@ -22,24 +45,32 @@
 //! `rate_timeout` are probabilities per call, drawn from one RNG seeded with `seed`.
 //!
 //! **Directives** for one request: write `[sim KEY=VALUE …]` anywhere in the text of any
-//! message (a string `content` or a `text` part), or send the header
-//! `x-sim-fault: LIST` (or `x-sim-fault: KEY=VALUE …`). Keys:
+//! message (a string `content`, a `text` part or block, a Gemini `text` part, a system
+//! prompt), or send the header `x-sim-fault: LIST` (or `x-sim-fault: KEY=VALUE …`). They
+//! mean the same on every endpoint; each family answers in its own words (OpenAI's error
+//! body, Anthropic's `error.type`, Google's RPC `status`). Keys:
 //!
 //! | directive | effect |
 //! | --- | --- |
-//! | `fail=429` | the 1st call of this request answers 429 `rate_limit_exceeded` with `retry-after`; later calls succeed |
-//! | `fail=429,500` | 1st call 429, 2nd call 500 `server_error`, then success |
+//! | `fail=429` | the 1st call of this request answers 429 with `retry-after` (OpenAI `rate_limit_exceeded` + `retry-after-ms`; Anthropic `rate_limit_error`; Gemini `RESOURCE_EXHAUSTED` with a `RetryInfo` `retryDelay`, no header); later calls succeed |
+//! | `fail=429,500` | 1st call 429, 2nd call 500 (OpenAI `server_error`, Anthropic `api_error`, Gemini `INTERNAL`), then success |
 //! | `fail=500*` | `*` repeats the last step forever: always 500 |
-//! | `fail=503`, `fail=529`, … | any status 400–599 with an OpenAI error body |
-//! | `fail=400` | 400 `invalid_request_error` with a message; client errors (4xx except 408, 409, 429) are properties of the request, so they answer *every* call |
-//! | `fail=quota` | 429 with code `insufficient_quota` (every call: credit does not come back) |
+//! | `fail=529` | Anthropic's `overloaded_error`; OpenAI and Gemini answer status 529 with their overload message |
+//! | `fail=503`, `fail=504`, … | any status 400–599 with the family's error body and type (Anthropic 504 `timeout_error`, Gemini 503 `UNAVAILABLE`, 504 `DEADLINE_EXCEEDED`) |
+//! | `fail=400` | 400 with a message; client errors (4xx except 408, 409, 429) are properties of the request, so they answer *every* call |
+//! | `fail=quota` | spent credit, every call: OpenAI 429 `insufficient_quota`; Anthropic 429 `rate_limit_error` "reached your specified API usage limits" with `details.error_code: enforced_spend_limit_reached` and no `retry-after`; Gemini 429 `RESOURCE_EXHAUSTED` with a per-day `QuotaFailure` and no `RetryInfo` |
 //! | `fail=timeout` | the 1st call never answers (the server holds it for 10 minutes, or until shutdown) |
+//! | `fail=cut` | the connection closes half-way through the body: a stream after half its content chunks, without its terminator (`[DONE]`, `message_stop`, the final Gemini chunk); a plain answer after half its JSON (the `content-length` promised all of it) |
+//! | `fail=midstream` | a stream starts well, then carries the family's in-stream error after half its content and ends: OpenAI a `data:` line with an `error` object (no `[DONE]`), Anthropic `event: error` `overloaded_error` (no `message_stop`), Gemini a `data:` chunk `{"error": {… "status": "UNAVAILABLE"}}`; not streamed, the call gets that overload error as its status (503, 529, 503) |
 //! | `latency=200ms` | wait this long before answering (any humantime duration) instead of the configured `latency` |
-//! | `cached=512` | report this many prompt tokens as `cached_tokens` (capped at the prompt) |
+//! | `ttft=500ms` | a slow first token: a stream sends its headers and opening event at once and its first content chunk after this long; a plain answer comes this much later (after `latency`) |
+//! | `cached=512` | report this many prompt tokens as cached (capped at the prompt): OpenAI `cached_tokens` (inside `prompt_tokens`), Anthropic `cache_read_input_tokens` (taken out of `input_tokens`), Gemini `cachedContentTokenCount` (inside `promptTokenCount`) |
+//! | `tool=get_weather` | answer with a call of this offered tool; an answer to its result is text. A tool the request does not offer is a 400 naming the offered ones |
 //!
-//! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`. The
-//! header wins over the messages. A directive the simulator cannot parse is answered with a
-//! 400 that names the problem, so a typo never silently runs the happy path.
+//! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`.
+//! `fail=` steps mix: `fail=cut,midstream,500`. The header wins over the messages. A
+//! directive the simulator cannot parse is answered with a 400 that names the problem, so a
+//! typo never silently runs the happy path.
 //!
 //! "The Nth call of a request" counts calls whose bodies are equal apart from `model`
 //! (JSON compared with sorted keys) and carry the same `x-sim-fault` header. `model` is left
@@ -49,10 +80,18 @@
 //! Directives are stripped from the text an answer is derived from, but count as prompt
 //! tokens like any other text, because they were sent.
 
+pub mod answer;
+pub mod anthropic;
+pub(crate) mod call;
 pub mod faults;
+pub mod gemini;
 pub mod openai;
+pub mod schema;
+pub(crate) mod stream;
 pub mod tokens;
 
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use axum::Router;
 use serde::{Deserialize, Deserializer};
 use std::collections::{HashMap, VecDeque};
@@ -141,19 +180,35 @@ fn humantime_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dura
         .map_err(|e| serde::de::Error::custom(format!("\"{text}\": {e} (write e.g. \"20ms\")")))
 }
 
+/// The API families the simulator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
 /// Counters of what the simulator has served, for tests ("the finished job was not called
 /// again") and benchmarks (tokens per second).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimStats {
-    /// Every `POST /v1/chat/completions` received, whatever its outcome.
+    /// Every chat call received (OpenAI chat completions, Anthropic messages, Gemini
+    /// generateContent, streamed or not), whatever its outcome.
     pub chat_requests: u64,
-    /// Those answered 200 with a completion.
+    /// `chat_requests` of each family.
+    pub openai_requests: u64,
+    pub anthropic_requests: u64,
+    pub gemini_requests: u64,
+    /// Those answered with a whole completion (streamed or not).
     pub completions: u64,
-    /// Those answered with an error status (injected or not).
+    /// Of `completions`, those streamed.
+    pub streams: u64,
+    /// Those answered with an error status, or whose body was broken on purpose (`cut`,
+    /// `midstream`).
     pub errors: u64,
     /// Those held without an answer (`timeout` faults).
     pub hung: u64,
-    /// Sums over `completions`, as reported in their `usage`.
+    /// Sums over `completions`, as reported in their usage.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
 }
@@ -167,7 +222,9 @@ const REQUEST_LOG_CAPACITY: usize = 256;
 pub(crate) struct SimState {
     pub(crate) config: SimConfig,
     chat_requests: AtomicU64,
+    family_requests: [AtomicU64; 3],
     completions: AtomicU64,
+    streams: AtomicU64,
     errors: AtomicU64,
     hung: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -203,7 +260,9 @@ impl SimState {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
             config,
             chat_requests: AtomicU64::new(0),
+            family_requests: Default::default(),
             completions: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             hung: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
@@ -222,7 +281,11 @@ impl SimState {
     pub(crate) fn stats(&self) -> SimStats {
         SimStats {
             chat_requests: self.chat_requests.load(Ordering::Relaxed),
+            openai_requests: self.family_requests[0].load(Ordering::Relaxed),
+            anthropic_requests: self.family_requests[1].load(Ordering::Relaxed),
+            gemini_requests: self.family_requests[2].load(Ordering::Relaxed),
             completions: self.completions.load(Ordering::Relaxed),
+            streams: self.streams.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
@@ -230,12 +293,21 @@ impl SimState {
         }
     }
 
-    pub(crate) fn count_request(&self) {
+    pub(crate) fn count_request(&self, family: Family) {
         self.chat_requests.fetch_add(1, Ordering::Relaxed);
+        self.family_requests[family as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_completion(&self, prompt_tokens: u64, completion_tokens: u64) {
+    pub(crate) fn count_completion(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        streamed: bool,
+    ) {
         self.completions.fetch_add(1, Ordering::Relaxed);
+        if streamed {
+            self.streams.fetch_add(1, Ordering::Relaxed);
+        }
         self.prompt_tokens
             .fetch_add(prompt_tokens, Ordering::Relaxed);
         self.completion_tokens
@@ -303,16 +375,86 @@ impl SimState {
     }
 }
 
+/// A family's announced rate limits. Reported in headers, not enforced: limits are simulated
+/// with faults, which tests can aim.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// The rate-limit state one response reports, in whichever family's headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateHeaders {
+    pub limits: Limits,
+    pub remaining_requests: u64,
+    pub remaining_tokens: u64,
+    pub reset_requests: Duration,
+    pub reset_tokens: Duration,
+}
+
+impl RateHeaders {
+    /// Counts this call in the current window.
+    pub(crate) fn counted(state: &SimState, limits: Limits, tokens: u64) -> Self {
+        let (requests, used_tokens, reset) = state.window_use(tokens);
+        // Whole milliseconds, like the providers' own values (`12ms`, `6m0s`), not
+        // `50.652274288s`.
+        let reset = Duration::from_millis(reset.as_millis() as u64);
+        RateHeaders {
+            limits,
+            remaining_requests: limits.requests.saturating_sub(requests),
+            remaining_tokens: limits.tokens.saturating_sub(used_tokens),
+            reset_requests: reset,
+            reset_tokens: reset,
+        }
+    }
+
+    /// A rate-limited call: the request budget is spent until `retry_after`.
+    pub(crate) fn exhausted(limits: Limits, retry_after: Duration) -> Self {
+        RateHeaders {
+            limits,
+            remaining_requests: 0,
+            remaining_tokens: limits.tokens,
+            reset_requests: retry_after,
+            reset_tokens: Duration::ZERO,
+        }
+    }
+}
+
 /// The simulator's routes, for embedding in another server. Held (`timeout`) requests are
 /// released only by their 10-minute cap here; [`spawn`] also releases them on shutdown.
 pub fn router(config: SimConfig) -> Router {
     build_router(Arc::new(SimState::new(config, None)))
 }
 
+/// Requests carry whole documents and base64 images; axum's 2 MB default is too small.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 fn build_router(state: Arc<SimState>) -> Router {
     openai::routes()
-        .fallback(openai::unknown_route)
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
+        .fallback(unknown_route)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Any other path or method: the 404 of the family the request looks like it is for, so an
+/// SDK pointed at a wrong path gets an error it can parse.
+async fn unknown_route(
+    state: axum::extract::State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path();
+    if path.starts_with("/v1beta/") || path.starts_with("/v1/models/") {
+        gemini::unknown_route(state, method, uri).await
+    } else if headers.contains_key("anthropic-version") || headers.contains_key("x-api-key") {
+        anthropic::unknown_route(state, method, uri).await
+    } else {
+        openai::unknown_route(state, method, uri).await
+    }
 }
 
 /// A running simulator. Stops when [`shutdown`](SimServer::shutdown) is called or when
@@ -357,16 +499,32 @@ impl SimServer {
         self.addr
     }
 
-    /// The base URL to give an OpenAI client: `http://ADDR/v1`.
+    /// The base URL to give an OpenAI client: `http://ADDR/v1` (the SDK appends
+    /// `/chat/completions`).
     pub fn openai_base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The base URL to give an Anthropic client: `http://ADDR` (the SDK appends
+    /// `/v1/messages`, as it does to `https://api.anthropic.com`).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Gemini API root with its version: `http://ADDR/v1beta`, to which a REST client
+    /// appends `/models/{model}:generateContent`. The `google-genai` SDK takes the version
+    /// apart: give it `http_options={"base_url": "http://ADDR", "api_version": "v1beta"}`
+    /// (the simulator serves `v1` too, the SDK's default).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
     }
 
     pub fn stats(&self) -> SimStats {
         self.state.stats()
     }
 
-    /// The bodies of the most recent chat requests (up to 256), oldest first, as received.
+    /// The bodies of the most recent chat requests of every family (up to 256), oldest
+    /// first, as received.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         lock(&self.state.requests).iter().cloned().collect()
     }
