@@ -221,6 +221,15 @@ pub struct DeploymentConfig {
     pub model: String,
     /// Real-time prices, USD per million tokens.
     pub price: Price,
+    /// Leave out request parameters the provider cannot honour (Anthropic has no `seed`,
+    /// Gemini no `parallel_tool_calls: false`, …) instead of failing the job with an error
+    /// naming them.
+    #[serde(default)]
+    pub drop_unsupported_params: bool,
+    /// `max_tokens` sent to providers that require one (Anthropic) when the request sets
+    /// none; the adapter's documented default when absent.
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,7 +9,7 @@
 use crate::config::{Config, ProviderKind};
 use crate::pricing::Price;
 use crate::providers::openai::OpenAiProvider;
-use crate::providers::Provider;
+use crate::providers::{CallOptions, Provider};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub struct Deployment {
     pub model: String,
     pub price: Price,
     pub timeout: Duration,
+    /// How requests are translated for this deployment.
+    pub options: CallOptions,
     pub adapter: Arc<dyn Provider>,
     keys: Vec<Key>,
     next_key: AtomicUsize,
@@ -89,6 +91,10 @@ impl Router {
                     model: d.model.clone(),
                     price: d.price,
                     timeout: provider.timeout,
+                    options: CallOptions {
+                        drop_unsupported_params: d.drop_unsupported_params,
+                        default_max_tokens: d.default_max_tokens,
+                    },
                     adapter,
                     keys,
                     next_key: AtomicUsize::new(0),
