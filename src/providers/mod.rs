@@ -6,6 +6,7 @@
 //! error side matters as much as the success side: the worker decides retry, park or fail
 //! from [`ProviderError::kind`] alone.
 
+pub mod anthropic;
 pub mod canonical;
 pub mod http;
 pub mod openai;
