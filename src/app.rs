@@ -50,10 +50,14 @@ impl App {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(StartError::Http)?;
+        // Config validation keeps `base_url = "sim"` to the families the simulator serves.
+        let sim_base_url = sim.as_ref().map(|sim| move |_kind| sim.openai_base_url());
         let router = Router::new(
             &config,
             http,
-            sim.as_ref().map(|s| s.openai_base_url()).as_deref(),
+            sim_base_url
+                .as_ref()
+                .map(|f| f as &dyn Fn(crate::config::ProviderKind) -> String),
         );
         let mut amqp = None;
         let queue: Arc<dyn Queue> = match config.queue.effective_backend() {

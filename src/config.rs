@@ -185,11 +185,27 @@ pub enum ProviderKind {
     Gemini,
 }
 
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+}
+
+/// The API families the built-in simulator serves, so `base_url = "sim"` works for them.
+const SIMULATED_KINDS: &[ProviderKind] = &[ProviderKind::Openai];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Base URL, e.g. `https://api.openai.com/v1`. `sim` means the simulator Sluice starts.
+    /// Base URL: `https://api.openai.com/v1` (OpenAI: the root including the version),
+    /// `https://api.anthropic.com` (Anthropic: without it, the adapter adds `/v1/messages`),
+    /// `https://generativelanguage.googleapis.com/v1beta` (Gemini). `sim` means the
+    /// simulator Sluice starts.
     pub base_url: String,
     /// Whole-call timeout of one attempt.
     #[serde(default = "default_attempt_timeout", with = "humantime_serde_compat")]
@@ -396,11 +412,13 @@ impl Config {
                     ),
                 );
             }
-            if provider.kind != ProviderKind::Openai {
+            if provider.base_url == "sim" && !SIMULATED_KINDS.contains(&provider.kind) {
                 problem(
-                    format!("providers.{name}.kind"),
-                    "only \"openai\" (any OpenAI-compatible API) is supported in this version"
-                        .into(),
+                    format!("providers.{name}.base_url"),
+                    format!(
+                        "the built-in simulator does not serve the {} API yet; give the provider's URL",
+                        provider.kind.as_str()
+                    ),
                 );
             }
             if provider.keys.is_empty() {
@@ -727,5 +745,41 @@ mod tests {
         let direct = config.resolve_model(route[0]).unwrap();
         assert_eq!(direct, vec![route[0]]);
         assert!(config.resolve_model("no-such-model").is_none());
+    }
+
+    #[test]
+    fn every_provider_kind_is_accepted() {
+        let config = parse(
+            r#"
+            [providers.claude]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            keys = [{ id = "a-1", secret = "sk-ant" }]
+
+            [providers.google]
+            kind = "gemini"
+            base_url = "https://generativelanguage.googleapis.com/v1beta"
+            keys = [{ id = "g-1", secret = "AIza" }]
+
+            [deployments.sonnet]
+            provider = "claude"
+            model = "claude-sonnet-4-5"
+            price = { input = 3, output = 15, cached_input = 0.30, cache_write = 3.75 }
+            default_max_tokens = 8192
+
+            [deployments.flash]
+            provider = "google"
+            model = "gemini-2.5-flash"
+            price = { input = 0.30, output = 2.50 }
+            drop_unsupported_params = true
+            "#,
+        );
+        assert_eq!(config.validate(), vec![]);
+        assert_eq!(config.deployments["sonnet"].default_max_tokens, Some(8192));
+        assert!(config.deployments["flash"].drop_unsupported_params);
+        assert_eq!(
+            config.deployments["sonnet"].price.cache_write,
+            Some(crate::pricing::MicrosPerMillion(3_750_000))
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod canonical;
+pub mod gemini;
 pub mod http;
 pub mod openai;
 
