@@ -23,10 +23,13 @@ use super::canonical::{
     OutToolCall, ParamPolicy, Part, ResponseFormat, ToolChoice,
 };
 use super::http::{self, Answer, LimitState};
+use super::sse;
+use super::stream::{self, ChunkHead, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 const PROVIDER: &str = "anthropic";
@@ -92,6 +95,182 @@ impl Provider for AnthropicProvider {
             }
         })
         .await
+    }
+
+    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
+        let body = request_body(&call, true)?;
+        stream::open(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            |answer| error_from_answer(answer, SystemTime::now()),
+            AnthropicStream::new(call.model),
+        )
+        .await
+    }
+}
+
+/// Anthropic's event stream → canonical chunks (section 3.3 of the provider reference).
+///
+/// `message_start` opens the answer (id, model, input usage); each `tool_use` block becomes a
+/// tool call with the next OpenAI index, its `input_json_delta` fragments the argument deltas;
+/// `message_delta` carries the stop reason and the cumulative usage; `message_stop` ends it.
+/// `ping` and event types newer than this code are skipped, as the SDK does.
+#[derive(Debug)]
+pub struct AnthropicStream {
+    head: ChunkHead,
+    /// Content block index → tool-call index.
+    tools: HashMap<u64, u64>,
+    usage: Map<String, Value>,
+    stop_reason: Option<String>,
+    done: bool,
+}
+
+impl AnthropicStream {
+    pub fn new(model: &str) -> Self {
+        AnthropicStream {
+            head: ChunkHead {
+                id: String::new(),
+                created: canonical::unix_now(),
+                model: model.to_string(),
+            },
+            tools: HashMap::new(),
+            usage: Map::new(),
+            stop_reason: None,
+            done: false,
+        }
+    }
+
+    /// The counts of a `usage` object over those seen so far: `message_delta` counts are
+    /// cumulative, so the latest of each wins.
+    fn take_usage(&mut self, usage: Option<&Value>) {
+        if let Some(Value::Object(counts)) = usage {
+            for (name, count) in counts {
+                if count.is_u64() {
+                    self.usage.insert(name.clone(), count.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Translate for AnthropicStream {
+    fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
+        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+            http::invalid(
+                PROVIDER,
+                200,
+                format!(
+                    "a stream event is not JSON ({e}): {}",
+                    http::snippet(&event.data)
+                ),
+            )
+        })?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        let head = &self.head;
+        let chunks = match kind {
+            "message_start" => {
+                let message = data.get("message").unwrap_or(&Value::Null);
+                if let Some(id) = message.get("id").and_then(Value::as_str) {
+                    self.head.id = id.to_string();
+                }
+                if let Some(model) = message.get("model").and_then(Value::as_str) {
+                    self.head.model = model.to_string();
+                }
+                self.take_usage(message.get("usage"));
+                vec![self.head.role(0)]
+            }
+            "content_block_start" => {
+                let block = data.get("content_block").unwrap_or(&Value::Null);
+                let at = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("text") => match block.get("text").and_then(Value::as_str) {
+                        Some(text) if !text.is_empty() => vec![head.content(0, text)],
+                        _ => Vec::new(),
+                    },
+                    Some("tool_use") => {
+                        let index = self.tools.len() as u64;
+                        self.tools.insert(at, index);
+                        vec![self.head.tool_call(
+                            0,
+                            json!({"index": index, "id": block.get("id"), "type": "function",
+                                   "function": {"name": block.get("name"), "arguments": ""}}),
+                        )]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "content_block_delta" => {
+                let delta = data.get("delta").unwrap_or(&Value::Null);
+                let at = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
+                        vec![head.content(0, text)]
+                    }
+                    Some("input_json_delta") => match self.tools.get(&at) {
+                        Some(index) => {
+                            let partial = delta
+                                .get("partial_json")
+                                .and_then(Value::as_str)
+                                .unwrap_or("");
+                            vec![head.tool_call(
+                                0,
+                                json!({"index": index, "function": {"arguments": partial}}),
+                            )]
+                        }
+                        None => Vec::new(),
+                    },
+                    // Thinking, signatures and citations have no canonical delta.
+                    _ => Vec::new(),
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = data.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.stop_reason = Some(reason.to_string());
+                }
+                self.take_usage(data.get("usage"));
+                Vec::new()
+            }
+            "message_stop" => {
+                self.done = true;
+                let native = self.stop_reason.clone().ok_or_else(|| {
+                    http::invalid(PROVIDER, 200, "the stream ended with no stop_reason")
+                })?;
+                let reason = FinishReason::from_anthropic(&native)
+                    .ok_or_else(|| canonical::unfinished(PROVIDER, 200, &native))?;
+                let usage = parse_usage(&Value::Object(self.usage.clone()))
+                    .ok_or_else(|| http::invalid(PROVIDER, 200, "the stream carried no usage"))?;
+                vec![
+                    self.head.finish(0, reason, &native),
+                    self.head.usage(&usage, None),
+                ]
+            }
+            "error" => {
+                return Err(error_from_json(None, &data).unwrap_or_else(|| {
+                    ProviderError::new(PROVIDER, ErrorKind::ServerError, None, "an error event")
+                }))
+            }
+            _ => Vec::new(),
+        };
+        Ok(chunks)
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
+        if self.done {
+            Ok(Vec::new())
+        } else {
+            Err(stream::incomplete(PROVIDER, "message_stop"))
+        }
     }
 }
 
@@ -816,5 +995,102 @@ mod tests {
             now,
         );
         assert_eq!(e.retry_after, None);
+    }
+
+    /// The documented streaming example with text and a tool call (and a ping).
+    const STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"output_tokens\":2,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":50},\"content\":[],\"stop_reason\":null}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\n",
+        "data: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Okay, let's check\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" the weather.\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"location\\\":\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"San Francisco, CA\\\"}\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[tokio::test]
+    async fn the_event_stream_becomes_canonical_chunks_with_tool_call_deltas() {
+        let items =
+            stream::replay_all_splits(|| AnthropicStream::new("m"), STREAM.as_bytes()).await;
+        let chunks: Vec<Value> = items.iter().map(|i| i.clone().unwrap()).collect();
+        assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+        assert_eq!(chunks[0]["id"], "msg_014p7gG3wDgGV9EUtLvnow3U");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let tool_deltas: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0"))
+            .collect();
+        assert_eq!(tool_deltas[0]["id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
+        assert_eq!(tool_deltas[0]["function"]["name"], "get_weather");
+        assert!(tool_deltas.iter().all(|d| d["index"] == 0));
+        assert_eq!(tool_deltas[2]["function"]["arguments"], "{\"location\":");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["prompt_tokens"], 622);
+
+        let done = stream::fold(items).await.unwrap();
+        let choice = &done.response["choices"][0];
+        assert_eq!(
+            choice["message"]["content"],
+            "Okay, let's check the weather."
+        );
+        assert_eq!(
+            choice["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"location\": \"San Francisco, CA\"}"
+        );
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["native_finish_reason"], "tool_use");
+        assert_eq!(
+            done.usage,
+            Usage {
+                prompt_tokens: 622,
+                completion_tokens: 89,
+                cached_tokens: 50,
+                cache_write_tokens: 100
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_event_or_a_missing_message_stop_fails_the_stream() {
+        let start = STREAM.split("event: content_block_start").next().unwrap();
+        let overloaded = format!(
+            "{start}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}\n\n"
+        );
+        let items = stream::replay(AnthropicStream::new("m"), &[overloaded.as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::ServerError, "Overloaded")
+        );
+
+        let cut = &STREAM[..STREAM.find("event: message_delta").unwrap()];
+        let items = stream::replay(AnthropicStream::new("m"), &[cut.as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert!(
+            e.kind.is_retryable() && e.message.contains("message_stop"),
+            "{}",
+            e.message
+        );
+        assert!(stream::fold(items).await.is_err());
     }
 }

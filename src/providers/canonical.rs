@@ -626,6 +626,17 @@ impl FinishReason {
         }
     }
 
+    /// A canonical `finish_reason` string; the deprecated `function_call` is a tool call, and
+    /// anything newer than this code counts as `stop`.
+    pub fn parse(reason: &str) -> FinishReason {
+        match reason {
+            "length" => FinishReason::Length,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
+        }
+    }
+
     /// Anthropic's `stop_reason` (section 6.3). `None` for `pause_turn`, which has no canonical
     /// value: the turn is unfinished and the call is retried. A reason newer than this code is
     /// taken as `stop` (the raw value is kept next to it).

@@ -23,9 +23,12 @@ use super::canonical::{
     OutToolCall, ParamPolicy, Part, ResponseFormat, ToolChoice,
 };
 use super::http::{self, Answer};
+use super::sse;
+use super::stream::{self, ChunkHead, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 const PROVIDER: &str = "gemini";
@@ -88,6 +91,165 @@ impl Provider for GeminiProvider {
             }
         })
         .await
+    }
+
+    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
+        let body = request_body(&call)?;
+        stream::open(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, "streamGenerateContent?alt=sse", &body),
+            |answer| error_from_answer(answer, SystemTime::now()),
+            GeminiStream::new(call.model),
+        )
+        .await
+    }
+}
+
+/// Gemini's SSE stream (each event a whole `GenerateContentResponse`) → canonical chunks.
+///
+/// Gemini sends no end marker: the stream is complete when every candidate has had its
+/// `finishReason` (or the prompt was blocked) by the time the connection closes. Function
+/// calls arrive whole, so each becomes one tool-call delta with its id, name and arguments,
+/// numbered per candidate in the order they come, the same ids a non-streamed answer gets.
+#[derive(Debug)]
+pub struct GeminiStream {
+    head: Option<ChunkHead>,
+    model: String,
+    candidates: BTreeMap<u64, CandidateState>,
+    usage: Option<(Usage, Option<u64>)>,
+    blocked: bool,
+}
+
+#[derive(Debug, Default)]
+struct CandidateState {
+    tool_calls: usize,
+    finished: bool,
+}
+
+impl GeminiStream {
+    pub fn new(model: &str) -> Self {
+        GeminiStream {
+            head: None,
+            model: model.to_string(),
+            candidates: BTreeMap::new(),
+            usage: None,
+            blocked: false,
+        }
+    }
+}
+
+impl Translate for GeminiStream {
+    fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
+        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+            http::invalid(
+                PROVIDER,
+                200,
+                format!(
+                    "a stream event is not JSON ({e}): {}",
+                    http::snippet(&event.data)
+                ),
+            )
+        })?;
+        if let Some(error) = error_from_json(None, &data) {
+            return Err(error);
+        }
+        let response_id = data
+            .get("responseId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let head = self.head.get_or_insert_with(|| ChunkHead {
+            id: if response_id.is_empty() {
+                synthetic_id("", 0, 0, &data).replace(SYNTHETIC_ID_PREFIX, "gemini-")
+            } else {
+                response_id.to_string()
+            },
+            created: canonical::unix_now(),
+            model: data
+                .get("modelVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.model)
+                .to_string(),
+        });
+        if let Some(usage) = data.get("usageMetadata").and_then(parse_usage) {
+            self.usage = Some(usage);
+        }
+        let mut chunks = Vec::new();
+        let candidates = data
+            .get("candidates")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            if let Some(block) = data
+                .pointer("/promptFeedback/blockReason")
+                .and_then(Value::as_str)
+            {
+                self.blocked = true;
+                chunks.push(head.role(0));
+                chunks.push(head.finish(0, FinishReason::ContentFilter, block));
+            }
+        }
+        for (position, candidate) in candidates.iter().enumerate() {
+            let index = candidate
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            let state = match self.candidates.entry(index) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    chunks.push(head.role(index as u32));
+                    e.insert(CandidateState::default())
+                }
+            };
+            let parts = candidate
+                .pointer("/content/parts")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for part in parts {
+                if let Some(call) = tool_call(part, response_id, index, state.tool_calls) {
+                    let mut delta = json!({"index": state.tool_calls, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments}});
+                    if let Some(extra) = call.extra_content {
+                        delta["extra_content"] = extra;
+                    }
+                    chunks.push(head.tool_call(index as u32, delta));
+                    state.tool_calls += 1;
+                } else if let Some(text) = answer_text(part) {
+                    chunks.push(head.content(index as u32, text));
+                }
+            }
+            if let Some(native) = candidate.get("finishReason").and_then(Value::as_str) {
+                let reason = FinishReason::from_gemini(native, state.tool_calls > 0)
+                    .ok_or_else(|| canonical::unfinished(PROVIDER, 200, native))?;
+                state.finished = true;
+                chunks.push(head.finish(index as u32, reason, native));
+            }
+        }
+        Ok(chunks)
+    }
+
+    fn finished(&self) -> bool {
+        // Only the connection closing ends a Gemini stream.
+        false
+    }
+
+    fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
+        let complete = self.blocked
+            || (!self.candidates.is_empty() && self.candidates.values().all(|c| c.finished));
+        if !complete {
+            return Err(stream::incomplete(
+                PROVIDER,
+                "every candidate's finishReason",
+            ));
+        }
+        let (usage, reasoning) = self
+            .usage
+            .ok_or_else(|| http::invalid(PROVIDER, 200, "the stream carried no usageMetadata"))?;
+        let head = self.head.clone().unwrap_or_default();
+        Ok(vec![head.usage(&usage, reasoning)])
     }
 }
 
@@ -923,5 +1085,85 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(parse_proto_duration("30"), None);
+    }
+
+    fn sse(events: &[Value]) -> String {
+        events
+            .iter()
+            .map(|e| format!("data: {e}\r\n\r\n"))
+            .collect()
+    }
+
+    fn streamed() -> Vec<Value> {
+        vec![
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me look."}]}, "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+                   "modelVersion": "gemini-2.5-flash", "responseId": "resp-abc"}),
+            json!({"candidates": [{"content": {"role": "model", "parts": [
+                        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
+                    "finishReason": "STOP", "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 8, "totalTokenCount": 18},
+                   "modelVersion": "gemini-2.5-flash", "responseId": "resp-abc"}),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_stream_gives_whole_function_calls_with_the_same_ids_as_a_plain_answer() {
+        let body = sse(&streamed());
+        let items = stream::replay_all_splits(|| GeminiStream::new("m"), body.as_bytes()).await;
+        let chunks: Vec<Value> = items.iter().map(|i| i.clone().unwrap()).collect();
+        assert_eq!(chunks[0]["id"], "resp-abc");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let call = chunks
+            .iter()
+            .find_map(|c| c.pointer("/choices/0/delta/tool_calls/0"))
+            .unwrap();
+        assert_eq!(call["function"]["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(call["index"], 0);
+
+        let done = stream::fold(items).await.unwrap();
+        let whole = json!({"candidates": [{"content": {"role": "model", "parts": [
+                {"text": "Let me look."}, {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
+                "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 8, "totalTokenCount": 18},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-abc"});
+        let plain = parse_response(200, &whole, "m").unwrap();
+        assert_eq!(done.response["choices"], plain.response["choices"]);
+        assert_eq!(done.response["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(done.usage, plain.usage);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_its_finish_reason_or_carrying_an_error_fails() {
+        let body = sse(&streamed()[..1]);
+        let items = stream::replay(GeminiStream::new("m"), &[body.as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert!(
+            e.kind.is_retryable() && e.message.contains("finishReason"),
+            "{}",
+            e.message
+        );
+
+        let mut events = streamed()[..1].to_vec();
+        events.push(json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}));
+        let items = stream::replay(GeminiStream::new("m"), &[sse(&events).as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::ServerError, "The model is overloaded.")
+        );
+
+        let blocked = sse(&[
+            json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+                                   "usageMetadata": {"promptTokenCount": 4}}),
+        ]);
+        let done =
+            stream::fold(stream::replay(GeminiStream::new("m"), &[blocked.as_bytes()]).await)
+                .await
+                .unwrap();
+        assert_eq!(
+            done.response["choices"][0]["finish_reason"],
+            "content_filter"
+        );
     }
 }

@@ -11,6 +11,8 @@ pub mod canonical;
 pub mod gemini;
 pub mod http;
 pub mod openai;
+pub mod sse;
+pub mod stream;
 
 use crate::job::ChatRequest;
 use async_trait::async_trait;
@@ -197,4 +199,10 @@ impl ProviderError {
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// A non-streaming chat completion.
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError>;
+
+    /// A streaming chat completion: canonical `chat.completion.chunk` values as they arrive,
+    /// the usage in the last one. An error before the first byte (a 429, a refused request)
+    /// is the outer `Err`; one after it (an error event, a stream cut short) ends the stream.
+    /// [`stream::collect`] folds the stream into a [`Completion`].
+    async fn chat_stream(&self, call: Call<'_>) -> Result<stream::ChunkStream, ProviderError>;
 }

@@ -12,6 +12,8 @@
 //! proxy echoes it back.
 
 use super::http::{self, Answer, LimitState};
+use super::sse;
+use super::stream::{self, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -56,7 +58,7 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
-        let body = request_body(&call);
+        let body = request_body(&call, false);
         http::guarded(PROVIDER, call.api_key, call.timeout, async {
             let answer = http::send(PROVIDER, self.post(&call, &body), call.timeout).await?;
             log_answer(&self.endpoint, call.model, &answer.status, &answer.headers);
@@ -67,6 +69,69 @@ impl Provider for OpenAiProvider {
             }
         })
         .await
+    }
+
+    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
+        let body = request_body(&call, true);
+        stream::open(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            |answer| error_from_answer(answer, SystemTime::now()),
+            OpenAiStream { done: false },
+        )
+        .await
+    }
+}
+
+/// OpenAI's chunks are already canonical: passed through as they come, until `[DONE]`.
+struct OpenAiStream {
+    done: bool,
+}
+
+impl Translate for OpenAiStream {
+    fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
+        let data = event.data.trim();
+        // The official SDK stops at data starting with `[DONE]`.
+        if data.starts_with("[DONE]") {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        let chunk: Value = serde_json::from_str(data).map_err(|e| {
+            http::invalid(
+                PROVIDER,
+                200,
+                format!("a stream event is not JSON ({e}): {}", http::snippet(data)),
+            )
+        })?;
+        // An error inside a 200 stream, as the SDK also recognises it.
+        if let Some(error) = chunk.get("error") {
+            let field = |name: &str| error.get(name).and_then(Value::as_str);
+            let kind = match classify(429, field("code"), field("type")) {
+                ErrorKind::QuotaExhausted => ErrorKind::QuotaExhausted,
+                _ if field("type").is_some_and(|t| t.contains("rate_limit")) => {
+                    ErrorKind::RateLimited
+                }
+                _ if field("type") == Some("invalid_request_error") => ErrorKind::BadRequest,
+                _ => ErrorKind::ServerError,
+            };
+            let message = error_message(error).unwrap_or_else(|| "an error event".into());
+            return Err(ProviderError::new(PROVIDER, kind, Some(200), message));
+        }
+        Ok(vec![chunk])
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
+        if self.done {
+            Ok(Vec::new())
+        } else {
+            Err(stream::incomplete(PROVIDER, "data: [DONE]"))
+        }
     }
 }
 
@@ -80,8 +145,9 @@ fn log_answer(endpoint: &str, model: &str, status: &StatusCode, headers: &Header
     );
 }
 
-/// The body to send: the canonical request with the deployment's model, never streaming.
-fn request_body(call: &Call<'_>) -> Value {
+/// The body to send: the canonical request with the deployment's model, streaming only when
+/// asked, and then with the usage in the last chunk.
+fn request_body(call: &Call<'_>, stream: bool) -> Value {
     let mut body = serde_json::Map::with_capacity(call.request.extra.len() + 3);
     body.insert("model".into(), Value::String(call.model.to_string()));
     body.insert(
@@ -93,9 +159,19 @@ fn request_body(call: &Call<'_>) -> Value {
             body.insert(key.clone(), value.clone());
         }
     }
-    body.insert("stream".into(), Value::Bool(false));
-    // OpenAI rejects `stream_options` on a non-streaming call.
-    body.remove("stream_options");
+    body.insert("stream".into(), Value::Bool(stream));
+    if stream {
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !options.is_object() {
+            *options = Value::Object(Default::default());
+        }
+        options["include_usage"] = Value::Bool(true);
+    } else {
+        // OpenAI rejects `stream_options` on a non-streaming call.
+        body.remove("stream_options");
+    }
     Value::Object(body)
 }
 
@@ -434,12 +510,116 @@ mod tests {
             timeout: Duration::from_secs(1),
             options: Default::default(),
         };
-        let body = request_body(&call);
+        let body = request_body(&call, false);
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["stream"], false);
         assert_eq!(body["temperature"], 0.2);
         assert_eq!(body["future_field"], json!({"a": [1, 2]}));
         assert!(body.get("stream_options").is_none());
         assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
+    }
+
+    fn sse(events: &[Value]) -> String {
+        let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        body.push_str("data: [DONE]\n\n");
+        body
+    }
+
+    fn chunk(choices: Value, usage: Value) -> Value {
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "gpt-4o", "choices": choices, "usage": usage})
+    }
+
+    fn delta(delta: Value, finish: Value) -> Value {
+        chunk(
+            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
+            Value::Null,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_passes_chunks_through_and_folds_with_tool_call_deltas() {
+        let body = sse(&[
+            delta(json!({"role": "assistant", "content": ""}), Value::Null),
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}),
+                Value::Null,
+            ),
+            delta(json!({}), json!("tool_calls")),
+            chunk(
+                json!([]),
+                json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                                    "prompt_tokens_details": {"cached_tokens": 0}}),
+            ),
+        ]);
+        let items =
+            stream::replay_all_splits(|| OpenAiStream { done: false }, body.as_bytes()).await;
+        assert_eq!(items.len(), 6);
+        assert_eq!(
+            items[2].as_ref().unwrap()["choices"][0]["delta"]["tool_calls"][0]["function"]
+                ["arguments"],
+            "{\"city\":"
+        );
+        let done = stream::fold(items).await.unwrap();
+        let message = &done.response["choices"][0]["message"];
+        assert_eq!(message["tool_calls"][0]["id"], "call_1");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
+        assert_eq!(done.response["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(done.usage.prompt_tokens, 10);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_done_or_with_an_error_fails() {
+        let body = format!("data: {}\n\n", delta(json!({"content": "Hi"}), Value::Null));
+        let items = stream::replay(OpenAiStream { done: false }, &[body.as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(
+            e.kind.is_retryable() && e.message.contains("[DONE]"),
+            "{}",
+            e.message
+        );
+
+        let body = "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n";
+        let items = stream::replay(OpenAiStream { done: false }, &[body.as_bytes()]).await;
+        let e = items[0].clone().unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::ServerError, "The server had an error")
+        );
+    }
+
+    #[test]
+    fn a_streaming_body_asks_for_usage() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "fast", "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_obfuscation": false}
+        }))
+        .unwrap();
+        let call = Call {
+            model: "gpt-4o",
+            api_key: "sk-test",
+            request: &request,
+            timeout: Duration::from_secs(1),
+            options: Default::default(),
+        };
+        let body = request_body(&call, true);
+        assert_eq!(body["stream"], true);
+        assert_eq!(
+            body["stream_options"],
+            json!({"include_obfuscation": false, "include_usage": true})
+        );
     }
 }
