@@ -62,13 +62,9 @@ impl AnthropicProvider {
     }
 
     fn post(&self, call: &Call<'_>, body: &Value) -> reqwest::RequestBuilder {
-        let mut key = reqwest::header::HeaderValue::from_str(call.api_key)
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
-        // Keeps reqwest (and anything printing the request) from showing the key.
-        key.set_sensitive(true);
         self.http
             .post(&self.endpoint)
-            .header("x-api-key", key)
+            .header("x-api-key", http::key_header(call.api_key))
             .header("anthropic-version", API_VERSION)
             .timeout(call.timeout)
             .json(body)
@@ -79,21 +75,14 @@ impl AnthropicProvider {
 impl Provider for AnthropicProvider {
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
         let body = request_body(&call, false)?;
-        http::guarded(PROVIDER, call.api_key, call.timeout, async {
-            let answer = http::send(PROVIDER, self.post(&call, &body), call.timeout).await?;
-            tracing::debug!(
-                endpoint = %self.endpoint,
-                model = call.model,
-                status = answer.status.as_u16(),
-                request_id = http::header(&answer.headers, "request-id").unwrap_or("-"),
-                "anthropic message answered"
-            );
-            if answer.status.is_success() {
-                parse_message(answer.status.as_u16(), &answer.body)
-            } else {
-                Err(error_from_answer(&answer, SystemTime::now()))
-            }
-        })
+        http::exchange(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            parse_message,
+            |answer| error_from_answer(answer, SystemTime::now()),
+        )
         .await
     }
 
@@ -157,16 +146,7 @@ impl AnthropicStream {
 
 impl Translate for AnthropicStream {
     fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
-            http::invalid(
-                PROVIDER,
-                200,
-                format!(
-                    "a stream event is not JSON ({e}): {}",
-                    http::snippet(&event.data)
-                ),
-            )
-        })?;
+        let data = stream::event_json(PROVIDER, &event.data)?;
         let kind = data
             .get("type")
             .and_then(Value::as_str)
@@ -524,11 +504,7 @@ pub fn parse_message(status: u16, body: &[u8]) -> Result<Completion, ProviderErr
         usage,
         reasoning_tokens: None,
     };
-    Ok(Completion {
-        response: parts.to_value(),
-        usage,
-        status,
-    })
+    Ok(parts.into_completion(status))
 }
 
 /// Anthropic's usage in the canonical buckets (see the module doc for the arithmetic).
@@ -587,18 +563,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
 
 /// A non-2xx answer, classified, with Anthropic's message and when to come back.
 fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
-    let status = answer.status.as_u16();
-    let error = serde_json::from_slice::<Value>(&answer.body)
-        .ok()
-        .and_then(|json| error_from_json(Some(status), &json))
-        .unwrap_or_else(|| {
-            ProviderError::new(
-                PROVIDER,
-                http::classify_status(status),
-                Some(status),
-                http::fallback_message(answer.status, &answer.body),
-            )
-        });
+    let error = http::error_of(PROVIDER, answer, error_from_json);
     ProviderError {
         retry_after: retry_after(&answer.headers, error.kind == ErrorKind::RateLimited, now),
         ..error

@@ -730,6 +730,15 @@ pub struct CompletionParts {
 }
 
 impl CompletionParts {
+    /// The successful call these parts describe.
+    pub fn into_completion(self, status: u16) -> super::Completion {
+        super::Completion {
+            response: self.to_value(),
+            usage: self.usage,
+            status,
+        }
+    }
+
     /// The `chat.completion` object.
     pub fn to_value(&self) -> Value {
         let choices: Vec<Value> = self

@@ -60,12 +60,9 @@ impl GeminiProvider {
     }
 
     fn post(&self, call: &Call<'_>, method: &str, body: &Value) -> reqwest::RequestBuilder {
-        let mut key = reqwest::header::HeaderValue::from_str(call.api_key)
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
-        key.set_sensitive(true);
         self.http
             .post(self.endpoint(call.model, method))
-            .header("x-goog-api-key", key)
+            .header("x-goog-api-key", http::key_header(call.api_key))
             .timeout(call.timeout)
             .json(body)
     }
@@ -75,21 +72,20 @@ impl GeminiProvider {
 impl Provider for GeminiProvider {
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
         let body = request_body(&call)?;
-        http::guarded(PROVIDER, call.api_key, call.timeout, async {
-            let request = self.post(&call, "generateContent", &body);
-            let answer = http::send(PROVIDER, request, call.timeout).await?;
-            tracing::debug!(
-                model = call.model,
-                status = answer.status.as_u16(),
-                "gemini generateContent answered"
-            );
-            if answer.status.is_success() {
-                let json = http::json_body(PROVIDER, answer.status.as_u16(), &answer.body)?;
-                parse_response(answer.status.as_u16(), &json, call.model)
-            } else {
-                Err(error_from_answer(&answer, SystemTime::now()))
-            }
-        })
+        http::exchange(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, "generateContent", &body),
+            |status, bytes| {
+                parse_response(
+                    status,
+                    &http::json_body(PROVIDER, status, bytes)?,
+                    call.model,
+                )
+            },
+            |answer| error_from_answer(answer, SystemTime::now()),
+        )
         .await
     }
 
@@ -142,16 +138,7 @@ impl GeminiStream {
 
 impl Translate for GeminiStream {
     fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
-            http::invalid(
-                PROVIDER,
-                200,
-                format!(
-                    "a stream event is not JSON ({e}): {}",
-                    http::snippet(&event.data)
-                ),
-            )
-        })?;
+        let data = stream::event_json(PROVIDER, &event.data)?;
         if let Some(error) = error_from_json(None, &data) {
             return Err(error);
         }
@@ -609,11 +596,7 @@ pub fn parse_response(
         usage,
         reasoning_tokens,
     };
-    Ok(Completion {
-        response: parts.to_value(),
-        usage,
-        status,
-    })
+    Ok(parts.into_completion(status))
 }
 
 /// Google's RPC error (`{"error":{"code","message","status","details"}}`, or the same in a
@@ -693,18 +676,7 @@ pub fn parse_proto_duration(text: &str) -> Option<Duration> {
 }
 
 fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
-    let status = answer.status.as_u16();
-    let error = serde_json::from_slice::<Value>(&answer.body)
-        .ok()
-        .and_then(|json| error_from_json(Some(status), &json))
-        .unwrap_or_else(|| {
-            ProviderError::new(
-                PROVIDER,
-                http::classify_status(status),
-                Some(status),
-                http::fallback_message(answer.status, &answer.body),
-            )
-        });
+    let error = http::error_of(PROVIDER, answer, error_from_json);
     let retry_after = error
         .retry_after
         .or_else(|| http::retry_after_headers(&answer.headers, now));

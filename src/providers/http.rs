@@ -42,6 +42,45 @@ pub async fn guarded<T>(
     outcome.map_err(|error| redact(error, api_key))
 }
 
+/// One non-streaming call, the same for every adapter: send, then `parse` a 2xx body or
+/// read any other answer with `on_error`, all under the deadline, the key scrubbed.
+pub async fn exchange(
+    provider: &'static str,
+    api_key: &str,
+    timeout: Duration,
+    request: RequestBuilder,
+    parse: impl FnOnce(u16, &[u8]) -> Result<super::Completion, ProviderError> + Send,
+    on_error: impl FnOnce(&Answer) -> ProviderError + Send,
+) -> Result<super::Completion, ProviderError> {
+    guarded(provider, api_key, timeout, async {
+        let answer = send(provider, request, timeout).await?;
+        tracing::debug!(
+            provider,
+            status = answer.status.as_u16(),
+            // OpenAI's header, then Anthropic's; worth logging for support requests.
+            request_id = header(&answer.headers, "x-request-id")
+                .or_else(|| header(&answer.headers, "request-id"))
+                .unwrap_or("-"),
+            "provider answered"
+        );
+        if answer.status.is_success() {
+            parse(answer.status.as_u16(), &answer.body)
+        } else {
+            Err(on_error(&answer))
+        }
+    })
+    .await
+}
+
+/// An API key as a header value marked sensitive, so reqwest (and anything printing the
+/// request) never shows it.
+pub fn key_header(api_key: &str) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(api_key)
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
 /// Sends a prepared request (headers and JSON body set) and reads the whole answer.
 pub async fn send(
     provider: &'static str,
@@ -148,6 +187,27 @@ pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Val
             ),
         )
     })
+}
+
+/// A non-2xx answer as an error: the adapter's reading of its JSON body (`read`), or, for a
+/// body that is not the provider's error format, the status's class with the body's start.
+pub fn error_of(
+    provider: &'static str,
+    answer: &Answer,
+    read: impl FnOnce(Option<u16>, &Value) -> Option<ProviderError>,
+) -> ProviderError {
+    let status = answer.status.as_u16();
+    serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|json| read(Some(status), &json))
+        .unwrap_or_else(|| {
+            ProviderError::new(
+                provider,
+                classify_status(status),
+                Some(status),
+                fallback_message(answer.status, &answer.body),
+            )
+        })
 }
 
 /// The message for an error body the adapter could not read: its start, or the status's

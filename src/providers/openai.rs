@@ -17,7 +17,6 @@ use super::stream::{self, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
@@ -59,15 +58,14 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
         let body = request_body(&call, false);
-        http::guarded(PROVIDER, call.api_key, call.timeout, async {
-            let answer = http::send(PROVIDER, self.post(&call, &body), call.timeout).await?;
-            log_answer(&self.endpoint, call.model, &answer.status, &answer.headers);
-            if answer.status.is_success() {
-                parse_completion(answer.status.as_u16(), &answer.body)
-            } else {
-                Err(error_from_answer(&answer, SystemTime::now()))
-            }
-        })
+        http::exchange(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            parse_completion,
+            |answer| error_from_answer(answer, SystemTime::now()),
+        )
         .await
     }
 
@@ -98,13 +96,7 @@ impl Translate for OpenAiStream {
             self.done = true;
             return Ok(Vec::new());
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| {
-            http::invalid(
-                PROVIDER,
-                200,
-                format!("a stream event is not JSON ({e}): {}", http::snippet(data)),
-            )
-        })?;
+        let chunk = stream::event_json(PROVIDER, data)?;
         // An error inside a 200 stream, as the SDK also recognises it.
         if let Some(error) = chunk.get("error") {
             let field = |name: &str| error.get(name).and_then(Value::as_str);
@@ -133,16 +125,6 @@ impl Translate for OpenAiStream {
             Err(stream::incomplete(PROVIDER, "data: [DONE]"))
         }
     }
-}
-
-fn log_answer(endpoint: &str, model: &str, status: &StatusCode, headers: &HeaderMap) {
-    tracing::debug!(
-        endpoint,
-        model,
-        status = status.as_u16(),
-        request_id = http::header(headers, "x-request-id").unwrap_or("-"),
-        "openai chat completion answered"
-    );
 }
 
 /// The body to send: the canonical request with the deployment's model, streaming only when
@@ -342,6 +324,7 @@ mod tests {
     use super::*;
     use crate::job::ChatRequest;
     use crate::providers::http::tests::headers;
+    use reqwest::StatusCode;
     use serde_json::json;
 
     #[test]

@@ -163,6 +163,17 @@ impl<T: Translate> Driver<T> {
     }
 }
 
+/// An event's data as JSON, or the `InvalidResponse` saying what came instead.
+pub fn event_json(provider: &'static str, data: &str) -> Result<Value, ProviderError> {
+    serde_json::from_str(data).map_err(|e| {
+        http::invalid(
+            provider,
+            200,
+            format!("a stream event is not JSON ({e}): {}", http::snippet(data)),
+        )
+    })
+}
+
 /// The error for a stream that stopped before the provider's end marker.
 pub fn incomplete(provider: &'static str, missing: &str) -> ProviderError {
     ProviderError::new(
@@ -371,11 +382,7 @@ impl Fold {
             usage,
             reasoning_tokens,
         };
-        Ok(Completion {
-            response: parts.to_value(),
-            usage,
-            status: 200,
-        })
+        Ok(parts.into_completion(200))
     }
 }
 
