@@ -209,8 +209,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             let sim = sluice::sim::spawn(listen, config.sim.clone()).await?;
             eprintln!(
-                "simulator serving the OpenAI API at {}",
-                sim.openai_base_url()
+                "simulator serving the OpenAI API at {}, Anthropic at {}, Gemini at {}",
+                sim.openai_base_url(),
+                sim.anthropic_base_url(),
+                sim.gemini_base_url()
             );
             shutdown_signal().await;
             sim.shutdown().await;

@@ -4,7 +4,8 @@
 //! with the request itself: a `[sim …]` directive in any message's text, or an `x-sim-fault`
 //! header for clients that cannot touch the prompt. The syntax is documented in the
 //! [module docs of `sim`](super). This module only parses directives and decides, for the
-//! Nth call of a request, which fault (if any) applies; answering is `openai.rs`'s job.
+//! Nth call of a request, which fault (if any) applies; carrying it out is [`super::call`]'s
+//! job, and rendering it in a provider's words is the job of that provider's module.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -12,12 +13,18 @@ use std::time::Duration;
 /// One thing a call can be made to do instead of answering normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Answer with this HTTP status and an OpenAI error body.
+    /// Answer with this HTTP status and the provider's error body.
     Status(u16),
-    /// 429 with code `insufficient_quota`: the key's credit is gone.
+    /// 429 for spent credit or a spend cap: not worth retrying.
     Quota,
     /// Never answer (until the client gives up or the simulator shuts down).
     Timeout,
+    /// Close the connection half-way through the body: a stream without its terminator, a
+    /// truncated JSON body otherwise.
+    Cut,
+    /// A stream that starts well and then carries the provider's in-stream error; answered
+    /// as the provider's overload error when the request does not stream.
+    Midstream,
 }
 
 impl Fault {
@@ -29,7 +36,7 @@ impl Fault {
                 (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
             }
             Fault::Quota => true,
-            Fault::Timeout => false,
+            Fault::Timeout | Fault::Cut | Fault::Midstream => false,
         }
     }
 }
@@ -49,7 +56,7 @@ pub struct FailPlan {
 }
 
 impl FailPlan {
-    /// Parses `429,500`, `500*`, `timeout`, `quota`, `400`.
+    /// Parses `429,500`, `500*`, `timeout`, `quota`, `cut`, `midstream`, `400`.
     pub fn parse(list: &str) -> Result<Self, DirectiveError> {
         let mut steps = Vec::new();
         let items: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -66,12 +73,14 @@ impl FailPlan {
             let fault = match name {
                 "timeout" => Fault::Timeout,
                 "quota" => Fault::Quota,
+                "cut" => Fault::Cut,
+                "midstream" => Fault::Midstream,
                 digits => match digits.parse::<u16>() {
                     Ok(status) if (400..=599).contains(&status) => Fault::Status(status),
                     _ => {
                         return Err(DirectiveError(format!(
                             "fail={list}: \"{item}\" is not a fault (expected an HTTP status \
-                             400-599, \"timeout\" or \"quota\", optionally followed by '*')"
+                             400-599, timeout, quota, cut or midstream, optionally followed by '*')"
                         )))
                     }
                 },
@@ -107,20 +116,32 @@ pub struct DirectiveError(pub String);
 pub struct Directives {
     pub fail: Option<FailPlan>,
     pub latency: Option<Duration>,
+    /// How long the first token takes: the first content chunk of a stream, the whole answer
+    /// otherwise.
+    pub ttft: Option<Duration>,
     /// Prompt tokens to report as served from cache (capped at the prompt's size).
     pub cached: Option<u64>,
+    /// Answer with a call of this offered tool instead of text.
+    pub tool: Option<String>,
 }
 
 const OPEN: &str = "[sim ";
+/// For error messages: what a directive may say.
+const KEYS: &str = "fail=, latency=, ttft=, cached= or tool=";
+
+fn duration(key: &str, value: &str) -> Result<Duration, DirectiveError> {
+    humantime::parse_duration(value)
+        .map_err(|e| DirectiveError(format!("{key}={value}: {e} (write e.g. 200ms or 1s)")))
+}
 
 impl Directives {
-    /// Collects the directives of every message's text content.
-    pub fn from_messages(messages: &[Value]) -> Result<Self, DirectiveError> {
+    /// Collects the directives of every piece of text a request carries.
+    pub fn from_texts<'a>(
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, DirectiveError> {
         let mut directives = Directives::default();
-        for message in messages {
-            for text in message_texts(message) {
-                directives.scan(text)?;
-            }
+        for text in texts {
+            directives.scan(text)?;
         }
         Ok(directives)
     }
@@ -160,17 +181,14 @@ impl Directives {
             any = true;
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(DirectiveError(format!(
-                    "\"{pair}\" is not key=value (expected fail=…, latency=… or cached=…)"
+                    "\"{pair}\" is not key=value (expected {KEYS})"
                 )));
             };
             match key {
                 "fail" => self.fail = Some(FailPlan::parse(value)?),
-                "latency" => {
-                    let latency = humantime::parse_duration(value).map_err(|e| {
-                        DirectiveError(format!("latency={value}: {e} (write e.g. 200ms or 1s)"))
-                    })?;
-                    self.latency = Some(latency);
-                }
+                "latency" => self.latency = Some(duration(key, value)?),
+                "ttft" => self.ttft = Some(duration(key, value)?),
+                "tool" if !value.is_empty() => self.tool = Some(value.to_string()),
                 "cached" => {
                     let cached = value.parse::<u64>().map_err(|_| {
                         DirectiveError(format!("cached={value}: expected a token count"))
@@ -179,7 +197,7 @@ impl Directives {
                 }
                 other => {
                     return Err(DirectiveError(format!(
-                        "unknown key \"{other}\" (expected fail, latency or cached)"
+                        "unknown key \"{other}\" in \"{pair}\" (expected {KEYS})"
                     )))
                 }
             }
@@ -191,9 +209,10 @@ impl Directives {
     }
 }
 
-/// The text pieces of a message: a string `content`, or the `text` of its text parts.
-pub fn message_texts(message: &Value) -> Vec<&str> {
-    match message.get("content") {
+/// The text pieces of a `content` that is a string or an array of typed parts (OpenAI's
+/// messages and Anthropic's alike): the string, or the `text` of its `text` parts.
+pub fn content_texts(content: Option<&Value>) -> Vec<&str> {
+    match content {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(parts)) => parts
             .iter()
@@ -273,25 +292,32 @@ mod tests {
     }
 
     #[test]
-    fn directives_are_found_in_any_message_and_part() {
-        let messages = [
-            json!({"role": "system", "content": "Be brief. [sim latency=200ms]"}),
-            json!({"role": "user", "content": [
-                {"type": "text", "text": "Hello [sim fail=429,500 cached=64]"}
-            ]}),
-        ];
-        let d = Directives::from_messages(&messages).unwrap();
+    fn directives_are_found_in_any_text() {
+        let system = json!("Be brief. [sim latency=200ms]");
+        let user = json!([{"type": "text", "text": "Hello [sim fail=429,500 cached=64]"}]);
+        let texts = content_texts(Some(&system))
+            .into_iter()
+            .chain(content_texts(Some(&user)));
+        let d = Directives::from_texts(texts).unwrap();
         assert_eq!(d.latency, Some(Duration::from_millis(200)));
         assert_eq!(d.cached, Some(64));
         assert_eq!(d.fail.unwrap().fault_for_call(2), Some(Fault::Status(500)));
+
+        let d =
+            Directives::from_texts(["[sim ttft=1s tool=get_weather fail=cut,midstream]"]).unwrap();
+        assert_eq!(d.ttft, Some(Duration::from_secs(1)));
+        assert_eq!(d.tool.as_deref(), Some("get_weather"));
+        let plan = d.fail.unwrap();
+        assert_eq!(plan.fault_for_call(1), Some(Fault::Cut));
+        assert_eq!(plan.fault_for_call(2), Some(Fault::Midstream));
+        assert_eq!(plan.fault_for_call(3), None);
     }
 
     #[test]
     fn no_directive_means_nothing_to_do() {
-        let messages = [json!({"role": "user", "content": "[simple] text [sim"})];
         // "[sim" without a space is ordinary text.
         assert_eq!(
-            Directives::from_messages(&messages).unwrap(),
+            Directives::from_texts(["[simple] text [sim"]).unwrap(),
             Directives::default()
         );
     }
@@ -304,9 +330,10 @@ mod tests {
             "[sim latency=fast]",
             "[sim  ]",
             "[sim fail]",
+            "[sim tool=]",
+            "[sim ttft=soon]",
         ] {
-            let messages = [json!({"role": "user", "content": text})];
-            assert!(Directives::from_messages(&messages).is_err(), "{text}");
+            assert!(Directives::from_texts([text]).is_err(), "{text}");
         }
     }
 

@@ -49,10 +49,18 @@
 //! Directives are stripped from the text an answer is derived from, but count as prompt
 //! tokens like any other text, because they were sent.
 
+pub mod answer;
+pub mod anthropic;
+pub(crate) mod call;
 pub mod faults;
+pub mod gemini;
 pub mod openai;
+pub mod schema;
+pub(crate) mod stream;
 pub mod tokens;
 
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use axum::Router;
 use serde::{Deserialize, Deserializer};
 use std::collections::{HashMap, VecDeque};
@@ -141,19 +149,35 @@ fn humantime_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dura
         .map_err(|e| serde::de::Error::custom(format!("\"{text}\": {e} (write e.g. \"20ms\")")))
 }
 
+/// The API families the simulator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
 /// Counters of what the simulator has served, for tests ("the finished job was not called
 /// again") and benchmarks (tokens per second).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimStats {
-    /// Every `POST /v1/chat/completions` received, whatever its outcome.
+    /// Every chat call received (OpenAI chat completions, Anthropic messages, Gemini
+    /// generateContent, streamed or not), whatever its outcome.
     pub chat_requests: u64,
-    /// Those answered 200 with a completion.
+    /// `chat_requests` of each family.
+    pub openai_requests: u64,
+    pub anthropic_requests: u64,
+    pub gemini_requests: u64,
+    /// Those answered with a whole completion (streamed or not).
     pub completions: u64,
-    /// Those answered with an error status (injected or not).
+    /// Of `completions`, those streamed.
+    pub streams: u64,
+    /// Those answered with an error status, or whose body was broken on purpose (`cut`,
+    /// `midstream`).
     pub errors: u64,
     /// Those held without an answer (`timeout` faults).
     pub hung: u64,
-    /// Sums over `completions`, as reported in their `usage`.
+    /// Sums over `completions`, as reported in their usage.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
 }
@@ -167,7 +191,9 @@ const REQUEST_LOG_CAPACITY: usize = 256;
 pub(crate) struct SimState {
     pub(crate) config: SimConfig,
     chat_requests: AtomicU64,
+    family_requests: [AtomicU64; 3],
     completions: AtomicU64,
+    streams: AtomicU64,
     errors: AtomicU64,
     hung: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -203,7 +229,9 @@ impl SimState {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
             config,
             chat_requests: AtomicU64::new(0),
+            family_requests: Default::default(),
             completions: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             hung: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
@@ -222,7 +250,11 @@ impl SimState {
     pub(crate) fn stats(&self) -> SimStats {
         SimStats {
             chat_requests: self.chat_requests.load(Ordering::Relaxed),
+            openai_requests: self.family_requests[0].load(Ordering::Relaxed),
+            anthropic_requests: self.family_requests[1].load(Ordering::Relaxed),
+            gemini_requests: self.family_requests[2].load(Ordering::Relaxed),
             completions: self.completions.load(Ordering::Relaxed),
+            streams: self.streams.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
@@ -230,12 +262,21 @@ impl SimState {
         }
     }
 
-    pub(crate) fn count_request(&self) {
+    pub(crate) fn count_request(&self, family: Family) {
         self.chat_requests.fetch_add(1, Ordering::Relaxed);
+        self.family_requests[family as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_completion(&self, prompt_tokens: u64, completion_tokens: u64) {
+    pub(crate) fn count_completion(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        streamed: bool,
+    ) {
         self.completions.fetch_add(1, Ordering::Relaxed);
+        if streamed {
+            self.streams.fetch_add(1, Ordering::Relaxed);
+        }
         self.prompt_tokens
             .fetch_add(prompt_tokens, Ordering::Relaxed);
         self.completion_tokens
@@ -303,16 +344,86 @@ impl SimState {
     }
 }
 
+/// A family's announced rate limits. Reported in headers, not enforced: limits are simulated
+/// with faults, which tests can aim.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// The rate-limit state one response reports, in whichever family's headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateHeaders {
+    pub limits: Limits,
+    pub remaining_requests: u64,
+    pub remaining_tokens: u64,
+    pub reset_requests: Duration,
+    pub reset_tokens: Duration,
+}
+
+impl RateHeaders {
+    /// Counts this call in the current window.
+    pub(crate) fn counted(state: &SimState, limits: Limits, tokens: u64) -> Self {
+        let (requests, used_tokens, reset) = state.window_use(tokens);
+        // Whole milliseconds, like the providers' own values (`12ms`, `6m0s`), not
+        // `50.652274288s`.
+        let reset = Duration::from_millis(reset.as_millis() as u64);
+        RateHeaders {
+            limits,
+            remaining_requests: limits.requests.saturating_sub(requests),
+            remaining_tokens: limits.tokens.saturating_sub(used_tokens),
+            reset_requests: reset,
+            reset_tokens: reset,
+        }
+    }
+
+    /// A rate-limited call: the request budget is spent until `retry_after`.
+    pub(crate) fn exhausted(limits: Limits, retry_after: Duration) -> Self {
+        RateHeaders {
+            limits,
+            remaining_requests: 0,
+            remaining_tokens: limits.tokens,
+            reset_requests: retry_after,
+            reset_tokens: Duration::ZERO,
+        }
+    }
+}
+
 /// The simulator's routes, for embedding in another server. Held (`timeout`) requests are
 /// released only by their 10-minute cap here; [`spawn`] also releases them on shutdown.
 pub fn router(config: SimConfig) -> Router {
     build_router(Arc::new(SimState::new(config, None)))
 }
 
+/// Requests carry whole documents and base64 images; axum's 2 MB default is too small.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 fn build_router(state: Arc<SimState>) -> Router {
     openai::routes()
-        .fallback(openai::unknown_route)
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
+        .fallback(unknown_route)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Any other path or method: the 404 of the family the request looks like it is for, so an
+/// SDK pointed at a wrong path gets an error it can parse.
+async fn unknown_route(
+    state: axum::extract::State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path();
+    if path.starts_with("/v1beta/") || path.starts_with("/v1/models/") {
+        gemini::unknown_route(state, method, uri).await
+    } else if headers.contains_key("anthropic-version") || headers.contains_key("x-api-key") {
+        anthropic::unknown_route(state, method, uri).await
+    } else {
+        openai::unknown_route(state, method, uri).await
+    }
 }
 
 /// A running simulator. Stops when [`shutdown`](SimServer::shutdown) is called or when
@@ -357,16 +468,32 @@ impl SimServer {
         self.addr
     }
 
-    /// The base URL to give an OpenAI client: `http://ADDR/v1`.
+    /// The base URL to give an OpenAI client: `http://ADDR/v1` (the SDK appends
+    /// `/chat/completions`).
     pub fn openai_base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The base URL to give an Anthropic client: `http://ADDR` (the SDK appends
+    /// `/v1/messages`, as it does to `https://api.anthropic.com`).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Gemini API root with its version: `http://ADDR/v1beta`, to which a REST client
+    /// appends `/models/{model}:generateContent`. The `google-genai` SDK takes the version
+    /// apart: give it `http_options={"base_url": "http://ADDR", "api_version": "v1beta"}`
+    /// (the simulator serves `v1` too, the SDK's default).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
     }
 
     pub fn stats(&self) -> SimStats {
         self.state.stats()
     }
 
-    /// The bodies of the most recent chat requests (up to 256), oldest first, as received.
+    /// The bodies of the most recent chat requests of every family (up to 256), oldest
+    /// first, as received.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         lock(&self.state.requests).iter().cloned().collect()
     }

@@ -1,15 +1,21 @@
-//! The simulator's OpenAI Chat Completions endpoint: `POST /v1/chat/completions`.
+//! The simulator's OpenAI Chat Completions endpoint: `POST /v1/chat/completions`, plain and
+//! streamed.
 //!
-//! Everything here follows OpenAI's documented wire format (the `chat.completion` object,
-//! the `{"error": {message, type, param, code}}` body, `x-request-id` and `x-ratelimit-*`
+//! Everything here follows OpenAI's documented wire format (the `chat.completion` object
+//! and its `chat.completion.chunk` stream ending in `data: [DONE]`, the
+//! `{"error": {message, type, param, code}}` body, `x-request-id` and `x-ratelimit-*`
 //! headers), because the official SDKs and Sluice's own adapter must accept it unchanged.
-//! Error messages imitate OpenAI's wording so logs read the same as in production.
+//! Error messages imitate OpenAI's wording so logs read the same as in production. What the
+//! answer says is [`answer`](super::answer)'s business; this module only reads OpenAI's
+//! request into a [`Conversation`] and writes the [`Answer`] back in OpenAI's shape.
 
-use super::faults::{self, Directives, Fault};
-use super::tokens;
-use super::SimState;
+use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
+use super::call::{self, Outcome, StreamPlan};
+use super::faults::{self, Fault};
+use super::stream::{self, Event};
+use super::{tokens, Family, Limits, RateHeaders, SimState};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,12 +26,10 @@ use std::time::{Duration, Instant};
 
 /// What the `x-ratelimit-limit-*` headers announce. Reported, not enforced: limits are
 /// simulated with faults, which tests can aim.
-const LIMIT_REQUESTS: u64 = 10_000;
-const LIMIT_TOKENS: u64 = 30_000_000;
-/// How long a `timeout` fault holds a request when nobody shuts the simulator down.
-const HOLD: Duration = Duration::from_secs(600);
-/// Requests carry whole documents and base64 images; axum's 2 MB default is too small.
-const BODY_LIMIT: usize = 64 * 1024 * 1024;
+const LIMITS: Limits = Limits {
+    requests: 10_000,
+    tokens: 30_000_000,
+};
 const ROLES: [&str; 6] = [
     "system",
     "developer",
@@ -36,12 +40,10 @@ const ROLES: [&str; 6] = [
 ];
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
-    Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(chat_completions).fallback(unknown_route),
-        )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    Router::new().route(
+        "/v1/chat/completions",
+        post(chat_completions).fallback(unknown_route),
+    )
 }
 
 /// Any other path or method: OpenAI's "Invalid URL" 404.
@@ -50,17 +52,12 @@ pub(crate) async fn unknown_route(
     method: Method,
     uri: Uri,
 ) -> Response {
-    let error = ApiError::new(
+    ApiError::new(
         StatusCode::NOT_FOUND,
         format!("Invalid URL ({method} {})", uri.path()),
         "invalid_request_error",
-    );
-    respond(
-        error.status,
-        error.body(),
-        RateHeaders::counted(&state, 0),
-        Instant::now(),
     )
+    .respond(&state, Instant::now())
 }
 
 async fn chat_completions(
@@ -69,66 +66,67 @@ async fn chat_completions(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    state.count_request();
-    match complete(&state, &headers, &body).await {
-        Ok(answer) => {
-            state.count_completion(answer.prompt_tokens, answer.completion_tokens);
-            let rate =
-                RateHeaders::counted(&state, answer.prompt_tokens + answer.completion_tokens);
-            respond(StatusCode::OK, answer.body, rate, started)
-        }
-        Err(Failure::Error(error)) => {
+    state.count_request(Family::OpenAi);
+    match complete(&state, &headers, &body, started).await {
+        Ok(response) => response,
+        Err(error) => {
             state.count_error();
-            let rate = match error.retry_after {
-                Some(retry_after) => RateHeaders::exhausted(retry_after),
-                None => RateHeaders::counted(&state, 0),
-            };
-            let mut response = respond(error.status, error.body(), rate, started);
-            if let Some(retry_after) = error.retry_after {
-                let headers = response.headers_mut();
-                // OpenAI's SDKs read `retry-after-ms` first; whole seconds (rounded up, so a
-                // client never comes back early) serve everyone else.
-                let seconds = retry_after.as_millis().div_ceil(1000);
-                headers.insert("retry-after", HeaderValue::from(seconds as u64));
-                headers.insert(
-                    "retry-after-ms",
-                    HeaderValue::from(retry_after.as_millis() as u64),
-                );
-            }
-            response
-        }
-        Err(Failure::Shutdown) => {
-            let error = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The simulator is shutting down.",
-                "server_error",
-            );
-            respond(
-                error.status,
-                error.body(),
-                RateHeaders::counted(&state, 0),
-                started,
-            )
+            error.respond(&state, started)
         }
     }
 }
 
-/// A successful answer and its token counts.
-struct Answer {
-    body: Value,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-}
-
-enum Failure {
-    Error(ApiError),
-    /// A held request released by shutdown.
-    Shutdown,
-}
-
-impl From<ApiError> for Failure {
-    fn from(error: ApiError) -> Self {
-        Failure::Error(error)
+/// Validates the request, runs the call, and renders its outcome.
+async fn complete(
+    state: &Arc<SimState>,
+    headers: &HeaderMap,
+    raw: &[u8],
+    started: Instant,
+) -> Result<Response, ApiError> {
+    check_auth(headers)?;
+    let body: Value = serde_json::from_slice(raw).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request. (HINT: This likely means you \
+             aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
+             but what was sent was not valid JSON.)",
+            "invalid_request_error",
+        )
+    })?;
+    let Some(request) = body.as_object() else {
+        return Err(ApiError::wrong_type("body", "an object", &body));
+    };
+    state.log_request(body.clone());
+    let parsed = validate(request)?;
+    let texts = parsed
+        .messages
+        .iter()
+        .flat_map(|message| faults::content_texts(message.get("content")))
+        .collect();
+    let outcome = call::run(
+        state,
+        headers,
+        call::Request {
+            body: request,
+            texts,
+            conversation: parsed.conversation.clone(),
+            stream: parsed.stream.is_some(),
+        },
+    )
+    .await;
+    match outcome {
+        Outcome::Answer { answer, stream } => Ok(render(state, &parsed, &answer, stream, started)),
+        Outcome::Fail(fault) => Err(fault_error(state, fault, parsed.model)),
+        Outcome::BadDirective(error) => Err(ApiError::invalid(
+            "messages",
+            "invalid_value",
+            error.to_string(),
+        )),
+        Outcome::Shutdown => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The simulator is shutting down.",
+            "server_error",
+        )),
     }
 }
 
@@ -182,6 +180,28 @@ impl ApiError {
         )
     }
 
+    /// The error response, with OpenAI's headers and, for a 429, `retry-after`.
+    fn respond(&self, state: &SimState, started: Instant) -> Response {
+        let rate = match self.retry_after {
+            Some(retry_after) => RateHeaders::exhausted(LIMITS, retry_after),
+            None => RateHeaders::counted(state, LIMITS, 0),
+        };
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        decorate(&mut response, rate, started);
+        if let Some(retry_after) = self.retry_after {
+            let headers = response.headers_mut();
+            // OpenAI's SDKs read `retry-after-ms` first; whole seconds (rounded up, so a
+            // client never comes back early) serve everyone else.
+            let seconds = retry_after.as_millis().div_ceil(1000);
+            headers.insert("retry-after", HeaderValue::from(seconds as u64));
+            headers.insert(
+                "retry-after-ms",
+                HeaderValue::from(retry_after.as_millis() as u64),
+            );
+        }
+        response
+    }
+
     fn body(&self) -> Value {
         json!({
             "error": {
@@ -206,70 +226,6 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Validates the request, applies its faults, and builds the completion.
-async fn complete(state: &SimState, headers: &HeaderMap, raw: &[u8]) -> Result<Answer, Failure> {
-    check_auth(headers)?;
-    let body: Value = serde_json::from_slice(raw).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "We could not parse the JSON body of your request. (HINT: This likely means you \
-             aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
-             but what was sent was not valid JSON.)",
-            "invalid_request_error",
-        )
-    })?;
-    let Some(request) = body.as_object() else {
-        return Err(ApiError::wrong_type("body", "an object", &body).into());
-    };
-    state.log_request(body.clone());
-    let parsed = validate(request)?;
-
-    let mut directives = Directives::from_messages(parsed.messages).map_err(directive_error)?;
-    let fault_header = match headers.get("x-sim-fault") {
-        Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                directive_error(faults::DirectiveError(
-                    "x-sim-fault is not visible ASCII".into(),
-                ))
-            })?;
-            directives.apply_header(value).map_err(directive_error)?;
-            Some(value)
-        }
-        None => None,
-    };
-
-    let fault = match &directives.fail {
-        Some(plan) => plan.fault_for_call(state.next_call(request_key(request, fault_header))),
-        // Random faults only hit requests that did not script their own behaviour.
-        None => random_fault(state),
-    };
-
-    let latency = directives.latency.unwrap_or(state.config.latency);
-    if !latency.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(latency) => {}
-            _ = state.shutting_down() => return Err(Failure::Shutdown),
-        }
-    }
-
-    match fault {
-        None => Ok(answer(&parsed, &directives)),
-        Some(Fault::Timeout) => {
-            state.count_hung();
-            tokio::select! {
-                _ = tokio::time::sleep(HOLD) => {}
-                _ = state.shutting_down() => {}
-            }
-            Err(Failure::Shutdown)
-        }
-        Some(fault) => Err(fault_error(state, fault, parsed.model).into()),
-    }
-}
-
-fn directive_error(error: faults::DirectiveError) -> ApiError {
-    ApiError::invalid("messages", "invalid_value", error.to_string())
-}
-
 fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -292,10 +248,202 @@ fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
 struct Parsed<'a> {
     model: &'a str,
     messages: &'a [Value],
-    tools: Option<&'a Value>,
     n: u64,
-    max_tokens: Option<u64>,
     service_tier: &'a str,
+    /// `Some` when the answer is streamed.
+    stream: Option<Streaming>,
+    conversation: Conversation,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Streaming {
+    /// `stream_options.include_usage`: a last chunk with the usage and no choices.
+    include_usage: bool,
+}
+
+/// The answer as a `chat.completion`, or as its stream of chunks.
+fn render(
+    state: &Arc<SimState>,
+    parsed: &Parsed<'_>,
+    answer: &Answer,
+    plan: StreamPlan,
+    started: Instant,
+) -> Response {
+    let completion_tokens = answer.completion_tokens * parsed.n;
+    if plan.fault.is_none() {
+        state.count_completion(
+            answer.prompt_tokens,
+            completion_tokens,
+            parsed.stream.is_some(),
+        );
+    } else {
+        state.count_error();
+    }
+    let rate = RateHeaders::counted(state, LIMITS, answer.prompt_tokens + completion_tokens);
+    let mut response = match parsed.stream {
+        None => stream::json(
+            state.clone(),
+            StatusCode::OK,
+            &completion(parsed, answer),
+            plan,
+        ),
+        Some(streaming) => stream::sse(
+            state.clone(),
+            chunks(parsed, answer, streaming),
+            plan,
+            // What OpenAI's SDKs raise as an APIError: an `error` object in a data line.
+            Event::new(
+                None,
+                &ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                )
+                .body(),
+                false,
+            ),
+        ),
+    };
+    decorate(&mut response, rate, started);
+    response
+}
+
+fn finish_reason(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Stop | Finish::StopSequence(_) => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+    }
+}
+
+fn tool_call_id(call: &answer::ToolCall) -> String {
+    format!("call_{}", call.id)
+}
+
+fn usage(parsed: &Parsed<'_>, answer: &Answer) -> Value {
+    let completion_tokens = answer.completion_tokens * parsed.n;
+    json!({
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": answer.prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": answer.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    })
+}
+
+/// The `chat.completion` object: `n` identical choices.
+fn completion(parsed: &Parsed<'_>, answer: &Answer) -> Value {
+    let mut message = json!({
+        "role": "assistant",
+        "content": if answer.tool_calls.is_empty() { json!(answer.text) } else { Value::Null },
+        "refusal": null,
+        "annotations": [],
+    });
+    if !answer.tool_calls.is_empty() {
+        message["tool_calls"] = answer
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": tool_call_id(call),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments.to_string()},
+                })
+            })
+            .collect();
+    }
+    let choices: Vec<Value> = (0..parsed.n)
+        .map(|index| {
+            json!({
+                "index": index,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": finish_reason(&answer.finish),
+            })
+        })
+        .collect();
+    json!({
+        "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        "object": "chat.completion",
+        "created": chrono::Utc::now().timestamp(),
+        "model": parsed.model,
+        "choices": choices,
+        "usage": usage(parsed, answer),
+        "service_tier": parsed.service_tier,
+        "system_fingerprint": "fp_sluice_sim",
+    })
+}
+
+/// The `chat.completion.chunk`s of a streamed answer, then `data: [DONE]`: per choice a
+/// role chunk, the text in word groups (or each tool call's name, then its arguments in
+/// pieces, by `index`), and a chunk with the finish reason; with `include_usage`, a last
+/// chunk with empty `choices` and the usage (and `"usage": null` on all the others).
+fn chunks(parsed: &Parsed<'_>, answer: &Answer, streaming: Streaming) -> Vec<Event> {
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = chrono::Utc::now().timestamp();
+    let chunk = |choices: Value, usage: Value| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": parsed.model,
+            "service_tier": parsed.service_tier,
+            "system_fingerprint": "fp_sluice_sim",
+            "choices": choices,
+        });
+        if streaming.include_usage {
+            chunk["usage"] = usage;
+        }
+        chunk
+    };
+    let delta = |index: u64, delta: Value, finish: Option<&str>| {
+        chunk(
+            json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+            Value::Null,
+        )
+    };
+    let mut events = Vec::new();
+    for index in 0..parsed.n {
+        let content = if answer.tool_calls.is_empty() {
+            json!("")
+        } else {
+            Value::Null
+        };
+        let role = json!({"role": "assistant", "content": content, "refusal": null});
+        events.push(Event::new(None, &delta(index, role, None), false));
+        for piece in answer.text_pieces() {
+            let piece = delta(index, json!({"content": piece}), None);
+            events.push(Event::new(None, &piece, true));
+        }
+        for (position, call) in answer.tool_calls.iter().enumerate() {
+            let start = json!({"tool_calls": [{
+                "index": position,
+                "id": tool_call_id(call),
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }]});
+            events.push(Event::new(None, &delta(index, start, None), true));
+            let arguments = call.arguments.to_string();
+            for piece in answer::fragments(&arguments, 16) {
+                let piece =
+                    json!({"tool_calls": [{"index": position, "function": {"arguments": piece}}]});
+                events.push(Event::new(None, &delta(index, piece, None), true));
+            }
+        }
+        let finish = delta(index, json!({}), Some(finish_reason(&answer.finish)));
+        events.push(Event::new(None, &finish, false));
+    }
+    if streaming.include_usage {
+        let last = chunk(json!([]), usage(parsed, answer));
+        events.push(Event::new(None, &last, false));
+    }
+    events.push(Event::raw("data: [DONE]\n\n"));
+    events
 }
 
 /// Checks what OpenAI checks before generating, with its wording.
@@ -363,21 +511,23 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
         }
     }
 
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    if stream {
-        return Err(ApiError::invalid(
-            "stream",
-            "unsupported_value",
-            "The simulator does not stream yet: send 'stream': false.",
-        ));
-    }
-    if request.get("stream_options").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::invalid(
-            "stream_options",
-            "invalid_value",
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-        ));
-    }
+    let stream_options = request.get("stream_options").filter(|v| !v.is_null());
+    let stream = match request.get("stream").and_then(Value::as_bool) {
+        Some(true) => Some(Streaming {
+            include_usage: stream_options
+                .and_then(|options| options.get("include_usage"))
+                .and_then(Value::as_bool)
+                == Some(true),
+        }),
+        _ if stream_options.is_some() => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "invalid_value",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            ))
+        }
+        _ => None,
+    };
 
     let n = positive_integer(request, "n")?.unwrap_or(1);
     if n > 128 {
@@ -400,14 +550,175 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
         .and_then(Value::as_str)
         .filter(|tier| ["default", "flex", "priority", "scale"].contains(tier))
         .unwrap_or("default");
+    let tools_value = request.get("tools").filter(|tools| !tools.is_null());
+    let tools = tools_of(tools_value)?;
+    let conversation = Conversation {
+        question: question(messages),
+        tool_results: tool_results(messages),
+        tool_choice: tool_choice(request.get("tool_choice"), &tools)?,
+        tools,
+        format: format(request.get("response_format"), messages)?,
+        max_tokens,
+        stop: match request.get("stop") {
+            Some(Value::String(stop)) => vec![stop.clone()],
+            Some(Value::Array(stops)) => stops
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        },
+        prompt_tokens: tokens::count_prompt(messages, tools_value),
+    };
     Ok(Parsed {
         model,
         messages,
-        tools: request.get("tools").filter(|tools| !tools.is_null()),
         n,
-        max_tokens,
         service_tier,
+        stream,
+        conversation,
     })
+}
+
+/// The text of the last user message (or of the last message, when no user spoke).
+fn question(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .or_else(|| messages.last())
+        .map(|m| faults::content_texts(m.get("content")).join(" "))
+        .unwrap_or_default()
+}
+
+/// The `tool` messages that end the conversation, named after the calls they answer.
+fn tool_results(messages: &[Value]) -> Vec<ToolResult> {
+    let trailing = messages
+        .iter()
+        .rev()
+        .take_while(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .count();
+    let name_of = |id: &str| {
+        messages
+            .iter()
+            .filter_map(|m| m.get("tool_calls").and_then(Value::as_array))
+            .flatten()
+            .find(|call| call.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|call| call.pointer("/function/name"))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    messages[messages.len() - trailing..]
+        .iter()
+        .map(|m| ToolResult {
+            name: m
+                .get("tool_call_id")
+                .and_then(Value::as_str)
+                .and_then(name_of),
+            content: faults::content_texts(m.get("content")).join(" "),
+        })
+        .collect()
+}
+
+/// `tools`: function tools by name, with their parameter schemas.
+fn tools_of(tools: Option<&Value>) -> Result<Vec<Tool>, ApiError> {
+    let Some(tools) = tools else {
+        return Ok(Vec::new());
+    };
+    let Some(tools) = tools.as_array() else {
+        return Err(ApiError::wrong_type("tools", "an array", tools));
+    };
+    let mut out = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            continue;
+        }
+        let Some(name) = tool.pointer("/function/name").and_then(Value::as_str) else {
+            return Err(ApiError::missing(&format!("tools[{i}].function.name")));
+        };
+        out.push(Tool {
+            name: name.to_string(),
+            schema: tool
+                .pointer("/function/parameters")
+                .cloned()
+                .unwrap_or(Value::Null),
+        });
+    }
+    Ok(out)
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
+fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let choice = match choice {
+        None | Some(Value::Null) => return Ok(ToolChoice::Auto),
+        Some(choice) => choice,
+    };
+    if tools.is_empty() {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "invalid_value",
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are              specified.",
+        ));
+    }
+    match choice {
+        Value::String(mode) if mode == "none" => Ok(ToolChoice::None),
+        Value::String(mode) if mode == "auto" => Ok(ToolChoice::Auto),
+        Value::String(mode) if mode == "required" => Ok(ToolChoice::Forced(None)),
+        Value::Object(_) => match choice.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if tools.iter().any(|tool| tool.name == name) => {
+                Ok(ToolChoice::Forced(Some(name.to_string())))
+            }
+            Some(name) => Err(ApiError::invalid(
+                "tool_choice",
+                "invalid_value",
+                format!("Invalid value for 'tool_choice': tool '{name}' is not in 'tools'."),
+            )),
+            None => Err(ApiError::missing("tool_choice.function.name")),
+        },
+        other => Err(ApiError::invalid(
+            "tool_choice",
+            "invalid_value",
+            format!(
+                "Invalid value: {other}. Supported values are: 'none', 'auto', 'required', or                  a named function."
+            ),
+        )),
+    }
+}
+
+/// `response_format`: text, `json_object` (which OpenAI only takes when the messages say
+/// "json"), or `json_schema`.
+fn format(response_format: Option<&Value>, messages: &[Value]) -> Result<Format, ApiError> {
+    let kind = response_format
+        .and_then(|format| format.get("type"))
+        .and_then(Value::as_str);
+    match kind {
+        Some("json_object") => {
+            let mentions_json = messages.iter().any(|m| {
+                faults::content_texts(m.get("content"))
+                    .iter()
+                    .any(|text| text.to_lowercase().contains("json"))
+            });
+            if !mentions_json {
+                return Err(ApiError::invalid(
+                    "messages",
+                    "invalid_value",
+                    "'messages' must contain the word 'json' in some form, to use                      'response_format' of type 'json_object'.",
+                ));
+            }
+            Ok(Format::JsonObject)
+        }
+        Some("json_schema") => {
+            let spec = response_format.and_then(|format| format.get("json_schema"));
+            if spec.and_then(|spec| spec.get("name")).is_none() {
+                return Err(ApiError::missing("response_format.json_schema.name"));
+            }
+            Ok(match spec.and_then(|spec| spec.get("schema")) {
+                Some(schema) => Format::JsonSchema(schema.clone()),
+                None => Format::JsonObject,
+            })
+        }
+        _ => Ok(Format::Text),
+    }
 }
 
 /// An optional integer field that must be at least 1.
@@ -429,25 +740,6 @@ fn positive_integer(request: &Map<String, Value>, field: &str) -> Result<Option<
     }
 }
 
-/// One seeded draw decides the random fault of a call, so a run with a seed is repeatable
-/// (in call order).
-fn random_fault(state: &SimState) -> Option<Fault> {
-    let config = &state.config;
-    if config.rate_429 + config.rate_500 + config.rate_timeout <= 0.0 {
-        return None;
-    }
-    let draw = state.draw();
-    if draw < config.rate_429 {
-        Some(Fault::Status(429))
-    } else if draw < config.rate_429 + config.rate_500 {
-        Some(Fault::Status(500))
-    } else if draw < config.rate_429 + config.rate_500 + config.rate_timeout {
-        Some(Fault::Timeout)
-    } else {
-        None
-    }
-}
-
 /// The error OpenAI would send for this status, with its usual wording.
 fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
     let status = match fault {
@@ -464,8 +756,10 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
                 )
             }
         }
+        // A non-streamed request cannot break half-way: it gets the overload error instead.
+        Fault::Midstream => 503,
         // Handled before an error is built; an error is the safe answer should that change.
-        Fault::Timeout => 504,
+        Fault::Timeout | Fault::Cut => 504,
     };
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match status {
@@ -478,9 +772,9 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
                     code,
                     format!(
                         "Rate limit reached for {model} (simulated) on requests per min (RPM): \
-                         Limit {LIMIT_REQUESTS}, Used {LIMIT_REQUESTS}, Requested 1. Please try \
-                         again in {}.",
-                        format_go_duration(retry_after)
+                         Limit {limit}, Used {limit}, Requested 1. Please try again in {}.",
+                        format_go_duration(retry_after),
+                        limit = LIMITS.requests,
                     ),
                     "requests",
                 )
@@ -530,258 +824,8 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
     }
 }
 
-/// The completion: deterministic content, real token counts.
-fn answer(parsed: &Parsed<'_>, directives: &Directives) -> Answer {
-    let prompt_tokens = tokens::count_prompt(parsed.messages, parsed.tools);
-    let full = reply_text(parsed.messages);
-    let (content, cut) = match parsed.max_tokens {
-        Some(max) => tokens::truncate(&full, max),
-        None => (full.as_str(), false),
-    };
-    let content_tokens = tokens::count(content);
-    let completion_tokens = content_tokens * parsed.n;
-    let cached_tokens = directives.cached.unwrap_or(0).min(prompt_tokens);
-    let choices: Vec<Value> = (0..parsed.n)
-        .map(|index| {
-            json!({
-                "index": index,
-                "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
-                "logprobs": null,
-                "finish_reason": if cut { "length" } else { "stop" },
-            })
-        })
-        .collect();
-    let body = json!({
-        "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        "object": "chat.completion",
-        "created": chrono::Utc::now().timestamp(),
-        "model": parsed.model,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        },
-        "service_tier": parsed.service_tier,
-        "system_fingerprint": "fp_sluice_sim",
-    });
-    Answer {
-        body,
-        prompt_tokens,
-        completion_tokens,
-    }
-}
-
-/// Filler vocabulary: plain words so answers look like prose and tokenise like it.
-const WORDS: [&str; 48] = [
-    "the",
-    "queue",
-    "model",
-    "answer",
-    "request",
-    "token",
-    "worker",
-    "simulated",
-    "provider",
-    "result",
-    "quickly",
-    "carefully",
-    "every",
-    "job",
-    "deadline",
-    "batch",
-    "route",
-    "cost",
-    "is",
-    "was",
-    "will",
-    "can",
-    "should",
-    "often",
-    "record",
-    "retry",
-    "delay",
-    "stable",
-    "steady",
-    "a",
-    "of",
-    "to",
-    "and",
-    "with",
-    "for",
-    "each",
-    "message",
-    "limit",
-    "reply",
-    "system",
-    "bounded",
-    "durable",
-    "precise",
-    "latency",
-    "budget",
-    "tier",
-    "key",
-    "clear",
-];
-
-/// The reply to a conversation: a function of its last user message (directives stripped)
-/// and nothing else, so a retried or re-routed job gets the same text.
-pub fn reply_text(messages: &[Value]) -> String {
-    let source = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .or_else(|| messages.last())
-        .map(|m| faults::strip(&faults::message_texts(m).join(" ")))
-        .unwrap_or_default();
-    let words: Vec<&str> = source.split_whitespace().collect();
-    let mut quote = words.iter().take(12).copied().collect::<Vec<_>>().join(" ");
-    if words.len() > 12 {
-        quote.push('…');
-    }
-    let mut text = if quote.is_empty() {
-        "This is a simulated answer.".to_string()
-    } else {
-        format!("This is a simulated answer to \"{quote}\".")
-    };
-    let mut rng = SplitMix64(fnv1a(source.as_bytes()));
-    for _ in 0..1 + rng.below(3) {
-        let length = 6 + rng.below(7);
-        for i in 0..length {
-            let word = WORDS[rng.below(WORDS.len() as u64) as usize];
-            text.push(' ');
-            if i == 0 {
-                let mut chars = word.chars();
-                if let Some(first) = chars.next() {
-                    text.extend(first.to_uppercase());
-                    text.push_str(chars.as_str());
-                }
-            } else {
-                text.push_str(word);
-            }
-        }
-        text.push('.');
-    }
-    text
-}
-
-/// FNV-1a: a hash that stays the same across builds and platforms, unlike std's hasher, so
-/// answers do not change when Sluice is upgraded.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// A tiny seeded generator for the filler words; quality does not matter, stability does.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Identifies "the same request" for `fail=` counting: the body without `model`, keys
-/// sorted, plus the fault header.
-fn request_key(request: &Map<String, Value>, fault_header: Option<&str>) -> u64 {
-    let mut text = String::new();
-    let without_model: Map<String, Value> = request
-        .iter()
-        .filter(|(key, _)| key.as_str() != "model")
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    canonical(&Value::Object(without_model), &mut text);
-    text.push('\n');
-    text.push_str(fault_header.unwrap_or_default());
-    fnv1a(text.as_bytes())
-}
-
-/// JSON with object keys sorted, so key order does not make two requests different.
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(object) => {
-            let mut keys: Vec<&String> = object.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                canonical(&object[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-/// The `x-ratelimit-*` values of one response.
-struct RateHeaders {
-    remaining_requests: u64,
-    remaining_tokens: u64,
-    reset_requests: Duration,
-    reset_tokens: Duration,
-}
-
-impl RateHeaders {
-    /// Counts this call in the current window.
-    fn counted(state: &SimState, tokens: u64) -> Self {
-        let (requests, used_tokens, reset) = state.window_use(tokens);
-        // Whole milliseconds, like OpenAI's own values (`12ms`, `6m0s`), not `50.652274288s`.
-        let reset = Duration::from_millis(reset.as_millis() as u64);
-        RateHeaders {
-            remaining_requests: LIMIT_REQUESTS.saturating_sub(requests),
-            remaining_tokens: LIMIT_TOKENS.saturating_sub(used_tokens),
-            reset_requests: reset,
-            reset_tokens: reset,
-        }
-    }
-
-    /// A rate-limited call: the request budget is spent until `retry_after`.
-    fn exhausted(retry_after: Duration) -> Self {
-        RateHeaders {
-            remaining_requests: 0,
-            remaining_tokens: LIMIT_TOKENS,
-            reset_requests: retry_after,
-            reset_tokens: Duration::ZERO,
-        }
-    }
-}
-
-/// A JSON response with the headers OpenAI puts on every answer.
-fn respond(status: StatusCode, body: Value, rate: RateHeaders, started: Instant) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
+/// Adds the headers OpenAI puts on every answer.
+fn decorate(response: &mut Response, rate: RateHeaders, started: Instant) {
     let headers = response.headers_mut();
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
     let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"));
@@ -793,9 +837,12 @@ fn respond(status: StatusCode, body: Value, rate: RateHeaders, started: Instant)
     );
     headers.insert(
         "x-ratelimit-limit-requests",
-        HeaderValue::from(LIMIT_REQUESTS),
+        HeaderValue::from(rate.limits.requests),
     );
-    headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(LIMIT_TOKENS));
+    headers.insert(
+        "x-ratelimit-limit-tokens",
+        HeaderValue::from(rate.limits.tokens),
+    );
     headers.insert(
         "x-ratelimit-remaining-requests",
         HeaderValue::from(rate.remaining_requests),
@@ -812,7 +859,6 @@ fn respond(status: StatusCode, body: Value, rate: RateHeaders, started: Instant)
         "x-ratelimit-reset-tokens",
         text(format_go_duration(rate.reset_tokens)),
     );
-    response
 }
 
 /// Formats a duration the way Go's `time.Duration.String` does (`6m0s`, `1.5s`, `12ms`),
@@ -896,38 +942,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replies_depend_only_on_the_last_user_message() {
-        let a = [
-            json!({"role": "system", "content": "one"}),
-            json!({"role": "user", "content": "What is a queue? [sim fail=429]"}),
-        ];
-        let b = [
-            json!({"role": "system", "content": "two"}),
-            json!({"role": "user", "content": [{"type": "text", "text": "What is a queue?"}]}),
-        ];
-        assert_eq!(reply_text(&a), reply_text(&b));
-        assert!(reply_text(&a).starts_with("This is a simulated answer to \"What is a queue?\"."));
-        let c = [json!({"role": "user", "content": "Something else"})];
-        assert_ne!(reply_text(&a), reply_text(&c));
-    }
-
-    #[test]
-    fn request_key_ignores_model_and_key_order() {
-        let a: Map<String, Value> =
-            serde_json::from_value(json!({"model": "a", "messages": [], "temperature": 1}))
-                .unwrap();
-        let b: Map<String, Value> =
-            serde_json::from_value(json!({"temperature": 1, "messages": [], "model": "b"}))
-                .unwrap();
-        let c: Map<String, Value> =
-            serde_json::from_value(json!({"temperature": 2, "messages": [], "model": "a"}))
-                .unwrap();
-        assert_eq!(request_key(&a, None), request_key(&b, None));
-        assert_ne!(request_key(&a, None), request_key(&c, None));
-        assert_ne!(request_key(&a, None), request_key(&a, Some("429")));
-    }
-
     fn parsed(body: Value) -> Result<(), ApiError> {
         let map: Map<String, Value> = serde_json::from_value(body).unwrap();
         validate(&map).map(|_| ())
@@ -962,6 +976,7 @@ mod tests {
         );
 
         let ok = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}});
+        assert!(parsed(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": {"include_usage": true}})).is_ok());
         assert_eq!(
             parsed(ok).unwrap_err().param.as_deref(),
             Some("stream_options")
@@ -971,5 +986,19 @@ mod tests {
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1})
         )
         .is_ok());
+
+        let user = json!([{"role": "user", "content": "x"}]);
+        let err =
+            parsed(json!({"model": "m", "messages": user, "tool_choice": "required"})).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("tool_choice"));
+        let err = parsed(
+            json!({"model": "m", "messages": user, "response_format": {"type": "json_object"}}),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("must contain the word 'json'"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -12,6 +12,8 @@
 //!
 //! Message overheads follow OpenAI's published counting recipe (3 tokens per message, 1 per
 //! `name`, 3 to prime the reply), so prompt counts grow with messages as they do upstream.
+//! The same recipe counts every family's messages (OpenAI's `content`, Anthropic's content
+//! blocks, Gemini's `parts`), so one prompt costs about the same whichever API carries it.
 
 use serde_json::Value;
 
@@ -81,7 +83,8 @@ pub fn truncate(text: &str, max: u64) -> (&str, bool) {
 }
 
 /// The prompt tokens of a chat request: its messages by OpenAI's recipe, plus the tool
-/// definitions (counted as their JSON text, which is roughly what the model sees).
+/// definitions (counted as their JSON text, which is roughly what the model sees). A family
+/// with a top-level system prompt passes it as one more message.
 pub fn count_prompt(messages: &[Value], tools: Option<&Value>) -> u64 {
     let mut total = TOKENS_REPLY_PRIMING;
     for message in messages {
@@ -113,14 +116,27 @@ fn count_value(value: &Value) -> u64 {
     }
 }
 
+/// Parts of every family: typed parts (OpenAI, Anthropic) by their `type`, Gemini's untyped
+/// parts by the key they carry. Tool calls and results count as their JSON text.
 fn count_part(part: &Value) -> u64 {
+    const MEDIA: [&str; 8] = [
+        "image",
+        "image_url",
+        "input_audio",
+        "file",
+        "document",
+        "inlineData",
+        "fileData",
+        "inline_data",
+    ];
+    let text = |key: &str| part.get(key).and_then(Value::as_str).map_or(0, count);
     match part.get("type").and_then(Value::as_str) {
-        Some("text") | Some("refusal") => part
-            .get("text")
-            .or_else(|| part.get("refusal"))
-            .and_then(Value::as_str)
-            .map_or(0, count),
-        Some(_) => TOKENS_PER_MEDIA_PART,
+        Some("text") => text("text"),
+        Some("refusal") => text("refusal"),
+        Some(kind) if MEDIA.contains(&kind) => TOKENS_PER_MEDIA_PART,
+        Some(_) => count(&part.to_string()),
+        None if part.get("text").is_some_and(Value::is_string) => text("text"),
+        None if MEDIA.iter().any(|key| part.get(key).is_some()) => TOKENS_PER_MEDIA_PART,
         None => count(&part.to_string()),
     }
 }
@@ -166,6 +182,9 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "data:..."}}
         ]})];
         assert_eq!(count_prompt(&parts, None), 8 + 85);
+        // Gemini's untyped parts count the same way.
+        let gemini = [json!({"role": "user", "parts": [{"text": "hi"}, {"inlineData": {}}]})];
+        assert_eq!(count_prompt(&gemini, None), 8 + 85);
         let tools = json!([{"type": "function", "function": {"name": "f"}}]);
         assert!(count_prompt(&messages, Some(&tools)) > 8);
     }

@@ -1,0 +1,229 @@
+//! One call, whatever its wire format: the steps every family's handler runs between
+//! reading its request and rendering the result.
+//!
+//! A family module parses and validates its own format, then hands the texts it found, the
+//! request body (for the request key) and its [`Conversation`] to [`run`], which reads the
+//! directives, decides this call's fault (the request's `fail=` plan, or a random fault),
+//! waits out `latency` (and `ttft` when the answer is not streamed), holds `timeout`
+//! calls, and derives the [`Answer`]. The family renders the [`Outcome`] in its own words.
+//! So a directive means the same thing on every endpoint, and no family can forget a step.
+
+use super::answer::{self, Answer, Conversation};
+use super::faults::{DirectiveError, Directives, Fault};
+use super::SimState;
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// How long a `timeout` fault holds a request when nobody shuts the simulator down.
+const HOLD: Duration = Duration::from_secs(600);
+
+/// What the family has to render.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer normally; `stream` carries what the stream must do on the way.
+    Answer { answer: Answer, stream: StreamPlan },
+    /// Answer with this injected error: a status, `quota`, or (not streaming) `midstream`.
+    Fail(Fault),
+    /// A directive (text, header or `tool=`) the simulator cannot carry out: a 400.
+    BadDirective(DirectiveError),
+    /// The simulator is shutting down (a held or delayed call was released).
+    Shutdown,
+}
+
+/// How a body is delivered: its first-token delay and its fault, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Before the first content chunk (streams only; a non-streamed answer has waited it).
+    pub ttft: Duration,
+    pub fault: Option<BodyFault>,
+}
+
+/// A fault that strikes after the status line: the body goes wrong, not the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// The connection closes half-way through the body.
+    Cut,
+    /// Half-way through, the stream carries the family's in-stream error and ends.
+    Midstream,
+}
+
+/// What a family hands over after validating its request.
+pub struct Request<'a> {
+    /// The body as received, for the request key.
+    pub body: &'a Map<String, Value>,
+    /// Every piece of text the request carries, to look for directives in.
+    pub texts: Vec<&'a str>,
+    pub conversation: Conversation,
+    pub stream: bool,
+}
+
+/// Runs the shared steps of one call.
+pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) -> Outcome {
+    let (directives, fault_header) = match directives(&request.texts, headers) {
+        Ok(found) => found,
+        Err(error) => return Outcome::BadDirective(error),
+    };
+    // The answer is derived before any fault so that a `tool=` typo is a 400 on every call,
+    // not only on the ones that get past the fail plan.
+    let answer = match answer::answer(&request.conversation, &directives) {
+        Ok(answer) => answer,
+        Err(error) => return Outcome::BadDirective(error),
+    };
+    let fault = match &directives.fail {
+        Some(plan) => plan.fault_for_call(state.next_call(request_key(request.body, fault_header))),
+        // Random faults only hit requests that did not script their own behaviour.
+        None => random_fault(state),
+    };
+
+    let latency = directives.latency.unwrap_or(state.config.latency);
+    if pause(state, latency).await.is_err() {
+        return Outcome::Shutdown;
+    }
+    let ttft = directives.ttft.unwrap_or(Duration::ZERO);
+    let body_fault = match fault {
+        None => None,
+        Some(Fault::Timeout) => {
+            state.count_hung();
+            let _ = pause(state, HOLD).await;
+            return Outcome::Shutdown;
+        }
+        Some(Fault::Cut) => Some(BodyFault::Cut),
+        Some(Fault::Midstream) if request.stream => Some(BodyFault::Midstream),
+        Some(fault) => return Outcome::Fail(fault),
+    };
+    if request.stream {
+        return Outcome::Answer {
+            answer,
+            stream: StreamPlan {
+                ttft,
+                fault: body_fault,
+            },
+        };
+    }
+    // Not streamed: the first token is the whole answer.
+    if pause(state, ttft).await.is_err() {
+        return Outcome::Shutdown;
+    }
+    Outcome::Answer {
+        answer,
+        stream: StreamPlan {
+            ttft: Duration::ZERO,
+            fault: body_fault,
+        },
+    }
+}
+
+/// Sleeps, unless the simulator shuts down first (`Err`).
+pub async fn pause(state: &SimState, duration: Duration) -> Result<(), ()> {
+    if duration.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => Ok(()),
+        _ = state.shutting_down() => Err(()),
+    }
+}
+
+/// The directives of the texts, then of the `x-sim-fault` header (which wins), and the
+/// header's value (part of the request key).
+fn directives<'h>(
+    texts: &[&str],
+    headers: &'h HeaderMap,
+) -> Result<(Directives, Option<&'h str>), DirectiveError> {
+    let mut directives = Directives::from_texts(texts.iter().copied())?;
+    let header = match headers.get("x-sim-fault") {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| DirectiveError("x-sim-fault is not visible ASCII".into()))?;
+            directives.apply_header(value)?;
+            Some(value)
+        }
+        None => None,
+    };
+    Ok((directives, header))
+}
+
+/// One seeded draw decides the random fault of a call, so a run with a seed is repeatable
+/// (in call order).
+fn random_fault(state: &SimState) -> Option<Fault> {
+    let config = &state.config;
+    if config.rate_429 + config.rate_500 + config.rate_timeout <= 0.0 {
+        return None;
+    }
+    let draw = state.draw();
+    if draw < config.rate_429 {
+        Some(Fault::Status(429))
+    } else if draw < config.rate_429 + config.rate_500 {
+        Some(Fault::Status(500))
+    } else if draw < config.rate_429 + config.rate_500 + config.rate_timeout {
+        Some(Fault::Timeout)
+    } else {
+        None
+    }
+}
+
+/// Identifies "the same request" for `fail=` counting: the body without `model`, keys
+/// sorted, plus the fault header. `model` is left out so a job that falls back to another
+/// model is still the same job (Gemini carries the model in the path, so never here).
+pub fn request_key(request: &Map<String, Value>, fault_header: Option<&str>) -> u64 {
+    let mut text = String::new();
+    let without_model: Map<String, Value> = request
+        .iter()
+        .filter(|(key, _)| key.as_str() != "model")
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    canonical(&Value::Object(without_model), &mut text);
+    text.push('\n');
+    text.push_str(fault_header.unwrap_or_default());
+    answer::fnv1a(text.as_bytes())
+}
+
+/// JSON with object keys sorted, so key order does not make two requests different.
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(object) => {
+            let mut keys: Vec<&String> = object.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(&object[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_key_ignores_model_and_key_order() {
+        let map = |v: Value| -> Map<String, Value> { serde_json::from_value(v).unwrap() };
+        let a = map(json!({"model": "a", "messages": [], "temperature": 1}));
+        let b = map(json!({"temperature": 1, "messages": [], "model": "b"}));
+        let c = map(json!({"temperature": 2, "messages": [], "model": "a"}));
+        assert_eq!(request_key(&a, None), request_key(&b, None));
+        assert_ne!(request_key(&a, None), request_key(&c, None));
+        assert_ne!(request_key(&a, None), request_key(&a, Some("429")));
+    }
+}
