@@ -50,8 +50,14 @@ impl App {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(StartError::Http)?;
-        // Config validation keeps `base_url = "sim"` to the families the simulator serves.
-        let sim_base_url = sim.as_ref().map(|sim| move |_kind| sim.openai_base_url());
+        // The simulator serves each API family at the root its clients expect.
+        let sim_base_url = sim.as_ref().map(|sim| {
+            move |kind| match kind {
+                crate::config::ProviderKind::Openai => sim.openai_base_url(),
+                crate::config::ProviderKind::Anthropic => sim.anthropic_base_url(),
+                crate::config::ProviderKind::Gemini => sim.gemini_base_url(),
+            }
+        });
         let router = Router::new(
             &config,
             http,

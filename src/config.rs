@@ -195,9 +195,6 @@ impl ProviderKind {
     }
 }
 
-/// The API families the built-in simulator serves, so `base_url = "sim"` works for them.
-const SIMULATED_KINDS: &[ProviderKind] = &[ProviderKind::Openai];
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -409,15 +406,6 @@ impl Config {
                     format!(
                         "\"{}\" is not an http(s) URL (or \"sim\" for the simulator)",
                         provider.base_url
-                    ),
-                );
-            }
-            if provider.base_url == "sim" && !SIMULATED_KINDS.contains(&provider.kind) {
-                problem(
-                    format!("providers.{name}.base_url"),
-                    format!(
-                        "the built-in simulator does not serve the {} API yet; give the provider's URL",
-                        provider.kind.as_str()
                     ),
                 );
             }
