@@ -5,6 +5,8 @@
 //! accounting, pass-through of unknown fields, and that every injected failure arrives as
 //! the [`ErrorKind`] the worker acts on.
 
+mod sse;
+
 use serde_json::{json, Value};
 use sluice::job::ChatRequest;
 use sluice::providers::openai::OpenAiProvider;
@@ -467,5 +469,156 @@ async fn random_faults_follow_the_configured_rates() {
         .chat(call(&scripted))
         .await
         .expect("scripted request succeeds");
+    server.shutdown().await;
+}
+
+fn raw_post(server: &SimServer, body: &Value) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.openai_base_url()))
+        .bearer_auth(KEY)
+        .json(body)
+}
+
+#[tokio::test]
+async fn a_stream_sends_chunks_usage_and_done_with_the_same_tokens() {
+    let (server, _) = start(quick()).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "Tell me about durable queues"}]});
+    let plain: Value = raw_post(&server, &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let events = sse::events(raw_post(&server, &streamed).send().await.unwrap()).await;
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(sse::Event::json)
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    assert!(pieces.len() > 2, "{pieces:?}");
+    assert_eq!(
+        pieces.concat(),
+        plain["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"], plain["usage"]);
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert!(chunks[..chunks.len() - 1]
+        .iter()
+        .all(|c| c["usage"].is_null()));
+
+    // Mid-stream errors arrive as an `error` object in a data line, and no [DONE].
+    let mut faulty = streamed.clone();
+    faulty["messages"][0]["content"] = json!("A long answer [sim fail=midstream]");
+    let events = sse::events(raw_post(&server, &faulty).send().await.unwrap()).await;
+    assert!(events.len() > 2);
+    assert_eq!(
+        events.last().unwrap().json()["error"]["type"],
+        "server_error"
+    );
+    assert!(events.iter().all(|e| e.data != "[DONE]"));
+    faulty["messages"][0]["content"] = json!("A long answer [sim fail=cut]");
+    let partial = sse::cut_body(raw_post(&server, &faulty).send().await.unwrap()).await;
+    assert!(!partial.contains("[DONE]"));
+    let stats = server.stats();
+    assert_eq!((stats.streams, stats.errors), (1, 2));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tool_calls_their_results_and_json_mode() {
+    let (server, _) = start(quick()).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let body = json!({"model": "m", "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}]});
+    let called: Value = raw_post(&server, &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let choice = &called["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"city": "sample city"}));
+
+    let followup = json!({"model": "m", "tools": tools, "messages": [
+        {"role": "user", "content": "Weather in Oslo? [sim tool=get_weather]"},
+        choice["message"],
+        {"role": "tool", "tool_call_id": call["id"], "content": "3 degrees"}
+    ]});
+    let answered: Value = raw_post(&server, &followup)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = answered["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.contains("get_weather returned \"3 degrees\""),
+        "{text}"
+    );
+
+    // Streamed: the name first, then the arguments in pieces for the same index.
+    let streamed = json!({"model": "m", "tools": tools, "stream": true,
+        "messages": [{"role": "user", "content": "Weather? [sim tool=get_weather]"}]});
+    let events = sse::events(raw_post(&server, &streamed).send().await.unwrap()).await;
+    let deltas: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["tool_calls"][0]
+                .as_object()
+                .cloned()
+                .map(Value::Object)
+        })
+        .collect();
+    assert!(deltas.len() > 2, "{deltas:?}");
+    assert_eq!(deltas[0]["function"]["name"], "get_weather");
+    assert!(deltas.iter().all(|d| d["index"] == 0));
+    let joined: String = deltas
+        .iter()
+        .map(|d| d["function"]["arguments"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&joined).unwrap(), arguments);
+
+    let json_mode = json!({"model": "m", "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "Answer in JSON"}]});
+    let answer: Value = raw_post(&server, &json_mode)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        serde_json::from_str::<Value>(content).unwrap().is_object(),
+        "{content}"
+    );
     server.shutdown().await;
 }
