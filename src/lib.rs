@@ -7,7 +7,8 @@
 //! - [`queue`]: the queue trait and its two backends (RabbitMQ, embedded SQLite).
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
-//! - [`providers`]: adapters that speak each provider's wire format.
+//! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
+//!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
 
 pub mod api;

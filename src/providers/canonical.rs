@@ -132,7 +132,6 @@ const NO_OP_VALUES: &[(&str, IsNoOp)] = &[
     ("service_tier", |v| {
         matches!(v.as_str(), Some("auto" | "default"))
     }),
-    ("stream", |v| v == &Value::Bool(false)),
 ];
 
 /// Parameters that only label or account for a call and never change the answer, so an
@@ -231,7 +230,8 @@ impl CanonicalRequest {
                 .ok_or_else(|| FieldProblem::new(name, "must be a non-negative integer"))
         };
         for (name, value) in extra {
-            if value.is_null() || name == "model" || name == "messages" {
+            // `stream` is decided by which call the adapter makes (`chat` or `chat_stream`).
+            if value.is_null() || matches!(name.as_str(), "model" | "messages" | "stream") {
                 continue;
             }
             match name.as_str() {
@@ -893,6 +893,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "f"}},
             "parallel_tool_calls": false, "reasoning_effort": "low", "top_logprobs": null,
+            "stream": true, "stream_options": {"include_usage": true},
         }))
         .unwrap();
         assert_eq!(r.max_tokens, Some(20));
@@ -912,7 +913,21 @@ mod tests {
                 schema: json!({"type": "object"})
             })
         );
-        assert_eq!(r.rest, vec![("reasoning_effort".to_string(), json!("low"))]);
+        assert_eq!(
+            r.rest,
+            vec![
+                ("reasoning_effort".to_string(), json!("low")),
+                ("stream_options".to_string(), json!({"include_usage": true}))
+            ]
+        );
+        // What is left is refused, except what only labels a call.
+        let policy = ParamPolicy {
+            provider: "gemini",
+            drop_unsupported: false,
+        };
+        let e = policy.check_rest(&r.rest).unwrap_err();
+        assert!(e.message.contains("\"reasoning_effort\""), "{}", e.message);
+        policy.check_rest(&r.rest[1..]).unwrap();
     }
 
     #[test]
