@@ -43,6 +43,28 @@ pub struct Config {
     pub deployments: BTreeMap<String, DeploymentConfig>,
     #[serde(default)]
     pub routes: BTreeMap<String, RouteConfig>,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// Recurring jobs (see [`crate::schedule`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Whether `sluice serve` fires recurring jobs. Run it in one process per deployment; a
+    /// second one is harmless (each due time still makes one job) but useless.
+    pub enabled: bool,
+    /// The folder of `*.toml` definitions.
+    pub dir: PathBuf,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            dir: "jobs".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -171,12 +171,6 @@ impl ChatRequest {
                 None => return Err(FieldError::new(format!("messages[{i}].role"), "is missing")),
             }
         }
-        if self.extra.get("stream").and_then(Value::as_bool) == Some(true) {
-            return Err(FieldError::new(
-                "stream",
-                "streaming is not available for queued jobs; poll the job for its result",
-            ));
-        }
         Ok(())
     }
 
@@ -274,6 +268,10 @@ pub struct Envelope {
     pub version: u32,
     pub id: Uuid,
     pub tenant: String,
+    /// The reply inbox of the API process waiting on this job (a streamed answer), if any:
+    /// see [`crate::queue::replies`]. Meaningless to anyone but that process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
     #[serde(flatten)]
     pub spec: JobSpec,
 }
@@ -288,6 +286,7 @@ impl Envelope {
             version: ENVELOPE_VERSION,
             id: Uuid::now_v7(),
             tenant: tenant.into(),
+            reply_to: None,
             spec,
         }
     }

@@ -4,12 +4,21 @@
 //!
 //! - [`config`]: `sluice.toml`, validated with every problem named by its path.
 //! - [`job`]: the job, its urgency and status, and the envelope that travels on the queue.
-//! - [`queue`]: the queue trait and its two backends (RabbitMQ, embedded SQLite).
+//! - [`api`]: the HTTP API (axum): `/v1/jobs`, OpenAI's `/v1/chat/completions`, health.
+//! - [`submit`]: accepting jobs: validate, record, publish with confirms; the outbox relay.
+//! - [`queue`]: the queue trait and its two backends (RabbitMQ, embedded SQLite), and the
+//!   transient reply inboxes a streamed answer travels through.
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
-//! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
+//! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome.
+//! - [`router`]: a model name's fallback chain of deployments, and key rotation.
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
+//! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
+//! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
+//! - [`app`]: wiring a `Config` into store, queue, router and simulator.
+//! - [`client`]: a small client of the HTTP API, for the CLI and tests.
+//! - [`demo`], [`bench`]: `sluice demo` and `sluice bench`.
 
 pub mod api;
 pub mod app;
@@ -22,7 +31,9 @@ pub mod pricing;
 pub mod providers;
 pub mod queue;
 pub mod router;
+pub mod schedule;
 pub mod sim;
 pub mod store;
+pub mod streaming;
 pub mod submit;
 pub mod worker;

@@ -69,6 +69,19 @@ enum Command {
     CheckConfig,
     /// Measure throughput and latency through the real queue and store.
     Bench(sluice::bench::BenchArgs),
+    /// Recurring jobs (`jobs/*.toml`, or the configured `scheduler.dir`).
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// List every definition with its next due times and last run; name every bad file.
+    List,
+    /// Run one definition now (besides its schedule), and print the job id.
+    Run { name: String },
 }
 
 #[derive(Args)]
@@ -166,15 +179,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
             tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
             let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
-            let stop_relay = tokio_util::sync::CancellationToken::new();
+            let stop = tokio_util::sync::CancellationToken::new();
             let relay = tokio::spawn(app.submitter().run_relay(
                 RELAY_EVERY,
                 RELAY_AFTER,
-                stop_relay.clone(),
+                stop.clone(),
             ));
+            let scheduler = start_scheduler(&app, stop.clone());
             sluice::api::serve(listener, app.api_state(), shutdown_signal()).await?;
-            stop_relay.cancel();
+            stop.cancel();
             let _ = relay.await;
+            if let Some(scheduler) = scheduler {
+                let _ = scheduler.await;
+            }
             workers.shutdown().await;
         }
         Command::Worker { urgency } => {
@@ -242,6 +259,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,
+        Command::Jobs { action } => jobs(load_config(&cli.config)?, action).await?,
+    }
+    Ok(())
+}
+
+/// Starts the scheduler of recurring jobs, unless it is disabled or has nothing to run. Bad
+/// definitions are logged by file; the good ones still run.
+fn start_scheduler(
+    app: &App,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !app.config.scheduler.enabled {
+        return None;
+    }
+    let (definitions, errors) = sluice::schedule::load_dir(&app.config.scheduler.dir, &app.config);
+    for error in errors {
+        tracing::error!("recurring job not scheduled: {error}");
+    }
+    if definitions.is_empty() {
+        return None;
+    }
+    let scheduler = sluice::schedule::Scheduler::new(definitions, app.submitter());
+    Some(tokio::spawn(scheduler.run(stop)))
+}
+
+/// `sluice jobs list|run`.
+async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
+    let dir = config.scheduler.dir.clone();
+    let (definitions, errors) = sluice::schedule::load_dir(&dir, &config);
+    for error in &errors {
+        eprintln!("error: {error}");
+    }
+    match action {
+        JobsAction::List => {
+            let store = sluice::store::Store::open(&config.server.database).await?;
+            if definitions.is_empty() && errors.is_empty() {
+                println!("no recurring jobs in {}", dir.display());
+            }
+            let now = chrono::Utc::now();
+            for definition in &definitions {
+                let next: Vec<String> = definition
+                    .upcoming(now, 3)
+                    .iter()
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .collect();
+                let last = store
+                    .runs(&definition.name, 1)
+                    .await?
+                    .first()
+                    .map(|run| match run.job_id {
+                        Some(job) => format!("{} (job {job})", run.due_at.to_rfc3339()),
+                        None => format!("{} (skipped)", run.due_at.to_rfc3339()),
+                    })
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{}\n  schedule: {} ({}), {} urgency, catch_up {}, tenant {}\n  next:     {}\n  last run: {last}",
+                    definition.name,
+                    definition.expression,
+                    definition.timezone,
+                    definition.urgency,
+                    definition.catch_up.as_str(),
+                    definition.tenant,
+                    next.join(", "),
+                );
+            }
+            if !errors.is_empty() {
+                anyhow::bail!(
+                    "{} definition(s) in {} cannot be used",
+                    errors.len(),
+                    dir.display()
+                );
+            }
+        }
+        JobsAction::Run { name } => {
+            let Some(definition) = definitions.iter().find(|d| d.name == name).cloned() else {
+                let known: Vec<&str> = definitions.iter().map(|d| d.name.as_str()).collect();
+                anyhow::bail!(
+                    "no usable recurring job \"{name}\" in {} (known: {})",
+                    dir.display(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            let app = App::start(config).await?;
+            let scheduler = sluice::schedule::Scheduler::new(definitions, app.submitter());
+            let job = scheduler
+                .fire(&definition, chrono::Utc::now(), true)
+                .await?;
+            println!("{job}");
+        }
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
 use crate::queue::{Queue, QueueError};
 use crate::store::{InsertOutcome, Store, StoreError};
+use crate::streaming::wants_stream;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,9 +59,33 @@ impl Submitter {
         tenant: &str,
         specs: Vec<JobSpec>,
     ) -> Result<Vec<Submitted>, SubmitError> {
-        let several = specs.len() > 1;
-        for (i, spec) in specs.iter().enumerate() {
-            self.check(spec).map_err(|e| {
+        let envelopes = specs
+            .into_iter()
+            .map(|spec| Envelope::new(tenant, spec))
+            .collect();
+        self.submit_envelopes(envelopes).await
+    }
+
+    /// [`Submitter::submit`] for envelopes the caller made, when it must know a job's id
+    /// before the job is published (to open its reply inbox first, say).
+    pub async fn submit_envelopes(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let several = envelopes.len() > 1;
+        for (i, envelope) in envelopes.iter().enumerate() {
+            let checked = self.check(&envelope.spec).and_then(|()| {
+                // Only a client holding a reply inbox can receive a stream.
+                if wants_stream(&envelope.spec.request.extra) && envelope.reply_to.is_none() {
+                    return Err(FieldError::new(
+                        "request.stream",
+                        "a queued job cannot stream; leave \"stream\" out and poll the job, or \
+                         call POST /v1/chat/completions to stream",
+                    ));
+                }
+                Ok(())
+            });
+            checked.map_err(|e| {
                 SubmitError::Invalid(if several {
                     e.within(&format!("[{i}]"))
                 } else {
@@ -68,10 +93,6 @@ impl Submitter {
                 })
             })?;
         }
-        let envelopes: Vec<Envelope> = specs
-            .into_iter()
-            .map(|spec| Envelope::new(tenant, spec))
-            .collect();
         let outcomes = self.store.insert_jobs(envelopes.clone()).await?;
 
         let mut created = Vec::new();

@@ -558,3 +558,53 @@ async fn messages_are_plain_amqp_for_other_clients() {
     );
     d.ack(BasicAckOptions::default()).await.unwrap();
 }
+
+/// Replies cross processes: a worker's queue (another `AmqpQueue`, as in another process)
+/// sends to the inbox an API process opened, in order, and only the job's own inbox gets
+/// them; once the API's connection is gone, its inboxes end instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_waiting_process_in_order() {
+    let config = test_config();
+    let (api, _cleanup) = start(config.clone()).await;
+    let (worker, _cleanup_worker) = start(config).await;
+    let (job, other_job) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let mut inbox = api.open_inbox(job).await.unwrap();
+    let mut other_inbox = api.open_inbox(other_job).await.unwrap();
+    assert!(inbox.address.starts_with("amq.gen-"), "{}", inbox.address);
+
+    for i in 0..200u32 {
+        worker
+            .reply(&inbox.address, job, i.to_string().into_bytes())
+            .await
+            .unwrap();
+    }
+    worker
+        .reply(&inbox.address, other_job, b"other".to_vec())
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        let reply = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("a reply in time")
+            .expect("the inbox is open");
+        assert_eq!(reply, i.to_string().into_bytes(), "replies arrive in order");
+    }
+    let other = tokio::time::timeout(Duration::from_secs(10), other_inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other, b"other");
+
+    // A reply to an inbox nobody holds any more is dropped, not an error for the worker.
+    drop(other_inbox);
+    worker
+        .reply(&inbox.address, other_job, b"late".to_vec())
+        .await
+        .unwrap();
+
+    api.close();
+    let ended = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+        .await
+        .expect("the inbox ends when its connection closes");
+    assert_eq!(ended, None);
+}

@@ -186,6 +186,11 @@ async fn bad_input_is_rejected_naming_the_field(backend: Backend) {
             "unknown variant",
         ),
         (
+            json!({"request": {"model": "fast", "stream": true, "messages": [{"role": "user", "content": "x"}]}}),
+            "request.stream",
+            "cannot stream",
+        ),
+        (
             json!([{"request": {"model": "fast", "messages": [{"role": "user", "content": "x"}]}}, {"request": {"model": "nope", "messages": [{"role": "user", "content": "x"}]}}]),
             "[1].request.model",
             "unknown model",

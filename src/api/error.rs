@@ -1,6 +1,9 @@
 //! API errors: JSON bodies with a clear message and, when one field is to blame, its path.
 //!
-//! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role"}}`
+//! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role",
+//! "param": "request.messages[0].role", "code": null}}`: a superset of OpenAI's error object
+//! (`message`, `type`, `param`, `code`), so OpenAI SDKs pointed at Sluice's
+//! `/v1/chat/completions` read Sluice's errors like OpenAI's.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -56,7 +59,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "type": self.kind, "message": self.message });
+        let mut error = json!({
+            "type": self.kind,
+            "message": self.message,
+            "param": self.field,
+            "code": null,
+        });
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }

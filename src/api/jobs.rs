@@ -4,6 +4,7 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::ApiState;
 use crate::job::{FieldError, JobSpec, JobStatus};
+use crate::store::JobView;
 use crate::submit::Submitted;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -16,9 +17,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The longest a `GET ?wait=` may hold a connection.
-const MAX_WAIT: Duration = Duration::from_secs(300);
-/// How often a long-poll looks at the store (workers may run in another process).
-const POLL_EVERY: Duration = Duration::from_millis(50);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How often a long-poll looks at the store (workers may run in another process): often at
+/// first, since a realtime answer takes milliseconds, then backing off to spare the store.
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const SLOWEST_POLL: Duration = Duration::from_millis(50);
 
 /// `POST /v1/jobs`: a job object, or an array of them.
 pub async fn create(
@@ -34,12 +37,16 @@ pub async fn create(
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    parse_spec(item).map_err(|e| ApiError::from(e.within(&format!("[{i}]"))))
+                    deserialize_naming_field::<JobSpec>(item)
+                        .map_err(|e| ApiError::from(e.within(&format!("[{i}]"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             (specs, true)
         }
-        other => (vec![parse_spec(other).map_err(ApiError::from)?], false),
+        other => (
+            vec![deserialize_naming_field::<JobSpec>(other).map_err(ApiError::from)?],
+            false,
+        ),
     };
     if specs.is_empty() {
         return Err(ApiError::invalid("", "the array holds no jobs"));
@@ -63,8 +70,10 @@ fn submitted_json(s: &Submitted) -> Value {
     json!({ "id": s.id, "duplicate": s.duplicate })
 }
 
-/// Deserialises a job spec, naming the field a type error is in.
-fn parse_spec(value: Value) -> Result<JobSpec, FieldError> {
+/// Deserialises `value`, naming the field a type error is in (`messages[0].role`).
+pub(super) fn deserialize_naming_field<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -97,17 +106,33 @@ pub async fn get(
             })?
             .min(MAX_WAIT),
     };
+    let job = wait_until_final(&state, &tenant, id, wait).await?;
+    Ok(Json(serde_json::to_value(job).map_err(ApiError::internal)?))
+}
+
+/// The tenant's job `id`, once it is final or `wait` has passed, whichever comes first.
+///
+/// Polls the store rather than listening to the workers, because the workers may run in
+/// another process (`sluice worker`); the read pool makes a poll cheap.
+pub(super) async fn wait_until_final(
+    state: &ApiState,
+    tenant: &str,
+    id: Uuid,
+    wait: Duration,
+) -> Result<JobView, ApiError> {
     let give_up = tokio::time::Instant::now() + wait;
+    let mut pause = FIRST_POLL;
     loop {
         let job = state
             .store
-            .job(&tenant, id)
+            .job(tenant, id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         if job.status.is_terminal() || tokio::time::Instant::now() >= give_up {
-            return Ok(Json(serde_json::to_value(job).map_err(ApiError::internal)?));
+            return Ok(job);
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(SLOWEST_POLL);
     }
 }
 
@@ -129,7 +154,7 @@ pub async fn cancel(
     }
 }
 
-fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)
         .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a job id (a UUID)")))
 }

@@ -1,18 +1,22 @@
-//! The HTTP API (axum): the native job API and health.
+//! The HTTP API (axum): the native job API, OpenAI's chat endpoint, and health.
 //!
 //! - `POST /v1/jobs`: one job or an array; answers with the job ids.
 //! - `GET /v1/jobs/{id}`: status, result, attempts and cost; `?wait=30s` long-polls until the
 //!   job is final or the wait runs out.
 //! - `DELETE /v1/jobs/{id}`: cancels a queued job.
+//! - `POST /v1/chat/completions`: OpenAI's endpoint; runs the request as a `realtime` job and
+//!   answers with its completion (see [`chat`]).
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
 mod auth;
+mod chat;
 mod error;
 mod jobs;
 
+pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
 
 use crate::config::Config;
@@ -36,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(health))
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/chat/completions", axum::routing::post(chat::create))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

@@ -11,6 +11,7 @@
 //! Consumers are woken in-process by a [`Notify`] when something is published, and otherwise
 //! poll, which also covers publishers in other processes and retries coming due.
 
+use super::replies::{Inbox, InboxHub};
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
 use crate::job::Urgency;
 use crate::store::{now_ms, Store, WriteFuture};
@@ -20,6 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 /// How often an idle consumer looks for messages published by other processes or coming due.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -29,7 +31,12 @@ pub struct EmbeddedQueue {
     store: Store,
     visibility_timeout: Duration,
     published: Arc<Notify>,
+    /// Workers and API share the process, so replies go straight to the hub.
+    inboxes: Arc<InboxHub>,
 }
+
+/// The reply address of the embedded queue: this process.
+const IN_PROCESS: &str = "in-process";
 
 impl EmbeddedQueue {
     pub fn new(store: Store, visibility_timeout: Duration) -> Self {
@@ -37,6 +44,7 @@ impl EmbeddedQueue {
             store,
             visibility_timeout,
             published: Arc::new(Notify::new()),
+            inboxes: InboxHub::new(),
         }
     }
 }
@@ -82,6 +90,16 @@ impl Queue for EmbeddedQueue {
             prefetch: prefetch.max(1),
             buffered: VecDeque::new(),
         }))
+    }
+
+    async fn open_inbox(&self, job: Uuid) -> Result<Inbox, QueueError> {
+        Ok(self.inboxes.open(job, IN_PROCESS.to_string()))
+    }
+
+    async fn reply(&self, _address: &str, job: Uuid, reply: Vec<u8>) -> Result<(), QueueError> {
+        // Best effort by design: no open inbox means nobody is waiting any more.
+        self.inboxes.deliver(job, reply);
+        Ok(())
     }
 
     fn name(&self) -> &'static str {

@@ -6,15 +6,20 @@
 //! Semantics both keep: one queue per [`Urgency`]; at-least-once delivery with manual
 //! acknowledgement (a message is settled only after its outcome is durably stored); delayed
 //! redelivery for retries (a worker never sleeps through a back-off); a dead-letter place for
-//! messages that are not jobs. Messages are opaque bytes here: the envelope format belongs to
+//! messages that are not jobs; and transient [`replies`] from a worker to the API process
+//! waiting on a job (a streamed answer). Messages are opaque bytes here: the envelope format belongs to
 //! [`crate::job`].
 
 pub mod amqp;
 pub mod embedded;
+pub mod replies;
+
+pub use replies::Inbox;
 
 use crate::job::Urgency;
 use async_trait::async_trait;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// What can go wrong talking to a queue backend.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,14 @@ pub trait Queue: Send + Sync {
         urgency: Urgency,
         prefetch: u16,
     ) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// Opens this process's inbox for replies about `job` (see [`replies`]); its `address`
+    /// goes into the job's envelope as `reply_to`.
+    async fn open_inbox(&self, job: Uuid) -> Result<Inbox, QueueError>;
+
+    /// Sends one reply about `job` to the inbox at `address`. Transient and best effort: a
+    /// reply nobody waits for any more is dropped (see [`replies`]).
+    async fn reply(&self, address: &str, job: Uuid, reply: Vec<u8>) -> Result<(), QueueError>;
 
     /// Short name for logs and benchmarks: `rabbitmq` or `embedded`.
     fn name(&self) -> &'static str;

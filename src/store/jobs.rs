@@ -5,7 +5,7 @@
 //! expired under a slow worker, or a cancel racing a finish cannot produce a second result or
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
-use super::{now_ms, Store, StoreError};
+use super::{ms_to_time, now_ms, Store, StoreError};
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
@@ -125,10 +125,6 @@ pub struct CostView {
     pub amount_pico_usd: i64,
 }
 
-fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 impl Store {
     /// Records a new job as `queued`, unless the tenant already has one with the same id or
     /// `custom_id`, in which case that job's id is returned and nothing is written.
@@ -223,6 +219,8 @@ impl Store {
                     version: crate::job::ENVELOPE_VERSION,
                     id,
                     tenant: row.get(1),
+                    // Whoever waited on a stranded job's replies has long given up.
+                    reply_to: None,
                     spec: crate::job::JobSpec {
                         urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
                         tags: Tags {

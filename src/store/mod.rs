@@ -8,6 +8,7 @@
 //! (WAL lets them run beside the writer).
 
 pub mod jobs;
+pub mod schedules;
 mod writer;
 
 pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
@@ -93,6 +94,11 @@ impl Store {
 /// Milliseconds since the Unix epoch, the store's time unit.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored Unix-milliseconds time.
+pub(crate) fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// A file name for the database next to a given directory, used by tests and the demo.

@@ -14,6 +14,7 @@
 //!    through a back-off and a crash between the two steps at worst repeats step 2.
 
 mod backoff;
+mod watcher;
 
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use watcher::Watcher;
 
 /// Delay before a delivery is looked at again when the store could not record its outcome.
 const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(5);
@@ -127,7 +129,15 @@ pub async fn handle(context: &WorkerContext, delivery: Delivery) {
         settle(delivery.dead_letter(&reason).await);
         return;
     }
-    match run_job(context, &envelope).await {
+    let outcome = run_job(context, &envelope).await;
+    // The outcome is committed (or could not be): now, and only now, the client watching a
+    // streamed job may hear about it.
+    if let Some(watcher) = Watcher::of(&context.queue, &envelope) {
+        watcher
+            .report_outcome(&context.store, &envelope.tenant)
+            .await;
+    }
+    match outcome {
         Ok(Settlement::Ack) => settle(delivery.ack().await),
         Ok(Settlement::RetryAfter(delay)) => settle(delivery.retry_after(delay).await),
         Err(e) => {

@@ -15,6 +15,7 @@
 //! broker restart), and a plain reconnect loop whose every step we log is easier to trust.
 
 use super::topology::Topology;
+use crate::queue::replies::InboxHub;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,10 @@ pub(crate) struct Link {
     pub(crate) publish_channel: Channel,
     /// `Some(reason)` while the broker has blocked the publishing connection.
     pub(crate) blocked: watch::Receiver<Option<String>>,
+    /// Not in confirm mode: replies are transient (see `replies`).
+    pub(crate) reply_channel: Channel,
+    /// This process's reply queue on this connection: the address of its inboxes.
+    pub(crate) reply_queue: String,
 }
 
 impl Link {
@@ -62,6 +67,8 @@ pub(crate) struct SupervisorConfig {
     pub(crate) topology: Topology,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_backoff: Duration,
+    /// Where replies arriving on this process's reply queue go.
+    pub(crate) inboxes: Arc<InboxHub>,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -185,22 +192,25 @@ async fn connect(
         publish_channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok::<_, lapin::Error>(publish_channel)
+        let reply_channel = publish_conn.create_channel().await?;
+        let reply_queue = super::replies::listen(&consume_conn, config.inboxes.clone()).await?;
+        Ok::<_, lapin::Error>((publish_channel, reply_channel, reply_queue))
     };
-    let publish_channel = match tokio::time::timeout(config.connect_timeout, setup).await {
-        Ok(Ok(channel)) => channel,
-        Ok(Err(e)) => {
-            let _ = publish_conn.close(200, "sluice: setup failed".into()).await;
-            let _ = consume_conn.close(200, "sluice: setup failed".into()).await;
-            return Err(format!(
-                "connected, but declaring the topology failed: {}",
-                describe_error(&e)
-            ));
-        }
-        Err(_) => {
-            return Err("connected, but declaring the topology timed out".to_string());
-        }
-    };
+    let (publish_channel, reply_channel, reply_queue) =
+        match tokio::time::timeout(config.connect_timeout, setup).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => {
+                let _ = publish_conn.close(200, "sluice: setup failed".into()).await;
+                let _ = consume_conn.close(200, "sluice: setup failed".into()).await;
+                return Err(format!(
+                    "connected, but declaring the topology failed: {}",
+                    describe_error(&e)
+                ));
+            }
+            Err(_) => {
+                return Err("connected, but declaring the topology timed out".to_string());
+            }
+        };
     let (blocked_tx, blocked) = watch::channel(None);
     Ok((
         Link {
@@ -209,6 +219,8 @@ async fn connect(
             consume_conn,
             publish_channel,
             blocked,
+            reply_channel,
+            reply_queue,
         },
         blocked_tx,
     ))

@@ -3,6 +3,7 @@
 //! - [`topology`]: every exchange and queue name under a prefix, and how each is declared.
 //! - `connection`: the supervisor task that owns the connections and reconnects.
 //! - `consumer`: consumers that re-subscribe after a reconnect, and settling deliveries.
+//! - `replies`: this process's reply queue, for [reply inboxes](crate::queue::replies).
 //!
 //! [`AmqpQueue::start`] never fails and never blocks on the broker: a broker that is down is a
 //! state to wait out (publishing waits up to the publish timeout, consumers wait indefinitely),
@@ -11,12 +12,14 @@
 
 mod connection;
 mod consumer;
+mod replies;
 pub mod topology;
 
 pub use connection::redact_url;
 pub use topology::{Rung, Topology, RUNGS};
 
 use crate::job::Urgency;
+use crate::queue::replies::{Inbox, InboxHub};
 use crate::queue::{Consumer, Queue, QueueError};
 use async_trait::async_trait;
 use connection::{describe_error, Link, LinkState, SupervisorConfig};
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// Header carrying why a message was dead-lettered by Sluice (not by the broker).
 pub const DEAD_REASON_HEADER: &str = "x-sluice-dead-reason";
@@ -106,6 +110,7 @@ pub(crate) struct Inner {
     redacted_url: String,
     state: watch::Receiver<LinkState>,
     shutdown: watch::Sender<bool>,
+    inboxes: Arc<InboxHub>,
 }
 
 impl Drop for Inner {
@@ -122,6 +127,7 @@ impl AmqpQueue {
         let redacted_url = redact_url(&config.url);
         let (state_tx, state) = watch::channel(LinkState::Down { last_error: None });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let inboxes = InboxHub::new();
         let supervisor = SupervisorConfig {
             url: config.url.clone(),
             redacted_url: redacted_url.clone(),
@@ -132,6 +138,7 @@ impl AmqpQueue {
             topology: topology.clone(),
             connect_timeout: config.connect_timeout,
             max_backoff: config.max_backoff,
+            inboxes: inboxes.clone(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -160,6 +167,7 @@ impl AmqpQueue {
                 redacted_url,
                 state,
                 shutdown,
+                inboxes,
             }),
         }
     }
@@ -218,6 +226,40 @@ impl Queue for AmqpQueue {
             urgency,
             prefetch,
         )))
+    }
+
+    async fn open_inbox(&self, job: Uuid) -> Result<Inbox, QueueError> {
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        let link = self.inner.wait_link(deadline, "open a reply inbox").await?;
+        Ok(self.inner.inboxes.open(job, link.reply_queue.clone()))
+    }
+
+    async fn reply(&self, address: &str, job: Uuid, reply: Vec<u8>) -> Result<(), QueueError> {
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        let link = self.inner.wait_link(deadline, "send a reply").await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_correlation_id(job.to_string().into());
+        let publish = link.reply_channel.basic_publish(
+            ShortString::from(""),
+            ShortString::from(address),
+            BasicPublishOptions::default(),
+            &reply,
+            properties,
+        );
+        match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(_not_confirmed)) => Ok(()),
+            Ok(Err(e)) => Err(QueueError::Unavailable(format!(
+                "lost the connection to RabbitMQ at {} while replying: {}",
+                self.inner.redacted_url,
+                describe_error(&e)
+            ))),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "RabbitMQ at {} did not take a reply within {}",
+                self.inner.redacted_url,
+                humantime::format_duration(self.inner.config.publish_timeout)
+            ))),
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -513,6 +555,7 @@ mod tests {
             redacted_url: redact_url("amqp://u:secret@h:5672/%2f"),
             state,
             shutdown: watch::channel(false).0,
+            inboxes: InboxHub::new(),
         };
         (inner, state_tx)
     }

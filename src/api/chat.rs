@@ -1,0 +1,301 @@
+//! `POST /v1/chat/completions`: OpenAI's endpoint, served by the job loop.
+//!
+//! An application already written for OpenAI points its SDK's `base_url` at Sluice and gets
+//! routing, fallback, retries and cost records without changing a line. The request becomes
+//! a `realtime` job like any other (recorded, queued, run by the realtime pool, stored and
+//! charged), and the handler waits for it to finish and answers with its completion. The
+//! answer's `id` is the job id, so the finished job stays pollable at `GET /v1/jobs/{id}`.
+//!
+//! Sluice-specific metadata travels in headers, so the body stays OpenAI's:
+//! `x-sluice-team` and `x-sluice-feature` tag the job (the body's `user` tags the user), and
+//! `idempotency-key` becomes the job's `custom_id`, so a client's retry of a request whose
+//! answer it lost does not run (or bill) the request twice.
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::jobs::{deserialize_naming_field, wait_until_final, MAX_WAIT};
+use super::ApiState;
+use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
+use crate::queue::Inbox;
+use crate::store::JobView;
+use crate::streaming::{chunks_of, wants_stream, StreamEvent};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use uuid::Uuid;
+
+/// The response header naming the job that served a request.
+pub const JOB_ID_HEADER: &str = "x-sluice-job-id";
+
+/// `POST /v1/chat/completions`.
+pub async fn create(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
+    let request: ChatRequest = deserialize_naming_field(value)?;
+    let stream = wants_stream(&request.extra);
+    let mut envelope = Envelope::new(&tenant, job_spec(request, &headers)?);
+    let id = envelope.id;
+    // Opened before the job is published, so not even the first chunk can miss it.
+    let inbox = if stream {
+        let inbox = state
+            .submitter
+            .queue
+            .open_inbox(id)
+            .await
+            .map_err(|e| ApiError::from(crate::submit::SubmitError::QueueUnavailable(e)))?;
+        envelope.reply_to = Some(inbox.address.clone());
+        Some(inbox)
+    } else {
+        None
+    };
+    let submitted = state.submitter.submit_envelopes(vec![envelope]).await?;
+    // A repeated idempotency key answers the first job, whose replies (if any) went elsewhere.
+    let id = submitted[0].id;
+    let response = match inbox.filter(|_| !submitted[0].duplicate) {
+        Some(inbox) => live_stream(&state, &tenant, id, inbox).await,
+        None => {
+            let job = wait_until_final(&state, &tenant, id, MAX_WAIT).await?;
+            if stream {
+                replayed_stream(job)
+            } else {
+                answer(job)
+            }
+        }
+    };
+    // Failures name their job too, so a client can look at its attempts.
+    let mut response = response.unwrap_or_else(IntoResponse::into_response);
+    response.headers_mut().insert(
+        JOB_ID_HEADER,
+        HeaderValue::from_str(&id.to_string()).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// Streams job `id` as server-sent events while a worker runs it: waits for its first chunk
+/// (an attempt that fails before it is retried unseen), then relays every chunk the moment it
+/// arrives. A job that fails before any chunk is an ordinary error response.
+async fn live_stream(
+    state: &ApiState,
+    tenant: &str,
+    id: Uuid,
+    mut inbox: Inbox,
+) -> Result<Response, ApiError> {
+    let first = loop {
+        match next_event(&mut inbox).await {
+            Some(StreamEvent::Chunk { chunk }) => break chunk,
+            Some(StreamEvent::Failed {
+                will_retry: true, ..
+            }) => continue,
+            Some(StreamEvent::Failed {
+                kind,
+                message,
+                will_retry: false,
+            }) => return Err(failure(id, &kind, &message)),
+            // Finished without streaming (a redelivery of a job that was already final), or
+            // the live view was lost: the store has the answer.
+            Some(StreamEvent::Done) | None => {
+                let job = wait_until_final(state, tenant, id, MAX_WAIT).await?;
+                return replayed_stream(job);
+            }
+        }
+    };
+    let events = futures::stream::unfold(
+        (inbox, Some(first), false),
+        move |(mut inbox, pending, ended)| async move {
+            if ended {
+                return None;
+            }
+            if let Some(chunk) = pending {
+                return Some((chunk_event(chunk, id), (inbox, None, false)));
+            }
+            let event = match next_event(&mut inbox).await {
+                Some(StreamEvent::Chunk { chunk }) => return Some((chunk_event(chunk, id), (inbox, None, false))),
+                Some(StreamEvent::Done) => Event::default().data("[DONE]"),
+                Some(StreamEvent::Failed { kind, message, .. }) => {
+                    error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))
+                }
+                None => error_event(&format!(
+                    "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
+                )),
+            };
+            Some((event, (inbox, None, true)))
+        },
+    )
+    .map(Ok::<_, Infallible>);
+    Ok(Sse::new(events).into_response())
+}
+
+/// The next event from a worker, or `None` when none will come: the inbox's transport is
+/// gone, an event is unreadable, or the worker has been silent longer than any answer takes.
+async fn next_event(inbox: &mut Inbox) -> Option<StreamEvent> {
+    let bytes = tokio::time::timeout(MAX_WAIT, inbox.recv()).await.ok()??;
+    match StreamEvent::from_bytes(&bytes) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::warn!(error = %e, "dropped an unreadable stream event");
+            None
+        }
+    }
+}
+
+/// A stored job as the stream its client asked for (or its error, if it did not succeed).
+fn replayed_stream(job: JobView) -> Result<Response, ApiError> {
+    let id = job.id;
+    if job.status != JobStatus::Succeeded {
+        return answer(job);
+    }
+    let completion = job.result.unwrap_or_default();
+    let events: Vec<Result<Event, Infallible>> = chunks_of(&completion)
+        .into_iter()
+        .map(|chunk| Ok(chunk_event(chunk, id)))
+        .chain([Ok(Event::default().data("[DONE]"))])
+        .collect();
+    Ok(Sse::new(futures::stream::iter(events)).into_response())
+}
+
+/// A chunk as an SSE event, named by its job like a non-streamed answer.
+fn chunk_event(mut chunk: Value, id: Uuid) -> Event {
+    if let Some(object) = chunk.as_object_mut() {
+        object.insert("id".into(), Value::String(id.to_string()));
+    }
+    Event::default().data(chunk.to_string())
+}
+
+/// An error inside a stream whose `200` is already sent, in the shape OpenAI sends (and its
+/// SDKs raise): a data line holding an `error` object.
+fn error_event(message: &str) -> Event {
+    Event::default().data(
+        json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": null}})
+            .to_string(),
+    )
+}
+
+/// The realtime job for `request`, tagged from the headers.
+fn job_spec(request: ChatRequest, headers: &HeaderMap) -> Result<JobSpec, ApiError> {
+    let header = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .map(|text| Some(text.to_string()))
+                .map_err(|_| ApiError::invalid(name, "must be visible ASCII")),
+        }
+    };
+    let user = request
+        .extra
+        .get("user")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut spec = JobSpec::new(Urgency::Realtime, request);
+    spec.tags.user = user;
+    spec.tags.team = header("x-sluice-team")?;
+    spec.tags.feature = header("x-sluice-feature")?;
+    spec.custom_id = header("idempotency-key")?;
+    Ok(spec)
+}
+
+/// The HTTP answer for a job that is final (or still running after the longest wait).
+fn answer(job: JobView) -> Result<Response, ApiError> {
+    match job.status {
+        JobStatus::Succeeded => {
+            let mut completion = job.result.ok_or_else(|| {
+                ApiError::internal(format!("job {} succeeded without a result", job.id))
+            })?;
+            if let Some(object) = completion.as_object_mut() {
+                object.insert("id".into(), Value::String(job.id.to_string()));
+            }
+            Ok((StatusCode::OK, Json(completion)).into_response())
+        }
+        JobStatus::Failed => {
+            let (kind, message) = job
+                .error
+                .map(|e| (e.kind, e.message))
+                .unwrap_or_else(|| ("unknown".into(), "the job failed".into()));
+            Err(failure(job.id, &kind, &message))
+        }
+        JobStatus::Cancelled => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cancelled",
+            format!("job {} was cancelled before it ran", job.id),
+        )),
+        JobStatus::Queued | JobStatus::Running => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "still_running",
+            format!(
+                "job {} is still {} after {}; its answer will be at GET /v1/jobs/{}",
+                job.id,
+                job.status,
+                humantime::format_duration(MAX_WAIT),
+                job.id
+            ),
+        )),
+    }
+}
+
+/// The error answer for job `id`, which failed with `kind` and `message`.
+fn failure(id: Uuid, kind: &str, message: &str) -> ApiError {
+    ApiError::new(
+        status_for_failure(kind),
+        "upstream_error",
+        format!("job {id} failed ({kind}): {message}"),
+    )
+}
+
+/// The status that tells an OpenAI client the right thing about a failed job: its own
+/// mistakes are 4xx (don't retry), everything upstream is 5xx or 429 (retry later).
+fn status_for_failure(kind: &str) -> StatusCode {
+    match kind {
+        "bad_request" | "unknown_model" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        "rate_limited" | "quota_exhausted" => StatusCode::TOO_MANY_REQUESTS,
+        "deadline_exceeded" | "timeout" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_mistakes_are_4xx_and_upstream_trouble_is_retryable() {
+        assert_eq!(status_for_failure("bad_request"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_failure("unknown_model"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_for_failure("rate_limited"),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status_for_failure("server_error"), StatusCode::BAD_GATEWAY);
+        // A key Sluice holds being refused is Sluice's problem, not the client's 401.
+        assert_eq!(status_for_failure("unauthorized"), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_for_failure("timeout"), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn headers_and_user_become_tags_and_idempotency_key_the_custom_id() {
+        let mut request = ChatRequest::single_user_message("smart", "hi");
+        request.extra.insert("user".into(), "u-7".into());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-sluice-team", HeaderValue::from_static("search"));
+        headers.insert("idempotency-key", HeaderValue::from_static("req-1"));
+        let spec = job_spec(request, &headers).unwrap();
+        assert_eq!(spec.urgency, Urgency::Realtime);
+        assert_eq!(spec.tags.user.as_deref(), Some("u-7"));
+        assert_eq!(spec.tags.team.as_deref(), Some("search"));
+        assert_eq!(spec.tags.feature, None);
+        assert_eq!(spec.custom_id.as_deref(), Some("req-1"));
+        // `user` stays in the body for the provider too.
+        assert_eq!(spec.request.extra["user"], "u-7");
+    }
+}

@@ -1,0 +1,111 @@
+//! What the scheduler remembers: when it first saw each recurring job, and each run it fired.
+//!
+//! A run is recorded *after* its job is accepted, and the job's `custom_id` is derived from
+//! the definition and the due time; so a crash between the two re-fires the same due time
+//! after the restart, which the `custom_id` turns into a no-op. Each due time runs once.
+
+use super::{ms_to_time, now_ms, Store, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+/// One fired (or skipped) run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub name: String,
+    pub due_at: DateTime<Utc>,
+    pub manual: bool,
+    pub job_id: Option<Uuid>,
+    pub note: Option<String>,
+}
+
+impl Store {
+    /// When the scheduler first saw `name`, recording `now` if it never had.
+    pub async fn schedule_first_seen(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let name = name.to_string();
+        let ms = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("INSERT OR IGNORE INTO schedules (name, first_seen) VALUES (?, ?)")
+                        .bind(&name)
+                        .bind(now.timestamp_millis())
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query_scalar::<_, i64>("SELECT first_seen FROM schedules WHERE name = ?")
+                        .bind(&name)
+                        .fetch_one(&mut *conn)
+                        .await
+                })
+            })
+            .await?;
+        Ok(ms_to_time(ms))
+    }
+
+    /// The latest scheduled (not manual) due time of `name` that has run.
+    pub async fn last_scheduled_run(
+        &self,
+        name: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let ms: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(due_at) FROM schedule_runs WHERE name = ? AND manual = 0",
+        )
+        .bind(name)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(ms.map(ms_to_time))
+    }
+
+    /// Records a run; a second record of the same run is ignored.
+    pub async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO schedule_runs (name, due_at, fired_at, manual, job_id, note) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&run.name)
+                .bind(run.due_at.timestamp_millis())
+                .bind(now_ms())
+                .bind(run.manual)
+                .bind(run.job_id.map(|id| id.to_string()))
+                .bind(&run.note)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The runs of `name`, newest first, at most `limit`.
+    pub async fn runs(&self, name: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT due_at, manual, job_id, note FROM schedule_runs WHERE name = ? \
+             ORDER BY due_at DESC LIMIT ?",
+        )
+        .bind(name)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let job_id = row
+                    .get::<Option<String>, _>(2)
+                    .map(|id| Uuid::parse_str(&id))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("schedule_runs.job_id: {e}")))?;
+                Ok(RunRecord {
+                    name: name.to_string(),
+                    due_at: ms_to_time(row.get(0)),
+                    manual: row.get(1),
+                    job_id,
+                    note: row.get(3),
+                })
+            })
+            .collect()
+    }
+}

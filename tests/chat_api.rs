@@ -1,0 +1,282 @@
+//! `POST /v1/chat/completions` end to end, on each queue backend: an OpenAI-shaped request
+//! becomes a realtime job, runs through the queue and a worker against the simulator over
+//! HTTP, and comes back as OpenAI's `chat.completion`, with the job stored and charged.
+
+#[macro_use]
+mod common;
+
+use common::{prompt, Backend, Harness, TOKEN};
+use serde_json::{json, Value};
+
+on_both_backends!(
+    a_chat_completion_is_a_stored_and_charged_realtime_job,
+    a_retried_upstream_failure_is_invisible_to_the_client,
+    a_request_the_provider_refuses_is_a_400_with_its_message,
+    an_idempotency_key_never_runs_a_request_twice,
+    bad_requests_are_refused_before_any_job_exists,
+    a_streamed_request_arrives_as_server_sent_chunks,
+    a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails,
+);
+
+/// The `data:` payloads of a server-sent event stream, in order.
+async fn sse_data(response: reqwest::Response) -> Vec<String> {
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "a stream is served as server-sent events"
+    );
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.trim_start().to_string())
+        .collect()
+}
+
+/// The text a stream's chunks add up to.
+fn streamed_text(data: &[String]) -> String {
+    data.iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Posts `body` to `/v1/chat/completions` with the tenant's token and `headers`.
+async fn post_chat(h: &Harness, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", h.base_url))
+        .bearer_auth(TOKEN)
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("the API answers")
+}
+
+fn job_id_of(response: &reqwest::Response) -> uuid::Uuid {
+    response
+        .headers()
+        .get(sluice::api::JOB_ID_HEADER)
+        .expect("the job id header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn a_chat_completion_is_a_stored_and_charged_realtime_job(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let body = json!({
+        "model": "fast",
+        "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": prompt("What is a lock keeper?")}
+        ],
+        "user": "u-42",
+        "temperature": 0.2
+    });
+    let response = post_chat(&h, &body, &[("x-sluice-team", "docs")]).await;
+    assert_eq!(response.status(), 200);
+    let id = job_id_of(&response);
+    let completion: Value = response.json().await.unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["id"], id.to_string(), "the answer names its job");
+    assert_eq!(completion["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+
+    // The same job is pollable, final, realtime, tagged and charged for exactly this usage.
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["urgency"], "realtime");
+    assert_eq!(job["tags"]["user"], "u-42");
+    assert_eq!(job["tags"]["team"], "docs");
+    assert_eq!(job["result"]["usage"], completion["usage"]);
+    let (input, output) = (
+        completion["usage"]["prompt_tokens"].as_i64().unwrap(),
+        completion["usage"]["completion_tokens"].as_i64().unwrap(),
+    );
+    // gpt-4o-mini: $0.15 / $0.60 per million tokens = 150,000 / 600,000 pico-USD per token.
+    assert_eq!(
+        job["cost"]["amount_pico_usd"].as_i64().unwrap(),
+        input * 150_000 + output * 600_000
+    );
+    // Unknown fields reached the provider.
+    let sent = h.app.sim.as_ref().unwrap().requests();
+    assert_eq!(sent.last().unwrap()["temperature"], 0.2);
+    h.stop().await;
+}
+
+async fn a_retried_upstream_failure_is_invisible_to_the_client(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let body = json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": prompt("[sim fail=429] hello")}]
+    });
+    let response = post_chat(&h, &body, &[]).await;
+    assert_eq!(response.status(), 200);
+    let id = job_id_of(&response);
+    let job = h.client.get(id, None).await.unwrap();
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job:#}");
+    assert_eq!(attempts[0]["http_status"], 429);
+    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 1);
+    h.stop().await;
+}
+
+async fn a_request_the_provider_refuses_is_a_400_with_its_message(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let body = json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": prompt("[sim fail=400] hello")}]
+    });
+    let response = post_chat(&h, &body, &[]).await;
+    assert_eq!(response.status(), 400);
+    let id = job_id_of(&response);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("bad_request"), "{message}");
+    assert!(
+        message.contains(&id.to_string()),
+        "the message names the job: {message}"
+    );
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "not retried");
+    // OpenAI's error object shape, so OpenAI SDKs read it.
+    assert!(error["error"].get("param").is_some() && error["error"].get("code").is_some());
+    h.stop().await;
+}
+
+async fn an_idempotency_key_never_runs_a_request_twice(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let body = json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": prompt("once only")}]
+    });
+    let first = post_chat(&h, &body, &[("idempotency-key", "order-17")]).await;
+    assert_eq!(first.status(), 200);
+    let calls = h.sim_requests();
+    let second = post_chat(&h, &body, &[("idempotency-key", "order-17")]).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(job_id_of(&first), job_id_of(&second));
+    let (a, b): (Value, Value) = (first.json().await.unwrap(), second.json().await.unwrap());
+    assert_eq!(a, b, "the second answer is the first job's");
+    assert_eq!(h.sim_requests(), calls, "the provider was not called again");
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 1);
+    h.stop().await;
+}
+
+async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let cases = [
+        (
+            json!({"model": "fast", "messages": "hi"}),
+            "messages",
+            "invalid type",
+        ),
+        (
+            json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+            "gpt-9",
+        ),
+    ];
+    for (body, field, needle) in cases {
+        let response = post_chat(&h, &body, &[]).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        let param = error["error"]["param"].as_str().unwrap_or_default();
+        assert!(param.ends_with(field), "{field} vs {error:#}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{needle} vs {message}");
+    }
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", h.base_url))
+        .json(&json!({"model": "fast", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0);
+    h.stop().await;
+}
+
+async fn a_streamed_request_arrives_as_server_sent_chunks(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let messages = json!([{"role": "user", "content": prompt("Stream me a river.")}]);
+    let response = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true, "messages": messages}),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let id = job_id_of(&response);
+    let data = sse_data(response).await;
+    assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == id.to_string()));
+
+    // The stream adds up to the stored answer, and its usage is the charged usage.
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["status"], "succeeded");
+    let stored = job["result"]["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert_eq!(streamed_text(&data), stored);
+    let usage = chunks.iter().rev().find(|c| !c["usage"].is_null()).unwrap();
+    assert_eq!(usage["usage"], job["result"]["usage"]);
+    assert_eq!(
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .collect::<Vec<_>>(),
+        ["stop"]
+    );
+    h.stop().await;
+}
+
+async fn a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails(
+    backend: Backend,
+) {
+    let h = Harness::start(backend).await;
+    // A 500 first: the client never sees that attempt, only the retry's answer.
+    let retried = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": prompt("[sim fail=500] again")}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(retried.status(), 200);
+    let id = job_id_of(&retried);
+    let data = sse_data(retried).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(!streamed_text(&data).is_empty());
+    let job = h.client.get(id, None).await.unwrap();
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
+
+    // A request the provider refuses fails before any chunk: a plain error, not a stream.
+    let refused = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": prompt("[sim fail=400] no")}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bad_request"));
+    h.stop().await;
+}
