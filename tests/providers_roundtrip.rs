@@ -6,6 +6,10 @@
 //! those documented formats, so these tests check that both halves meet; the adapters' unit
 //! tests check them against the documented examples alone.
 
+#[macro_use]
+mod common;
+
+use common::{prompt, Backend, Harness};
 use serde_json::{json, Value};
 use sluice::job::ChatRequest;
 use sluice::providers::anthropic::AnthropicProvider;
@@ -395,4 +399,57 @@ async fn every_error_class_arrives_as_its_kind() {
         assert_eq!(e.kind, ErrorKind::Timeout, "{family:?}");
     }
     server.shutdown().await;
+}
+
+/// The built-in configuration's Anthropic and Gemini routes, through the whole job loop: the
+/// router builds their adapters against the simulator, the worker stores the translated
+/// answer and charges it at the deployment's prices, and an unsupported parameter fails the
+/// job at once, naming it.
+#[tokio::test]
+async fn jobs_on_anthropic_and_gemini_routes_run_and_are_charged() {
+    let h = Harness::start(Backend::Embedded).await;
+    // (route, deployment, input and output price in pico-USD per token)
+    for (route, deployment, input, output) in [
+        ("writer", "claude-sonnet", 3_000_000, 15_000_000),
+        ("flash", "gemini-flash", 300_000, 2_500_000),
+    ] {
+        let id = h.submit(route, &prompt("Name a river.")).await;
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert_eq!(job["attempts"][0]["deployment"], deployment, "{job:#}");
+        let result = &job["result"];
+        assert_eq!(result["object"], "chat.completion");
+        assert_eq!(result["choices"][0]["finish_reason"], "stop");
+        assert!(result["choices"][0]["native_finish_reason"].is_string());
+        let usage = &result["usage"];
+        let expected = usage["prompt_tokens"].as_i64().unwrap() * input
+            + usage["completion_tokens"].as_i64().unwrap() * output;
+        assert_eq!(
+            job["cost"]["amount_pico_usd"].as_i64().unwrap(),
+            expected,
+            "{job:#}"
+        );
+    }
+    let refused = h
+        .client
+        .submit(&json!({"request": {"model": "writer", "seed": 7,
+            "messages": [{"role": "user", "content": prompt("Deterministic, please.")}]}}))
+        .await
+        .unwrap();
+    let job = h
+        .wait(refused["id"].as_str().unwrap().parse().unwrap())
+        .await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["kind"], "bad_request");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("anthropic does not support \"seed\""),
+        "{message}"
+    );
+    assert_eq!(
+        job["attempts"].as_array().unwrap().len(),
+        1,
+        "not retried elsewhere"
+    );
+    h.stop().await;
 }
