@@ -50,10 +50,20 @@ impl App {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(StartError::Http)?;
+        // The simulator serves each API family at the root its clients expect.
+        let sim_base_url = sim.as_ref().map(|sim| {
+            move |kind| match kind {
+                crate::config::ProviderKind::Openai => sim.openai_base_url(),
+                crate::config::ProviderKind::Anthropic => sim.anthropic_base_url(),
+                crate::config::ProviderKind::Gemini => sim.gemini_base_url(),
+            }
+        });
         let router = Router::new(
             &config,
             http,
-            sim.as_ref().map(|s| s.openai_base_url()).as_deref(),
+            sim_base_url
+                .as_ref()
+                .map(|f| f as &dyn Fn(crate::config::ProviderKind) -> String),
         );
         let mut amqp = None;
         let queue: Arc<dyn Queue> = match config.queue.effective_backend() {

@@ -207,11 +207,24 @@ pub enum ProviderKind {
     Gemini,
 }
 
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Base URL, e.g. `https://api.openai.com/v1`. `sim` means the simulator Sluice starts.
+    /// Base URL: `https://api.openai.com/v1` (OpenAI: the root including the version),
+    /// `https://api.anthropic.com` (Anthropic: without it, the adapter adds `/v1/messages`),
+    /// `https://generativelanguage.googleapis.com/v1beta` (Gemini). `sim` means the
+    /// simulator Sluice starts.
     pub base_url: String,
     /// Whole-call timeout of one attempt.
     #[serde(default = "default_attempt_timeout", with = "humantime_serde_compat")]
@@ -243,6 +256,15 @@ pub struct DeploymentConfig {
     pub model: String,
     /// Real-time prices, USD per million tokens.
     pub price: Price,
+    /// Leave out request parameters the provider cannot honour (Anthropic has no `seed`,
+    /// Gemini no `parallel_tool_calls: false`, …) instead of failing the job with an error
+    /// naming them.
+    #[serde(default)]
+    pub drop_unsupported_params: bool,
+    /// `max_tokens` sent to providers that require one (Anthropic) when the request sets
+    /// none; the adapter's documented default when absent.
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,13 +429,6 @@ impl Config {
                         "\"{}\" is not an http(s) URL (or \"sim\" for the simulator)",
                         provider.base_url
                     ),
-                );
-            }
-            if provider.kind != ProviderKind::Openai {
-                problem(
-                    format!("providers.{name}.kind"),
-                    "only \"openai\" (any OpenAI-compatible API) is supported in this version"
-                        .into(),
                 );
             }
             if provider.keys.is_empty() {
@@ -740,5 +755,41 @@ mod tests {
         let direct = config.resolve_model(route[0]).unwrap();
         assert_eq!(direct, vec![route[0]]);
         assert!(config.resolve_model("no-such-model").is_none());
+    }
+
+    #[test]
+    fn every_provider_kind_is_accepted() {
+        let config = parse(
+            r#"
+            [providers.claude]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            keys = [{ id = "a-1", secret = "sk-ant" }]
+
+            [providers.google]
+            kind = "gemini"
+            base_url = "https://generativelanguage.googleapis.com/v1beta"
+            keys = [{ id = "g-1", secret = "AIza" }]
+
+            [deployments.sonnet]
+            provider = "claude"
+            model = "claude-sonnet-4-5"
+            price = { input = 3, output = 15, cached_input = 0.30, cache_write = 3.75 }
+            default_max_tokens = 8192
+
+            [deployments.flash]
+            provider = "google"
+            model = "gemini-2.5-flash"
+            price = { input = 0.30, output = 2.50 }
+            drop_unsupported_params = true
+            "#,
+        );
+        assert_eq!(config.validate(), vec![]);
+        assert_eq!(config.deployments["sonnet"].default_max_tokens, Some(8192));
+        assert!(config.deployments["flash"].drop_unsupported_params);
+        assert_eq!(
+            config.deployments["sonnet"].price.cache_write,
+            Some(crate::pricing::MicrosPerMillion(3_750_000))
+        );
     }
 }

@@ -11,7 +11,8 @@
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
 //! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome.
 //! - [`router`]: a model name's fallback chain of deployments, and key rotation.
-//! - [`providers`]: adapters that speak each provider's wire format.
+//! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
+//!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.

@@ -93,6 +93,11 @@ pub struct Price {
     /// Price of prompt tokens read from the provider's cache; the input price when absent.
     #[serde(default)]
     pub cached_input: Option<MicrosPerMillion>,
+    /// Price of prompt tokens written to the provider's cache (Anthropic charges 1.25× the
+    /// input price for a 5-minute entry, 2× for one hour); the input price when absent, so a
+    /// deployment without the figure is never charged less than the provider's base rate.
+    #[serde(default)]
+    pub cache_write: Option<MicrosPerMillion>,
 }
 
 impl Price {
@@ -100,12 +105,19 @@ impl Price {
         self.cached_input.unwrap_or(self.input)
     }
 
-    /// The exact cost of a call with this usage.
+    pub fn cache_write_or_input(&self) -> MicrosPerMillion {
+        self.cache_write.unwrap_or(self.input)
+    }
+
+    /// The exact cost of a call with this usage: each prompt token in exactly one bucket
+    /// (cache read, cache write, or plain input), then the output.
     pub fn cost(&self, usage: &Usage) -> PicoUsd {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let uncached = usage.prompt_tokens - cached;
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let uncached = usage.prompt_tokens - cached - written;
         let amount = uncached as i128 * self.input.0 as i128
             + cached as i128 * self.cached_input_or_input().0 as i128
+            + written as i128 * self.cache_write_or_input().0 as i128
             + usage.completion_tokens as i128 * self.output.0 as i128;
         PicoUsd(i64::try_from(amount).unwrap_or(i64::MAX))
     }
@@ -172,6 +184,7 @@ mod tests {
             input: MicrosPerMillion::parse_usd(input).unwrap(),
             output: MicrosPerMillion::parse_usd(output).unwrap(),
             cached_input: cached.map(|c| MicrosPerMillion::parse_usd(c).unwrap()),
+            cache_write: None,
         }
     }
 
@@ -207,6 +220,7 @@ mod tests {
             prompt_tokens: 1000,
             completion_tokens: 200,
             cached_tokens: 400,
+            cache_write_tokens: 0,
         };
         assert_eq!(p.cost(&usage), PicoUsd(4_000_000_000));
         assert_eq!(p.cost(&usage).to_usd_string(), "0.004000");
@@ -220,8 +234,38 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 0,
             cached_tokens: 0,
+            cache_write_tokens: 0,
         };
         assert_eq!(p.cost(&usage), PicoUsd(225_000));
         assert_eq!(p.cost(&usage).to_usd_string(), "0.000000225");
+    }
+
+    #[test]
+    fn cache_writes_are_charged_at_their_own_price_or_the_input_price() {
+        // Claude Sonnet: $3 in, $15 out, cache write $3.75, cache read $0.30. An Anthropic
+        // answer of input_tokens 100, cache_creation 1,000, cache_read 2,000, output 50 is
+        // normalised to prompt 3,100 (cached 2,000, written 1,000):
+        // 100×3 + 1,000×3.75 + 2,000×0.30 + 50×15 = 300 + 3,750 + 600 + 750 = 5,400 µ$.
+        let mut p = price("3", "15", Some("0.30"));
+        p.cache_write = Some(MicrosPerMillion::parse_usd("3.75").unwrap());
+        let usage = Usage {
+            prompt_tokens: 3100,
+            completion_tokens: 50,
+            cached_tokens: 2000,
+            cache_write_tokens: 1000,
+        };
+        assert_eq!(p.cost(&usage), PicoUsd(5_400_000_000));
+        // Without a cache-write price the written tokens cost the input price:
+        // 100×3 + 1,000×3 + 600 + 750 = 4,650 µ$.
+        p.cache_write = None;
+        assert_eq!(p.cost(&usage), PicoUsd(4_650_000_000));
+        // Inconsistent counts never charge a token twice.
+        let odd = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 0,
+            cached_tokens: 8,
+            cache_write_tokens: 8,
+        };
+        assert_eq!(p.cost(&odd), PicoUsd(8 * 300_000 + 2 * 3_000_000));
     }
 }

@@ -8,8 +8,10 @@
 
 use crate::config::{Config, ProviderKind};
 use crate::pricing::Price;
+use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::gemini::GeminiProvider;
 use crate::providers::openai::OpenAiProvider;
-use crate::providers::Provider;
+use crate::providers::{CallOptions, Provider};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct Deployment {
     pub model: String,
     pub price: Price,
     pub timeout: Duration,
+    /// How requests are translated for this deployment.
+    pub options: CallOptions,
     pub adapter: Arc<dyn Provider>,
     keys: Vec<Key>,
     next_key: AtomicUsize,
@@ -58,20 +62,24 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the adapters. `sim_base_url` replaces the base URL `sim` (the built-in simulator).
-    pub fn new(config: &Config, http: reqwest::Client, sim_base_url: Option<&str>) -> Router {
+    /// Builds the adapters. `sim_base_url` gives, for an API family, the base URL that
+    /// replaces `sim` (the built-in simulator serves each family at its own path).
+    pub fn new(
+        config: &Config,
+        http: reqwest::Client,
+        sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
+    ) -> Router {
         let mut deployments = BTreeMap::new();
         for (name, d) in &config.deployments {
             let provider = &config.providers[&d.provider];
             let base_url = match (provider.base_url.as_str(), sim_base_url) {
-                ("sim", Some(sim)) => sim.to_string(),
+                ("sim", Some(sim)) => sim(provider.kind),
                 (url, _) => url.to_string(),
             };
             let adapter: Arc<dyn Provider> = match provider.kind {
-                // Config validation admits only the OpenAI family for now.
-                ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Gemini => {
-                    Arc::new(OpenAiProvider::new(base_url, http.clone()))
-                }
+                ProviderKind::Openai => Arc::new(OpenAiProvider::new(base_url, http.clone())),
+                ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(base_url, http.clone())),
+                ProviderKind::Gemini => Arc::new(GeminiProvider::new(base_url, http.clone())),
             };
             let keys = provider
                 .keys
@@ -89,6 +97,10 @@ impl Router {
                     model: d.model.clone(),
                     price: d.price,
                     timeout: provider.timeout,
+                    options: CallOptions {
+                        drop_unsupported_params: d.drop_unsupported_params,
+                        default_max_tokens: d.default_max_tokens,
+                    },
                     adapter,
                     keys,
                     next_key: AtomicUsize::new(0),
@@ -127,5 +139,67 @@ impl Router {
         let chain = self.chain(model)?;
         let index = (number.max(1) as usize - 1) % chain.len();
         Some(chain[index].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_provider_kind_gets_its_adapter() {
+        let config = Config::parse(
+            r#"
+            [providers.oa]
+            kind = "openai"
+            base_url = "sim"
+            keys = [{ id = "o", secret = "s" }]
+            [providers.claude]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            keys = [{ id = "a", secret = "s" }]
+            [providers.google]
+            kind = "gemini"
+            base_url = "https://generativelanguage.googleapis.com/v1beta"
+            keys = [{ id = "g", secret = "s" }]
+            [deployments.mini]
+            provider = "oa"
+            model = "gpt-4o-mini"
+            price = { input = 1, output = 1 }
+            [deployments.sonnet]
+            provider = "claude"
+            model = "claude-sonnet-4-5"
+            price = { input = 1, output = 1 }
+            drop_unsupported_params = true
+            default_max_tokens = 1024
+            [deployments.flash]
+            provider = "google"
+            model = "gemini-2.5-flash"
+            price = { input = 1, output = 1 }
+            "#,
+            "test",
+            &|_| None,
+        )
+        .unwrap();
+        let sim = |kind: ProviderKind| format!("http://sim/{}", kind.as_str());
+        let router = Router::new(&config, reqwest::Client::new(), Some(&sim));
+        let adapter = |name: &str| format!("{:?}", router.chain(name).unwrap()[0].adapter);
+        assert!(
+            adapter("mini").starts_with("OpenAiProvider"),
+            "{}",
+            adapter("mini")
+        );
+        assert!(adapter("mini").contains("http://sim/openai/chat/completions"));
+        assert!(adapter("sonnet").starts_with("AnthropicProvider"));
+        assert!(adapter("sonnet").contains("https://api.anthropic.com/v1/messages"));
+        assert!(adapter("flash").starts_with("GeminiProvider"));
+        let sonnet = &router.chain("sonnet").unwrap()[0];
+        assert_eq!(
+            sonnet.options,
+            CallOptions {
+                drop_unsupported_params: true,
+                default_max_tokens: Some(1024)
+            }
+        );
     }
 }

@@ -6,7 +6,13 @@
 //! error side matters as much as the success side: the worker decides retry, park or fail
 //! from [`ProviderError::kind`] alone.
 
+pub mod anthropic;
+pub mod canonical;
+pub mod gemini;
+pub mod http;
 pub mod openai;
+pub mod sse;
+pub mod stream;
 
 use crate::job::ChatRequest;
 use async_trait::async_trait;
@@ -15,13 +21,57 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// Token counts of one call, normalised so costs are computed the same way for every provider:
-/// `prompt_tokens` includes `cached_tokens` (OpenAI's convention).
+/// `prompt_tokens` includes `cached_tokens` and `cache_write_tokens` (OpenAI's convention;
+/// Anthropic's `input_tokens` excludes both and is added up by its adapter).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
+    /// Output tokens, reasoning included.
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's cache (billed at the cached-input price).
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's `cache_creation_input_tokens`,
+    /// billed at the cache-write price).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Reads the canonical (OpenAI) `usage` object; `None` unless both required counts are
+    /// there.
+    pub fn from_canonical(usage: &Value) -> Option<Usage> {
+        let detail = |name: &str| {
+            usage
+                .pointer(&format!("/prompt_tokens_details/{name}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        Some(Usage {
+            prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
+            completion_tokens: usage.get("completion_tokens")?.as_u64()?,
+            cached_tokens: detail("cached_tokens"),
+            cache_write_tokens: detail("cache_write_tokens"),
+        })
+    }
+
+    /// The canonical `usage` object. `cache_write_tokens` appears only when there were some,
+    /// as in OpenAI's own answers.
+    pub fn to_canonical(&self, reasoning_tokens: Option<u64>) -> Value {
+        let mut details = serde_json::json!({"cached_tokens": self.cached_tokens});
+        if self.cache_write_tokens > 0 {
+            details["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        let mut usage = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": details,
+        });
+        if let Some(reasoning) = reasoning_tokens {
+            usage["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": reasoning});
+        }
+        usage
+    }
 }
 
 /// A successful call.
@@ -44,6 +94,18 @@ pub struct Call<'a> {
     pub request: &'a ChatRequest,
     /// The whole call, connect to last byte.
     pub timeout: Duration,
+    /// What the deployment says about translating requests.
+    pub options: CallOptions,
+}
+
+/// A deployment's choices about how its requests are translated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Leave out parameters the provider cannot honour instead of failing the job
+    /// (`drop_unsupported_params` in the deployment's config).
+    pub drop_unsupported_params: bool,
+    /// `max_tokens` for providers that require one (Anthropic) when the request has none.
+    pub default_max_tokens: Option<u32>,
 }
 
 /// Why a call failed, in the terms the worker acts on.
@@ -115,9 +177,32 @@ pub struct ProviderError {
     pub retry_after: Option<Duration>,
 }
 
+impl ProviderError {
+    pub fn new(
+        provider: &'static str,
+        kind: ErrorKind,
+        status: Option<u16>,
+        message: impl Into<String>,
+    ) -> Self {
+        ProviderError {
+            kind,
+            status,
+            message: message.into(),
+            provider,
+            retry_after: None,
+        }
+    }
+}
+
 /// An API family's adapter.
 #[async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// A non-streaming chat completion.
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError>;
+
+    /// A streaming chat completion: canonical `chat.completion.chunk` values as they arrive,
+    /// the usage in the last one. An error before the first byte (a 429, a refused request)
+    /// is the outer `Err`; one after it (an error event, a stream cut short) ends the stream.
+    /// [`stream::collect`] folds the stream into a [`Completion`].
+    async fn chat_stream(&self, call: Call<'_>) -> Result<stream::ChunkStream, ProviderError>;
 }

@@ -11,16 +11,16 @@
 //! prints it) and is scrubbed from every message this module produces, in case a provider or
 //! proxy echoes it back.
 
+use super::http::{self, Answer, LimitState};
+use super::sse;
+use super::stream::{self, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
 const PROVIDER: &str = "openai";
-/// How much of a non-JSON error body to keep as the message.
-const SNIPPET_CHARS: usize = 300;
 
 /// Calls `POST {base_url}/chat/completions`.
 #[derive(Debug, Clone)]
@@ -44,76 +44,92 @@ impl OpenAiProvider {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+
+    fn post(&self, call: &Call<'_>, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.endpoint)
+            .bearer_auth(call.api_key)
+            .timeout(call.timeout)
+            .json(body)
+    }
 }
 
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
-        let body = request_body(&call);
-        // reqwest's own timeout covers connect to last body byte; the outer one is a
-        // backstop so no path (a slow DNS resolver, a stalled body) outlives `call.timeout`.
-        let result = tokio::time::timeout(call.timeout, self.exchange(&call, &body)).await;
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(_) => Err(ProviderError {
-                kind: ErrorKind::Timeout,
-                status: None,
-                message: format!(
-                    "no complete answer within {}",
-                    humantime::format_duration(call.timeout)
-                ),
-                provider: PROVIDER,
-                retry_after: None,
-            }),
-        };
-        outcome.map_err(|error| redact(error, call.api_key))
+        let body = request_body(&call, false);
+        http::exchange(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            parse_completion,
+            |answer| error_from_answer(answer, SystemTime::now()),
+        )
+        .await
+    }
+
+    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
+        let body = request_body(&call, true);
+        stream::open(
+            PROVIDER,
+            call.api_key,
+            call.timeout,
+            self.post(&call, &body),
+            |answer| error_from_answer(answer, SystemTime::now()),
+            OpenAiStream { done: false },
+        )
+        .await
     }
 }
 
-impl OpenAiProvider {
-    async fn exchange(&self, call: &Call<'_>, body: &Value) -> Result<Completion, ProviderError> {
-        let response = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(call.api_key)
-            .timeout(call.timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, call.timeout))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&e, call.timeout))?;
-        tracing::debug!(
-            endpoint = %self.endpoint,
-            model = call.model,
-            status = status.as_u16(),
-            request_id,
-            "openai chat completion answered"
-        );
-        if status.is_success() {
-            parse_completion(status.as_u16(), &bytes)
+/// OpenAI's chunks are already canonical: passed through as they come, until `[DONE]`.
+struct OpenAiStream {
+    done: bool,
+}
+
+impl Translate for OpenAiStream {
+    fn event(&mut self, event: sse::Event) -> Result<Vec<Value>, ProviderError> {
+        let data = event.data.trim();
+        // The official SDK stops at data starting with `[DONE]`.
+        if data.starts_with("[DONE]") {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        let chunk = stream::event_json(PROVIDER, data)?;
+        // An error inside a 200 stream, as the SDK also recognises it.
+        if let Some(error) = chunk.get("error") {
+            let field = |name: &str| error.get(name).and_then(Value::as_str);
+            let kind = match classify(429, field("code"), field("type")) {
+                ErrorKind::QuotaExhausted => ErrorKind::QuotaExhausted,
+                _ if field("type").is_some_and(|t| t.contains("rate_limit")) => {
+                    ErrorKind::RateLimited
+                }
+                _ if field("type") == Some("invalid_request_error") => ErrorKind::BadRequest,
+                _ => ErrorKind::ServerError,
+            };
+            let message = error_message(error).unwrap_or_else(|| "an error event".into());
+            return Err(ProviderError::new(PROVIDER, kind, Some(200), message));
+        }
+        Ok(vec![chunk])
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self) -> Result<Vec<Value>, ProviderError> {
+        if self.done {
+            Ok(Vec::new())
         } else {
-            Err(error_from_response(
-                status,
-                &headers,
-                &bytes,
-                SystemTime::now(),
-            ))
+            Err(stream::incomplete(PROVIDER, "data: [DONE]"))
         }
     }
 }
 
-/// The body to send: the canonical request with the deployment's model, never streaming.
-fn request_body(call: &Call<'_>) -> Value {
+/// The body to send: the canonical request with the deployment's model, streaming only when
+/// asked, and then with the usage in the last chunk.
+fn request_body(call: &Call<'_>, stream: bool) -> Value {
     let mut body = serde_json::Map::with_capacity(call.request.extra.len() + 3);
     body.insert("model".into(), Value::String(call.model.to_string()));
     body.insert(
@@ -125,28 +141,27 @@ fn request_body(call: &Call<'_>) -> Value {
             body.insert(key.clone(), value.clone());
         }
     }
-    body.insert("stream".into(), Value::Bool(false));
-    // OpenAI rejects `stream_options` on a non-streaming call.
-    body.remove("stream_options");
+    body.insert("stream".into(), Value::Bool(stream));
+    if stream {
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !options.is_object() {
+            *options = Value::Object(Default::default());
+        }
+        options["include_usage"] = Value::Bool(true);
+    } else {
+        // OpenAI rejects `stream_options` on a non-streaming call.
+        body.remove("stream_options");
+    }
     Value::Object(body)
 }
 
 /// A 2xx body: must be a chat completion with choices and usage, or the call did not
 /// really succeed (a proxy's HTML page, a truncated body, an error wrapped in a 200).
 fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderError> {
-    let invalid = |message: String| ProviderError {
-        kind: ErrorKind::InvalidResponse,
-        status: Some(status),
-        message,
-        provider: PROVIDER,
-        retry_after: None,
-    };
-    let response: Value = serde_json::from_slice(bytes).map_err(|e| {
-        invalid(format!(
-            "the response is not JSON ({e}): {}",
-            snippet(&String::from_utf8_lossy(bytes))
-        ))
-    })?;
+    let invalid = |message: String| http::invalid(PROVIDER, status, message);
+    let response = http::json_body(PROVIDER, status, bytes)?;
     if let Some(message) = response.get("error").and_then(error_message) {
         return Err(invalid(format!(
             "a success status carrying an error: {message}"
@@ -166,9 +181,12 @@ fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderErr
             "the response has no \"choices\" with a \"message\"".into(),
         ));
     }
-    let usage = response.get("usage").and_then(parse_usage).ok_or_else(|| {
-        invalid("the response has no valid \"usage\" (prompt_tokens, completion_tokens)".into())
-    })?;
+    let usage = response
+        .get("usage")
+        .and_then(Usage::from_canonical)
+        .ok_or_else(|| {
+            invalid("the response has no valid \"usage\" (prompt_tokens, completion_tokens)".into())
+        })?;
     Ok(Completion {
         response,
         usage,
@@ -176,66 +194,12 @@ fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderErr
     })
 }
 
-fn parse_usage(usage: &Value) -> Option<Usage> {
-    Some(Usage {
-        prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
-        completion_tokens: usage.get("completion_tokens")?.as_u64()?,
-        cached_tokens: usage
-            .pointer("/prompt_tokens_details/cached_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-    })
-}
-
-/// A failure before any HTTP status: timeout or connection trouble.
-fn transport_error(error: &reqwest::Error, timeout: Duration) -> ProviderError {
-    let (kind, message) = if error.is_timeout() {
-        (
-            ErrorKind::Timeout,
-            format!(
-                "no complete answer within {}",
-                humantime::format_duration(timeout)
-            ),
-        )
-    } else {
-        // reqwest's Display stops at "error sending request"; the cause chain says why
-        // (connection refused, reset, DNS).
-        (ErrorKind::Connection, error_chain(error))
-    };
-    ProviderError {
-        kind,
-        status: None,
-        message,
-        provider: PROVIDER,
-        retry_after: None,
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
 /// A non-2xx answer, classified, with the provider's message and when to come back.
-fn error_from_response(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: SystemTime,
-) -> ProviderError {
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
+    let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
     let error = json.as_ref().and_then(|j| j.get("error"));
     let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str);
-    let kind = classify(status.as_u16(), field("code"), field("type"));
+    let kind = classify(answer.status.as_u16(), field("code"), field("type"));
     let message = json
         .as_ref()
         .and_then(|j| {
@@ -243,24 +207,10 @@ fn error_from_response(
                 .and_then(error_message)
                 .or_else(|| top_level_message(j))
         })
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = snippet(&text);
-            if text.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            } else {
-                text
-            }
-        });
+        .unwrap_or_else(|| http::fallback_message(answer.status, &answer.body));
     ProviderError {
-        kind,
-        status: Some(status.as_u16()),
-        message,
-        provider: PROVIDER,
-        retry_after: retry_after(headers, kind == ErrorKind::RateLimited, now),
+        retry_after: retry_after(&answer.headers, kind == ErrorKind::RateLimited, now),
+        ..ProviderError::new(PROVIDER, kind, Some(answer.status.as_u16()), message)
     }
 }
 
@@ -288,10 +238,8 @@ fn top_level_message(json: &Value) -> Option<String> {
 
 /// Maps an HTTP status (and OpenAI's error code or type) to what the worker should do.
 ///
-/// Beyond the obvious: a 429 is a quota problem rather than a rate limit when the code (or
-/// type) says `insufficient_quota` or a spend limit, which waiting does not fix; 408 and 409
-/// are retried like OpenAI's own SDK does (request timeout, lock conflict); any other 4xx is
-/// the request's fault.
+/// Beyond [`http::classify_status`]: a 429 is a quota problem rather than a rate limit when
+/// the code (or type) says `insufficient_quota` or a spend limit, which waiting does not fix.
 pub fn classify(status: u16, code: Option<&str>, kind: Option<&str>) -> ErrorKind {
     const NO_CREDIT: [&str; 3] = [
         "insufficient_quota",
@@ -302,73 +250,28 @@ pub fn classify(status: u16, code: Option<&str>, kind: Option<&str>) -> ErrorKin
         || kind.is_some_and(|t| NO_CREDIT.contains(&t));
     match status {
         429 if no_credit => ErrorKind::QuotaExhausted,
-        429 => ErrorKind::RateLimited,
-        401 | 403 => ErrorKind::Unauthorized,
-        404 => ErrorKind::NotFound,
-        408 => ErrorKind::Timeout,
-        409 => ErrorKind::ServerError,
-        400..=499 => ErrorKind::BadRequest,
-        500..=599 => ErrorKind::ServerError,
-        // 1xx/3xx reaching us means something between us and the provider misbehaved.
-        _ => ErrorKind::InvalidResponse,
+        other => http::classify_status(other),
     }
 }
 
-/// When to come back, as the provider said: `retry-after-ms`, then `retry-after` (seconds,
-/// fractions allowed, or an HTTP date), and for a rate limit without either, the
-/// `x-ratelimit-reset-*` durations.
-///
-/// Of the two reset headers, the one whose `remaining` is 0 names the exhausted limit; if
-/// that is unknown, the sooner reset is taken, because `reset-tokens` counts until the
-/// bucket is *full* (often minutes) while one request needs far less.
+/// When to come back, as the provider said: `retry-after-ms`, then `retry-after`, and for a
+/// rate limit without either, the `x-ratelimit-reset-*` durations (see
+/// [`http::wait_from_limits`] for which one).
 pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    if let Some(value) = header("retry-after") {
-        if let Some(duration) = parse_retry_after(value, now) {
-            return Some(duration);
-        }
+    if let Some(wait) = http::retry_after_headers(headers, now) {
+        return Some(wait);
     }
     if !rate_limited {
         return None;
     }
-    let reset =
-        |kind: &str| header(&format!("x-ratelimit-reset-{kind}")).and_then(parse_go_duration);
-    let exhausted = |kind: &str| {
-        header(&format!("x-ratelimit-remaining-{kind}")).and_then(|v| v.parse::<u64>().ok())
-            == Some(0)
+    let limit = |kind: &str| LimitState {
+        exhausted: http::header(headers, &format!("x-ratelimit-remaining-{kind}"))
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(0),
+        reset: http::header(headers, &format!("x-ratelimit-reset-{kind}"))
+            .and_then(parse_go_duration),
     };
-    let requests = reset("requests");
-    let tokens = reset("tokens");
-    match (exhausted("requests"), exhausted("tokens")) {
-        (true, false) if requests.is_some() => requests,
-        (false, true) if tokens.is_some() => tokens,
-        (true, true) => requests.max(tokens),
-        _ => match (requests, tokens) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
-    }
-}
-
-/// `retry-after`: delay seconds (OpenAI's SDK accepts fractions) or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at = SystemTime::from(date.with_timezone(&chrono::Utc));
-    // A date in the past means "now".
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    http::wait_from_limits(&[limit("requests"), limit("tokens")])
 }
 
 /// Parses a Go `time.Duration` string as OpenAI's `x-ratelimit-reset-*` headers carry them:
@@ -416,28 +319,12 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
     (nanos < u64::MAX as f64).then(|| Duration::from_nanos(nanos as u64))
 }
 
-fn snippet(text: &str) -> String {
-    let text = text.trim();
-    let mut cut: String = text.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
-}
-
-/// Removes the key from a message, should anything upstream have echoed it.
-fn redact(mut error: ProviderError, api_key: &str) -> ProviderError {
-    if !api_key.is_empty() && error.message.contains(api_key) {
-        error.message = error.message.replace(api_key, "[redacted]");
-    }
-    error
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::ChatRequest;
-    use reqwest::header::HeaderValue;
+    use crate::providers::http::tests::headers;
+    use reqwest::StatusCode;
     use serde_json::json;
 
     #[test]
@@ -491,32 +378,6 @@ mod tests {
         assert_eq!(classify(400, Some("insufficient_quota"), None), BadRequest);
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn retry_after_prefers_milliseconds_then_seconds_then_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let h = headers(&[("retry-after-ms", "250"), ("retry-after", "3")]);
-        assert_eq!(retry_after(&h, true, now), Some(Duration::from_millis(250)));
-        let h = headers(&[("retry-after", "3")]);
-        assert_eq!(retry_after(&h, false, now), Some(Duration::from_secs(3)));
-        let h = headers(&[("retry-after", "0.5")]);
-        assert_eq!(retry_after(&h, true, now), Some(Duration::from_millis(500)));
-        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
-        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:30 GMT")]);
-        assert_eq!(retry_after(&h, true, now), Some(Duration::from_secs(10)));
-        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]);
-        assert_eq!(retry_after(&h, true, now), Some(Duration::ZERO));
-        let h = headers(&[("retry-after", "soon")]);
-        assert_eq!(retry_after(&h, true, now), None);
-    }
-
     #[test]
     fn retry_after_falls_back_to_reset_headers_on_429_only() {
         let now = SystemTime::now();
@@ -539,49 +400,42 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new(), true, now), None);
     }
 
+    fn answer(status: StatusCode, body: &[u8]) -> Answer {
+        Answer {
+            status,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+    }
+
     #[test]
     fn error_bodies_keep_the_providers_message() {
         let now = SystemTime::now();
         let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
-        let e = error_from_response(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, now);
+        let e = error_from_answer(&answer(StatusCode::TOO_MANY_REQUESTS, body), now);
         assert_eq!(e.kind, ErrorKind::QuotaExhausted);
         assert_eq!(e.message, "You exceeded your current quota");
         assert_eq!(e.status, Some(429));
 
-        let e = error_from_response(
-            StatusCode::BAD_GATEWAY,
-            &HeaderMap::new(),
-            b"  <html>bad gateway</html>\n",
+        let e = error_from_answer(
+            &answer(StatusCode::BAD_GATEWAY, b"  <html>bad gateway</html>\n"),
             now,
         );
         assert_eq!(e.kind, ErrorKind::ServerError);
         assert_eq!(e.message, "<html>bad gateway</html>");
 
-        let e = error_from_response(
-            StatusCode::BAD_REQUEST,
-            &HeaderMap::new(),
-            br#"{"detail":"bad field"}"#,
+        let e = error_from_answer(
+            &answer(StatusCode::BAD_REQUEST, br#"{"detail":"bad field"}"#),
             now,
         );
         assert_eq!(e.message, "bad field");
-        let e = error_from_response(
-            StatusCode::BAD_REQUEST,
-            &HeaderMap::new(),
-            br#"{"error":"plain"}"#,
+        let e = error_from_answer(
+            &answer(StatusCode::BAD_REQUEST, br#"{"error":"plain"}"#),
             now,
         );
         assert_eq!(e.message, "plain");
-        let e = error_from_response(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"", now);
+        let e = error_from_answer(&answer(StatusCode::SERVICE_UNAVAILABLE, b""), now);
         assert_eq!(e.message, "Service Unavailable");
-
-        let long = "x".repeat(1000);
-        let e = error_from_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &HeaderMap::new(),
-            long.as_bytes(),
-            now,
-        );
-        assert_eq!(e.message.chars().count(), SNIPPET_CHARS + 1);
     }
 
     #[test]
@@ -598,7 +452,8 @@ mod tests {
             Usage {
                 prompt_tokens: 10,
                 completion_tokens: 2,
-                cached_tokens: 4
+                cached_tokens: 4,
+                cache_write_tokens: 0,
             }
         );
         assert_eq!(c.response, good);
@@ -636,8 +491,9 @@ mod tests {
             api_key: "sk-test",
             request: &request,
             timeout: Duration::from_secs(1),
+            options: Default::default(),
         };
-        let body = request_body(&call);
+        let body = request_body(&call, false);
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["stream"], false);
         assert_eq!(body["temperature"], 0.2);
@@ -646,17 +502,107 @@ mod tests {
         assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
     }
 
+    fn sse(events: &[Value]) -> String {
+        let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        body.push_str("data: [DONE]\n\n");
+        body
+    }
+
+    fn chunk(choices: Value, usage: Value) -> Value {
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "gpt-4o", "choices": choices, "usage": usage})
+    }
+
+    fn delta(delta: Value, finish: Value) -> Value {
+        chunk(
+            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
+            Value::Null,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_passes_chunks_through_and_folds_with_tool_call_deltas() {
+        let body = sse(&[
+            delta(json!({"role": "assistant", "content": ""}), Value::Null),
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}),
+                Value::Null,
+            ),
+            delta(json!({}), json!("tool_calls")),
+            chunk(
+                json!([]),
+                json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                                    "prompt_tokens_details": {"cached_tokens": 0}}),
+            ),
+        ]);
+        let items =
+            stream::replay_all_splits(|| OpenAiStream { done: false }, body.as_bytes()).await;
+        assert_eq!(items.len(), 6);
+        assert_eq!(
+            items[2].as_ref().unwrap()["choices"][0]["delta"]["tool_calls"][0]["function"]
+                ["arguments"],
+            "{\"city\":"
+        );
+        let done = stream::fold(items).await.unwrap();
+        let message = &done.response["choices"][0]["message"];
+        assert_eq!(message["tool_calls"][0]["id"], "call_1");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
+        assert_eq!(done.response["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(done.usage.prompt_tokens, 10);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_done_or_with_an_error_fails() {
+        let body = format!("data: {}\n\n", delta(json!({"content": "Hi"}), Value::Null));
+        let items = stream::replay(OpenAiStream { done: false }, &[body.as_bytes()]).await;
+        let e = items.last().unwrap().clone().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(
+            e.kind.is_retryable() && e.message.contains("[DONE]"),
+            "{}",
+            e.message
+        );
+
+        let body = "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n";
+        let items = stream::replay(OpenAiStream { done: false }, &[body.as_bytes()]).await;
+        let e = items[0].clone().unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::ServerError, "The server had an error")
+        );
+    }
+
     #[test]
-    fn the_key_is_scrubbed_from_messages() {
-        let error = ProviderError {
-            kind: ErrorKind::Unauthorized,
-            status: Some(401),
-            message: "Incorrect API key provided: sk-secret-123.".into(),
-            provider: PROVIDER,
-            retry_after: None,
+    fn a_streaming_body_asks_for_usage() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "fast", "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_obfuscation": false}
+        }))
+        .unwrap();
+        let call = Call {
+            model: "gpt-4o",
+            api_key: "sk-test",
+            request: &request,
+            timeout: Duration::from_secs(1),
+            options: Default::default(),
         };
-        let error = redact(error, "sk-secret-123");
-        assert_eq!(error.message, "Incorrect API key provided: [redacted].");
-        assert!(!error.to_string().contains("sk-secret"));
+        let body = request_body(&call, true);
+        assert_eq!(body["stream"], true);
+        assert_eq!(
+            body["stream_options"],
+            json!({"include_obfuscation": false, "include_usage": true})
+        );
     }
 }

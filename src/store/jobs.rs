@@ -307,8 +307,9 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
                      deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
-                     input_price, cached_input_price, output_price, amount_pico_usd, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
+                     cache_write_tokens, cache_write_price) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(id.to_string())
                 .bind(attempt_id)
@@ -328,6 +329,8 @@ impl Store {
                 .bind(cost.price.output.0)
                 .bind(cost.amount.0)
                 .bind(now)
+                .bind(cost.usage.cache_write_tokens as i64)
+                .bind(cost.price.cache_write_or_input().0)
                 .execute(&mut *conn)
                 .await?;
                 Ok(true)

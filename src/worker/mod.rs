@@ -221,6 +221,7 @@ async fn run_job(
             api_key: key.secret(),
             request: &envelope.spec.request,
             timeout: deployment.timeout,
+            options: deployment.options,
         })
         .await;
     let attempt = |outcome: String,

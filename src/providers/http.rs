@@ -1,0 +1,420 @@
+//! HTTP plumbing every adapter shares: the whole-call deadline, transport failures as
+//! [`ErrorKind`]s, `retry-after` parsing, key redaction and error-body snippets.
+//!
+//! The adapters differ in their wire formats and in how they read an error body; they do not
+//! differ in how a call is timed, how a refused connection is reported, or how a key is kept
+//! out of messages. Keeping that here means a fix to one (say, a new `retry-after` form) reaches
+//! every provider at once.
+
+use super::{ErrorKind, ProviderError};
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+/// How much of a non-JSON body to keep as a message.
+pub const SNIPPET_CHARS: usize = 300;
+
+/// A complete HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Runs one call under the whole-call deadline and scrubs the key from any error.
+///
+/// reqwest's own timeout covers connect to last body byte; this outer one is a backstop so no
+/// path (a slow DNS resolver, a stalled body) outlives `timeout`.
+pub async fn guarded<T>(
+    provider: &'static str,
+    api_key: &str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let outcome = match tokio::time::timeout(timeout, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(timeout_error(provider, timeout)),
+    };
+    outcome.map_err(|error| redact(error, api_key))
+}
+
+/// One non-streaming call, the same for every adapter: send, then `parse` a 2xx body or
+/// read any other answer with `on_error`, all under the deadline, the key scrubbed.
+pub async fn exchange(
+    provider: &'static str,
+    api_key: &str,
+    timeout: Duration,
+    request: RequestBuilder,
+    parse: impl FnOnce(u16, &[u8]) -> Result<super::Completion, ProviderError> + Send,
+    on_error: impl FnOnce(&Answer) -> ProviderError + Send,
+) -> Result<super::Completion, ProviderError> {
+    guarded(provider, api_key, timeout, async {
+        let answer = send(provider, request, timeout).await?;
+        tracing::debug!(
+            provider,
+            status = answer.status.as_u16(),
+            // OpenAI's header, then Anthropic's; worth logging for support requests.
+            request_id = header(&answer.headers, "x-request-id")
+                .or_else(|| header(&answer.headers, "request-id"))
+                .unwrap_or("-"),
+            "provider answered"
+        );
+        if answer.status.is_success() {
+            parse(answer.status.as_u16(), &answer.body)
+        } else {
+            Err(on_error(&answer))
+        }
+    })
+    .await
+}
+
+/// An API key as a header value marked sensitive, so reqwest (and anything printing the
+/// request) never shows it.
+pub fn key_header(api_key: &str) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(api_key)
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
+/// Sends a prepared request (headers and JSON body set) and reads the whole answer.
+pub async fn send(
+    provider: &'static str,
+    request: RequestBuilder,
+    timeout: Duration,
+) -> Result<Answer, ProviderError> {
+    let response = start(provider, request, timeout).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(provider, &e, timeout))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends a request and returns as soon as the status and headers are in (for streams).
+pub async fn start(
+    provider: &'static str,
+    request: RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    request
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, &e, timeout))
+}
+
+pub fn timeout_error(provider: &'static str, timeout: Duration) -> ProviderError {
+    ProviderError::new(
+        provider,
+        ErrorKind::Timeout,
+        None,
+        format!(
+            "no complete answer within {}",
+            humantime::format_duration(timeout)
+        ),
+    )
+}
+
+/// A failure before any HTTP status, or while reading a body: timeout or connection trouble.
+pub fn transport_error(
+    provider: &'static str,
+    error: &reqwest::Error,
+    timeout: Duration,
+) -> ProviderError {
+    if error.is_timeout() {
+        return timeout_error(provider, timeout);
+    }
+    // reqwest's Display stops at "error sending request"; the cause chain says why
+    // (connection refused, reset, DNS).
+    ProviderError::new(provider, ErrorKind::Connection, None, error_chain(error))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Maps an HTTP status to what the worker should do, before any provider-specific reading of
+/// the body: 408 and 409 are retried as the official SDKs do (request timeout, lock
+/// conflict), 529 is Anthropic's overload, any other 4xx is the request's fault.
+pub fn classify_status(status: u16) -> ErrorKind {
+    match status {
+        429 => ErrorKind::RateLimited,
+        401 | 403 => ErrorKind::Unauthorized,
+        404 => ErrorKind::NotFound,
+        408 => ErrorKind::Timeout,
+        409 => ErrorKind::ServerError,
+        400..=499 => ErrorKind::BadRequest,
+        500..=599 => ErrorKind::ServerError,
+        // 1xx/3xx reaching us means something between us and the provider misbehaved.
+        _ => ErrorKind::InvalidResponse,
+    }
+}
+
+/// A 2xx body that is not what the provider documents.
+pub fn invalid(provider: &'static str, status: u16, message: impl Into<String>) -> ProviderError {
+    ProviderError::new(provider, ErrorKind::InvalidResponse, Some(status), message)
+}
+
+/// A 2xx body as JSON, or an `InvalidResponse` quoting the start of what came instead.
+pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Value, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            provider,
+            status,
+            format!(
+                "the response is not JSON ({e}): {}",
+                snippet(&String::from_utf8_lossy(body))
+            ),
+        )
+    })
+}
+
+/// A non-2xx answer as an error: the adapter's reading of its JSON body (`read`), or, for a
+/// body that is not the provider's error format, the status's class with the body's start.
+pub fn error_of(
+    provider: &'static str,
+    answer: &Answer,
+    read: impl FnOnce(Option<u16>, &Value) -> Option<ProviderError>,
+) -> ProviderError {
+    let status = answer.status.as_u16();
+    serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|json| read(Some(status), &json))
+        .unwrap_or_else(|| {
+            ProviderError::new(
+                provider,
+                classify_status(status),
+                Some(status),
+                fallback_message(answer.status, &answer.body),
+            )
+        })
+}
+
+/// The message for an error body the adapter could not read: its start, or the status's
+/// reason phrase when it is empty.
+pub fn fallback_message(status: StatusCode, body: &[u8]) -> String {
+    let text = snippet(&String::from_utf8_lossy(body));
+    if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string()
+    } else {
+        text
+    }
+}
+
+pub fn snippet(text: &str) -> String {
+    let text = text.trim();
+    let mut cut: String = text.chars().take(SNIPPET_CHARS).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+/// Removes the key from a message, should anything upstream have echoed it.
+pub fn redact(mut error: ProviderError, api_key: &str) -> ProviderError {
+    if !api_key.is_empty() && error.message.contains(api_key) {
+        error.message = error.message.replace(api_key, "[redacted]");
+    }
+    error
+}
+
+/// A header's value as trimmed text.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// When to come back, as the standard headers say: `retry-after-ms`, then `retry-after`
+/// (seconds, fractions allowed, or an HTTP date). The official OpenAI and Anthropic SDKs read
+/// both, in this order.
+pub fn retry_after_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    header(headers, "retry-after").and_then(|value| parse_retry_after(value, now))
+}
+
+/// `retry-after`: delay seconds (the SDKs accept fractions) or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(until(
+        SystemTime::from(date.with_timezone(&chrono::Utc)),
+        now,
+    ))
+}
+
+/// How long from `now` to `at`; a time in the past means "now".
+pub fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+/// One rate limit's state from a provider's headers: whether it is used up, and when it
+/// resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    pub exhausted: bool,
+    pub reset: Option<Duration>,
+}
+
+/// The wait a 429 implies from per-limit reset headers. The limits whose `remaining` is 0 name
+/// what ran out (the latest of their resets, since all must recover); when none says so, the
+/// soonest reset, because a token bucket's reset counts until it is *full* (often minutes)
+/// while one request needs far less.
+pub fn wait_from_limits(limits: &[LimitState]) -> Option<Duration> {
+    let exhausted = limits
+        .iter()
+        .filter(|l| l.exhausted)
+        .filter_map(|l| l.reset)
+        .max();
+    exhausted.or_else(|| limits.iter().filter_map(|l| l.reset).min())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    pub(crate) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds_then_seconds_then_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = headers(&[("retry-after-ms", "250"), ("retry-after", "3")]);
+        assert_eq!(
+            retry_after_headers(&h, now),
+            Some(Duration::from_millis(250))
+        );
+        let h = headers(&[("retry-after", "3")]);
+        assert_eq!(retry_after_headers(&h, now), Some(Duration::from_secs(3)));
+        let h = headers(&[("retry-after", "0.5")]);
+        assert_eq!(
+            retry_after_headers(&h, now),
+            Some(Duration::from_millis(500))
+        );
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:30 GMT")]);
+        assert_eq!(retry_after_headers(&h, now), Some(Duration::from_secs(10)));
+        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]);
+        assert_eq!(retry_after_headers(&h, now), Some(Duration::ZERO));
+        let h = headers(&[("retry-after", "soon")]);
+        assert_eq!(retry_after_headers(&h, now), None);
+    }
+
+    #[test]
+    fn the_exhausted_limit_decides_else_the_soonest() {
+        let s = Duration::from_secs;
+        let l = |exhausted, reset: Option<u64>| LimitState {
+            exhausted,
+            reset: reset.map(s),
+        };
+        assert_eq!(
+            wait_from_limits(&[l(false, Some(1)), l(false, Some(360))]),
+            Some(s(1))
+        );
+        assert_eq!(
+            wait_from_limits(&[l(false, Some(1)), l(true, Some(360))]),
+            Some(s(360))
+        );
+        assert_eq!(
+            wait_from_limits(&[l(true, Some(5)), l(true, Some(9))]),
+            Some(s(9))
+        );
+        assert_eq!(
+            wait_from_limits(&[l(true, None), l(false, Some(4))]),
+            Some(s(4))
+        );
+        assert_eq!(wait_from_limits(&[]), None);
+    }
+
+    #[test]
+    fn statuses_classify() {
+        use ErrorKind::*;
+        for (status, kind) in [
+            (429, RateLimited),
+            (401, Unauthorized),
+            (403, Unauthorized),
+            (404, NotFound),
+            (408, Timeout),
+            (409, ServerError),
+            (400, BadRequest),
+            (413, BadRequest),
+            (422, BadRequest),
+            (500, ServerError),
+            (503, ServerError),
+            (529, ServerError),
+            (302, InvalidResponse),
+        ] {
+            assert_eq!(classify_status(status), kind, "{status}");
+        }
+    }
+
+    #[test]
+    fn messages_fall_back_to_a_snippet_or_the_reason() {
+        assert_eq!(
+            fallback_message(StatusCode::BAD_GATEWAY, b"  <html>bad gateway</html>\n"),
+            "<html>bad gateway</html>"
+        );
+        assert_eq!(
+            fallback_message(StatusCode::SERVICE_UNAVAILABLE, b""),
+            "Service Unavailable"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(
+            fallback_message(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes())
+                .chars()
+                .count(),
+            SNIPPET_CHARS + 1
+        );
+        let e = json_body("openai", 200, b"<html>").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+    }
+
+    #[test]
+    fn the_key_is_scrubbed_from_messages() {
+        let error = ProviderError::new(
+            "openai",
+            ErrorKind::Unauthorized,
+            Some(401),
+            "Incorrect API key provided: sk-secret-123.",
+        );
+        let error = redact(error, "sk-secret-123");
+        assert_eq!(error.message, "Incorrect API key provided: [redacted].");
+        assert!(!error.to_string().contains("sk-secret"));
+    }
+}
