@@ -102,9 +102,11 @@ async fn due_times_fire_once_each_across_restarts_and_crashes(backend: Backend) 
 
 async fn missed_runs_follow_the_catch_up_policy(backend: Backend) {
     let h = Harness::start_with(backend, |_| {}, false).await;
-    let t0 = at_second(Utc::now()) - Duration::hours(6);
-    // Five hours and a half later, the newest due time (30 minutes ago) is missed, not on time.
-    let later = t0 + Duration::minutes(330);
+    // Half past an hour six hours ago, then five hours later: five hourly due times passed,
+    // the newest of them at least half an hour ago, so every one is missed, not on time.
+    let this_hour = DateTime::from_timestamp(Utc::now().timestamp() / 3600 * 3600, 0).unwrap();
+    let t0 = this_hour - Duration::hours(6) + Duration::minutes(30);
+    let later = t0 + Duration::hours(5);
     let mut expected = Vec::new();
     for (name, policy, jobs, skipped) in [
         ("every", "all", 5, 0),
