@@ -36,6 +36,8 @@ impl Key {
 pub struct Deployment {
     pub name: String,
     pub provider_name: String,
+    /// The API family, named in the errors its adapter reports.
+    pub kind: ProviderKind,
     pub model: String,
     pub price: Price,
     pub timeout: Duration,
@@ -94,6 +96,7 @@ impl Router {
                 Arc::new(Deployment {
                     name: name.clone(),
                     provider_name: d.provider.clone(),
+                    kind: provider.kind,
                     model: d.model.clone(),
                     price: d.price,
                     timeout: provider.timeout,

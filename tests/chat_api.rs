@@ -206,41 +206,62 @@ async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {
 
 async fn a_streamed_request_arrives_as_server_sent_chunks(backend: Backend) {
     let h = Harness::start(backend).await;
-    let messages = json!([{"role": "user", "content": prompt("Stream me a river.")}]);
-    let response = post_chat(
-        &h,
-        &json!({"model": "fast", "stream": true, "messages": messages}),
-        &[],
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let id = job_id_of(&response);
-    let data = sse_data(response).await;
-    assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    assert!(chunks
-        .iter()
-        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == id.to_string()));
-
-    // The stream adds up to the stored answer, and its usage is the charged usage.
-    let job = h.client.get(id, None).await.unwrap();
-    assert_eq!(job["status"], "succeeded");
-    let stored = job["result"]["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap();
-    assert_eq!(streamed_text(&data), stored);
-    let usage = chunks.iter().rev().find(|c| !c["usage"].is_null()).unwrap();
-    assert_eq!(usage["usage"], job["result"]["usage"]);
-    assert_eq!(
-        chunks
+    // One route per API family: OpenAI, Anthropic, Gemini.
+    for model in ["fast", "writer", "flash"] {
+        let messages = json!([{"role": "user", "content": prompt("Stream me a river, please.")}]);
+        let response = post_chat(
+            &h,
+            &json!({"model": model, "stream": true, "messages": messages}),
+            &[],
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{model}");
+        let id = job_id_of(&response);
+        let data = sse_data(response).await;
+        assert_eq!(data.last().unwrap(), "[DONE]", "{model}: {data:?}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
             .iter()
-            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
-            .collect::<Vec<_>>(),
-        ["stop"]
-    );
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == id.to_string()));
+        let content_chunks = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["delta"]["content"].is_string())
+            .count();
+        assert!(
+            content_chunks > 1,
+            "{model}: the provider's pieces arrive as they come, not as one replayed answer"
+        );
+
+        // The stream adds up to the stored answer, and its usage is the charged usage.
+        let job = h.client.get(id, None).await.unwrap();
+        assert_eq!(job["status"], "succeeded", "{model}: {job:#}");
+        let stored = job["result"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap();
+        assert_eq!(streamed_text(&data), stored, "{model}");
+        let usage = chunks.iter().rev().find(|c| !c["usage"].is_null()).unwrap();
+        for count in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+            assert_eq!(
+                usage["usage"][count], job["result"]["usage"][count],
+                "{model}: {count}"
+            );
+        }
+        assert_eq!(
+            job["cost"]["input_tokens"], usage["usage"]["prompt_tokens"],
+            "{model}: charged for what streamed"
+        );
+        assert_eq!(
+            chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+                .collect::<Vec<_>>(),
+            ["stop"],
+            "{model}"
+        );
+    }
     h.stop().await;
 }
 
@@ -263,6 +284,35 @@ async fn a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fail
     assert!(!streamed_text(&data).is_empty());
     let job = h.client.get(id, None).await.unwrap();
     assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
+
+    // An attempt that breaks after its first chunks cannot be taken back: the client's
+    // stream ends with an error naming the job, which carries on and succeeds.
+    let broken = post_chat(
+        &h,
+        &json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": prompt("[sim fail=midstream] a long answer please")}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(broken.status(), 200);
+    let id = job_id_of(&broken);
+    let data = sse_data(broken).await;
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&id.to_string()), "{message}");
+    assert!(
+        data.len() > 1,
+        "some chunks came before the error: {data:?}"
+    );
+    let job = h.wait(id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        h.count(&format!("SELECT COUNT(*) FROM costs WHERE job_id = '{id}'"))
+            .await,
+        1
+    );
 
     // A request the provider refuses fails before any chunk: a plain error, not a stream.
     let refused = post_chat(

@@ -1,4 +1,5 @@
-//! The official OpenAI, Anthropic and Gemini Python SDKs against the simulator.
+//! The official OpenAI, Anthropic and Gemini Python SDKs against the simulator, and the
+//! OpenAI SDK against Sluice itself.
 //!
 //! The simulator promises that the providers' own SDKs accept everything it serves; this
 //! test holds it to that by running `tests/sdk/check_sim.py` (plain, streamed, tool and JSON
@@ -6,19 +7,61 @@
 //! the SDKs of `tests/sdk/requirements.txt` installed, is named by `SLUICE_SDK_PYTHON`;
 //! `scripts/test.sh` builds that virtualenv and sets it.
 
+#[macro_use]
+mod common;
+
 use sluice::sim::{self, SimConfig};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-#[tokio::test]
-async fn the_official_sdks_accept_the_simulator() {
-    let python = std::env::var("SLUICE_SDK_PYTHON").unwrap_or_else(|_| {
+/// The interpreter with the official SDKs installed.
+fn sdk_python() -> String {
+    std::env::var("SLUICE_SDK_PYTHON").unwrap_or_else(|_| {
         panic!(
             "SLUICE_SDK_PYTHON is not set: run the suite with scripts/test.sh, which installs \
              the official SDKs (tests/sdk/requirements.txt) into target/sdk-venv and points \
              SLUICE_SDK_PYTHON at its python"
         )
-    });
+    })
+}
+
+/// Runs `tests/sdk/SCRIPT` with `args`, within 3 minutes.
+async fn run_script(script: &str, args: &[&str]) -> Output {
+    let python = sdk_python();
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 3 minutes"))
+        .unwrap_or_else(|e| panic!("cannot run {python} (SLUICE_SDK_PYTHON): {e}"))
+}
+
+/// An application written for OpenAI, pointed at Sluice, on each queue backend.
+async fn the_openai_sdk_runs_unchanged_against_sluice(backend: common::Backend) {
+    let h = common::Harness::start(backend).await;
+    let output = run_script("check_sluice.py", &[&h.base_url, common::TOKEN]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "check_sluice.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    // Every SDK call became a stored, charged job: 3 plain + 3 streamed + 1 tool call.
+    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 7);
+    h.stop().await;
+}
+
+on_both_backends!(the_openai_sdk_runs_unchanged_against_sluice);
+
+#[tokio::test]
+async fn the_official_sdks_accept_the_simulator() {
     let server = sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
         SimConfig {
@@ -28,18 +71,8 @@ async fn the_official_sdks_accept_the_simulator() {
     )
     .await
     .expect("simulator starts");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_sim.py");
     let root = format!("http://{}", server.local_addr());
-    let run = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(&root)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("check_sim.py finishes within 3 minutes")
-        .unwrap_or_else(|e| panic!("cannot run {python} (SLUICE_SDK_PYTHON): {e}"));
+    let output = run_script("check_sim.py", &[&root]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -129,10 +129,11 @@ pub async fn handle(context: &WorkerContext, delivery: Delivery) {
         settle(delivery.dead_letter(&reason).await);
         return;
     }
-    let outcome = run_job(context, &envelope).await;
+    let watcher = Watcher::of(&context.queue, &envelope);
+    let outcome = run_job(context, &envelope, watcher.as_ref()).await;
     // The outcome is committed (or could not be): now, and only now, the client watching a
     // streamed job may hear about it.
-    if let Some(watcher) = Watcher::of(&context.queue, &envelope) {
+    if let Some(watcher) = &watcher {
         watcher
             .report_outcome(&context.store, &envelope.tenant)
             .await;
@@ -159,9 +160,12 @@ enum Settlement {
     RetryAfter(Duration),
 }
 
+/// Runs one attempt of a job and records its outcome; `watcher` gets the answer's chunks live
+/// when a client is waiting on a stream.
 async fn run_job(
     context: &WorkerContext,
     envelope: &Envelope,
+    watcher: Option<&Watcher>,
 ) -> Result<Settlement, crate::store::StoreError> {
     let store = &context.store;
     let id = envelope.id;
@@ -214,16 +218,21 @@ async fn run_job(
 
     let key = deployment.pick_key();
     let started_at = now_ms();
-    let result = deployment
-        .adapter
-        .chat(Call {
-            model: &deployment.model,
-            api_key: key.secret(),
-            request: &envelope.spec.request,
-            timeout: deployment.timeout,
-            options: deployment.options,
-        })
-        .await;
+    let call = Call {
+        model: &deployment.model,
+        api_key: key.secret(),
+        request: &envelope.spec.request,
+        timeout: deployment.timeout,
+        options: deployment.options,
+    };
+    let result = match watcher {
+        Some(watcher) => {
+            watcher
+                .relay(&*deployment.adapter, deployment.kind.as_str(), call)
+                .await
+        }
+        None => deployment.adapter.chat(call).await,
+    };
     let attempt = |outcome: String,
                    status: Option<u16>,
                    error: Option<String>,

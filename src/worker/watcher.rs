@@ -5,19 +5,24 @@
 //! client its live view, never the job its outcome, which the store holds either way. So
 //! every failure to send is logged and forgotten.
 
-use crate::job::Envelope;
-use crate::job::JobStatus;
+use crate::job::{Envelope, JobStatus};
+use crate::providers::{stream, Call, Completion, Provider, ProviderError};
 use crate::queue::Queue;
 use crate::store::{JobView, Store};
 use crate::streaming::{chunks_of, wants_stream, StreamEvent};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Where one streamed job's events go.
+/// Where one streamed job's events go. Cheap to clone: each relayed chunk holds one.
+#[derive(Clone)]
 pub(super) struct Watcher {
     queue: Arc<dyn Queue>,
-    address: String,
+    address: Arc<str>,
     job: Uuid,
+    /// Whether any chunk has gone out live, so the outcome is not replayed on top of it.
+    streamed: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -26,9 +31,37 @@ impl Watcher {
         let address = envelope.reply_to.as_ref()?;
         wants_stream(&envelope.spec.request.extra).then(|| Watcher {
             queue: queue.clone(),
-            address: address.clone(),
+            address: Arc::from(address.as_str()),
             job: envelope.id,
+            streamed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Makes `call` as a stream, relaying every chunk to the client the moment it arrives,
+    /// and returns the answer the chunks add up to, to be stored like any other.
+    pub(super) async fn relay(
+        &self,
+        adapter: &dyn Provider,
+        provider: &'static str,
+        call: Call<'_>,
+    ) -> Result<Completion, ProviderError> {
+        let chunks = adapter.chat_stream(call).await?;
+        let watcher = self.clone();
+        let relayed = chunks.then(move |item| {
+            let watcher = watcher.clone();
+            async move {
+                if let Ok(chunk) = &item {
+                    watcher
+                        .send(StreamEvent::Chunk {
+                            chunk: chunk.clone(),
+                        })
+                        .await;
+                    watcher.streamed.store(true, Ordering::Relaxed);
+                }
+                item
+            }
+        });
+        stream::collect(provider, Box::pin(relayed)).await
     }
 
     pub(super) async fn send(&self, event: StreamEvent) {
@@ -54,8 +87,10 @@ impl Watcher {
         };
         match job.status {
             JobStatus::Succeeded => {
-                if let Some(completion) = &job.result {
-                    for chunk in chunks_of(completion) {
+                // Answered by an earlier delivery, or by a call that could not stream: the
+                // client still gets its answer as chunks.
+                if !self.streamed.load(Ordering::Relaxed) {
+                    for chunk in job.result.iter().flat_map(chunks_of) {
                         self.send(StreamEvent::Chunk { chunk }).await;
                     }
                 }

@@ -315,11 +315,11 @@ impl AmqpSettle {
                     .to_string(),
             )),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!(
-                "could not ack ({}); the broker will deliver the message again",
+                "could not ack ({}); the broker will deliver it again",
                 describe_error(&e)
             ))),
             Err(_) => Err(QueueError::Unavailable(format!(
-                "the ack was not sent within {}; the broker will deliver the message again",
+                "the ack was not sent within {}; the broker will deliver it again",
                 humantime::format_duration(timeout)
             ))),
         }
