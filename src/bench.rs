@@ -5,6 +5,12 @@
 //! HTTP call over loopback, and the grouped commits. Latency is from the job's `created_at`
 //! (written before publishing) to its `finished_at` (the commit of its result). Peak RSS is the
 //! whole process's (`VmHWM`), simulator included.
+//!
+//! With `--streams N`, it measures streaming instead: N clients at a time send streamed
+//! requests to `POST /v1/chat/completions` over loopback HTTP, each asking the simulator for a
+//! first token after `--ttft`. Sluice's overhead is the client's time to its first content
+//! chunk minus that `ttft`: recording and publishing the job, the queue hop to a worker, the
+//! provider call's setup, and the relay of the chunk back through the reply inbox.
 
 use crate::app::App;
 use crate::config::{Config, QueueBackend, Secret};
@@ -31,6 +37,14 @@ pub struct BenchArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+    /// Measure streams instead: this many concurrent streamed requests through
+    /// `POST /v1/chat/completions` (`--jobs` of them in all), reporting the time to the first
+    /// content byte at the client beyond the provider's own time to first token.
+    #[arg(long, default_value_t = 0)]
+    pub streams: usize,
+    /// The simulated provider's time to first token in `--streams` mode.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub ttft: Duration,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
@@ -44,9 +58,19 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
         config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
     }
+    if args.streams > 0 {
+        config.pools.realtime.concurrency = args.streams.min(u16::MAX as usize) as u16;
+    }
     let app = App::start(config).await?;
     if let Some(amqp) = app.queue_as_amqp() {
         amqp.wait_connected(Duration::from_secs(10)).await?;
+    }
+    if args.streams > 0 {
+        let workers = WorkerPools::start(app.worker_context(), &[Urgency::Realtime]);
+        let result = bench_streams(&app, &args, out).await;
+        workers.shutdown().await;
+        cleanup(app, &args, &dir, out).await?;
+        return result;
     }
     let workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
     let submitter = app.submitter();
@@ -126,6 +150,16 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     )?;
 
     workers.shutdown().await;
+    cleanup(app, &args, &dir, out).await
+}
+
+/// Deletes what the bench made: its RabbitMQ queues, the simulator, the database folder.
+async fn cleanup(
+    app: App,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
     if let Some(amqp) = app.queue_as_amqp() {
         // The bench borrowed the broker under a throwaway prefix; leave nothing behind.
         let conn =
@@ -143,8 +177,141 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     if let Some(sim) = app.sim {
         sim.shutdown().await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// `--streams`: time to first content chunk through Sluice, beyond the provider's own.
+async fn bench_streams(
+    app: &App,
+    args: &BenchArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        app.api_state(),
+        std::future::pending(),
+    ));
+    let token = app
+        .config
+        .tenants
+        .first()
+        .map(|t| t.token.expose().to_string())
+        .ok_or_else(|| anyhow::anyhow!("the configuration has no tenant to stream as"))?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.streams)
+        .build()?;
+    writeln!(
+        out,
+        "bench: {} streamed requests, {} at a time, backend {}, provider ttft {}",
+        args.jobs,
+        args.streams,
+        app.queue.name(),
+        humantime::format_duration(args.ttft)
+    )?;
+    let started = Instant::now();
+    let per_client = args.jobs.div_ceil(args.streams);
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..args.streams {
+        let (http, base_url, token, ttft) =
+            (http.clone(), base_url.clone(), token.clone(), args.ttft);
+        clients.spawn(async move {
+            let mut firsts = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let prompt = format!(
+                    "[sim ttft={}ms] Stream bench {client}-{i}: tell a short story.",
+                    ttft.as_millis()
+                );
+                firsts.push(first_content_after(&http, &base_url, &token, &prompt).await?);
+            }
+            anyhow::Ok(firsts)
+        });
+    }
+    let mut firsts = Vec::with_capacity(args.jobs);
+    while let Some(joined) = clients.join_next().await {
+        firsts.extend(joined??);
+    }
+    let wall = started.elapsed();
+    api.abort();
+
+    let mut overheads: Vec<Duration> = firsts
+        .iter()
+        .map(|first| first.saturating_sub(args.ttft))
+        .collect();
+    overheads.sort_unstable();
+    let pct = |p: f64| overheads[((overheads.len() as f64 * p) as usize).min(overheads.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    writeln!(
+        out,
+        "time to first content chunk beyond the provider's ttft: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(*overheads.last().unwrap_or(&Duration::ZERO))
+    )?;
+    writeln!(
+        out,
+        "{} streams in {:.2}s; peak RSS {}",
+        overheads.len(),
+        wall.as_secs_f64(),
+        peak_rss()
+    )?;
+    Ok(())
+}
+
+/// Sends one streamed request; returns how long its first content chunk took to arrive,
+/// after reading the stream to its end.
+async fn first_content_after(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    prompt: &str,
+) -> anyhow::Result<Duration> {
+    use futures::StreamExt;
+    let sent = Instant::now();
+    let response = http
+        .post(format!("{base_url}/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "model": "fast",
+            "stream": true,
+            "messages": [{"role": "user", "content": prompt}],
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "a streamed request failed: {}",
+        response.status()
+    );
+    let mut body = response.bytes_stream();
+    let mut pending = String::new();
+    let (mut first, mut done) = (None, false);
+    while let Some(bytes) = body.next().await {
+        pending.push_str(&String::from_utf8_lossy(&bytes?));
+        // Whole lines only: an event may arrive split across reads.
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let Some(data) = line.trim_end().strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                done = true;
+            } else if first.is_none() {
+                let chunk: serde_json::Value = serde_json::from_str(data)?;
+                let content = chunk.pointer("/choices/0/delta/content");
+                if content
+                    .and_then(|c| c.as_str())
+                    .is_some_and(|c| !c.is_empty())
+                {
+                    first = Some(sent.elapsed());
+                }
+            }
+        }
+    }
+    anyhow::ensure!(done, "a stream ended without [DONE]");
+    first.ok_or_else(|| anyhow::anyhow!("a stream carried no content"))
 }
 
 fn bench_job(i: usize) -> JobSpec {
