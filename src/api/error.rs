@@ -13,6 +13,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// More members of the error object (e.g. the bad `lines` of a bulk upload).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -22,7 +24,14 @@ impl ApiError {
             kind,
             message: message.into(),
             field: None,
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a member to the error object.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.to_string(), value);
+        self
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -37,6 +46,7 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: (!field.is_empty()).then_some(field),
+            details: serde_json::Map::new(),
         }
     }
 
@@ -59,6 +69,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({ "type": self.kind, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);
+        }
+        for (key, value) in self.details {
+            error[key] = value;
         }
         (self.status, Json(json!({ "error": error }))).into_response()
     }

@@ -65,11 +65,7 @@ fn submitted_json(s: &Submitted) -> Value {
 
 /// Deserialises a job spec, naming the field a type error is in.
 fn parse_spec(value: Value) -> Result<JobSpec, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
+    crate::job::from_value_naming_field(value)
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +126,5 @@ pub async fn cancel(
 }
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text)
-        .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a job id (a UUID)")))
+    super::parse_id(text, "job")
 }

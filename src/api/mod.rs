@@ -4,12 +4,15 @@
 //! - `GET /v1/jobs/{id}`: status, result, attempts and cost; `?wait=30s` long-polls until the
 //!   job is final or the wait runs out.
 //! - `DELETE /v1/jobs/{id}`: cancels a queued job.
+//! - `POST /v1/bulk`, `GET /v1/bulk/{id}`, `GET /v1/bulk/{id}/results`,
+//!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
 mod auth;
+pub mod bulk;
 mod error;
 mod jobs;
 
@@ -36,6 +39,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(health))
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route(
+            "/v1/bulk",
+            // The body is streamed, never held: no size limit.
+            axum::routing::post(bulk::submit).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/bulk/{id}", get(bulk::get))
+        .route("/v1/bulk/{id}/results", get(bulk::results))
+        .route("/v1/bulk/{id}/cancel", axum::routing::post(bulk::cancel))
+        .route("/v1/models", get(bulk::models))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }
@@ -55,4 +67,10 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Parses an id from a path, naming what it should identify when it is not a UUID.
+fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a {what} id (a UUID)")))
 }
