@@ -82,21 +82,8 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base_url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        let body: Value = response.json().await.map_err(ClientError::BadResponse)?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(api_error(status.as_u16(), &body["error"]))
-        }
+        let response = self.start(request).await?;
+        response.json().await.map_err(ClientError::BadResponse)
     }
 
     /// `GET /v1/models`: the model names the server accepts.

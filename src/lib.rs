@@ -9,6 +9,8 @@
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
 //! - [`providers`]: adapters that speak each provider's wire format.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
+//! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
+//!   bulk in constant memory, its results in OpenAI's batch output format.
 
 pub mod api;
 pub mod app;

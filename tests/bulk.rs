@@ -69,6 +69,15 @@ fn expected_custom_id(i: usize) -> String {
     }
 }
 
+/// Submits a file through the CLI's library function, without a rejects file or progress bars.
+async fn submit_file(
+    client: &sluice::client::Client,
+    path: &Path,
+    request: BulkRequest,
+) -> Result<bulk::SubmitReport, BulkError> {
+    bulk::submit(client, path, request, None, false).await
+}
+
 async fn wait_done(h: &Harness, id: Uuid) -> Value {
     let status = bulk::wait(&h.client, id, Duration::from_secs(120), false)
         .await
@@ -101,15 +110,9 @@ async fn three_line_forms_complete_with_results_in_input_order(backend: Backend)
     let h = Harness::start(backend).await;
     let lines: Vec<String> = (0..30).map(|i| good_line(i, "forms")).collect();
     let path = write_file(h.dir.path(), "forms.jsonl", &lines);
-    let report = bulk::submit(
-        &h.client,
-        &path,
-        request("forms", Urgency::Standard),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    let report = submit_file(&h.client, &path, request("forms", Urgency::Standard))
+        .await
+        .unwrap();
     let s = &report.submission;
     assert_eq!(
         (s.lines, s.submitted, s.duplicates, s.rejected),
@@ -182,15 +185,7 @@ async fn every_bad_line_of_a_large_file_is_reported_and_nothing_is_enqueued(back
         (7001, "url"),
         (10000, "custom_id"),
     ];
-    match bulk::submit(
-        &h.client,
-        &path,
-        request("large", Urgency::Batch),
-        None,
-        false,
-    )
-    .await
-    {
+    match submit_file(&h.client, &path, request("large", Urgency::Batch)).await {
         Err(BulkError::Invalid {
             lines,
             invalid,
@@ -324,11 +319,11 @@ async fn the_same_file_twice_is_the_same_bulk_without_duplicates(backend: Backen
     // The name defaults to the file's name.
     let mut req = request("ignored", Urgency::Standard);
     req.name = None;
-    let first = bulk::submit(&h.client, &path, req.clone(), None, false)
+    let first = submit_file(&h.client, &path, req.clone())
         .await
         .unwrap()
         .submission;
-    let second = bulk::submit(&h.client, &path, req.clone(), None, false)
+    let second = submit_file(&h.client, &path, req.clone())
         .await
         .unwrap()
         .submission;
@@ -347,26 +342,17 @@ async fn the_same_file_twice_is_the_same_bulk_without_duplicates(backend: Backen
     let mut longer = lines.clone();
     longer.extend((20..25).map(|i| good_line(i, "twice")));
     let path = write_file(h.dir.path(), "twice.jsonl", &longer);
-    let third = bulk::submit(&h.client, &path, req, None, false)
-        .await
-        .unwrap()
-        .submission;
+    let third = submit_file(&h.client, &path, req).await.unwrap().submission;
     assert_eq!(
         (third.id, third.submitted, third.duplicates),
         (first.id, 5, 20)
     );
 
     // The same custom_ids under another name are another bulk's jobs.
-    let other = bulk::submit(
-        &h.client,
-        &path,
-        request("twice-again", Urgency::Standard),
-        None,
-        false,
-    )
-    .await
-    .unwrap()
-    .submission;
+    let other = submit_file(&h.client, &path, request("twice-again", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
     assert_ne!(other.id, first.id);
     assert_eq!(other.submitted, 25);
 
@@ -382,29 +368,15 @@ async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
     let mut h = Harness::start_with(backend, |_| {}, false).await;
     let lines: Vec<String> = (0..40).map(|i| good_line(i, "cancel")).collect();
     let path = write_file(h.dir.path(), "cancel.jsonl", &lines);
-    let s = bulk::submit(
-        &h.client,
-        &path,
-        request("cancel", Urgency::Batch),
-        None,
-        false,
-    )
-    .await
-    .unwrap()
-    .submission;
+    let s = submit_file(&h.client, &path, request("cancel", Urgency::Batch))
+        .await
+        .unwrap()
+        .submission;
     let answer = h.client.bulk_cancel(s.id).await.unwrap();
     assert_eq!(answer["cancelled"], 40, "{answer:#}");
     assert_eq!(answer["status"], "cancelled");
     // Submitting more to a cancelled bulk is refused.
-    match bulk::submit(
-        &h.client,
-        &path,
-        request("cancel", Urgency::Batch),
-        None,
-        false,
-    )
-    .await
-    {
+    match submit_file(&h.client, &path, request("cancel", Urgency::Batch)).await {
         Err(BulkError::Client(ClientError::Api { status: 409, .. })) => {}
         other => panic!("expected 409, got {other:?}"),
     }
@@ -434,16 +406,10 @@ async fn another_tenants_bulk_is_a_404(backend: Backend) {
     let h = Harness::start(backend).await;
     let lines: Vec<String> = (0..3).map(|i| good_line(i, "mine")).collect();
     let path = write_file(h.dir.path(), "mine.jsonl", &lines);
-    let s = bulk::submit(
-        &h.client,
-        &path,
-        request("mine", Urgency::Standard),
-        None,
-        false,
-    )
-    .await
-    .unwrap()
-    .submission;
+    let s = submit_file(&h.client, &path, request("mine", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
     let is_404 = |r: Result<Value, ClientError>| {
         assert!(
             matches!(r, Err(ClientError::Api { status: 404, .. })),
@@ -461,16 +427,10 @@ async fn another_tenants_bulk_is_a_404(backend: Backend) {
         other => panic!("expected 404, got {:?}", other.map(|(_, p)| p)),
     }
     // The same name is the other tenant's own bulk.
-    let theirs = bulk::submit(
-        &h.other_client,
-        &path,
-        request("mine", Urgency::Standard),
-        None,
-        false,
-    )
-    .await
-    .unwrap()
-    .submission;
+    let theirs = submit_file(&h.other_client, &path, request("mine", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
     assert_ne!(theirs.id, s.id);
     assert_eq!(theirs.submitted, 3);
     wait_done(&h, s.id).await;

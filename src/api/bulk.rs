@@ -14,7 +14,7 @@ use super::ApiState;
 use crate::bulk::submit::{prepare, BulkRequest, Submission};
 use crate::bulk::{output::output_line, BulkError, Defaults};
 use crate::job::Tags;
-use crate::store::ResultsFilter;
+use crate::store::{BulkView, ResultsFilter};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -211,12 +211,7 @@ pub async fn get(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id)?;
-    let bulk = state
-        .store
-        .bulk(&tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
     Ok(Json(
         serde_json::to_value(bulk).map_err(ApiError::internal)?,
     ))
@@ -241,12 +236,8 @@ pub async fn results(
     Path(id): Path<String>,
     Query(params): Query<ResultsParams>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let bulk = state
-        .store
-        .bulk(&tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
+    let id = bulk.id;
     let rows = state.store.bulk_results(
         id,
         ResultsFilter {
@@ -282,17 +273,13 @@ pub async fn cancel(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id)?;
     let cancelled = state
         .store
-        .cancel_bulk(&tenant, id)
+        .cancel_bulk(&tenant, parse_id(&id)?)
         .await?
-        .ok_or_else(|| not_found(id))?;
-    let bulk = state
-        .store
-        .bulk(&tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+        .ok_or_else(|| not_found(&id))?;
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
+    let id = bulk.id;
     Ok(Json(
         json!({ "id": id, "cancelled": cancelled, "status": bulk.status, "counts": bulk.counts }),
     ))
@@ -309,7 +296,17 @@ pub async fn models(State(state): State<ApiState>, _tenant: Tenant) -> Json<Valu
     Json(json!({ "object": "list", "data": data }))
 }
 
-fn not_found(id: Uuid) -> ApiError {
+/// The tenant's bulk `id` (from the path), or a 404 (another tenant's is no different from
+/// none).
+async fn owned_bulk(state: &ApiState, tenant: &str, id: &str) -> Result<BulkView, ApiError> {
+    state
+        .store
+        .bulk(tenant, parse_id(id)?)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no bulk {id}"))
 }
 

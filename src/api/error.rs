@@ -14,7 +14,7 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     /// More members of the error object (e.g. the bad `lines` of a bulk upload).
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -24,13 +24,13 @@ impl ApiError {
             kind,
             message: message.into(),
             field: None,
-            details: serde_json::Map::new(),
+            details: Vec::new(),
         }
     }
 
     /// Adds a member to the error object.
-    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
-        self.details.insert(key.to_string(), value);
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details.push((key, value));
         self
     }
 
@@ -46,7 +46,7 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: (!field.is_empty()).then_some(field),
-            details: serde_json::Map::new(),
+            details: Vec::new(),
         }
     }
 

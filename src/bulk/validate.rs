@@ -229,8 +229,8 @@ mod tests {
     async fn an_oversized_request_is_rejected() {
         let big = "x".repeat(crate::submit::MAX_REQUEST_BYTES);
         let text = format!(
-            "{{\"model\":\"fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"{big}\"}}]}}\n{}\n",
-            format!("{{\"pad\":\"{}\"}}", "y".repeat(MAX_LINE_BYTES))
+            "{{\"model\":\"fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"{big}\"}}]}}\n{{\"pad\":\"{}\"}}\n",
+            "y".repeat(MAX_LINE_BYTES)
         );
         let found = run(&text).await;
         assert_eq!(found.invalid, 2);
