@@ -550,15 +550,23 @@ pub(super) async fn insert_job(
     if inserted.rows_affected() == 1 {
         return Ok(InsertOutcome::Created);
     }
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS ?) LIMIT 1",
-    )
-    .bind(envelope.id.to_string())
-    .bind(&envelope.tenant)
-    .bind(&spec.custom_id)
-    .bind(&bulk_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    // Each form matches one partial unique index exactly, so the lookup is an index probe.
+    let (sql, scope) = match &bulk_id {
+        None => (
+            "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
+            &envelope.tenant,
+        ),
+        Some(bulk_id) => (
+            "SELECT id FROM jobs WHERE id = ? OR (bulk_id = ? AND custom_id = ?) LIMIT 1",
+            bulk_id,
+        ),
+    };
+    let existing: Option<String> = sqlx::query_scalar(sql)
+        .bind(envelope.id.to_string())
+        .bind(scope)
+        .bind(&spec.custom_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let existing = existing.ok_or_else(|| sqlx::Error::RowNotFound)?;
     Uuid::parse_str(&existing)
         .map(InsertOutcome::Existing)
