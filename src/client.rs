@@ -1,5 +1,9 @@
-//! A small client for Sluice's HTTP API, used by `sluice submit|get|wait` and the tests.
+//! A small client for Sluice's HTTP API, used by `sluice submit|get|wait|bulk` and the tests.
 
+use crate::api::bulk::{NDJSON, PENDING_HEADER};
+use crate::bulk::submit::{BulkRequest, Submission};
+use crate::store::ResultsFilter;
+use futures::TryStreamExt;
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
@@ -9,9 +13,16 @@ pub enum ClientError {
     #[error("cannot reach Sluice at {url}: {source}; is `sluice serve` running?")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("Sluice answered {status}: {message}")]
-    Api { status: u16, message: String },
+    Api {
+        status: u16,
+        message: String,
+        /// The whole error object (`{"type", "message", "field"?, …}`).
+        error: Value,
+    },
     #[error("Sluice sent a response that is not JSON: {0}")]
     BadResponse(reqwest::Error),
+    #[error("reading Sluice's answer failed: {0}")]
+    Stream(String),
 }
 
 #[derive(Clone)]
@@ -71,6 +82,123 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let response = self.start(request).await?;
+        response.json().await.map_err(ClientError::BadResponse)
+    }
+
+    /// `GET /v1/models`: the model names the server accepts.
+    pub async fn models(&self) -> Result<Vec<String>, ClientError> {
+        let list = self
+            .send(self.http.get(format!("{}/v1/models", self.base_url)))
+            .await?;
+        Ok(list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `POST /v1/bulk` with a streamed JSONL `body`, following the server's progress events:
+    /// `progress(done, total)` as jobs are published. Returns the submission.
+    pub async fn bulk_submit(
+        &self,
+        request: &BulkRequest,
+        body: reqwest::Body,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Submission, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/bulk", self.base_url))
+            .query(&bulk_query(request))
+            .header(reqwest::header::ACCEPT, NDJSON)
+            .header(reqwest::header::CONTENT_TYPE, NDJSON)
+            .body(body);
+        let response = self.start(response).await?;
+        let stream = response.bytes_stream().map_err(std::io::Error::other);
+        let mut events = crate::bulk::lines::LineReader::<_, tokio::io::Sink>::new(
+            tokio_util::io::StreamReader::new(stream),
+            1 << 20,
+            None,
+        );
+        while let Some((_, line)) = events
+            .next_line()
+            .await
+            .map_err(|e| ClientError::Stream(e.to_string()))?
+        {
+            let crate::bulk::lines::Line::Text(text) = line else {
+                continue;
+            };
+            let event: Value = serde_json::from_slice(text)
+                .map_err(|e| ClientError::Stream(format!("a progress event is not JSON: {e}")))?;
+            match event["type"].as_str() {
+                Some("progress") => progress(
+                    event["done"].as_u64().unwrap_or(0),
+                    event["total"].as_u64().unwrap_or(0),
+                ),
+                Some("submitted") => {
+                    return serde_json::from_value(event["bulk"].clone())
+                        .map_err(|e| ClientError::Stream(e.to_string()))
+                }
+                Some("error") => {
+                    return Err(api_error(
+                        event["status"].as_u64().unwrap_or(500) as u16,
+                        &event["error"],
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Err(ClientError::Stream(
+            "the server closed the progress stream before the submission ended; \
+             `sluice bulk status` shows what was submitted, and submitting the same file again \
+             under the same name submits the rest"
+                .into(),
+        ))
+    }
+
+    /// `GET /v1/bulk/{id}`.
+    pub async fn bulk(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}/v1/bulk/{id}", self.base_url)))
+            .await
+    }
+
+    /// `POST /v1/bulk/{id}/cancel`.
+    pub async fn bulk_cancel(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/bulk/{id}/cancel", self.base_url)),
+        )
+        .await
+    }
+
+    /// `GET /v1/bulk/{id}/results`: the response, whose body is the JSONL to stream, and how
+    /// many jobs were not finished (so not in it).
+    pub async fn bulk_results(
+        &self,
+        id: Uuid,
+        filter: ResultsFilter,
+    ) -> Result<(reqwest::Response, u64), ClientError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/bulk/{id}/results", self.base_url))
+            .query(&[("ordered", filter.ordered), ("errors", filter.errors_only)]);
+        let response = self.start(request).await?;
+        let pending = response
+            .headers()
+            .get(PENDING_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((response, pending))
+    }
+
+    /// Sends a request whose success body is streamed: an error status is read as an API
+    /// error, a success is handed back unread.
+    async fn start(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = request
             .bearer_auth(&self.token)
             .send()
@@ -80,17 +208,40 @@ impl Client {
                 source,
             })?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(ClientError::BadResponse)?;
         if status.is_success() {
-            Ok(body)
-        } else {
-            Err(ClientError::Api {
-                status: status.as_u16(),
-                message: body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no message")
-                    .to_string(),
-            })
+            return Ok(response);
         }
+        let body: Value = response.json().await.map_err(ClientError::BadResponse)?;
+        Err(api_error(status.as_u16(), &body["error"]))
     }
+}
+
+fn api_error(status: u16, error: &Value) -> ClientError {
+    ClientError::Api {
+        status,
+        message: error["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_string(),
+        error: error.clone(),
+    }
+}
+
+/// The query of `POST /v1/bulk` for a request.
+fn bulk_query(request: &BulkRequest) -> Vec<(&'static str, String)> {
+    let d = &request.defaults;
+    let mut query = vec![("urgency", d.urgency.to_string())];
+    let optional = [
+        ("name", request.name.clone()),
+        ("model", d.model.clone()),
+        ("deadline", d.deadline.map(|t| t.to_rfc3339())),
+        ("user", d.tags.user.clone()),
+        ("team", d.tags.team.clone()),
+        ("feature", d.tags.feature.clone()),
+    ];
+    query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    if request.skip_invalid {
+        query.push(("skip_invalid", "true".into()));
+    }
+    query
 }

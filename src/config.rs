@@ -547,10 +547,7 @@ impl Config {
 
     /// The error for a model that no route or deployment answers to, listing those that do.
     pub fn unknown_model(&self, model: &str) -> String {
-        format!(
-            "unknown model \"{model}\"; known models: {}",
-            self.model_names().join(", ")
-        )
+        unknown_model_message(model, &self.model_names())
     }
 
     /// Every model name a client may ask for, for error messages.
@@ -644,6 +641,15 @@ pub mod humantime_serde_compat {
             ))
         })
     }
+}
+
+/// The error for a model nobody configured, listing the ones that are (also used by clients
+/// that only know the server's model list, such as `sluice bulk submit`).
+pub fn unknown_model_message(model: &str, known: &[&str]) -> String {
+    format!(
+        "unknown model \"{model}\"; known models: {}",
+        known.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -211,6 +211,18 @@ impl FieldError {
     }
 }
 
+/// Deserialises `value`, naming the field a type error is in (`request.messages[0]`; empty
+/// when the value as a whole is wrong).
+pub fn from_value_naming_field<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}
+
 /// What a producer submits: everything about a job except what Sluice assigns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,8 @@
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
+//! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
+//!   bulk in constant memory, its results in OpenAI's batch output format.
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator.
 //! - [`client`]: a small client of the HTTP API, for the CLI and tests.
 //! - [`demo`], [`bench`]: `sluice demo` and `sluice bench`.
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod demo;

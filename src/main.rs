@@ -74,6 +74,9 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Bulk JSONL in and out: submit a file of requests, follow it, fetch its results.
+    #[command(subcommand)]
+    Bulk(BulkCommand),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +85,87 @@ enum JobsAction {
     List,
     /// Run one definition now (besides its schedule), and print the job id.
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+enum BulkCommand {
+    /// Check every line of a JSONL file, then submit it as a bulk and print the bulk id.
+    ///
+    /// A line is an OpenAI batch request ({"custom_id", "method", "url", "body"}), the short
+    /// form {"custom_id", "body"}, or a bare chat body (custom_id "line-N" when it has none).
+    /// Submitting again under the same name adds only the lines whose custom_id the bulk
+    /// does not hold yet: the same file twice creates no duplicate jobs.
+    Submit(BulkSubmitArgs),
+    /// Show a bulk's jobs by status and its cost so far.
+    Status {
+        id: uuid::Uuid,
+        /// Follow it with a progress bar until every job is final.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write a bulk's results as JSONL in OpenAI's batch output format (finished jobs only).
+    Results(BulkResultsArgs),
+    /// Cancel every job of a bulk that is still queued.
+    Cancel {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Args)]
+struct BulkSubmitArgs {
+    /// The JSONL file, or `-` for standard input.
+    file: PathBuf,
+    /// The bulk's name, unique per tenant (default: the file's name; required for stdin).
+    #[arg(long)]
+    name: Option<String>,
+    /// The model for lines whose request names none.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, default_value = "batch", value_parser = parse_urgency)]
+    urgency: Urgency,
+    /// When the answers are needed: a time from now (`6h`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_deadline)]
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// A cost attribution tag, `user=…`, `team=…` or `feature=…` (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Submit the valid lines and write the bad ones to the rejects file.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Where --skip-invalid writes the bad lines (default: FILE.rejects.jsonl).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Then wait for every job to finish (with a progress bar).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: write the results here.
+    #[arg(long, short, requires = "wait")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+struct BulkResultsArgs {
+    id: uuid::Uuid,
+    /// Where to write them (default: standard output).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// In input order (by line number); otherwise in no particular order (join on custom_id).
+    #[arg(long)]
+    ordered: bool,
+    /// Failed and cancelled jobs only.
+    #[arg(long)]
+    errors: bool,
+    /// Wait until every job is final first.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -116,6 +200,27 @@ struct SubmitArgs {
 
 fn parse_urgency(text: &str) -> Result<Urgency, String> {
     text.parse()
+}
+
+fn parse_deadline(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let after = humantime::parse_duration(text).map_err(|_| {
+        format!("\"{text}\" is neither a duration like 6h nor an RFC 3339 time like 2026-01-31T12:00:00Z")
+    })?;
+    Ok(chrono::Utc::now() + chrono::Duration::from_std(after).map_err(|e| e.to_string())?)
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key @ ("user" | "team" | "feature"), value)) if !value.is_empty() => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "\"{text}\" is not a tag; write user=NAME, team=NAME or feature=NAME"
+        )),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -158,7 +263,7 @@ fn start() -> anyhow::Result<()> {
 
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
-        Command::Demo { .. } | Command::Bench(_) => "warn",
+        Command::Demo { .. } | Command::Bench(_) | Command::Bulk(_) => "warn",
         _ => "info",
     }
 }
@@ -260,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,
         Command::Jobs { action } => jobs(load_config(&cli.config)?, action).await?,
+        Command::Bulk(command) => bulk(command).await?,
     }
     Ok(())
 }
@@ -351,6 +457,129 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
                 .fire(&definition, chrono::Utc::now(), true)
                 .await?;
             println!("{job}");
+        }
+    }
+    Ok(())
+}
+
+async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
+    use sluice::bulk::client as bulk;
+    const WAIT_AT_MOST: Duration = Duration::from_secs(7 * 24 * 3600);
+    const MAX_PRINTED_ERRORS: usize = 100;
+    match command {
+        BulkCommand::Submit(args) => {
+            let client = Client::new(&args.server.server, &args.server.token);
+            let mut defaults = sluice::bulk::Defaults {
+                model: args.model,
+                urgency: args.urgency,
+                deadline: args.deadline,
+                ..Default::default()
+            };
+            for (key, value) in args.tags {
+                let slot = match key.as_str() {
+                    "user" => &mut defaults.tags.user,
+                    "team" => &mut defaults.tags.team,
+                    _ => &mut defaults.tags.feature,
+                };
+                *slot = Some(value);
+            }
+            let request = sluice::bulk::submit::BulkRequest {
+                name: args.name,
+                defaults,
+                skip_invalid: args.skip_invalid,
+            };
+            let report = match bulk::submit(&client, &args.file, request, args.rejects, true).await
+            {
+                Err(sluice::bulk::BulkError::Invalid {
+                    lines,
+                    invalid,
+                    errors,
+                }) => {
+                    eprintln!(
+                        "{}: {invalid} of {lines} lines are invalid:",
+                        args.file.display()
+                    );
+                    bulk::print_invalid(&errors, invalid, MAX_PRINTED_ERRORS);
+                    anyhow::bail!("nothing was submitted; fix the lines above, or pass --skip-invalid to submit the valid ones and write the others to a rejects file");
+                }
+                Err(sluice::bulk::BulkError::Client(sluice::client::ClientError::Api {
+                    status: 400,
+                    message,
+                    error,
+                })) if error["lines"].is_array() => {
+                    let errors: Vec<sluice::bulk::LineError> =
+                        serde_json::from_value(error["lines"].clone()).unwrap_or_default();
+                    eprintln!("the server refused {}: {message}", args.file.display());
+                    bulk::print_invalid(
+                        &errors,
+                        error["invalid_lines"].as_u64().unwrap_or(0),
+                        MAX_PRINTED_ERRORS,
+                    );
+                    anyhow::bail!("nothing was submitted");
+                }
+                other => other?,
+            };
+            let s = &report.submission;
+            if let Some(rejects) = &report.rejects {
+                eprintln!(
+                    "{} bad lines skipped, written to {}",
+                    report.validation.invalid,
+                    rejects.display()
+                );
+            }
+            eprintln!(
+                "bulk \"{}\": {} jobs submitted, {} lines already in the bulk (same name and custom_id: not submitted again)",
+                s.name, s.submitted, s.duplicates
+            );
+            println!("{}", s.id);
+            if args.wait {
+                let status = bulk::wait(&client, s.id, WAIT_AT_MOST, true).await?;
+                eprintln!("{}", bulk::describe_status(&status));
+                if let Some(output) = &args.output {
+                    let (lines, _) =
+                        bulk::download_results(&client, s.id, Default::default(), Some(output))
+                            .await?;
+                    eprintln!("{lines} results written to {}", output.display());
+                }
+            }
+        }
+        BulkCommand::Status { id, wait, server } => {
+            let client = Client::new(server.server, server.token);
+            let status = if wait {
+                bulk::wait(&client, id, WAIT_AT_MOST, true).await?
+            } else {
+                client.bulk(id).await?
+            };
+            eprintln!("{}", bulk::describe_status(&status));
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        BulkCommand::Results(args) => {
+            let client = Client::new(args.server.server, args.server.token);
+            if args.wait {
+                bulk::wait(&client, args.id, WAIT_AT_MOST, true).await?;
+            }
+            let filter = sluice::store::ResultsFilter {
+                ordered: args.ordered,
+                errors_only: args.errors,
+            };
+            let (lines, pending) =
+                bulk::download_results(&client, args.id, filter, args.output.as_deref()).await?;
+            if let Some(output) = &args.output {
+                eprintln!("{lines} results written to {}", output.display());
+            }
+            if pending > 0 {
+                eprintln!("{pending} jobs are not finished yet and are not in the results; run again later, or with --wait");
+            }
+        }
+        BulkCommand::Cancel { id, server } => {
+            let answer = Client::new(server.server, server.token)
+                .bulk_cancel(id)
+                .await?;
+            eprintln!(
+                "bulk {id}: {} queued jobs cancelled; running jobs finish",
+                answer["cancelled"]
+            );
+            println!("{}", serde_json::to_string_pretty(&answer)?);
         }
     }
     Ok(())

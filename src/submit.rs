@@ -93,7 +93,41 @@ impl Submitter {
                 })
             })?;
         }
-        let outcomes = self.store.insert_jobs(envelopes.clone()).await?;
+        self.record_and_publish(envelopes, None).await
+    }
+
+    /// Submits jobs of bulk `bulk`, each with its line number in the submitted file. The specs
+    /// must have passed [`Submitter::check`] (the bulk reader checks every line before any is
+    /// submitted). A `custom_id` the bulk already holds answers that job, `duplicate: true`.
+    pub async fn submit_to_bulk(
+        &self,
+        tenant: &str,
+        bulk: Uuid,
+        lines: Vec<(u64, JobSpec)>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let (numbers, envelopes): (Vec<u64>, Vec<Envelope>) = lines
+            .into_iter()
+            .map(|(line, spec)| (line, Envelope::new(tenant, spec)))
+            .unzip();
+        self.record_and_publish(envelopes, Some((bulk, numbers)))
+            .await
+    }
+
+    /// Records the jobs (`queued`, unpublished; in `bulk` at those line numbers if given),
+    /// publishes the new ones with confirms, and marks them published.
+    async fn record_and_publish(
+        &self,
+        envelopes: Vec<Envelope>,
+        bulk: Option<(Uuid, Vec<u64>)>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let outcomes = match bulk {
+            None => self.store.insert_jobs(envelopes.clone()).await?,
+            Some((bulk, lines)) => {
+                self.store
+                    .insert_bulk_jobs(bulk, lines.into_iter().zip(envelopes.clone()).collect())
+                    .await?
+            }
+        };
 
         let mut created = Vec::new();
         let mut answers = Vec::with_capacity(envelopes.len());
@@ -177,31 +211,42 @@ impl Submitter {
 
     /// Everything that can be known wrong about a job before it runs.
     pub fn check(&self, spec: &JobSpec) -> Result<(), FieldError> {
-        spec.validate()?;
-        let model = &spec.request.model;
-        if self.config.resolve_model(model).is_none() {
-            return Err(FieldError::new(
-                "request.model",
-                self.config.unknown_model(model),
-            ));
-        }
-        if let Some(deadline) = spec.deadline {
-            if deadline <= chrono::Utc::now() {
-                return Err(FieldError::new(
-                    "deadline",
-                    format!("{deadline} is in the past"),
-                ));
-            }
-        }
-        let size = serde_json::to_vec(&spec.request)
-            .map(|v| v.len())
-            .unwrap_or(0);
-        if size > MAX_REQUEST_BYTES {
-            return Err(FieldError::new(
-                "request",
-                format!("is {size} bytes; the limit is {MAX_REQUEST_BYTES} bytes"),
-            ));
-        }
-        Ok(())
+        check_spec(spec, |model| {
+            self.config
+                .resolve_model(model)
+                .is_none()
+                .then(|| self.config.unknown_model(model))
+        })
     }
+}
+
+/// [`Submitter::check`] for a caller that knows the models by other means (a client holding
+/// the server's model list): `unknown_model` answers the error message for a model that does
+/// not exist, `None` for one that does.
+pub fn check_spec(
+    spec: &JobSpec,
+    unknown_model: impl FnOnce(&str) -> Option<String>,
+) -> Result<(), FieldError> {
+    spec.validate()?;
+    if let Some(message) = unknown_model(&spec.request.model) {
+        return Err(FieldError::new("request.model", message));
+    }
+    if let Some(deadline) = spec.deadline {
+        if deadline <= chrono::Utc::now() {
+            return Err(FieldError::new(
+                "deadline",
+                format!("{deadline} is in the past"),
+            ));
+        }
+    }
+    let size = serde_json::to_vec(&spec.request)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if size > MAX_REQUEST_BYTES {
+        return Err(FieldError::new(
+            "request",
+            format!("is {size} bytes; the limit is {MAX_REQUEST_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }

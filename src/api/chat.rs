@@ -13,7 +13,7 @@
 
 use super::auth::Tenant;
 use super::error::ApiError;
-use super::jobs::{deserialize_naming_field, wait_until_final, MAX_WAIT};
+use super::jobs::{wait_until_final, MAX_WAIT};
 use super::ApiState;
 use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
 use crate::queue::Inbox;
@@ -42,7 +42,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
-    let request: ChatRequest = deserialize_naming_field(value)?;
+    let request: ChatRequest = crate::job::from_value_naming_field(value)?;
     let stream = wants_stream(&request.extra);
     let mut envelope = Envelope::new(&tenant, job_spec(request, &headers)?);
     let id = envelope.id;

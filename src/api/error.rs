@@ -16,6 +16,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// More members of the error object (e.g. the bad `lines` of a bulk upload).
+    pub details: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -25,7 +27,14 @@ impl ApiError {
             kind,
             message: message.into(),
             field: None,
+            details: Vec::new(),
         }
+    }
+
+    /// Adds a member to the error object.
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details.push((key, value));
+        self
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -40,6 +49,7 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: (!field.is_empty()).then_some(field),
+            details: Vec::new(),
         }
     }
 
@@ -67,6 +77,9 @@ impl IntoResponse for ApiError {
         });
         if let Some(field) = self.field {
             error["field"] = json!(field);
+        }
+        for (key, value) in self.details {
+            error[key] = value;
         }
         (self.status, Json(json!({ "error": error }))).into_response()
     }

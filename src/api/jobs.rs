@@ -3,7 +3,7 @@
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::ApiState;
-use crate::job::{FieldError, JobSpec, JobStatus};
+use crate::job::{from_value_naming_field, JobSpec, JobStatus};
 use crate::store::JobView;
 use crate::submit::Submitted;
 use axum::body::Bytes;
@@ -37,14 +37,14 @@ pub async fn create(
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    deserialize_naming_field::<JobSpec>(item)
+                    from_value_naming_field::<JobSpec>(item)
                         .map_err(|e| ApiError::from(e.within(&format!("[{i}]"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             (specs, true)
         }
         other => (
-            vec![deserialize_naming_field::<JobSpec>(other).map_err(ApiError::from)?],
+            vec![from_value_naming_field::<JobSpec>(other).map_err(ApiError::from)?],
             false,
         ),
     };
@@ -68,17 +68,6 @@ pub async fn create(
 
 fn submitted_json(s: &Submitted) -> Value {
     json!({ "id": s.id, "duplicate": s.duplicate })
-}
-
-/// Deserialises `value`, naming the field a type error is in (`messages[0].role`).
-pub(super) fn deserialize_naming_field<T: serde::de::DeserializeOwned>(
-    value: Value,
-) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +144,5 @@ pub async fn cancel(
 }
 
 pub(super) fn parse_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text)
-        .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a job id (a UUID)")))
+    super::parse_id(text, "job")
 }

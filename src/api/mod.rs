@@ -6,12 +6,15 @@
 //! - `DELETE /v1/jobs/{id}`: cancels a queued job.
 //! - `POST /v1/chat/completions`: OpenAI's endpoint; runs the request as a `realtime` job and
 //!   answers with its completion (see [`chat`]).
+//! - `POST /v1/bulk`, `GET /v1/bulk/{id}`, `GET /v1/bulk/{id}/results`,
+//!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
 mod auth;
+pub mod bulk;
 mod chat;
 mod error;
 mod jobs;
@@ -41,6 +44,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
+        .route(
+            "/v1/bulk",
+            // The body is streamed, never held: no size limit.
+            axum::routing::post(bulk::submit).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/bulk/{id}", get(bulk::get))
+        .route("/v1/bulk/{id}/results", get(bulk::results))
+        .route("/v1/bulk/{id}/cancel", axum::routing::post(bulk::cancel))
+        .route("/v1/models", get(bulk::models))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }
@@ -60,4 +72,10 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Parses an id from a path, naming what it should identify when it is not a UUID.
+fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a {what} id (a UUID)")))
 }

@@ -138,7 +138,7 @@ impl Store {
     ) -> Result<InsertOutcome, StoreError> {
         let envelope = envelope.clone();
         self.write(move |conn| {
-            Box::pin(async move { insert_job(conn, &envelope, published).await })
+            Box::pin(async move { insert_job(conn, &envelope, published, None).await })
         })
         .await
     }
@@ -152,7 +152,7 @@ impl Store {
             Box::pin(async move {
                 let mut outcomes = Vec::with_capacity(envelopes.len());
                 for envelope in &envelopes {
-                    outcomes.push(insert_job(conn, envelope, false).await?);
+                    outcomes.push(insert_job(conn, envelope, false, None).await?);
                 }
                 Ok(outcomes)
             })
@@ -397,17 +397,7 @@ impl Store {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
-                let now = now_ms();
-                sqlx::query(
-                    "UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? \
-                     WHERE id = ? AND tenant = ? AND status = 'queued'",
-                )
-                .bind(now)
-                .bind(now)
-                .bind(id.to_string())
-                .bind(&tenant)
-                .execute(&mut *conn)
-                .await?;
+                cancel_queued(conn, &tenant, CancelScope::Job(id)).await?;
                 let status: Option<String> =
                     sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND tenant = ?")
                         .bind(id.to_string())
@@ -524,17 +514,22 @@ impl Store {
     }
 }
 
-async fn insert_job(
+/// Inserts a job row unless its id or its `custom_id` is taken. The `custom_id` is unique per
+/// tenant for jobs submitted alone, and per bulk for jobs of a bulk (`bulk`: its id and the
+/// job's line number in the submitted file).
+pub(super) async fn insert_job(
     conn: &mut sqlx::SqliteConnection,
     envelope: &Envelope,
     published: bool,
+    bulk: Option<(Uuid, u64)>,
 ) -> Result<InsertOutcome, sqlx::Error> {
     let spec = &envelope.spec;
     let now = now_ms();
+    let bulk_id = bulk.map(|(id, _)| id.to_string());
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
-         feature_tag, deadline, request, created_at, updated_at, published) \
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+         feature_tag, deadline, request, created_at, updated_at, published, bulk_id, bulk_line) \
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(envelope.id.to_string())
     .bind(&envelope.tenant)
@@ -549,23 +544,68 @@ async fn insert_job(
     .bind(now)
     .bind(now)
     .bind(published)
+    .bind(&bulk_id)
+    .bind(bulk.map(|(_, line)| line as i64))
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(InsertOutcome::Created);
     }
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ?) LIMIT 1",
-    )
-    .bind(envelope.id.to_string())
-    .bind(&envelope.tenant)
-    .bind(&spec.custom_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    // Each form matches one partial unique index exactly, so the lookup is an index probe.
+    let (sql, scope) = match &bulk_id {
+        None => (
+            "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
+            &envelope.tenant,
+        ),
+        Some(bulk_id) => (
+            "SELECT id FROM jobs WHERE id = ? OR (bulk_id = ? AND custom_id = ?) LIMIT 1",
+            bulk_id,
+        ),
+    };
+    let existing: Option<String> = sqlx::query_scalar(sql)
+        .bind(envelope.id.to_string())
+        .bind(scope)
+        .bind(&spec.custom_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let existing = existing.ok_or_else(|| sqlx::Error::RowNotFound)?;
     Uuid::parse_str(&existing)
         .map(InsertOutcome::Existing)
         .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+/// Which queued jobs [`cancel_queued`] cancels.
+pub(super) enum CancelScope {
+    Job(Uuid),
+    Bulk(Uuid),
+}
+
+/// The guarded cancel: the tenant's `queued` jobs in `scope` become `cancelled`; a running or
+/// finished job is left as it is. Returns how many were cancelled.
+pub(super) async fn cancel_queued(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    scope: CancelScope,
+) -> Result<u64, sqlx::Error> {
+    let (sql, id) = match scope {
+        CancelScope::Job(id) => (
+            "UPDATE jobs SET status = 'cancelled', updated_at = ?1, finished_at = ?1 \
+             WHERE status = 'queued' AND tenant = ?2 AND id = ?3",
+            id,
+        ),
+        CancelScope::Bulk(id) => (
+            "UPDATE jobs SET status = 'cancelled', updated_at = ?1, finished_at = ?1 \
+             WHERE status = 'queued' AND tenant = ?2 AND bulk_id = ?3",
+            id,
+        ),
+    };
+    let done = sqlx::query(sql)
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Runs a statement whose one parameter is a job id, once for each id.

@@ -1,5 +1,5 @@
-//! The store: one SQLite file holding jobs, attempts, results and cost records (and, for the
-//! embedded backend, the queue itself).
+//! The store: one SQLite file holding jobs, attempts, results, cost records and bulks (and,
+//! for the embedded backend, the queue itself).
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads and then writes
 //! can fail with `SQLITE_BUSY` without waiting. So every write goes through one writer task
@@ -7,10 +7,12 @@
 //! groups the operations waiting at that moment into one commit. Reads use a separate pool
 //! (WAL lets them run beside the writer).
 
+pub mod bulks;
 pub mod jobs;
 pub mod schedules;
 mod writer;
 
+pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
 pub use writer::WriteFuture;
 

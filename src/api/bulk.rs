@@ -1,0 +1,315 @@
+//! `/v1/bulk`: submit a JSONL body as a bulk of jobs, follow it, download its results, cancel
+//! it; and `/v1/models`, the model names a line may ask for (the CLI validates against it
+//! before uploading).
+//!
+//! The body of `POST /v1/bulk` is read as a stream (never whole; see [`crate::bulk::submit`]).
+//! The submission runs in a task of its own, so a client that disconnects does not leave it
+//! half done. With `Accept: application/x-ndjson` the answer is a stream of progress events
+//! (`{"type": "progress", "done", "total"}`) ending with `{"type": "submitted", "bulk": …}` or
+//! `{"type": "error", "error": …}`; otherwise one JSON object once every job is published.
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::ApiState;
+use crate::bulk::submit::{prepare, BulkRequest, Submission};
+use crate::bulk::{output::output_line, BulkError, Defaults};
+use crate::job::Tags;
+use crate::store::{BulkView, ResultsFilter};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The media type of JSONL bodies and of the progress stream.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// The query of `POST /v1/bulk`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SubmitParams {
+    name: Option<String>,
+    model: Option<String>,
+    urgency: Option<String>,
+    /// RFC 3339.
+    deadline: Option<String>,
+    user: Option<String>,
+    team: Option<String>,
+    feature: Option<String>,
+    #[serde(default)]
+    skip_invalid: bool,
+}
+
+impl SubmitParams {
+    fn into_request(self) -> Result<BulkRequest, ApiError> {
+        let urgency = match self.urgency.as_deref() {
+            None => Defaults::default().urgency,
+            Some(text) => text
+                .parse()
+                .map_err(|e: String| ApiError::invalid("urgency", e))?,
+        };
+        let deadline = self
+            .deadline
+            .as_deref()
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|d| d.with_timezone(&chrono::Utc))
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            "deadline",
+                            format!(
+                                "\"{text}\" is not an RFC 3339 time like 2026-01-31T12:00:00Z: {e}"
+                            ),
+                        )
+                    })
+            })
+            .transpose()?;
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() || name.len() > 256 {
+                return Err(ApiError::invalid(
+                    "name",
+                    "must be 1 to 256 characters long",
+                ));
+            }
+        }
+        Ok(BulkRequest {
+            name: self.name,
+            defaults: Defaults {
+                model: self.model,
+                urgency,
+                deadline,
+                tags: Tags {
+                    user: self.user,
+                    team: self.team,
+                    feature: self.feature,
+                },
+            },
+            skip_invalid: self.skip_invalid,
+        })
+    }
+}
+
+/// `POST /v1/bulk`: a JSONL body; the query names the bulk and sets the defaults.
+pub async fn submit(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<SubmitParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = params.into_request()?;
+    let input =
+        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let prepared = prepare(&state.submitter, &tenant, input, &request)
+        .await
+        .map_err(bulk_error)?;
+    let streamed = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains(NDJSON));
+    let (events, mut receive) = tokio::sync::mpsc::channel::<Value>(64);
+    let submitter = state.submitter.clone();
+    // A task of its own: the submission finishes even if the client goes away.
+    let task = tokio::spawn(async move {
+        let progress_events = events.clone();
+        let mut progress = move |done: u64, total: u64| {
+            // Progress is best effort: a slow reader misses some, never the last event.
+            let _ =
+                progress_events.try_send(json!({"type": "progress", "done": done, "total": total}));
+        };
+        let outcome = prepared.submit(&submitter, &tenant, &mut progress).await;
+        let last = match &outcome {
+            Ok(submission) => json!({"type": "submitted", "bulk": submission}),
+            Err(e) => {
+                let error = bulk_error_body(e);
+                json!({"type": "error", "status": error.status.as_u16(), "error": {"type": error.kind, "message": error.message}})
+            }
+        };
+        let _ = events.send(last).await;
+        outcome
+    });
+    if !streamed {
+        drop(receive);
+        let submission = task
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(bulk_error)?;
+        return Ok(submitted_response(submission));
+    }
+    let stream = futures::stream::poll_fn(move |cx| receive.poll_recv(cx)).map(|event| {
+        let mut line = serde_json::to_vec(&event).expect("a JSON value always serialises");
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, NDJSON)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn submitted_response(submission: Submission) -> Response {
+    let status = if submission.submitted > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(submission)).into_response()
+}
+
+fn bulk_error(e: BulkError) -> ApiError {
+    bulk_error_body(&e)
+}
+
+/// The API error for a failed bulk submission, with the bad lines when there are some.
+fn bulk_error_body(e: &BulkError) -> ApiError {
+    match e {
+        BulkError::Invalid {
+            lines,
+            invalid,
+            errors,
+        } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "{invalid} of {lines} lines are invalid; nothing was submitted. Fix them, or add \
+                 skip_invalid=true to submit the valid lines (see \"lines\": the first {} bad lines)",
+                errors.len()
+            ),
+        )
+        .with("lines", json!(errors))
+        .with("invalid_lines", json!(invalid))
+        .with("total_lines", json!(lines)),
+        BulkError::Empty(_) => ApiError::invalid("", "the body holds no request (every line is empty)"),
+        BulkError::Usage(message) => ApiError::invalid("", message.clone()),
+        BulkError::Read { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+        }
+        BulkError::Cancelled(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "bulk_cancelled",
+            "this bulk was cancelled; nothing more can be submitted to it (use another name)",
+        ),
+        BulkError::Interrupted { .. } | BulkError::Submit(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            e.to_string(),
+        ),
+        BulkError::Write { .. } | BulkError::Store(_) | BulkError::Client(_) => {
+            ApiError::internal(e)
+        }
+    }
+}
+
+/// `GET /v1/bulk/{id}`: counts by status, total, cost so far.
+pub async fn get(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
+    Ok(Json(
+        serde_json::to_value(bulk).map_err(ApiError::internal)?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ResultsParams {
+    #[serde(default)]
+    ordered: bool,
+    #[serde(default)]
+    errors: bool,
+}
+
+/// The header of a results download saying how many jobs were not finished yet (and so are
+/// not in it).
+pub const PENDING_HEADER: &str = "x-sluice-pending";
+
+/// `GET /v1/bulk/{id}/results`: one OpenAI batch output line per finished job, streamed.
+pub async fn results(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(params): Query<ResultsParams>,
+) -> Result<Response, ApiError> {
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
+    let id = bulk.id;
+    let rows = state.store.bulk_results(
+        id,
+        ResultsFilter {
+            ordered: params.ordered,
+            errors_only: params.errors,
+        },
+    );
+    let body = rows.ready_chunks(256).map(|rows| {
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend_from_slice(&output_line(&row?));
+            out.push(b'\n');
+        }
+        Ok::<_, crate::store::StoreError>(Bytes::from(out))
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, NDJSON.to_string()),
+            (
+                header::HeaderName::from_static(PENDING_HEADER),
+                (bulk.total - bulk.done).to_string(),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `POST /v1/bulk/{id}/cancel`: cancels every job of the bulk still queued.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cancelled = state
+        .store
+        .cancel_bulk(&tenant, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let bulk = owned_bulk(&state, &tenant, &id).await?;
+    let id = bulk.id;
+    Ok(Json(
+        json!({ "id": id, "cancelled": cancelled, "status": bulk.status, "counts": bulk.counts }),
+    ))
+}
+
+/// `GET /v1/models`: every model name a job may ask for (OpenAI's list format).
+pub async fn models(State(state): State<ApiState>, _tenant: Tenant) -> Json<Value> {
+    let data: Vec<Value> = state
+        .config
+        .model_names()
+        .into_iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "sluice" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+/// The tenant's bulk `id` (from the path), or a 404 (another tenant's is no different from
+/// none).
+async fn owned_bulk(state: &ApiState, tenant: &str, id: &str) -> Result<BulkView, ApiError> {
+    state
+        .store
+        .bulk(tenant, parse_id(id)?)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no bulk {id}"))
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    super::parse_id(text, "bulk")
+}

@@ -1,0 +1,342 @@
+//! The `sluice bulk` command's side, as library functions (the CLI prints what they return;
+//! the tests call them directly).
+//!
+//! `submit` validates the file locally first, against the server's model list, so a bad line
+//! in a 1 GB file is reported before a byte is uploaded; with `--skip-invalid` it writes the
+//! bad lines to the rejects file. Then it streams the file to `POST /v1/bulk` (which checks
+//! every line again: the server decides) and follows the server's progress events. Standard
+//! input is copied to an anonymous temporary file during the local pass, to be uploaded from.
+//! Progress bars go to stderr, and only when it is a terminal.
+
+use super::lines::LineReader;
+use super::submit::{refuse_invalid, BulkRequest, Submission};
+use super::validate::{confirm_duplicates, validate, Observer, Validation};
+use super::{BulkError, LineError, MAX_LINE_BYTES};
+use crate::client::Client;
+use crate::config::unknown_model_message;
+use crate::job::{FieldError, JobSpec};
+use crate::store::ResultsFilter;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufReader, BufWriter};
+use uuid::Uuid;
+
+/// What `sluice bulk submit` did.
+#[derive(Debug, Clone)]
+pub struct SubmitReport {
+    pub submission: Submission,
+    /// The local validation pass.
+    pub validation: Validation,
+    /// Where the rejected lines were written, if any were.
+    pub rejects: Option<PathBuf>,
+}
+
+/// Validates `path` (`-` for standard input) locally, then submits it to the server.
+/// `request.name` defaults to the file's name; standard input needs one. With
+/// `request.skip_invalid`, bad lines go to `rejects` (default: `FILE.rejects.jsonl`).
+pub async fn submit(
+    client: &Client,
+    path: &Path,
+    mut request: BulkRequest,
+    rejects: Option<PathBuf>,
+    show_progress: bool,
+) -> Result<SubmitReport, BulkError> {
+    let stdin = path.as_os_str() == "-";
+    if request.name.is_none() {
+        if stdin {
+            return Err(BulkError::Usage(
+                "reading from standard input: give the bulk a name with --name (submitting \
+                 again under the same name is what makes a resubmission create no duplicates)"
+                    .into(),
+            ));
+        }
+        request.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    let shown = path.display().to_string();
+    let names = client.models().await?;
+    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+    let check = |spec: &JobSpec| -> Result<(), FieldError> {
+        crate::submit::check_spec(spec, |model| {
+            (!known.contains(&model)).then(|| unknown_model_message(model, &known))
+        })
+    };
+    let rejects_path = request.skip_invalid.then(|| {
+        rejects.unwrap_or_else(|| {
+            if stdin {
+                PathBuf::from("rejects.jsonl")
+            } else {
+                PathBuf::from(format!("{}.rejects.jsonl", path.display()))
+            }
+        })
+    });
+    let mut observer = LocalObserver {
+        rejects: None,
+        rejects_path: rejects_path.clone(),
+        bar: bar(
+            show_progress,
+            "checking",
+            if stdin { None } else { file_len(path) },
+        ),
+    };
+    observer.bar.set_style(bytes_style());
+
+    // Pass 1, local: every line checked; standard input copied to a spool to upload from.
+    let read_error = |source| BulkError::Read {
+        what: shown.clone(),
+        source,
+    };
+    let (mut found, mut file) = if stdin {
+        let spool =
+            tokio::fs::File::from_std(tempfile::tempfile().map_err(|source| BulkError::Write {
+                what: "a temporary copy of standard input".into(),
+                source,
+            })?);
+        let mut reader = LineReader::new(
+            BufReader::new(tokio::io::stdin()),
+            MAX_LINE_BYTES,
+            Some(BufWriter::new(spool)),
+        );
+        let found = validate(&mut reader, &request.defaults, &check, &mut observer)
+            .await
+            .map_err(read_error)?;
+        let spool = reader.finish().await.map_err(read_error)?;
+        (found, spool.expect("a spool was given").into_inner())
+    } else {
+        let file = open(path).await.map_err(read_error)?;
+        let found = validate(
+            &mut super::validate::reader(BufReader::new(file)),
+            &request.defaults,
+            &check,
+            &mut observer,
+        )
+        .await
+        .map_err(read_error)?;
+        (found, open(path).await.map_err(read_error)?)
+    };
+    if !found.suspects.is_empty() {
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(read_error)?;
+        confirm_duplicates(
+            &mut super::validate::reader(BufReader::new(&mut file)),
+            &mut found,
+            &request.defaults,
+            &check,
+            &mut observer,
+        )
+        .await
+        .map_err(read_error)?;
+    }
+    observer.bar.finish_and_clear();
+    if let Some(mut rejects) = observer.rejects.take() {
+        rejects.flush().map_err(|source| BulkError::Write {
+            what: rejects_path
+                .clone()
+                .unwrap_or_default()
+                .display()
+                .to_string(),
+            source,
+        })?;
+    }
+    refuse_invalid(&found, request.skip_invalid, &shown)?;
+
+    // Upload: the whole file (the server skips the same bad lines, keeping line numbers).
+    let size = file
+        .seek(std::io::SeekFrom::End(0))
+        .await
+        .map_err(read_error)?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(read_error)?;
+    let upload = bar(show_progress, "uploading", Some(size));
+    upload.set_style(bytes_style());
+    let counter = upload.clone();
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            counter.inc(chunk.len() as u64);
+        }
+    });
+    let publish = bar(show_progress, "publishing", Some(found.valid));
+    let mut started = false;
+    let submission = client
+        .bulk_submit(
+            &request,
+            reqwest::Body::wrap_stream(body),
+            &mut |done, total| {
+                if !started {
+                    upload.finish_and_clear();
+                    started = true;
+                }
+                publish.set_length(total);
+                publish.set_position(done);
+            },
+        )
+        .await;
+    publish.finish_and_clear();
+    Ok(SubmitReport {
+        submission: submission?,
+        rejects: rejects_path.filter(|_| found.invalid > 0),
+        validation: found,
+    })
+}
+
+/// Writes the rejected lines and moves the progress bar during the local pass.
+struct LocalObserver {
+    rejects: Option<std::io::BufWriter<std::fs::File>>,
+    rejects_path: Option<PathBuf>,
+    bar: ProgressBar,
+}
+
+impl Observer for LocalObserver {
+    fn rejected(&mut self, error: &LineError, text: &[u8]) -> std::io::Result<()> {
+        let Some(path) = &self.rejects_path else {
+            return Ok(());
+        };
+        if self.rejects.is_none() {
+            let file = std::fs::File::create(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+            })?;
+            self.rejects = Some(std::io::BufWriter::new(file));
+        }
+        let line = json!({
+            "line": error.line,
+            "field": error.field,
+            "message": error.message,
+            "input": String::from_utf8_lossy(text),
+        });
+        let rejects = self.rejects.as_mut().expect("just opened");
+        serde_json::to_writer(&mut *rejects, &line)?;
+        rejects.write_all(b"\n")
+    }
+
+    fn progress(&mut self, _lines: u64, bytes: u64) {
+        self.bar.set_position(bytes);
+    }
+}
+
+/// Polls the bulk until every job is final (or `timeout` passes), with a progress bar of done
+/// jobs, their rate and the time left. Returns the last status.
+pub async fn wait(
+    client: &Client,
+    id: Uuid,
+    timeout: Duration,
+    show_progress: bool,
+) -> Result<Value, BulkError> {
+    let give_up = tokio::time::Instant::now() + timeout;
+    let progress = bar(show_progress, "jobs done", None);
+    loop {
+        let status = client.bulk(id).await?;
+        progress.set_length(status["total"].as_u64().unwrap_or(0));
+        progress.set_position(status["done"].as_u64().unwrap_or(0));
+        let finished = matches!(status["status"].as_str(), Some("completed" | "cancelled"));
+        if finished || tokio::time::Instant::now() >= give_up {
+            progress.finish_and_clear();
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Streams the bulk's results to `out` (standard output when `None`). Returns how many lines
+/// were written and how many jobs were not finished yet (left out).
+pub async fn download_results(
+    client: &Client,
+    id: Uuid,
+    filter: ResultsFilter,
+    out: Option<&Path>,
+) -> Result<(u64, u64), BulkError> {
+    let (response, pending) = client.bulk_results(id, filter).await?;
+    let what = out.map_or("standard output".to_string(), |p| p.display().to_string());
+    let write_error = |source| BulkError::Write {
+        what: what.clone(),
+        source,
+    };
+    let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match out {
+        Some(path) => Box::new(BufWriter::new(
+            tokio::fs::File::create(path).await.map_err(write_error)?,
+        )),
+        None => Box::new(BufWriter::new(tokio::io::stdout())),
+    };
+    let mut lines = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| BulkError::Client(crate::client::ClientError::Stream(e.to_string())))?;
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        sink.write_all(&chunk).await.map_err(write_error)?;
+    }
+    sink.flush().await.map_err(write_error)?;
+    Ok((lines, pending))
+}
+
+/// A one-line summary of a bulk's status for people.
+pub fn describe_status(status: &Value) -> String {
+    let c = &status["counts"];
+    format!(
+        "bulk {} \"{}\": {} — {} of {} done (succeeded {}, failed {}, cancelled {}; queued {}, running {}); cost so far ${}",
+        status["id"].as_str().unwrap_or_default(),
+        status["name"].as_str().unwrap_or_default(),
+        status["status"].as_str().unwrap_or_default(),
+        status["done"],
+        status["total"],
+        c["succeeded"],
+        c["failed"],
+        c["cancelled"],
+        c["queued"],
+        c["running"],
+        status["cost"]["amount_usd"].as_str().unwrap_or("0"),
+    )
+}
+
+async fn open(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::File::open(path).await
+}
+
+fn file_len(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
+/// A progress bar on stderr (hidden when not wanted; indicatif also hides it when stderr is
+/// not a terminal): position, length, rate and time left.
+fn bar(show: bool, what: &str, length: Option<u64>) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = match length {
+        Some(len) => ProgressBar::new(len),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} {per_sec} ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ")
+}
+
+/// Prints a refused file's bad lines to stderr, at most `max`, then how many more there are.
+pub fn print_invalid(errors: &[LineError], invalid: u64, max: usize) {
+    for error in errors.iter().take(max) {
+        eprintln!("  {error}");
+    }
+    let listed = errors.len().min(max) as u64;
+    if invalid > listed {
+        eprintln!("  … and {} more bad lines", invalid - listed);
+    }
+}

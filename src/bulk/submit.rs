@@ -1,0 +1,284 @@
+//! The server's side of a bulk submission (`POST /v1/bulk`): the uploaded body is validated
+//! as it streams in and copied to an anonymous temporary file (the spool); if every line is
+//! good (or bad lines are to be skipped) the spool is read again and its jobs are submitted in
+//! chunks through [`Submitter::submit_to_bulk`], several chunks in flight at once.
+//!
+//! Memory stays flat whatever the size of the body: one line at a time, a few chunks of jobs,
+//! and 8 bytes per line for the duplicate check.
+
+use super::lines::{is_blank, Line, LineReader};
+use super::validate::{confirm_duplicates, job_of_line, validate, Validation};
+use super::{BulkError, Defaults, LineError, MAX_LINE_BYTES};
+use crate::job::{FieldError, JobSpec};
+use crate::submit::Submitter;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::io::SeekFrom;
+use tokio::io::{AsyncBufRead, AsyncSeekExt, BufReader, BufWriter};
+use uuid::Uuid;
+
+/// Jobs recorded and published together.
+const CHUNK: usize = 500;
+/// Chunks in flight at once: one being recorded while others wait for publisher confirms.
+const IN_FLIGHT: usize = 4;
+
+/// What a submission asks for besides its lines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BulkRequest {
+    /// The bulk's name, unique per tenant: submitting again under a name adds to that bulk.
+    /// Without one, the bulk gets a fresh name (and the submission is not idempotent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub defaults: Defaults,
+    /// Submit the valid lines and report the others, instead of submitting nothing.
+    #[serde(default)]
+    pub skip_invalid: bool,
+}
+
+/// The outcome of a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub id: Uuid,
+    pub name: String,
+    /// False when the name already belonged to a bulk, which this submission added to.
+    pub created: bool,
+    /// Non-blank lines in the body.
+    pub lines: u64,
+    /// Jobs this submission created.
+    pub submitted: u64,
+    /// Valid lines whose `custom_id` the bulk already held: not submitted again.
+    pub duplicates: u64,
+    /// Invalid lines skipped (with `skip_invalid`).
+    pub rejected: u64,
+    /// The first of the rejected lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<LineError>,
+}
+
+/// The checks a server makes of every line: a single job's.
+fn checker(submitter: &Submitter) -> impl Fn(&JobSpec) -> Result<(), FieldError> + '_ {
+    move |spec| submitter.check(spec)
+}
+
+/// Validates `body` (spooling it), then submits it as (part of) the tenant's bulk.
+/// `progress(done, total)` is called as chunks are confirmed.
+pub async fn submit_body<R: AsyncBufRead + Unpin>(
+    submitter: &Submitter,
+    tenant: &str,
+    body: R,
+    request: &BulkRequest,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Submission, BulkError> {
+    prepare(submitter, tenant, body, request)
+        .await?
+        .submit(submitter, tenant, progress)
+        .await
+}
+
+/// A body that passed validation, spooled, with its bulk opened: ready for the second pass.
+pub struct Prepared {
+    spool: tokio::fs::File,
+    found: Validation,
+    request: BulkRequest,
+    name: String,
+    opened: crate::store::OpenedBulk,
+}
+
+/// The first pass of [`submit_body`]: validates and spools `body`, then opens the bulk.
+pub async fn prepare<R: AsyncBufRead + Unpin>(
+    submitter: &Submitter,
+    tenant: &str,
+    body: R,
+    request: &BulkRequest,
+) -> Result<Prepared, BulkError> {
+    let spool_error = |source| BulkError::Write {
+        what: "the spool file for the upload".into(),
+        source,
+    };
+    let spool = tokio::fs::File::from_std(tempfile::tempfile().map_err(spool_error)?);
+    let check = checker(submitter);
+    let mut reader = LineReader::new(body, MAX_LINE_BYTES, Some(BufWriter::new(spool)));
+    let mut found = validate(&mut reader, &request.defaults, &check, &mut ())
+        .await
+        .map_err(|source| BulkError::Read {
+            what: "the request body".into(),
+            source,
+        })?;
+    let spool = reader
+        .finish()
+        .await
+        .map_err(spool_error)?
+        .expect("the reader was given the spool")
+        .into_inner();
+    let mut spool = rewind(spool).await?;
+    confirm_duplicates(
+        &mut spool_reader(&mut spool),
+        &mut found,
+        &request.defaults,
+        &check,
+        &mut (),
+    )
+    .await
+    .map_err(spool_read_error)?;
+    refuse_invalid(&found, request.skip_invalid, "the request body")?;
+
+    let name = request
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("bulk-{}", Uuid::now_v7()));
+    let opened = submitter.store.open_bulk(tenant, &name).await?;
+    if opened.cancelled {
+        return Err(BulkError::Cancelled(opened.id));
+    }
+    Ok(Prepared {
+        spool,
+        found,
+        request: request.clone(),
+        name,
+        opened,
+    })
+}
+
+impl Prepared {
+    /// The bulk being submitted to.
+    pub fn bulk_id(&self) -> Uuid {
+        self.opened.id
+    }
+
+    /// Valid lines, to be submitted.
+    pub fn valid_lines(&self) -> u64 {
+        self.found.valid
+    }
+
+    /// The second pass of [`submit_body`]: submits the valid lines in chunks.
+    pub async fn submit(
+        self,
+        submitter: &Submitter,
+        tenant: &str,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<Submission, BulkError> {
+        let Prepared {
+            spool,
+            found,
+            request,
+            name,
+            opened,
+        } = self;
+        let spool = rewind(spool).await?;
+        let (submitted, duplicates) = submit_lines(
+            submitter,
+            tenant,
+            opened.id,
+            &mut spool_reader(spool),
+            &request.defaults,
+            found.valid,
+            progress,
+        )
+        .await?;
+        submitter.store.finish_bulk_submission(opened.id).await?;
+        Ok(Submission {
+            id: opened.id,
+            name,
+            created: opened.created,
+            lines: found.lines,
+            submitted,
+            duplicates,
+            rejected: found.invalid,
+            rejections: found.errors,
+        })
+    }
+}
+
+/// The error for a file with bad lines, unless they are to be skipped; also refuses a file
+/// with no line at all.
+pub fn refuse_invalid(found: &Validation, skip_invalid: bool, what: &str) -> Result<(), BulkError> {
+    if found.invalid > 0 && !skip_invalid {
+        return Err(BulkError::Invalid {
+            lines: found.lines,
+            invalid: found.invalid,
+            errors: found.errors.clone(),
+        });
+    }
+    if found.lines == 0 {
+        return Err(BulkError::Empty(what.to_string()));
+    }
+    Ok(())
+}
+
+/// The second pass: reads the validated lines again and submits the valid ones in chunks.
+/// Returns how many jobs were created and how many lines the bulk already held.
+async fn submit_lines<R: AsyncBufRead + Unpin>(
+    submitter: &Submitter,
+    tenant: &str,
+    bulk: Uuid,
+    reader: &mut LineReader<R, tokio::io::Sink>,
+    defaults: &Defaults,
+    total: u64,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<(u64, u64), BulkError> {
+    let check = checker(submitter);
+    let (mut submitted, mut duplicates) = (0u64, 0u64);
+    let mut in_flight = FuturesOrdered::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut end = false;
+    while !end || !chunk.is_empty() || !in_flight.is_empty() {
+        if !end && chunk.len() < CHUNK {
+            match reader.next_line().await.map_err(spool_read_error)? {
+                None => end = true,
+                Some((number, Line::Text(text))) if !is_blank(text) => {
+                    // Lines that failed validation fail again here and are skipped (only
+                    // with `skip_invalid` does this pass run when there are any).
+                    if let Ok(spec) = job_of_line(number, text, defaults, &check) {
+                        chunk.push((number, spec));
+                    }
+                }
+                Some(_) => {}
+            }
+            if !end && chunk.len() < CHUNK {
+                continue;
+            }
+        }
+        if !chunk.is_empty() && in_flight.len() < IN_FLIGHT {
+            if submitter.store.bulk_is_cancelled(bulk).await? {
+                return Err(BulkError::Cancelled(bulk));
+            }
+            let lines = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            in_flight.push_back(submitter.submit_to_bulk(tenant, bulk, lines));
+            continue;
+        }
+        if let Some(answer) = in_flight.next().await {
+            let answers = answer.map_err(|source| BulkError::Interrupted { submitted, source })?;
+            let new = answers.iter().filter(|a| !a.duplicate).count() as u64;
+            submitted += new;
+            duplicates += answers.len() as u64 - new;
+            progress(submitted + duplicates, total);
+        }
+    }
+    Ok((submitted, duplicates))
+}
+
+async fn rewind(mut file: tokio::fs::File) -> Result<tokio::fs::File, BulkError> {
+    file.seek(SeekFrom::Start(0))
+        .await
+        .map_err(spool_read_error)?;
+    Ok(file)
+}
+
+fn spool_reader<R: tokio::io::AsyncRead + Unpin>(
+    file: R,
+) -> LineReader<BufReader<R>, tokio::io::Sink> {
+    LineReader::new(
+        BufReader::with_capacity(256 << 10, file),
+        MAX_LINE_BYTES,
+        None,
+    )
+}
+
+fn spool_read_error(source: std::io::Error) -> BulkError {
+    BulkError::Read {
+        what: "the spool file of the upload".into(),
+        source,
+    }
+}

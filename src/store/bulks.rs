@@ -1,0 +1,327 @@
+//! Bulk records: a named set of jobs submitted together from a JSONL file, its progress, cost
+//! and results.
+//!
+//! A bulk is identified for idempotency by its tenant and name (`UNIQUE (tenant, name)`), and
+//! its jobs' `custom_id`s are unique within it (a partial unique index), so the same file
+//! submitted twice under the same name finds the same bulk and creates no second job for any
+//! line. Each job keeps its line number in the file, for results in input order. The bulk
+//! row also keeps what the OpenAI-compatible batch object will need (`endpoint`, `metadata`,
+//! `input_file_id`, timestamps), so a batch can be a view of a bulk.
+
+use super::jobs::{cancel_queued, insert_job, CancelScope};
+use super::{now_ms, InsertOutcome, Store, StoreError};
+use crate::job::{Envelope, JobStatus};
+use crate::pricing::PicoUsd;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// What [`Store::open_bulk`] found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedBulk {
+    pub id: Uuid,
+    /// False when the tenant already had a bulk of this name: that one is being added to.
+    pub created: bool,
+    /// The existing bulk was cancelled; nothing more may be submitted to it.
+    pub cancelled: bool,
+}
+
+/// A bulk as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkView {
+    pub id: Uuid,
+    pub name: String,
+    pub endpoint: String,
+    /// `submitting` (lines still being recorded), `in_progress`, `completed`, `cancelling`
+    /// (cancelled; running jobs are finishing) or `cancelled`.
+    pub status: &'static str,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Jobs in the bulk.
+    pub total: u64,
+    /// Jobs in a final state (succeeded, failed or cancelled).
+    pub done: u64,
+    pub counts: BulkCounts,
+    pub cost: BulkCost,
+}
+
+/// Jobs of a bulk by status.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BulkCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// The cost so far: the exact sum of the bulk's cost records.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkCost {
+    pub amount_usd: String,
+    pub amount_pico_usd: i64,
+}
+
+/// One finished job of a bulk, as [`Store::bulk_results`] reads it.
+#[derive(Debug, Clone)]
+pub struct BulkResultRow {
+    pub id: Uuid,
+    pub custom_id: String,
+    pub line: u64,
+    pub status: JobStatus,
+    /// The `chat.completion` object, as stored (JSON text), for a succeeded job.
+    pub response: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    /// The HTTP status of the job's last attempt, when it got that far.
+    pub http_status: Option<u16>,
+}
+
+/// Which jobs [`Store::bulk_results`] reads, and in which order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResultsFilter {
+    /// In input order (line numbers); otherwise in whatever order is cheapest.
+    pub ordered: bool,
+    /// Failed and cancelled jobs only.
+    pub errors_only: bool,
+}
+
+fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Finds the tenant's bulk called `name`, or creates it, and marks it as being submitted.
+    pub async fn open_bulk(&self, tenant: &str, name: &str) -> Result<OpenedBulk, StoreError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        let fresh = Uuid::now_v7();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "INSERT INTO bulks (id, tenant, name, created_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (tenant, name) DO UPDATE SET \
+                       submitting = CASE WHEN cancelled_at IS NULL THEN 1 ELSE submitting END \
+                     RETURNING id, cancelled_at",
+                )
+                .bind(fresh.to_string())
+                .bind(&tenant)
+                .bind(&name)
+                .bind(now_ms())
+                .fetch_one(&mut *conn)
+                .await?;
+                let id = Uuid::parse_str(&row.get::<String, _>(0))
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
+                Ok(OpenedBulk {
+                    id,
+                    created: id == fresh,
+                    cancelled: row.get::<Option<i64>, _>(1).is_some(),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Records jobs of a bulk, each with its line number, in one grouped commit; see
+    /// [`Store::insert_jobs`]. A `custom_id` the bulk already holds answers that job.
+    pub async fn insert_bulk_jobs(
+        &self,
+        bulk: Uuid,
+        jobs: Vec<(u64, Envelope)>,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for (line, envelope) in &jobs {
+                    outcomes.push(insert_job(conn, envelope, false, Some((bulk, *line))).await?);
+                }
+                Ok(outcomes)
+            })
+        })
+        .await
+    }
+
+    /// Records that a submission to the bulk has recorded and published all its lines.
+    pub async fn finish_bulk_submission(&self, bulk: Uuid) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("UPDATE bulks SET submitting = 0, submitted_at = ? WHERE id = ?")
+                    .bind(now_ms())
+                    .bind(bulk.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Whether the bulk has been cancelled (a submission in progress stops at its next chunk).
+    pub async fn bulk_is_cancelled(&self, bulk: Uuid) -> Result<bool, StoreError> {
+        let cancelled: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
+                .bind(bulk.to_string())
+                .fetch_optional(self.reader())
+                .await?;
+        Ok(matches!(cancelled, Some(Some(_))))
+    }
+
+    /// The bulk with its counts by status and its cost so far, if it belongs to `tenant`.
+    pub async fn bulk(&self, tenant: &str, id: Uuid) -> Result<Option<BulkView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, endpoint, submitting, created_at, submitted_at, cancelled_at \
+             FROM bulks WHERE id = ? AND tenant = ?",
+        )
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut counts = BulkCounts::default();
+        let by_status = sqlx::query(
+            "SELECT status, COUNT(*) FROM jobs WHERE bulk_id = ? \
+             GROUP BY status",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.reader())
+        .await?;
+        for count in by_status {
+            let status: JobStatus = count
+                .get::<String, _>(0)
+                .parse()
+                .map_err(StoreError::Corrupt)?;
+            let n = count.get::<i64, _>(1) as u64;
+            match status {
+                JobStatus::Queued => counts.queued = n,
+                JobStatus::Running => counts.running = n,
+                JobStatus::Succeeded => counts.succeeded = n,
+                JobStatus::Failed => counts.failed = n,
+                JobStatus::Cancelled => counts.cancelled = n,
+            }
+        }
+        let cost: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(c.amount_pico_usd) FROM jobs j JOIN costs c ON c.job_id = j.id \
+             WHERE j.bulk_id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_one(self.reader())
+        .await?;
+        let cost = PicoUsd(cost.unwrap_or(0));
+        let done = counts.succeeded + counts.failed + counts.cancelled;
+        let total = done + counts.queued + counts.running;
+        let cancelled_at = row.get::<Option<i64>, _>(5);
+        let status = match (row.get::<i64, _>(2) != 0, cancelled_at.is_some()) {
+            (_, true) if done == total => "cancelled",
+            (_, true) => "cancelling",
+            (true, false) => "submitting",
+            (false, false) if done == total => "completed",
+            (false, false) => "in_progress",
+        };
+        Ok(Some(BulkView {
+            id,
+            name: row.get(0),
+            endpoint: row.get(1),
+            status,
+            created_at: ms_to_time(row.get(3)),
+            submitted_at: row.get::<Option<i64>, _>(4).map(ms_to_time),
+            cancelled_at: cancelled_at.map(ms_to_time),
+            total,
+            done,
+            counts,
+            cost: BulkCost {
+                amount_usd: cost.to_usd_string(),
+                amount_pico_usd: cost.0,
+            },
+        }))
+    }
+
+    /// Cancels the bulk: every job of it still queued is cancelled (the same guarded
+    /// transition as [`Store::cancel`]) and a submission in progress stops. Returns how many
+    /// jobs were cancelled, or `None` when the tenant has no such bulk.
+    pub async fn cancel_bulk(&self, tenant: &str, id: Uuid) -> Result<Option<u64>, StoreError> {
+        let tenant = tenant.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let found = sqlx::query(
+                    "UPDATE bulks SET cancelled_at = COALESCE(cancelled_at, ?) \
+                     WHERE id = ? AND tenant = ?",
+                )
+                .bind(now_ms())
+                .bind(id.to_string())
+                .bind(&tenant)
+                .execute(&mut *conn)
+                .await?;
+                if found.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                cancel_queued(conn, &tenant, CancelScope::Bulk(id))
+                    .await
+                    .map(Some)
+            })
+        })
+        .await
+    }
+
+    /// The finished jobs of a bulk (queued and running ones are left out), streamed from one
+    /// read: memory does not grow with the bulk. The caller checks the bulk is the tenant's.
+    pub fn bulk_results(
+        &self,
+        bulk: Uuid,
+        filter: ResultsFilter,
+    ) -> BoxStream<'static, Result<BulkResultRow, StoreError>> {
+        let statuses = if filter.errors_only {
+            "('failed', 'cancelled')"
+        } else {
+            "('succeeded', 'failed', 'cancelled')"
+        };
+        let order = if filter.ordered {
+            " ORDER BY j.bulk_line, j.id"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT j.id, j.custom_id, j.bulk_line, j.status, r.response, j.error_kind, j.error, \
+             (SELECT a.http_status FROM attempts a WHERE a.job_id = j.id ORDER BY a.number DESC LIMIT 1) \
+             FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
+             WHERE j.bulk_id = ? AND j.status IN {statuses}{order}"
+        );
+        let pool = self.reader().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        // The query's stream borrows the pool; a task owns both and hands rows over a bounded
+        // channel, so a slow reader holds the query back instead of filling memory.
+        tokio::spawn(async move {
+            let mut rows = sqlx::query(&sql).bind(bulk.to_string()).fetch(&pool);
+            while let Some(row) = rows.next().await {
+                let item = row
+                    .map_err(StoreError::from)
+                    .and_then(|row| result_row(&row));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed()
+    }
+}
+
+fn result_row(row: &sqlx::sqlite::SqliteRow) -> Result<BulkResultRow, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    Ok(BulkResultRow {
+        id: Uuid::parse_str(&row.get::<String, _>(0)).map_err(|e| corrupt(e.to_string()))?,
+        custom_id: row.get::<Option<String>, _>(1).unwrap_or_default(),
+        line: row.get::<i64, _>(2) as u64,
+        status: row.get::<String, _>(3).parse().map_err(corrupt)?,
+        response: row.get(4),
+        error_kind: row.get(5),
+        error: row.get(6),
+        http_status: row.get::<Option<i64>, _>(7).map(|s| s as u16),
+    })
+}
