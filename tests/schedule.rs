@@ -13,6 +13,7 @@ on_both_backends!(
     due_times_fire_once_each_across_restarts_and_crashes,
     missed_runs_follow_the_catch_up_policy,
     the_running_scheduler_fires_on_time,
+    a_scheduled_jsonl_file_becomes_one_bulk_per_due_time,
 );
 
 /// Loads one definition file written into the harness's folder.
@@ -178,5 +179,58 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
         .unwrap();
     let job = h.wait(id.parse().unwrap()).await;
     assert_eq!(job["status"], "succeeded");
+    h.stop().await;
+}
+
+async fn a_scheduled_jsonl_file_becomes_one_bulk_per_due_time(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let dir = h.dir.path().join("jobs-file");
+    std::fs::create_dir_all(dir.join("samples")).unwrap();
+    let lines: String = (1..=4)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"custom_id": format!("t-{i}"), "body": {"model": "fast",
+                    "messages": [{"role": "user", "content": format!("ticket {i}")}]}})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("samples/tickets.jsonl"), lines).unwrap();
+    std::fs::write(
+        dir.join("triage.toml"),
+        "schedule = \"@daily\"\ntenant = \"acme\"\nurgency = \"standard\"\n\
+         tags = { team = \"support\" }\nfile = \"samples/tickets.jsonl\"\n",
+    )
+    .unwrap();
+    let (definitions, errors) = load_dir(&dir, &h.app.config);
+    assert!(errors.is_empty(), "{errors:?}");
+    let scheduler = Scheduler::new(definitions.clone(), h.app.submitter());
+    let due = at_second(Utc::now());
+    let bulk = scheduler.fire(&definitions[0], due, false).await.unwrap();
+    // The same due time again (a crash before the run was recorded): the same bulk, no more jobs.
+    let again = scheduler.fire(&definitions[0], due, false).await.unwrap();
+    assert_eq!(bulk, again);
+    assert_eq!(
+        h.count(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE bulk_id = '{bulk}'"
+        ))
+        .await,
+        4
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE team_tag = 'support' AND urgency = 'standard'")
+            .await,
+        4,
+        "the definition's tags and urgency reach every line's job"
+    );
+    // And they run.
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE bulk_id = ?")
+        .bind(bulk.to_string())
+        .fetch_all(h.app.store.reader())
+        .await
+        .unwrap();
+    for id in ids {
+        assert_eq!(h.wait(id.parse().unwrap()).await["status"], "succeeded");
+    }
     h.stop().await;
 }

@@ -10,6 +10,8 @@
 //! one fired within [`ON_TIME`] of its due time is simply on time, not "missed".
 
 use super::definition::{CatchUp, Definition, Work, MAX_CATCH_UP};
+use crate::bulk::submit::{submit_body, BulkRequest};
+use crate::bulk::Defaults;
 use crate::job::JobSpec;
 use crate::store::schedules::RunRecord;
 use crate::store::StoreError;
@@ -35,8 +37,11 @@ pub enum FireError {
     Store(#[from] StoreError),
     #[error("its deadline ({0}) passed before it could be submitted")]
     PastDeadline(DateTime<Utc>),
-    #[error("{0} is a JSONL bulk, which this build cannot submit on a schedule yet")]
-    BulkUnavailable(String),
+    #[error("could not submit {file} as a bulk: {source}")]
+    Bulk {
+        file: String,
+        source: crate::bulk::BulkError,
+    },
 }
 
 /// What to do with one due time.
@@ -133,7 +138,8 @@ impl Scheduler {
         Ok(earliest)
     }
 
-    /// Submits the run of `definition` due at `due_at` and records it; returns the job id.
+    /// Submits the run of `definition` due at `due_at` and records it; returns the id of the
+    /// job (or, for a JSONL file, of the bulk).
     /// A manual run (`sluice jobs run`) is its own run, beside any scheduled one.
     pub async fn fire(
         &self,
@@ -159,27 +165,68 @@ impl Scheduler {
                 .await?;
             return Err(error);
         }
-        let request = match &definition.work {
-            Work::Request(request) => request.clone(),
-            Work::File(path) => {
-                let error = FireError::BulkUnavailable(path.display().to_string());
-                store
-                    .record_run(record(None, Some(error.to_string())))
+        let custom_id = run_id(&definition.name, due_at, manual);
+        let (id, note) = match &definition.work {
+            Work::Request(request) => {
+                let mut spec = JobSpec::new(definition.urgency, request.clone());
+                spec.tags = definition.tags.clone();
+                spec.deadline = deadline;
+                spec.custom_id = Some(custom_id);
+                let submitted = self
+                    .submitter
+                    .submit(&definition.tenant, vec![spec])
                     .await?;
-                return Err(error);
+                (submitted[0].id, None)
             }
+            Work::File(path) => (
+                self.submit_file(definition, path, custom_id, deadline)
+                    .await?,
+                Some("bulk".to_string()),
+            ),
         };
-        let mut spec = JobSpec::new(definition.urgency, request);
-        spec.tags = definition.tags.clone();
-        spec.deadline = deadline;
-        spec.custom_id = Some(run_id(&definition.name, due_at, manual));
-        let submitted = self
-            .submitter
-            .submit(&definition.tenant, vec![spec])
-            .await?;
-        let job = submitted[0].id;
-        store.record_run(record(Some(job), None)).await?;
-        Ok(job)
+        store.record_run(record(Some(id), note)).await?;
+        Ok(id)
+    }
+
+    /// Submits the JSONL file of a run as a bulk named like the run's jobs, so a second
+    /// firing of the same due time adds nothing to it; returns the bulk id.
+    async fn submit_file(
+        &self,
+        definition: &Definition,
+        path: &std::path::Path,
+        name: String,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Uuid, FireError> {
+        let failed = |source| FireError::Bulk {
+            file: path.display().to_string(),
+            source,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(|source| {
+            failed(crate::bulk::BulkError::Read {
+                what: path.display().to_string(),
+                source,
+            })
+        })?;
+        let request = BulkRequest {
+            name: Some(name),
+            defaults: Defaults {
+                model: None,
+                urgency: definition.urgency,
+                deadline,
+                tags: definition.tags.clone(),
+            },
+            skip_invalid: false,
+        };
+        let submission = submit_body(
+            &self.submitter,
+            &definition.tenant,
+            tokio::io::BufReader::new(file),
+            &request,
+            &mut |_, _| {},
+        )
+        .await
+        .map_err(failed)?;
+        Ok(submission.id)
     }
 }
 

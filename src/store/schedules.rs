@@ -15,6 +15,8 @@ pub struct RunRecord {
     pub name: String,
     pub due_at: DateTime<Utc>,
     pub manual: bool,
+    /// The job submitted, or the bulk for a JSONL file (`note` says "bulk"); `None` when the
+    /// run was skipped.
     pub job_id: Option<Uuid>,
     pub note: Option<String>,
 }
