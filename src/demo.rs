@@ -1,8 +1,8 @@
 //! `sluice demo`: the whole loop on one machine with nothing installed.
 //!
 //! Starts the simulator and the embedded queue with the built-in configuration, submits a
-//! handful of jobs of each urgency (one of them answered first with a 429, so it shows a
-//! retry), waits for them, and prints each result, its attempts and its cost, then the total.
+//! handful of jobs of each urgency across the three API families (OpenAI, Anthropic and
+//! Gemini formats; one job answered first with a 429, so it shows a retry), waits for them, and prints each result, its attempts and its cost, then the total.
 
 use crate::app::App;
 use crate::config::Config;
@@ -32,6 +32,13 @@ const JOBS: &[(Urgency, &str, &str)] = &[
         "Classify the sentiment of: 'what a lovely day'.",
     ),
     (Urgency::Batch, "smart", "Write a haiku about rate limits."),
+    // The same request shape, served by Anthropic's and Gemini's wire formats.
+    (
+        Urgency::Standard,
+        "writer",
+        "Draft a one-line release note for Sluice.",
+    ),
+    (Urgency::Standard, "flash", "List two uses of a job queue."),
 ];
 
 pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Result<PicoUsd> {
