@@ -246,6 +246,9 @@ pub struct KeyConfig {
     pub requests_per_minute: Option<u32>,
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
+    /// Some providers (Gemini's free tier) also cap requests per day.
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
