@@ -6,6 +6,8 @@
 //! - `DELETE /v1/jobs/{id}`: cancels a queued job.
 //! - `POST /v1/chat/completions`: OpenAI's endpoint; runs the request as a `realtime` job and
 //!   answers with its completion (see [`chat`]).
+//! - `GET /v1/providers`: each deployment's health and each key's capacity (see
+//!   [`providers`]).
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
@@ -15,6 +17,7 @@ mod auth;
 mod chat;
 mod error;
 mod jobs;
+mod providers;
 
 pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
@@ -32,6 +35,8 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub store: Store,
     pub submitter: Submitter,
+    /// The deployments' live health and limits, for `GET /v1/providers`.
+    pub router: Arc<crate::router::Router>,
 }
 
 /// The API's routes.
@@ -41,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
+        .route("/v1/providers", get(providers::list))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }
