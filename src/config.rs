@@ -917,6 +917,57 @@ mod tests {
     }
 
     #[test]
+    fn route_limit_and_health_problems_are_named_by_path() {
+        let mut config = Config::builtin();
+        let text = r#"
+            deployments = ["gpt-4o", "gpt-4o-mini"]
+            strategy = "priority"
+            weights = [1]
+            max_attempts = 0
+            first_token_timeout = "10s"
+            attempt_timeout = "5s"
+        "#;
+        config
+            .routes
+            .insert("bad".into(), toml::from_str(text).unwrap());
+        config.providers.get_mut("openai").unwrap().keys[0].tokens_per_minute = Some(0);
+        config.health.error_threshold = 1.5;
+        config.health.min_calls = 50;
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "routes.bad.weights: has 1 weights for 2 deployments",
+            "routes.bad.weights: only a route with strategy = \"weighted\" uses weights",
+            "routes.bad.max_attempts: must be at least 1",
+            "routes.bad.first_token_timeout: 10s is longer than attempt_timeout (5s)",
+            "providers.openai.keys[0].tokens_per_minute: must be at least 1",
+            "health.error_threshold: 1.5 is not a rate",
+            "health.min_calls: 50 is more than health.window (20)",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} not in {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_builtin_writer_route_falls_back_on_429_or_a_slow_first_token() {
+        let config = Config::builtin();
+        let writer = &config.routes["writer"];
+        assert_eq!(
+            writer.deployments,
+            ["claude-sonnet", "gpt-4o", "gemini-flash"]
+        );
+        assert_eq!(writer.strategy, Strategy::Priority);
+        assert_eq!(writer.first_token_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            writer.deadline.get(Urgency::Realtime),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(config.routes["balanced"].weights, Some(vec![3, 1]));
+    }
+
+    #[test]
     fn env_vars_expand_and_secrets_do_not_print() {
         let config = parse(
             r#"
