@@ -124,6 +124,7 @@ impl App {
             config: self.config.clone(),
             store: self.store.clone(),
             submitter: self.submitter(),
+            router: self.router.clone(),
         }
     }
 }

@@ -53,6 +53,15 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     let mut config = Config::builtin();
     config.server.database = crate::store::database_in(&dir);
     config.pools.standard.concurrency = args.concurrency;
+    // The simulator has no quota: the example keys' limits would measure the pacing, not
+    // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).
+    for provider in config.providers.values_mut() {
+        for key in &mut provider.keys {
+            key.requests_per_minute = None;
+            key.tokens_per_minute = None;
+            key.requests_per_day = None;
+        }
+    }
     if args.backend == "rabbitmq" {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
@@ -141,6 +150,12 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         pct(0.50),
         pct(0.99),
         latencies.last().copied().unwrap_or(0)
+    )?;
+    let per_job = routing_cost(100_000);
+    writeln!(
+        out,
+        "router + limiter: {:.2} µs/job (choose a healthy deployment, estimate tokens, admit on one of 3 keys, record health)",
+        per_job.as_secs_f64() * 1e6
     )?;
     writeln!(
         out,
@@ -314,6 +329,54 @@ async fn first_content_after(
     first.ok_or_else(|| anyhow::anyhow!("a stream carried no content"))
 }
 
+/// What the router and the limiter add to each job, on average over `jobs` jobs: choosing a
+/// deployment of a two-deployment route (health gate, token estimate of a short prompt,
+/// requests/min and tokens/min admission on one of three keys) and recording the outcome's
+/// health. The keys' quotas are high enough that every job is admitted, as in a well-sized
+/// deployment: the cost of refusing is lower (fewer bucket updates).
+pub fn routing_cost(jobs: usize) -> Duration {
+    let config = Config::parse(
+        r#"
+        [providers.p]
+        kind = "openai"
+        base_url = "http://127.0.0.1:9"
+        keys = [
+          { id = "k1", secret = "s", requests_per_minute = 100000000, tokens_per_minute = 2000000000 },
+          { id = "k2", secret = "s", requests_per_minute = 100000000, tokens_per_minute = 2000000000 },
+          { id = "k3", secret = "s", requests_per_minute = 100000000, tokens_per_minute = 2000000000 },
+        ]
+        [deployments.a]
+        provider = "p"
+        model = "m"
+        price = { input = 1, output = 1 }
+        [deployments.b]
+        provider = "p"
+        model = "m"
+        price = { input = 1, output = 1 }
+        [routes.r]
+        deployments = ["a", "b"]
+        "#,
+        "bench",
+        &|_| None,
+    )
+    .expect("the bench config parses");
+    let router = crate::router::Router::new(&config, reqwest::Client::new(), None);
+    let route = router.route("r").expect("the bench route").clone();
+    let request = bench_job(1).request;
+    let started = Instant::now();
+    for _ in 0..jobs {
+        match route.choose(1, &request, Urgency::Standard) {
+            crate::router::Choice::Go(pick) => pick.deployment.health.record(
+                crate::router::health::Verdict::Healthy,
+                Duration::from_millis(1),
+                None,
+            ),
+            other => panic!("the bench route refused a job: {other:?}"),
+        }
+    }
+    started.elapsed() / jobs.max(1) as u32
+}
+
 fn bench_job(i: usize) -> JobSpec {
     let prompt = format!("Benchmark job number {i}: reply briefly.");
     JobSpec {
@@ -338,4 +401,13 @@ fn peak_rss() -> String {
                 .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routing_cost_runs() {
+        // Measured, not asserted: timings belong in `sluice bench`, not in tests.
+        let _ = super::routing_cost(100);
+    }
 }

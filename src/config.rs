@@ -45,6 +45,37 @@ pub struct Config {
     pub routes: BTreeMap<String, RouteConfig>,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// When a deployment counts as unhealthy (see [`crate::router`]): the circuit breaker that
+/// stops sending it traffic while it fails, and lets one trial call through after `cooldown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How many recent calls of a deployment the error rate is taken over.
+    pub window: u32,
+    /// Fewer calls than this in the window never open the circuit: two failures out of two
+    /// are not a trend.
+    pub min_calls: u32,
+    /// Error rate (server errors, timeouts, connection failures) at or above which the
+    /// circuit opens.
+    pub error_threshold: f64,
+    /// How long an open circuit skips the deployment before one trial call (half-open).
+    #[serde(with = "humantime_serde_compat")]
+    pub cooldown: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window: 20,
+            min_calls: 5,
+            error_threshold: 0.5,
+            cooldown: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Recurring jobs (see [`crate::schedule`]).
@@ -246,6 +277,9 @@ pub struct KeyConfig {
     pub requests_per_minute: Option<u32>,
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
+    /// Some providers (Gemini's free tier) also cap requests per day.
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +306,66 @@ pub struct DeploymentConfig {
 pub struct RouteConfig {
     /// The fallback chain: deployment names, first choice first.
     pub deployments: Vec<String>,
+    /// `priority` (the first healthy deployment with capacity wins) or `weighted` (spread
+    /// by `weights` among the healthy ones).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// One weight per deployment, for `weighted` (all equal when absent).
+    #[serde(default)]
+    pub weights: Option<Vec<u32>>,
+    /// Whole-call timeout of one attempt on this route (else the provider's `timeout`).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub attempt_timeout: Option<Duration>,
+    /// An attempt that has not produced its first token within this long is abandoned as a
+    /// `timeout` and the job moves to the next deployment (the call is streamed to know).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub first_token_timeout: Option<Duration>,
+    /// Attempts per job on this route (else `retry.max_attempts`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// The longest a job of each urgency may take from submission, unless its own
+    /// `deadline` is earlier.
+    #[serde(default)]
+    pub deadline: UrgencyDeadlines,
+    /// How long a realtime job may wait for a key's capacity on one deployment before it
+    /// moves on to the next one instead.
+    #[serde(default = "default_realtime_max_wait", with = "humantime_serde_compat")]
+    pub realtime_max_wait: Duration,
+}
+
+fn default_realtime_max_wait() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// How a route spreads jobs over its deployments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Priority,
+    Weighted,
+}
+
+/// A total deadline per urgency; absent means none beyond the job's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrgencyDeadlines {
+    #[serde(with = "humantime_serde_compat::option")]
+    pub realtime: Option<Duration>,
+    #[serde(with = "humantime_serde_compat::option")]
+    pub standard: Option<Duration>,
+    #[serde(with = "humantime_serde_compat::option")]
+    pub batch: Option<Duration>,
+}
+
+impl UrgencyDeadlines {
+    pub fn get(&self, urgency: Urgency) -> Option<Duration> {
+        match urgency {
+            Urgency::Realtime => self.realtime,
+            Urgency::Standard => self.standard,
+            Urgency::Batch => self.batch,
+        }
+    }
 }
 
 /// A secret value (API key, token, URL with a password). `Debug` and `Display` hide it.
@@ -443,6 +537,18 @@ impl Config {
                     &format!("providers.{name}.keys[{k}].secret"),
                     &mut problem,
                 );
+                for (field, value) in [
+                    ("requests_per_minute", key.requests_per_minute),
+                    ("tokens_per_minute", key.tokens_per_minute),
+                    ("requests_per_day", key.requests_per_day),
+                ] {
+                    if value == Some(0) {
+                        problem(
+                            format!("providers.{name}.keys[{k}].{field}"),
+                            "must be at least 1 (leave it out for no limit)".into(),
+                        );
+                    }
+                }
                 if provider.keys[..k].iter().any(|o| o.id == key.id) {
                     problem(
                         format!("providers.{name}.keys[{k}].id"),
@@ -476,6 +582,91 @@ impl Config {
                     );
                 }
             }
+            if let Some(weights) = &route.weights {
+                if weights.len() != route.deployments.len() {
+                    problem(
+                        format!("routes.{name}.weights"),
+                        format!(
+                            "has {} weights for {} deployments; give one per deployment",
+                            weights.len(),
+                            route.deployments.len()
+                        ),
+                    );
+                } else if weights.iter().all(|w| *w == 0) {
+                    problem(
+                        format!("routes.{name}.weights"),
+                        "at least one weight must be above 0".into(),
+                    );
+                }
+                if route.strategy != Strategy::Weighted {
+                    problem(
+                        format!("routes.{name}.weights"),
+                        "only a route with strategy = \"weighted\" uses weights".into(),
+                    );
+                }
+            }
+            if route.max_attempts == Some(0) {
+                problem(
+                    format!("routes.{name}.max_attempts"),
+                    "must be at least 1".into(),
+                );
+            }
+            for (field, value) in [
+                ("attempt_timeout", route.attempt_timeout),
+                ("first_token_timeout", route.first_token_timeout),
+            ] {
+                if value == Some(Duration::ZERO) {
+                    problem(format!("routes.{name}.{field}"), "must be above 0".into());
+                }
+            }
+            if let (Some(first), Some(whole)) = (route.first_token_timeout, route.attempt_timeout) {
+                if first > whole {
+                    problem(
+                        format!("routes.{name}.first_token_timeout"),
+                        format!(
+                            "{} is longer than attempt_timeout ({}), so it would never fire",
+                            humantime::format_duration(first),
+                            humantime::format_duration(whole)
+                        ),
+                    );
+                }
+            }
+            if self.queue.effective_backend() == QueueBackend::Embedded {
+                if let Some(timeout) = route.attempt_timeout {
+                    if timeout >= self.queue.visibility_timeout {
+                        problem(
+                            format!("routes.{name}.attempt_timeout"),
+                            format!(
+                                "{} must be shorter than queue.visibility_timeout ({}), or a job still running would be handed to a second worker",
+                                humantime::format_duration(timeout),
+                                humantime::format_duration(self.queue.visibility_timeout)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        if !(self.health.error_threshold > 0.0 && self.health.error_threshold <= 1.0) {
+            problem(
+                "health.error_threshold".into(),
+                format!(
+                    "{} is not a rate above 0 and at most 1 (0.5 opens the circuit at half the calls failing)",
+                    self.health.error_threshold
+                ),
+            );
+        }
+        if self.health.window == 0 {
+            problem("health.window".into(), "must be at least 1".into());
+        }
+        if self.health.min_calls > self.health.window {
+            problem(
+                "health.min_calls".into(),
+                format!(
+                    "{} is more than health.window ({}), so the circuit could never open",
+                    self.health.min_calls, self.health.window
+                ),
+            );
         }
 
         for urgency in Urgency::ALL {
@@ -641,6 +832,16 @@ pub mod humantime_serde_compat {
             ))
         })
     }
+
+    /// The same for an optional duration (`#[serde(default)]` supplies `None`).
+    pub mod option {
+        use serde::Deserializer;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 /// The error for a model nobody configured, listing the ones that are (also used by clients
@@ -719,6 +920,57 @@ mod tests {
             problems.contains(&"providers.oa.keys: needs at least one key".to_string()),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn route_limit_and_health_problems_are_named_by_path() {
+        let mut config = Config::builtin();
+        let text = r#"
+            deployments = ["gpt-4o", "gpt-4o-mini"]
+            strategy = "priority"
+            weights = [1]
+            max_attempts = 0
+            first_token_timeout = "10s"
+            attempt_timeout = "5s"
+        "#;
+        config
+            .routes
+            .insert("bad".into(), toml::from_str(text).unwrap());
+        config.providers.get_mut("openai").unwrap().keys[0].tokens_per_minute = Some(0);
+        config.health.error_threshold = 1.5;
+        config.health.min_calls = 50;
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "routes.bad.weights: has 1 weights for 2 deployments",
+            "routes.bad.weights: only a route with strategy = \"weighted\" uses weights",
+            "routes.bad.max_attempts: must be at least 1",
+            "routes.bad.first_token_timeout: 10s is longer than attempt_timeout (5s)",
+            "providers.openai.keys[0].tokens_per_minute: must be at least 1",
+            "health.error_threshold: 1.5 is not a rate",
+            "health.min_calls: 50 is more than health.window (20)",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} not in {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_builtin_writer_route_falls_back_on_429_or_a_slow_first_token() {
+        let config = Config::builtin();
+        let writer = &config.routes["writer"];
+        assert_eq!(
+            writer.deployments,
+            ["claude-sonnet", "gpt-4o", "gemini-flash"]
+        );
+        assert_eq!(writer.strategy, Strategy::Priority);
+        assert_eq!(writer.first_token_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            writer.deadline.get(Urgency::Realtime),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(config.routes["balanced"].weights, Some(vec![3, 1]));
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Succeeded, failed or cancelled: never called again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",

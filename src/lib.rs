@@ -10,7 +10,11 @@
 //!   transient reply inboxes a streamed answer travels through.
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
 //! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome.
-//! - [`router`]: a model name's fallback chain of deployments, and key rotation.
+//! - [`router`]: a model name's route (strategy, fallback chain, timeouts, deadlines), the
+//!   live health of each deployment (error rate, latency, circuit breaker), and which
+//!   deployment and key an attempt uses.
+//! - [`limits`]: per-key token buckets (requests/min, tokens/min, requests/day), the token
+//!   estimate, key balancing and 429 cooldowns.
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
@@ -30,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod job;
+pub mod limits;
 pub mod pricing;
 pub mod providers;
 pub mod queue;

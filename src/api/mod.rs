@@ -8,6 +8,8 @@
 //!   answers with its completion (see [`chat`]).
 //! - `POST /v1/bulk`, `GET /v1/bulk/{id}`, `GET /v1/bulk/{id}/results`,
 //!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
+//! - `GET /v1/providers`: each deployment's health and each key's capacity (see
+//!   [`providers`]).
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
@@ -18,6 +20,7 @@ pub mod bulk;
 mod chat;
 mod error;
 mod jobs;
+mod providers;
 
 pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
@@ -35,6 +38,8 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub store: Store,
     pub submitter: Submitter,
+    /// The deployments' live health and limits, for `GET /v1/providers`.
+    pub router: Arc<crate::router::Router>,
 }
 
 /// The API's routes.
@@ -53,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bulk/{id}/results", get(bulk::results))
         .route("/v1/bulk/{id}/cancel", axum::routing::post(bulk::cancel))
         .route("/v1/models", get(bulk::models))
+        .route("/v1/providers", get(providers::list))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

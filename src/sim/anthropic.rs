@@ -66,7 +66,7 @@ pub(crate) async fn unknown_route(
 
 async fn messages(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    state.count_request(Family::Anthropic);
+    state.count_request(Family::Anthropic, &headers, None);
     match complete(&state, &headers, &body, started).await {
         Ok(response) => response,
         Err(error) => {

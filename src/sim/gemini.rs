@@ -111,7 +111,11 @@ async fn models(
         "streamGenerateContent" => Streaming::JsonArray,
         _ => return unknown_route(State(state), method, uri).await,
     };
-    state.count_request(Family::Gemini);
+    state.count_request(
+        Family::Gemini,
+        &headers,
+        query.get("key").map(String::as_str),
+    );
     let call = Call {
         model,
         streaming,

@@ -22,7 +22,7 @@
 //! What they share lives in one place each: directives and fail plans ([`faults`]), the
 //! steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
 //! arguments and JSON answers), streaming and broken bodies (`stream`), token counts
-//! ([`tokens`]), and the stats and rate-limit window (here).
+//! ([`tokens`]), and the stats (also per API key) and the rate-limit window (here).
 //!
 //! # Tools and JSON mode
 //!
@@ -229,6 +229,9 @@ pub(crate) struct SimState {
     hung: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    /// Chat calls per API key (the key's text as sent), so tests can check that no key was
+    /// pushed past its quota. Keys are few, so the map stays small.
+    per_key: Mutex<HashMap<String, u64>>,
     /// Calls so far per request key, only for requests that carry a `fail=` plan (so the map
     /// does not grow with a benchmark's millions of plain requests).
     calls: Mutex<HashMap<u64, u64>>,
@@ -268,6 +271,7 @@ impl SimState {
             prompt_tokens: AtomicU64::new(0),
             completion_tokens: AtomicU64::new(0),
             calls: Mutex::new(HashMap::new()),
+            per_key: Mutex::new(HashMap::new()),
             requests: Mutex::new(VecDeque::new()),
             window: Mutex::new(Window {
                 started: Instant::now(),
@@ -293,9 +297,30 @@ impl SimState {
         }
     }
 
-    pub(crate) fn count_request(&self, family: Family) {
+    /// Counts a chat call of `family` made with `headers` (and, for Gemini, `?key=`).
+    pub(crate) fn count_request(
+        &self,
+        family: Family,
+        headers: &HeaderMap,
+        query_key: Option<&str>,
+    ) {
         self.chat_requests.fetch_add(1, Ordering::Relaxed);
         self.family_requests[family as usize].fetch_add(1, Ordering::Relaxed);
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        // Whichever way the family carries its key: bearer (OpenAI, Anthropic OAuth),
+        // x-api-key (Anthropic), x-goog-api-key or ?key= (Gemini).
+        let key = header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| header("x-api-key"))
+            .or_else(|| header("x-goog-api-key"))
+            .or(query_key)
+            .unwrap_or("");
+        *lock(&self.per_key).entry(key.to_string()).or_insert(0) += 1;
     }
 
     pub(crate) fn count_completion(
@@ -521,6 +546,14 @@ impl SimServer {
 
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Chat calls received per API key (as sent; `""` for calls without one), every family.
+    pub fn requests_per_key(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.state.per_key)
+            .iter()
+            .map(|(key, n)| (key.clone(), *n))
+            .collect()
     }
 
     /// The bodies of the most recent chat requests of every family (up to 256), oldest

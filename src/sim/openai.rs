@@ -66,7 +66,7 @@ async fn chat_completions(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    state.count_request(Family::OpenAi);
+    state.count_request(Family::OpenAi, &headers, None);
     match complete(&state, &headers, &body, started).await {
         Ok(response) => response,
         Err(error) => {

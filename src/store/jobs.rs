@@ -50,6 +50,10 @@ pub struct AttemptRecord {
     pub retry_after_ms: Option<i64>,
     pub started_at: i64,
     pub finished_at: i64,
+    /// Why the router sent the attempt where it did (see [`crate::router::Route::choose`]).
+    pub chosen_because: Option<String>,
+    /// Milliseconds to the first token, when known.
+    pub first_token_ms: Option<i64>,
 }
 
 /// The cost of a successful attempt.
@@ -107,6 +111,10 @@ pub struct AttemptView {
     pub retry_after_ms: Option<i64>,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub duration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen_because: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -235,6 +243,24 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// A job's status and how many attempts it has had, without changing it: the worker asks
+    /// before it looks for capacity, so a job that must wait for a key is not charged an
+    /// attempt. `None` when the store has no such job.
+    pub async fn progress(&self, id: Uuid) -> Result<Option<(JobStatus, u32)>, StoreError> {
+        let row = sqlx::query("SELECT status, attempts FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|row| {
+            let status = row
+                .get::<String, _>(0)
+                .parse()
+                .map_err(|e: String| StoreError::Corrupt(e))?;
+            Ok((status, row.get::<i64, _>(1) as u32))
+        })
+        .transpose()
     }
 
     /// Moves a job to `running` and counts the attempt, unless it is already final.
@@ -444,7 +470,8 @@ impl Store {
             .transpose()?;
         let attempts = sqlx::query(
             "SELECT number, deployment, provider, model, key_id, tier, outcome, http_status, \
-             error, retry_after_ms, started_at, finished_at FROM attempts WHERE job_id = ? ORDER BY number",
+             error, retry_after_ms, started_at, finished_at, first_token_ms, chosen_because \
+             FROM attempts WHERE job_id = ? ORDER BY number",
         )
         .bind(id.to_string())
         .fetch_all(self.reader())
@@ -463,6 +490,8 @@ impl Store {
             retry_after_ms: a.get(9),
             started_at: ms_to_time(a.get(10)),
             duration_ms: a.get::<i64, _>(11) - a.get::<i64, _>(10),
+            first_token_ms: a.get(12),
+            chosen_because: a.get(13),
         })
         .collect();
         let cost = sqlx::query(
@@ -630,8 +659,8 @@ async fn insert_attempt(
 ) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
         "INSERT INTO attempts (job_id, number, deployment, provider, model, key_id, tier, outcome, \
-         http_status, error, retry_after_ms, started_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         http_status, error, retry_after_ms, started_at, finished_at, chosen_because, first_token_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (job_id, number) DO UPDATE SET outcome = excluded.outcome, \
          http_status = excluded.http_status, error = excluded.error, finished_at = excluded.finished_at \
          RETURNING id",
@@ -649,6 +678,8 @@ async fn insert_attempt(
     .bind(a.retry_after_ms)
     .bind(a.started_at)
     .bind(a.finished_at)
+    .bind(&a.chosen_because)
+    .bind(a.first_token_ms)
     .fetch_one(&mut *conn)
     .await?;
     Ok(row.get(0))

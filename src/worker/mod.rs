@@ -5,23 +5,30 @@
 //! delivery, in this order:
 //!
 //! 1. Parse the envelope; a message that is not a job goes to the dead-letter queue.
-//! 2. `start_attempt` in the store: a job that is already final (a redelivery after a crash,
+//! 2. Look the job up in the store: a job that is already final (a redelivery after a crash,
 //!    a cancel) is acked without calling anyone. A job the store has never seen (published
 //!    straight onto the exchange) is recorded first.
-//! 3. Call the deployment chosen by the [router](crate::router) with one of its keys.
-//! 4. Record the outcome durably (result + cost, or the failed attempt), *then* settle the
+//! 3. Ask the [router](crate::router) for a healthy deployment and a key with capacity. None
+//!    now: park the message on the delay ladder until capacity returns — *not* an attempt
+//!    (the job stays `queued`, `max_attempts` is untouched, no slot is held).
+//! 4. `start_attempt` counts the attempt; call the deployment with that key, feeding the
+//!    outcome to its health and a 429 to the key's cooldown.
+//! 5. Record the outcome durably (result + cost, or the failed attempt), *then* settle the
 //!    message: ack, or park it on the retry ladder (`retry_after`), so a worker never sleeps
-//!    through a back-off and a crash between the two steps at worst repeats step 2.
+//!    through a back-off and a crash between the two steps at worst repeats the attempt.
 
 mod backoff;
 mod watcher;
 
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
-use crate::providers::{Call, ErrorKind, ProviderError};
+use crate::providers::stream::{self, ChunkStream};
+use crate::providers::{Call, Completion, ErrorKind, ProviderError};
 use crate::queue::{Delivery, Queue};
-use crate::router::{Deployment, Router};
+use crate::router::health::Verdict;
+use crate::router::{Choice, Deployment, Route, Router};
 use crate::store::{now_ms, AttemptRecord, CostRecord, InsertOutcome, StartOutcome, Store};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -160,8 +167,20 @@ enum Settlement {
     RetryAfter(Duration),
 }
 
+/// How long a key rests after a 429 that did not say how long.
+const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+/// How long a key rests after the provider said its quota or credit is spent: long enough
+/// that the deployment's other keys (or the next deployment) carry the traffic.
+const QUOTA_COOLDOWN: Duration = Duration::from_secs(60);
+
 /// Runs one attempt of a job and records its outcome; `watcher` gets the answer's chunks live
 /// when a client is waiting on a stream.
+///
+/// Admission comes before the attempt is counted: the router finds a deployment and a key
+/// with capacity first, and only then does `start_attempt` count attempt *n*. A job that finds
+/// no capacity is parked on the queue's delay ladder (`RetryAfter`), still `queued`, with no
+/// attempt recorded: waiting for a rate limit is pacing, not failure, so it never uses up
+/// `max_attempts`, and it holds no worker slot while it waits.
 async fn run_job(
     context: &WorkerContext,
     envelope: &Envelope,
@@ -169,13 +188,13 @@ async fn run_job(
 ) -> Result<Settlement, crate::store::StoreError> {
     let store = &context.store;
     let id = envelope.id;
-    let number = match store.start_attempt(id).await? {
-        StartOutcome::Started(n) => n,
-        StartOutcome::AlreadyFinal(status) => {
+    let attempts_so_far = match store.progress(id).await? {
+        Some((status, _)) if status.is_final() => {
             tracing::debug!(job = %id, %status, "already final; not calling again");
             return Ok(Settlement::Ack);
         }
-        StartOutcome::Missing => {
+        Some((_, attempts)) => attempts,
+        None => {
             // Published straight onto the exchange: record it on first consume.
             if let InsertOutcome::Existing(other) = store.insert_job(envelope, true).await? {
                 if other != id {
@@ -183,15 +202,12 @@ async fn run_job(
                     return Ok(Settlement::Ack);
                 }
             }
-            match store.start_attempt(id).await? {
-                StartOutcome::Started(n) => n,
-                _ => return Ok(Settlement::Ack),
-            }
+            0
         }
     };
 
     let model = &envelope.spec.request.model;
-    let Some(deployment) = context.router.for_attempt(model, number) else {
+    let Some(route) = context.router.route(model).cloned() else {
         store
             .finish_failed(
                 id,
@@ -202,7 +218,8 @@ async fn run_job(
             .await?;
         return Ok(Settlement::Ack);
     };
-    if let Some(deadline) = envelope.spec.deadline {
+    let deadline = deadline_of(envelope, &route);
+    if let Some(deadline) = deadline {
         if deadline < chrono::Utc::now() {
             store
                 .finish_failed(
@@ -216,23 +233,87 @@ async fn run_job(
         }
     }
 
-    let key = deployment.pick_key();
+    let urgency = envelope.spec.urgency;
+    let mut waited = Duration::ZERO;
+    let pick = loop {
+        match route.choose(attempts_so_far + 1, &envelope.spec.request, urgency) {
+            Choice::Go(pick) => break pick,
+            Choice::Refuse { message } => {
+                tracing::info!(job = %id, %message, "no deployment can ever take this job");
+                store
+                    .finish_failed(id, None, "over_limit".into(), message)
+                    .await?;
+                return Ok(Settlement::Ack);
+            }
+            Choice::Wait { wait, why } => {
+                if let Some(deadline) = deadline {
+                    if chrono::Utc::now() + wait > deadline {
+                        store
+                            .finish_failed(
+                                id,
+                                None,
+                                "deadline_exceeded".into(),
+                                format!("{why}; waiting would pass the job's deadline {deadline}"),
+                            )
+                            .await?;
+                        return Ok(Settlement::Ack);
+                    }
+                }
+                // A realtime job waits in its slot for a moment (the delay ladder's shortest
+                // rung is longer than the wait the route allows); anything longer is parked.
+                if urgency == Urgency::Realtime && waited + wait <= route.realtime_max_wait {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    continue;
+                }
+                tracing::debug!(job = %id, %why, ?wait, "paced: parked until capacity returns, not an attempt");
+                return Ok(Settlement::RetryAfter(pace_delay(wait)));
+            }
+        }
+    };
+
+    let number = match store.start_attempt(id).await? {
+        StartOutcome::Started(n) => n,
+        other => {
+            // Finished or cancelled since we looked: the cells taken are simply not used.
+            tracing::debug!(job = %id, ?other, "no longer runnable");
+            if pick.probe {
+                pick.deployment.health.release();
+            }
+            return Ok(Settlement::Ack);
+        }
+    };
+    let deployment = pick.deployment.clone();
+    let key = deployment.key(pick.key);
     let started_at = now_ms();
     let call = Call {
         model: &deployment.model,
         api_key: key.secret(),
         request: &envelope.spec.request,
-        timeout: deployment.timeout,
+        timeout: route.attempt_timeout.unwrap_or(deployment.timeout),
         options: deployment.options,
     };
-    let result = match watcher {
-        Some(watcher) => {
-            watcher
-                .relay(&*deployment.adapter, deployment.kind.as_str(), call)
-                .await
+    let clock = std::time::Instant::now();
+    let (result, first_token) =
+        call_deployment(&deployment, call, watcher, route.first_token_timeout).await;
+    deployment.health.record(
+        Verdict::of(result.as_ref().map(|_| ()).map_err(|e| e.kind)),
+        clock.elapsed(),
+        first_token,
+    );
+    if let Err(error) = &result {
+        match error.kind {
+            ErrorKind::RateLimited => deployment.limits.cool_down(
+                pick.key,
+                error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
+            ),
+            ErrorKind::QuotaExhausted => deployment
+                .limits
+                .cool_down(pick.key, error.retry_after.unwrap_or(QUOTA_COOLDOWN)),
+            _ => {}
         }
-        None => deployment.adapter.chat(call).await,
-    };
+    }
+    let chosen_because = Some(pick.chosen_because);
     let attempt = |outcome: String,
                    status: Option<u16>,
                    error: Option<String>,
@@ -249,6 +330,8 @@ async fn run_job(
         retry_after_ms: retry_after.map(|d| d.as_millis() as i64),
         started_at,
         finished_at: now_ms(),
+        chosen_because: chosen_because.clone(),
+        first_token_ms: first_token.map(|d| d.as_millis() as i64),
     };
 
     match result {
@@ -274,41 +357,139 @@ async fn run_job(
                 Some(error.message.clone()),
                 error.retry_after,
             );
-            decide_after_failure(context, envelope, &deployment, number, error, record).await
+            decide_after_failure(context, envelope, &route, number, error, record).await
         }
     }
+}
+
+/// The earlier of the job's own deadline and its route's deadline for its urgency, counted
+/// from submission (the time in the job's UUIDv7).
+fn deadline_of(envelope: &Envelope, route: &Route) -> Option<chrono::DateTime<chrono::Utc>> {
+    let by_route = route
+        .deadlines
+        .get(envelope.spec.urgency)
+        .and_then(|limit| {
+            let (secs, nanos) = envelope.id.get_timestamp()?.to_unix();
+            let submitted = chrono::DateTime::from_timestamp(secs as i64, nanos)?;
+            Some(submitted + chrono::Duration::from_std(limit).ok()?)
+        });
+    match (envelope.spec.deadline, by_route) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A paced job's delay: the limiter's wait plus a little jitter, so jobs parked together do
+/// not all come back in the same millisecond to find room for only some of them.
+fn pace_delay(wait: Duration) -> Duration {
+    let jitter = (wait / 10).max(Duration::from_millis(20));
+    wait + jitter.mul_f64(rand::random::<f64>())
+}
+
+/// Makes the call, returning the answer and the time to its first token. A plain call
+/// (nobody streaming, no first-token limit) is made as one request and its first token is
+/// its whole answer; otherwise it is streamed, so a client sees chunks live and
+/// `first_token_timeout` can abandon a call that has not started answering.
+async fn call_deployment(
+    deployment: &Deployment,
+    call: Call<'_>,
+    watcher: Option<&Watcher>,
+    first_token_timeout: Option<Duration>,
+) -> (Result<Completion, ProviderError>, Option<Duration>) {
+    let provider = deployment.kind.as_str();
+    let started = std::time::Instant::now();
+    if watcher.is_none() && first_token_timeout.is_none() {
+        let result = deployment.adapter.chat(call).await;
+        let first_token = result.is_ok().then(|| started.elapsed());
+        return (result, first_token);
+    }
+    let opening = async {
+        let mut chunks = deployment.adapter.chat_stream(call).await?;
+        // Chunks before the first token (a role, an empty delta) are kept and replayed.
+        let mut before = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let token = chunk.as_ref().map_or(true, carries_output);
+            before.push(chunk);
+            if token {
+                break;
+            }
+        }
+        Ok::<_, ProviderError>((before, chunks))
+    };
+    let opened = match first_token_timeout {
+        Some(limit) => tokio::time::timeout(limit, opening)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProviderError::new(
+                    provider,
+                    ErrorKind::Timeout,
+                    None,
+                    format!(
+                        "no first token within {} (the route's first_token_timeout)",
+                        humantime::format_duration(limit)
+                    ),
+                ))
+            }),
+        None => opening.await,
+    };
+    let (before, rest) = match opened {
+        Ok(opened) => opened,
+        Err(error) => return (Err(error), None),
+    };
+    let first_token = started.elapsed();
+    let chunks: ChunkStream = Box::pin(futures::stream::iter(before).chain(rest));
+    let result = match watcher {
+        Some(watcher) => watcher.relay(provider, chunks).await,
+        None => stream::collect(provider, chunks).await,
+    };
+    (result, Some(first_token))
+}
+
+/// Whether a canonical chunk carries part of the answer (text, a tool call) or its end.
+fn carries_output(chunk: &serde_json::Value) -> bool {
+    chunk["choices"].as_array().is_some_and(|choices| {
+        choices.iter().any(|choice| {
+            let delta = &choice["delta"];
+            delta["content"].as_str().is_some_and(|c| !c.is_empty())
+                || delta.get("tool_calls").is_some()
+                || !choice["finish_reason"].is_null()
+        })
+    })
 }
 
 async fn decide_after_failure(
     context: &WorkerContext,
     envelope: &Envelope,
-    deployment: &Deployment,
+    route: &Route,
     number: u32,
     error: ProviderError,
     record: AttemptRecord,
 ) -> Result<Settlement, crate::store::StoreError> {
     let id = envelope.id;
     let retry: &RetryConfig = &context.config.retry;
-    let has_fallback = context
-        .router
-        .chain(&envelope.spec.request.model)
-        .is_some_and(|chain| chain.len() > 1);
+    let max_attempts = route.max_attempts.unwrap_or(retry.max_attempts);
+    let has_fallback = route.chain.len() > 1;
     // A spent quota will not come back soon on this key, but another deployment may serve.
     let retryable =
         error.kind.is_retryable() || (error.kind == ErrorKind::QuotaExhausted && has_fallback);
-    if retryable && number < retry.max_attempts {
-        let delay = backoff::delay(retry, number, error.retry_after);
-        let past_deadline = envelope
-            .spec
-            .deadline
-            .is_some_and(|d| chrono::Utc::now() + delay > d);
+    if retryable && number < max_attempts {
+        // With another deployment to go to, the next attempt need not wait out this one's
+        // `retry-after`: the key is cooling down, and the router skips it.
+        let hint = if has_fallback {
+            None
+        } else {
+            error.retry_after
+        };
+        let delay = backoff::delay(retry, number, hint);
+        let past_deadline =
+            deadline_of(envelope, route).is_some_and(|d| chrono::Utc::now() + delay > d);
         if !past_deadline {
-            tracing::info!(job = %id, attempt = number, deployment = %deployment.name, error = %error, ?delay, "retrying later");
+            tracing::info!(job = %id, attempt = number, deployment = %record.deployment, error = %error, ?delay, "retrying later");
             context.store.record_retry(id, record).await?;
             return Ok(Settlement::RetryAfter(delay));
         }
     }
-    let message = if retryable && number >= retry.max_attempts {
+    let message = if retryable && number >= max_attempts {
         format!("gave up after {number} attempts; last error: {error}")
     } else {
         error.to_string()

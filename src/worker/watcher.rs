@@ -6,7 +6,7 @@
 //! every failure to send is logged and forgotten.
 
 use crate::job::{Envelope, JobStatus};
-use crate::providers::{stream, Call, Completion, Provider, ProviderError};
+use crate::providers::{stream, Completion, ProviderError};
 use crate::queue::Queue;
 use crate::store::{JobView, Store};
 use crate::streaming::{chunks_of, wants_stream, StreamEvent};
@@ -37,15 +37,13 @@ impl Watcher {
         })
     }
 
-    /// Makes `call` as a stream, relaying every chunk to the client the moment it arrives,
-    /// and returns the answer the chunks add up to, to be stored like any other.
+    /// Relays every chunk of a call's stream to the client the moment it arrives, and returns
+    /// the answer the chunks add up to, to be stored like any other.
     pub(super) async fn relay(
         &self,
-        adapter: &dyn Provider,
         provider: &'static str,
-        call: Call<'_>,
+        chunks: stream::ChunkStream,
     ) -> Result<Completion, ProviderError> {
-        let chunks = adapter.chat_stream(call).await?;
         let watcher = self.clone();
         let relayed = chunks.then(move |item| {
             let watcher = watcher.clone();

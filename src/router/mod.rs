@@ -1,0 +1,471 @@
+//! The router: from the model a client asked for to the deployment and key of one attempt.
+//!
+//! A model name resolves to a [`Route`]: a configured route (an ordered fallback chain of
+//! deployments with a strategy, timeouts, deadlines and an attempt budget), or a deployment
+//! named directly (a chain of one). [`Route::choose`] walks the chain for each attempt:
+//!
+//! 1. **Order.** `priority`: attempt *n* starts at the chain's deployment *n − 1* (wrapping
+//!    round), so a retry after a failure moves to the next deployment. `weighted`: the start
+//!    is drawn by weight, then the chain follows from there.
+//! 2. **Health.** A deployment whose circuit is open ([`health`]) is skipped; after its
+//!    cooldown one trial call goes through (half-open).
+//! 3. **Capacity.** The deployment's [`KeyPool`] admits the call on the key with room
+//!    ([`crate::limits`]). Keys all cooling down after 429s: skip to the next deployment
+//!    ("on 429, use the fallback"). Sluice's own buckets full: a standard or batch job
+//!    *waits* for this deployment — [`Choice::Wait`], which the worker turns into a delay on
+//!    the queue without counting an attempt — while a realtime job waits only up to the
+//!    route's `realtime_max_wait` and otherwise moves on. A call too large for every key is
+//!    refused with the limit named.
+//!
+//! Every choice says why it was made (`chosen_because`), and the attempt records it, so a
+//! job's attempts tell the story of a fallback.
+
+pub mod health;
+
+use crate::config::{Config, ProviderKind, Strategy, UrgencyDeadlines};
+use crate::job::{ChatRequest, Urgency};
+use crate::limits::{estimate_tokens, Admission, Busy, KeyCapacity, KeyPool, KeyQuota};
+use crate::pricing::Price;
+use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::gemini::GeminiProvider;
+use crate::providers::openai::OpenAiProvider;
+use crate::providers::{CallOptions, Provider};
+use health::{Gate, Health, HealthView};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One key of a deployment, ready to use.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub id: String,
+    /// The secret. Only ever handed to an adapter.
+    secret: crate::config::Secret,
+}
+
+impl Key {
+    pub fn secret(&self) -> &str {
+        self.secret.expose()
+    }
+}
+
+/// A deployment with everything an attempt needs.
+#[derive(Debug)]
+pub struct Deployment {
+    pub name: String,
+    pub provider_name: String,
+    /// The API family, named in the errors its adapter reports.
+    pub kind: ProviderKind,
+    pub model: String,
+    pub price: Price,
+    pub timeout: Duration,
+    /// How requests are translated for this deployment.
+    pub options: CallOptions,
+    pub adapter: Arc<dyn Provider>,
+    keys: Vec<Key>,
+    quotas: Vec<KeyQuota>,
+    /// The keys' buckets and cooldowns.
+    pub limits: KeyPool,
+    /// Error rate, latencies and the circuit breaker.
+    pub health: Health,
+}
+
+impl Deployment {
+    /// Key `index`, as [`KeyPool::admit`] chose it.
+    pub fn key(&self, index: usize) -> &Key {
+        &self.keys[index]
+    }
+
+    /// The tokens a call of `request` is counted for on this deployment's keys.
+    pub fn estimate(&self, request: &ChatRequest) -> u32 {
+        let completion = self
+            .options
+            .default_max_tokens
+            .unwrap_or(crate::limits::DEFAULT_COMPLETION_ESTIMATE);
+        estimate_tokens(request, completion)
+    }
+
+    /// What `GET /v1/providers` shows of it.
+    pub fn view(&self) -> DeploymentView {
+        DeploymentView {
+            name: self.name.clone(),
+            provider: self.provider_name.clone(),
+            model: self.model.clone(),
+            health: self.health.view(),
+            keys: self.limits.capacity(&self.quotas),
+        }
+    }
+}
+
+/// One deployment's live state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentView {
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub health: HealthView,
+    pub keys: Vec<KeyCapacity>,
+}
+
+/// A model name's chain of deployments and how jobs use it.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub chain: Vec<Arc<Deployment>>,
+    strategy: Strategy,
+    weights: Vec<u32>,
+    /// Whole-call timeout of one attempt; the deployment's provider timeout when `None`.
+    pub attempt_timeout: Option<Duration>,
+    /// See [`crate::config::RouteConfig::first_token_timeout`].
+    pub first_token_timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub deadlines: UrgencyDeadlines,
+    pub realtime_max_wait: Duration,
+}
+
+/// The outcome of [`Route::choose`].
+#[derive(Debug)]
+pub enum Choice {
+    /// Call this deployment with this key (its cells are taken).
+    Go(Pick),
+    /// Nothing can take the call now; come back after `wait`. Not an attempt.
+    Wait { wait: Duration, why: String },
+    /// Nothing can ever take this call: fail the job with this message.
+    Refuse { message: String },
+}
+
+#[derive(Debug)]
+pub struct Pick {
+    pub deployment: Arc<Deployment>,
+    pub key: usize,
+    /// The half-open trial of the deployment's circuit.
+    pub probe: bool,
+    pub chosen_because: String,
+}
+
+impl Route {
+    fn new(name: &str, chain: Vec<Arc<Deployment>>) -> Route {
+        Route {
+            name: name.to_string(),
+            weights: vec![1; chain.len()],
+            chain,
+            strategy: Strategy::Priority,
+            attempt_timeout: None,
+            first_token_timeout: None,
+            max_attempts: None,
+            deadlines: UrgencyDeadlines::default(),
+            realtime_max_wait: Duration::from_secs(1),
+        }
+    }
+
+    /// Where attempt `attempt` (1-based) starts in the chain.
+    fn start(&self, attempt: u32) -> (usize, &'static str) {
+        let len = self.chain.len();
+        let shift = (attempt.max(1) as usize - 1) % len;
+        match self.strategy {
+            Strategy::Priority => (shift, "priority"),
+            Strategy::Weighted => {
+                let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
+                let mut draw = rand::random_range(0..total.max(1));
+                let mut pick = 0;
+                for (i, w) in self.weights.iter().enumerate() {
+                    if draw < u64::from(*w) {
+                        pick = i;
+                        break;
+                    }
+                    draw -= u64::from(*w);
+                }
+                ((pick + shift) % len, "weighted")
+            }
+        }
+    }
+
+    /// Picks the deployment and key for attempt `attempt` of a job of `urgency`.
+    pub fn choose(&self, attempt: u32, request: &ChatRequest, urgency: Urgency) -> Choice {
+        if self.chain.is_empty() {
+            return Choice::Refuse {
+                message: format!("route \"{}\" has no deployments", self.name),
+            };
+        }
+        let (start, strategy) = self.start(attempt);
+        let mut skipped = String::new();
+        let mut soonest: Option<Duration> = None;
+        let mut never: Vec<String> = Vec::new();
+        let mut wait_at_least = |wait: Duration| {
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+        };
+        for step in 0..self.chain.len() {
+            let deployment = &self.chain[(start + step) % self.chain.len()];
+            let probe = match deployment.health.gate() {
+                Gate::Open => false,
+                Gate::Probe => true,
+                Gate::Shut(wait) => {
+                    note(&mut skipped, &deployment.name, "circuit_open");
+                    wait_at_least(wait);
+                    continue;
+                }
+            };
+            let estimate = deployment.estimate(request);
+            let admission = deployment.limits.admit(estimate);
+            if probe && !matches!(admission, Admission::Admitted(_)) {
+                deployment.health.release();
+            }
+            match admission {
+                Admission::Admitted(key) => {
+                    let mut chosen_because = match (step, attempt) {
+                        (0, 1) => format!("{strategy}: first choice"),
+                        (0, n) => format!("{strategy}: attempt {n} moves along the chain"),
+                        _ => format!("{strategy}: fallback"),
+                    };
+                    if probe {
+                        chosen_because.push_str("; half-open trial after its circuit opened");
+                    }
+                    if !skipped.is_empty() {
+                        let _ = write!(chosen_because, "; skipped {skipped}");
+                    }
+                    return Choice::Go(Pick {
+                        deployment: deployment.clone(),
+                        key,
+                        probe,
+                        chosen_because,
+                    });
+                }
+                Admission::Never(over) => {
+                    note(&mut skipped, &deployment.name, "over_limit");
+                    never.push(over.to_string());
+                }
+                Admission::Wait {
+                    wait,
+                    busy: Busy::Cooldown,
+                } => {
+                    note(&mut skipped, &deployment.name, "rate_limited");
+                    wait_at_least(wait);
+                }
+                Admission::Wait {
+                    wait,
+                    busy: Busy::Limits,
+                } => {
+                    if urgency != Urgency::Realtime || wait <= self.realtime_max_wait {
+                        // Pace: this deployment is the one to use, it is only busy.
+                        return Choice::Wait {
+                            wait,
+                            why: format!(
+                                "deployment \"{}\" is at its keys' limits for {}",
+                                deployment.name,
+                                humantime::format_duration(round_ms(wait))
+                            ),
+                        };
+                    }
+                    note(&mut skipped, &deployment.name, "rate_limited");
+                    wait_at_least(wait);
+                }
+            }
+        }
+        match soonest {
+            Some(wait) => Choice::Wait {
+                wait,
+                why: format!(
+                    "no deployment of \"{}\" can take it now: {skipped}",
+                    self.name
+                ),
+            },
+            None => Choice::Refuse {
+                message: never.join("; "),
+            },
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn note(notes: &mut String, deployment: &str, why: &str) {
+    if !notes.is_empty() {
+        notes.push_str(", ");
+    }
+    let _ = write!(notes, "{deployment} ({why})");
+}
+
+/// Every deployment of a configuration, with routes resolved.
+#[derive(Debug)]
+pub struct Router {
+    deployments: BTreeMap<String, Arc<Deployment>>,
+    routes: BTreeMap<String, Arc<Route>>,
+    /// A route of one for each deployment, for clients naming a deployment directly.
+    direct: BTreeMap<String, Arc<Route>>,
+}
+
+impl Router {
+    /// Builds the adapters. `sim_base_url` gives, for an API family, the base URL that
+    /// replaces `sim` (the built-in simulator serves each family at its own path).
+    pub fn new(
+        config: &Config,
+        http: reqwest::Client,
+        sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
+    ) -> Router {
+        let mut deployments = BTreeMap::new();
+        for (name, d) in &config.deployments {
+            let provider = &config.providers[&d.provider];
+            let base_url = match (provider.base_url.as_str(), sim_base_url) {
+                ("sim", Some(sim)) => sim(provider.kind),
+                (url, _) => url.to_string(),
+            };
+            let adapter: Arc<dyn Provider> = match provider.kind {
+                ProviderKind::Openai => Arc::new(OpenAiProvider::new(base_url, http.clone())),
+                ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(base_url, http.clone())),
+                ProviderKind::Gemini => Arc::new(GeminiProvider::new(base_url, http.clone())),
+            };
+            let keys = provider
+                .keys
+                .iter()
+                .map(|k| Key {
+                    id: k.id.clone(),
+                    secret: k.secret.clone(),
+                })
+                .collect();
+            let quotas: Vec<KeyQuota> = provider.keys.iter().map(KeyQuota::from).collect();
+            // Each deployment has buckets of its own: a provider's limits are per model, so
+            // two deployments sharing a key are limited separately, as the provider does.
+            let limits = KeyPool::new(
+                name,
+                provider
+                    .keys
+                    .iter()
+                    .zip(&quotas)
+                    .map(|(k, q)| (k.id.clone(), *q)),
+            );
+            deployments.insert(
+                name.clone(),
+                Arc::new(Deployment {
+                    name: name.clone(),
+                    provider_name: d.provider.clone(),
+                    kind: provider.kind,
+                    model: d.model.clone(),
+                    price: d.price,
+                    timeout: provider.timeout,
+                    options: CallOptions {
+                        drop_unsupported_params: d.drop_unsupported_params,
+                        default_max_tokens: d.default_max_tokens,
+                    },
+                    adapter,
+                    keys,
+                    quotas,
+                    limits,
+                    health: Health::new(config.health.clone()),
+                }),
+            );
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|(name, r)| {
+                let chain: Vec<Arc<Deployment>> = r
+                    .deployments
+                    .iter()
+                    .map(|d| deployments[d].clone())
+                    .collect();
+                let mut route = Route::new(name, chain);
+                route.strategy = r.strategy;
+                if let Some(weights) = &r.weights {
+                    route.weights = weights.clone();
+                }
+                route.attempt_timeout = r.attempt_timeout;
+                route.first_token_timeout = r.first_token_timeout;
+                route.max_attempts = r.max_attempts;
+                route.deadlines = r.deadline.clone();
+                route.realtime_max_wait = r.realtime_max_wait;
+                (name.clone(), Arc::new(route))
+            })
+            .collect();
+        let direct = deployments
+            .iter()
+            .map(|(name, d)| (name.clone(), Arc::new(Route::new(name, vec![d.clone()]))))
+            .collect();
+        Router {
+            deployments,
+            routes,
+            direct,
+        }
+    }
+
+    /// The route for a client's model name, or `None` if no route or deployment has that
+    /// name.
+    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
+        self.routes.get(model).or_else(|| self.direct.get(model))
+    }
+
+    /// The fallback chain for a client's model name.
+    pub fn chain(&self, model: &str) -> Option<&[Arc<Deployment>]> {
+        self.route(model).map(|r| r.chain.as_slice())
+    }
+
+    /// Every deployment's live state, by name.
+    pub fn views(&self) -> Vec<DeploymentView> {
+        self.deployments.values().map(|d| d.view()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_provider_kind_gets_its_adapter() {
+        let config = Config::parse(
+            r#"
+            [providers.oa]
+            kind = "openai"
+            base_url = "sim"
+            keys = [{ id = "o", secret = "s" }]
+            [providers.claude]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            keys = [{ id = "a", secret = "s" }]
+            [providers.google]
+            kind = "gemini"
+            base_url = "https://generativelanguage.googleapis.com/v1beta"
+            keys = [{ id = "g", secret = "s" }]
+            [deployments.mini]
+            provider = "oa"
+            model = "gpt-4o-mini"
+            price = { input = 1, output = 1 }
+            [deployments.sonnet]
+            provider = "claude"
+            model = "claude-sonnet-4-5"
+            price = { input = 1, output = 1 }
+            drop_unsupported_params = true
+            default_max_tokens = 1024
+            [deployments.flash]
+            provider = "google"
+            model = "gemini-2.5-flash"
+            price = { input = 1, output = 1 }
+            "#,
+            "test",
+            &|_| None,
+        )
+        .unwrap();
+        let sim = |kind: ProviderKind| format!("http://sim/{}", kind.as_str());
+        let router = Router::new(&config, reqwest::Client::new(), Some(&sim));
+        let adapter = |name: &str| format!("{:?}", router.chain(name).unwrap()[0].adapter);
+        assert!(
+            adapter("mini").starts_with("OpenAiProvider"),
+            "{}",
+            adapter("mini")
+        );
+        assert!(adapter("mini").contains("http://sim/openai/chat/completions"));
+        assert!(adapter("sonnet").starts_with("AnthropicProvider"));
+        assert!(adapter("sonnet").contains("https://api.anthropic.com/v1/messages"));
+        assert!(adapter("flash").starts_with("GeminiProvider"));
+        let sonnet = &router.chain("sonnet").unwrap()[0];
+        assert_eq!(
+            sonnet.options,
+            CallOptions {
+                drop_unsupported_params: true,
+                default_max_tokens: Some(1024)
+            }
+        );
+    }
+}

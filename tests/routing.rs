@@ -1,0 +1,437 @@
+//! Routing that survives outages, through a whole Sluice on both queue backends: a 429 storm
+//! on the primary, a primary that is down and comes back, keys held to their quotas, a
+//! provider's `retry-after`, a tokens/min limit, and a request too large for any key.
+
+#[macro_use]
+mod common;
+
+use common::{Backend, Harness, TOKEN};
+use sluice::config::{
+    Config, DeploymentConfig, KeyConfig, ProviderConfig, ProviderKind, RouteConfig, Secret,
+};
+use sluice::sim::{SimConfig, SimServer};
+use std::time::{Duration, Instant};
+
+on_both_backends!(
+    a_429_storm_on_the_primary_moves_jobs_to_the_fallback,
+    a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery,
+    three_keys_of_60_per_minute_are_all_used_and_none_exceeds_it,
+    retry_after_is_honoured_on_the_key,
+    a_tokens_per_minute_limit_holds_with_long_prompts,
+    an_estimate_over_every_burst_fails_at_once_naming_the_limit,
+);
+
+fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
+    KeyConfig {
+        id: id.to_string(),
+        secret: Secret::new(format!("secret-{id}")),
+        requests_per_minute: rpm,
+        tokens_per_minute: tpm,
+        requests_per_day: None,
+    }
+}
+
+/// Adds an OpenAI-format provider at `base_url` with `keys`, one deployment of it named
+/// `deployment`, and a route `route` over `chain`.
+fn add(
+    config: &mut Config,
+    deployment: &str,
+    base_url: &str,
+    keys: Vec<KeyConfig>,
+    route: &str,
+    chain: &[&str],
+) {
+    config.providers.insert(
+        deployment.to_string(),
+        ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: base_url.to_string(),
+            timeout: Duration::from_secs(3),
+            keys,
+        },
+    );
+    let mut d: DeploymentConfig = toml::from_str(&format!(
+        "provider = \"{deployment}\"\nmodel = \"gpt-4o-mini\"\nprice = {{ input = 1, output = 2 }}"
+    ))
+    .unwrap();
+    d.default_max_tokens = Some(100);
+    config.deployments.insert(deployment.to_string(), d);
+    let mut r: RouteConfig = toml::from_str("deployments = []").unwrap();
+    r.deployments = chain.iter().map(|s| s.to_string()).collect();
+    config.routes.insert(route.to_string(), r);
+}
+
+async fn submit_many(h: &Harness, model: &str, prompts: Vec<String>) -> Vec<uuid::Uuid> {
+    let jobs: Vec<_> = prompts
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({"urgency": "standard",
+                "request": {"model": model, "messages": [{"role": "user", "content": p}]}})
+        })
+        .collect();
+    let answer = h
+        .client
+        .submit(&serde_json::Value::Array(jobs))
+        .await
+        .unwrap();
+    answer["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+async fn providers(h: &Harness) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}/v1/providers", h.base_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn deployment_view<'a>(view: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    view["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {view:#}"))
+}
+
+async fn a_429_storm_on_the_primary_moves_jobs_to_the_fallback(backend: Backend) {
+    let storm = sluice::sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            rate_429: 1.0,
+            retry_after: Duration::from_secs(30),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = storm.openai_base_url();
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "primary",
+                &url,
+                vec![key("p-1", None, None)],
+                "storm",
+                &["primary", "gpt-4o-mini"],
+            )
+        },
+        true,
+    )
+    .await;
+    // The first job meets the 429 and falls back; the key then cools down for its
+    // retry-after, so the jobs after it skip the primary without calling it.
+    let first = h.submit("storm", "first").await;
+    let job = h.wait(first).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["deployment"], "primary");
+    assert_eq!(attempts[0]["outcome"], "rate_limited");
+    assert_eq!(attempts[1]["deployment"], "gpt-4o-mini");
+
+    let ids = submit_many(&h, "storm", (0..10).map(|i| format!("job {i}")).collect()).await;
+    for id in ids {
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{job:#}");
+        assert_eq!(attempts[0]["deployment"], "gpt-4o-mini");
+        let why = attempts[0]["chosen_because"].as_str().unwrap();
+        assert!(why.contains("skipped primary (rate_limited)"), "{why}");
+    }
+    assert_eq!(
+        storm.stats().chat_requests,
+        1,
+        "the cooling key was not called again"
+    );
+    let view = providers(&h).await;
+    let keys = &deployment_view(&view, "primary")["keys"];
+    assert!(keys[0]["cooldown_ms"].as_u64().unwrap() > 0, "{view:#}");
+    h.stop().await;
+    storm.shutdown().await;
+}
+
+async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(backend: Backend) {
+    // A port nobody listens on (yet): connection refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "down",
+                &url,
+                vec![key("d-1", None, None)],
+                "resilient",
+                &["down", "gpt-4o-mini"],
+            );
+            c.health.window = 4;
+            c.health.min_calls = 2;
+            c.health.cooldown = Duration::from_secs(1);
+        },
+        true,
+    )
+    .await;
+    for i in 0..4 {
+        let id = h.submit("resilient", &format!("while down {i}")).await;
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert_eq!(
+            job["attempts"].as_array().unwrap().last().unwrap()["deployment"],
+            "gpt-4o-mini"
+        );
+    }
+    let view = providers(&h).await;
+    let down = deployment_view(&view, "down");
+    assert_ne!(down["state"], "closed", "{view:#}");
+
+    // Within the cooldown, jobs skip the open circuit without calling it.
+    let id = h.submit("resilient", "skips").await;
+    let job = h.wait(id).await;
+    let first = &job["attempts"][0];
+    if first["deployment"] == "gpt-4o-mini" {
+        assert!(
+            first["chosen_because"]
+                .as_str()
+                .unwrap()
+                .contains("down (circuit_open)"),
+            "{job:#}"
+        );
+    }
+
+    // The provider comes back on the same port: after the cooldown a trial call goes
+    // through, succeeds, and the primary gets its traffic back.
+    let revived: SimServer = sluice::sim::spawn(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        SimConfig::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut back = false;
+    for i in 0..20 {
+        let id = h.submit("resilient", &format!("after recovery {i}")).await;
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        if job["attempts"][0]["deployment"] == "down" && job["attempts"][0]["outcome"] == "ok" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(back, "traffic never returned to the recovered primary");
+    let id = h.submit("resilient", "steady again").await;
+    let job = h.wait(id).await;
+    assert_eq!(job["attempts"][0]["deployment"], "down", "{job:#}");
+    assert_eq!(
+        job["attempts"][0]["chosen_because"], "priority: first choice",
+        "{job:#}"
+    );
+    let view = providers(&h).await;
+    assert_eq!(
+        deployment_view(&view, "down")["state"],
+        "closed",
+        "{view:#}"
+    );
+    assert!(revived.stats().completions >= 2);
+    h.stop().await;
+    revived.shutdown().await;
+}
+
+async fn three_keys_of_60_per_minute_are_all_used_and_none_exceeds_it(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "tri",
+                "sim",
+                vec![
+                    key("tri-1", Some(60), None),
+                    key("tri-2", Some(60), None),
+                    key("tri-3", Some(60), None),
+                ],
+                "tri",
+                &["tri"],
+            )
+        },
+        true,
+    )
+    .await;
+    // 210 jobs: 70 a key if spread evenly with no limiter; each key's bucket holds 60 and
+    // refills one a second, so 30 of them must be paced.
+    let started = Instant::now();
+    let ids = submit_many(&h, "tri", (0..210).map(|i| format!("paced {i}")).collect()).await;
+    for id in &ids {
+        let job = h.wait(*id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        // Waiting for capacity is not an attempt.
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    }
+    let elapsed = started.elapsed().as_secs();
+    let per_key = h.app.sim.as_ref().unwrap().requests_per_key();
+    let mut total = 0;
+    for k in ["tri-1", "tri-2", "tri-3"] {
+        let n = per_key.get(&format!("secret-{k}")).copied().unwrap_or(0);
+        // The bucket: 60 at once, then one a second.
+        assert!(
+            n <= 60 + elapsed + 1,
+            "{k}: {n} calls in {elapsed}s: {per_key:?}"
+        );
+        assert!(n >= 40, "{k} barely used: {per_key:?}");
+        total += n;
+    }
+    assert_eq!(total, 210);
+    h.stop().await;
+}
+
+async fn retry_after_is_honoured_on_the_key(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| c.sim.retry_after = Duration::from_secs(2),
+        true,
+    )
+    .await;
+    // gpt-4o named directly: a chain of one, so the retry waits for the key.
+    let a = h.submit("gpt-4o", "[sim fail=429] first").await;
+    // Once the 429 is recorded, a second job on the same key must wait out the cooldown too.
+    let first_attempt = loop {
+        let job = h.client.get(a, None).await.unwrap();
+        if let Some(attempt) = job["attempts"].as_array().and_then(|a| a.first()).cloned() {
+            break attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first_attempt["outcome"], "rate_limited");
+    assert_eq!(first_attempt["retry_after_ms"], 2000);
+    let b = h.submit("gpt-4o", "second").await;
+    let (a, b) = (h.wait(a).await, h.wait(b).await);
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_eq!(b["status"], "succeeded", "{b:#}");
+    let at = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let refused_at = at(&first_attempt["started_at"]);
+    let retried_at = at(&a["attempts"][1]["started_at"]);
+    let other_at = at(&b["attempts"][0]["started_at"]);
+    assert!(
+        retried_at - refused_at >= 2000,
+        "retried after {} ms",
+        retried_at - refused_at
+    );
+    assert!(
+        other_at - refused_at >= 2000,
+        "the key was used again after {} ms",
+        other_at - refused_at
+    );
+    h.stop().await;
+}
+
+async fn a_tokens_per_minute_limit_holds_with_long_prompts(backend: Backend) {
+    // Each prompt is ~200 tokens and answers are capped at 100: ~310 estimated. A key of
+    // 3,100 tokens/min takes 10 at once, then one about every 6 s.
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "tpm",
+                "sim",
+                vec![key("tpm-1", None, Some(3100))],
+                "tpm",
+                &["tpm"],
+            )
+        },
+        true,
+    )
+    .await;
+    let estimate = {
+        let d = &h.app.router.chain("tpm").unwrap()[0];
+        d.estimate(&sluice::job::ChatRequest::single_user_message(
+            "tpm",
+            "x".repeat(800),
+        ))
+    };
+    assert!((300..=320).contains(&estimate), "{estimate}");
+    let started = Instant::now();
+    let ids = submit_many(
+        &h,
+        "tpm",
+        (0..12)
+            .map(|i| format!("{i:03} {}", "word ".repeat(160)))
+            .collect(),
+    )
+    .await;
+    for id in &ids {
+        let job = h.wait(*id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = h.app.sim.as_ref().unwrap().stats();
+    let used = stats.prompt_tokens + stats.completion_tokens;
+    // What the bucket allows: its burst, then 3,100 a minute.
+    let allowed = 3100.0 + 3100.0 / 60.0 * elapsed;
+    assert!(
+        (used as f64) <= allowed,
+        "{used} tokens in {elapsed:.1}s, allowed {allowed:.0}"
+    );
+    h.stop().await;
+}
+
+async fn an_estimate_over_every_burst_fails_at_once_naming_the_limit(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "small",
+                "sim",
+                vec![key("small-1", None, Some(1000))],
+                "small",
+                &["small"],
+            )
+        },
+        true,
+    )
+    .await;
+    let answer = h
+        .client
+        .submit(
+            &serde_json::json!({"urgency": "standard", "request": {"model": "small",
+            "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]}}),
+        )
+        .await
+        .unwrap();
+    let id = answer["id"].as_str().unwrap().parse().unwrap();
+    let job = h.wait(id).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["kind"], "over_limit");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tokens_per_minute")
+            && message.contains("\"small\"")
+            && message.contains("1000"),
+        "{message}"
+    );
+    assert!(job["attempts"].as_array().unwrap().is_empty());
+    assert_eq!(h.sim_requests(), 0);
+    h.stop().await;
+}
