@@ -55,13 +55,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     config.pools.standard.concurrency = args.concurrency;
     // The simulator has no quota: the example keys' limits would measure the pacing, not
     // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).
-    for provider in config.providers.values_mut() {
-        for key in &mut provider.keys {
-            key.requests_per_minute = None;
-            key.tokens_per_minute = None;
-            key.requests_per_day = None;
-        }
-    }
+    config.lift_key_limits();
     if args.backend == "rabbitmq" {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));

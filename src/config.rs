@@ -761,6 +761,16 @@ impl Config {
             .find(|t| constant_time_eq(t.token.expose().as_bytes(), token.as_bytes()))
     }
 
+    /// Removes every key's requests and tokens limits, for runs against the simulator (which
+    /// has no quota) that measure or test something other than pacing.
+    pub fn lift_key_limits(&mut self) {
+        for key in self.providers.values_mut().flat_map(|p| p.keys.iter_mut()) {
+            key.requests_per_minute = None;
+            key.tokens_per_minute = None;
+            key.requests_per_day = None;
+        }
+    }
+
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
     }
