@@ -28,6 +28,8 @@ pub struct App {
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,
+    /// What the API accepts from each tenant per minute, shared by every API handler.
+    pub tenant_limits: Arc<crate::limits::TenantLimits>,
     /// The built-in simulator, when a provider uses `base_url = "sim"`.
     pub sim: Option<SimServer>,
     amqp: Option<Arc<crate::queue::amqp::AmqpQueue>>,
@@ -88,6 +90,7 @@ impl App {
             }
         };
         Ok(App {
+            tenant_limits: Arc::new(crate::limits::TenantLimits::new(&config)),
             config: Arc::new(config),
             store,
             queue,
@@ -125,6 +128,7 @@ impl App {
             store: self.store.clone(),
             submitter: self.submitter(),
             router: self.router.clone(),
+            tenant_limits: self.tenant_limits.clone(),
         }
     }
 }

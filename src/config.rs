@@ -228,6 +228,13 @@ pub struct TenantConfig {
     pub name: String,
     /// The bearer token the tenant's clients present.
     pub token: Secret,
+    /// Jobs the API accepts from this tenant per minute (`POST /v1/jobs`,
+    /// `/v1/chat/completions`); over it, a 429 with `retry-after`.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Estimated tokens (prompt + `max_tokens`) the API accepts per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,7 @@
 //! Routing that survives outages, through a whole Sluice on both queue backends: a 429 storm
 //! on the primary, a primary that is down and comes back, keys held to their quotas, a
-//! provider's `retry-after`, a tokens/min limit, and a request too large for any key.
+//! provider's `retry-after`, a tokens/min limit, a request too large for any key, and a
+//! tenant held to its own limits at the API.
 
 #[macro_use]
 mod common;
@@ -19,6 +20,7 @@ on_both_backends!(
     retry_after_is_honoured_on_the_key,
     a_tokens_per_minute_limit_holds_with_long_prompts,
     an_estimate_over_every_burst_fails_at_once_naming_the_limit,
+    a_tenant_over_its_limit_gets_a_429_with_retry_after,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -433,5 +435,66 @@ async fn an_estimate_over_every_burst_fails_at_once_naming_the_limit(backend: Ba
     );
     assert!(job["attempts"].as_array().unwrap().is_empty());
     assert_eq!(h.sim_requests(), 0);
+    h.stop().await;
+}
+
+async fn a_tenant_over_its_limit_gets_a_429_with_retry_after(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |config| config.tenants[0].requests_per_minute = Some(3),
+        true,
+    )
+    .await;
+    let job = serde_json::json!({
+        "request": {"model": "fast", "messages": [{"role": "user", "content": "hello"}]}
+    });
+    let post = |path: &'static str, body: serde_json::Value, token: &'static str| {
+        let url = format!("{}{path}", h.base_url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(post("/v1/jobs", job.clone(), TOKEN).await.status(), 202);
+    }
+    let refused = post("/v1/jobs", job.clone(), TOKEN).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    let error: serde_json::Value = refused.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tenant \"acme\"") && message.contains("3 requests"),
+        "{message}"
+    );
+    // OpenAI's endpoint is held to the same limit; another tenant is not.
+    let chat =
+        serde_json::json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        post("/v1/chat/completions", chat, TOKEN).await.status(),
+        429
+    );
+    assert_eq!(
+        post("/v1/jobs", job.clone(), common::OTHER_TOKEN)
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE tenant = 'acme'")
+            .await,
+        3,
+        "nothing over the limit was accepted"
+    );
     h.stop().await;
 }

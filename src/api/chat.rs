@@ -44,6 +44,7 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let request: ChatRequest = crate::job::from_value_naming_field(value)?;
     let stream = wants_stream(&request.extra);
+    state.tenant_limits.admit(&tenant, [&request])?;
     let mut envelope = Envelope::new(&tenant, job_spec(request, &headers)?);
     let id = envelope.id;
     // Opened before the job is published, so not even the first chunk can miss it.

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// More members of the error object (e.g. the bad `lines` of a bulk upload).
     pub details: Vec<(&'static str, serde_json::Value)>,
+    /// Sent as `retry-after` (whole seconds, rounded up) with a 429.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -50,6 +53,7 @@ impl ApiError {
             },
             field: (!field.is_empty()).then_some(field),
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -81,7 +85,15 @@ impl IntoResponse for ApiError {
         for (key, value) in self.details {
             error[key] = value;
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds as u64),
+            );
+        }
+        response
     }
 }
 
@@ -109,5 +121,22 @@ impl From<crate::submit::SubmitError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<crate::limits::TenantLimited> for ApiError {
+    fn from(e: crate::limits::TenantLimited) -> Self {
+        use crate::limits::TenantLimited;
+        match &e {
+            TenantLimited::Busy { retry_after, .. } => {
+                let mut error =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+                error.retry_after = Some(*retry_after);
+                error
+            }
+            TenantLimited::TooLarge { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "too_large", e.to_string())
+            }
+        }
     }
 }

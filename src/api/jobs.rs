@@ -51,6 +51,9 @@ pub async fn create(
     if specs.is_empty() {
         return Err(ApiError::invalid("", "the array holds no jobs"));
     }
+    state
+        .tenant_limits
+        .admit(&tenant, specs.iter().map(|spec| &spec.request))?;
     let submitted = state.submitter.submit(&tenant, specs).await?;
     let all_duplicates = submitted.iter().all(|s| s.duplicate);
     let status = if all_duplicates {

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub submitter: Submitter,
     /// The deployments' live health and limits, for `GET /v1/providers`.
     pub router: Arc<crate::router::Router>,
+    /// Requests and tokens per minute each tenant may submit.
+    pub tenant_limits: Arc<crate::limits::TenantLimits>,
 }
 
 /// The API's routes.

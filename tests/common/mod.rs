@@ -55,10 +55,14 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
         TenantConfig {
             name: "acme".into(),
             token: Secret::new(TOKEN),
+            requests_per_minute: None,
+            tokens_per_minute: None,
         },
         TenantConfig {
             name: "globex".into(),
             token: Secret::new(OTHER_TOKEN),
+            requests_per_minute: None,
+            tokens_per_minute: None,
         },
     ];
     config.retry.base_delay = Duration::from_millis(100);
