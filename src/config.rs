@@ -306,6 +306,10 @@ pub struct DeploymentConfig {
     /// none; the adapter's documented default when absent.
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// A system-prompt template and parameter overrides for the requests this deployment is
+    /// sent (see [`crate::overrides`]).
+    #[serde(default)]
+    pub overrides: crate::overrides::Overrides,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -571,6 +575,12 @@ impl Config {
                     format!("deployments.{name}.provider"),
                     format!("unknown provider \"{}\"", deployment.provider),
                 );
+            }
+            for found in deployment
+                .overrides
+                .problems(&format!("deployments.{name}.overrides"))
+            {
+                problem(found.path, found.message);
             }
         }
 

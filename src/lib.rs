@@ -15,6 +15,7 @@
 //!   deployment and key an attempt uses.
 //! - [`limits`]: per-key token buckets (requests/min, tokens/min, requests/day), the token
 //!   estimate, key balancing and 429 cooldowns.
+//! - [`overrides`]: per-deployment request shaping (system-prompt template, parameters).
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod job;
 pub mod limits;
+pub mod overrides;
 pub mod pricing;
 pub mod providers;
 pub mod queue;

@@ -21,6 +21,7 @@ on_both_backends!(
     a_tokens_per_minute_limit_holds_with_long_prompts,
     an_estimate_over_every_burst_fails_at_once_naming_the_limit,
     a_tenant_over_its_limit_gets_a_429_with_retry_after,
+    a_deployments_prompt_template_and_overrides_reach_the_provider,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -496,5 +497,47 @@ async fn a_tenant_over_its_limit_gets_a_429_with_retry_after(backend: Backend) {
         3,
         "nothing over the limit was accepted"
     );
+    h.stop().await;
+}
+
+async fn a_deployments_prompt_template_and_overrides_reach_the_provider(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |config| {
+            config.deployments.get_mut("gpt-4o-mini").unwrap().overrides = toml::from_str(
+                "system_prompt = \"House rules apply.\\n\\n{system}\"\n\
+                 set = { temperature = 0.1 }\n\
+                 max = { max_tokens = 50 }\n\
+                 drop = [\"seed\"]",
+            )
+            .unwrap();
+        },
+        true,
+    )
+    .await;
+    let answer = h
+        .client
+        .submit(&serde_json::json!({"request": {
+            "model": "fast",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Tell me about sluices."}
+            ],
+            "temperature": 0.9, "max_tokens": 500, "seed": 3
+        }}))
+        .await
+        .unwrap();
+    let id = answer["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(h.wait(id).await["status"], "succeeded");
+    let sent = h.app.sim.as_ref().unwrap().requests();
+    let sent = sent.last().unwrap();
+    assert_eq!(
+        sent["messages"][0],
+        serde_json::json!({"role": "system", "content": "House rules apply.\n\nBe brief."})
+    );
+    assert_eq!(sent["messages"][1]["role"], "user");
+    assert_eq!(sent["temperature"], 0.1);
+    assert_eq!(sent["max_tokens"], 50);
+    assert!(sent.get("seed").is_none(), "{sent:#}");
     h.stop().await;
 }

@@ -62,6 +62,8 @@ pub struct Deployment {
     pub timeout: Duration,
     /// How requests are translated for this deployment.
     pub options: CallOptions,
+    /// How requests are reshaped for this deployment before translation.
+    pub overrides: crate::overrides::Overrides,
     pub adapter: Arc<dyn Provider>,
     keys: Vec<Key>,
     quotas: Vec<KeyQuota>,
@@ -350,6 +352,7 @@ impl Router {
                         drop_unsupported_params: d.drop_unsupported_params,
                         default_max_tokens: d.default_max_tokens,
                     },
+                    overrides: d.overrides.clone(),
                     adapter,
                     keys,
                     quotas,

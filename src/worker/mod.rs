@@ -286,10 +286,11 @@ async fn run_job(
     let deployment = pick.deployment.clone();
     let key = deployment.key(pick.key);
     let started_at = now_ms();
+    let request = deployment.overrides.apply(&envelope.spec.request);
     let call = Call {
         model: &deployment.model,
         api_key: key.secret(),
-        request: &envelope.spec.request,
+        request: &request,
         timeout: route.attempt_timeout.unwrap_or(deployment.timeout),
         options: deployment.options,
     };
