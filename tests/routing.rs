@@ -22,6 +22,9 @@ on_both_backends!(
     an_estimate_over_every_burst_fails_at_once_naming_the_limit,
     a_tenant_over_its_limit_gets_a_429_with_retry_after,
     a_deployments_prompt_template_and_overrides_reach_the_provider,
+    a_slow_first_token_moves_the_job_to_the_next_deployment,
+    a_weighted_route_spreads_jobs_by_weight,
+    a_realtime_job_moves_on_rather_than_wait_for_a_full_key,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -539,5 +542,145 @@ async fn a_deployments_prompt_template_and_overrides_reach_the_provider(backend:
     assert_eq!(sent["temperature"], 0.1);
     assert_eq!(sent["max_tokens"], 50);
     assert!(sent.get("seed").is_none(), "{sent:#}");
+    h.stop().await;
+}
+
+/// The deployments that served each job's attempts, in order, with their outcomes.
+async fn attempts_of(h: &Harness, id: uuid::Uuid) -> Vec<(String, String)> {
+    let job = h.wait(id).await;
+    job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["deployment"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn a_slow_first_token_moves_the_job_to_the_next_deployment(backend: Backend) {
+    // A provider that takes 2 s before its first byte, behind a route that waits 300 ms.
+    let slow = sluice::sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            latency: Duration::from_secs(2),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = slow.openai_base_url();
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "slow",
+                &url,
+                vec![key("s-1", None, None)],
+                "impatient",
+                &["slow", "gpt-4o-mini"],
+            );
+            c.routes.get_mut("impatient").unwrap().first_token_timeout =
+                Some(Duration::from_millis(300));
+        },
+        true,
+    )
+    .await;
+    let id = h.submit("impatient", "hurry up").await;
+    assert_eq!(
+        attempts_of(&h, id).await,
+        [
+            ("slow".to_string(), "timeout".to_string()),
+            ("gpt-4o-mini".to_string(), "ok".to_string())
+        ]
+    );
+    h.stop().await;
+    slow.shutdown().await;
+}
+
+async fn a_weighted_route_spreads_jobs_by_weight(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            let url = "sim".to_string();
+            add(
+                c,
+                "mini-b",
+                &url,
+                vec![key("b-1", None, None)],
+                "spread",
+                &["gpt-4o-mini", "mini-b"],
+            );
+            let route = c.routes.get_mut("spread").unwrap();
+            route.strategy =
+                toml::from_str::<RouteConfig>("deployments = []\nstrategy = \"weighted\"")
+                    .unwrap()
+                    .strategy;
+            route.weights = Some(vec![3, 1]);
+        },
+        true,
+    )
+    .await;
+    let ids = submit_many(
+        &h,
+        "spread",
+        (0..200).map(|i| format!("spread {i}")).collect(),
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(h.wait(*id).await["status"], "succeeded");
+    }
+    let on_b = h
+        .count("SELECT COUNT(*) FROM attempts WHERE deployment = 'mini-b' AND outcome = 'ok'")
+        .await;
+    let on_a = h
+        .count("SELECT COUNT(*) FROM attempts WHERE deployment = 'gpt-4o-mini' AND outcome = 'ok'")
+        .await;
+    assert_eq!(on_a + on_b, 200);
+    // 3:1 expects 50 on mini-b; the bounds are far outside chance for a 3:1 draw.
+    assert!((20..=90).contains(&on_b), "mini-b served {on_b} of 200");
+    h.stop().await;
+}
+
+async fn a_realtime_job_moves_on_rather_than_wait_for_a_full_key(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            let url = "sim".to_string();
+            // One request a minute: the second realtime job would wait ~60 s there.
+            add(
+                c,
+                "scarce",
+                &url,
+                vec![key("x-1", Some(1), None)],
+                "eager",
+                &["scarce", "gpt-4o-mini"],
+            );
+            c.routes.get_mut("eager").unwrap().realtime_max_wait = Duration::from_millis(100);
+        },
+        true,
+    )
+    .await;
+    let realtime = |prompt: &str| {
+        serde_json::json!({"urgency": "realtime",
+            "request": {"model": "eager", "messages": [{"role": "user", "content": prompt}]}})
+    };
+    let first = h.client.submit(&realtime("first")).await.unwrap();
+    let first: uuid::Uuid = first["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        attempts_of(&h, first).await,
+        [("scarce".to_string(), "ok".to_string())]
+    );
+    let second = h.client.submit(&realtime("second")).await.unwrap();
+    let second: uuid::Uuid = second["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        attempts_of(&h, second).await,
+        [("gpt-4o-mini".to_string(), "ok".to_string())],
+        "served at once by the next deployment, not after a minute's wait"
+    );
     h.stop().await;
 }
