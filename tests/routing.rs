@@ -25,6 +25,7 @@ on_both_backends!(
     a_slow_first_token_moves_the_job_to_the_next_deployment,
     a_weighted_route_spreads_jobs_by_weight,
     a_realtime_job_moves_on_rather_than_wait_for_a_full_key,
+    a_key_the_provider_says_is_spent_cools_down_before_any_429,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -683,4 +684,51 @@ async fn a_realtime_job_moves_on_rather_than_wait_for_a_full_key(backend: Backen
         "served at once by the next deployment, not after a minute's wait"
     );
     h.stop().await;
+}
+
+async fn a_key_the_provider_says_is_spent_cools_down_before_any_429(backend: Backend) {
+    // A provider that announces 2 requests a minute: its second answer says
+    // `x-ratelimit-remaining-requests: 0`, with the window's reset.
+    let announcer = sluice::sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            announced_requests_per_minute: Some(2),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = announcer.openai_base_url();
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "announcer",
+                &url,
+                vec![key("a-1", None, None)],
+                "heeded",
+                &["announcer", "gpt-4o-mini"],
+            )
+        },
+        true,
+    )
+    .await;
+    let mut served_by = Vec::new();
+    for i in 0..3 {
+        let id = h.submit("heeded", &format!("job {i}")).await;
+        served_by.extend(attempts_of(&h, id).await);
+    }
+    assert_eq!(
+        served_by,
+        [
+            ("announcer".to_string(), "ok".to_string()),
+            ("announcer".to_string(), "ok".to_string()),
+            ("gpt-4o-mini".to_string(), "ok".to_string()),
+        ],
+        "the third job skips the spent key without calling it"
+    );
+    assert_eq!(announcer.stats().chat_requests, 2, "and it never met a 429");
+    h.stop().await;
+    announcer.shutdown().await;
 }

@@ -82,6 +82,7 @@ impl Provider for AnthropicProvider {
             self.post(&call, &body),
             parse_message,
             |answer| error_from_answer(answer, SystemTime::now()),
+            |headers| http::exhausted_for(&limit_states(headers, SystemTime::now())),
         )
         .await
     }
@@ -579,6 +580,11 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
     if !rate_limited {
         return None;
     }
+    http::wait_from_limits(&limit_states(headers, now))
+}
+
+/// The `anthropic-ratelimit-*-remaining` / `-reset` pairs of an answer.
+fn limit_states(headers: &HeaderMap, now: SystemTime) -> [LimitState; 4] {
     let limit = |kind: &str| LimitState {
         exhausted: http::header(headers, &format!("anthropic-ratelimit-{kind}-remaining"))
             .and_then(|v| v.parse::<u64>().ok())
@@ -587,12 +593,12 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
             .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
             .map(|at| http::until(SystemTime::from(at.with_timezone(&chrono::Utc)), now)),
     };
-    http::wait_from_limits(&[
+    [
         limit("requests"),
         limit("tokens"),
         limit("input-tokens"),
         limit("output-tokens"),
-    ])
+    ]
 }
 
 #[cfg(test)]

@@ -736,6 +736,7 @@ impl CompletionParts {
             response: self.to_value(),
             usage: self.usage,
             status,
+            key_spent_for: None,
         }
     }
 

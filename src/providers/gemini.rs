@@ -85,6 +85,8 @@ impl Provider for GeminiProvider {
                 )
             },
             |answer| error_from_answer(answer, SystemTime::now()),
+            // Gemini announces no rate-limit state on its answers.
+            |_| None,
         )
         .await
     }

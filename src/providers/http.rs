@@ -43,7 +43,9 @@ pub async fn guarded<T>(
 }
 
 /// One non-streaming call, the same for every adapter: send, then `parse` a 2xx body or
-/// read any other answer with `on_error`, all under the deadline, the key scrubbed.
+/// read any other answer with `on_error`, all under the deadline, the key scrubbed. `spent`
+/// reads a successful answer's rate-limit headers for a key the provider says is used up
+/// (see [`super::Completion::key_spent_for`]).
 pub async fn exchange(
     provider: &'static str,
     api_key: &str,
@@ -51,6 +53,7 @@ pub async fn exchange(
     request: RequestBuilder,
     parse: impl FnOnce(u16, &[u8]) -> Result<super::Completion, ProviderError> + Send,
     on_error: impl FnOnce(&Answer) -> ProviderError + Send,
+    spent: impl FnOnce(&HeaderMap) -> Option<Duration> + Send,
 ) -> Result<super::Completion, ProviderError> {
     guarded(provider, api_key, timeout, async {
         let answer = send(provider, request, timeout).await?;
@@ -64,7 +67,9 @@ pub async fn exchange(
             "provider answered"
         );
         if answer.status.is_success() {
-            parse(answer.status.as_u16(), &answer.body)
+            let mut completion = parse(answer.status.as_u16(), &answer.body)?;
+            completion.key_spent_for = spent(&answer.headers);
+            Ok(completion)
         } else {
             Err(on_error(&answer))
         }
@@ -291,12 +296,17 @@ pub struct LimitState {
 /// soonest reset, because a token bucket's reset counts until it is *full* (often minutes)
 /// while one request needs far less.
 pub fn wait_from_limits(limits: &[LimitState]) -> Option<Duration> {
-    let exhausted = limits
+    exhausted_for(limits).or_else(|| limits.iter().filter_map(|l| l.reset).min())
+}
+
+/// How long until every used-up limit has reset (the latest of their resets), when any is
+/// used up: the key can take nothing before then.
+pub fn exhausted_for(limits: &[LimitState]) -> Option<Duration> {
+    limits
         .iter()
         .filter(|l| l.exhausted)
         .filter_map(|l| l.reset)
-        .max();
-    exhausted.or_else(|| limits.iter().filter_map(|l| l.reset).min())
+        .max()
 }
 
 #[cfg(test)]

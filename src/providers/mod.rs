@@ -82,6 +82,10 @@ pub struct Completion {
     pub usage: Usage,
     /// HTTP status the provider answered with.
     pub status: u16,
+    /// Set when the answer's rate-limit headers say the key has nothing left (e.g.
+    /// `x-ratelimit-remaining-requests: 0`) until this long from now: the limiter cools the
+    /// key down instead of waiting for the next call's 429. Not read from streamed answers.
+    pub key_spent_for: Option<std::time::Duration>,
 }
 
 /// One call to make: which model, with which key, within how long.

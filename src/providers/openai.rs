@@ -65,6 +65,7 @@ impl Provider for OpenAiProvider {
             self.post(&call, &body),
             parse_completion,
             |answer| error_from_answer(answer, SystemTime::now()),
+            |headers| http::exhausted_for(&limit_states(headers)),
         )
         .await
     }
@@ -191,6 +192,7 @@ fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderErr
         response,
         usage,
         status,
+        key_spent_for: None,
     })
 }
 
@@ -264,6 +266,11 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
     if !rate_limited {
         return None;
     }
+    http::wait_from_limits(&limit_states(headers))
+}
+
+/// The `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` pairs of an answer.
+fn limit_states(headers: &HeaderMap) -> [LimitState; 2] {
     let limit = |kind: &str| LimitState {
         exhausted: http::header(headers, &format!("x-ratelimit-remaining-{kind}"))
             .and_then(|v| v.parse::<u64>().ok())
@@ -271,7 +278,7 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
         reset: http::header(headers, &format!("x-ratelimit-reset-{kind}"))
             .and_then(parse_go_duration),
     };
-    http::wait_from_limits(&[limit("requests"), limit("tokens")])
+    [limit("requests"), limit("tokens")]
 }
 
 /// Parses a Go `time.Duration` string as OpenAI's `x-ratelimit-reset-*` headers carry them:

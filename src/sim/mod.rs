@@ -113,6 +113,7 @@ use tokio::task::JoinHandle;
 /// rate_timeout = 0.0
 /// retry_after = "1s"
 /// seed = 42
+/// announced_requests_per_minute = 100   # optional
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,6 +132,10 @@ pub struct SimConfig {
     pub retry_after: Duration,
     /// Seeds the random faults, so a benchmark run can be repeated.
     pub seed: u64,
+    /// The requests per minute the rate-limit headers announce (each family's usual figure
+    /// when unset). Announced, not enforced: once a minute's calls reach it, answers say
+    /// `remaining: 0` until the window resets, so clients that read the headers can be tested.
+    pub announced_requests_per_minute: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -142,6 +147,7 @@ impl Default for SimConfig {
             rate_timeout: 0.0,
             retry_after: Duration::from_secs(1),
             seed: 0,
+            announced_requests_per_minute: None,
         }
     }
 }
@@ -421,6 +427,13 @@ pub(crate) struct RateHeaders {
 impl RateHeaders {
     /// Counts this call in the current window.
     pub(crate) fn counted(state: &SimState, limits: Limits, tokens: u64) -> Self {
+        let limits = Limits {
+            requests: state
+                .config
+                .announced_requests_per_minute
+                .unwrap_or(limits.requests),
+            ..limits
+        };
         let (requests, used_tokens, reset) = state.window_use(tokens);
         // Whole milliseconds, like the providers' own values (`12ms`, `6m0s`), not
         // `50.652274288s`.

@@ -302,17 +302,19 @@ async fn run_job(
         clock.elapsed(),
         first_token,
     );
-    if let Err(error) = &result {
-        match error.kind {
-            ErrorKind::RateLimited => deployment.limits.cool_down(
-                pick.key,
-                error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
-            ),
-            ErrorKind::QuotaExhausted => deployment
-                .limits
-                .cool_down(pick.key, error.retry_after.unwrap_or(QUOTA_COOLDOWN)),
-            _ => {}
-        }
+    // What the provider says about the key cools it down before the next call finds out.
+    let cooldown = match &result {
+        Ok(completion) => completion.key_spent_for,
+        Err(error) => match error.kind {
+            ErrorKind::RateLimited => {
+                Some(error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN))
+            }
+            ErrorKind::QuotaExhausted => Some(error.retry_after.unwrap_or(QUOTA_COOLDOWN)),
+            _ => None,
+        },
+    };
+    if let Some(wait) = cooldown {
+        deployment.limits.cool_down(pick.key, wait);
     }
     let chosen_because = Some(pick.chosen_because);
     let attempt = |outcome: String,
