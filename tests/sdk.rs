@@ -58,7 +58,35 @@ async fn the_openai_sdk_runs_unchanged_against_sluice(backend: common::Backend) 
     h.stop().await;
 }
 
-on_both_backends!(the_openai_sdk_runs_unchanged_against_sluice);
+/// A program written for OpenAI's batch workflow (files, batches, polling, output files),
+/// pointed at Sluice, on each queue backend.
+async fn the_openai_sdk_batch_workflow_runs_unchanged_against_sluice(backend: common::Backend) {
+    let h = common::Harness::start(backend).await;
+    let output = run_script("check_batches.py", &[&h.base_url, common::TOKEN]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "check_batches.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    // The 7 successes of the first batch were routed and charged as batch-urgency jobs (the
+    // cancelled batch may have run some of its 3 before the cancel).
+    let charged = h
+        .count(
+            "SELECT COUNT(*) FROM costs c JOIN jobs j ON j.id = c.job_id \
+             WHERE j.bulk_id IS NOT NULL AND j.urgency = 'batch'",
+        )
+        .await;
+    assert!((7..=10).contains(&charged), "{charged} cost records");
+    h.stop().await;
+}
+
+on_both_backends!(
+    the_openai_sdk_runs_unchanged_against_sluice,
+    the_openai_sdk_batch_workflow_runs_unchanged_against_sluice,
+);
 
 #[tokio::test]
 async fn the_official_sdks_accept_the_simulator() {
