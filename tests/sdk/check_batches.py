@@ -18,17 +18,12 @@ import uuid
 
 import openai
 
+import checks
+from checks import check
+
 ROOT = sys.argv[1].rstrip("/")
 TOKEN = sys.argv[2]
 RUN = uuid.uuid4().hex[:8]
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    checks += 1
-    if not condition:
-        raise AssertionError(what)
 
 
 def requests_file(n, fail=()):
@@ -121,4 +116,4 @@ try:
 except openai.NotFoundError:
     pass
 
-print(f"{checks} checks passed")
+print(f"{checks.count} checks passed")
