@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: `sluice.toml`, validated with every problem named by its path.
 //! - [`job`]: the job, its urgency and status, and the envelope that travels on the queue.
-//! - [`api`]: the HTTP API (axum): `/v1/jobs`, OpenAI's `/v1/chat/completions`, health.
+//! - [`api`]: the HTTP API (axum): `/v1/jobs`, OpenAI's `/v1/chat/completions`, `/v1/bulk`,
+//!   OpenAI's Files and Batches API (a batch is a view of a bulk), health.
 //! - [`submit`]: accepting jobs: validate, record, publish with confirms; the outbox relay.
 //! - [`queue`]: the queue trait and its two backends (RabbitMQ, embedded SQLite), and the
 //!   transient reply inboxes a streamed answer travels through.

@@ -561,6 +561,7 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
             let filter = sluice::store::ResultsFilter {
                 ordered: args.ordered,
                 errors_only: args.errors,
+                successes_only: false,
             };
             let (lines, pending) =
                 bulk::download_results(&client, args.id, filter, args.output.as_deref()).await?;

@@ -136,6 +136,7 @@ async fn three_line_forms_complete_with_results_in_input_order(backend: Backend)
         ResultsFilter {
             ordered: true,
             errors_only: false,
+            ..ResultsFilter::default()
         },
     )
     .await;
@@ -159,7 +160,8 @@ async fn three_line_forms_complete_with_results_in_input_order(backend: Backend)
         s.id,
         ResultsFilter {
             ordered: false,
-            errors_only: true
+            errors_only: true,
+            ..ResultsFilter::default()
         }
     )
     .await
@@ -393,6 +395,7 @@ async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
         ResultsFilter {
             ordered: true,
             errors_only: true,
+            ..ResultsFilter::default()
         },
     )
     .await;

@@ -41,24 +41,51 @@ async fn run_script(script: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {python} (SLUICE_SDK_PYTHON): {e}"))
 }
 
-/// An application written for OpenAI, pointed at Sluice, on each queue backend.
-async fn the_openai_sdk_runs_unchanged_against_sluice(backend: common::Backend) {
-    let h = common::Harness::start(backend).await;
-    let output = run_script("check_sluice.py", &[&h.base_url, common::TOKEN]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// Runs `tests/sdk/SCRIPT` and requires it to succeed and say its checks passed; returns
+/// what it printed.
+async fn run_checks(script: &str, args: &[&str]) -> String {
+    let output = run_script(script, args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "check_sluice.py failed ({}):\n{stdout}\n{stderr}",
+        "{script} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
     assert!(stdout.contains("checks passed"), "{stdout}");
+    stdout
+}
+
+/// An application written for OpenAI, pointed at Sluice, on each queue backend.
+async fn the_openai_sdk_runs_unchanged_against_sluice(backend: common::Backend) {
+    let h = common::Harness::start(backend).await;
+    run_checks("check_sluice.py", &[&h.base_url, common::TOKEN]).await;
     // Every SDK call became a stored, charged job: 3 plain + 3 streamed + 1 tool call.
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 7);
     h.stop().await;
 }
 
-on_both_backends!(the_openai_sdk_runs_unchanged_against_sluice);
+/// A program written for OpenAI's batch workflow (files, batches, polling, output files),
+/// pointed at Sluice, on each queue backend.
+async fn the_openai_sdk_batch_workflow_runs_unchanged_against_sluice(backend: common::Backend) {
+    let h = common::Harness::start(backend).await;
+    run_checks("check_batches.py", &[&h.base_url, common::TOKEN]).await;
+    // The 7 successes of the first batch were routed and charged as batch-urgency jobs (the
+    // cancelled batch may have run some of its 3 before the cancel).
+    let charged = h
+        .count(
+            "SELECT COUNT(*) FROM costs c JOIN jobs j ON j.id = c.job_id \
+             WHERE j.bulk_id IS NOT NULL AND j.urgency = 'batch'",
+        )
+        .await;
+    assert!((7..=10).contains(&charged), "{charged} cost records");
+    h.stop().await;
+}
+
+on_both_backends!(
+    the_openai_sdk_runs_unchanged_against_sluice,
+    the_openai_sdk_batch_workflow_runs_unchanged_against_sluice,
+);
 
 #[tokio::test]
 async fn the_official_sdks_accept_the_simulator() {
@@ -72,15 +99,7 @@ async fn the_official_sdks_accept_the_simulator() {
     .await
     .expect("simulator starts");
     let root = format!("http://{}", server.local_addr());
-    let output = run_script("check_sim.py", &[&root]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "check_sim.py failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    let stdout = run_checks("check_sim.py", &[&root]).await;
     println!("{stdout}");
     let stats = server.stats();
     assert!(stats.openai_requests > 0 && stats.anthropic_requests > 0 && stats.gemini_requests > 0);

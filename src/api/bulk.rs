@@ -237,22 +237,12 @@ pub async fn results(
     Query(params): Query<ResultsParams>,
 ) -> Result<Response, ApiError> {
     let bulk = owned_bulk(&state, &tenant, &id).await?;
-    let id = bulk.id;
-    let rows = state.store.bulk_results(
-        id,
-        ResultsFilter {
-            ordered: params.ordered,
-            errors_only: params.errors,
-        },
-    );
-    let body = rows.ready_chunks(256).map(|rows| {
-        let mut out = Vec::new();
-        for row in rows {
-            out.extend_from_slice(&output_line(&row?));
-            out.push(b'\n');
-        }
-        Ok::<_, crate::store::StoreError>(Bytes::from(out))
-    });
+    let filter = ResultsFilter {
+        ordered: params.ordered,
+        errors_only: params.errors,
+        successes_only: false,
+    };
+    let body = results_stream(&state, bulk.id, filter);
     Ok((
         StatusCode::OK,
         [
@@ -265,6 +255,27 @@ pub async fn results(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The finished jobs of the bulk `id` that `filter` picks, as OpenAI batch output lines (the
+/// caller has checked the bulk is the tenant's).
+pub(super) fn results_stream(
+    state: &ApiState,
+    id: Uuid,
+    filter: ResultsFilter,
+) -> impl futures::Stream<Item = Result<Bytes, crate::store::StoreError>> + Send + 'static {
+    state
+        .store
+        .bulk_results(id, filter)
+        .ready_chunks(256)
+        .map(|rows| {
+            let mut out = Vec::new();
+            for row in rows {
+                out.extend_from_slice(&output_line(&row?));
+                out.push(b'\n');
+            }
+            Ok(Bytes::from(out))
+        })
 }
 
 /// `POST /v1/bulk/{id}/cancel`: cancels every job of the bulk still queued.

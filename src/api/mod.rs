@@ -10,15 +10,21 @@
 //!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
 //! - `GET /v1/providers`: each deployment's health and each key's capacity (see
 //!   [`providers`]).
+//! - `POST /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content` (see [`files`]) and
+//!   `POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`,
+//!   `POST /v1/batches/{id}/cancel` (see [`batches`]): OpenAI's Files and Batches API, a
+//!   batch being a view of a bulk.
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
 mod auth;
+pub mod batches;
 pub mod bulk;
 mod chat;
 mod error;
+pub mod files;
 mod jobs;
 mod providers;
 
@@ -61,6 +67,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bulk/{id}/cancel", axum::routing::post(bulk::cancel))
         .route("/v1/models", get(bulk::models))
         .route("/v1/providers", get(providers::list))
+        .route(
+            "/v1/files",
+            // Streamed to disk and cut off at files::MAX_FILE_BYTES by the handler.
+            axum::routing::post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/files/{id}", get(files::get))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route(
+            "/v1/batches/{id}/cancel",
+            axum::routing::post(batches::cancel),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

@@ -89,6 +89,8 @@ pub struct ResultsFilter {
     pub ordered: bool,
     /// Failed and cancelled jobs only.
     pub errors_only: bool,
+    /// Succeeded jobs only (a batch's output file; its error file is `errors_only`).
+    pub successes_only: bool,
 }
 
 fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -273,10 +275,10 @@ impl Store {
         bulk: Uuid,
         filter: ResultsFilter,
     ) -> BoxStream<'static, Result<BulkResultRow, StoreError>> {
-        let statuses = if filter.errors_only {
-            "('failed', 'cancelled')"
-        } else {
-            "('succeeded', 'failed', 'cancelled')"
+        let statuses = match (filter.errors_only, filter.successes_only) {
+            (true, _) => "('failed', 'cancelled')",
+            (false, true) => "('succeeded')",
+            (false, false) => "('succeeded', 'failed', 'cancelled')",
         };
         let order = if filter.ordered {
             " ORDER BY j.bulk_line, j.id"

@@ -1,5 +1,5 @@
 //! The store: one SQLite file holding jobs, attempts, results, cost records and bulks (and,
-//! for the embedded backend, the queue itself).
+//! for the embedded backend, the queue itself), and beside it a folder of uploaded files.
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads and then writes
 //! can fail with `SQLITE_BUSY` without waiting. So every write goes through one writer task
@@ -7,12 +7,16 @@
 //! groups the operations waiting at that moment into one commit. Reads use a separate pool
 //! (WAL lets them run beside the writer).
 
+pub mod batches;
 pub mod bulks;
+pub mod files;
 pub mod jobs;
 pub mod schedules;
 mod writer;
 
+pub use batches::{BatchFields, NewBatch};
 pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
+pub use files::FileRecord;
 pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
 pub use writer::WriteFuture;
 
@@ -33,6 +37,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error("cannot write to the files folder next to the database: {0}")]
+    Files(std::io::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -42,6 +48,8 @@ pub enum StoreError {
 pub struct Store {
     read: SqlitePool,
     writer: writer::Writer,
+    /// Where uploaded files' bytes live: `<database>.files/` (see [`files`]).
+    files: PathBuf,
 }
 
 impl Store {
@@ -72,6 +80,7 @@ impl Store {
         Ok(Store {
             read,
             writer: writer::Writer::spawn(write_conn),
+            files: path.with_extension("files"),
         })
     }
 

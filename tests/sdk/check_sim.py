@@ -18,6 +18,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
 
+import checks
+from checks import check
+
 ROOT = sys.argv[1].rstrip("/")
 KEY = "sk-sim-test"
 WEATHER_SCHEMA = {
@@ -31,14 +34,6 @@ WEATHER_SCHEMA = {
 # Fail plans count calls per request: a fresh word per run keeps a rerun against the same
 # simulator from finding its plans spent.
 RUN = uuid.uuid4().hex[:8]
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    checks += 1
-    if not condition:
-        raise AssertionError(what)
 
 
 def expect_error(kind, call, what, status=None):
@@ -304,7 +299,7 @@ def main():
         family()
         print(f"{family.__name__}: ok")
     print(
-        f"{checks} checks passed with openai {openai.__version__}, anthropic {anthropic.__version__}, "
+        f"{checks.count} checks passed with openai {openai.__version__}, anthropic {anthropic.__version__}, "
         f"google-genai {genai.__version__}"
     )
 

@@ -14,17 +14,12 @@ import uuid
 
 import openai
 
+import checks
+from checks import check
+
 ROOT = sys.argv[1].rstrip("/")
 TOKEN = sys.argv[2]
 RUN = uuid.uuid4().hex[:8]
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    checks += 1
-    if not condition:
-        raise AssertionError(what)
 
 
 client = openai.OpenAI(base_url=f"{ROOT}/v1", api_key=TOKEN, max_retries=0, timeout=30)
@@ -97,4 +92,4 @@ try:
 except openai.BadRequestError as error:
     check("no-such-model" in str(error), f"unknown model message: {error}")
 
-print(f"{checks} checks passed")
+print(f"{checks.count} checks passed")

@@ -1,0 +1,258 @@
+//! `/v1/files`: OpenAI's Files API, as far as batches need it: upload a batch input file,
+//! read its file object and its content.
+//!
+//! - `POST /v1/files` (multipart: `purpose=batch`, `file`): the file part is streamed to disk
+//!   (never held in memory), cut off with a 413 past [`MAX_FILE_BYTES`] (OpenAI's batch input
+//!   limit); see [`crate::store::files`].
+//! - `GET /v1/files/{id}` and `GET /v1/files/{id}/content`.
+//!
+//! A batch's output and error files are not stored copies: their ids
+//! (`file-output-<batch hex>`, `file-errors-<batch hex>`) name the batch, and their content is
+//! streamed from its jobs on demand (succeeded jobs, and failed or cancelled ones, as OpenAI
+//! batch output lines), so they cost no disk and cannot disagree with the jobs. They exist
+//! once the batch is final, as on OpenAI; before that they are a 404. Their file object's
+//! `bytes` is counted by streaming the content once.
+//!
+//! Every file belongs to the tenant that uploaded it (or owns the batch); another tenant's
+//! id is a 404.
+
+use super::auth::Tenant;
+use super::batches::{batch_view, BatchView};
+use super::error::ApiError;
+use super::ApiState;
+use crate::store::files::FILE_ID_PREFIX;
+use crate::store::{FileRecord, ResultsFilter};
+use axum::body::Body;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+/// The largest upload: OpenAI's limit on a batch input file (200 MB).
+pub const MAX_FILE_BYTES: u64 = 200 * 1024 * 1024;
+
+/// The only purpose Sluice stores files for.
+pub const PURPOSE_BATCH: &str = "batch";
+
+const OUTPUT_PREFIX: &str = "file-output-";
+const ERRORS_PREFIX: &str = "file-errors-";
+
+/// The id of a batch's output file (its succeeded jobs).
+pub fn output_file_id(bulk: Uuid) -> String {
+    format!("{OUTPUT_PREFIX}{}", bulk.simple())
+}
+
+/// The id of a batch's error file (its failed and cancelled jobs).
+pub fn error_file_id(bulk: Uuid) -> String {
+    format!("{ERRORS_PREFIX}{}", bulk.simple())
+}
+
+/// `POST /v1/files`.
+pub async fn upload(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    mut form: Multipart,
+) -> Result<Json<Value>, ApiError> {
+    let mut purpose = None;
+    let mut file = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("purpose") => {
+                purpose = Some(field.text().await.map_err(multipart_error)?);
+            }
+            Some("file") => {
+                let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
+                let upload = state.store.new_upload().map_err(ApiError::internal)?;
+                let mut out = tokio::fs::File::from_std(
+                    upload.as_file().try_clone().map_err(ApiError::internal)?,
+                );
+                let mut bytes = 0u64;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    bytes += chunk.len() as u64;
+                    if bytes > MAX_FILE_BYTES {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "invalid_request",
+                            format!(
+                                "file: the file is over {} MB, the largest batch input file; \
+                                 split it into several batches",
+                                MAX_FILE_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                }
+                out.flush().await.map_err(ApiError::internal)?;
+                out.sync_all().await.map_err(ApiError::internal)?;
+                file = Some((upload, filename, bytes));
+            }
+            // Fields OpenAI added later (e.g. expires_after) do not change what is stored.
+            _ => {}
+        }
+    }
+    let purpose = purpose.ok_or_else(|| {
+        ApiError::invalid("purpose", "missing; send the form field purpose=batch")
+    })?;
+    if purpose != PURPOSE_BATCH {
+        return Err(ApiError::invalid(
+            "purpose",
+            format!(
+                "\"{purpose}\" is not supported; Sluice stores files for purpose \"batch\" only"
+            ),
+        ));
+    }
+    let (upload, filename, bytes) = file.ok_or_else(|| {
+        ApiError::invalid(
+            "file",
+            "missing; send the JSONL file as the form field \"file\"",
+        )
+    })?;
+    let record = state
+        .store
+        .keep_upload(&tenant, upload, &filename, &purpose, bytes)
+        .await?;
+    Ok(Json(file_object(&record)))
+}
+
+/// `GET /v1/files/{id}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match find(&state, &tenant, &id).await? {
+        Found::Upload(record) => file_object(&record),
+        Found::Results { batch, filter } => {
+            // A view has no stored size: count the bytes of its content.
+            let mut body = super::bulk::results_stream(&state, batch.bulk.id, filter);
+            let mut bytes = 0u64;
+            while let Some(chunk) = body.next().await {
+                bytes += chunk?.len() as u64;
+            }
+            let finished = batch
+                .finished_at()
+                .unwrap_or(batch.bulk.created_at.timestamp());
+            json!({
+                "id": id,
+                "object": "file",
+                "bytes": bytes,
+                "created_at": finished,
+                "filename": format!("{}_{}.jsonl", batch.id(), if filter.errors_only { "error" } else { "output" }),
+                "purpose": "batch_output",
+                "status": "processed",
+            })
+        }
+    }))
+}
+
+/// `GET /v1/files/{id}/content`: the bytes as uploaded, or a batch's results as JSONL.
+pub async fn content(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match find(&state, &tenant, &id).await? {
+        Found::Upload(record) => {
+            let file = tokio::fs::File::open(state.store.file_path(&record.id))
+                .await
+                .map_err(ApiError::internal)?;
+            Ok((
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            )
+                .into_response())
+        }
+        Found::Results { batch, filter } => Ok((
+            [(header::CONTENT_TYPE, super::bulk::NDJSON)],
+            Body::from_stream(super::bulk::results_stream(&state, batch.bulk.id, filter)),
+        )
+            .into_response()),
+    }
+}
+
+enum Found {
+    Upload(FileRecord),
+    /// A final batch's output or error file.
+    Results {
+        batch: Box<BatchView>,
+        filter: ResultsFilter,
+    },
+}
+
+/// The tenant's file `id`: an upload, or a final batch's output or error file.
+async fn find(state: &ApiState, tenant: &str, id: &str) -> Result<Found, ApiError> {
+    let not_found = || ApiError::not_found(format!("no file {id}"));
+    let view = |prefix: &str| {
+        id.strip_prefix(prefix)
+            .and_then(|hex| Uuid::try_parse(hex).ok())
+    };
+    let (bulk, filter) = if let Some(bulk) = view(OUTPUT_PREFIX) {
+        let filter = ResultsFilter {
+            ordered: true,
+            successes_only: true,
+            ..ResultsFilter::default()
+        };
+        (bulk, filter)
+    } else if let Some(bulk) = view(ERRORS_PREFIX) {
+        let filter = ResultsFilter {
+            ordered: true,
+            errors_only: true,
+            ..ResultsFilter::default()
+        };
+        (bulk, filter)
+    } else if id.starts_with(FILE_ID_PREFIX) {
+        return state
+            .store
+            .file(tenant, id)
+            .await?
+            .map(Found::Upload)
+            .ok_or_else(not_found);
+    } else {
+        return Err(not_found());
+    };
+    let batch = batch_view(state, tenant, bulk)
+        .await?
+        .ok_or_else(not_found)?;
+    // Only ids the batch object hands out exist.
+    let listed = if filter.errors_only {
+        batch.error_file_id()
+    } else {
+        batch.output_file_id()
+    };
+    if listed.as_deref() != Some(id) {
+        return Err(not_found());
+    }
+    Ok(Found::Results {
+        batch: Box::new(batch),
+        filter,
+    })
+}
+
+/// OpenAI's file object.
+fn file_object(record: &FileRecord) -> Value {
+    json!({
+        "id": record.id,
+        "object": "file",
+        "bytes": record.bytes,
+        "created_at": record.created_at / 1000,
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": "processed",
+        "expires_at": null,
+    })
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(
+        e.status(),
+        "invalid_request",
+        format!(
+            "the body is not a readable multipart form (fields purpose and file): {}",
+            e.body_text()
+        ),
+    )
+}

@@ -1,0 +1,329 @@
+//! OpenAI's Files and Batches API over Sluice's bulks, on both queue backends: upload, create,
+//! poll, download the output and error files; cancel; tenants; bad requests and bad files.
+//! (`tests/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
+
+#[macro_use]
+mod common;
+
+use common::{Backend, Harness, OTHER_TOKEN, TOKEN};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A tenant's view of the API over plain HTTP.
+struct Api {
+    http: reqwest::Client,
+    root: String,
+    token: &'static str,
+}
+
+impl Api {
+    fn new(h: &Harness, token: &'static str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            root: h.base_url.clone(),
+            token,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let answer = request.bearer_auth(self.token).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.root)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.root)).json(&body))
+            .await
+    }
+
+    async fn text(&self, path: &str) -> (u16, String) {
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.root))
+            .bearer_auth(self.token)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    }
+
+    /// `POST /v1/files`, the multipart form written by hand.
+    async fn upload(&self, content: &str, purpose: &str) -> (u16, Value) {
+        let boundary = "sluice-test-boundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
+             Content-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
+        );
+        self.send(
+            self.http
+                .post(format!("{}/v1/files", self.root))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body),
+        )
+        .await
+    }
+
+    async fn create(&self, file_id: &str) -> Value {
+        let (status, batch) = self
+            .post(
+                "/v1/batches",
+                json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                       "completion_window": "24h", "metadata": {"job": "nightly"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{batch}");
+        batch
+    }
+
+    /// Polls the batch until its status is one of `statuses`.
+    async fn until(&self, id: &str, statuses: &[&str]) -> Value {
+        for _ in 0..600 {
+            let (status, batch) = self.get(&format!("/v1/batches/{id}")).await;
+            assert_eq!(status, 200, "{batch}");
+            if statuses.contains(&batch["status"].as_str().unwrap()) {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("batch {id} never reached {statuses:?}");
+    }
+}
+
+fn line(custom_id: &str, content: &str) -> String {
+    json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": "fast", "messages": [{"role": "user", "content": content}]}})
+    .to_string()
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn a_batch_runs_to_completed_with_output_and_error_files(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let api = Api::new(&h, TOKEN);
+    let input: String = (1..=6)
+        .map(|i| {
+            let content = if i == 4 {
+                "[sim fail=400] refuse this".to_string()
+            } else {
+                format!("question {i}")
+            };
+            line(&format!("req-{i}"), &content) + "\n"
+        })
+        .collect();
+    let (status, file) = api.upload(&input, "batch").await;
+    assert_eq!(status, 200, "{file}");
+    let file_id = file["id"].as_str().unwrap();
+    assert!(file_id.starts_with("file-"));
+    assert_eq!(file["object"], "file");
+    assert_eq!(file["bytes"], input.len());
+    assert_eq!(file["purpose"], "batch");
+    assert_eq!(api.get(&format!("/v1/files/{file_id}")).await.1, file);
+    assert_eq!(
+        api.text(&format!("/v1/files/{file_id}/content")).await,
+        (200, input.clone())
+    );
+
+    let batch = api.create(file_id).await;
+    let id = batch["id"].as_str().unwrap();
+    assert!(id.starts_with("batch_"), "{batch}");
+    assert_eq!(batch["object"], "batch");
+    assert_eq!(batch["input_file_id"], file_id);
+    assert_eq!(batch["metadata"], json!({"job": "nightly"}));
+    assert_eq!(
+        batch["expires_at"].as_i64().unwrap() - batch["created_at"].as_i64().unwrap(),
+        24 * 3600
+    );
+    assert!(batch["output_file_id"].is_null());
+
+    let done = api.until(id, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 6, "completed": 5, "failed": 1})
+    );
+    assert!(done["completed_at"].as_i64().unwrap() >= done["created_at"].as_i64().unwrap());
+    assert!(done["in_progress_at"].is_i64());
+    assert!(done["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // The output file: one line per succeeded request, bodies answering each input line.
+    let output_id = done["output_file_id"].as_str().unwrap();
+    let (status, output) = api.text(&format!("/v1/files/{output_id}/content")).await;
+    assert_eq!(status, 200);
+    let lines = jsonl(&output);
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["req-1", "req-2", "req-3", "req-5", "req-6"]);
+    for l in &lines {
+        assert_eq!(l["response"]["status_code"], 200);
+        assert_eq!(l["response"]["body"]["object"], "chat.completion");
+        assert!(l["error"].is_null());
+    }
+    let (status, object) = api.get(&format!("/v1/files/{output_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(object["bytes"], output.len());
+
+    // The error file: the refused request, with the provider's status.
+    let error_id = done["error_file_id"].as_str().unwrap();
+    let errors = jsonl(&api.text(&format!("/v1/files/{error_id}/content")).await.1);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["custom_id"], "req-4");
+    assert_eq!(errors[0]["response"]["status_code"], 400);
+
+    // Every success was routed and charged like any job.
+    let bulk = done["sluice"]["bulk_id"].as_str().unwrap();
+    assert_eq!(
+        h.count(&format!(
+            "SELECT COUNT(*) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.bulk_id = '{bulk}' AND j.urgency = 'batch'"
+        ))
+        .await,
+        5
+    );
+
+    // The list shows it; another tenant sees none of it.
+    let (_, list) = api.get("/v1/batches?limit=5").await;
+    assert_eq!(list["data"][0]["id"], id);
+    let other = Api::new(&h, OTHER_TOKEN);
+    for path in [
+        format!("/v1/batches/{id}"),
+        format!("/v1/files/{file_id}"),
+        format!("/v1/files/{file_id}/content"),
+        format!("/v1/files/{output_id}/content"),
+    ] {
+        let (status, body) = other.get(&path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    assert_eq!(other.get("/v1/batches").await.1["data"], json!([]));
+    assert_eq!(
+        other
+            .post(&format!("/v1/batches/{id}/cancel"), json!({}))
+            .await
+            .0,
+        404
+    );
+    h.stop().await;
+}
+
+async fn a_cancelled_batch_reports_its_queued_requests_as_cancelled(backend: Backend) {
+    // No workers: every job stays queued until the cancel.
+    let h = Harness::start_with(backend, |_| {}, false).await;
+    let api = Api::new(&h, TOKEN);
+    let input: String = (1..=3)
+        .map(|i| line(&format!("c-{i}"), "wait") + "\n")
+        .collect();
+    let file = api.upload(&input, "batch").await.1;
+    let batch = api.create(file["id"].as_str().unwrap()).await;
+    let id = batch["id"].as_str().unwrap();
+    // in_progress as soon as the file passed validation; wait for its jobs to be recorded.
+    let mut running = api.until(id, &["in_progress"]).await;
+    while running["request_counts"]["total"] != 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        running = api.until(id, &["in_progress"]).await;
+    }
+
+    let (status, cancelled) = api
+        .post(&format!("/v1/batches/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(cancelled["cancelled_at"].is_i64() && cancelled["cancelling_at"].is_i64());
+    assert_eq!(
+        cancelled["request_counts"],
+        json!({"total": 3, "completed": 0, "failed": 3})
+    );
+    assert!(cancelled["output_file_id"].is_null());
+    let errors = jsonl(
+        &api.text(&format!(
+            "/v1/files/{}/content",
+            cancelled["error_file_id"].as_str().unwrap()
+        ))
+        .await
+        .1,
+    );
+    assert_eq!(errors.len(), 3);
+    assert!(errors
+        .iter()
+        .all(|e| e["error"]["code"] == "batch_cancelled"));
+    h.stop().await;
+}
+
+async fn bad_requests_are_400s_and_a_bad_file_fails_the_batch(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let api = Api::new(&h, TOKEN);
+    let good = api.upload(&(line("a", "hi") + "\n"), "batch").await.1;
+    let good = good["id"].as_str().unwrap();
+
+    let create = |body: Value| api.post("/v1/batches", body);
+    let (status, e) = create(
+        json!({"input_file_id": good, "endpoint": "/v1/embeddings", "completion_window": "24h"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["param"], "endpoint");
+    let (status, e) = create(json!({"input_file_id": good, "endpoint": "/v1/chat/completions", "completion_window": "1h"})).await;
+    assert_eq!(
+        (status, e["error"]["param"].clone()),
+        (400, json!("completion_window"))
+    );
+    let (status, e) = create(json!({"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"})).await;
+    assert_eq!(
+        (status, e["error"]["param"].clone()),
+        (404, json!("input_file_id"))
+    );
+    let (status, e) = api.upload("{}", "fine-tune").await;
+    assert_eq!(
+        (status, e["error"]["param"].clone()),
+        (400, json!("purpose"))
+    );
+    assert_eq!(api.get("/v1/batches/batch_nope").await.0, 404);
+
+    // A file with bad lines: the batch is created, then fails with every bad line.
+    let bad = format!(
+        "{}\nnot json\n{}\n{}\n",
+        line("x", "fine"),
+        line("x", "duplicate id"),
+        json!({"custom_id": "y", "body": {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}})
+    );
+    let file = api.upload(&bad, "batch").await.1;
+    let batch = api.create(file["id"].as_str().unwrap()).await;
+    let failed = api
+        .until(batch["id"].as_str().unwrap(), &["failed", "completed"])
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(failed["failed_at"].is_i64());
+    assert_eq!(failed["errors"]["object"], "list");
+    let lines: Vec<u64> = failed["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3, 4], "{failed:#}");
+    assert_eq!(failed["request_counts"]["total"], 0);
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0);
+    h.stop().await;
+}
+
+on_both_backends!(
+    a_batch_runs_to_completed_with_output_and_error_files,
+    a_cancelled_batch_reports_its_queued_requests_as_cancelled,
+    bad_requests_are_400s_and_a_bad_file_fails_the_batch,
+);
