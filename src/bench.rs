@@ -259,6 +259,23 @@ async fn bench_streams(
         ms(pct(0.99)),
         ms(*overheads.last().unwrap_or(&Duration::ZERO))
     )?;
+    // Where the time goes before the provider is called: recorded → the attempt starts.
+    let mut queued: Vec<i64> = sqlx::query_scalar(
+        "SELECT MIN(a.started_at) - j.created_at FROM jobs j JOIN attempts a ON a.job_id = j.id \
+         GROUP BY j.id",
+    )
+    .fetch_all(app.store.reader())
+    .await?;
+    queued.sort_unstable();
+    if !queued.is_empty() {
+        let at = |p: f64| queued[((queued.len() as f64 * p) as usize).min(queued.len() - 1)];
+        writeln!(
+            out,
+            "of which recorded -> attempt started (record, publish, queue, worker): p50 {} ms, p99 {} ms",
+            at(0.50),
+            at(0.99)
+        )?;
+    }
     writeln!(
         out,
         "{} streams in {:.2}s; peak RSS {}",

@@ -517,7 +517,7 @@ pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimSe
     let app = build_router(state.clone());
     let mut signal = shutdown;
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(crate::api::no_delay(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             })
