@@ -32,6 +32,7 @@ pub mod bench;
 pub mod bulk;
 pub mod client;
 pub mod config;
+pub mod costs;
 pub mod demo;
 pub mod job;
 pub mod limits;

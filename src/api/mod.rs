@@ -10,6 +10,8 @@
 //!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
 //! - `GET /v1/providers`: each deployment's health and each key's capacity (see
 //!   [`providers`]).
+//! - `GET /v1/costs`: the tenant's cost report, grouped and over a time range (see
+//!   [`costs`]).
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
@@ -18,6 +20,7 @@
 mod auth;
 pub mod bulk;
 mod chat;
+mod costs;
 mod error;
 mod jobs;
 mod providers;
@@ -59,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bulk/{id}/cancel", axum::routing::post(bulk::cancel))
         .route("/v1/models", get(bulk::models))
         .route("/v1/providers", get(providers::list))
+        .route("/v1/costs", get(costs::report))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

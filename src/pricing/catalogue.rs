@@ -116,6 +116,73 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// `sluice prices`: one line per model id, then each entry's date, source and note.
+    pub fn to_table(&self) -> String {
+        let money = |p: Option<MicrosPerMillion>| p.map_or("-".to_string(), |p| p.to_usd_string());
+        let mut lines = vec![[
+            "provider",
+            "model",
+            "input",
+            "cached_in",
+            "cache_write",
+            "output",
+            "batch_in",
+            "batch_out",
+        ]
+        .map(String::from)];
+        for e in &self.entries {
+            for model in &e.models {
+                lines.push([
+                    e.provider.as_str().to_string(),
+                    model.clone(),
+                    money(Some(e.input)),
+                    money(e.cached_input),
+                    money(e.cache_write),
+                    money(Some(e.output)),
+                    money(e.batch.map(|b| b.input)),
+                    money(e.batch.map(|b| b.output)),
+                ]);
+            }
+        }
+        let widths: Vec<usize> = (0..8)
+            .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for line in &lines {
+            let cells: Vec<String> = line
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i < 2 {
+                        format!("{c:<w$}", w = widths[i])
+                    } else {
+                        format!("{c:>w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out.push_str(
+            "\nUSD per million tokens; \"-\": not stated (charged the input price). Sources:\n",
+        );
+        for e in &self.entries {
+            out.push_str(&format!(
+                "  {}: as of {}; {}",
+                e.models.join(", "),
+                e.as_of,
+                e.source
+            ));
+            if let Some(note) = &e.note {
+                out.push_str(&format!(" ({note})"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +235,20 @@ mod tests {
             .lookup(ProviderKind::Openai, "gpt-4o-2024-05-13")
             .is_none());
         assert!(catalogue.lookup(ProviderKind::Openai, "gpt-4.1").is_none());
+    }
+
+    #[test]
+    fn the_listing_shows_every_model_with_exact_prices_and_sources() {
+        let table = Catalogue::shipped().to_table();
+        let mini = table.lines().find(|l| l.contains("gpt-4o-mini")).unwrap();
+        assert!(
+            mini.contains("0.150000") && mini.contains("0.075000"),
+            "{table}"
+        );
+        assert!(
+            table.contains("Sources:") && table.contains("as of"),
+            "{table}"
+        );
     }
 
     #[test]

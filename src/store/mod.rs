@@ -8,6 +8,7 @@
 //! (WAL lets them run beside the writer).
 
 pub mod bulks;
+pub mod costs;
 pub mod jobs;
 pub mod schedules;
 mod writer;
