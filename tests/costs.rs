@@ -243,7 +243,7 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
         .unwrap();
     let last = csv.lines().last().unwrap();
     assert!(
-        last.starts_with(&format!("total,5,")) && last.ends_with(",1"),
+        last.starts_with("total,5,") && last.ends_with(",1"),
         "{csv}"
     );
     assert!(last.contains(&PicoUsd(hand_total).to_usd_string()), "{csv}");
