@@ -70,16 +70,12 @@ impl Dimension {
     /// The SQL expression over the `costs` table (a fixed set, never user text).
     pub fn sql(self) -> &'static str {
         match self {
-            Dimension::Model => "model",
-            Dimension::Route => "route",
-            Dimension::Deployment => "deployment",
-            Dimension::Provider => "provider",
-            Dimension::Tier => "tier",
-            Dimension::Tenant => "tenant",
             Dimension::User => "user_tag",
             Dimension::Team => "team_tag",
             Dimension::Feature => "feature_tag",
             Dimension::Day => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
+            // The others are columns of their own name.
+            other => other.as_str(),
         }
     }
 }
@@ -181,6 +177,25 @@ pub struct ReportQuery {
     pub since: Option<DateTime<Utc>>,
     /// Records charged before this time.
     pub until: Option<DateTime<Utc>>,
+}
+
+impl ReportQuery {
+    /// A query from its text form (`by`: `team,day`; times as [`parse_time`] reads them),
+    /// as the CLI and the API receive it.
+    pub fn parse(
+        tenant: Option<String>,
+        by: &str,
+        since: Option<&str>,
+        until: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ReportQuery, ReportError> {
+        Ok(ReportQuery {
+            tenant,
+            by: parse_dimensions(by)?,
+            since: since.map(|s| parse_time("since", s, now)).transpose()?,
+            until: until.map(|s| parse_time("until", s, now)).transpose()?,
+        })
+    }
 }
 
 /// The sums over a set of cost records.

@@ -411,20 +411,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `sluice costs`: reads the store directly (an operator's view across tenants, with no API
 /// token and no server needed); tenants use `GET /v1/costs`.
 async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
-    use sluice::costs::{parse_dimensions, parse_time, Format, ReportQuery};
-    let now = chrono::Utc::now();
-    let query = ReportQuery {
-        tenant: args.tenant,
-        by: parse_dimensions(&args.by)?,
-        since: args
-            .since
-            .map(|s| parse_time("since", &s, now))
-            .transpose()?,
-        until: args
-            .until
-            .map(|s| parse_time("until", &s, now))
-            .transpose()?,
-    };
+    use sluice::costs::{Format, ReportQuery};
+    let query = ReportQuery::parse(
+        args.tenant,
+        &args.by,
+        args.since.as_deref(),
+        args.until.as_deref(),
+        chrono::Utc::now(),
+    )?;
     let format: Format = args.format.parse()?;
     let store = sluice::store::Store::open(&config.server.database)
         .await

@@ -8,7 +8,7 @@
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::ApiState;
-use crate::costs::{parse_dimensions, parse_time, Format, ReportError, ReportQuery};
+use crate::costs::{Format, ReportError, ReportQuery};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -35,19 +35,13 @@ pub async fn report(
     Tenant(tenant): Tenant,
     Query(params): Query<CostsParams>,
 ) -> Result<Response, ApiError> {
-    let now = chrono::Utc::now();
-    let query = ReportQuery {
-        tenant: Some(tenant),
-        by: parse_dimensions(&params.by)?,
-        since: params
-            .since
-            .map(|s| parse_time("since", &s, now))
-            .transpose()?,
-        until: params
-            .until
-            .map(|s| parse_time("until", &s, now))
-            .transpose()?,
-    };
+    let query = ReportQuery::parse(
+        Some(tenant),
+        &params.by,
+        params.since.as_deref(),
+        params.until.as_deref(),
+        chrono::Utc::now(),
+    )?;
     let format: Format = params.format.as_deref().unwrap_or("json").parse()?;
     let report = state.store.cost_report(query).await?;
     Ok(match format {
