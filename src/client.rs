@@ -60,6 +60,12 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// `GET /v1/costs?{query}` (`by=team,day&since=7d`), the tenant's report as JSON.
+    pub async fn costs(&self, query: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/costs?{query}", self.base_url);
+        self.send(self.http.get(url)).await
+    }
+
     /// Polls until the job is final (or `timeout` passes) and returns it.
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<Value, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;

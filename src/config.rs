@@ -13,6 +13,7 @@
 //! so `sluice demo` and a fresh `sluice serve` run with no file and no keys.
 
 use crate::job::Urgency;
+use crate::pricing::catalogue::{Catalogue, CatalogueEntry};
 use crate::pricing::Price;
 use crate::sim::SimConfig;
 use serde::{Deserialize, Deserializer};
@@ -237,7 +238,7 @@ pub struct TenantConfig {
     pub tokens_per_minute: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
@@ -295,8 +296,10 @@ pub struct DeploymentConfig {
     pub provider: String,
     /// The provider's model name.
     pub model: String,
-    /// Real-time prices, USD per million tokens.
-    pub price: Price,
+    /// Real-time prices, USD per million tokens; the price catalogue's for the provider's
+    /// family and `model` when absent; `"unknown"` records costs as unpriced.
+    #[serde(default)]
+    pub price: Option<PriceSetting>,
     /// Leave out request parameters the provider cannot honour (Anthropic has no `seed`,
     /// Gemini no `parallel_tool_calls: false`, …) instead of failing the job with an error
     /// naming them.
@@ -310,6 +313,69 @@ pub struct DeploymentConfig {
     /// sent (see [`crate::overrides`]).
     #[serde(default)]
     pub overrides: crate::overrides::Overrides,
+}
+
+/// A deployment's `price`: a table of prices, or `"unknown"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSetting {
+    Given(Price),
+    /// The operator knows no price: costs are recorded flagged as unpriced, amount 0.
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for PriceSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor rather than an untagged enum, so a mistake inside the table keeps
+        // serde's precise message (unknown field, bad decimal) instead of "no variant matched".
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PriceSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a price table like { input = 2.50, output = 10.00 } or \"unknown\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PriceSetting, E> {
+                if v == "unknown" {
+                    Ok(PriceSetting::Unknown)
+                } else {
+                    Err(E::custom(format!(
+                        "\"{v}\" is not a price; write a table like {{ input = 2.50, output = 10.00 }} or \"unknown\""
+                    )))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PriceSetting, A::Error> {
+                Price::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PriceSetting::Given)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Where a deployment's price comes from (see [`Config::deployment_price`]).
+#[derive(Debug, Clone, Copy)]
+pub enum PriceSource {
+    /// `price = { … }` in the configuration.
+    Configured(Price),
+    /// The shipped catalogue's entry for the provider family and model.
+    Catalogue(&'static CatalogueEntry),
+    /// `price = "unknown"`.
+    DeclaredUnknown,
+    /// No price anywhere: a configuration error.
+    Missing,
+}
+
+impl PriceSource {
+    /// The real-time price, `None` when unknown.
+    pub fn price(&self) -> Option<Price> {
+        match self {
+            PriceSource::Configured(p) => Some(*p),
+            PriceSource::Catalogue(entry) => Some(entry.price()),
+            PriceSource::DeclaredUnknown | PriceSource::Missing => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -570,11 +636,23 @@ impl Config {
         }
 
         for (name, deployment) in &self.deployments {
-            if !self.providers.contains_key(&deployment.provider) {
-                problem(
+            match self.providers.get(&deployment.provider) {
+                None => problem(
                     format!("deployments.{name}.provider"),
                     format!("unknown provider \"{}\"", deployment.provider),
-                );
+                ),
+                Some(provider) => {
+                    if let PriceSource::Missing = self.deployment_price(name) {
+                        problem(
+                            format!("deployments.{name}.price"),
+                            format!(
+                                "no price: the catalogue has none for {} model \"{}\" (see `sluice prices`); add price = {{ input = …, output = … }} in USD per million tokens, or price = \"unknown\" to record its costs as unpriced",
+                                provider.kind.as_str(),
+                                deployment.model
+                            ),
+                        );
+                    }
+                }
             }
             for found in deployment
                 .overrides
@@ -769,6 +847,24 @@ impl Config {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// Where deployment `name`'s real-time price comes from: its own `price`, else the
+    /// shipped catalogue's for its provider family and model. `Missing` for an unknown
+    /// deployment or provider too (validation names those separately).
+    pub fn deployment_price(&self, name: &str) -> PriceSource {
+        let Some(deployment) = self.deployments.get(name) else {
+            return PriceSource::Missing;
+        };
+        match deployment.price {
+            Some(PriceSetting::Given(price)) => PriceSource::Configured(price),
+            Some(PriceSetting::Unknown) => PriceSource::DeclaredUnknown,
+            None => self
+                .providers
+                .get(&deployment.provider)
+                .and_then(|p| Catalogue::shipped().lookup(p.kind, &deployment.model))
+                .map_or(PriceSource::Missing, PriceSource::Catalogue),
+        }
     }
 
     /// The tenant a bearer token belongs to.
@@ -1073,8 +1169,69 @@ mod tests {
         assert_eq!(config.deployments["sonnet"].default_max_tokens, Some(8192));
         assert!(config.deployments["flash"].drop_unsupported_params);
         assert_eq!(
-            config.deployments["sonnet"].price.cache_write,
+            config
+                .deployment_price("sonnet")
+                .price()
+                .unwrap()
+                .cache_write,
             Some(crate::pricing::MicrosPerMillion(3_750_000))
         );
+    }
+
+    #[test]
+    fn prices_come_from_the_deployment_then_the_catalogue_else_are_a_named_problem() {
+        let config = parse(
+            r#"
+            [providers.oa]
+            kind = "openai"
+            base_url = "https://api.openai.com/v1"
+            keys = [{ id = "k", secret = "s" }]
+
+            [deployments.mini]
+            provider = "oa"
+            model = "gpt-4o-mini"
+
+            [deployments.mine]
+            provider = "oa"
+            model = "gpt-4o-mini"
+            price = { input = "0.10", output = 0.5 }
+
+            [deployments.newer]
+            provider = "oa"
+            model = "gpt-4.1"
+
+            [deployments.local]
+            provider = "oa"
+            model = "llama-3-70b"
+            price = "unknown"
+            "#,
+        );
+        assert!(matches!(
+            config.deployment_price("mini"),
+            PriceSource::Catalogue(e) if e.input.0 == 150_000
+        ));
+        assert_eq!(
+            config.deployment_price("mine").price().unwrap().input.0,
+            100_000
+        );
+        assert!(matches!(
+            config.deployment_price("local"),
+            PriceSource::DeclaredUnknown
+        ));
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "deployments.newer.price: no price: the catalogue has none for openai model \"gpt-4.1\""
+            ) && problems[0].contains("price = \"unknown\""),
+            "{problems:?}"
+        );
+        let err = Config::parse(
+            "[deployments.x]\nprovider = \"oa\"\nmodel = \"m\"\nprice = \"free\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"free\" is not a price"), "{err}");
     }
 }

@@ -20,7 +20,10 @@
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
-//! - [`pricing`]: exact prices and costs (integer pico-USD, never floats).
+//! - [`pricing`]: exact prices and costs (integer pico-USD, never floats), and the shipped
+//!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
+//! - [`costs`]: cost reports (`sluice costs`, `GET /v1/costs`): grouped sums of the cost
+//!   records with batch savings, fallback extra and unpriced requests, as table, CSV or JSON.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
@@ -34,6 +37,7 @@ pub mod bench;
 pub mod bulk;
 pub mod client;
 pub mod config;
+pub mod costs;
 pub mod demo;
 pub mod job;
 pub mod limits;

@@ -77,6 +77,35 @@ enum Command {
     /// Bulk JSONL in and out: submit a file of requests, follow it, fetch its results.
     #[command(subcommand)]
     Bulk(BulkCommand),
+    /// Cost report from the configured database (every tenant unless --tenant): requests,
+    /// tokens, cost, batch savings, fallback extra and unpriced requests, grouped.
+    Costs(CostsArgs),
+    /// The shipped price catalogue (USD per million tokens), with each price's date and source.
+    Prices {
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
+
+#[derive(Args)]
+struct CostsArgs {
+    /// Group by any of model, route, deployment, provider, tier, tenant, user, team, feature,
+    /// day (UTC), comma-separated: --by team,day. Totals only when absent.
+    #[arg(long, default_value = "")]
+    by: String,
+    /// From this time: RFC 3339, a UTC date (2026-11-01), or a span back from now (7d, 12h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (exclusive), same forms.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this tenant's costs.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 #[derive(Subcommand)]
@@ -366,7 +395,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,
         Command::Jobs { action } => jobs(load_config(&cli.config)?, action).await?,
         Command::Bulk(command) => bulk(command).await?,
+        Command::Costs(args) => costs(load_config(&cli.config)?, args).await?,
+        Command::Prices { format } => {
+            let catalogue = sluice::pricing::catalogue::Catalogue::shipped();
+            match format.as_str() {
+                "table" => print!("{}", catalogue.to_table()),
+                "json" => println!("{}", serde_json::to_string_pretty(&catalogue.entries)?),
+                other => anyhow::bail!("unknown format \"{other}\"; use table or json"),
+            }
+        }
     }
+    Ok(())
+}
+
+/// `sluice costs`: reads the store directly (an operator's view across tenants, with no API
+/// token and no server needed); tenants use `GET /v1/costs`.
+async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
+    use sluice::costs::{Format, ReportQuery};
+    let query = ReportQuery::parse(
+        args.tenant,
+        &args.by,
+        args.since.as_deref(),
+        args.until.as_deref(),
+        chrono::Utc::now(),
+    )?;
+    let format: Format = args.format.parse()?;
+    let store = sluice::store::Store::open(&config.server.database)
+        .await
+        .with_context(|| format!("opening {}", config.server.database.display()))?;
+    print!("{}", store.cost_report(query).await?.render(format));
     Ok(())
 }
 

@@ -14,6 +14,8 @@
 //!   `POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`,
 //!   `POST /v1/batches/{id}/cancel` (see [`batches`]): OpenAI's Files and Batches API, a
 //!   batch being a view of a bulk.
+//! - `GET /v1/costs`: the tenant's cost report, grouped and over a time range (see
+//!   [`costs`]).
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
@@ -23,6 +25,7 @@ mod auth;
 pub mod batches;
 pub mod bulk;
 mod chat;
+mod costs;
 mod error;
 pub mod files;
 mod jobs;
@@ -80,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/batches/{id}/cancel",
             axum::routing::post(batches::cancel),
         )
+        .route("/v1/costs", get(costs::report))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

@@ -58,7 +58,9 @@ pub struct Deployment {
     /// The API family, named in the errors its adapter reports.
     pub kind: ProviderKind,
     pub model: String,
-    pub price: Price,
+    /// The real-time price (configured, else the catalogue's); `None` for `price =
+    /// "unknown"`, whose costs are recorded as unpriced.
+    pub price: Option<Price>,
     pub timeout: Duration,
     /// How requests are translated for this deployment.
     pub options: CallOptions,
@@ -185,6 +187,16 @@ impl Route {
     }
 
     /// Picks the deployment and key for attempt `attempt` of a job of `urgency`.
+    /// The deployment a job on this route is meant for: the first of a `priority` chain.
+    /// A job answered elsewhere was a fallback, and reports show what that cost beyond it.
+    /// A `weighted` route has none (spreading is its purpose, not a fallback).
+    pub fn primary(&self) -> Option<&Arc<Deployment>> {
+        match self.strategy {
+            Strategy::Priority => self.chain.first(),
+            Strategy::Weighted => None,
+        }
+    }
+
     pub fn choose(&self, attempt: u32, request: &ChatRequest, urgency: Urgency) -> Choice {
         if self.chain.is_empty() {
             return Choice::Refuse {
@@ -346,7 +358,7 @@ impl Router {
                     provider_name: d.provider.clone(),
                     kind: provider.kind,
                     model: d.model.clone(),
-                    price: d.price,
+                    price: config.deployment_price(name).price(),
                     timeout: provider.timeout,
                     options: CallOptions {
                         drop_unsupported_params: d.drop_unsupported_params,

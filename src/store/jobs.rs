@@ -56,13 +56,32 @@ pub struct AttemptRecord {
     pub first_token_ms: Option<i64>,
 }
 
-/// The cost of a successful attempt.
+/// The cost of a successful attempt, with what reports need to explain it.
 #[derive(Debug, Clone)]
 pub struct CostRecord {
     pub usage: Usage,
-    pub price: Price,
+    /// The unit prices charged; `None` when the deployment's price is unknown (amount 0,
+    /// recorded with `price_known = 0`).
+    pub price: Option<Price>,
     pub amount: PicoUsd,
+    /// The same usage at the deployment's real-time price (`amount` on the realtime tier);
+    /// reports call the difference "batch saved".
+    pub realtime_amount: PicoUsd,
+    /// The route (model name) the job asked for.
+    pub route: String,
+    /// For a job answered by a deployment other than its route's primary: the primary, and
+    /// what it would have charged for the same usage on the same tier (`None` when its
+    /// price is unknown).
+    pub fallback_from: Option<(String, Option<PicoUsd>)>,
 }
+
+/// The unit prices stored for a deployment whose price is unknown (`price_known = 0`).
+const ZERO_PRICE: Price = Price {
+    input: MicrosPerMillion(0),
+    output: MicrosPerMillion(0),
+    cached_input: None,
+    cache_write: None,
+};
 
 /// A job as the API shows it: its row, the result, every attempt and the cost.
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +150,9 @@ pub struct CostView {
     /// USD, exact decimal text.
     pub amount_usd: String,
     pub amount_pico_usd: i64,
+    /// False when the deployment's price is unknown: the amount is 0 because nobody knows
+    /// it, not because the call was free.
+    pub price_known: bool,
 }
 
 impl Store {
@@ -324,6 +346,7 @@ impl Store {
                     return Ok(false);
                 };
                 let attempt_id = insert_attempt(conn, id, &attempt).await?;
+                let price = cost.price.unwrap_or(ZERO_PRICE);
                 sqlx::query("INSERT INTO results (job_id, response, created_at) VALUES (?, ?, ?)")
                     .bind(id.to_string())
                     .bind(response.to_string())
@@ -334,8 +357,9 @@ impl Store {
                     "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
                      deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
                      input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
-                     cache_write_tokens, cache_write_price) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     cache_write_tokens, cache_write_price, price_known, realtime_amount_pico_usd, \
+                     route, primary_deployment, primary_amount_pico_usd) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(id.to_string())
                 .bind(attempt_id)
@@ -350,13 +374,19 @@ impl Store {
                 .bind(cost.usage.prompt_tokens as i64)
                 .bind(cost.usage.cached_tokens as i64)
                 .bind(cost.usage.completion_tokens as i64)
-                .bind(cost.price.input.0)
-                .bind(cost.price.cached_input_or_input().0)
-                .bind(cost.price.output.0)
+                // An unknown price is stored as zero unit prices, flagged by price_known.
+                .bind(price.input.0)
+                .bind(price.cached_input_or_input().0)
+                .bind(price.output.0)
                 .bind(cost.amount.0)
                 .bind(now)
                 .bind(cost.usage.cache_write_tokens as i64)
-                .bind(cost.price.cache_write_or_input().0)
+                .bind(price.cache_write_or_input().0)
+                .bind(cost.price.is_some())
+                .bind(cost.realtime_amount.0)
+                .bind(&cost.route)
+                .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+                .bind(cost.fallback_from.as_ref().and_then(|(_, a)| a.map(|a| a.0)))
                 .execute(&mut *conn)
                 .await?;
                 Ok(true)
@@ -496,7 +526,7 @@ impl Store {
         .collect();
         let cost = sqlx::query(
             "SELECT deployment, tier, input_tokens, cached_tokens, output_tokens, input_price, \
-             cached_input_price, output_price, amount_pico_usd FROM costs WHERE job_id = ?",
+             cached_input_price, output_price, amount_pico_usd, price_known FROM costs WHERE job_id = ?",
         )
         .bind(id.to_string())
         .fetch_optional(self.reader())
@@ -512,6 +542,7 @@ impl Store {
             output_price_per_mtok: MicrosPerMillion(c.get(7)).to_usd_string(),
             amount_usd: PicoUsd(c.get(8)).to_usd_string(),
             amount_pico_usd: c.get(8),
+            price_known: c.get(9),
         });
         Ok(Some(JobView {
             id,

@@ -9,6 +9,7 @@
 
 pub mod batches;
 pub mod bulks;
+pub mod costs;
 pub mod files;
 pub mod jobs;
 pub mod schedules;

@@ -22,8 +22,9 @@ mod watcher;
 
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
+use crate::pricing::PicoUsd;
 use crate::providers::stream::{self, ChunkStream};
-use crate::providers::{Call, Completion, ErrorKind, ProviderError};
+use crate::providers::{Call, Completion, ErrorKind, ProviderError, Usage};
 use crate::queue::{Delivery, Queue};
 use crate::router::health::Verdict;
 use crate::router::{Choice, Deployment, Route, Router};
@@ -339,11 +340,7 @@ async fn run_job(
 
     match result {
         Ok(completion) => {
-            let cost = CostRecord {
-                usage: completion.usage,
-                amount: deployment.price.cost(&completion.usage),
-                price: deployment.price,
-            };
+            let cost = realtime_cost(completion.usage, &deployment, &route);
             let record = attempt("ok".into(), Some(completion.status), None, None);
             if !store
                 .finish_succeeded(id, record, completion.response, cost)
@@ -362,6 +359,25 @@ async fn run_job(
             );
             decide_after_failure(context, envelope, &route, number, error, record).await
         }
+    }
+}
+
+/// The cost record of a real-time call of `deployment` for a job on `route`: the amount at
+/// its price (0, flagged, when unknown) and, for a fallback, what the route's primary would
+/// have charged for the same usage.
+fn realtime_cost(usage: Usage, deployment: &Deployment, route: &Route) -> CostRecord {
+    let amount = deployment.price.map_or(PicoUsd(0), |p| p.cost(&usage));
+    let fallback_from = route
+        .primary()
+        .filter(|primary| primary.name != deployment.name)
+        .map(|primary| (primary.name.clone(), primary.price.map(|p| p.cost(&usage))));
+    CostRecord {
+        usage,
+        price: deployment.price,
+        amount,
+        realtime_amount: amount,
+        route: route.name.clone(),
+        fallback_from,
     }
 }
 

@@ -7,6 +7,8 @@
 //! pico-dollars ([`PicoUsd`]) for any price with up to six decimals. Cost rows store that
 //! integer; reports sum integers.
 
+pub mod catalogue;
+
 use crate::providers::Usage;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
