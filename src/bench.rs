@@ -312,20 +312,14 @@ async fn first_content_after(
         response.status()
     );
     let mut body = response.bytes_stream();
-    let mut pending = String::new();
+    let mut events = crate::providers::sse::Parser::new();
     let (mut first, mut done) = (None, false);
     while let Some(bytes) = body.next().await {
-        pending.push_str(&String::from_utf8_lossy(&bytes?));
-        // Whole lines only: an event may arrive split across reads.
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let Some(data) = line.trim_end().strip_prefix("data: ") else {
-                continue;
-            };
-            if data == "[DONE]" {
+        for event in events.feed(&bytes?) {
+            if event.data == "[DONE]" {
                 done = true;
             } else if first.is_none() {
-                let chunk: serde_json::Value = serde_json::from_str(data)?;
+                let chunk: serde_json::Value = serde_json::from_str(&event.data)?;
                 let content = chunk.pointer("/choices/0/delta/content");
                 if content
                     .and_then(|c| c.as_str())
