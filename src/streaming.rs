@@ -12,6 +12,7 @@
 //! stream ends with an error, and the job carries on and stores its answer, which the client
 //! can still fetch by the job id.
 
+use crate::providers::stream::ChunkHead;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -52,18 +53,20 @@ pub fn wants_stream(extra: &serde_json::Map<String, Value>) -> bool {
 /// For a client that asks to stream an answer that already exists (a repeated idempotency
 /// key), so it gets the stream it asked for.
 pub fn chunks_of(completion: &Value) -> Vec<Value> {
-    let id = completion.get("id").cloned().unwrap_or(Value::Null);
-    let created = completion.get("created").cloned().unwrap_or(Value::Null);
-    let model = completion.get("model").cloned().unwrap_or(Value::Null);
-    let chunk = |choices: Value, usage: Value| {
-        json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-        })
+    let text = |field: &str| {
+        completion
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let head = ChunkHead {
+        id: text("id"),
+        created: completion
+            .get("created")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        model: text("model"),
     };
     let choices: Vec<Value> = completion
         .get("choices")
@@ -102,8 +105,8 @@ pub fn chunks_of(completion: &Value) -> Vec<Value> {
         })
         .unwrap_or_default();
     vec![
-        chunk(Value::Array(choices), Value::Null),
-        chunk(
+        head.chunk(Value::Array(choices), Value::Null),
+        head.chunk(
             json!([]),
             completion.get("usage").cloned().unwrap_or(Value::Null),
         ),

@@ -193,7 +193,8 @@ pub struct ChunkHead {
 }
 
 impl ChunkHead {
-    fn chunk(&self, choices: Value, usage: Value) -> Value {
+    /// A chunk of this answer with `choices` and `usage` as given.
+    pub fn chunk(&self, choices: Value, usage: Value) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion.chunk",
