@@ -80,21 +80,21 @@ pub struct Definition {
 }
 
 impl Definition {
+    /// The due times strictly after `after`, in order, in UTC.
+    fn due_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.schedule
+            .after_owned(after.with_timezone(&self.timezone))
+            .map(|due| due.with_timezone(&Utc))
+    }
+
     /// The first due time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule
-            .after(&after.with_timezone(&self.timezone))
-            .next()
-            .map(|due| due.with_timezone(&Utc))
+        self.due_after(after).next()
     }
 
     /// The first `n` due times after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        self.schedule
-            .after(&after.with_timezone(&self.timezone))
-            .take(n)
-            .map(|due| due.with_timezone(&Utc))
-            .collect()
+        self.due_after(after).take(n).collect()
     }
 
     /// The due times in `(after, until]`, oldest first, at most `limit` (the newest ones when
@@ -105,16 +105,17 @@ impl Definition {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut due: Vec<DateTime<Utc>> = Vec::new();
-        let mut cursor = after;
-        while let Some(next) = self.next_after(cursor).filter(|t| *t <= until) {
-            due.push(next);
-            if due.len() > limit {
-                due.remove(0);
-            }
-            cursor = next;
+        if limit == 0 {
+            return Vec::new();
         }
-        due
+        let mut due = std::collections::VecDeque::with_capacity(limit);
+        for next in self.due_after(after).take_while(|t| *t <= until) {
+            if due.len() == limit {
+                due.pop_front();
+            }
+            due.push_back(next);
+        }
+        due.into()
     }
 }
 
