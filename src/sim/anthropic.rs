@@ -488,29 +488,23 @@ fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, Api
 
 /// The error Anthropic would send for this fault, with its error type and usual wording.
 fn fault_error(state: &SimState, fault: Fault) -> ApiError {
-    let status = match fault {
-        Fault::Status(status) => status,
-        // A workspace spend cap: a 429 that waiting a minute does not fix, so no
-        // `retry-after`, and the code that tells it apart from a rate limit.
-        Fault::Quota => {
-            let next_month = next_month_start();
-            return ApiError {
-                spend_cap: true,
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "You have reached your specified API usage limits. You will regain \
-                         access on {next_month} at 00:00 UTC."
-                    ),
-                )
-            };
-        }
-        // A non-streamed request cannot break half-way: it gets the overload error instead.
-        Fault::Midstream => 529,
-        // Handled before an error is built; an error is the safe answer should that change.
-        Fault::Timeout | Fault::Cut => 504,
-    };
+    // A workspace spend cap: a 429 that waiting a minute does not fix, so no
+    // `retry-after`, and the code that tells it apart from a rate limit.
+    if fault == Fault::Quota {
+        let next_month = next_month_start();
+        return ApiError {
+            spend_cap: true,
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "You have reached your specified API usage limits. You will regain \
+                     access on {next_month} at 00:00 UTC."
+                ),
+            )
+        };
+    }
+    let status = fault.status(529);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (kind, message) = match status {
         429 => {

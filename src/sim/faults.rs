@@ -28,6 +28,19 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The HTTP status of a non-streamed answer to this fault, for a family whose overload
+    /// status is `overloaded` (503, or Anthropic's 529). Each family words the body itself.
+    pub fn status(self, overloaded: u16) -> u16 {
+        match self {
+            Fault::Status(status) => status,
+            Fault::Quota => 429,
+            // A non-streamed request cannot break half-way: it gets the overload error instead.
+            Fault::Midstream => overloaded,
+            // Handled before an error is built; an error is the safe answer should that change.
+            Fault::Timeout | Fault::Cut => 504,
+        }
+    }
+
     /// A client error the request itself causes answers every call, as a real provider
     /// would: retrying a malformed request does not fix it.
     fn is_permanent(self) -> bool {

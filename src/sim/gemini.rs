@@ -553,29 +553,23 @@ fn tool_choice(request: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoic
 
 /// The error Gemini would send for this fault.
 fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
-    let status = match fault {
-        Fault::Status(status) => status,
-        // Gemini has one 429 for both; spent quota says which quota (per day) and gives no
-        // RetryInfo, because waiting seconds does not help.
-        Fault::Quota => {
-            return ApiError {
-                details: vec![
-                    quota_failure("GenerateRequestsPerDayPerProjectPerModel", model),
-                    help(),
-                ],
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "You exceeded your current quota, please check your plan and billing \
-                     details. For more information on this error, head to: \
-                     https://ai.google.dev/gemini-api/docs/rate-limits.",
-                )
-            }
-        }
-        // A non-streamed request cannot break half-way: it gets the overload error instead.
-        Fault::Midstream => 503,
-        // Handled before an error is built; an error is the safe answer should that change.
-        Fault::Timeout | Fault::Cut => 504,
-    };
+    // Gemini has one 429 for both; spent quota says which quota (per day) and gives no
+    // RetryInfo, because waiting seconds does not help.
+    if fault == Fault::Quota {
+        return ApiError {
+            details: vec![
+                quota_failure("GenerateRequestsPerDayPerProjectPerModel", model),
+                help(),
+            ],
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You exceeded your current quota, please check your plan and billing \
+                 details. For more information on this error, head to: \
+                 https://ai.google.dev/gemini-api/docs/rate-limits.",
+            )
+        };
+    }
+    let status = fault.status(503);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match status {
         429 => {

@@ -742,25 +742,19 @@ fn positive_integer(request: &Map<String, Value>, field: &str) -> Result<Option<
 
 /// The error OpenAI would send for this status, with its usual wording.
 fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
-    let status = match fault {
-        Fault::Status(status) => status,
-        Fault::Quota => {
-            return ApiError {
-                code: Some("insufficient_quota"),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "You exceeded your current quota, please check your plan and billing \
-                     details. For more information on this error, read the docs: \
-                     https://platform.openai.com/docs/guides/error-codes/api-errors.",
-                    "insufficient_quota",
-                )
-            }
-        }
-        // A non-streamed request cannot break half-way: it gets the overload error instead.
-        Fault::Midstream => 503,
-        // Handled before an error is built; an error is the safe answer should that change.
-        Fault::Timeout | Fault::Cut => 504,
-    };
+    if fault == Fault::Quota {
+        return ApiError {
+            code: Some("insufficient_quota"),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You exceeded your current quota, please check your plan and billing \
+                 details. For more information on this error, read the docs: \
+                 https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                "insufficient_quota",
+            )
+        };
+    }
+    let status = fault.status(503);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match status {
         429 => {
