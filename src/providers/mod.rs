@@ -7,6 +7,7 @@
 //! from [`ProviderError::kind`] alone.
 
 pub mod anthropic;
+pub mod batch;
 pub mod canonical;
 pub mod gemini;
 pub mod http;
