@@ -48,6 +48,66 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// How the batch tier is run (see [`crate::batch`]); each deployment's own batch tier is
+/// [`DeploymentConfig::batch`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// A job goes to a provider batch only when its deadline is at least the deployment's
+    /// `turnaround` plus this far away.
+    #[serde(with = "humantime_serde_compat")]
+    pub safety_margin: Duration,
+    /// How long before the earliest deadline among a submitted batch's jobs the batch is
+    /// given up: cancelled upstream and its unanswered jobs run real-time, with this long
+    /// left to do it.
+    #[serde(with = "humantime_serde_compat")]
+    pub realtime_reserve: Duration,
+    /// When submitted batches are polled: a cron expression (seconds first, or the 5-field
+    /// crontab form).
+    pub poll: String,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            safety_margin: Duration::from_secs(3600),
+            realtime_reserve: Duration::from_secs(1800),
+            poll: "0 * * * * *".into(),
+        }
+    }
+}
+
+/// A deployment's batch tier: the provider's half-price batch API for the same model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchTierConfig {
+    /// Batch prices, USD per million tokens; the catalogue's batch price for the model when
+    /// absent.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// How long this deployment's batches typically take to finish. Providers promise 24 h
+    /// and usually do much better; a job whose deadline is nearer than this plus
+    /// `batch.safety_margin` runs real-time.
+    #[serde(default = "default_turnaround", with = "humantime_serde_compat")]
+    pub turnaround: Duration,
+    /// Requests per provider batch (at most the provider's limit, which is the default).
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+    /// A batch that has not filled up is submitted this long after its first job joined.
+    #[serde(default = "default_max_wait", with = "humantime_serde_compat")]
+    pub max_wait: Duration,
+}
+
+fn default_turnaround() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// When a deployment counts as unhealthy (see [`crate::router`]): the circuit breaker that
@@ -313,6 +373,9 @@ pub struct DeploymentConfig {
     /// sent (see [`crate::overrides`]).
     #[serde(default)]
     pub overrides: crate::overrides::Overrides,
+    /// The provider's batch tier for this model, when jobs may use it.
+    #[serde(default)]
+    pub batch: Option<BatchTierConfig>,
 }
 
 /// A deployment's `price`: a table of prices, or `"unknown"`.
@@ -660,6 +723,43 @@ impl Config {
             {
                 problem(found.path, found.message);
             }
+            if let (Some(tier), Some(provider)) =
+                (&deployment.batch, self.providers.get(&deployment.provider))
+            {
+                let limits = crate::providers::batch::BatchLimits::of(provider.kind);
+                match tier.max_requests {
+                    Some(0) => problem(
+                        format!("deployments.{name}.batch.max_requests"),
+                        "must be at least 1".into(),
+                    ),
+                    Some(n) if n > limits.max_requests => problem(
+                        format!("deployments.{name}.batch.max_requests"),
+                        format!(
+                            "{n} is over {}'s limit of {} requests per batch",
+                            provider.kind.as_str(),
+                            limits.max_requests
+                        ),
+                    ),
+                    _ => {}
+                }
+                let realtime_known = self.deployment_price(name).price().is_some();
+                if realtime_known && self.deployment_batch_price(name).is_none() {
+                    problem(
+                        format!("deployments.{name}.batch.price"),
+                        format!(
+                            "no batch price: the catalogue has none for {} model \"{}\"; add price = {{ input = …, output = … }} to the batch table",
+                            provider.kind.as_str(),
+                            deployment.model
+                        ),
+                    );
+                }
+            }
+        }
+        if let Err(e) = crate::schedule::definition::parse_schedule(&self.batch.poll) {
+            problem(
+                "batch.poll".into(),
+                format!("\"{}\" is not a cron expression: {e}", self.batch.poll),
+            );
         }
 
         for (name, route) in &self.routes {
@@ -864,6 +964,23 @@ impl Config {
                 .get(&deployment.provider)
                 .and_then(|p| Catalogue::shipped().lookup(p.kind, &deployment.model))
                 .map_or(PriceSource::Missing, PriceSource::Catalogue),
+        }
+    }
+
+    /// Deployment `name`'s batch-tier price: its batch table's own `price`, else the
+    /// catalogue's batch price for its model. `None` without a batch tier, for a deployment
+    /// whose price is `"unknown"`, or when no batch price is known (a config error).
+    pub fn deployment_batch_price(&self, name: &str) -> Option<Price> {
+        let deployment = self.deployments.get(name)?;
+        let tier = deployment.batch.as_ref()?;
+        match self.deployment_price(name) {
+            PriceSource::DeclaredUnknown | PriceSource::Missing => None,
+            PriceSource::Configured(_) | PriceSource::Catalogue(_) => tier.price.or_else(|| {
+                let provider = self.providers.get(&deployment.provider)?;
+                Catalogue::shipped()
+                    .lookup(provider.kind, &deployment.model)?
+                    .batch_price()
+            }),
         }
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Starts the simulator and the embedded queue with the built-in configuration, submits a
 //! handful of jobs of each urgency across the three API families (OpenAI, Anthropic and
-//! Gemini formats; one job answered first with a 429, so it shows a retry), waits for them, and prints each result, its attempts and its cost, then the total.
+//! Gemini formats; one job answered first with a 429, so it shows a retry; a `batch` job on
+//! `fast` goes through the simulator's OpenAI Batch API at half price), waits for them, and
+//! prints each result, its attempts and its cost (with what the batch tier saved), then the
+//! total.
 
 use crate::app::App;
 use crate::config::Config;
@@ -86,9 +89,10 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
         for a in &job.attempts {
             writeln!(
                 out,
-                "  attempt {}: {} via key {} -> {}{} in {} ms",
+                "  attempt {}: {} ({}) via key {} -> {}{} in {} ms",
                 a.number,
                 a.deployment,
+                a.tier,
                 a.key_id,
                 a.outcome,
                 a.http_status
@@ -108,6 +112,12 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
                 cost.input_price_per_mtok,
                 cost.output_price_per_mtok
             )?;
+            if let Some(saved) = &cost.batch_saved_usd {
+                writeln!(
+                    out,
+                    "          on the batch tier: ${saved} less than real-time"
+                )?;
+            }
             total = total + PicoUsd(cost.amount_pico_usd);
         }
         writeln!(out)?;

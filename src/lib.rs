@@ -17,8 +17,11 @@
 //! - [`limits`]: per-key token buckets (requests/min, tokens/min, requests/day), the token
 //!   estimate, key balancing and 429 cooldowns.
 //! - [`overrides`]: per-deployment request shaping (system-prompt template, parameters).
+//! - [`batch`]: the batch tier: the tier choice, provider batches collected per deployment,
+//!   and the tracker that submits, polls and settles them from the store.
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
-//!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape.
+//!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape,
+//!   and each family's batch API (`providers::batch`).
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats), and the shipped
 //!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
@@ -33,6 +36,7 @@
 
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod bench;
 pub mod bulk;
 pub mod client;

@@ -181,6 +181,21 @@ impl Submitter {
         }
     }
 
+    /// Publishes again jobs the store has sent back to `queued` (a batch-tier job going
+    /// real-time) and marks them published. Should this fail, they stay unpublished and the
+    /// relay publishes them.
+    pub async fn republish(&self, ids: &[Uuid]) -> Result<(), SubmitError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let envelopes = self.store.envelopes(ids).await?;
+        self.publish_by_urgency(&envelopes.iter().collect::<Vec<_>>())
+            .await
+            .map_err(SubmitError::QueueUnavailable)?;
+        self.store.mark_published(ids.to_vec()).await?;
+        Ok(())
+    }
+
     /// Publishes envelopes onto the queue of their urgency, one confirmed batch per urgency.
     async fn publish_by_urgency(&self, envelopes: &[&Envelope]) -> Result<(), QueueError> {
         let mut by_urgency: BTreeMap<Urgency, Vec<Vec<u8>>> = BTreeMap::new();

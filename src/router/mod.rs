@@ -27,6 +27,7 @@ use crate::job::{ChatRequest, Urgency};
 use crate::limits::{estimate_tokens, Admission, Busy, KeyCapacity, KeyPool, KeyQuota};
 use crate::pricing::Price;
 use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::batch::{BatchApi, BatchLimits};
 use crate::providers::gemini::GeminiProvider;
 use crate::providers::openai::OpenAiProvider;
 use crate::providers::{CallOptions, Provider};
@@ -73,6 +74,21 @@ pub struct Deployment {
     pub limits: KeyPool,
     /// Error rate, latencies and the circuit breaker.
     pub health: Health,
+    /// The provider's batch tier for this model, when configured.
+    pub batch: Option<BatchTier>,
+}
+
+/// A deployment's batch tier: where its batch-tier jobs are sent, what they cost, how they
+/// are grouped (see [`crate::batch`]).
+#[derive(Debug)]
+pub struct BatchTier {
+    pub api: Arc<dyn BatchApi>,
+    /// The batch price (`None` when the deployment's price is unknown).
+    pub price: Option<Price>,
+    pub turnaround: Duration,
+    pub max_requests: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
 }
 
 impl Deployment {
@@ -88,6 +104,16 @@ impl Deployment {
             .default_max_tokens
             .unwrap_or(crate::limits::DEFAULT_COMPLETION_ESTIMATE);
         estimate_tokens(request, completion)
+    }
+
+    /// Every key's id, in the order [`Deployment::key`] indexes them.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id.clone()).collect()
+    }
+
+    /// The key whose id is `id`.
+    pub fn key_by_id(&self, id: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.id == id)
     }
 
     /// What `GET /v1/providers` shows of it.
@@ -195,6 +221,17 @@ impl Route {
             Strategy::Priority => self.chain.first(),
             Strategy::Weighted => None,
         }
+    }
+
+    /// The deployment attempt `attempt` would send to the batch tier: the one the attempt
+    /// starts at, when it has a batch tier. Never a later one in the chain: a job is not
+    /// moved to another model just because that model has a cheaper tier.
+    pub fn batch_deployment(&self, attempt: u32) -> Option<&Arc<Deployment>> {
+        if self.chain.is_empty() {
+            return None;
+        }
+        let (start, _) = self.start(attempt);
+        Some(&self.chain[start]).filter(|d| d.batch.is_some())
     }
 
     pub fn choose(&self, attempt: u32, request: &ChatRequest, urgency: Urgency) -> Choice {
@@ -327,6 +364,17 @@ impl Router {
                 ("sim", Some(sim)) => sim(provider.kind),
                 (url, _) => url.to_string(),
             };
+            let batch = d.batch.as_ref().map(|tier| {
+                let limits = BatchLimits::of(provider.kind);
+                BatchTier {
+                    api: crate::providers::batch::client(provider.kind, &base_url, http.clone()),
+                    price: config.deployment_batch_price(name),
+                    turnaround: tier.turnaround,
+                    max_requests: tier.max_requests.unwrap_or(limits.max_requests),
+                    max_bytes: limits.max_bytes,
+                    max_wait: tier.max_wait,
+                }
+            });
             let adapter: Arc<dyn Provider> = match provider.kind {
                 ProviderKind::Openai => Arc::new(OpenAiProvider::new(base_url, http.clone())),
                 ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(base_url, http.clone())),
@@ -370,6 +418,7 @@ impl Router {
                     quotas,
                     limits,
                     health: Health::new(config.health.clone()),
+                    batch,
                 }),
             );
         }
@@ -410,6 +459,16 @@ impl Router {
     /// name.
     pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(model).or_else(|| self.direct.get(model))
+    }
+
+    /// The deployment called `name`.
+    pub fn deployment(&self, name: &str) -> Option<&Arc<Deployment>> {
+        self.deployments.get(name)
+    }
+
+    /// Whether any deployment has a batch tier.
+    pub fn has_batch_tier(&self) -> bool {
+        self.deployments.values().any(|d| d.batch.is_some())
     }
 
     /// The fallback chain for a client's model name.

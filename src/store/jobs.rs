@@ -105,6 +105,9 @@ pub struct JobView {
     pub attempts: Vec<AttemptView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostView>,
+    /// The provider batch the job was sent to, if it went to the batch tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<super::provider_batches::BatchRef>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +156,9 @@ pub struct CostView {
     /// False when the deployment's price is unknown: the amount is 0 because nobody knows
     /// it, not because the call was free.
     pub price_known: bool,
+    /// On the batch tier: what the same usage would have cost real-time, minus the amount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_saved_usd: Option<String>,
 }
 
 impl Store {
@@ -229,42 +235,35 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Envelope>, StoreError> {
         let cutoff = now_ms() - older_than.as_millis() as i64;
-        let rows = sqlx::query(
-            "SELECT id, tenant, custom_id, urgency, user_tag, team_tag, feature_tag, deadline, request \
-             FROM jobs WHERE published = 0 AND status = 'queued' AND created_at <= ? \
-             ORDER BY created_at LIMIT ?",
-        )
-        .bind(cutoff)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let corrupt = |e: String| StoreError::Corrupt(e);
-                let id = Uuid::parse_str(&row.get::<String, _>(0))
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let request = serde_json::from_str(&row.get::<String, _>(8))
-                    .map_err(|e| corrupt(e.to_string()))?;
-                Ok(Envelope {
-                    version: crate::job::ENVELOPE_VERSION,
-                    id,
-                    tenant: row.get(1),
-                    // Whoever waited on a stranded job's replies has long given up.
-                    reply_to: None,
-                    spec: crate::job::JobSpec {
-                        urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
-                        tags: Tags {
-                            user: row.get(4),
-                            team: row.get(5),
-                            feature: row.get(6),
-                        },
-                        custom_id: row.get(2),
-                        deadline: row.get::<Option<i64>, _>(7).map(ms_to_time),
-                        request,
-                    },
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE published = 0 AND status = 'queued' \
+             AND created_at <= ? ORDER BY created_at LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(envelope_of).collect()
+    }
+
+    /// The envelopes of `ids` (those that exist), to publish them again.
+    pub async fn envelopes(&self, ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
+        let mut envelopes = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(self.reader()).await? {
+                envelopes.push(envelope_of(&row)?);
+            }
+        }
+        Ok(envelopes)
     }
 
     /// A job's status and how many attempts it has had, without changing it: the worker asks
@@ -526,7 +525,8 @@ impl Store {
         .collect();
         let cost = sqlx::query(
             "SELECT deployment, tier, input_tokens, cached_tokens, output_tokens, input_price, \
-             cached_input_price, output_price, amount_pico_usd, price_known FROM costs WHERE job_id = ?",
+             cached_input_price, output_price, amount_pico_usd, price_known, realtime_amount_pico_usd \
+             FROM costs WHERE job_id = ?",
         )
         .bind(id.to_string())
         .fetch_optional(self.reader())
@@ -543,6 +543,8 @@ impl Store {
             amount_usd: PicoUsd(c.get(8)).to_usd_string(),
             amount_pico_usd: c.get(8),
             price_known: c.get(9),
+            batch_saved_usd: (c.get::<String, _>(1) == "batch")
+                .then(|| PicoUsd(c.get::<i64, _>(10) - c.get::<i64, _>(8)).to_usd_string()),
         });
         Ok(Some(JobView {
             id,
@@ -562,6 +564,7 @@ impl Store {
             result,
             attempts,
             cost,
+            batch: self.batch_of_job(id).await?,
         }))
     }
 
@@ -640,32 +643,71 @@ pub(super) enum CancelScope {
     Bulk(Uuid),
 }
 
-/// The guarded cancel: the tenant's `queued` jobs in `scope` become `cancelled`; a running or
-/// finished job is left as it is. Returns how many were cancelled.
+/// The guarded cancel: the tenant's `queued` jobs in `scope`, and those waiting in a provider
+/// batch, become `cancelled`; a job running a real-time call or finished is left as it is.
+/// A cancelled job's batch item leaves `pending`, so its answer is dropped when the batch
+/// ends (and a provider batch left with no pending item is cancelled upstream, see
+/// [`crate::batch`]). Returns how many were cancelled.
 pub(super) async fn cancel_queued(
     conn: &mut sqlx::SqliteConnection,
     tenant: &str,
     scope: CancelScope,
 ) -> Result<u64, sqlx::Error> {
-    let (sql, id) = match scope {
-        CancelScope::Job(id) => (
-            "UPDATE jobs SET status = 'cancelled', updated_at = ?1, finished_at = ?1 \
-             WHERE status = 'queued' AND tenant = ?2 AND id = ?3",
-            id,
-        ),
-        CancelScope::Bulk(id) => (
-            "UPDATE jobs SET status = 'cancelled', updated_at = ?1, finished_at = ?1 \
-             WHERE status = 'queued' AND tenant = ?2 AND bulk_id = ?3",
-            id,
-        ),
+    let (scope_sql, id) = match scope {
+        CancelScope::Job(id) => ("id = ?2", id),
+        CancelScope::Bulk(id) => ("bulk_id = ?2", id),
     };
-    let done = sqlx::query(sql)
-        .bind(now_ms())
-        .bind(tenant)
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    let now = now_ms();
+    // The items first: `running` jobs are cancellable only while their item is pending.
+    sqlx::query(&format!(
+        "UPDATE batch_items SET state = 'cancelled' WHERE state = 'pending' AND job_id IN \
+         (SELECT id FROM jobs WHERE status = 'running' AND tenant = ?1 AND {scope_sql})"
+    ))
+    .bind(tenant)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(&format!(
+        "UPDATE jobs SET status = 'cancelled', updated_at = ?3, finished_at = ?3 \
+         WHERE tenant = ?1 AND {scope_sql} AND (status = 'queued' OR (status = 'running' AND EXISTS \
+         (SELECT 1 FROM batch_items b WHERE b.job_id = jobs.id AND b.state = 'cancelled')))"
+    ))
+    .bind(tenant)
+    .bind(id.to_string())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(done.rows_affected())
+}
+
+/// The columns [`envelope_of`] reads, in its order.
+const ENVELOPE_COLUMNS: &str =
+    "id, tenant, custom_id, urgency, user_tag, team_tag, feature_tag, deadline, request";
+
+/// A job's envelope from its row (selected with [`ENVELOPE_COLUMNS`]).
+fn envelope_of(row: &sqlx::sqlite::SqliteRow) -> Result<Envelope, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let id = Uuid::parse_str(&row.get::<String, _>(0)).map_err(|e| corrupt(e.to_string()))?;
+    let request =
+        serde_json::from_str(&row.get::<String, _>(8)).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Envelope {
+        version: crate::job::ENVELOPE_VERSION,
+        id,
+        tenant: row.get(1),
+        // Whoever waited on a republished job's replies has long given up.
+        reply_to: None,
+        spec: crate::job::JobSpec {
+            urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
+            tags: Tags {
+                user: row.get(4),
+                team: row.get(5),
+                feature: row.get(6),
+            },
+            custom_id: row.get(2),
+            deadline: row.get::<Option<i64>, _>(7).map(ms_to_time),
+            request,
+        },
+    })
 }
 
 /// Runs a statement whose one parameter is a job id, once for each id.
@@ -683,7 +725,7 @@ async fn execute_for_each(
     Ok(())
 }
 
-async fn insert_attempt(
+pub(super) async fn insert_attempt(
     conn: &mut sqlx::SqliteConnection,
     job: Uuid,
     a: &AttemptRecord,

@@ -12,6 +12,7 @@ pub mod bulks;
 pub mod costs;
 pub mod files;
 pub mod jobs;
+pub mod provider_batches;
 pub mod schedules;
 mod writer;
 

@@ -20,6 +20,8 @@
 mod backoff;
 mod watcher;
 
+use crate::batch::tier::{Tier, TierChoice, TierQuestion};
+use crate::batch::Placed;
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
 use crate::pricing::PicoUsd;
@@ -69,6 +71,11 @@ impl WorkerPools {
                 cancel.clone(),
                 tasks.clone(),
             ));
+        }
+        // The batch tier's tracker runs beside the pools of every worker process: its
+        // batches are leased one process at a time, so several trackers share the work.
+        if context.router.has_batch_tier() {
+            tasks.spawn(crate::batch::tracker::run(context.clone(), cancel.clone()));
         }
         WorkerPools { cancel, tasks }
     }
@@ -235,9 +242,40 @@ async fn run_job(
     }
 
     let urgency = envelope.spec.urgency;
+    let attempt = attempts_so_far + 1;
+    // The batch tier first: a job that can wait for a provider batch is placed in one and
+    // its message acked; the store tracks it from here (see `crate::batch`).
+    let mut tier_note = None;
+    if let Some(deployment) = route.batch_deployment(attempt) {
+        let choice = crate::batch::tier::choose(TierQuestion {
+            urgency,
+            attempt,
+            deadline,
+            now: chrono::Utc::now(),
+            turnaround: deployment.batch.as_ref().map(|b| b.turnaround),
+            safety_margin: context.config.batch.safety_margin,
+        });
+        match choice {
+            TierChoice::Batch { because } => {
+                let because = format!("{because}; deployment \"{}\"", deployment.name);
+                match crate::batch::place(store, deployment, envelope, deadline, because).await? {
+                    Placed::InBatch | Placed::NotRunnable => return Ok(Settlement::Ack),
+                    Placed::Refused(error) => {
+                        tracing::info!(job = %id, %error, "the batch tier cannot take this request");
+                        store
+                            .finish_failed(id, None, error.kind.as_str().into(), error.to_string())
+                            .await?;
+                        return Ok(Settlement::Ack);
+                    }
+                    Placed::TooLarge(why) => tier_note = Some(why),
+                }
+            }
+            TierChoice::Realtime { because } => tier_note = because,
+        }
+    }
     let mut waited = Duration::ZERO;
     let pick = loop {
-        match route.choose(attempts_so_far + 1, &envelope.spec.request, urgency) {
+        match route.choose(attempt, &envelope.spec.request, urgency) {
             Choice::Go(pick) => break pick,
             Choice::Refuse { message } => {
                 tracing::info!(job = %id, %message, "no deployment can ever take this job");
@@ -317,7 +355,10 @@ async fn run_job(
     if let Some(wait) = cooldown {
         deployment.limits.cool_down(pick.key, wait);
     }
-    let chosen_because = Some(pick.chosen_because);
+    let chosen_because = Some(match tier_note {
+        Some(note) => format!("{note}; {}", pick.chosen_because),
+        None => pick.chosen_because,
+    });
     let attempt = |outcome: String,
                    status: Option<u16>,
                    error: Option<String>,
@@ -327,7 +368,7 @@ async fn run_job(
         provider: deployment.provider_name.clone(),
         model: deployment.model.clone(),
         key_id: key.id.clone(),
-        tier: "realtime",
+        tier: Tier::Realtime.as_str(),
         outcome,
         http_status: status,
         error,
@@ -340,7 +381,7 @@ async fn run_job(
 
     match result {
         Ok(completion) => {
-            let cost = realtime_cost(completion.usage, &deployment, &route);
+            let cost = charge(completion.usage, &deployment, &route, Tier::Realtime);
             let record = attempt("ok".into(), Some(completion.status), None, None);
             if !store
                 .finish_succeeded(id, record, completion.response, cost)
@@ -362,20 +403,38 @@ async fn run_job(
     }
 }
 
-/// The cost record of a real-time call of `deployment` for a job on `route`: the amount at
-/// its price (0, flagged, when unknown) and, for a fallback, what the route's primary would
-/// have charged for the same usage.
-fn realtime_cost(usage: Usage, deployment: &Deployment, route: &Route) -> CostRecord {
-    let amount = deployment.price.map_or(PicoUsd(0), |p| p.cost(&usage));
+/// The cost record of a call of `deployment` on `tier` for a job on `route`: the amount at
+/// the tier's price (0, flagged, when unknown), what the real-time price would have charged
+/// (reports call the difference "batch saved") and, for a fallback, what the route's primary
+/// would have charged on the same tier.
+pub(crate) fn charge(
+    usage: Usage,
+    deployment: &Deployment,
+    route: &Route,
+    tier: Tier,
+) -> CostRecord {
+    let price_on = |d: &Deployment| match tier {
+        Tier::Realtime => d.price,
+        // A primary without a batch tier would have run real-time.
+        Tier::Batch => d.batch.as_ref().map_or(d.price, |b| b.price),
+    };
+    let price = price_on(deployment);
+    let amount = price.map_or(PicoUsd(0), |p| p.cost(&usage));
+    let realtime_amount = deployment.price.map_or(PicoUsd(0), |p| p.cost(&usage));
     let fallback_from = route
         .primary()
         .filter(|primary| primary.name != deployment.name)
-        .map(|primary| (primary.name.clone(), primary.price.map(|p| p.cost(&usage))));
+        .map(|primary| {
+            (
+                primary.name.clone(),
+                price_on(primary).map(|p| p.cost(&usage)),
+            )
+        });
     CostRecord {
         usage,
-        price: deployment.price,
+        price,
         amount,
-        realtime_amount: amount,
+        realtime_amount,
         route: route.name.clone(),
         fallback_from,
     }

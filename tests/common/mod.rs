@@ -77,6 +77,11 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     // The example keys' quotas would pace the big tests for minutes; the routing tests set
     // the limits they test.
     config.lift_key_limits();
+    // Batch jobs run real-time unless a test gives a deployment its batch tier back
+    // (`tests/batch_tier.rs`), so every other test's calls are the simulator's real-time ones.
+    for deployment in config.deployments.values_mut() {
+        deployment.batch = None;
+    }
     if backend == Backend::Rabbitmq {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(AMQP_URL));

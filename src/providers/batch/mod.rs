@@ -18,9 +18,15 @@
 //! code (`request_body` of [`super::openai`], [`super::anthropic`], [`super::gemini`]), so a
 //! job means the same thing on either tier.
 
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+
 use super::{CallOptions, Completion, ProviderError};
+use crate::config::ProviderKind;
 use crate::job::ChatRequest;
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One request of a provider batch.
@@ -91,6 +97,38 @@ pub struct BatchLimits {
     pub max_bytes: usize,
 }
 
+impl BatchLimits {
+    /// The documented limits of `kind`'s batch API (reference §6.6).
+    pub fn of(kind: ProviderKind) -> BatchLimits {
+        const MB: usize = 1_000_000;
+        match kind {
+            ProviderKind::Openai => BatchLimits {
+                max_requests: 50_000,
+                max_bytes: 200 * MB,
+            },
+            ProviderKind::Anthropic => BatchLimits {
+                max_requests: 100_000,
+                max_bytes: 256 * MB,
+            },
+            // Inline requests (the mode Sluice uses) are capped at 20 MB in total; no count
+            // is documented, so the count is bounded by the size.
+            ProviderKind::Gemini => BatchLimits {
+                max_requests: 100_000,
+                max_bytes: 20 * MB,
+            },
+        }
+    }
+}
+
+/// The batch client of API family `kind`, at the same base URL as its real-time adapter.
+pub fn client(kind: ProviderKind, base_url: &str, http: reqwest::Client) -> Arc<dyn BatchApi> {
+    match kind {
+        ProviderKind::Openai => Arc::new(openai::OpenAiBatch::new(base_url, http)),
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicBatch::new(base_url, http)),
+        ProviderKind::Gemini => Arc::new(gemini::GeminiBatch::new(base_url, http)),
+    }
+}
+
 /// A provider's batch tier.
 #[async_trait]
 pub trait BatchApi: Send + Sync + std::fmt::Debug {
@@ -122,8 +160,11 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     async fn poll(&self, call: BatchCall<'_>, id: &str) -> Result<BatchProgress, ProviderError>;
 
     /// Every request's outcome of an ended batch (in any order: match on `custom_id`).
-    async fn results(&self, call: BatchCall<'_>, id: &str)
-        -> Result<Vec<ItemResult>, ProviderError>;
+    async fn results(
+        &self,
+        call: BatchCall<'_>,
+        id: &str,
+    ) -> Result<Vec<ItemResult>, ProviderError>;
 
     /// Asks the provider to cancel the batch. Requests already answered keep their results;
     /// the rest come back `Cancelled` once the batch has ended.

@@ -1,0 +1,533 @@
+//! Provider batches in the store: which batch-tier job sits in which provider batch, and where
+//! each batch stands (see [`crate::batch`] for the life of a batch).
+//!
+//! The store is the batch tier's only memory. A job's queue message is acked once
+//! [`Store::add_to_batch`] has committed its `batch_items` row, and every later step reads and
+//! writes state here, so a process killed at any point resumes every batch where it was.
+//!
+//! Two guards keep a job from being answered or charged twice:
+//! - an item's `state`: only a `pending` item may take a result; returning a job to the
+//!   real-time tier (`returned`) or cancelling it (`cancelled`) moves it out of `pending` in
+//!   the same transaction as the job's own transition, so a late result is dropped;
+//! - the job's status, as everywhere ([`Store::finish_succeeded`] only moves `running`).
+//!
+//! A batch is worked on by one process at a time: every step first takes the batch's lease
+//! (`lease_until`), so two worker processes never submit the same batch twice.
+
+use super::jobs::insert_attempt;
+use super::{now_ms, Store, StoreError};
+use crate::job::ChatRequest;
+use crate::store::AttemptRecord;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// A job joining a provider batch.
+#[derive(Debug, Clone)]
+pub struct NewBatchItem {
+    pub job: Uuid,
+    pub deployment: String,
+    /// The deployment's key ids: a new batch takes the next one in turn.
+    pub key_ids: Vec<String>,
+    /// The request's size in the provider's batch format.
+    pub bytes: usize,
+    pub max_requests: usize,
+    pub max_bytes: usize,
+    /// How long a batch that is not full waits for more jobs.
+    pub max_wait: std::time::Duration,
+    /// The job's effective deadline, Unix ms.
+    pub deadline: Option<i64>,
+    pub chosen_because: String,
+}
+
+/// Where [`Store::add_to_batch`] put a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// In this provider batch, as this attempt of the job (also when a redelivered message
+    /// finds the job already placed).
+    Placed { batch: Uuid, attempt: u32 },
+    /// The job is finished or cancelled: nothing to do.
+    NotRunnable,
+}
+
+/// What a batch is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    /// Open: jobs are joining it.
+    Collecting,
+    /// Closed (full, or its wait is over): to be sent to the provider.
+    Submitting,
+    /// With the provider: to be polled.
+    Submitted,
+    Ended,
+    Failed,
+    Cancelled,
+}
+
+impl BatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Collecting => "collecting",
+            BatchState::Submitting => "submitting",
+            BatchState::Submitted => "submitted",
+            BatchState::Ended => "ended",
+            BatchState::Failed => "failed",
+            BatchState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Result<BatchState, StoreError> {
+        Ok(match text {
+            "collecting" => BatchState::Collecting,
+            "submitting" => BatchState::Submitting,
+            "submitted" => BatchState::Submitted,
+            "ended" => BatchState::Ended,
+            "failed" => BatchState::Failed,
+            "cancelled" => BatchState::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("batch state \"{other}\""))),
+        })
+    }
+}
+
+/// A provider batch that needs a step now, as [`Store::claim_due_batches`] found it.
+#[derive(Debug, Clone)]
+pub struct DueBatch {
+    pub id: Uuid,
+    pub deployment: String,
+    pub key_id: String,
+    pub state: BatchState,
+    pub provider_batch_id: Option<String>,
+    pub submit_failures: u32,
+    pub submitted_at: Option<i64>,
+    /// Items still waiting for an answer.
+    pub pending: u64,
+    /// The earliest deadline among them, Unix ms.
+    pub earliest_deadline: Option<i64>,
+}
+
+/// A pending item with what it takes to send it.
+#[derive(Debug, Clone)]
+pub struct PendingItem {
+    pub job: Uuid,
+    pub attempt: u32,
+    pub request: ChatRequest,
+    pub chosen_because: String,
+    pub deadline: Option<i64>,
+}
+
+/// A provider batch as `GET /v1/jobs/{id}` shows it for a job inside one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchRef {
+    pub id: Uuid,
+    pub deployment: String,
+    pub state: &'static str,
+    pub provider_batch_id: Option<String>,
+    pub provider_status: Option<String>,
+    /// The item's own state: `pending`, `done`, `returned` (went real-time), `cancelled`.
+    pub item_state: String,
+}
+
+impl Store {
+    /// Puts a job into the open provider batch of `item.deployment` (opening one when there
+    /// is none or the open one has no room) and counts the attempt, all in one transaction.
+    /// A batch that is full once the job is in is closed for submission.
+    pub async fn add_to_batch(&self, item: NewBatchItem) -> Result<Placement, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let job = item.job.to_string();
+                // A redelivery of a message whose job is already placed: the first placement
+                // stands.
+                let placed = sqlx::query("SELECT batch_id, attempt FROM batch_items WHERE job_id = ?")
+                    .bind(&job)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(row) = placed {
+                    return Ok(Placement::Placed {
+                        batch: parse_uuid(row.get(0))?,
+                        attempt: row.get::<i64, _>(1) as u32,
+                    });
+                }
+                let now = now_ms();
+                let started = sqlx::query(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
+                     WHERE id = ? AND status IN ('queued', 'running') RETURNING attempts",
+                )
+                .bind(now)
+                .bind(&job)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(started) = started else {
+                    return Ok(Placement::NotRunnable);
+                };
+                let attempt = started.get::<i64, _>(0) as u32;
+
+                let open = sqlx::query(
+                    "SELECT id, requests, bytes, max_requests, max_bytes FROM provider_batches \
+                     WHERE deployment = ? AND state = 'collecting' ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(&item.deployment)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let fits = |row: &sqlx::sqlite::SqliteRow| {
+                    row.get::<i64, _>(1) < row.get::<i64, _>(3)
+                        && row.get::<i64, _>(2) + item.bytes as i64 <= row.get::<i64, _>(4)
+                };
+                let batch = match open {
+                    Some(row) if fits(&row) => row.get::<String, _>(0),
+                    other => {
+                        if let Some(full) = other {
+                            close_for_submission(conn, &full.get::<String, _>(0), now).await?;
+                        }
+                        open_batch(conn, &item, now).await?
+                    }
+                };
+                sqlx::query(
+                    "INSERT INTO batch_items (job_id, batch_id, attempt, state, deadline, chosen_because, added_at) \
+                     VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                )
+                .bind(&job)
+                .bind(&batch)
+                .bind(attempt as i64)
+                .bind(item.deadline)
+                .bind(&item.chosen_because)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                let filled = sqlx::query(
+                    "UPDATE provider_batches SET requests = requests + 1, bytes = bytes + ?, updated_at = ? \
+                     WHERE id = ? RETURNING requests >= max_requests",
+                )
+                .bind(item.bytes as i64)
+                .bind(now)
+                .bind(&batch)
+                .fetch_one(&mut *conn)
+                .await?;
+                if filled.get::<bool, _>(0) {
+                    close_for_submission(conn, &batch, now).await?;
+                }
+                Ok(Placement::Placed {
+                    batch: parse_uuid(batch)?,
+                    attempt,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Takes the lease, for `lease`, of every batch that needs a step now: an open batch whose
+    /// wait is over (closed for submission as it is taken), a closed one to submit, a
+    /// submitted one due for a poll. Batches another process holds are left alone.
+    pub async fn claim_due_batches(
+        &self,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<DueBatch>, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query(
+                    "UPDATE provider_batches SET state = 'submitting', next_check_at = ?1, updated_at = ?1 \
+                     WHERE state = 'collecting' AND flush_at <= ?1",
+                )
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                let rows = sqlx::query(
+                    "UPDATE provider_batches SET lease_until = ?1 \
+                     WHERE id IN (SELECT id FROM provider_batches \
+                        WHERE state IN ('submitting', 'submitted') AND next_check_at <= ?2 \
+                        AND (lease_until IS NULL OR lease_until < ?2) ORDER BY next_check_at LIMIT ?3) \
+                     RETURNING id, deployment, key_id, state, provider_batch_id, submit_failures, submitted_at, \
+                        (SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = provider_batches.id AND i.state = 'pending'), \
+                        (SELECT MIN(deadline) FROM batch_items i WHERE i.batch_id = provider_batches.id AND i.state = 'pending')",
+                )
+                .bind(now + lease.as_millis() as i64)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut due = Vec::with_capacity(rows.len());
+                for row in rows {
+                    due.push(DueBatch {
+                        id: parse_uuid(row.get(0))?,
+                        deployment: row.get(1),
+                        key_id: row.get(2),
+                        state: BatchState::parse(&row.get::<String, _>(3))
+                            .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+                        provider_batch_id: row.get(4),
+                        submit_failures: row.get::<i64, _>(5) as u32,
+                        submitted_at: row.get(6),
+                        pending: row.get::<i64, _>(7) as u64,
+                        earliest_deadline: row.get(8),
+                    });
+                }
+                Ok(due)
+            })
+        })
+        .await
+    }
+
+    /// The batch's items still waiting for an answer, with their requests.
+    pub async fn pending_items(&self, batch: Uuid) -> Result<Vec<PendingItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.job_id, i.attempt, j.request, i.chosen_because, i.deadline \
+             FROM batch_items i JOIN jobs j ON j.id = i.job_id \
+             WHERE i.batch_id = ? AND i.state = 'pending' ORDER BY i.added_at",
+        )
+        .bind(batch.to_string())
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(PendingItem {
+                    job: parse_uuid(row.get(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    attempt: row.get::<i64, _>(1) as u32,
+                    request: serde_json::from_str(&row.get::<String, _>(2))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    chosen_because: row.get(3),
+                    deadline: row.get(4),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the item of `job` in `batch` still waits for an answer.
+    pub async fn item_is_pending(&self, batch: Uuid, job: Uuid) -> Result<bool, StoreError> {
+        let pending: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM batch_items WHERE job_id = ? AND batch_id = ? AND state = 'pending'",
+        )
+        .bind(job.to_string())
+        .bind(batch.to_string())
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(pending.is_some())
+    }
+
+    /// Marks an answered item `done`: called after the job's own outcome is committed, so a
+    /// crash in between only makes the next look find the job final and mark it then.
+    pub async fn item_done(&self, job: Uuid) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE batch_items SET state = 'done' WHERE job_id = ? AND state = 'pending'",
+                )
+                .bind(job.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Sends a pending item's job back to the real-time tier: the item becomes `returned`,
+    /// the batch attempt is recorded with why it did not answer, and the job is `queued` and
+    /// unpublished again, all at once. The caller publishes it (or the relay does, should the
+    /// caller die first). False, writing nothing, when the item was no longer pending.
+    pub async fn return_item(&self, job: Uuid, attempt: AttemptRecord) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let returned = sqlx::query(
+                    "UPDATE batch_items SET state = 'returned' WHERE job_id = ? AND state = 'pending'",
+                )
+                .bind(job.to_string())
+                .execute(&mut *conn)
+                .await?;
+                if returned.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                insert_attempt(conn, job, &attempt).await?;
+                sqlx::query(
+                    "UPDATE jobs SET status = 'queued', published = 0, updated_at = ? \
+                     WHERE id = ? AND status = 'running'",
+                )
+                .bind(now_ms())
+                .bind(job.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// The provider accepted the batch: record its id and when to poll it first.
+    pub async fn batch_submitted(
+        &self,
+        id: Uuid,
+        provider_batch_id: String,
+        next_check_at: i64,
+    ) -> Result<(), StoreError> {
+        self.update_batch(
+            id,
+            "UPDATE provider_batches SET state = 'submitted', provider_batch_id = ?1, \
+             provider_status = NULL, submitted_at = ?2, next_check_at = ?3, lease_until = NULL, \
+             last_error = NULL, updated_at = ?2 WHERE id = ?4",
+            provider_batch_id,
+            next_check_at,
+        )
+        .await
+    }
+
+    /// A submission failed and will be tried again at `next_check_at`.
+    pub async fn batch_submit_failed(
+        &self,
+        id: Uuid,
+        error: String,
+        next_check_at: i64,
+    ) -> Result<(), StoreError> {
+        self.update_batch(
+            id,
+            "UPDATE provider_batches SET submit_failures = submit_failures + 1, last_error = ?1, \
+             next_check_at = ?3, lease_until = NULL, updated_at = ?2 WHERE id = ?4",
+            error,
+            next_check_at,
+        )
+        .await
+    }
+
+    /// A poll found the batch still running: note what the provider said, look again at
+    /// `next_check_at`.
+    pub async fn batch_checked(
+        &self,
+        id: Uuid,
+        provider_status: String,
+        next_check_at: i64,
+    ) -> Result<(), StoreError> {
+        self.update_batch(
+            id,
+            "UPDATE provider_batches SET provider_status = ?1, next_check_at = ?3, \
+             lease_until = NULL, updated_at = ?2 WHERE id = ?4",
+            provider_status,
+            next_check_at,
+        )
+        .await
+    }
+
+    /// The batch is over (`Ended`, `Failed` or `Cancelled`): every item has been dealt with.
+    pub async fn batch_finished(
+        &self,
+        id: Uuid,
+        state: BatchState,
+        provider_status: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query(
+                    "UPDATE provider_batches SET state = ?, provider_status = COALESCE(?, provider_status), \
+                     ended_at = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+                )
+                .bind(state.as_str())
+                .bind(provider_status)
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The provider batch holding `job`, if it was ever sent to one.
+    pub async fn batch_of_job(&self, job: Uuid) -> Result<Option<BatchRef>, StoreError> {
+        let row = sqlx::query(
+            "SELECT b.id, b.deployment, b.state, b.provider_batch_id, b.provider_status, i.state \
+             FROM batch_items i JOIN provider_batches b ON b.id = i.batch_id WHERE i.job_id = ?",
+        )
+        .bind(job.to_string())
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok(BatchRef {
+                id: parse_uuid(row.get(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                deployment: row.get(1),
+                state: BatchState::parse(&row.get::<String, _>(2))?.as_str(),
+                provider_batch_id: row.get(3),
+                provider_status: row.get(4),
+                item_state: row.get(5),
+            })
+        })
+        .transpose()
+    }
+
+    async fn update_batch(
+        &self,
+        id: Uuid,
+        sql: &'static str,
+        text: String,
+        next_check_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(sql)
+                    .bind(text)
+                    .bind(now_ms())
+                    .bind(next_check_at)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+/// Opens a new batch for the item's deployment, on the deployment's next key in turn.
+async fn open_batch(
+    conn: &mut sqlx::SqliteConnection,
+    item: &NewBatchItem,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let opened: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM provider_batches WHERE deployment = ?")
+            .bind(&item.deployment)
+            .fetch_one(&mut *conn)
+            .await?;
+    let key = item
+        .key_ids
+        .get(opened as usize % item.key_ids.len().max(1))
+        .cloned()
+        .unwrap_or_default();
+    let id = Uuid::now_v7().to_string();
+    let flush_at = now + item.max_wait.as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO provider_batches (id, deployment, key_id, state, max_requests, max_bytes, \
+         flush_at, next_check_at, created_at, updated_at) \
+         VALUES (?, ?, ?, 'collecting', ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&item.deployment)
+    .bind(key)
+    .bind(item.max_requests as i64)
+    .bind(item.max_bytes as i64)
+    .bind(flush_at)
+    .bind(flush_at)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+async fn close_for_submission(
+    conn: &mut sqlx::SqliteConnection,
+    batch: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE provider_batches SET state = 'submitting', next_check_at = ?1, updated_at = ?1 \
+         WHERE id = ?2 AND state = 'collecting'",
+    )
+    .bind(now)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn parse_uuid(text: String) -> Result<Uuid, sqlx::Error> {
+    Uuid::parse_str(&text).map_err(|e| sqlx::Error::Decode(e.into()))
+}
