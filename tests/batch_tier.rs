@@ -22,6 +22,7 @@ on_both_backends!(
     a_batch_that_would_miss_a_deadline_is_cancelled_and_its_jobs_run_realtime,
     a_tight_deadline_runs_realtime_and_the_attempt_says_why,
     a_cancelled_job_in_a_provider_batch_is_never_answered,
+    a_cancelled_bulk_cancels_its_provider_batch_upstream,
 );
 
 /// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
@@ -421,5 +422,76 @@ async fn a_cancelled_job_in_a_provider_batch_is_never_answered(backend: Backend)
     assert_eq!(job["status"], "cancelled");
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 3);
     assert_eq!(h.count("SELECT COUNT(*) FROM results").await, 3);
+    h.stop().await;
+}
+
+async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            with_batch_tier(c, "gpt-4o-mini", 100, Duration::from_millis(300));
+            c.sim.batch_turnaround = Duration::from_secs(3600);
+        },
+        true,
+    )
+    .await;
+    let body: String = (0..3)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"custom_id": format!("line-{i}"), "body": {"model": "fast", "messages": [{"role": "user", "content": format!("row {i}")}]}})
+            )
+        })
+        .collect();
+    let request = sluice::bulk::submit::BulkRequest {
+        name: Some("cancel-me".into()),
+        defaults: sluice::bulk::Defaults::default(),
+        skip_invalid: false,
+    };
+    let submission = h
+        .client
+        .bulk_submit(&request, reqwest::Body::from(body), &mut |_, _| {})
+        .await
+        .unwrap();
+    let mut submitted = false;
+    for _ in 0..200 {
+        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'").await == 1 {
+            submitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(submitted, "the provider batch was never submitted");
+    h.client.bulk_cancel(submission.id).await.unwrap();
+    let mut cancelled = false;
+    for _ in 0..200 {
+        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'cancelled'").await == 1 {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(cancelled, "the provider batch was not cancelled");
+    // The provider was told.
+    let provider_id: String = sqlx::query_scalar("SELECT provider_batch_id FROM provider_batches")
+        .fetch_one(h.app.store.reader())
+        .await
+        .unwrap();
+    let sim = h.app.sim.as_ref().unwrap();
+    let upstream: Value = reqwest::Client::new()
+        .get(format!("{}/batches/{provider_id}", sim.openai_base_url()))
+        .bearer_auth("sk-sim-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        matches!(upstream["status"].as_str(), Some("cancelling" | "cancelled")),
+        "{upstream:#}"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs WHERE status = 'cancelled'").await, 3);
+    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 0);
     h.stop().await;
 }
