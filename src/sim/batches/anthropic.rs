@@ -187,22 +187,29 @@ async fn create(State(state): State<Arc<SimState>>, headers: HeaderMap, raw: Byt
     respond(&state, started, result)
 }
 
+/// Runs `f` on the batch `id` for a caller with Anthropic's headers, and answers.
+fn on_batch(
+    state: &SimState,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut Batch<()>) -> Result<Response, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let result = check_headers(headers).and_then(|()| {
+        let found = state.batches.anthropic.with(id, f);
+        found.unwrap_or_else(|| Err(not_found(id)))
+    });
+    respond(state, started, result)
+}
+
 async fn retrieve(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let started = Instant::now();
-    let result = check_headers(&headers).and_then(|()| {
-        state
-            .batches
-            .anthropic
-            .with(&id, |batch| {
-                json_response(object(batch, &state, &origin(&headers)))
-            })
-            .ok_or_else(|| not_found(&id))
-    });
-    respond(&state, started, result)
+    on_batch(&state, &headers, &id, |batch| {
+        Ok(json_response(object(batch, &state, &origin(&headers))))
+    })
 }
 
 /// Cancels a batch still in progress; an ended batch is answered unchanged.
@@ -211,19 +218,10 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let started = Instant::now();
-    let timing = state.batch_timing();
-    let result = check_headers(&headers).and_then(|()| {
-        state
-            .batches
-            .anthropic
-            .with(&id, |batch| {
-                batch.cancel(timing);
-                json_response(object(batch, &state, &origin(&headers)))
-            })
-            .ok_or_else(|| not_found(&id))
-    });
-    respond(&state, started, result)
+    on_batch(&state, &headers, &id, |batch| {
+        batch.cancel(state.batch_timing());
+        Ok(json_response(object(batch, &state, &origin(&headers))))
+    })
 }
 
 /// One line of the results file.
@@ -243,34 +241,29 @@ async fn results(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let started = Instant::now();
-    let timing = state.batch_timing();
-    let result = check_headers(&headers).and_then(|()| {
-        state
-            .batches
-            .anthropic
-            .with(&id, |batch| {
-                let phase = batch.phase(timing);
-                if phase.end().is_none() {
-                    return Err(ApiError::invalid(format!(
-                        "Message batch {id} has not ended yet; its results are available once its processing_status is ended."
-                    )));
-                }
-                let mut body = String::new();
-                for line in batch.states(phase).filter_map(|(item, state)| result_line(item, state)) {
-                    body.push_str(&line.to_string());
-                    body.push('\n');
-                }
-                let mut response = body.into_response();
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-jsonl"),
-                );
-                Ok(response)
-            })
-            .unwrap_or_else(|| Err(not_found(&id)))
-    });
-    respond(&state, started, result)
+    on_batch(&state, &headers, &id, |batch| {
+        let phase = batch.phase(state.batch_timing());
+        if phase.end().is_none() {
+            return Err(ApiError::invalid(format!(
+                "Message batch {id} has not ended yet; its results are available once its \
+                 processing_status is ended."
+            )));
+        }
+        let mut body = String::new();
+        for line in batch
+            .states(phase)
+            .filter_map(|(item, state)| result_line(item, state))
+        {
+            body.push_str(&line.to_string());
+            body.push('\n');
+        }
+        let mut response = body.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-jsonl"),
+        );
+        Ok(response)
+    })
 }
 
 async fn list(

@@ -627,20 +627,29 @@ fn no_batch(id: &str) -> ApiError {
     )
 }
 
+/// Runs `f` on the batch `id` for a caller with an OpenAI key, and answers.
+fn on_batch(
+    state: &SimState,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut Batch<Detail>) -> Result<Value, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let result = check_auth(headers).and_then(|()| {
+        let found = state.batches.openai.with(id, f);
+        found.unwrap_or_else(|| Err(no_batch(id)))
+    });
+    respond(state, started, result)
+}
+
 pub(super) async fn retrieve(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let started = Instant::now();
-    let result = check_auth(&headers).and_then(|()| {
-        state
-            .batches
-            .openai
-            .with(&id, |batch| object(batch, &state, false))
-            .ok_or_else(|| no_batch(&id))
-    });
-    respond(&state, started, result)
+    on_batch(&state, &headers, &id, |batch| {
+        Ok(object(batch, &state, false))
+    })
 }
 
 async fn cancel(
@@ -648,32 +657,23 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let started = Instant::now();
-    let timing = state.batch_timing();
-    let result = check_auth(&headers).and_then(|()| {
-        state
-            .batches
-            .openai
-            .with(&id, |batch| {
-                let current = object(batch, &state, false);
-                match current["status"].as_str() {
-                    Some("in_progress" | "cancelling") => {
-                        batch.cancel(timing);
-                        Ok(object(batch, &state, false))
-                    }
-                    status => Err(ApiError::invalid(
-                        "batch_id",
-                        "invalid_value",
-                        format!(
-                            "Cannot cancel a batch with status '{}'.",
-                            status.unwrap_or_default()
-                        ),
-                    )),
-                }
-            })
-            .unwrap_or_else(|| Err(no_batch(&id)))
-    });
-    respond(&state, started, result)
+    on_batch(&state, &headers, &id, |batch| {
+        let current = object(batch, &state, false);
+        match current["status"].as_str() {
+            Some("in_progress" | "cancelling") => {
+                batch.cancel(state.batch_timing());
+                Ok(object(batch, &state, false))
+            }
+            status => Err(ApiError::invalid(
+                "batch_id",
+                "invalid_value",
+                format!(
+                    "Cannot cancel a batch with status '{}'.",
+                    status.unwrap_or_default()
+                ),
+            )),
+        }
+    })
 }
 
 pub(super) async fn list(
