@@ -299,12 +299,7 @@ async fn list(
             }
             None => super::page(all, query.get("after_id").map(String::as_str), limit),
         };
-        Ok(json_response(json!({
-            "first_id": data.first().map(|(id, _)| id),
-            "last_id": data.last().map(|(id, _)| id),
-            "has_more": has_more,
-            "data": data.into_iter().map(|(_, object)| object).collect::<Vec<_>>(),
-        })))
+        Ok(json_response(super::list_body(data, has_more)))
     });
     respond(&state, started, result)
 }

@@ -412,6 +412,16 @@ pub(crate) fn page<R>(
     (rest, has_more)
 }
 
+/// A page as OpenAI and Anthropic list it: `{data, first_id, last_id, has_more}`.
+pub(crate) fn list_body(page: Vec<(String, Value)>, has_more: bool) -> Value {
+    serde_json::json!({
+        "first_id": page.first().map(|(id, _)| id),
+        "last_id": page.last().map(|(id, _)| id),
+        "has_more": has_more,
+        "data": page.into_iter().map(|(_, object)| object).collect::<Vec<_>>(),
+    })
+}
+
 /// Everything the batch APIs keep, in the simulator's shared state.
 #[derive(Debug, Default)]
 pub(crate) struct Batches {

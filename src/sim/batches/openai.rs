@@ -701,13 +701,9 @@ pub(super) async fn list(
             .openai
             .newest_first(|batch| object(batch, &state, false));
         let (data, has_more) = page(all, query.get("after").map(String::as_str), limit);
-        Ok(json!({
-            "object": "list",
-            "first_id": data.first().map(|(id, _)| id),
-            "last_id": data.last().map(|(id, _)| id),
-            "has_more": has_more,
-            "data": data.into_iter().map(|(_, object)| object).collect::<Vec<_>>(),
-        }))
+        let mut body = super::list_body(data, has_more);
+        body["object"] = json!("list");
+        Ok(body)
     });
     respond(&state, started, result)
 }
