@@ -56,6 +56,9 @@ enum Command {
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
+        /// How long a batch takes to end (overrides `sim.batch_turnaround`), e.g. 500ms.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        batch_turnaround: Option<Duration>,
     },
     /// Run sample jobs of every urgency through the simulator and the embedded queue.
     Demo {
@@ -356,9 +359,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
         }
-        Command::Sim { listen } => {
+        Command::Sim {
+            listen,
+            batch_turnaround,
+        } => {
             let config = load_config(&cli.config)?;
-            let sim = sluice::sim::spawn(listen, config.sim.clone()).await?;
+            let mut sim_config = config.sim.clone();
+            if let Some(turnaround) = batch_turnaround {
+                sim_config.batch_turnaround = turnaround;
+            }
+            let sim = sluice::sim::spawn(listen, sim_config).await?;
             eprintln!(
                 "simulator serving the OpenAI API at {}, Anthropic at {}, Gemini at {}",
                 sim.openai_base_url(),

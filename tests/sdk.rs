@@ -3,7 +3,7 @@
 //!
 //! The simulator promises that the providers' own SDKs accept everything it serves; this
 //! test holds it to that by running `tests/sdk/check_sim.py` (plain, streamed, tool and JSON
-//! calls, every error class) against a simulator on a random port. The interpreter, with
+//! calls, every error class, and each family's batch API through the SDK's batch calls) against a simulator on a random port. The interpreter, with
 //! the SDKs of `tests/sdk/requirements.txt` installed, is named by `SLUICE_SDK_PYTHON`;
 //! `scripts/test.sh` builds that virtualenv and sets it.
 
@@ -93,6 +93,8 @@ async fn the_official_sdks_accept_the_simulator() {
         "127.0.0.1:0".parse().unwrap(),
         SimConfig {
             retry_after: Duration::from_millis(50),
+            // check_sim.py polls its batches until they end.
+            batch_turnaround: Duration::from_millis(500),
             ..SimConfig::default()
         },
     )
@@ -103,5 +105,12 @@ async fn the_official_sdks_accept_the_simulator() {
     println!("{stdout}");
     let stats = server.stats();
     assert!(stats.openai_requests > 0 && stats.anthropic_requests > 0 && stats.gemini_requests > 0);
+    for family in [
+        sim::Family::OpenAi,
+        sim::Family::Anthropic,
+        sim::Family::Gemini,
+    ] {
+        assert!(server.batches_created(family) >= 2, "{family:?}");
+    }
     server.shutdown().await;
 }

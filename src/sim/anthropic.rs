@@ -12,7 +12,8 @@
 //! request into a [`Conversation`] and writes the [`Answer`] back in Anthropic's shape.
 
 use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
-use super::call::{self, Outcome, StreamPlan};
+use super::batches;
+use super::call::{self, Batched, Outcome, StreamPlan};
 use super::faults::{self, Fault};
 use super::stream::{self, Event};
 use super::{tokens, Family, Limits, RateHeaders, SimState};
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the `anthropic-ratelimit-*-limit` headers announce (reported, not enforced).
-const LIMITS: Limits = Limits {
+pub(super) const LIMITS: Limits = Limits {
     requests: 4_000,
     tokens: 2_400_000,
 };
@@ -76,20 +77,75 @@ async fn messages(State(state): State<Arc<SimState>>, headers: HeaderMap, body: 
     }
 }
 
+/// A batch item: the `params` of a batch request, answered as a realtime call of them would
+/// be (the `Message`, billed at the batch tier, or the error), or failed by its `batch=`
+/// directive. Anthropic checks a batch's params only when it runs them, so a bad request is
+/// an errored item here, not a 400 for the batch.
+pub(super) fn batch_item(state: &SimState, params: &Value) -> batches::Outcome {
+    state.log_request(params.clone());
+    let answered = || -> Result<batches::Outcome, ApiError> {
+        let Some(request) = params.as_object() else {
+            return Err(ApiError::invalid(
+                "params: Input should be a valid dictionary",
+            ));
+        };
+        let parsed = validate(request)?;
+        if parsed.stream {
+            return Err(ApiError::invalid(
+                "stream: streaming is not supported for batch requests",
+            ));
+        }
+        let texts = texts(request, &parsed);
+        match call::batched(&texts, &parsed.conversation).map_err(bad_directive)? {
+            Batched::Answer(answer) => {
+                let mut message = whole_message(&parsed, &answer);
+                message["usage"]["service_tier"] = json!("batch");
+                Ok(batches::Outcome::Answered {
+                    body: message,
+                    usage: batches::Usage {
+                        prompt_tokens: answer.prompt_tokens,
+                        completion_tokens: answer.completion_tokens,
+                        cached_tokens: answer.cached_tokens,
+                    },
+                })
+            }
+            Batched::Fail(fault) => Err(fault_error(state, fault)),
+            Batched::Expire => Ok(batches::Outcome::Expires),
+        }
+    };
+    answered().unwrap_or_else(|error| batches::Outcome::Failed {
+        status: error.status.as_u16(),
+        body: error.body(&request_id()),
+    })
+}
+
+/// The system prompt's text and every message's, to look for directives in.
+fn texts<'a>(request: &'a Map<String, Value>, parsed: &Parsed<'a>) -> Vec<&'a str> {
+    let mut texts = faults::content_texts(request.get("system"));
+    for message in parsed.messages {
+        texts.extend(faults::content_texts(message.get("content")));
+    }
+    texts
+}
+
+fn bad_directive(error: faults::DirectiveError) -> ApiError {
+    ApiError::invalid(error.to_string())
+}
+
 /// An Anthropic error response.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     /// Anthropic's `error.type`: `invalid_request_error`, `rate_limit_error`, ….
     kind: &'static str,
-    message: String,
+    pub(super) message: String,
     retry_after: Option<Duration>,
     /// A spend cap, which Anthropic tells apart by `error.details.error_code`.
     spend_cap: bool,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -99,7 +155,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
@@ -111,7 +167,7 @@ impl ApiError {
         json!({"type": "error", "error": error, "request_id": request_id})
     }
 
-    fn respond(&self, state: &SimState, started: Instant) -> Response {
+    pub(super) fn respond(&self, state: &SimState, started: Instant) -> Response {
         let request_id = request_id();
         let rate = match self.retry_after {
             Some(retry_after) => RateHeaders::exhausted(LIMITS, retry_after),
@@ -130,7 +186,7 @@ impl ApiError {
     }
 }
 
-fn request_id() -> String {
+pub(super) fn request_id() -> String {
     format!("req_{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -152,10 +208,7 @@ async fn complete(
     };
     state.log_request(body.clone());
     let parsed = validate(request)?;
-    let mut texts = faults::content_texts(request.get("system"));
-    for message in parsed.messages {
-        texts.extend(faults::content_texts(message.get("content")));
-    }
+    let texts = texts(request, &parsed);
     let outcome = call::run(
         state,
         headers,
@@ -170,7 +223,7 @@ async fn complete(
     match outcome {
         Outcome::Answer { answer, stream } => Ok(render(state, &parsed, &answer, stream, started)),
         Outcome::Fail(fault) => Err(fault_error(state, fault)),
-        Outcome::BadDirective(error) => Err(ApiError::invalid(error.to_string())),
+        Outcome::BadDirective(error) => Err(bad_directive(error)),
         Outcome::Shutdown => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "api_error",
@@ -181,7 +234,7 @@ async fn complete(
 
 /// The key (`x-api-key`, or a bearer token for OAuth) and the API version, as Anthropic
 /// requires them.
-fn check_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     let header = |name| {
         headers
             .get(name)
@@ -525,7 +578,7 @@ fn fault_error(state: &SimState, fault: Fault) -> ApiError {
         }
         400 => (
             "invalid_request_error",
-            "Simulated invalid request: this request carries a [sim fail=400] fault.".into(),
+            "Simulated invalid request: this request carries a [sim fail=400] or [sim batch=invalid] directive.".into(),
         ),
         401 => ("authentication_error", "invalid x-api-key".into()),
         402 => (
@@ -589,19 +642,21 @@ fn render(
         LIMITS,
         answer.prompt_tokens + answer.completion_tokens,
     );
-    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let mut response = if parsed.stream {
         let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
         stream::sse(
             state.clone(),
-            events(parsed, answer, &id),
+            events(parsed, answer, &message_id()),
             plan,
             Event::new(Some("error"), &error, false),
         )
     } else {
-        let mut message = message(parsed, answer, &id, usage(answer, answer.completion_tokens));
-        message["content"] = Value::Array(blocks(answer));
-        stream::json(state.clone(), StatusCode::OK, &message, plan)
+        stream::json(
+            state.clone(),
+            StatusCode::OK,
+            &whole_message(parsed, answer),
+            plan,
+        )
     };
     decorate(&mut response, &request_id(), rate, started);
     response
@@ -627,6 +682,18 @@ fn stop_reason(finish: &Finish) -> (&'static str, Option<&str>) {
         Finish::Length => ("max_tokens", None),
         Finish::ToolCalls => ("tool_use", None),
     }
+}
+
+fn message_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The whole `Message` of a non-streamed answer.
+fn whole_message(parsed: &Parsed<'_>, answer: &Answer) -> Value {
+    let usage = usage(answer, answer.completion_tokens);
+    let mut message = message(parsed, answer, &message_id(), usage);
+    message["content"] = Value::Array(blocks(answer));
+    message
 }
 
 /// The `Message` without content.
@@ -747,7 +814,12 @@ fn events(parsed: &Parsed<'_>, answer: &Answer, id: &str) -> Vec<Event> {
 
 /// Adds the headers Anthropic puts on every answer: `request-id` and the rate limits, whose
 /// resets are RFC 3339 instants.
-fn decorate(response: &mut Response, request_id: &str, rate: RateHeaders, started: Instant) {
+pub(super) fn decorate(
+    response: &mut Response,
+    request_id: &str,
+    rate: RateHeaders,
+    started: Instant,
+) {
     let headers = response.headers_mut();
     let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"));
     let at = |after: Duration| {

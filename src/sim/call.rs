@@ -7,9 +7,13 @@
 //! waits out `latency` (and `ttft` when the answer is not streamed), holds `timeout`
 //! calls, and derives the [`Answer`]. The family renders the [`Outcome`] in its own words.
 //! So a directive means the same thing on every endpoint, and no family can forget a step.
+//!
+//! A batch item takes a shorter path, [`batched`]: the same directives and the same
+//! [`Answer`], but none of a call's timing (no fail plan, random fault, latency or hold: a
+//! batch's items are not calls a client waits on), and its `batch=` directive instead.
 
 use super::answer::{self, Answer, Conversation};
-use super::faults::{DirectiveError, Directives, Fault};
+use super::faults::{BatchFate, DirectiveError, Directives, Fault};
 use super::SimState;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
@@ -112,6 +116,31 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
             fault: body_fault,
         },
     }
+}
+
+/// What a batch makes of one of its requests.
+#[derive(Debug)]
+pub enum Batched {
+    /// Answered exactly as a realtime call of the request would be.
+    Answer(Answer),
+    /// `batch=error` or `batch=invalid`: the family's error for this status.
+    Fail(Fault),
+    /// `batch=expire`: never answered; it expires when the batch ends.
+    Expire,
+}
+
+/// The fate of a batch item: its directives (from its texts; a batch has no per-item
+/// headers) and the simulated model's answer.
+pub fn batched(texts: &[&str], conversation: &Conversation) -> Result<Batched, DirectiveError> {
+    let directives = Directives::from_texts(texts.iter().copied())?;
+    // As in `run`: the answer first, so a `tool=` typo is an error whatever the fate.
+    let answer = answer::answer(conversation, &directives)?;
+    Ok(match directives.batch {
+        None => Batched::Answer(answer),
+        Some(BatchFate::Error) => Batched::Fail(Fault::Status(500)),
+        Some(BatchFate::Invalid) => Batched::Fail(Fault::Status(400)),
+        Some(BatchFate::Expire) => Batched::Expire,
+    })
 }
 
 /// Sleeps, unless the simulator shuts down first (`Err`).

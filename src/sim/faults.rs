@@ -136,11 +136,38 @@ pub struct Directives {
     pub cached: Option<u64>,
     /// Answer with a call of this offered tool instead of text.
     pub tool: Option<String>,
+    /// What becomes of the request when it is an item of a batch; a realtime call ignores
+    /// it, so a job whose batch item failed can still succeed on the realtime tier.
+    pub batch: Option<BatchFate>,
+}
+
+/// `batch=`: how a batch item fails instead of being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFate {
+    /// `batch=error`: a server error, worth retrying.
+    Error,
+    /// `batch=invalid`: an invalid-request error, not worth retrying as it is.
+    Invalid,
+    /// `batch=expire`: never runs; expires when the batch ends, even if the batch completes.
+    Expire,
+}
+
+impl BatchFate {
+    fn parse(value: &str) -> Result<Self, DirectiveError> {
+        match value {
+            "error" => Ok(BatchFate::Error),
+            "invalid" => Ok(BatchFate::Invalid),
+            "expire" => Ok(BatchFate::Expire),
+            other => Err(DirectiveError(format!(
+                "batch={other}: expected batch=error, batch=invalid or batch=expire"
+            ))),
+        }
+    }
 }
 
 const OPEN: &str = "[sim ";
 /// For error messages: what a directive may say.
-const KEYS: &str = "fail=, latency=, ttft=, cached= or tool=";
+const KEYS: &str = "fail=, latency=, ttft=, cached=, tool= or batch=";
 
 fn duration(key: &str, value: &str) -> Result<Duration, DirectiveError> {
     humantime::parse_duration(value)
@@ -202,6 +229,7 @@ impl Directives {
                 "latency" => self.latency = Some(duration(key, value)?),
                 "ttft" => self.ttft = Some(duration(key, value)?),
                 "tool" if !value.is_empty() => self.tool = Some(value.to_string()),
+                "batch" => self.batch = Some(BatchFate::parse(value)?),
                 "cached" => {
                     let cached = value.parse::<u64>().map_err(|_| {
                         DirectiveError(format!("cached={value}: expected a token count"))
@@ -327,6 +355,17 @@ mod tests {
     }
 
     #[test]
+    fn batch_fates_are_read() {
+        for (text, fate) in [
+            ("[sim batch=error]", BatchFate::Error),
+            ("[sim batch=invalid]", BatchFate::Invalid),
+            ("[sim batch=expire fail=429]", BatchFate::Expire),
+        ] {
+            assert_eq!(Directives::from_texts([text]).unwrap().batch, Some(fate));
+        }
+    }
+
+    #[test]
     fn no_directive_means_nothing_to_do() {
         // "[sim" without a space is ordinary text.
         assert_eq!(
@@ -345,6 +384,7 @@ mod tests {
             "[sim fail]",
             "[sim tool=]",
             "[sim ttft=soon]",
+            "[sim batch=later]",
         ] {
             assert!(Directives::from_texts([text]).is_err(), "{text}");
         }

@@ -16,7 +16,8 @@
 //! [`Answer`] back in Gemini's shape.
 
 use super::answer::{Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
-use super::call::{self, Outcome, StreamPlan};
+use super::batches;
+use super::call::{self, Batched, Outcome, StreamPlan};
 use super::faults::Fault;
 use super::stream::{self, Event};
 use super::{tokens, Family, SimState};
@@ -109,6 +110,10 @@ async fn models(
             Streaming::Sse
         }
         "streamGenerateContent" => Streaming::JsonArray,
+        // Batch mode shares the model path; the batches module serves it.
+        "batchGenerateContent" => {
+            return batches::gemini::create(&state, model, &query, &headers, &body)
+        }
         _ => return unknown_route(State(state), method, uri).await,
     };
     state.count_request(
@@ -116,12 +121,8 @@ async fn models(
         &headers,
         query.get("key").map(String::as_str),
     );
-    let call = Call {
-        model,
-        streaming,
-        key_in_query: query.get("key").is_some_and(|key| !key.is_empty()),
-    };
-    match complete(&state, &headers, &body, &call).await {
+    let call = Call { model, streaming };
+    match complete(&state, &headers, &query, &body, &call).await {
         Ok(response) => response,
         Err(error) => {
             state.count_error();
@@ -144,19 +145,56 @@ enum Streaming {
 struct Call<'a> {
     model: &'a str,
     streaming: Streaming,
-    key_in_query: bool,
+}
+
+/// A batch item: the `request` of an inline batch request, answered as a realtime
+/// `generateContent` of it on `model` would be (the `GenerateContentResponse`, or the
+/// error), or failed by its `batch=` directive.
+pub(super) fn batch_item(state: &SimState, model: &str, request: &Value) -> batches::Outcome {
+    state.log_request(request.clone());
+    let answered = || -> Result<batches::Outcome, ApiError> {
+        let Some(request) = request.as_object() else {
+            return Err(ApiError::invalid(
+                "Invalid JSON payload received. Invalid value at 'request': expected an object.",
+            ));
+        };
+        // An inline request may name its model (the SDK sets it); the batch's model rules.
+        let mut request = request.clone();
+        request.remove("model");
+        let parsed = validate(&request)?;
+        match call::batched(&texts(&request), &parsed.conversation).map_err(bad_directive)? {
+            Batched::Answer(answer) => Ok(batches::Outcome::Answered {
+                body: whole_response(model, &parsed, &answer),
+                usage: batches::Usage {
+                    prompt_tokens: answer.prompt_tokens,
+                    completion_tokens: answer.completion_tokens * parsed.candidates,
+                    cached_tokens: answer.cached_tokens,
+                },
+            }),
+            Batched::Fail(fault) => Err(fault_error(state, fault, model)),
+            Batched::Expire => Ok(batches::Outcome::Expires),
+        }
+    };
+    answered().unwrap_or_else(|error| batches::Outcome::Failed {
+        status: error.status.as_u16(),
+        body: error.body(),
+    })
+}
+
+fn bad_directive(error: super::faults::DirectiveError) -> ApiError {
+    ApiError::invalid(error.to_string())
 }
 
 /// A Google RPC error response.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
     details: Vec<Value>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -164,7 +202,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -183,7 +221,7 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> Value {
+    pub(super) fn body(&self) -> Value {
         let mut error = json!({
             "code": self.status.as_u16(),
             "message": self.message,
@@ -195,13 +233,13 @@ impl ApiError {
         json!({ "error": error })
     }
 
-    fn respond(&self) -> Response {
+    pub(super) fn respond(&self) -> Response {
         (self.status, axum::Json(self.body())).into_response()
     }
 }
 
 /// The `google.rpc.Code` name Google pairs with an HTTP status.
-fn rpc_status(status: u16) -> &'static str {
+pub(super) fn rpc_status(status: u16) -> &'static str {
     match status {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
@@ -219,24 +257,35 @@ fn rpc_status(status: u16) -> &'static str {
     }
 }
 
-/// Validates the request, runs the call, and renders its outcome.
-async fn complete(
-    state: &Arc<SimState>,
+/// The API key, in `x-goog-api-key` or `?key=`, as Google requires one.
+pub(super) fn check_key(
     headers: &HeaderMap,
-    raw: &[u8],
-    call: &Call<'_>,
-) -> Result<Response, ApiError> {
+    query: &HashMap<String, String>,
+) -> Result<(), ApiError> {
     let header_key = headers
         .get("x-goog-api-key")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|key| !key.trim().is_empty());
-    if !header_key && !call.key_in_query {
+    let query_key = query.get("key").is_some_and(|key| !key.is_empty());
+    if !header_key && !query_key {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Method doesn't allow unregistered callers (callers without established identity). \
              Please use API Key or other form of API consumer identity to call this API.",
         ));
     }
+    Ok(())
+}
+
+/// Validates the request, runs the call, and renders its outcome.
+async fn complete(
+    state: &Arc<SimState>,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    raw: &[u8],
+    call: &Call<'_>,
+) -> Result<Response, ApiError> {
+    check_key(headers, query)?;
     let body: Value = serde_json::from_slice(raw)
         .map_err(|e| ApiError::invalid(format!("Invalid JSON payload received. {e}")))?;
     let Some(request) = body.as_object() else {
@@ -261,7 +310,7 @@ async fn complete(
     match outcome {
         Outcome::Answer { answer, stream } => Ok(render(state, call, &parsed, &answer, stream)),
         Outcome::Fail(fault) => Err(fault_error(state, fault, call.model)),
-        Outcome::BadDirective(error) => Err(ApiError::invalid(error.to_string())),
+        Outcome::BadDirective(error) => Err(bad_directive(error)),
         Outcome::Shutdown => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The simulator is shutting down.",
@@ -270,7 +319,7 @@ async fn complete(
 }
 
 /// A field by its camelCase name or its snake_case twin: Google's JSON parser takes both.
-fn field<'a>(object: &'a Map<String, Value>, camel: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(object: &'a Map<String, Value>, camel: &str) -> Option<&'a Value> {
     object
         .get(camel)
         .or_else(|| object.get(&snake(camel)))
@@ -595,7 +644,7 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
         }
         400 => ApiError::new(
             code,
-            "Simulated invalid request: this request carries a [sim fail=400] fault.",
+            "Simulated invalid request: this request carries a [sim fail=400] or [sim batch=invalid] directive.",
         ),
         401 | 403 => ApiError {
             details: vec![json!({
@@ -672,32 +721,18 @@ fn render(
     } else {
         state.count_error();
     }
-    let response_id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
-    let chunk = |parts: Vec<Value>, last: bool, candidate_tokens: u64| {
-        let candidates: Vec<Value> = (0..parsed.candidates)
-            .map(|index| {
-                let mut candidate = json!({
-                    "content": {"parts": parts, "role": "model"},
-                    "index": index,
-                });
-                if last {
-                    candidate["finishReason"] = json!(finish_reason(&answer.finish));
-                }
-                candidate
-            })
-            .collect();
-        json!({
-            "candidates": candidates,
-            "usageMetadata": usage(answer, candidate_tokens * parsed.candidates),
-            "modelVersion": call.model,
-            "responseId": response_id,
-        })
+    let head = Head {
+        model: call.model,
+        parsed,
+        answer,
+        response_id: response_id(),
     };
+    let chunk = |parts, last, candidate_tokens| head.chunk(parts, last, candidate_tokens);
     match call.streaming {
         Streaming::No => stream::json(
             state.clone(),
             StatusCode::OK,
-            &chunk(parts(answer), true, answer.completion_tokens),
+            &whole_response(call.model, parsed, answer),
             plan,
         ),
         Streaming::Sse => {
@@ -713,6 +748,54 @@ fn render(
             stream::json(state.clone(), StatusCode::OK, &array, plan)
         }
     }
+}
+
+fn response_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
+}
+
+/// What every chunk of one answer shares.
+struct Head<'a> {
+    model: &'a str,
+    parsed: &'a Parsed,
+    answer: &'a Answer,
+    response_id: String,
+}
+
+impl Head<'_> {
+    /// A `GenerateContentResponse` carrying `parts` in each candidate; the `last` one has the
+    /// finish reason. `candidate_tokens` is the usage so far of one candidate.
+    fn chunk(&self, parts: Vec<Value>, last: bool, candidate_tokens: u64) -> Value {
+        let candidates: Vec<Value> = (0..self.parsed.candidates)
+            .map(|index| {
+                let mut candidate = json!({
+                    "content": {"parts": parts, "role": "model"},
+                    "index": index,
+                });
+                if last {
+                    candidate["finishReason"] = json!(finish_reason(&self.answer.finish));
+                }
+                candidate
+            })
+            .collect();
+        json!({
+            "candidates": candidates,
+            "usageMetadata": usage(self.answer, candidate_tokens * self.parsed.candidates),
+            "modelVersion": self.model,
+            "responseId": self.response_id,
+        })
+    }
+}
+
+/// The whole `GenerateContentResponse` of a non-streamed answer.
+fn whole_response(model: &str, parsed: &Parsed, answer: &Answer) -> Value {
+    let head = Head {
+        model,
+        parsed,
+        answer,
+        response_id: response_id(),
+    };
+    head.chunk(parts(answer), true, answer.completion_tokens)
 }
 
 /// The chunks of a streamed answer: the text in word groups (the last with the finish

@@ -18,6 +18,13 @@
 //! | OpenAI ([`openai`]) | `POST /v1/chat/completions` (`stream: true`: SSE chunks, `data: [DONE]`) | [`SimServer::openai_base_url`] `http://ADDR/v1` |
 //! | Anthropic ([`anthropic`]) | `POST /v1/messages` (`stream: true`: named events, `message_stop`) | [`SimServer::anthropic_base_url`] `http://ADDR` |
 //! | Gemini ([`gemini`]) | `POST /v1beta/models/{model}:generateContent`, `…:streamGenerateContent?alt=sse` (also under `/v1`) | [`SimServer::gemini_base_url`] `http://ADDR/v1beta`; the `google-genai` SDK takes `base_url=http://ADDR`, `api_version="v1beta"` |
+//! | OpenAI batches (`batches::openai`) | `POST /v1/files`, `GET /v1/files/{id}`, `…/content`; `POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel` | as OpenAI |
+//! | Anthropic batches (`batches::anthropic`) | `POST /v1/messages/batches`, `GET /v1/messages/batches`, `GET …/{id}`, `POST …/{id}/cancel`, `GET …/{id}/results` | as Anthropic |
+//! | Gemini batches (`batches::gemini`) | `POST /v1beta/models/{model}:batchGenerateContent` (inline requests), `GET /v1beta/batches`, `GET /v1beta/batches/{id}`, `POST /v1beta/batches/{id}:cancel` (also under `/v1`) | as Gemini |
+//!
+//! A batch's items are answered by the same model as the realtime endpoints; it ends
+//! `batch_turnaround` after creation, or expires at `batch_window` ([`SimConfig`]). See
+//! `batches` for the lifecycle.
 //!
 //! What they share lives in one place each: directives and fail plans ([`faults`]), the
 //! steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
@@ -66,6 +73,12 @@
 //! | `ttft=500ms` | a slow first token: a stream sends its headers and opening event at once and its first content chunk after this long; a plain answer comes this much later (after `latency`) |
 //! | `cached=512` | report this many prompt tokens as cached (capped at the prompt): OpenAI `cached_tokens` (inside `prompt_tokens`), Anthropic `cache_read_input_tokens` (taken out of `input_tokens`), Gemini `cachedContentTokenCount` (inside `promptTokenCount`) |
 //! | `tool=get_weather` | answer with a call of this offered tool; an answer to its result is text. A tool the request does not offer is a 400 naming the offered ones |
+//! | `batch=error` | in a batch, this item fails with a server error, worth retrying (OpenAI a `response` with `status_code` 500 in the error file, Anthropic an `errored` result with `api_error`, Gemini an `error` with status `INTERNAL`); a realtime call ignores it |
+//! | `batch=invalid` | in a batch, this item fails with an invalid-request error, not worth retrying (OpenAI status 400 `invalid_request_error`, Anthropic `invalid_request_error`, Gemini `INVALID_ARGUMENT`); a realtime call ignores it |
+//! | `batch=expire` | in a batch, this item is never answered and expires when the batch ends, even if the batch completes (OpenAI `batch_expired`, Anthropic `expired`, Gemini `DEADLINE_EXCEEDED`); a realtime call ignores it |
+//!
+//! In a batch, only `batch=`, `tool=` and `cached=` act: a batch item is not a call a client
+//! waits on, so fail plans, random faults, `latency` and `ttft` do not apply to it.
 //!
 //! Several keys go in one directive separated by spaces: `[sim fail=429 latency=50ms]`.
 //! `fail=` steps mix: `fail=cut,midstream,500`. The header wins over the messages. A
@@ -82,6 +95,7 @@
 
 pub mod answer;
 pub mod anthropic;
+pub(crate) mod batches;
 pub(crate) mod call;
 pub mod faults;
 pub mod gemini;
@@ -114,6 +128,8 @@ use tokio::task::JoinHandle;
 /// retry_after = "1s"
 /// seed = 42
 /// announced_requests_per_minute = 100   # optional
+/// batch_turnaround = "2s"
+/// batch_window = "24h"
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -136,6 +152,14 @@ pub struct SimConfig {
     /// when unset). Announced, not enforced: once a minute's calls reach it, answers say
     /// `remaining: 0` until the window resets, so clients that read the headers can be tested.
     pub announced_requests_per_minute: Option<u64>,
+    /// How long a batch (any family's batch API) takes from creation until it ends, its
+    /// items answered evenly over that time.
+    #[serde(deserialize_with = "humantime_duration")]
+    pub batch_turnaround: Duration,
+    /// The batch completion window (the providers' 24 h). A `batch_turnaround` longer than
+    /// this makes every batch expire here, with the items not yet answered expired.
+    #[serde(deserialize_with = "humantime_duration")]
+    pub batch_window: Duration,
 }
 
 impl Default for SimConfig {
@@ -148,6 +172,8 @@ impl Default for SimConfig {
             retry_after: Duration::from_secs(1),
             seed: 0,
             announced_requests_per_minute: None,
+            batch_turnaround: Duration::from_secs(2),
+            batch_window: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -217,6 +243,10 @@ pub struct SimStats {
     /// Sums over `completions`, as reported in their usage.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Requests received inside batches (every family's batch API), counted when their batch
+    /// is created. They are not chat calls: `chat_requests` and the counts above are the
+    /// realtime tier's.
+    pub batch_items: u64,
 }
 
 /// How many request bodies [`SimServer::requests`] keeps: enough for any test, bounded for
@@ -248,6 +278,8 @@ pub(crate) struct SimState {
     /// Flips to `true` on shutdown, releasing held (`timeout`) requests. `None` when embedded
     /// through [`router`], which has no shutdown of its own.
     shutdown: Option<watch::Receiver<bool>>,
+    /// The batch APIs' batches and files.
+    pub(crate) batches: batches::Batches,
 }
 
 #[derive(Debug)]
@@ -285,6 +317,15 @@ impl SimState {
                 tokens: 0,
             }),
             shutdown,
+            batches: batches::Batches::default(),
+        }
+    }
+
+    /// How long batches take, as configured.
+    pub(crate) fn batch_timing(&self) -> batches::Timing {
+        batches::Timing {
+            turnaround: self.config.batch_turnaround,
+            window: self.config.batch_window,
         }
     }
 
@@ -300,6 +341,7 @@ impl SimState {
             hung: self.hung.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
             completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
+            batch_items: self.batches.items(),
         }
     }
 
@@ -472,6 +514,7 @@ fn build_router(state: Arc<SimState>) -> Router {
     openai::routes()
         .merge(anthropic::routes())
         .merge(gemini::routes())
+        .merge(batches::routes())
         .fallback(unknown_route)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -559,6 +602,12 @@ impl SimServer {
 
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Batches created so far on `family`'s batch API (those refused with a 400 not
+    /// counted; an OpenAI batch whose input file fails validation counted).
+    pub fn batches_created(&self, family: Family) -> u64 {
+        self.state.batches.created(family)
     }
 
     /// Chat calls received per API key (as sent; `""` for calls without one), every family.

@@ -10,7 +10,8 @@
 //! request into a [`Conversation`] and writes the [`Answer`] back in OpenAI's shape.
 
 use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
-use super::call::{self, Outcome, StreamPlan};
+use super::batches;
+use super::call::{self, Batched, Outcome, StreamPlan};
 use super::faults::{self, Fault};
 use super::stream::{self, Event};
 use super::{tokens, Family, Limits, RateHeaders, SimState};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// What the `x-ratelimit-limit-*` headers announce. Reported, not enforced: limits are
 /// simulated with faults, which tests can aim.
-const LIMITS: Limits = Limits {
+pub(super) const LIMITS: Limits = Limits {
     requests: 10_000,
     tokens: 30_000_000,
 };
@@ -98,11 +99,7 @@ async fn complete(
     };
     state.log_request(body.clone());
     let parsed = validate(request)?;
-    let texts = parsed
-        .messages
-        .iter()
-        .flat_map(|message| faults::content_texts(message.get("content")))
-        .collect();
+    let texts = texts(&parsed);
     let outcome = call::run(
         state,
         headers,
@@ -117,11 +114,7 @@ async fn complete(
     match outcome {
         Outcome::Answer { answer, stream } => Ok(render(state, &parsed, &answer, stream, started)),
         Outcome::Fail(fault) => Err(fault_error(state, fault, parsed.model)),
-        Outcome::BadDirective(error) => Err(ApiError::invalid(
-            "messages",
-            "invalid_value",
-            error.to_string(),
-        )),
+        Outcome::BadDirective(error) => Err(bad_directive(error)),
         Outcome::Shutdown => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The simulator is shutting down.",
@@ -130,9 +123,57 @@ async fn complete(
     }
 }
 
+/// A batch item: the body of a batch input line, answered as a realtime call of it would be
+/// (the `chat.completion`, or the error), or failed by its `batch=` directive.
+pub(super) fn batch_item(state: &SimState, body: &Value) -> batches::Outcome {
+    state.log_request(body.clone());
+    let answered = || -> Result<batches::Outcome, ApiError> {
+        let Some(request) = body.as_object() else {
+            return Err(ApiError::wrong_type("body", "an object", body));
+        };
+        let parsed = validate(request)?;
+        if parsed.stream.is_some() {
+            return Err(ApiError::invalid(
+                "stream",
+                "invalid_value",
+                "Streaming is not supported for batch requests.",
+            ));
+        }
+        match call::batched(&texts(&parsed), &parsed.conversation).map_err(bad_directive)? {
+            Batched::Answer(answer) => Ok(batches::Outcome::Answered {
+                body: completion(&parsed, &answer),
+                usage: batches::Usage {
+                    prompt_tokens: answer.prompt_tokens,
+                    completion_tokens: answer.completion_tokens * parsed.n,
+                    cached_tokens: answer.cached_tokens,
+                },
+            }),
+            Batched::Fail(fault) => Err(fault_error(state, fault, parsed.model)),
+            Batched::Expire => Ok(batches::Outcome::Expires),
+        }
+    };
+    answered().unwrap_or_else(|error| batches::Outcome::Failed {
+        status: error.status.as_u16(),
+        body: error.body(),
+    })
+}
+
+/// Every piece of text in the messages, to look for directives in.
+fn texts<'a>(parsed: &Parsed<'a>) -> Vec<&'a str> {
+    parsed
+        .messages
+        .iter()
+        .flat_map(|message| faults::content_texts(message.get("content")))
+        .collect()
+}
+
+fn bad_directive(error: faults::DirectiveError) -> ApiError {
+    ApiError::invalid("messages", "invalid_value", error.to_string())
+}
+
 /// An OpenAI error response.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
     kind: &'static str,
@@ -142,7 +183,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>, kind: &'static str) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>, kind: &'static str) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -153,7 +194,11 @@ impl ApiError {
         }
     }
 
-    fn invalid(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn invalid(
+        param: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             param: Some(param.into()),
             code: Some(code),
@@ -161,7 +206,7 @@ impl ApiError {
         }
     }
 
-    fn missing(param: &str) -> Self {
+    pub(super) fn missing(param: &str) -> Self {
         ApiError::invalid(
             param,
             "missing_required_parameter",
@@ -169,7 +214,7 @@ impl ApiError {
         )
     }
 
-    fn wrong_type(param: &str, expected: &str, got: &Value) -> Self {
+    pub(super) fn wrong_type(param: &str, expected: &str, got: &Value) -> Self {
         ApiError::invalid(
             param,
             "invalid_type",
@@ -181,7 +226,7 @@ impl ApiError {
     }
 
     /// The error response, with OpenAI's headers and, for a 429, `retry-after`.
-    fn respond(&self, state: &SimState, started: Instant) -> Response {
+    pub(super) fn respond(&self, state: &SimState, started: Instant) -> Response {
         let rate = match self.retry_after {
             Some(retry_after) => RateHeaders::exhausted(LIMITS, retry_after),
             None => RateHeaders::counted(state, LIMITS, 0),
@@ -202,7 +247,7 @@ impl ApiError {
         response
     }
 
-    fn body(&self) -> Value {
+    pub(super) fn body(&self) -> Value {
         json!({
             "error": {
                 "message": self.message,
@@ -226,7 +271,7 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -776,7 +821,7 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
         }
         400 => ApiError::new(
             code,
-            "Simulated invalid request: this request carries a [sim fail=400] fault.",
+            "Simulated invalid request: this request carries a [sim fail=400] or [sim batch=invalid] directive.",
             "invalid_request_error",
         ),
         401 => ApiError {
@@ -819,7 +864,7 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
 }
 
 /// Adds the headers OpenAI puts on every answer.
-fn decorate(response: &mut Response, rate: RateHeaders, started: Instant) {
+pub(super) fn decorate(response: &mut Response, rate: RateHeaders, started: Instant) {
     let headers = response.headers_mut();
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
     let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"));

@@ -3,13 +3,18 @@
 Usage: python check_sim.py http://127.0.0.1:PORT
 
 For each family: a plain call, a streamed call (same token counts), a tool call followed by
-a tool-result turn, JSON mode, and every error class raising the SDK's own typed error.
+a tool-result turn, JSON mode, and every error class raising the SDK's own typed error. Then
+each family's batch API through the SDK's own batch calls: create, poll until ended, read the
+results (equal to the realtime answer), an item failed by a [sim batch=…] directive, cancel,
+list, and an unknown id. The simulator must end batches within a second or two.
 Retries are off and every base URL points at the simulator, so nothing leaves the machine.
 Exits non-zero on the first wrong value or any exception the SDK raises while parsing.
 """
 
+import io
 import json
 import sys
+import time
 import uuid
 
 import anthropic
@@ -46,6 +51,16 @@ def expect_error(kind, call, what, status=None):
     except Exception as error:  # noqa: BLE001 - the wrong type is the failure
         raise AssertionError(f"{what}: raised {type(error).__name__}: {error}") from error
     raise AssertionError(f"{what}: no error raised, wanted {kind.__name__}")
+
+
+def wait_for(read, done, what):
+    """Polls `read` until `done` holds of its value (for at most 10 s); returns that value."""
+    for _ in range(200):
+        value = read()
+        if done(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: still not done: {value}")
 
 
 def check_openai():
@@ -294,8 +309,123 @@ def check_gemini():
     expect_error(genai_errors.ServerError, midstream, "gemini midstream", 503)
 
 
+def check_openai_batches():
+    client = openai.OpenAI(base_url=f"{ROOT}/v1", api_key=KEY, max_retries=0, timeout=10)
+    question = [{"role": "user", "content": "Say hello to the queue"}]
+
+    def line(custom_id, messages):
+        body = {"model": "gpt-4o-mini", "messages": messages}
+        return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+    content = "\n".join(
+        [line("hello", question), line("boom", [{"role": "user", "content": "Fail me [sim batch=error]"}])]
+    ).encode()
+    uploaded = client.files.create(file=("requests.jsonl", io.BytesIO(content)), purpose="batch")
+    check(uploaded.id.startswith("file-") and uploaded.bytes == len(content), uploaded)
+    check(client.files.retrieve(uploaded.id).filename == "requests.jsonl", "openai files.retrieve")
+
+    def create():
+        return client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"run": RUN}
+        )
+
+    batch = create()
+    check(batch.status == "validating" and batch.metadata == {"run": RUN}, batch)
+    done = wait_for(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "completed", "openai batch")
+    counts = done.request_counts
+    check((counts.total, counts.completed, counts.failed) == (2, 1, 1), counts)
+    realtime = client.chat.completions.create(model="gpt-4o-mini", messages=question)
+    check(done.usage.total_tokens == realtime.usage.total_tokens, done.usage)
+    output = [json.loads(text) for text in client.files.content(done.output_file_id).text.splitlines()]
+    answer = output[0]["response"]["body"]["choices"][0]["message"]["content"]
+    check(output[0]["custom_id"] == "hello" and answer == realtime.choices[0].message.content, output)
+    errors = [json.loads(text) for text in client.files.content(done.error_file_id).text.splitlines()]
+    check(errors[0]["custom_id"] == "boom" and errors[0]["response"]["status_code"] == 500, errors)
+
+    other = create()
+    cancelling = client.batches.cancel(other.id)
+    check(cancelling.status == "cancelling", cancelling.status)
+    wait_for(lambda: client.batches.retrieve(other.id), lambda b: b.status == "cancelled", "openai cancel")
+    listed = client.batches.list(limit=1)
+    check(listed.data[0].id == other.id and listed.has_more, listed)
+    expect_error(openai.NotFoundError, lambda: client.batches.retrieve("batch_nope"), "openai unknown batch", 404)
+
+
+def check_anthropic_batches():
+    client = anthropic.Anthropic(base_url=ROOT, api_key=KEY, max_retries=0, timeout=10)
+    params = {"model": "claude-sim", "max_tokens": 200, "messages": [{"role": "user", "content": "Say hello to the queue"}]}
+    refused = {**params, "messages": [{"role": "user", "content": "Refuse me [sim batch=invalid]"}]}
+    batch = client.messages.batches.create(
+        requests=[{"custom_id": "hello", "params": params}, {"custom_id": "bad", "params": refused}]
+    )
+    check(batch.processing_status == "in_progress" and batch.request_counts.processing == 2, batch)
+    check(batch.results_url is None, batch.results_url)
+    ended = wait_for(
+        lambda: client.messages.batches.retrieve(batch.id), lambda b: b.processing_status == "ended", "anthropic batch"
+    )
+    check((ended.request_counts.succeeded, ended.request_counts.errored) == (1, 1), ended.request_counts)
+    results = {entry.custom_id: entry.result for entry in client.messages.batches.results(batch.id)}
+    realtime = client.messages.create(**params)
+    hello = results["hello"]
+    check(hello.type == "succeeded" and hello.message.content[0].text == realtime.content[0].text, hello)
+    check(hello.message.usage.output_tokens == realtime.usage.output_tokens, hello.message.usage)
+    check(results["bad"].type == "errored" and results["bad"].error.error.type == "invalid_request_error", results["bad"])
+
+    other = client.messages.batches.create(requests=[{"custom_id": "later", "params": params}])
+    check(client.messages.batches.cancel(other.id).processing_status == "canceling", "anthropic cancel")
+    wait_for(lambda: client.messages.batches.retrieve(other.id), lambda b: b.processing_status == "ended", "cancel")
+    check([entry.result.type for entry in client.messages.batches.results(other.id)] == ["canceled"], "canceled")
+    check(client.messages.batches.list(limit=1).data[0].id == other.id, "anthropic list")
+    expect_error(
+        anthropic.NotFoundError, lambda: client.messages.batches.retrieve("msgbatch_nope"), "anthropic unknown batch", 404
+    )
+
+
+def check_gemini_batches():
+    options = gtypes.HttpOptions(
+        base_url=ROOT, api_version="v1beta", timeout=10_000, retry_options=gtypes.HttpRetryOptions(attempts=1)
+    )
+    client = genai.Client(api_key=KEY, http_options=options)
+    model = "gemini-2.5-flash"
+
+    def request(text, key):
+        return {"contents": [{"role": "user", "parts": [{"text": text}]}], "metadata": {"key": key}}
+
+    def create(requests):
+        return client.batches.create(model=model, src=requests, config={"display_name": f"sdk-{RUN}"})
+
+    job = create([request("Say hello to the queue", "hello"), request("Fail me [sim batch=error]", "boom")])
+    check(job.name.startswith("batches/") and job.state == gtypes.JobState.JOB_STATE_PENDING, job)
+    check(job.display_name == f"sdk-{RUN}", job.display_name)
+    done = wait_for(
+        lambda: client.batches.get(name=job.name), lambda j: j.state == gtypes.JobState.JOB_STATE_SUCCEEDED, "gemini"
+    )
+    responses = done.dest.inlined_responses
+    realtime = client.models.generate_content(model=model, contents="Say hello to the queue")
+    check(responses[0].metadata == {"key": "hello"} and responses[0].response.text == realtime.text, responses[0])
+    usage = responses[0].response.usage_metadata
+    check(usage.total_token_count == realtime.usage_metadata.total_token_count, usage)
+    check(responses[1].error is not None and responses[1].error.code == 13, responses[1])
+
+    other = create([request("Later", "later")])
+    client.batches.cancel(name=other.name)
+    wait_for(
+        lambda: client.batches.get(name=other.name), lambda j: j.state == gtypes.JobState.JOB_STATE_CANCELLED, "cancel"
+    )
+    listed = client.batches.list(config={"page_size": 1})
+    check(listed[0].name == other.name, listed[0].name)
+    expect_error(genai_errors.ClientError, lambda: client.batches.get(name="batches/nope"), "gemini unknown batch", 404)
+
+
 def main():
-    for family in (check_openai, check_anthropic, check_gemini):
+    for family in (
+        check_openai,
+        check_anthropic,
+        check_gemini,
+        check_openai_batches,
+        check_anthropic_batches,
+        check_gemini_batches,
+    ):
         family()
         print(f"{family.__name__}: ok")
     print(
