@@ -1,7 +1,8 @@
 //! API errors: JSON bodies with a clear message and, when one field is to blame, its path.
 //!
 //! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role",
-//! "param": "request.messages[0].role", "code": null}}`: a superset of OpenAI's error object
+//! "param": "request.messages[0].role", "code": null}}` (`code` is set where OpenAI's
+//! clients look for one: `budget_exceeded`): a superset of OpenAI's error object
 //! (`message`, `type`, `param`, `code`), so OpenAI SDKs pointed at Sluice's
 //! `/v1/chat/completions` read Sluice's errors like OpenAI's.
 
@@ -20,6 +21,8 @@ pub struct ApiError {
     pub details: Vec<(&'static str, serde_json::Value)>,
     /// Sent as `retry-after` (whole seconds, rounded up) with a 429.
     pub retry_after: Option<std::time::Duration>,
+    /// OpenAI's machine-readable `code` (`budget_exceeded`); `null` when absent.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             field: None,
             details: Vec::new(),
             retry_after: None,
+            code: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl ApiError {
             field: (!field.is_empty()).then_some(field),
             details: Vec::new(),
             retry_after: None,
+            code: None,
         }
     }
 
@@ -77,7 +82,7 @@ impl IntoResponse for ApiError {
             "type": self.kind,
             "message": self.message,
             "param": self.field,
-            "code": null,
+            "code": self.code,
         });
         if let Some(field) = self.field {
             error["field"] = json!(field);
@@ -114,7 +119,35 @@ impl From<crate::submit::SubmitError> for ApiError {
                 e.to_string(),
             ),
             SubmitError::Store(e) => ApiError::internal(e),
+            SubmitError::BudgetExceeded(exceeded) => exceeded.into(),
         }
+    }
+}
+
+/// A spent budget is a 402, not a 429: a 429 says "slow down and retry", and clients do
+/// (OpenAI's SDKs retry a 429 on their own), but a spent budget refuses every retry until its
+/// period resets, hours away. 402 is retried by nobody, and `code` says why.
+impl From<crate::budgets::Exceeded> for ApiError {
+    fn from(e: crate::budgets::Exceeded) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            e.to_string(),
+        )
+        .with("budget", json!(e.budget))
+        .with("limit_usd", json!(e.limit.to_usd_string()))
+        .with(
+            "spent_usd",
+            json!(crate::pricing::PicoUsd(e.spent.0.saturating_add(e.reserved.0)).to_usd_string()),
+        )
+        .with(
+            "resets_at",
+            json!(e
+                .resets_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        error.code = Some("budget_exceeded");
+        error
     }
 }
 
