@@ -109,13 +109,7 @@ async fn two_hundred_concurrent_jobs_never_overshoot_a_budget_that_fits_fifty(ba
 
     // One submission of 200, so the API sees an untouched budget and accepts them all.
     let jobs: Vec<Value> = (0..200).map(|_| job("fast", "t200", &tides())).collect();
-    let answer = h.client.submit(&json!(jobs)).await.unwrap();
-    let ids: Vec<Uuid> = answer["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids = h.submit_all(&jobs).await;
     assert_eq!(ids.len(), 200);
     let mut succeeded = 0;
     let mut refused = 0;
@@ -184,8 +178,7 @@ async fn a_downgrade_budget_sends_the_overflow_to_the_cheaper_route(backend: Bac
     let mut jobs = Vec::new();
     // One at a time, so which job lands where is known: "smart" is gpt-4o first.
     for _ in 0..8 {
-        let answer = h.client.submit(&job("smart", "d", &tides())).await.unwrap();
-        let id: Uuid = answer["id"].as_str().unwrap().parse().unwrap();
+        let id = h.submit_job(&job("smart", "d", &tides())).await;
         jobs.push((id, h.wait(id).await));
     }
     let (first, _) = &jobs[0];
@@ -249,11 +242,7 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
         true,
     )
     .await;
-    let first: Uuid = h.client.submit(&job("fast", "x", &bangs)).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first: Uuid = h.submit_job(&job("fast", "x", &bangs)).await;
     assert_eq!(h.wait(first).await["status"], "succeeded");
     assert_eq!(cost_row(&h, first).await.1, actual);
 
@@ -300,11 +289,7 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
     assert_eq!(chat["error"]["code"], "budget_exceeded", "{chat:#}");
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, jobs_before);
     // Other teams are not held back by it.
-    let other: Uuid = h.client.submit(&job("fast", "y", "tide")).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let other: Uuid = h.submit_job(&job("fast", "y", "tide")).await;
     assert_eq!(h.wait(other).await["status"], "succeeded");
 
     // GET /v1/budgets: spend over the limit, both thresholds crossed (and recorded once).
@@ -338,11 +323,7 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
         .store
         .budgets()
         .shift_clock(chrono::TimeDelta::days(1));
-    let next: Uuid = h.client.submit(&job("fast", "x", &bangs)).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let next: Uuid = h.submit_job(&job("fast", "x", &bangs)).await;
     assert_eq!(h.wait(next).await["status"], "succeeded");
     let budgets = h.client.budgets().await.unwrap();
     let one = find(&budgets, "one-job");

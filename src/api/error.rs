@@ -1,8 +1,8 @@
 //! API errors: JSON bodies with a clear message and, when one field is to blame, its path.
 //!
 //! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role",
-//! "param": "request.messages[0].role", "code": null}}` (`code` is set where OpenAI's
-//! clients look for one: `budget_exceeded`): a superset of OpenAI's error object
+//! "param": "request.messages[0].role", "code": null}}` (`code` is set, as a detail, where
+//! OpenAI's clients look for one: `budget_exceeded`): a superset of OpenAI's error object
 //! (`message`, `type`, `param`, `code`), so OpenAI SDKs pointed at Sluice's
 //! `/v1/chat/completions` read Sluice's errors like OpenAI's.
 
@@ -21,8 +21,6 @@ pub struct ApiError {
     pub details: Vec<(&'static str, serde_json::Value)>,
     /// Sent as `retry-after` (whole seconds, rounded up) with a 429.
     pub retry_after: Option<std::time::Duration>,
-    /// OpenAI's machine-readable `code` (`budget_exceeded`); `null` when absent.
-    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -34,7 +32,6 @@ impl ApiError {
             field: None,
             details: Vec::new(),
             retry_after: None,
-            code: None,
         }
     }
 
@@ -58,7 +55,6 @@ impl ApiError {
             field: (!field.is_empty()).then_some(field),
             details: Vec::new(),
             retry_after: None,
-            code: None,
         }
     }
 
@@ -82,7 +78,7 @@ impl IntoResponse for ApiError {
             "type": self.kind,
             "message": self.message,
             "param": self.field,
-            "code": self.code,
+            "code": null,
         });
         if let Some(field) = self.field {
             error["field"] = json!(field);
@@ -129,25 +125,21 @@ impl From<crate::submit::SubmitError> for ApiError {
 /// period resets, hours away. 402 is retried by nobody, and `code` says why.
 impl From<crate::budgets::Exceeded> for ApiError {
     fn from(e: crate::budgets::Exceeded) -> Self {
-        let mut error = ApiError::new(
+        let spend = crate::pricing::PicoUsd(e.spent.0.saturating_add(e.reserved.0));
+        let resets_at = e
+            .resets_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "budget_exceeded",
             e.to_string(),
         )
+        // OpenAI's machine-readable `code`, where its clients look for the reason.
+        .with("code", json!("budget_exceeded"))
         .with("budget", json!(e.budget))
         .with("limit_usd", json!(e.limit.to_usd_string()))
-        .with(
-            "spent_usd",
-            json!(crate::pricing::PicoUsd(e.spent.0.saturating_add(e.reserved.0)).to_usd_string()),
-        )
-        .with(
-            "resets_at",
-            json!(e
-                .resets_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        error.code = Some("budget_exceeded");
-        error
+        .with("spent_usd", json!(spend.to_usd_string()))
+        .with("resets_at", json!(resets_at))
     }
 }
 
