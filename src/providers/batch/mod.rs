@@ -122,8 +122,11 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     async fn poll(&self, call: BatchCall<'_>, id: &str) -> Result<BatchProgress, ProviderError>;
 
     /// Every request's outcome of an ended batch (in any order: match on `custom_id`).
-    async fn results(&self, call: BatchCall<'_>, id: &str)
-        -> Result<Vec<ItemResult>, ProviderError>;
+    async fn results(
+        &self,
+        call: BatchCall<'_>,
+        id: &str,
+    ) -> Result<Vec<ItemResult>, ProviderError>;
 
     /// Asks the provider to cancel the batch. Requests already answered keep their results;
     /// the rest come back `Cancelled` once the batch has ended.
