@@ -37,7 +37,10 @@ pub struct App {
 
 impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
-        let store = Store::open(&config.server.database).await?;
+        let budgets = Arc::new(crate::budgets::Budgets::from_config(&config));
+        let store = Store::open(&config.server.database)
+            .await?
+            .with_budgets(budgets);
         let sim = if config.uses_simulator() {
             let addr = ([127, 0, 0, 1], 0).into();
             Some(

@@ -66,6 +66,12 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// `GET /v1/budgets`: the tenant's budgets this period.
+    pub async fn budgets(&self) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/budgets", self.base_url);
+        self.send(self.http.get(url)).await
+    }
+
     /// Polls until the job is final (or `timeout` passes) and returns it.
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<Value, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -1,5 +1,5 @@
 //! `sluice.toml`: providers and their keys, deployments and their prices, routes, tenants,
-//! the queue backend and the worker pools.
+//! budgets, the queue backend and the worker pools.
 //!
 //! Loading is two steps so that `sluice check-config` can report *every* problem at once:
 //! [`Config::parse`] reads the TOML (syntax and types, with the serde path of the first type
@@ -50,6 +50,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
+    #[serde(default)]
+    pub budgets: Vec<crate::budgets::BudgetConfig>,
 }
 
 /// How the batch tier is run (see [`crate::batch`]); each deployment's own batch tier is
@@ -906,6 +909,11 @@ impl Config {
                         );
                     }
                 }
+            }
+        }
+        for (i, budget) in self.budgets.iter().enumerate() {
+            for found in budget.problems(i, self) {
+                problem(found.path, found.message);
             }
         }
         if let Err(e) = self.server.listen.parse::<std::net::SocketAddr>() {

@@ -27,6 +27,10 @@
 //!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
 //! - [`costs`]: cost reports (`sluice costs`, `GET /v1/costs`): grouped sums of the cost
 //!   records with batch savings, fallback extra and unpriced requests, as table, CSV or JSON.
+//! - [`budgets`]: spending caps per tenant, user, team or feature, per UTC day or month: a
+//!   job reserves its estimated maximum cost before its attempt and reconciles with the
+//!   actual cost when it finishes, atomically; over a cap it is rejected or downgraded to a
+//!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
@@ -38,6 +42,7 @@ pub mod api;
 pub mod app;
 pub mod batch;
 pub mod bench;
+pub mod budgets;
 pub mod bulk;
 pub mod client;
 pub mod config;

@@ -69,6 +69,27 @@ const PER_MEDIA_PART: u32 = 1_000;
 /// The estimate is never below the real count for ordinary text, which is the safe side: a
 /// bucket paced on an over-estimate runs a little under its quota, never over.
 pub fn estimate_tokens(request: &ChatRequest, default_completion: u32) -> u32 {
+    estimate_split(request, default_completion).total()
+}
+
+/// [`estimate_tokens`] in its two parts, which providers price differently (a budget's
+/// [estimate](crate::budgets::estimate) needs them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEstimate {
+    /// The prompt: text, framing and media parts.
+    pub prompt: u32,
+    /// The answer's bound: `max_completion_tokens`, else `max_tokens`, else the default.
+    pub completion: u32,
+}
+
+impl TokenEstimate {
+    pub fn total(self) -> u32 {
+        self.prompt.saturating_add(self.completion)
+    }
+}
+
+/// The two parts of [`estimate_tokens`].
+pub fn estimate_split(request: &ChatRequest, default_completion: u32) -> TokenEstimate {
     let mut prompt = TextCount::default();
     let mut framing = PER_REQUEST_OVERHEAD;
     for message in &request.messages {
@@ -82,10 +103,10 @@ pub fn estimate_tokens(request: &ChatRequest, default_completion: u32) -> u32 {
         .iter()
         .find_map(|name| request.extra.get(*name).and_then(Value::as_u64))
         .map_or(default_completion, |n| n.min(u64::from(u32::MAX)) as u32);
-    prompt
-        .tokens()
-        .saturating_add(framing)
-        .saturating_add(completion)
+    TokenEstimate {
+        prompt: prompt.tokens().saturating_add(framing),
+        completion,
+    }
 }
 
 /// Text seen so far, counted the way [`estimate_tokens`] documents.

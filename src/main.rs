@@ -83,6 +83,16 @@ enum Command {
     /// Cost report from the configured database (every tenant unless --tenant): requests,
     /// tokens, cost, batch savings, fallback extra and unpriced requests, grouped.
     Costs(CostsArgs),
+    /// Budgets from the configured database: each budget's limit, spend, reservations and
+    /// crossed thresholds this period, per tenant (every tenant unless --tenant).
+    Budgets {
+        /// Only this tenant's budgets.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// The shipped price catalogue (USD per million tokens), with each price's date and source.
     Prices {
         /// table or json.
@@ -406,6 +416,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { action } => jobs(load_config(&cli.config)?, action).await?,
         Command::Bulk(command) => bulk(command).await?,
         Command::Costs(args) => costs(load_config(&cli.config)?, args).await?,
+        Command::Budgets { tenant, format } => {
+            budgets(load_config(&cli.config)?, tenant, &format).await?
+        }
         Command::Prices { format } => {
             let catalogue = sluice::pricing::catalogue::Catalogue::shipped();
             match format.as_str() {
@@ -434,6 +447,31 @@ async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", config.server.database.display()))?;
     print!("{}", store.cost_report(query).await?.render(format));
+    Ok(())
+}
+
+/// `sluice budgets`: like `sluice costs`, an operator's view read from the store directly.
+async fn budgets(config: Config, tenant: Option<String>, format: &str) -> anyhow::Result<()> {
+    use sluice::budgets::{view, Budgets};
+    if !matches!(format, "table" | "json") {
+        anyhow::bail!("unknown format \"{format}\"; use table or json");
+    }
+    let tenants: Vec<&str> = match &tenant {
+        Some(name) if config.tenant(name).is_none() => anyhow::bail!("unknown tenant \"{name}\""),
+        Some(name) => vec![name.as_str()],
+        None => config.tenants.iter().map(|t| t.name.as_str()).collect(),
+    };
+    let store = sluice::store::Store::open(&config.server.database)
+        .await
+        .with_context(|| format!("opening {}", config.server.database.display()))?;
+    let views = view::views(&store, &Budgets::from_config(&config), &tenants).await?;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else if views.is_empty() {
+        println!("no budgets configured");
+    } else {
+        print!("{}", view::to_table(&views));
+    }
     Ok(())
 }
 

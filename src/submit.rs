@@ -3,7 +3,8 @@
 //! Order matters for "no accepted job is lost": a job is written `queued` to the store first,
 //! then published with publisher confirms; only then is the producer told it was accepted. If
 //! the queue refuses, the rows are removed again and the producer gets a clear error to retry
-//! on. Bad input is rejected before anything is written, naming the field.
+//! on. Bad input is rejected before anything is written, naming the field, and so are jobs
+//! that count against a `reject` budget already spent (see [`crate::budgets`]).
 //!
 //! A crash between recording and publishing leaves a row that is `queued` but not
 //! `published`; [`Submitter::run_relay`] (started by `sluice serve`) publishes those later.
@@ -40,6 +41,8 @@ pub enum SubmitError {
     QueueUnavailable(QueueError),
     #[error("the store failed, nothing was accepted: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}; nothing was accepted")]
+    BudgetExceeded(crate::budgets::Exceeded),
 }
 
 #[derive(Clone)]
@@ -120,6 +123,9 @@ impl Submitter {
         envelopes: Vec<Envelope>,
         bulk: Option<(Uuid, Vec<u64>)>,
     ) -> Result<Vec<Submitted>, SubmitError> {
+        if let Some(exceeded) = crate::budgets::refuse_exhausted(&self.store, &envelopes).await? {
+            return Err(SubmitError::BudgetExceeded(exceeded));
+        }
         let outcomes = match bulk {
             None => self.store.insert_jobs(envelopes.clone()).await?,
             Some((bulk, lines)) => {

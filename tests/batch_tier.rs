@@ -455,7 +455,10 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
         .unwrap();
     let mut submitted = false;
     for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'").await == 1 {
+        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")
+            .await
+            == 1
+        {
             submitted = true;
             break;
         }
@@ -465,7 +468,10 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
     h.client.bulk_cancel(submission.id).await.unwrap();
     let mut cancelled = false;
     for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'cancelled'").await == 1 {
+        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'cancelled'")
+            .await
+            == 1
+        {
             cancelled = true;
             break;
         }
@@ -488,10 +494,17 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
         .await
         .unwrap();
     assert!(
-        matches!(upstream["status"].as_str(), Some("cancelling" | "cancelled")),
+        matches!(
+            upstream["status"].as_str(),
+            Some("cancelling" | "cancelled")
+        ),
         "{upstream:#}"
     );
-    assert_eq!(h.count("SELECT COUNT(*) FROM jobs WHERE status = 'cancelled'").await, 3);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'cancelled'")
+            .await,
+        3
+    );
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 0);
     h.stop().await;
 }

@@ -241,13 +241,7 @@ async fn a_batch_of_jobs_all_complete_once(backend: Backend) {
         .map(|i| (i, ["realtime", "standard", "batch"][i % 3]))
         .map(|(i, urgency)| json!({"urgency": urgency, "request": {"model": "fast", "messages": [{"role": "user", "content": prompt(&format!("job {i}"))}]}}))
         .collect();
-    let answer = h.client.submit(&json!(jobs)).await.unwrap();
-    let ids: Vec<uuid::Uuid> = answer["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids = h.submit_all(&jobs).await;
     assert_eq!(ids.len(), 200);
     for id in &ids {
         assert_eq!(h.wait(*id).await["status"], "succeeded");

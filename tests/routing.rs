@@ -76,17 +76,7 @@ async fn submit_many(h: &Harness, model: &str, prompts: Vec<String>) -> Vec<uuid
                 "request": {"model": model, "messages": [{"role": "user", "content": p}]}})
         })
         .collect();
-    let answer = h
-        .client
-        .submit(&serde_json::Value::Array(jobs))
-        .await
-        .unwrap();
-    answer["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
-        .collect()
+    h.submit_all(&jobs).await
 }
 
 async fn providers(h: &Harness) -> serde_json::Value {

@@ -1,7 +1,8 @@
 //! API errors: JSON bodies with a clear message and, when one field is to blame, its path.
 //!
 //! `{"error": {"type": "invalid_request", "message": "…", "field": "request.messages[0].role",
-//! "param": "request.messages[0].role", "code": null}}`: a superset of OpenAI's error object
+//! "param": "request.messages[0].role", "code": null}}` (`code` is set, as a detail, where
+//! OpenAI's clients look for one: `budget_exceeded`): a superset of OpenAI's error object
 //! (`message`, `type`, `param`, `code`), so OpenAI SDKs pointed at Sluice's
 //! `/v1/chat/completions` read Sluice's errors like OpenAI's.
 
@@ -114,7 +115,31 @@ impl From<crate::submit::SubmitError> for ApiError {
                 e.to_string(),
             ),
             SubmitError::Store(e) => ApiError::internal(e),
+            SubmitError::BudgetExceeded(exceeded) => exceeded.into(),
         }
+    }
+}
+
+/// A spent budget is a 402, not a 429: a 429 says "slow down and retry", and clients do
+/// (OpenAI's SDKs retry a 429 on their own), but a spent budget refuses every retry until its
+/// period resets, hours away. 402 is retried by nobody, and `code` says why.
+impl From<crate::budgets::Exceeded> for ApiError {
+    fn from(e: crate::budgets::Exceeded) -> Self {
+        let spend = crate::pricing::PicoUsd(e.spent.0.saturating_add(e.reserved.0));
+        let resets_at = e
+            .resets_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            e.to_string(),
+        )
+        // OpenAI's machine-readable `code`, where its clients look for the reason.
+        .with("code", json!("budget_exceeded"))
+        .with("budget", json!(e.budget))
+        .with("limit_usd", json!(e.limit.to_usd_string()))
+        .with("spent_usd", json!(spend.to_usd_string()))
+        .with("resets_at", json!(resets_at))
     }
 }
 

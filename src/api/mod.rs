@@ -16,6 +16,9 @@
 //!   batch being a view of a bulk.
 //! - `GET /v1/costs`: the tenant's cost report, grouped and over a time range (see
 //!   [`costs`]).
+//! - `GET /v1/budgets`: the tenant's budgets this period: limit, spent, reserved, remaining,
+//!   thresholds crossed (see [`budgets`]). Submitting a job that counts against a `reject`
+//!   budget already spent answers 402 with `code: "budget_exceeded"`.
 //! - `GET /healthz`.
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
@@ -23,6 +26,7 @@
 
 mod auth;
 pub mod batches;
+mod budgets;
 pub mod bulk;
 mod chat;
 mod costs;
@@ -84,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(batches::cancel),
         )
         .route("/v1/costs", get(costs::report))
+        .route("/v1/budgets", get(budgets::list))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

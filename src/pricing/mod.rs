@@ -21,55 +21,78 @@ impl MicrosPerMillion {
     /// Parses a decimal USD-per-million-tokens figure (`"2.5"`, `"0.075"`) exactly.
     pub fn parse_usd(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let err = || format!("\"{text}\" is not a price in USD per million tokens like 2.50");
-        if text.starts_with('-') {
-            return Err(format!("\"{text}\": a price cannot be negative"));
-        }
-        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-        if whole.is_empty() && frac.is_empty() {
-            return Err(err());
-        }
-        if frac.len() > 6 {
-            return Err(format!(
+        parse_decimal(text, 6).map(MicrosPerMillion).map_err(|e| match e {
+            DecimalError::Negative => format!("\"{text}\": a price cannot be negative"),
+            DecimalError::TooPrecise => format!(
                 "\"{text}\" has more than 6 decimals; prices are exact to a micro-dollar per million tokens"
-            ));
-        }
-        let whole: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| err())?
-        };
-        let frac_digits: i64 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().map_err(|_| err())?
-        };
-        let frac_micros = frac_digits * 10i64.pow(6 - frac.len() as u32);
-        whole
-            .checked_mul(1_000_000)
-            .and_then(|w| w.checked_add(frac_micros))
-            .map(MicrosPerMillion)
-            .ok_or_else(err)
+            ),
+            DecimalError::NotANumber => {
+                format!("\"{text}\" is not a price in USD per million tokens like 2.50")
+            }
+        })
     }
+}
+
+/// Why a decimal text is not a non-negative fixed-point number (see [`parse_decimal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecimalError {
+    Negative,
+    TooPrecise,
+    NotANumber,
+}
+
+/// Reads non-negative decimal text (`"2.50"`, `".5"`, `"10"`) as an integer count of
+/// 10^-`decimals` units, exactly: the one decimal reader behind prices, money amounts and
+/// ratios, so none of them ever passes through a float.
+pub(crate) fn parse_decimal(text: &str, decimals: u32) -> Result<i64, DecimalError> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err(DecimalError::Negative);
+    }
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(DecimalError::NotANumber);
+    }
+    if frac.len() > decimals as usize {
+        return Err(DecimalError::TooPrecise);
+    }
+    let digits = |s: &str| -> Result<i64, DecimalError> {
+        if s.is_empty() {
+            Ok(0)
+        } else if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().map_err(|_| DecimalError::NotANumber)
+        } else {
+            Err(DecimalError::NotANumber)
+        }
+    };
+    let frac_units = digits(frac)? * 10i64.pow(decimals - frac.len() as u32);
+    digits(whole)?
+        .checked_mul(10i64.pow(decimals))
+        .and_then(|w| w.checked_add(frac_units))
+        .ok_or(DecimalError::NotANumber)
+}
+
+/// The decimal text of a TOML number or string. TOML gives `2.50` as a float; its shortest
+/// round-trip text is the decimal the user wrote, which is then parsed exactly. Strings are
+/// accepted for the cautious.
+pub(crate) fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Int(i) => i.to_string(),
+        Raw::Float(f) => format!("{f}"),
+        Raw::Text(s) => s,
+    })
 }
 
 impl<'de> Deserialize<'de> for MicrosPerMillion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // TOML gives `2.50` as a float; its shortest round-trip text is the decimal the user
-        // wrote, which is then parsed exactly. Strings are accepted for the cautious.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Float(f64),
-            Text(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(f) => format!("{f}"),
-            Raw::Text(s) => s,
-        };
-        MicrosPerMillion::parse_usd(&text).map_err(serde::de::Error::custom)
+        MicrosPerMillion::parse_usd(&decimal_text(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -146,6 +169,27 @@ impl PicoUsd {
     }
 }
 
+impl PicoUsd {
+    /// Parses a decimal USD amount (`"25.00"`, `"0.000001"`) exactly, to the pico-dollar.
+    pub fn parse_usd(text: &str) -> Result<PicoUsd, String> {
+        let text = text.trim();
+        parse_decimal(text, 12).map(PicoUsd).map_err(|e| match e {
+            DecimalError::Negative => format!("\"{text}\": an amount cannot be negative"),
+            DecimalError::TooPrecise => {
+                format!("\"{text}\" has more than 12 decimals; amounts are exact to a pico-dollar")
+            }
+            DecimalError::NotANumber => format!("\"{text}\" is not an amount in USD like 25.00"),
+        })
+    }
+}
+
+/// Reads a configured USD amount (`limit_usd = "25.00"`, or a TOML number) exactly, for
+/// `#[serde(deserialize_with)]`. Not `PicoUsd`'s own `Deserialize`, which reads the integer
+/// pico-dollars it serialises to.
+pub fn deserialize_usd<'de, D: Deserializer<'de>>(d: D) -> Result<PicoUsd, D::Error> {
+    PicoUsd::parse_usd(&decimal_text(d)?).map_err(serde::de::Error::custom)
+}
+
 impl std::ops::Add for PicoUsd {
     type Output = PicoUsd;
     fn add(self, rhs: PicoUsd) -> PicoUsd {
@@ -199,6 +243,27 @@ mod tests {
         assert!(MicrosPerMillion::parse_usd("-1").is_err());
         assert!(MicrosPerMillion::parse_usd("1.1234567").is_err());
         assert!(MicrosPerMillion::parse_usd("abc").is_err());
+        assert!(MicrosPerMillion::parse_usd("1e3").is_err());
+    }
+
+    #[test]
+    fn amounts_parse_exactly_to_the_pico_dollar() {
+        assert_eq!(
+            PicoUsd::parse_usd("25.00").unwrap(),
+            PicoUsd(25_000_000_000_000)
+        );
+        assert_eq!(PicoUsd::parse_usd("0.000000000001").unwrap(), PicoUsd(1));
+        let too_fine = PicoUsd::parse_usd("0.0000000000001").unwrap_err();
+        assert!(too_fine.contains("more than 12 decimals"), "{too_fine}");
+        let bad = PicoUsd::parse_usd("lots").unwrap_err();
+        assert_eq!(bad, "\"lots\" is not an amount in USD like 25.00");
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "deserialize_usd")]
+            p: PicoUsd,
+        }
+        let t: T = toml::from_str("p = 0.1").unwrap();
+        assert_eq!(t.p, PicoUsd(100_000_000_000));
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub mod health;
 
 use crate::config::{Config, ProviderKind, Strategy, UrgencyDeadlines};
 use crate::job::{ChatRequest, Urgency};
-use crate::limits::{estimate_tokens, Admission, Busy, KeyCapacity, KeyPool, KeyQuota};
+use crate::limits::{
+    estimate_split, Admission, Busy, KeyCapacity, KeyPool, KeyQuota, TokenEstimate,
+};
 use crate::pricing::Price;
 use crate::providers::anthropic::AnthropicProvider;
 use crate::providers::batch::{BatchApi, BatchLimits};
@@ -99,11 +101,16 @@ impl Deployment {
 
     /// The tokens a call of `request` is counted for on this deployment's keys.
     pub fn estimate(&self, request: &ChatRequest) -> u32 {
+        self.estimate_split(request).total()
+    }
+
+    /// [`Deployment::estimate`] as prompt and answer apart, which are priced apart.
+    pub fn estimate_split(&self, request: &ChatRequest) -> TokenEstimate {
         let completion = self
             .options
             .default_max_tokens
             .unwrap_or(crate::limits::DEFAULT_COMPLETION_ESTIMATE);
-        estimate_tokens(request, completion)
+        estimate_split(request, completion)
     }
 
     /// Every key's id, in the order [`Deployment::key`] indexes them.
@@ -173,6 +180,17 @@ pub struct Pick {
     /// The half-open trial of the deployment's circuit.
     pub probe: bool,
     pub chosen_because: String,
+}
+
+impl Pick {
+    /// Gives the pick up without calling: a half-open trial is handed back so the circuit
+    /// can let another one through. The cells taken are not refunded (the buckets have no
+    /// refund), which only makes the key's pacing a little conservative.
+    pub fn abandon(self) {
+        if self.probe {
+            self.deployment.health.release();
+        }
+    }
 }
 
 impl Route {

@@ -5,7 +5,7 @@
 //! expired under a slow worker, or a cancel racing a finish cannot produce a second result or
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
-use super::{ms_to_time, now_ms, Store, StoreError};
+use super::{budgets, ms_to_time, now_ms, Store, StoreError};
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
@@ -327,6 +327,7 @@ impl Store {
         response: Value,
         cost: CostRecord,
     ) -> Result<bool, StoreError> {
+        let rules = self.budgets.clone();
         self.write(move |conn| {
             Box::pin(async move {
                 let now = now_ms();
@@ -388,6 +389,15 @@ impl Store {
                 .bind(cost.fallback_from.as_ref().and_then(|(_, a)| a.map(|a| a.0)))
                 .execute(&mut *conn)
                 .await?;
+                // The estimate held for the job gives way to what it actually cost.
+                let tags = Tags {
+                    user: job.get(1),
+                    team: job.get(2),
+                    feature: job.get(3),
+                };
+                budgets::release(conn, id).await?;
+                budgets::charge(conn, &rules, &job.get::<String, _>(0), &tags, cost.amount)
+                    .await?;
                 Ok(true)
             })
         })
@@ -406,6 +416,8 @@ impl Store {
                 .bind(id.to_string())
                 .execute(&mut *conn)
                 .await?;
+                // The next attempt reserves again, on whichever deployment it gets.
+                budgets::release(conn, id).await?;
                 Ok(())
             })
         })
@@ -440,6 +452,7 @@ impl Store {
                 if let Some(attempt) = &attempt {
                     insert_attempt(conn, id, attempt).await?;
                 }
+                budgets::release(conn, id).await?;
                 Ok(true)
             })
         })
@@ -677,6 +690,9 @@ pub(super) async fn cancel_queued(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    if done.rows_affected() > 0 {
+        budgets::release_cancelled(conn).await?;
+    }
     Ok(done.rows_affected())
 }
 

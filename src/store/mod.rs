@@ -1,4 +1,5 @@
-//! The store: one SQLite file holding jobs, attempts, results, cost records and bulks (and,
+//! The store: one SQLite file holding jobs, attempts, results, cost records, budget totals and
+//! bulks (and,
 //! for the embedded backend, the queue itself), and beside it a folder of uploaded files.
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads and then writes
@@ -8,6 +9,7 @@
 //! (WAL lets them run beside the writer).
 
 pub mod batches;
+pub mod budgets;
 pub mod bulks;
 pub mod costs;
 pub mod files;
@@ -27,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,9 @@ pub struct Store {
     writer: writer::Writer,
     /// Where uploaded files' bytes live: `<database>.files/` (see [`files`]).
     files: PathBuf,
+    /// The configured budgets: a finished job's cost is charged to the ones it matches in
+    /// the same transaction that records it (see [`budgets`]).
+    budgets: Arc<crate::budgets::Budgets>,
 }
 
 impl Store {
@@ -83,7 +89,19 @@ impl Store {
             read,
             writer: writer::Writer::spawn(write_conn),
             files: path.with_extension("files"),
+            budgets: Arc::default(),
         })
+    }
+
+    /// This store charging finished jobs to `budgets` (none until this is called).
+    pub fn with_budgets(mut self, budgets: Arc<crate::budgets::Budgets>) -> Store {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The budgets this store charges.
+    pub fn budgets(&self) -> &Arc<crate::budgets::Budgets> {
+        &self.budgets
     }
 
     /// Runs `op` inside the writer's next grouped transaction and returns its value once that

@@ -11,9 +11,11 @@
 //! 3. Ask the [router](crate::router) for a healthy deployment and a key with capacity. None
 //!    now: park the message on the delay ladder until capacity returns — *not* an attempt
 //!    (the job stays `queued`, `max_attempts` is untouched, no slot is held).
-//! 4. `start_attempt` counts the attempt; call the deployment with that key, feeding the
+//! 4. The job's [budgets](crate::budgets) reserve its maximum cost on that deployment (or a
+//!    budget sends it to a cheaper route, or fails it with `budget_exceeded`).
+//! 5. `start_attempt` counts the attempt; call the deployment with that key, feeding the
 //!    outcome to its health and a 429 to the key's cooldown.
-//! 5. Record the outcome durably (result + cost, or the failed attempt), *then* settle the
+//! 6. Record the outcome durably (result + cost, or the failed attempt), *then* settle the
 //!    message: ack, or park it on the retry ladder (`retry_after`), so a worker never sleeps
 //!    through a back-off and a crash between the two steps at worst repeats the attempt.
 
@@ -22,6 +24,7 @@ mod watcher;
 
 use crate::batch::tier::{Tier, TierChoice, TierQuestion};
 use crate::batch::Placed;
+use crate::budgets::BatchHold;
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
 use crate::pricing::PicoUsd;
@@ -256,7 +259,17 @@ async fn run_job(
             safety_margin: context.config.batch.safety_margin,
         });
         match choice {
-            TierChoice::Batch { because } => {
+            TierChoice::Batch { because } => 'batch: {
+                // The job's budgets hold its cost before it joins a batch; a budget without
+                // room sends it down the real-time path, which applies the budget's policy.
+                match crate::budgets::reserve_for_batch(store, envelope, deployment).await? {
+                    BatchHold::Held => {}
+                    BatchHold::NotRunnable => return Ok(Settlement::Ack),
+                    BatchHold::Refused(why) => {
+                        tier_note = Some(format!("realtime tier: {why}"));
+                        break 'batch;
+                    }
+                }
                 let because = format!("{because}; deployment \"{}\"", deployment.name);
                 match crate::batch::place(store, deployment, envelope, deadline, because).await? {
                     Placed::InBatch | Placed::NotRunnable => return Ok(Settlement::Ack),
@@ -311,14 +324,28 @@ async fn run_job(
         }
     };
 
+    // Budgets: hold the job's maximum cost, or downgrade it, or fail it, before it counts.
+    let (route, pick) = match crate::budgets::admit(
+        store,
+        &context.router,
+        envelope,
+        route,
+        pick,
+        attempts_so_far + 1,
+    )
+    .await?
+    {
+        crate::budgets::Verdict::Go(route, pick) => (route, pick),
+        crate::budgets::Verdict::Ack => return Ok(Settlement::Ack),
+        crate::budgets::Verdict::Wait(wait) => return Ok(Settlement::RetryAfter(pace_delay(wait))),
+    };
+
     let number = match store.start_attempt(id).await? {
         StartOutcome::Started(n) => n,
         other => {
             // Finished or cancelled since we looked: the cells taken are simply not used.
             tracing::debug!(job = %id, ?other, "no longer runnable");
-            if pick.probe {
-                pick.deployment.health.release();
-            }
+            pick.abandon();
             return Ok(Settlement::Ack);
         }
     };

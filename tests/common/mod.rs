@@ -163,16 +163,33 @@ impl Harness {
 
     /// Submits one job asking `model` with `prompt`; returns its id.
     pub async fn submit(&self, model: &str, prompt: &str) -> uuid::Uuid {
+        self.submit_job(&serde_json::json!({
+            "urgency": "standard",
+            "tags": {"team": "search", "user": "u1"},
+            "request": {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        }))
+        .await
+    }
+
+    /// Submits one job body; returns its id.
+    pub async fn submit_job(&self, job: &serde_json::Value) -> uuid::Uuid {
+        let answer = self.client.submit(job).await.expect("submit accepted");
+        answer["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Submits job bodies in one request (accepted or refused together); returns their ids.
+    pub async fn submit_all(&self, jobs: &[serde_json::Value]) -> Vec<uuid::Uuid> {
         let answer = self
             .client
-            .submit(&serde_json::json!({
-                "urgency": "standard",
-                "tags": {"team": "search", "user": "u1"},
-                "request": {"model": model, "messages": [{"role": "user", "content": prompt}]}
-            }))
+            .submit(&serde_json::json!(jobs))
             .await
             .expect("submit accepted");
-        answer["id"].as_str().unwrap().parse().unwrap()
+        answer["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().parse().unwrap())
+            .collect()
     }
 
     pub async fn wait(&self, id: uuid::Uuid) -> serde_json::Value {
