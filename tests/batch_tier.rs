@@ -161,8 +161,10 @@ async fn a_thousand_batch_jobs_go_through_a_few_provider_batches_at_half_price(b
 
 async fn a_stopped_process_resumes_its_batches_and_answers_each_job_once(backend: Backend) {
     // One simulator and one database outlive the two Sluice processes.
-    let mut sim_config = sluice::sim::SimConfig::default();
-    sim_config.batch_turnaround = Duration::from_secs(4);
+    let sim_config = sluice::sim::SimConfig {
+        batch_turnaround: Duration::from_secs(4),
+        ..Default::default()
+    };
     let sim = sluice::sim::spawn(([127, 0, 0, 1], 0).into(), sim_config)
         .await
         .unwrap();
