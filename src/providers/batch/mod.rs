@@ -16,12 +16,25 @@
 //!
 //! Each request is translated into the provider's format by the family's real-time adapter
 //! code (`request_body` of [`super::openai`], [`super::anthropic`], [`super::gemini`]), so a
-//! job means the same thing on either tier.
+//! job means the same thing on either tier; answers and per-request errors are read by the
+//! same adapters' parsers and classifiers, and the batch endpoints' own failures (401, 429,
+//! 5xx, a refused connection) become [`ProviderError`]s exactly as a real-time call's do.
+//!
+//! The clients: [`openai::OpenAiBatch`], [`anthropic::AnthropicBatch`],
+//! [`gemini::GeminiBatch`]. Each takes the same base URL as its family's real-time adapter.
+//! The plumbing below this trait is what the three share: one exchange under the deadline
+//! with the key scrubbed, JSONL reading, required-field errors, the size check.
 
-use super::{CallOptions, Completion, ProviderError};
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+
+use super::http::{self, Answer};
+use super::{Call, CallOptions, Completion, ErrorKind, ProviderError};
 use crate::job::ChatRequest;
 use async_trait::async_trait;
-use std::time::Duration;
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
 
 /// One request of a provider batch.
 #[derive(Debug, Clone)]
@@ -53,8 +66,9 @@ pub enum BatchProgress {
         /// The provider's own word for the state (`in_progress`, `BATCH_STATE_RUNNING`, …).
         status: String,
     },
-    /// Finished (completed, expired or cancelled): [`BatchApi::results`] has an outcome for
-    /// every request, including those that expired or were cancelled before they ran.
+    /// Finished (completed, expired or cancelled): [`BatchApi::results`] can be read. It has
+    /// an outcome for every request the provider reports on, including those that expired or
+    /// were cancelled before they ran (see there for a request it says nothing about).
     Ended { status: String },
     /// Refused as a whole (OpenAI `failed` at validation, Gemini `BATCH_STATE_FAILED`): no
     /// request ran and there are no per-request results.
@@ -122,10 +136,186 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     async fn poll(&self, call: BatchCall<'_>, id: &str) -> Result<BatchProgress, ProviderError>;
 
     /// Every request's outcome of an ended batch (in any order: match on `custom_id`).
-    async fn results(&self, call: BatchCall<'_>, id: &str)
-        -> Result<Vec<ItemResult>, ProviderError>;
+    ///
+    /// The list is what the provider reported. All three document an outcome for every
+    /// request (OpenAI writes unrun ones to the error file as `batch_expired` /
+    /// `batch_cancelled`), but should a submitted `custom_id` be absent, the caller must treat
+    /// that request as **not run**: never answered, never charged, to be run again. (Only the
+    /// caller knows every id it submitted; the providers bill only answered requests.)
+    ///
+    /// A result that cannot be attributed to a request (a line with no `custom_id`, an
+    /// inline response with no `metadata.key`) fails the whole call with `InvalidResponse`
+    /// rather than being dropped, since dropping it would run an answered request twice.
+    /// Calling this on a batch that has not ended is an error (`BadRequest`).
+    async fn results(
+        &self,
+        call: BatchCall<'_>,
+        id: &str,
+    ) -> Result<Vec<ItemResult>, ProviderError>;
 
     /// Asks the provider to cancel the batch. Requests already answered keep their results;
     /// the rest come back `Cancelled` once the batch has ended.
     async fn cancel(&self, call: BatchCall<'_>, id: &str) -> Result<(), ProviderError>;
+}
+
+/// The real-time [`Call`] a batch item is translated with. The translators read only the
+/// model, the request and the options; the key and the deadline belong to the batch's own
+/// HTTP calls, so they are left empty here.
+fn translation_call<'a>(
+    model: &'a str,
+    options: CallOptions,
+    request: &'a BatchRequest,
+) -> Call<'a> {
+    Call {
+        model,
+        api_key: "",
+        request: &request.request,
+        timeout: Duration::ZERO,
+        options,
+    }
+}
+
+/// One exchange with a batch endpoint: the 2xx answer, or the family's reading of any other
+/// (`on_error`, the real-time adapter's, so a 429's `retry-after` and a 401 mean the same as
+/// on a real-time call); under `call.timeout`, the key scrubbed from any error.
+async fn fetch(
+    provider: &'static str,
+    call: &BatchCall<'_>,
+    request: reqwest::RequestBuilder,
+    on_error: fn(&Answer, SystemTime) -> ProviderError,
+) -> Result<Answer, ProviderError> {
+    http::guarded(provider, call.api_key, call.timeout, async {
+        let answer = http::send(provider, request.timeout(call.timeout), call.timeout).await?;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(on_error(&answer, SystemTime::now()))
+        }
+    })
+    .await
+}
+
+/// [`fetch`] for an endpoint that answers with a JSON object (a batch, a file, an operation).
+async fn fetch_json(
+    provider: &'static str,
+    call: &BatchCall<'_>,
+    request: reqwest::RequestBuilder,
+    on_error: fn(&Answer, SystemTime) -> ProviderError,
+) -> Result<Value, ProviderError> {
+    let answer = fetch(provider, call, request, on_error).await?;
+    let json = http::json_body(provider, answer.status.as_u16(), &answer.body)?;
+    if json.is_object() {
+        Ok(json)
+    } else {
+        Err(http::invalid(
+            provider,
+            answer.status.as_u16(),
+            format!(
+                "expected a JSON object, got {}",
+                http::snippet(&json.to_string())
+            ),
+        ))
+    }
+}
+
+/// A string field the provider documents as always there, or an `InvalidResponse` naming it.
+fn required_str<'v>(
+    provider: &'static str,
+    value: &'v Value,
+    pointer: &str,
+    what: &str,
+) -> Result<&'v str, ProviderError> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            http::invalid(
+                provider,
+                200,
+                format!(
+                    "{what} has no \"{}\"",
+                    pointer.trim_start_matches('/').replace('/', ".")
+                ),
+            )
+        })
+}
+
+/// The lines of a JSONL results file, numbered from 1, blank lines skipped. The whole file is
+/// in memory (a 50,000-request output can be hundreds of MB: acceptable for now, streaming it
+/// is the next step), but each line is parsed on its own so only one line's `Value` is alive
+/// at a time.
+fn jsonl_lines<'a>(
+    provider: &'static str,
+    what: &'a str,
+    body: &'a [u8],
+) -> impl Iterator<Item = Result<Value, ProviderError>> + 'a {
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
+        .map(move |(at, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                http::invalid(
+                    provider,
+                    200,
+                    format!(
+                        "{what} line {} is not JSON ({e}): {}",
+                        at + 1,
+                        http::snippet(&String::from_utf8_lossy(line))
+                    ),
+                )
+            })
+        })
+}
+
+/// Refuses a submission the provider would refuse as a whole: empty, or over its limits.
+/// The collector sizes batches with [`BatchApi::encoded_len`]; this is the backstop.
+fn check_size(
+    provider: &'static str,
+    limits: BatchLimits,
+    requests: usize,
+    bytes: usize,
+) -> Result<(), ProviderError> {
+    let problem = if requests == 0 {
+        "a batch needs at least one request".to_string()
+    } else if requests > limits.max_requests {
+        format!(
+            "{requests} requests; a batch holds at most {}",
+            limits.max_requests
+        )
+    } else if bytes > limits.max_bytes {
+        format!("{bytes} bytes; a batch holds at most {}", limits.max_bytes)
+    } else {
+        return Ok(());
+    };
+    Err(ProviderError::new(
+        provider,
+        ErrorKind::BadRequest,
+        None,
+        problem,
+    ))
+}
+
+/// `results` asked of a batch that has not ended.
+fn not_ended(provider: &'static str, id: &str, status: &str) -> ProviderError {
+    ProviderError::new(
+        provider,
+        ErrorKind::BadRequest,
+        None,
+        format!("batch {id} is {status}: results are read once it has ended"),
+    )
+}
+
+/// A result the provider wrote that Sluice could not read, as that request's failure:
+/// retryable (`InvalidResponse`), like a real-time answer that is not what the docs say.
+fn unreadable(
+    provider: &'static str,
+    custom_id: &str,
+    problem: impl std::fmt::Display,
+) -> ItemOutcome {
+    ItemOutcome::Failed(http::invalid(
+        provider,
+        200,
+        format!("the result for {custom_id} {problem}"),
+    ))
 }
