@@ -362,6 +362,14 @@ fn request(custom_id: &str, text: &str) -> BatchRequest {
     }
 }
 
+/// What every submit test sends: `job-a` asks something, `job-b` says hi.
+fn two_requests() -> [BatchRequest; 2] {
+    [
+        request("job-a", "Capital of France?"),
+        request("job-b", "hi"),
+    ]
+}
+
 fn call<'a>(model: &'a str, key: &'a str) -> BatchCall<'a> {
     BatchCall {
         model,
@@ -534,17 +542,7 @@ async fn anthropic_creates_polls_reads_the_results_url_and_cancels() {
     let (base, fixture) = start().await;
     let api = AnthropicBatch::new(format!("{base}/anthropic"), reqwest::Client::new());
     let c = call("claude-x", KEY);
-    let id = api
-        .submit(
-            c,
-            &[
-                request("job-a", "Capital of France?"),
-                request("job-b", "hi"),
-            ],
-            "b-1",
-        )
-        .await
-        .unwrap();
+    let id = api.submit(c, &two_requests(), "b-1").await.unwrap();
     assert_eq!(id, "msgbatch_ok");
     let create = fixture.seen(Method::POST, "/anthropic/v1/messages/batches");
     assert_eq!(header(&create.headers, "x-api-key"), KEY);
@@ -597,17 +595,7 @@ async fn gemini_creates_inline_polls_the_operation_reads_inlined_responses_and_c
     let (base, fixture) = start().await;
     let api = GeminiBatch::new(format!("{base}/gemini/v1beta"), reqwest::Client::new());
     let c = call("gemini-x", KEY);
-    let id = api
-        .submit(
-            c,
-            &[
-                request("job-a", "Capital of France?"),
-                request("job-b", "hi"),
-            ],
-            "b-1",
-        )
-        .await
-        .unwrap();
+    let id = api.submit(c, &two_requests(), "b-1").await.unwrap();
     assert_eq!(id, "batches/abc123");
     let create = fixture.seen(
         Method::POST,

@@ -12,7 +12,7 @@
 //! request is in its result (`succeeded`, `errored`, `canceled`, `expired`).
 
 use super::{
-    check_size, fetch, fetch_json, jsonl_lines, not_ended, required_str, translation_call,
+    fetch, fetch_json, inline_body, jsonl_lines, require_ended, required_str, translation_call,
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
@@ -132,13 +132,13 @@ impl BatchApi for AnthropicBatch {
         _label: &str,
     ) -> Result<String, ProviderError> {
         // Anthropic keeps no label on a batch; the returned id is what identifies it.
-        let items = requests
-            .iter()
-            .map(|request| item(call.model, call.options, request))
-            .collect::<Result<Vec<_>, _>>()?;
-        let body =
-            serde_json::to_vec(&json!({ "requests": items })).expect("a JSON value serialises");
-        check_size(PROVIDER, LIMITS, requests.len(), body.len())?;
+        let body = inline_body(
+            PROVIDER,
+            LIMITS,
+            requests,
+            |request| item(call.model, call.options, request),
+            |items| json!({ "requests": items }),
+        )?;
         let create = authorized(self.http.post(&self.endpoint), call.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -156,9 +156,7 @@ impl BatchApi for AnthropicBatch {
         id: &str,
     ) -> Result<Vec<ItemResult>, ProviderError> {
         let batch = self.batch(&call, id).await?;
-        if let BatchProgress::Running { status } = progress(&batch)? {
-            return Err(not_ended(PROVIDER, id, &status));
-        }
+        require_ended(PROVIDER, id, progress(&batch)?)?;
         let url = required_str(PROVIDER, &batch, "/results_url", "the ended batch")?;
         // The SDK asks for the JSONL this way; the same key and version headers as the API.
         let request = authorized(self.http.get(url), call.api_key)

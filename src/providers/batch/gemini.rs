@@ -15,7 +15,7 @@
 //! batches within the inline limits below.
 
 use super::{
-    check_size, fetch_json, not_ended, required_str, translation_call, unreadable, BatchApi,
+    fetch_json, inline_body, require_ended, required_str, translation_call, unreadable, BatchApi,
     BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome, ItemResult,
 };
 use crate::providers::gemini::{
@@ -192,16 +192,18 @@ impl BatchApi for GeminiBatch {
         requests: &[BatchRequest],
         label: &str,
     ) -> Result<String, ProviderError> {
-        let items = requests
-            .iter()
-            .map(|request| item(call.model, call.options, request))
-            .collect::<Result<Vec<_>, _>>()?;
-        let body = serde_json::to_vec(&json!({"batch": {
-            "displayName": label,
-            "inputConfig": {"requests": {"requests": items}},
-        }}))
-        .expect("a JSON value serialises");
-        check_size(PROVIDER, LIMITS, requests.len(), body.len())?;
+        let body = inline_body(
+            PROVIDER,
+            LIMITS,
+            requests,
+            |request| item(call.model, call.options, request),
+            |items| {
+                json!({"batch": {
+                    "displayName": label,
+                    "inputConfig": {"requests": {"requests": items}},
+                }})
+            },
+        )?;
         let url = model_method_url(&self.base_url, call.model, "batchGenerateContent");
         let create = authorized(self.http.post(url), call.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -228,12 +230,7 @@ impl BatchApi for GeminiBatch {
         id: &str,
     ) -> Result<Vec<ItemResult>, ProviderError> {
         let operation = self.operation(&call, id).await?;
-        match progress(&operation)? {
-            BatchProgress::Ended { .. } => {}
-            BatchProgress::Running { status } | BatchProgress::Failed { status, .. } => {
-                return Err(not_ended(PROVIDER, id, &status))
-            }
-        }
+        require_ended(PROVIDER, id, progress(&operation)?)?;
         // A cancelled or expired batch may carry no output at all: nothing ran.
         let answers = match inlined_responses(&operation) {
             Ok(answers) => answers,

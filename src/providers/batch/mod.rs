@@ -296,14 +296,39 @@ fn check_size(
     ))
 }
 
-/// `results` asked of a batch that has not ended.
-fn not_ended(provider: &'static str, id: &str, status: &str) -> ProviderError {
-    ProviderError::new(
-        provider,
-        ErrorKind::BadRequest,
-        None,
-        format!("batch {id} is {status}: results are read once it has ended"),
-    )
+/// `results` may only be read once the batch has ended; anything else is the caller's mistake.
+fn require_ended(
+    provider: &'static str,
+    id: &str,
+    progress: BatchProgress,
+) -> Result<(), ProviderError> {
+    match progress {
+        BatchProgress::Ended { .. } => Ok(()),
+        BatchProgress::Running { status } | BatchProgress::Failed { status, .. } => {
+            Err(ProviderError::new(
+                provider,
+                ErrorKind::BadRequest,
+                None,
+                format!("batch {id} is {status}: results are read once it has ended"),
+            ))
+        }
+    }
+}
+
+/// A create body that carries the requests inline (Anthropic, Gemini): each request
+/// translated by `item`, the list wrapped by `envelope`, serialised once so its size can be
+/// checked against the provider's limit before sending.
+fn inline_body(
+    provider: &'static str,
+    limits: BatchLimits,
+    requests: &[BatchRequest],
+    item: impl Fn(&BatchRequest) -> Result<Value, ProviderError>,
+    envelope: impl FnOnce(Vec<Value>) -> Value,
+) -> Result<Vec<u8>, ProviderError> {
+    let items = requests.iter().map(item).collect::<Result<Vec<_>, _>>()?;
+    let body = serde_json::to_vec(&envelope(items)).expect("a JSON value serialises");
+    check_size(provider, limits, requests.len(), body.len())?;
+    Ok(body)
 }
 
 /// A result the provider wrote that Sluice could not read, as that request's failure:
@@ -318,4 +343,56 @@ fn unreadable(
         200,
         format!("the result for {custom_id} {problem}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked_against_the_limits() {
+        let limits = BatchLimits {
+            max_requests: 2,
+            max_bytes: 100,
+        };
+        assert!(check_size("openai", limits, 2, 100).is_ok());
+        for (requests, bytes, says) in [
+            (0, 0, "at least one"),
+            (3, 10, "3 requests"),
+            (1, 101, "101 bytes"),
+        ] {
+            let e = check_size("openai", limits, requests, bytes).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn jsonl_lines_skip_blanks_and_name_a_bad_line() {
+        let body = b"{\"a\":1}\n\n  \n{\"b\":2}\r\nnot json\n";
+        let lines: Vec<_> = jsonl_lines("openai", "file f", body).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1].as_ref().unwrap()["b"], 2);
+        let e = lines[2].clone().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(
+            e.message.starts_with("file f line 5 is not JSON"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn results_need_an_ended_batch() {
+        let ended = BatchProgress::Ended {
+            status: "ended".into(),
+        };
+        assert!(require_ended("anthropic", "b1", ended).is_ok());
+        let running = BatchProgress::Running {
+            status: "in_progress".into(),
+        };
+        let e = require_ended("anthropic", "b1", running).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(e.message.contains("b1 is in_progress"), "{}", e.message);
+    }
 }

@@ -13,7 +13,7 @@
 //! Either id may be null.
 
 use super::{
-    check_size, fetch, fetch_json, jsonl_lines, not_ended, required_str, translation_call,
+    check_size, fetch, fetch_json, jsonl_lines, require_ended, required_str, translation_call,
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
@@ -261,12 +261,7 @@ impl BatchApi for OpenAiBatch {
         id: &str,
     ) -> Result<Vec<ItemResult>, ProviderError> {
         let batch = self.batch(&call, id).await?;
-        match progress(&batch)? {
-            BatchProgress::Ended { .. } => {}
-            BatchProgress::Running { status } | BatchProgress::Failed { status, .. } => {
-                return Err(not_ended(PROVIDER, id, &status))
-            }
-        }
+        require_ended(PROVIDER, id, progress(&batch)?)?;
         let mut results = Vec::new();
         for field in ["output_file_id", "error_file_id"] {
             if let Some(file_id) = batch.get(field).and_then(Value::as_str) {
