@@ -62,13 +62,21 @@ impl AnthropicProvider {
     }
 
     fn post(&self, call: &Call<'_>, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(&self.endpoint)
-            .header("x-api-key", http::key_header(call.api_key))
-            .header("anthropic-version", API_VERSION)
+        authorized(self.http.post(&self.endpoint), call.api_key)
             .timeout(call.timeout)
             .json(body)
     }
+}
+
+/// The key and API version every Anthropic endpoint wants (Messages, Message Batches, a
+/// batch's `results_url`).
+pub(crate) fn authorized(
+    request: reqwest::RequestBuilder,
+    api_key: &str,
+) -> reqwest::RequestBuilder {
+    request
+        .header("x-api-key", http::key_header(api_key))
+        .header("anthropic-version", API_VERSION)
 }
 
 #[async_trait]
@@ -428,8 +436,12 @@ fn user_block(part: &Part) -> Value {
 
 /// A 2xx body: a `message` with content blocks, a stop reason and usage.
 pub fn parse_message(status: u16, body: &[u8]) -> Result<Completion, ProviderError> {
+    message_from_json(status, &http::json_body(PROVIDER, status, body)?)
+}
+
+/// [`parse_message`] for a message already read as JSON (a batch result's `message`).
+pub fn message_from_json(status: u16, message: &Value) -> Result<Completion, ProviderError> {
     let invalid = |message: String| http::invalid(PROVIDER, status, message);
-    let message = http::json_body(PROVIDER, status, body)?;
     if message.get("type").and_then(Value::as_str) == Some("error") {
         let text = message
             .pointer("/error/message")
@@ -563,7 +575,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
 }
 
 /// A non-2xx answer, classified, with Anthropic's message and when to come back.
-fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
+pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
     let error = http::error_of(PROVIDER, answer, error_from_json);
     ProviderError {
         retry_after: retry_after(&answer.headers, error.kind == ErrorKind::RateLimited, now),

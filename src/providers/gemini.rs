@@ -55,17 +55,31 @@ impl GeminiProvider {
     /// The URL of `method` (`generateContent`, `streamGenerateContent?alt=sse`) for a model;
     /// a model written `models/gemini-…` is accepted too.
     pub fn endpoint(&self, model: &str, method: &str) -> String {
-        let model = model.strip_prefix("models/").unwrap_or(model);
-        format!("{}/models/{model}:{method}", self.base_url)
+        model_method_url(&self.base_url, model, method)
     }
 
     fn post(&self, call: &Call<'_>, method: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.endpoint(call.model, method))
-            .header("x-goog-api-key", http::key_header(call.api_key))
-            .timeout(call.timeout)
-            .json(body)
+        authorized(
+            self.http.post(self.endpoint(call.model, method)),
+            call.api_key,
+        )
+        .timeout(call.timeout)
+        .json(body)
     }
+}
+
+/// `{base_url}/models/{model}:{method}`; a model written `models/gemini-…` is accepted too.
+pub(crate) fn model_method_url(base_url: &str, model: &str, method: &str) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    format!("{base_url}/models/{model}:{method}")
+}
+
+/// The key header every Gemini endpoint wants (generateContent, batches).
+pub(crate) fn authorized(
+    request: reqwest::RequestBuilder,
+    api_key: &str,
+) -> reqwest::RequestBuilder {
+    request.header("x-goog-api-key", http::key_header(api_key))
 }
 
 #[async_trait]
@@ -677,7 +691,8 @@ pub fn parse_proto_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
+/// A non-2xx answer, classified, with Google's message and when to come back.
+pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
     let error = http::error_of(PROVIDER, answer, error_from_json);
     let retry_after = error
         .retry_after

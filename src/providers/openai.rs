@@ -129,8 +129,8 @@ impl Translate for OpenAiStream {
 }
 
 /// The body to send: the canonical request with the deployment's model, streaming only when
-/// asked, and then with the usage in the last chunk.
-fn request_body(call: &Call<'_>, stream: bool) -> Value {
+/// asked, and then with the usage in the last chunk. Also the `body` of a batch input line.
+pub(crate) fn request_body(call: &Call<'_>, stream: bool) -> Value {
     let mut body = serde_json::Map::with_capacity(call.request.extra.len() + 3);
     body.insert("model".into(), Value::String(call.model.to_string()));
     body.insert(
@@ -161,8 +161,15 @@ fn request_body(call: &Call<'_>, stream: bool) -> Value {
 /// A 2xx body: must be a chat completion with choices and usage, or the call did not
 /// really succeed (a proxy's HTML page, a truncated body, an error wrapped in a 200).
 fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderError> {
+    completion_from_json(status, http::json_body(PROVIDER, status, bytes)?)
+}
+
+/// [`parse_completion`] for a body already read as JSON (a batch output line's `body`).
+pub(crate) fn completion_from_json(
+    status: u16,
+    response: Value,
+) -> Result<Completion, ProviderError> {
     let invalid = |message: String| http::invalid(PROVIDER, status, message);
-    let response = http::json_body(PROVIDER, status, bytes)?;
     if let Some(message) = response.get("error").and_then(error_message) {
         return Err(invalid(format!(
             "a success status carrying an error: {message}"
@@ -197,23 +204,35 @@ fn parse_completion(status: u16, bytes: &[u8]) -> Result<Completion, ProviderErr
 }
 
 /// A non-2xx answer, classified, with the provider's message and when to come back.
-fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
+pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
     let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
-    let error = json.as_ref().and_then(|j| j.get("error"));
+    let error = error_from_json(answer.status.as_u16(), json.as_ref(), || {
+        http::fallback_message(answer.status, &answer.body)
+    });
+    ProviderError {
+        retry_after: retry_after(&answer.headers, error.kind == ErrorKind::RateLimited, now),
+        ..error
+    }
+}
+
+/// An error status with its body (when the body was JSON), classified, with the provider's
+/// message or else `fallback()`. Also reads a batch output line's non-200 `response`.
+pub(crate) fn error_from_json(
+    status: u16,
+    json: Option<&Value>,
+    fallback: impl FnOnce() -> String,
+) -> ProviderError {
+    let error = json.and_then(|j| j.get("error"));
     let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str);
-    let kind = classify(answer.status.as_u16(), field("code"), field("type"));
+    let kind = classify(status, field("code"), field("type"));
     let message = json
-        .as_ref()
         .and_then(|j| {
             j.get("error")
                 .and_then(error_message)
                 .or_else(|| top_level_message(j))
         })
-        .unwrap_or_else(|| http::fallback_message(answer.status, &answer.body));
-    ProviderError {
-        retry_after: retry_after(&answer.headers, kind == ErrorKind::RateLimited, now),
-        ..ProviderError::new(PROVIDER, kind, Some(answer.status.as_u16()), message)
-    }
+        .unwrap_or_else(fallback);
+    ProviderError::new(PROVIDER, kind, Some(status), message)
 }
 
 /// `error.message`, or `error` itself when a compatible server sends a bare string.

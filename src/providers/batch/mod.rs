@@ -16,18 +16,27 @@
 //!
 //! Each request is translated into the provider's format by the family's real-time adapter
 //! code (`request_body` of [`super::openai`], [`super::anthropic`], [`super::gemini`]), so a
-//! job means the same thing on either tier.
+//! job means the same thing on either tier; answers and per-request errors are read by the
+//! same adapters' parsers and classifiers, and the batch endpoints' own failures (401, 429,
+//! 5xx, a refused connection) become [`ProviderError`]s exactly as a real-time call's do.
+//!
+//! The clients: [`openai::OpenAiBatch`], [`anthropic::AnthropicBatch`],
+//! [`gemini::GeminiBatch`]. Each takes the same base URL as its family's real-time adapter.
+//! The plumbing below this trait is what the three share: one exchange under the deadline
+//! with the key scrubbed, JSONL reading, required-field errors, the size check.
 
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
 
-use super::{CallOptions, Completion, ProviderError};
+use super::http::{self, Answer};
+use super::{Call, CallOptions, Completion, ErrorKind, ProviderError};
 use crate::config::ProviderKind;
 use crate::job::ChatRequest;
 use async_trait::async_trait;
+use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// One request of a provider batch.
 #[derive(Debug, Clone)]
@@ -59,8 +68,9 @@ pub enum BatchProgress {
         /// The provider's own word for the state (`in_progress`, `BATCH_STATE_RUNNING`, …).
         status: String,
     },
-    /// Finished (completed, expired or cancelled): [`BatchApi::results`] has an outcome for
-    /// every request, including those that expired or were cancelled before they ran.
+    /// Finished (completed, expired or cancelled): [`BatchApi::results`] can be read. It has
+    /// an outcome for every request the provider reports on, including those that expired or
+    /// were cancelled before they ran (see there for a request it says nothing about).
     Ended { status: String },
     /// Refused as a whole (OpenAI `failed` at validation, Gemini `BATCH_STATE_FAILED`): no
     /// request ran and there are no per-request results.
@@ -98,23 +108,27 @@ pub struct BatchLimits {
 }
 
 impl BatchLimits {
-    /// The documented limits of `kind`'s batch API (reference §6.6).
-    pub fn of(kind: ProviderKind) -> BatchLimits {
+    /// The limits of `kind`'s batch API as Sluice uses it (reference §6.6): the documented
+    /// caps, less room for the wrapper around the requests where the cap is on a whole body.
+    pub const fn of(kind: ProviderKind) -> BatchLimits {
         const MB: usize = 1_000_000;
         match kind {
+            // The cap is on the input file: the JSONL lines alone.
             ProviderKind::Openai => BatchLimits {
                 max_requests: 50_000,
                 max_bytes: 200 * MB,
             },
+            // The cap is on the create body: 1 KB for `{"requests":[…]}` around the items.
             ProviderKind::Anthropic => BatchLimits {
                 max_requests: 100_000,
-                max_bytes: 256 * MB,
+                max_bytes: 256 * MB - 1000,
             },
-            // Inline requests (the mode Sluice uses) are capped at 20 MB in total; no count
-            // is documented, so the count is bounded by the size.
+            // Inline requests (the mode Sluice uses) are capped at 20 MB in all. Google
+            // documents no count; the answers come back inline in one body every poll reads
+            // whole, so the count is kept modest.
             ProviderKind::Gemini => BatchLimits {
-                max_requests: 100_000,
-                max_bytes: 20 * MB,
+                max_requests: 5_000,
+                max_bytes: 20 * MB - 1000,
             },
         }
     }
@@ -160,6 +174,17 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     async fn poll(&self, call: BatchCall<'_>, id: &str) -> Result<BatchProgress, ProviderError>;
 
     /// Every request's outcome of an ended batch (in any order: match on `custom_id`).
+    ///
+    /// The list is what the provider reported. All three document an outcome for every
+    /// request (OpenAI writes unrun ones to the error file as `batch_expired` /
+    /// `batch_cancelled`), but should a submitted `custom_id` be absent, the caller must treat
+    /// that request as **not run**: never answered, never charged, to be run again. (Only the
+    /// caller knows every id it submitted; the providers bill only answered requests.)
+    ///
+    /// A result that cannot be attributed to a request (a line with no `custom_id`, an
+    /// inline response with no `metadata.key`) fails the whole call with `InvalidResponse`
+    /// rather than being dropped, since dropping it would run an answered request twice.
+    /// Calling this on a batch that has not ended is an error (`BadRequest`).
     async fn results(
         &self,
         call: BatchCall<'_>,
@@ -169,4 +194,243 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     /// Asks the provider to cancel the batch. Requests already answered keep their results;
     /// the rest come back `Cancelled` once the batch has ended.
     async fn cancel(&self, call: BatchCall<'_>, id: &str) -> Result<(), ProviderError>;
+}
+
+/// The real-time [`Call`] a batch item is translated with. The translators read only the
+/// model, the request and the options; the key and the deadline belong to the batch's own
+/// HTTP calls, so they are left empty here.
+fn translation_call<'a>(
+    model: &'a str,
+    options: CallOptions,
+    request: &'a BatchRequest,
+) -> Call<'a> {
+    Call {
+        model,
+        api_key: "",
+        request: &request.request,
+        timeout: Duration::ZERO,
+        options,
+    }
+}
+
+/// One exchange with a batch endpoint: the 2xx answer, or the family's reading of any other
+/// (`on_error`, the real-time adapter's, so a 429's `retry-after` and a 401 mean the same as
+/// on a real-time call); under `call.timeout`, the key scrubbed from any error.
+async fn fetch(
+    provider: &'static str,
+    call: &BatchCall<'_>,
+    request: reqwest::RequestBuilder,
+    on_error: fn(&Answer, SystemTime) -> ProviderError,
+) -> Result<Answer, ProviderError> {
+    http::guarded(provider, call.api_key, call.timeout, async {
+        let answer = http::send(provider, request.timeout(call.timeout), call.timeout).await?;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(on_error(&answer, SystemTime::now()))
+        }
+    })
+    .await
+}
+
+/// [`fetch`] for an endpoint that answers with a JSON object (a batch, a file, an operation).
+async fn fetch_json(
+    provider: &'static str,
+    call: &BatchCall<'_>,
+    request: reqwest::RequestBuilder,
+    on_error: fn(&Answer, SystemTime) -> ProviderError,
+) -> Result<Value, ProviderError> {
+    let answer = fetch(provider, call, request, on_error).await?;
+    let json = http::json_body(provider, answer.status.as_u16(), &answer.body)?;
+    if json.is_object() {
+        Ok(json)
+    } else {
+        Err(http::invalid(
+            provider,
+            answer.status.as_u16(),
+            format!(
+                "expected a JSON object, got {}",
+                http::snippet(&json.to_string())
+            ),
+        ))
+    }
+}
+
+/// A string field the provider documents as always there, or an `InvalidResponse` naming it.
+fn required_str<'v>(
+    provider: &'static str,
+    value: &'v Value,
+    pointer: &str,
+    what: &str,
+) -> Result<&'v str, ProviderError> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            http::invalid(
+                provider,
+                200,
+                format!(
+                    "{what} has no \"{}\"",
+                    pointer.trim_start_matches('/').replace('/', ".")
+                ),
+            )
+        })
+}
+
+/// The lines of a JSONL results file, numbered from 1, blank lines skipped. The whole file is
+/// in memory (a 50,000-request output can be hundreds of MB: acceptable for now, streaming it
+/// is the next step), but each line is parsed on its own so only one line's `Value` is alive
+/// at a time.
+fn jsonl_lines<'a>(
+    provider: &'static str,
+    what: &'a str,
+    body: &'a [u8],
+) -> impl Iterator<Item = Result<Value, ProviderError>> + 'a {
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
+        .map(move |(at, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                http::invalid(
+                    provider,
+                    200,
+                    format!(
+                        "{what} line {} is not JSON ({e}): {}",
+                        at + 1,
+                        http::snippet(&String::from_utf8_lossy(line))
+                    ),
+                )
+            })
+        })
+}
+
+/// Refuses a submission the provider would refuse as a whole: empty, or over its limits.
+/// The collector sizes batches with [`BatchApi::encoded_len`]; this is the backstop.
+fn check_size(
+    provider: &'static str,
+    limits: BatchLimits,
+    requests: usize,
+    bytes: usize,
+) -> Result<(), ProviderError> {
+    let problem = if requests == 0 {
+        "a batch needs at least one request".to_string()
+    } else if requests > limits.max_requests {
+        format!(
+            "{requests} requests; a batch holds at most {}",
+            limits.max_requests
+        )
+    } else if bytes > limits.max_bytes {
+        format!("{bytes} bytes; a batch holds at most {}", limits.max_bytes)
+    } else {
+        return Ok(());
+    };
+    Err(ProviderError::new(
+        provider,
+        ErrorKind::BadRequest,
+        None,
+        problem,
+    ))
+}
+
+/// `results` may only be read once the batch has ended; anything else is the caller's mistake.
+fn require_ended(
+    provider: &'static str,
+    id: &str,
+    progress: BatchProgress,
+) -> Result<(), ProviderError> {
+    match progress {
+        BatchProgress::Ended { .. } => Ok(()),
+        BatchProgress::Running { status } | BatchProgress::Failed { status, .. } => {
+            Err(ProviderError::new(
+                provider,
+                ErrorKind::BadRequest,
+                None,
+                format!("batch {id} is {status}: results are read once it has ended"),
+            ))
+        }
+    }
+}
+
+/// A create body that carries the requests inline (Anthropic, Gemini): each request
+/// translated by `item`, the list wrapped by `envelope`, serialised once so its size can be
+/// checked against the provider's limit before sending.
+fn inline_body(
+    provider: &'static str,
+    limits: BatchLimits,
+    requests: &[BatchRequest],
+    item: impl Fn(&BatchRequest) -> Result<Value, ProviderError>,
+    envelope: impl FnOnce(Vec<Value>) -> Value,
+) -> Result<Vec<u8>, ProviderError> {
+    let items = requests.iter().map(item).collect::<Result<Vec<_>, _>>()?;
+    let body = serde_json::to_vec(&envelope(items)).expect("a JSON value serialises");
+    check_size(provider, limits, requests.len(), body.len())?;
+    Ok(body)
+}
+
+/// A result the provider wrote that Sluice could not read, as that request's failure:
+/// retryable (`InvalidResponse`), like a real-time answer that is not what the docs say.
+fn unreadable(
+    provider: &'static str,
+    custom_id: &str,
+    problem: impl std::fmt::Display,
+) -> ItemOutcome {
+    ItemOutcome::Failed(http::invalid(
+        provider,
+        200,
+        format!("the result for {custom_id} {problem}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked_against_the_limits() {
+        let limits = BatchLimits {
+            max_requests: 2,
+            max_bytes: 100,
+        };
+        assert!(check_size("openai", limits, 2, 100).is_ok());
+        for (requests, bytes, says) in [
+            (0, 0, "at least one"),
+            (3, 10, "3 requests"),
+            (1, 101, "101 bytes"),
+        ] {
+            let e = check_size("openai", limits, requests, bytes).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn jsonl_lines_skip_blanks_and_name_a_bad_line() {
+        let body = b"{\"a\":1}\n\n  \n{\"b\":2}\r\nnot json\n";
+        let lines: Vec<_> = jsonl_lines("openai", "file f", body).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1].as_ref().unwrap()["b"], 2);
+        let e = lines[2].clone().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(
+            e.message.starts_with("file f line 5 is not JSON"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn results_need_an_ended_batch() {
+        let ended = BatchProgress::Ended {
+            status: "ended".into(),
+        };
+        assert!(require_ended("anthropic", "b1", ended).is_ok());
+        let running = BatchProgress::Running {
+            status: "in_progress".into(),
+        };
+        let e = require_ended("anthropic", "b1", running).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(e.message.contains("b1 is in_progress"), "{}", e.message);
+    }
 }
