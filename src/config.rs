@@ -758,6 +758,19 @@ impl Config {
                 }
             }
         }
+        if self.batch.realtime_reserve >= self.batch.safety_margin {
+            // A batch is given up `realtime_reserve` before a deadline; a job is sent to one
+            // only with turnaround + safety_margin to spare. With the reserve the larger, a
+            // batch that keeps its typical turnaround would still be given up.
+            problem(
+                "batch.realtime_reserve".into(),
+                format!(
+                    "{} must be shorter than batch.safety_margin ({}), or a batch on time is still given up before it ends",
+                    humantime::format_duration(self.batch.realtime_reserve),
+                    humantime::format_duration(self.batch.safety_margin)
+                ),
+            );
+        }
         if let Err(e) = crate::schedule::definition::parse_schedule(&self.batch.poll) {
             problem(
                 "batch.poll".into(),
@@ -1167,6 +1180,61 @@ mod tests {
         assert!(
             problems.contains(&"providers.oa.keys: needs at least one key".to_string()),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn batch_tier_problems_are_named_by_path() {
+        let config = parse(
+            r#"
+            [batch]
+            safety_margin = "10m"
+            realtime_reserve = "1h"
+            poll = "every minute"
+
+            [providers.oa]
+            kind = "openai"
+            base_url = "sim"
+            keys = [{ id = "k", secret = "s" }]
+
+            [deployments.mini]
+            provider = "oa"
+            model = "gpt-4o-mini"
+            batch = { max_requests = 60000 }
+
+            [deployments.custom]
+            provider = "oa"
+            model = "my-finetune"
+            price = { input = 1, output = 2 }
+            batch = { turnaround = "2h" }
+            "#,
+        );
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        let has = |prefix: &str| problems.iter().any(|p| p.starts_with(prefix));
+        assert!(
+            problems.contains(
+                &"deployments.mini.batch.max_requests: 60000 is over openai's limit of 50000 requests per batch"
+                    .to_string()
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            has("deployments.custom.batch.price: no batch price"),
+            "{problems:?}"
+        );
+        assert!(
+            has("batch.realtime_reserve: 1h must be shorter than batch.safety_margin (10m)"),
+            "{problems:?}"
+        );
+        assert!(
+            has("batch.poll: \"every minute\" is not a cron expression"),
+            "{problems:?}"
+        );
+        // The catalogue knows gpt-4o-mini's batch price: no problem there.
+        assert!(!has("deployments.mini.batch.price"), "{problems:?}");
+        assert_eq!(
+            config.deployment_batch_price("mini").map(|p| p.input),
+            Some(crate::pricing::MicrosPerMillion(75_000))
         );
     }
 

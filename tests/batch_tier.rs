@@ -35,7 +35,7 @@ fn with_batch_tier(config: &mut Config, deployment: &str, max_requests: usize, m
         max_wait,
     });
     config.batch.poll = "* * * * * *".into();
-    config.batch.safety_margin = Duration::from_secs(1);
+    config.batch.safety_margin = Duration::from_secs(6);
     config.batch.realtime_reserve = Duration::from_secs(5);
     config.sim.batch_turnaround = Duration::from_secs(1);
 }
@@ -331,6 +331,7 @@ async fn a_batch_that_would_miss_a_deadline_is_cancelled_and_its_jobs_run_realti
             // given up 15 s before it.
             c.sim.batch_turnaround = Duration::from_secs(3600);
             c.batch.realtime_reserve = Duration::from_secs(15);
+            c.batch.safety_margin = Duration::from_secs(16);
         },
         true,
     )
@@ -369,8 +370,8 @@ async fn a_tight_deadline_runs_realtime_and_the_attempt_says_why(backend: Backen
         true,
     )
     .await;
-    // 10 s turnaround + 1 s margin do not fit in 8 s.
-    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(8)).to_rfc3339();
+    // 10 s turnaround + 6 s margin do not fit in 12 s.
+    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(12)).to_rfc3339();
     let ids = submit_batch_jobs(&h, "fast", 1, Some(deadline), |_| "now-ish".into()).await;
     let job = h.wait(ids[0]).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
