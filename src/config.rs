@@ -379,6 +379,30 @@ pub struct DeploymentConfig {
     /// The provider's batch tier for this model, when jobs may use it.
     #[serde(default)]
     pub batch: Option<BatchTierConfig>,
+    /// OpenAI's flex service tier for this model (`service_tier: "flex"`), when `standard`
+    /// and `batch` jobs may use it.
+    #[serde(default)]
+    pub flex: Option<FlexTierConfig>,
+}
+
+/// A deployment's flex tier: OpenAI's cheaper, slower synchronous processing
+/// (`service_tier: "flex"`), priced at Batch API rates, which may answer 429 "resource
+/// unavailable" when capacity is short.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlexTierConfig {
+    /// Flex prices, USD per million tokens; the catalogue's batch price for the model when
+    /// absent (OpenAI prices flex at Batch API rates).
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// The whole-call timeout of a flex call (OpenAI suggests 15 minutes); a job's deadline
+    /// must leave this plus `batch.safety_margin` for it to use the flex tier.
+    #[serde(default = "default_flex_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+fn default_flex_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 /// A deployment's `price`: a table of prices, or `"unknown"`.
@@ -758,6 +782,33 @@ impl Config {
                 }
             }
         }
+        for (name, deployment) in &self.deployments {
+            let (Some(_), Some(provider)) =
+                (&deployment.flex, self.providers.get(&deployment.provider))
+            else {
+                continue;
+            };
+            if provider.kind != ProviderKind::Openai {
+                problem(
+                    format!("deployments.{name}.flex"),
+                    format!(
+                        "the flex service tier is OpenAI's; provider \"{}\" is {}",
+                        deployment.provider,
+                        provider.kind.as_str()
+                    ),
+                );
+            } else if self.deployment_price(name).price().is_some()
+                && self.deployment_flex_price(name).is_none()
+            {
+                problem(
+                    format!("deployments.{name}.flex.price"),
+                    format!(
+                        "no flex price: the catalogue has no batch price for model \"{}\"; add price = {{ input = …, output = … }} to the flex table",
+                        deployment.model
+                    ),
+                );
+            }
+        }
         if self.batch.realtime_reserve >= self.batch.safety_margin {
             // A batch is given up `realtime_reserve` before a deadline; a job is sent to one
             // only with turnaround + safety_margin to spare. With the reserve the larger, a
@@ -992,11 +1043,25 @@ impl Config {
     /// catalogue's batch price for its model. `None` without a batch tier, for a deployment
     /// whose price is `"unknown"`, or when no batch price is known (a config error).
     pub fn deployment_batch_price(&self, name: &str) -> Option<Price> {
+        let tier = self.deployments.get(name)?.batch.as_ref()?;
+        self.discounted_price(name, tier.price)
+    }
+
+    /// Deployment `name`'s flex-tier price: its flex table's own `price`, else the
+    /// catalogue's batch price for its model (OpenAI prices flex at Batch API rates). `None`
+    /// without a flex tier, for an unknown price, or when no price is known (a config error).
+    pub fn deployment_flex_price(&self, name: &str) -> Option<Price> {
+        let flex = self.deployments.get(name)?.flex.as_ref()?;
+        self.discounted_price(name, flex.price)
+    }
+
+    /// A discounted tier's price for deployment `name`: `own` (the tier's table), else the
+    /// catalogue's batch price; `None` when the deployment's own price is unknown.
+    fn discounted_price(&self, name: &str, own: Option<Price>) -> Option<Price> {
         let deployment = self.deployments.get(name)?;
-        let tier = deployment.batch.as_ref()?;
         match self.deployment_price(name) {
             PriceSource::DeclaredUnknown | PriceSource::Missing => None,
-            PriceSource::Configured(_) | PriceSource::Catalogue(_) => tier.price.or_else(|| {
+            PriceSource::Configured(_) | PriceSource::Catalogue(_) => own.or_else(|| {
                 let provider = self.providers.get(&deployment.provider)?;
                 Catalogue::shipped()
                     .lookup(provider.kind, &deployment.model)?

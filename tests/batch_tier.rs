@@ -10,7 +10,7 @@ mod common;
 
 use common::{Backend, Harness};
 use serde_json::{json, Value};
-use sluice::config::{BatchTierConfig, Config, ProviderKind};
+use sluice::config::{BatchTierConfig, Config, FlexTierConfig, ProviderKind};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ on_both_backends!(
     a_tight_deadline_runs_realtime_and_the_attempt_says_why,
     a_cancelled_job_in_a_provider_batch_is_never_answered,
     a_cancelled_bulk_cancels_its_provider_batch_upstream,
+    standard_jobs_use_the_flex_tier_at_batch_prices_and_fall_back_on_its_429,
 );
 
 /// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
@@ -509,5 +510,92 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
         3
     );
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 0);
+    h.stop().await;
+}
+
+async fn standard_jobs_use_the_flex_tier_at_batch_prices_and_fall_back_on_its_429(
+    backend: Backend,
+) {
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            c.deployments.get_mut("gpt-4o-mini").unwrap().flex = Some(FlexTierConfig {
+                price: None,
+                timeout: Duration::from_secs(30),
+            });
+            c.batch.safety_margin = Duration::from_secs(6);
+            c.batch.realtime_reserve = Duration::from_secs(5);
+        },
+        true,
+    )
+    .await;
+    let submit = |text: &'static str, deadline: Option<i64>| {
+        let mut job = json!({
+            "urgency": "standard",
+            "request": {"model": "fast", "messages": [{"role": "user", "content": text}]}
+        });
+        if let Some(seconds) = deadline {
+            job["deadline"] =
+                json!((chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339());
+        }
+        let client = h.client.clone();
+        async move {
+            let answer = client.submit(&job).await.unwrap();
+            answer["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+        }
+    };
+    let flexible = submit("no hurry", None).await;
+    let unavailable = submit("no hurry either [sim fail=429]", Some(600)).await;
+    let tight = submit("soon", Some(20)).await;
+
+    // Flex: the default endpoint called with service_tier "flex", charged the batch price.
+    let job = h.wait(flexible).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(
+        tiers(&job),
+        vec![("realtime".to_string(), "ok".to_string())]
+    );
+    let why = job["attempts"][0]["chosen_because"].as_str().unwrap();
+    assert!(why.starts_with("flex tier: no deadline"), "{why}");
+    assert_eq!(job["cost"]["tier"], "flex", "{job:#}");
+    assert_eq!(job["cost"]["input_price_per_mtok"], "0.075000", "{job:#}");
+    assert_eq!(job["cost"]["output_price_per_mtok"], "0.300000", "{job:#}");
+
+    // Flex answered 429: the next attempt takes the default tier, at the default price.
+    let job = h.wait(unavailable).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(
+        tiers(&job),
+        vec![
+            ("realtime".to_string(), "rate_limited".to_string()),
+            ("realtime".to_string(), "ok".to_string())
+        ],
+        "{job:#}"
+    );
+    let first = job["attempts"][0]["chosen_because"].as_str().unwrap();
+    assert!(first.starts_with("flex tier: the deadline is"), "{first}");
+    let second = job["attempts"][1]["chosen_because"].as_str().unwrap();
+    assert!(!second.contains("flex"), "{second}");
+    assert_eq!(job["cost"]["tier"], "realtime", "{job:#}");
+    assert_eq!(job["cost"]["input_price_per_mtok"], "0.150000", "{job:#}");
+
+    // 20 s do not leave a 30 s flex call + 6 s margin: the default tier from the start.
+    let job = h.wait(tight).await;
+    assert_eq!(job["cost"]["tier"], "realtime", "{job:#}");
+    assert!(job["attempts"][0]["chosen_because"]
+        .as_str()
+        .unwrap()
+        .starts_with("priority"));
+
+    // What the provider was sent.
+    let sent = h.app.sim.as_ref().unwrap().requests();
+    let flex_calls = sent
+        .iter()
+        .filter(|body| body["service_tier"] == "flex")
+        .count();
+    assert_eq!(
+        flex_calls, 2,
+        "the flexible job and the first call of the unavailable one"
+    );
     h.stop().await;
 }

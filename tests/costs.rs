@@ -104,6 +104,7 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
                     default_max_tokens: None,
                     overrides: Default::default(),
                     batch: None,
+                    flex: None,
                 },
             );
         },

@@ -12,25 +12,38 @@
 //!   the configured safety margin away.
 //!
 //! Otherwise it runs real-time, and when the batch tier was possible but refused, the reason
-//! is recorded on the attempt (`chosen_because`).
+//! is recorded on the attempt (`chosen_because`). A real-time call of a deployment with
+//! OpenAI's flex service tier uses it under similar rules ([`flex`]).
 
 use crate::job::Urgency;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-/// The kind of provider endpoint an attempt used.
+/// The tier a call was made on, and priced at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Realtime,
     Batch,
+    /// OpenAI's flex service tier: the real-time endpoint with `service_tier: "flex"`.
+    Flex,
 }
 
 impl Tier {
-    /// As stored on attempts and cost records.
+    /// As stored on cost records (and shown by reports grouped by tier).
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Realtime => "realtime",
             Tier::Batch => "batch",
+            Tier::Flex => "flex",
+        }
+    }
+
+    /// The kind of endpoint the call used, as attempts record it: a flex call is a call of
+    /// the real-time endpoint (its `chosen_because` says it was flex).
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Tier::Batch => "batch",
+            Tier::Realtime | Tier::Flex => "realtime",
         }
     }
 }
@@ -54,14 +67,15 @@ pub struct TierQuestion {
     /// The job's effective deadline (its own or its route's).
     pub deadline: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
-    /// The deployment's batch turnaround; `None` when it has no batch tier.
-    pub turnaround: Option<Duration>,
+    /// How long the tier takes: the deployment's batch turnaround (for [`choose`]) or its
+    /// flex timeout (for [`flex`]); `None` when the deployment has no such tier.
+    pub wait: Option<Duration>,
     pub safety_margin: Duration,
 }
 
 /// Chooses the tier of an attempt (see the module docs for the rules).
 pub fn choose(q: TierQuestion) -> TierChoice {
-    let Some(turnaround) = q.turnaround else {
+    let Some(turnaround) = q.wait else {
         return TierChoice::Realtime { because: None };
     };
     let eligible = match q.urgency {
@@ -110,6 +124,31 @@ pub fn choose(q: TierQuestion) -> TierChoice {
     }
 }
 
+/// Whether an attempt of a deployment with a flex tier (whole-call `timeout`) uses it, and
+/// why: `standard` and `batch` jobs, on their first attempt (a flex 429 "resource
+/// unavailable" sends the next attempt to the default tier), when their deadline, if any,
+/// leaves the flex timeout plus the safety margin. `None`: the default tier.
+pub fn flex(q: TierQuestion) -> Option<String> {
+    let timeout = q.wait?;
+    if q.urgency == Urgency::Realtime || q.attempt > 1 {
+        return None;
+    }
+    match q.deadline {
+        None => Some("flex tier: no deadline".into()),
+        Some(deadline) => {
+            let left = (deadline - q.now).to_std().unwrap_or(Duration::ZERO);
+            (left >= timeout + q.safety_margin).then(|| {
+                format!(
+                    "flex tier: the deadline is {} away, room for a {} flex call + {} margin",
+                    humantime::format_duration(Duration::from_secs(left.as_secs())),
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(q.safety_margin)
+                )
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +162,7 @@ mod tests {
             attempt: 1,
             deadline: deadline_in.map(|d| now + chrono::Duration::from_std(d).unwrap()),
             now,
-            turnaround: Some(2 * HOUR),
+            wait: Some(2 * HOUR),
             safety_margin: HOUR,
         }
     }
@@ -178,8 +217,29 @@ mod tests {
             TierChoice::Realtime { because: None }
         );
         let mut q = question(Urgency::Batch, None);
-        q.turnaround = None;
+        q.wait = None;
         assert_eq!(choose(q), TierChoice::Realtime { because: None });
+    }
+
+    #[test]
+    fn flex_takes_standard_and_batch_first_attempts_whose_deadline_allows() {
+        let mut q = question(Urgency::Standard, Some(4 * HOUR));
+        q.wait = Some(HOUR / 4);
+        assert!(flex(q).is_some_and(|why| why.starts_with("flex tier")));
+        q.deadline = Some(q.now + chrono::Duration::minutes(20));
+        assert_eq!(flex(q), None, "15m + 1h margin do not fit in 20m");
+        let mut q = question(Urgency::Batch, None);
+        q.wait = Some(HOUR / 4);
+        assert!(flex(q).is_some());
+        q.attempt = 2;
+        assert_eq!(
+            flex(q),
+            None,
+            "a retry after a flex 429 uses the default tier"
+        );
+        let mut q = question(Urgency::Realtime, None);
+        q.wait = Some(HOUR / 4);
+        assert_eq!(flex(q), None);
     }
 
     #[test]

@@ -78,6 +78,17 @@ pub struct Deployment {
     pub health: Health,
     /// The provider's batch tier for this model, when configured.
     pub batch: Option<BatchTier>,
+    /// OpenAI's flex service tier for this model, when configured.
+    pub flex: Option<FlexTier>,
+}
+
+/// A deployment's flex tier: the same endpoint called with `service_tier: "flex"`.
+#[derive(Debug, Clone, Copy)]
+pub struct FlexTier {
+    /// The flex price (`None` when the deployment's price is unknown).
+    pub price: Option<Price>,
+    /// The whole-call timeout of a flex call.
+    pub timeout: Duration,
 }
 
 /// A deployment's batch tier: where its batch-tier jobs are sent, what they cost, how they
@@ -437,6 +448,10 @@ impl Router {
                     limits,
                     health: Health::new(config.health.clone()),
                     batch,
+                    flex: d.flex.as_ref().map(|flex| FlexTier {
+                        price: config.deployment_flex_price(name),
+                        timeout: flex.timeout,
+                    }),
                 }),
             );
         }

@@ -193,14 +193,15 @@ fn random_fault(state: &SimState) -> Option<Fault> {
     }
 }
 
-/// Identifies "the same request" for `fail=` counting: the body without `model`, keys
-/// sorted, plus the fault header. `model` is left out so a job that falls back to another
-/// model is still the same job (Gemini carries the model in the path, so never here).
+/// Identifies "the same request" for `fail=` counting: the body without `model` and
+/// `service_tier`, keys sorted, plus the fault header. Both are left out so a job that falls
+/// back to another model, or from OpenAI's flex tier to the default one, is still the same
+/// job (Gemini carries the model in the path, so never here).
 pub fn request_key(request: &Map<String, Value>, fault_header: Option<&str>) -> u64 {
     let mut text = String::new();
     let without_model: Map<String, Value> = request
         .iter()
-        .filter(|(key, _)| key.as_str() != "model")
+        .filter(|(key, _)| !matches!(key.as_str(), "model" | "service_tier"))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     canonical(&Value::Object(without_model), &mut text);

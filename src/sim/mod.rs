@@ -85,8 +85,8 @@
 //! directive the simulator cannot parse is answered with a 400 that names the problem, so a
 //! typo never silently runs the happy path.
 //!
-//! "The Nth call of a request" counts calls whose bodies are equal apart from `model`
-//! (JSON compared with sorted keys) and carry the same `x-sim-fault` header. `model` is left
+//! "The Nth call of a request" counts calls whose bodies are equal apart from `model` and
+//! `service_tier` (JSON compared with sorted keys) and carry the same `x-sim-fault` header. `model` is left
 //! out so a job that falls back to another model on the same simulator is still the same
 //! job: `[sim fail=429]` then fails its first attempt only, wherever it goes.
 //!

@@ -59,6 +59,9 @@ pub struct AttemptRecord {
 /// The cost of a successful attempt, with what reports need to explain it.
 #[derive(Debug, Clone)]
 pub struct CostRecord {
+    /// The tier the call was priced at: `realtime`, `batch` or `flex` (a flex call's attempt
+    /// says `realtime`, the endpoint it called).
+    pub tier: &'static str,
     pub usage: Usage,
     /// The unit prices charged; `None` when the deployment's price is unknown (amount 0,
     /// recorded with `price_known = 0`).
@@ -156,7 +159,8 @@ pub struct CostView {
     /// False when the deployment's price is unknown: the amount is 0 because nobody knows
     /// it, not because the call was free.
     pub price_known: bool,
-    /// On the batch tier: what the same usage would have cost real-time, minus the amount.
+    /// On the batch (or flex) tier: what the same usage would have cost on the default
+    /// real-time tier, minus the amount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_saved_usd: Option<String>,
 }
@@ -370,7 +374,7 @@ impl Store {
                 .bind(&attempt.deployment)
                 .bind(&attempt.provider)
                 .bind(&attempt.model)
-                .bind(attempt.tier)
+                .bind(cost.tier)
                 .bind(cost.usage.prompt_tokens as i64)
                 .bind(cost.usage.cached_tokens as i64)
                 .bind(cost.usage.completion_tokens as i64)
@@ -556,7 +560,7 @@ impl Store {
             amount_usd: PicoUsd(c.get(8)).to_usd_string(),
             amount_pico_usd: c.get(8),
             price_known: c.get(9),
-            batch_saved_usd: (c.get::<String, _>(1) == "batch")
+            batch_saved_usd: (c.get::<String, _>(1) != "realtime")
                 .then(|| PicoUsd(c.get::<i64, _>(10) - c.get::<i64, _>(8)).to_usd_string()),
         });
         Ok(Some(JobView {

@@ -255,7 +255,7 @@ async fn run_job(
             attempt,
             deadline,
             now: chrono::Utc::now(),
-            turnaround: deployment.batch.as_ref().map(|b| b.turnaround),
+            wait: deployment.batch.as_ref().map(|b| b.turnaround),
             safety_margin: context.config.batch.safety_margin,
         });
         match choice {
@@ -352,12 +352,38 @@ async fn run_job(
     let deployment = pick.deployment.clone();
     let key = deployment.key(pick.key);
     let started_at = now_ms();
-    let request = deployment.overrides.apply(&envelope.spec.request);
+    // OpenAI's flex service tier: the same call at batch prices, when the job can wait for it.
+    let flex = deployment.flex.and_then(|flex| {
+        let why = crate::batch::tier::flex(TierQuestion {
+            urgency,
+            attempt: number,
+            deadline,
+            now: chrono::Utc::now(),
+            wait: Some(flex.timeout),
+            safety_margin: context.config.batch.safety_margin,
+        })?;
+        Some((flex, why))
+    });
+    let tier = if flex.is_some() {
+        Tier::Flex
+    } else {
+        Tier::Realtime
+    };
+    let mut request = deployment.overrides.apply(&envelope.spec.request);
+    if flex.is_some() {
+        request
+            .to_mut()
+            .extra
+            .insert("service_tier".into(), "flex".into());
+    }
     let call = Call {
         model: &deployment.model,
         api_key: key.secret(),
         request: &request,
-        timeout: route.attempt_timeout.unwrap_or(deployment.timeout),
+        timeout: match flex {
+            Some((flex, _)) => flex.timeout,
+            None => route.attempt_timeout.unwrap_or(deployment.timeout),
+        },
         options: deployment.options,
     };
     let clock = std::time::Instant::now();
@@ -369,8 +395,10 @@ async fn run_job(
         first_token,
     );
     // What the provider says about the key cools it down before the next call finds out.
+    // A flex 429 says flex capacity is short, not that the key is spent.
     let cooldown = match &result {
         Ok(completion) => completion.key_spent_for,
+        Err(error) if tier == Tier::Flex && error.kind == ErrorKind::RateLimited => None,
         Err(error) => match error.kind {
             ErrorKind::RateLimited => {
                 Some(error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN))
@@ -382,10 +410,14 @@ async fn run_job(
     if let Some(wait) = cooldown {
         deployment.limits.cool_down(pick.key, wait);
     }
-    let chosen_because = Some(match tier_note {
-        Some(note) => format!("{note}; {}", pick.chosen_because),
-        None => pick.chosen_because,
-    });
+    let chosen_because = Some(
+        tier_note
+            .into_iter()
+            .chain(flex.map(|(_, why)| why))
+            .chain([pick.chosen_because])
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
     let attempt = |outcome: String,
                    status: Option<u16>,
                    error: Option<String>,
@@ -395,7 +427,7 @@ async fn run_job(
         provider: deployment.provider_name.clone(),
         model: deployment.model.clone(),
         key_id: key.id.clone(),
-        tier: Tier::Realtime.as_str(),
+        tier: tier.endpoint(),
         outcome,
         http_status: status,
         error,
@@ -408,7 +440,7 @@ async fn run_job(
 
     match result {
         Ok(completion) => {
-            let cost = charge(completion.usage, &deployment, &route, Tier::Realtime);
+            let cost = charge(completion.usage, &deployment, &route, tier);
             let record = attempt("ok".into(), Some(completion.status), None, None);
             if !store
                 .finish_succeeded(id, record, completion.response, cost)
@@ -425,6 +457,12 @@ async fn run_job(
                 Some(error.message.clone()),
                 error.retry_after,
             );
+            if tier == Tier::Flex && error.kind == ErrorKind::RateLimited {
+                // Flex capacity is short: the next attempt takes the default tier at once.
+                tracing::info!(job = %id, attempt = number, "flex tier unavailable; retrying on the default tier");
+                store.record_retry(id, record).await?;
+                return Ok(Settlement::RetryAfter(Duration::ZERO));
+            }
             decide_after_failure(context, envelope, &route, number, error, record).await
         }
     }
@@ -442,8 +480,9 @@ pub(crate) fn charge(
 ) -> CostRecord {
     let price_on = |d: &Deployment| match tier {
         Tier::Realtime => d.price,
-        // A primary without a batch tier would have run real-time.
+        // A primary without the tier would have run on the default one.
         Tier::Batch => d.batch.as_ref().map_or(d.price, |b| b.price),
+        Tier::Flex => d.flex.map_or(d.price, |f| f.price),
     };
     let price = price_on(deployment);
     let amount = price.map_or(PicoUsd(0), |p| p.cost(&usage));
@@ -458,6 +497,7 @@ pub(crate) fn charge(
             )
         });
     CostRecord {
+        tier: tier.as_str(),
         usage,
         price,
         amount,
