@@ -1,5 +1,6 @@
 //! OpenAI's Files and Batches API over Sluice's bulks, on both queue backends: upload, create,
-//! poll, download the output and error files; cancel; tenants; bad requests and bad files.
+//! poll, download the output and error files; cancel; tenants; bad requests and bad files;
+//! listing and deleting files; a batch whose submission a crash cut short, resumed at start.
 //! (`tests/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
 
 #[macro_use]
@@ -7,7 +8,13 @@ mod common;
 
 use common::{Backend, Harness, OTHER_TOKEN, TOKEN};
 use serde_json::{json, Value};
+use sluice::api::batches::batch_id;
+use sluice::store::{NewBatch, Store};
 use std::time::Duration;
+use uuid::Uuid;
+
+/// The tenant of `TOKEN`.
+const TENANT: &str = "acme";
 
 /// A tenant's view of the API over plain HTTP.
 struct Api {
@@ -43,6 +50,24 @@ impl Api {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.root)).json(&body))
             .await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.root)))
+            .await
+    }
+
+    /// The ids of a `GET /v1/files` page, and the page.
+    async fn list_files(&self, query: &str) -> (Vec<String>, Value) {
+        let (status, page) = self.get(&format!("/v1/files{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        let ids = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, page)
     }
 
     async fn text(&self, path: &str) -> (u16, String) {
@@ -219,6 +244,31 @@ async fn a_batch_runs_to_completed_with_output_and_error_files(backend: Backend)
             .0,
         404
     );
+    assert_eq!(other.delete(&format!("/v1/files/{file_id}")).await.0, 404);
+    assert_eq!(other.delete(&format!("/v1/files/{output_id}")).await.0, 404);
+
+    // Output files are views and cannot be deleted; the input file can once the batch has
+    // all its jobs, and the batch and its output stay readable.
+    let (status, e) = api.delete(&format!("/v1/files/{output_id}")).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("view"),
+        "{e}"
+    );
+    let (status, deleted) = api.delete(&format!("/v1/files/{file_id}")).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(
+        deleted,
+        json!({"id": file_id, "object": "file", "deleted": true})
+    );
+    assert_eq!(
+        api.get(&format!("/v1/batches/{id}")).await.1["status"],
+        "completed"
+    );
+    assert_eq!(
+        api.text(&format!("/v1/files/{output_id}/content")).await,
+        (200, output)
+    );
     h.stop().await;
 }
 
@@ -322,8 +372,251 @@ async fn bad_requests_are_400s_and_a_bad_file_fails_the_batch(backend: Backend) 
     h.stop().await;
 }
 
+/// A batch record for `file`, as `POST /v1/batches` makes it (window from now).
+fn new_batch(id: Uuid, file: &str) -> NewBatch {
+    NewBatch {
+        id,
+        name: batch_id(id),
+        endpoint: "/v1/chat/completions".into(),
+        metadata: None,
+        input_file_id: file.into(),
+        completion_window: "24h".into(),
+        expires_at: (chrono::Utc::now() + chrono::TimeDelta::hours(24)).timestamp_millis(),
+    }
+}
+
+async fn files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let api = Api::new(&h, TOKEN);
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let (status, file) = api
+            .upload(&(line(&format!("l-{i}"), "hi") + "\n"), "batch")
+            .await;
+        assert_eq!(status, 200, "{file}");
+        ids.push(file["id"].as_str().unwrap().to_string());
+    }
+    let other = Api::new(&h, OTHER_TOKEN);
+    let theirs = other.upload(&(line("g", "hi") + "\n"), "batch").await.1;
+    let (f1, f2, f3) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+
+    // OpenAI's page: newest first by default, the cursor, the order, the purpose.
+    let (listed, page) = api.list_files("").await;
+    assert_eq!(listed, [f3, f2, f1]);
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], false);
+    assert_eq!(
+        (&page["first_id"], &page["last_id"]),
+        (&json!(f3), &json!(f1))
+    );
+    assert_eq!(page["data"][2], api.get(&format!("/v1/files/{f1}")).await.1);
+    let (listed, page) = api.list_files("?limit=2").await;
+    assert_eq!(listed, [f3, f2]);
+    assert_eq!(page["has_more"], true);
+    let (listed, page) = api.list_files(&format!("?limit=2&after={f2}")).await;
+    assert_eq!(listed, [f1]);
+    assert_eq!(page["has_more"], false);
+    assert_eq!(api.list_files("?order=asc").await.0, [f1, f2, f3]);
+    assert_eq!(
+        api.list_files(&format!("?order=asc&after={f1}")).await.0,
+        [f2, f3]
+    );
+    assert_eq!(api.list_files("?purpose=batch").await.0.len(), 3);
+    assert!(api.list_files("?purpose=fine-tune").await.0.is_empty());
+    for (query, param) in [
+        ("?limit=0", "limit"),
+        ("?limit=10001", "limit"),
+        ("?order=sideways", "order"),
+        ("?after=batch_1", "after"),
+    ] {
+        let (status, e) = api.get(&format!("/v1/files{query}")).await;
+        assert_eq!(
+            (status, &e["error"]["param"]),
+            (400, &json!(param)),
+            "{query}: {e}"
+        );
+    }
+    // Tenants see only their own.
+    assert_eq!(
+        other.list_files("").await.0,
+        [theirs["id"].as_str().unwrap()]
+    );
+
+    // Delete: the record and the bytes go; another tenant's delete is a 404.
+    assert_eq!(other.delete(&format!("/v1/files/{f1}")).await.0, 404);
+    let bytes = h.app.store.file_path(f1);
+    assert!(bytes.exists());
+    let (status, deleted) = api.delete(&format!("/v1/files/{f1}")).await;
+    assert_eq!(
+        (status, deleted),
+        (200, json!({"id": f1, "object": "file", "deleted": true}))
+    );
+    assert!(!bytes.exists(), "{} is left", bytes.display());
+    assert_eq!(api.get(&format!("/v1/files/{f1}")).await.0, 404);
+    assert_eq!(api.delete(&format!("/v1/files/{f1}")).await.0, 404);
+    assert_eq!(api.delete("/v1/files/nope").await.0, 404);
+    assert_eq!(api.list_files("").await.0, [f3, f2]);
+    // A batch can no longer be made of it, even by a create that read the file before the
+    // delete (the insert checks again).
+    let (status, e) = api
+        .post(
+            "/v1/batches",
+            json!({"input_file_id": f1, "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &e["error"]["param"]),
+        (404, &json!("input_file_id")),
+        "{e}"
+    );
+    assert!(!h
+        .app
+        .store
+        .create_batch(TENANT, new_batch(Uuid::now_v7(), f1))
+        .await
+        .unwrap());
+
+    // A batch recorded but not yet submitted (as a crash leaves one) still needs its file: 409.
+    let pending = Uuid::now_v7();
+    assert!(h
+        .app
+        .store
+        .create_batch(TENANT, new_batch(pending, f2))
+        .await
+        .unwrap());
+    let (status, e) = api.delete(&format!("/v1/files/{f2}")).await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(e["error"]["code"], "file_in_use");
+    assert_eq!(e["error"]["batch_id"], batch_id(pending));
+    assert!(h.app.store.file_path(f2).exists());
+    // Once cancelled, nothing will read it again.
+    let (status, cancelled) = api
+        .post(
+            &format!("/v1/batches/{}/cancel", batch_id(pending)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(api.delete(&format!("/v1/files/{f2}")).await.0, 200);
+    h.stop().await;
+}
+
+/// Writes `content` into `store` as the tenant's uploaded batch file; returns its id.
+async fn stored_file(store: &Store, content: &str) -> String {
+    let upload = store.new_upload().unwrap();
+    std::fs::write(upload.path(), content).unwrap();
+    let record = store
+        .keep_upload(TENANT, upload, "in.jsonl", "batch", content.len() as u64)
+        .await
+        .unwrap();
+    record.id
+}
+
+async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(backend, dir.path());
+    let input: String = (1..=10)
+        .map(|i| line(&format!("r-{i}"), &format!("resumed question {i}")) + "\n")
+        .collect();
+
+    // The process that crashes: it records the batch, finds the file valid and submits the
+    // first four lines as `POST /v1/batches`'s task does (recorded, published), then stops.
+    let id = Uuid::now_v7();
+    let (file, started_at) = {
+        let app = sluice::app::App::start(config.clone()).await.unwrap();
+        if let Some(amqp) = app.queue_as_amqp() {
+            amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
+        }
+        let file = stored_file(&app.store, &input).await;
+        let batch = new_batch(id, &file);
+        let defaults = sluice::bulk::Defaults {
+            deadline: chrono::DateTime::from_timestamp_millis(batch.expires_at),
+            ..sluice::bulk::Defaults::default()
+        };
+        assert!(app.store.create_batch(TENANT, batch).await.unwrap());
+        let submitter = app.submitter();
+        let opened = app.store.open_bulk(TENANT, &batch_id(id)).await.unwrap();
+        assert_eq!(opened.id, id);
+        app.store.start_batch(id).await.unwrap();
+        let check = |spec: &sluice::job::JobSpec| submitter.check(spec);
+        let first: Vec<_> = input
+            .lines()
+            .take(4)
+            .zip(1..)
+            .map(|(text, n)| {
+                let spec =
+                    sluice::bulk::validate::job_of_line(n, text.as_bytes(), &defaults, &check);
+                (n, spec.unwrap())
+            })
+            .collect();
+        submitter.submit_to_bulk(TENANT, id, first).await.unwrap();
+        assert_eq!(
+            app.store.unfinished_batches().await.unwrap()[0].id,
+            id,
+            "the cut-short batch is unfinished"
+        );
+        // The file is still needed.
+        assert_eq!(
+            app.store.delete_file(TENANT, &file).await.unwrap(),
+            sluice::store::DeleteOutcome::InUse(id)
+        );
+        let started = app.store.batch_fields(id).await.unwrap().in_progress_at;
+        (file, started)
+    };
+
+    // A fresh process on the same database, file store and queue resumes it.
+    let h = Harness::start_on(config, dir, true).await;
+    let api = Api::new(&h, TOKEN);
+    let done = api.until(&batch_id(id), &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 10, "completed": 10, "failed": 0})
+    );
+    // Every line became exactly one job, answered and charged once.
+    let bulk = format!("bulk_id = '{id}'");
+    assert_eq!(
+        h.count(&format!("SELECT COUNT(*) FROM jobs WHERE {bulk}"))
+            .await,
+        10
+    );
+    assert_eq!(
+        h.count(&format!(
+            "SELECT COUNT(DISTINCT custom_id) + COUNT(DISTINCT bulk_line) FROM jobs WHERE {bulk}"
+        ))
+        .await,
+        20
+    );
+    assert_eq!(
+        h.count(&format!(
+            "SELECT COUNT(*) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.{bulk}"
+        ))
+        .await,
+        10
+    );
+    assert_eq!(
+        h.app.store.batch_fields(id).await.unwrap().in_progress_at,
+        started_at,
+        "a resumed batch keeps the time it first started"
+    );
+    assert!(h.app.store.unfinished_batches().await.unwrap().is_empty());
+    let output = done["output_file_id"].as_str().unwrap();
+    let results = jsonl(&api.text(&format!("/v1/files/{output}/content")).await.1);
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| r["custom_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=10).map(|i| format!("r-{i}")).collect();
+    assert_eq!(ids, expected);
+    // Submission finished: the input file may go now.
+    assert_eq!(api.delete(&format!("/v1/files/{file}")).await.0, 200);
+    h.stop().await;
+}
+
 on_both_backends!(
     a_batch_runs_to_completed_with_output_and_error_files,
     a_cancelled_batch_reports_its_queued_requests_as_cancelled,
     bad_requests_are_400s_and_a_bad_file_fails_the_batch,
+    files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them,
+    a_batch_whose_submission_was_cut_short_is_resumed_at_start,
 );

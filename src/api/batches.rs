@@ -26,7 +26,14 @@
 //! `sluice: {bulk_id, cost_usd}` (OpenAI's SDK keeps unknown fields).
 //!
 //! A crash while a batch's file is being submitted leaves it `validating` or `in_progress`
-//! with the jobs recorded so far; the relay publishes those, the rest are not submitted.
+//! with the jobs recorded so far (the relay publishes any left unpublished). The next API
+//! server to start on the store resumes it ([`resume`]): the same task runs again over the
+//! stored input file, and since a bulk holds each `custom_id` once, only the missing lines
+//! become jobs. The jobs keep the batch's deadline, so a batch resumed after its window ends
+//! is `expired` (its new jobs fail `deadline_exceeded` without a call). That is why an
+//! unfinished batch's input file cannot be deleted (see [`super::files`]). Two servers
+//! starting on one store both resume it, and the bulk's unique `custom_id`s still keep one job
+//! a line.
 
 use super::auth::Tenant;
 use super::error::ApiError;
@@ -242,14 +249,7 @@ pub async fn create(
         .store
         .file(&tenant, &request.input_file_id)
         .await?
-        .ok_or_else(|| {
-            let mut e = ApiError::not_found(format!(
-                "input_file_id: no file {}; upload it first with POST /v1/files (purpose=batch)",
-                request.input_file_id
-            ));
-            e.field = Some("input_file_id".into());
-            e
-        })?;
+        .ok_or_else(|| input_file_not_found(&request.input_file_id))?;
     if file.purpose != PURPOSE_BATCH {
         return Err(ApiError::invalid(
             "input_file_id",
@@ -262,7 +262,7 @@ pub async fn create(
     let id = Uuid::now_v7();
     let created = chrono::Utc::now();
     let deadline = created + WINDOW;
-    state
+    let recorded = state
         .store
         .create_batch(
             &tenant,
@@ -277,13 +277,16 @@ pub async fn create(
             },
         )
         .await?;
+    if !recorded {
+        return Err(input_file_not_found(&request.input_file_id));
+    }
     // A task of its own: the submission goes on whatever the client does, as a batch should.
     tokio::spawn(run(
         state.submitter.clone(),
         tenant.clone(),
         id,
         state.store.file_path(&file.id),
-        deadline,
+        Some(deadline),
     ));
     let batch = batch_view(&state, &tenant, id)
         .await?
@@ -291,19 +294,47 @@ pub async fn create(
     Ok((StatusCode::OK, Json(batch.object())))
 }
 
-/// Submits the batch's input file as its bulk; a bad file, or a submission that cannot
-/// finish, makes the batch `failed`.
+fn input_file_not_found(id: &str) -> ApiError {
+    let mut e = ApiError::not_found(format!(
+        "input_file_id: no file {id}; upload it first with POST /v1/files (purpose=batch)"
+    ));
+    e.field = Some("input_file_id".into());
+    e
+}
+
+/// Resumes every batch whose submission a stopped process left unfinished, each in a task
+/// of its own (see the module doc); returns how many. The API server calls it as it starts.
+pub async fn resume(submitter: &Submitter) -> Result<usize, crate::store::StoreError> {
+    let unfinished = submitter.store.unfinished_batches().await?;
+    for batch in &unfinished {
+        tracing::info!(batch = %batch_id(batch.id), tenant = %batch.tenant, "resuming the submission of a batch");
+        tokio::spawn(run(
+            submitter.clone(),
+            batch.tenant.clone(),
+            batch.id,
+            submitter.store.file_path(&batch.input_file_id),
+            batch
+                .expires_at
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        ));
+    }
+    Ok(unfinished.len())
+}
+
+/// Submits the batch's input file as its bulk (again, after a restart: only the lines the
+/// bulk lacks become jobs); a bad file, or a submission that cannot finish, makes the batch
+/// `failed`.
 async fn run(
     submitter: Submitter,
     tenant: String,
     id: Uuid,
     path: PathBuf,
-    deadline: chrono::DateTime<chrono::Utc>,
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
 ) {
     let request = BulkRequest {
         name: Some(batch_id(id)),
         defaults: Defaults {
-            deadline: Some(deadline),
+            deadline,
             ..Defaults::default()
         },
         skip_invalid: false,
@@ -421,13 +452,7 @@ pub async fn list(
             data.push(batch.object());
         }
     }
-    Ok(Json(json!({
-        "object": "list",
-        "first_id": data.first().map(|b| b["id"].clone()),
-        "last_id": data.last().map(|b| b["id"].clone()),
-        "has_more": has_more,
-        "data": data,
-    })))
+    Ok(Json(super::cursor_page(data, has_more)))
 }
 
 /// `POST /v1/batches/{id}/cancel`: cancels the jobs still queued; the batch is `cancelling`

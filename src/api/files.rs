@@ -5,6 +5,17 @@
 //!   (never held in memory), cut off with a 413 past [`MAX_FILE_BYTES`] (OpenAI's batch input
 //!   limit); see [`crate::store::files`].
 //! - `GET /v1/files/{id}` and `GET /v1/files/{id}/content`.
+//! - `GET /v1/files?purpose=&limit=&after=&order=`: OpenAI's cursor page of the tenant's
+//!   uploads (`limit` 1 to 10,000, default 10,000; `order` `desc`, the default, or `asc`;
+//!   `after` a file id). Output and error files are not listed: they are views of batches,
+//!   reached from the batch object.
+//! - `DELETE /v1/files/{id}`: removes an upload's record and bytes. The input file of a batch
+//!   whose submission has not finished is refused with a 409 (`code: "file_in_use"`, naming
+//!   the batch): a server that crashed mid-submission resumes from that file (see
+//!   [`super::batches`]). Once the batch is `in_progress` with all its lines submitted (or
+//!   failed, or cancelled) the file may go; its jobs carry their own requests. Output and
+//!   error files cannot be deleted (a 400): they are not stored, and they stay as long as the
+//!   batch's jobs do.
 //!
 //! A batch's output and error files are not stored copies: their ids
 //! (`file-output-<batch hex>`, `file-errors-<batch hex>`) name the batch, and their content is
@@ -21,13 +32,14 @@ use super::batches::{batch_view, BatchView};
 use super::error::ApiError;
 use super::ApiState;
 use crate::store::files::FILE_ID_PREFIX;
-use crate::store::{FileRecord, ResultsFilter};
+use crate::store::{DeleteOutcome, FileQuery, FileRecord, ResultsFilter};
 use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
@@ -171,6 +183,104 @@ pub async fn content(
             Body::from_stream(super::bulk::results_stream(&state, batch.bulk.id, filter)),
         )
             .into_response()),
+    }
+}
+
+/// The query of `GET /v1/files`.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    purpose: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+    order: Option<String>,
+}
+
+/// OpenAI's largest (and default) page of files.
+const MAX_LIST: u32 = 10_000;
+
+/// `GET /v1/files`: the tenant's uploads, newest first unless `order=asc`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params.limit.unwrap_or(MAX_LIST);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 10000"));
+    }
+    let ascending = match params.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "order",
+                format!("\"{other}\" is not an order; use \"asc\" or \"desc\""),
+            ))
+        }
+    };
+    if let Some(after) = &params.after {
+        let is_upload_id = after
+            .strip_prefix(FILE_ID_PREFIX)
+            .is_some_and(|hex| Uuid::try_parse(hex).is_ok());
+        if !is_upload_id {
+            return Err(ApiError::invalid(
+                "after",
+                format!("\"{after}\" is not the id of an uploaded file"),
+            ));
+        }
+    }
+    let query = FileQuery {
+        purpose: params.purpose,
+        after: params.after,
+        ascending,
+        limit: limit + 1,
+    };
+    let mut files = state.store.files(&tenant, &query).await?;
+    let has_more = files.len() > limit as usize;
+    files.truncate(limit as usize);
+    Ok(Json(super::cursor_page(
+        files.iter().map(file_object).collect(),
+        has_more,
+    )))
+}
+
+/// `DELETE /v1/files/{id}`.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !id.starts_with(FILE_ID_PREFIX) {
+        return Err(ApiError::not_found(format!("no file {id}")));
+    }
+    if id.starts_with(OUTPUT_PREFIX) || id.starts_with(ERRORS_PREFIX) {
+        // Answered for the tenant's own batch files only; another's stay a 404.
+        find(&state, &tenant, &id).await?;
+        return Err(ApiError::invalid(
+            "",
+            format!(
+                "file {id} is a batch's output or error file: a view of the batch's jobs, not \
+                 stored, so it cannot be deleted"
+            ),
+        ));
+    }
+    match state.store.delete_file(&tenant, &id).await? {
+        DeleteOutcome::Deleted => Ok(Json(json!({ "id": id, "object": "file", "deleted": true }))),
+        DeleteOutcome::NotFound => Err(ApiError::not_found(format!("no file {id}"))),
+        DeleteOutcome::InUse(batch) => {
+            let batch = super::batches::batch_id(batch);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_request",
+                format!(
+                    "file {id} is the input file of batch {batch}, whose requests are still \
+                     being submitted; delete it once the batch is in progress with every \
+                     request submitted, or cancel the batch"
+                ),
+            )
+            .with("code", json!("file_in_use"))
+            .with("batch_id", json!(batch)))
+        }
     }
 }
 

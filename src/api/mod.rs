@@ -10,7 +10,8 @@
 //!   `POST /v1/bulk/{id}/cancel`: bulk JSONL in and out (see [`bulk`]); `GET /v1/models`.
 //! - `GET /v1/providers`: each deployment's health and each key's capacity (see
 //!   [`providers`]).
-//! - `POST /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content` (see [`files`]) and
+//! - `POST /v1/files`, `GET /v1/files`, `GET /v1/files/{id}`, `DELETE /v1/files/{id}`,
+//!   `GET /v1/files/{id}/content` (see [`files`]) and
 //!   `POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`,
 //!   `POST /v1/batches/{id}/cancel` (see [`batches`]): OpenAI's Files and Batches API, a
 //!   batch being a view of a bulk.
@@ -76,10 +77,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/providers", get(providers::list))
         .route(
             "/v1/files",
-            // Streamed to disk and cut off at files::MAX_FILE_BYTES by the handler.
-            axum::routing::post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            // An upload is streamed to disk and cut off at files::MAX_FILE_BYTES by the
+            // handler; the list added after the layer keeps the default limit.
+            axum::routing::post(files::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .get(files::list),
         )
-        .route("/v1/files/{id}", get(files::get))
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
         .route("/v1/batches", get(batches::list).post(batches::create))
         .route("/v1/batches/{id}", get(batches::get))
@@ -93,18 +97,37 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// OpenAI's cursor page (`GET /v1/batches`, `GET /v1/files`): `data` (objects with an `id`)
+/// and whether more follow the last.
+fn cursor_page(data: Vec<serde_json::Value>, has_more: bool) -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "first_id": data.first().map(|o| o["id"].clone()),
+        "last_id": data.last().map(|o| o["id"].clone()),
+        "has_more": has_more,
+        "data": data,
+    })
+}
+
 async fn health(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok", "queue": state.submitter.queue.name() }))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, first resuming the batch
+/// submissions a stopped server left unfinished ([`batches::resume`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match batches::resume(&state.submitter).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(batches = n, "resumed unfinished batch submissions"),
+        // Serving goes on: the batches stay unfinished until a later start resumes them.
+        Err(e) => tracing::error!(error = %e, "cannot read which batch submissions to resume"),
+    }
     axum::serve(no_delay(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await

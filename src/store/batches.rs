@@ -4,6 +4,11 @@
 //!
 //! These are columns of the `bulks` row (migration 0007), not a table of their own, because a
 //! batch *is* a bulk: every bulk can be read as a batch, whichever way it was submitted.
+//!
+//! A batch's submission has finished when its bulk's `submitting` is 0: set when every line
+//! of the input file is recorded and published, or when the file failed validation. A batch
+//! still `submitting`, neither failed nor cancelled, is [`UNFINISHED_BATCH`]: a server
+//! starting up resumes it from its input file ([`Store::unfinished_batches`]).
 
 use super::{now_ms, Store, StoreError};
 use sqlx::Row;
@@ -22,6 +27,21 @@ pub struct NewBatch {
     pub completion_window: String,
     /// Unix milliseconds.
     pub expires_at: i64,
+}
+
+/// The SQL condition on a `bulks` row for a batch whose submission began and has not
+/// finished: it still needs its input file.
+pub(super) const UNFINISHED_BATCH: &str =
+    "input_file_id IS NOT NULL AND submitting = 1 AND failed_at IS NULL AND cancelled_at IS NULL";
+
+/// A batch whose submission has not finished, with what resuming it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedBatch {
+    pub id: Uuid,
+    pub tenant: String,
+    pub input_file_id: String,
+    /// The jobs' deadline, Unix milliseconds.
+    pub expires_at: Option<i64>,
 }
 
 /// The batch parts of a bulk row, and sums over its jobs.
@@ -44,14 +64,20 @@ pub struct BatchFields {
 }
 
 impl Store {
-    /// Records a batch's bulk, still empty and `submitting`, for `tenant`.
-    pub async fn create_batch(&self, tenant: &str, batch: NewBatch) -> Result<(), StoreError> {
+    /// Records a batch's bulk, still empty and `submitting`, for `tenant`; false (nothing
+    /// recorded) when the tenant no longer has its input file.
+    pub async fn create_batch(&self, tenant: &str, batch: NewBatch) -> Result<bool, StoreError> {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query(
+                // The file's existence is checked in the same transaction as the insert, so a
+                // concurrent delete either comes first (no batch) or sees the batch and keeps
+                // the file.
+                let created = sqlx::query(
                     "INSERT INTO bulks (id, tenant, name, endpoint, metadata, input_file_id, \
-                     completion_window, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     completion_window, expires_at, created_at) \
+                     SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? \
+                     WHERE EXISTS (SELECT 1 FROM files WHERE id = ? AND tenant = ?)",
                 )
                 .bind(batch.id.to_string())
                 .bind(&tenant)
@@ -62,17 +88,43 @@ impl Store {
                 .bind(&batch.completion_window)
                 .bind(batch.expires_at)
                 .bind(now_ms())
+                .bind(&batch.input_file_id)
+                .bind(&tenant)
                 .execute(&mut *conn)
                 .await?;
-                Ok(())
+                Ok(created.rows_affected() == 1)
             })
         })
         .await
     }
 
+    /// Every batch whose submission began and has not finished (see [`UNFINISHED_BATCH`]),
+    /// oldest first.
+    pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, tenant, input_file_id, expires_at FROM bulks \
+             WHERE {UNFINISHED_BATCH} ORDER BY id"
+        ))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UnfinishedBatch {
+                    id: Uuid::parse_str(&row.get::<String, _>(0))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    tenant: row.get(1),
+                    input_file_id: row.get(2),
+                    expires_at: row.get(3),
+                })
+            })
+            .collect()
+    }
+
     /// Records that the batch's input file passed validation: its jobs are being submitted.
+    /// A resumed submission keeps the first time.
     pub async fn start_batch(&self, id: Uuid) -> Result<(), StoreError> {
-        self.set_batch(id, "in_progress_at = ?", None).await
+        self.set_batch(id, "in_progress_at = COALESCE(in_progress_at, ?)", None)
+            .await
     }
 
     /// Records that the batch's input file failed validation, with OpenAI's `errors.data`.

@@ -18,9 +18,9 @@ pub mod provider_batches;
 pub mod schedules;
 mod writer;
 
-pub use batches::{BatchFields, NewBatch};
+pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
-pub use files::FileRecord;
+pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
 pub use writer::WriteFuture;
 

@@ -101,7 +101,16 @@ impl Harness {
         tweak: impl FnOnce(&mut Config),
         workers: bool,
     ) -> Harness {
-        let h = Harness::start_inner(backend, tweak, workers).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(backend, dir.path());
+        tweak(&mut config);
+        Harness::start_on(config, dir, workers).await
+    }
+
+    /// Starts on `config` (a [`test_config`] of `dir`): given one an earlier process used,
+    /// a restart on the same database, file store and RabbitMQ prefix.
+    pub async fn start_on(config: Config, dir: tempfile::TempDir, workers: bool) -> Harness {
+        let h = Harness::start_inner(config, dir, workers).await;
         if let Some(amqp) = h.app.queue_as_amqp() {
             amqp.wait_connected(Duration::from_secs(10))
                 .await
@@ -112,17 +121,13 @@ impl Harness {
 
     /// A RabbitMQ harness that does not wait for the broker (which may be unreachable).
     pub async fn start_with_unready_broker(tweak: impl FnOnce(&mut Config)) -> Harness {
-        Harness::start_inner(Backend::Rabbitmq, tweak, true).await
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(Backend::Rabbitmq, dir.path());
+        tweak(&mut config);
+        Harness::start_inner(config, dir, true).await
     }
 
-    async fn start_inner(
-        backend: Backend,
-        tweak: impl FnOnce(&mut Config),
-        workers: bool,
-    ) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(backend, dir.path());
-        tweak(&mut config);
+    async fn start_inner(config: Config, dir: tempfile::TempDir, workers: bool) -> Harness {
         let app = App::start(config).await.expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());

@@ -5,8 +5,8 @@ Usage: python check_batches.py http://127.0.0.1:PORT TENANT_TOKEN
 
 The workflow of OpenAI's batch guide: upload a JSONL file (purpose "batch"), create a batch,
 poll it until it is final, download the output and error files and join them on custom_id;
-also list batches, cancel one, and the SDK's own error types for a bad endpoint and an unknown
-id. Exits non-zero on any wrong value or any exception the SDK raises while parsing.
+also list batches, cancel one, list and delete files (a file an unfinished batch reads is a
+409), and the SDK's own error types for a bad endpoint and an unknown id. Exits non-zero on any wrong value or any exception the SDK raises while parsing.
 """
 
 import io
@@ -115,5 +115,28 @@ try:
     check(False, "an unknown batch was found")
 except openai.NotFoundError:
     pass
+
+# Files: listed newest first, paged through the cursor; deleted once their batch is done.
+files = client.files.list()
+check([f.id for f in files.data][:2] == [second.id, uploaded.id], f"files {files.data}")
+check(all(f.object == "file" and f.purpose == "batch" for f in files.data), "file objects")
+paged = [f.id for f in itertools.islice(client.files.list(limit=1), 2)]
+check(paged == [second.id, uploaded.id], f"file paging {paged}")
+check([f.id for f in client.files.list(order="asc", purpose="batch").data][-1] == second.id,
+      "ascending order")
+gone = client.files.delete(uploaded.id)
+check(gone.id == uploaded.id and gone.deleted and gone.object == "file", f"delete {gone}")
+check(uploaded.id not in [f.id for f in client.files.list().data], "deleted file still listed")
+check(client.batches.retrieve(batch.id).status == "completed", "batch outlives its input file")
+try:
+    client.files.retrieve(uploaded.id)
+    check(False, "a deleted file was found")
+except openai.NotFoundError:
+    pass
+try:
+    client.files.delete(done.output_file_id)
+    check(False, "an output file was deleted")
+except openai.BadRequestError as e:
+    check("view" in str(e), f"output file delete error {e}")
 
 print(f"{checks.count} checks passed")
