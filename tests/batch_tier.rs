@@ -8,9 +8,9 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Harness};
+use common::{with_batch_tier, Backend, Harness};
 use serde_json::{json, Value};
-use sluice::config::{BatchTierConfig, Config, ProviderKind};
+use sluice::config::{Config, ProviderKind};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -24,21 +24,6 @@ on_both_backends!(
     a_cancelled_job_in_a_provider_batch_is_never_answered,
     a_cancelled_bulk_cancels_its_provider_batch_upstream,
 );
-
-/// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
-/// polled every second, with a short turnaround so deadlines of minutes allow it.
-fn with_batch_tier(config: &mut Config, deployment: &str, max_requests: usize, max_wait: Duration) {
-    config.deployments.get_mut(deployment).unwrap().batch = Some(BatchTierConfig {
-        price: None,
-        turnaround: Duration::from_secs(10),
-        max_requests: Some(max_requests),
-        max_wait,
-    });
-    config.batch.poll = "* * * * * *".into();
-    config.batch.safety_margin = Duration::from_secs(6);
-    config.batch.realtime_reserve = Duration::from_secs(5);
-    config.sim.batch_turnaround = Duration::from_secs(1);
-}
 
 fn in_minutes(minutes: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339()
