@@ -17,6 +17,7 @@
 //! - **unpriced**: records of deployments with `price = "unknown"` (amount 0, not free).
 
 use crate::pricing::PicoUsd;
+use crate::table::Table;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -343,50 +344,18 @@ impl Report {
         out
     }
 
-    /// Aligned columns, numbers right-aligned, an unpriced warning under the table.
+    /// Aligned columns (keys left, numbers right), a rule above the total when there are
+    /// groups, an unpriced warning under the table.
     pub fn to_table(&self) -> String {
-        let header = self.header();
-        let lines: Vec<Vec<String>> = self
-            .lines("(none)", "TOTAL")
-            .into_iter()
-            .map(|(keys, totals)| keys.into_iter().chain(totals.cells()).collect())
-            .collect();
-        let widths: Vec<usize> = (0..header.len())
-            .map(|i| {
-                lines
-                    .iter()
-                    .map(|l| l[i].len())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
-        let row = |out: &mut String, cells: &[&str]| {
-            let parts: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i < self.query.by.len() {
-                        format!("{c:<w$}", w = widths[i])
-                    } else {
-                        format!("{c:>w$}", w = widths[i])
-                    }
-                })
-                .collect();
-            out.push_str(parts.join("  ").trim_end());
-            out.push('\n');
-        };
-        row(&mut out, &header);
-        for (n, line) in lines.iter().enumerate() {
-            if n + 1 == lines.len() && !self.rows.is_empty() {
-                let rule: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-                out.push_str(&"-".repeat(rule));
-                out.push('\n');
+        let mut table = Table::new(self.header(), self.query.by.len());
+        for (n, (keys, totals)) in self.lines("(none)", "TOTAL").into_iter().enumerate() {
+            // The last line is the total, ruled off from the groups above it (if any).
+            if n == self.rows.len() && n > 0 {
+                table.rule();
             }
-            let cells: Vec<&str> = line.iter().map(String::as_str).collect();
-            row(&mut out, &cells);
+            table.row(keys.into_iter().chain(totals.cells()));
         }
+        let mut out = table.render();
         if self.total.unpriced > 0 {
             let _ = writeln!(
                 out,

@@ -31,6 +31,8 @@
 //!   job reserves its estimated maximum cost before its attempt and reconciles with the
 //!   actual cost when it finishes, atomically; over a cap it is rejected or downgraded to a
 //!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
+//! - [`table`]: aligned text tables, the one layout of the `costs`, `prices` and `budgets`
+//!   listings.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
@@ -60,4 +62,5 @@ pub mod sim;
 pub mod store;
 pub mod streaming;
 pub mod submit;
+pub mod table;
 pub mod worker;

@@ -8,9 +8,9 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Harness};
+use common::{with_batch_tier, Backend, Harness};
 use serde_json::{json, Value};
-use sluice::config::{BatchTierConfig, Config, FlexTierConfig, ProviderKind};
+use sluice::config::{Config, FlexTierConfig, ProviderKind};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -25,21 +25,6 @@ on_both_backends!(
     a_cancelled_bulk_cancels_its_provider_batch_upstream,
     standard_jobs_use_the_flex_tier_at_batch_prices_and_fall_back_on_its_429,
 );
-
-/// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
-/// polled every second, with a short turnaround so deadlines of minutes allow it.
-fn with_batch_tier(config: &mut Config, deployment: &str, max_requests: usize, max_wait: Duration) {
-    config.deployments.get_mut(deployment).unwrap().batch = Some(BatchTierConfig {
-        price: None,
-        turnaround: Duration::from_secs(10),
-        max_requests: Some(max_requests),
-        max_wait,
-    });
-    config.batch.poll = "* * * * * *".into();
-    config.batch.safety_margin = Duration::from_secs(6);
-    config.batch.realtime_reserve = Duration::from_secs(5);
-    config.sim.batch_turnaround = Duration::from_secs(1);
-}
 
 fn in_minutes(minutes: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339()

@@ -1,24 +1,35 @@
 //! Cost records and reports through a whole Sluice (real queue, store and simulator over
-//! HTTP), on both backends: a mixed run over three families with cached tokens, a fallback
-//! and an unpriced deployment, checked against hand-computed figures to the pico-dollar;
-//! groupings summing to the total; `GET /v1/costs` scoped to the caller's tenant.
+//! HTTP), on both backends: a mixed run over three families with cached tokens, a fallback,
+//! batch-tier jobs (one with cached tokens) and an unpriced deployment, checked against
+//! hand-computed figures to the pico-dollar; what batch saved, per tier; groupings summing to
+//! the total; `GET /v1/costs` scoped to the caller's tenant.
 
 #[macro_use]
 mod common;
 
-use common::{prompt, Backend, Harness};
+use common::{prompt, with_batch_tier, Backend, Harness};
 use serde_json::json;
 use sluice::config::{DeploymentConfig, PriceSetting};
-use sluice::costs::{Dimension, ReportQuery, Totals};
+use sluice::costs::{Dimension, Report, ReportQuery, Totals};
 use sluice::pricing::PicoUsd;
 use uuid::Uuid;
 
 on_both_backends!(a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up);
 
 async fn submit(client: &sluice::client::Client, model: &str, text: &str, team: &str) -> Uuid {
+    submit_as(client, "standard", model, text, team).await
+}
+
+async fn submit_as(
+    client: &sluice::client::Client,
+    urgency: &str,
+    model: &str,
+    text: &str,
+    team: &str,
+) -> Uuid {
     let answer = client
         .submit(&json!({
-            "urgency": "standard",
+            "urgency": urgency,
             "tags": {"team": team, "user": "u1", "feature": "costs-test"},
             "request": {"model": model, "messages": [{"role": "user", "content": prompt(text)}]}
         }))
@@ -30,12 +41,16 @@ async fn submit(client: &sluice::client::Client, model: &str, text: &str, team: 
 /// Unit prices in pico-USD per token (= µ$/Mtok): input, cached read, cache write, output.
 struct Unit(i64, i64, i64, i64);
 const GPT_4O_MINI: Unit = Unit(150_000, 75_000, 150_000, 600_000);
+/// gpt-4o-mini's batch tier (catalogue: input 0.075, output 0.30). The catalogue states no
+/// batch cached-input price, and its note says cached tokens on the batch tier are charged
+/// the batch input price.
+const GPT_4O_MINI_BATCH: Unit = Unit(75_000, 75_000, 75_000, 300_000);
 const GPT_4O: Unit = Unit(2_500_000, 1_250_000, 2_500_000, 10_000_000);
 const SONNET: Unit = Unit(3_000_000, 300_000, 3_750_000, 15_000_000);
 /// No cached-input price in the catalogue: cached tokens cost the input price.
 const FLASH: Unit = Unit(300_000, 300_000, 300_000, 2_500_000);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Row {
     input: i64,
     cached: i64,
@@ -43,6 +58,11 @@ struct Row {
     output: i64,
     amount: i64,
     price_known: bool,
+    /// What the same usage costs at the deployment's real-time price.
+    realtime: i64,
+    tier: String,
+    /// The unit price the record says cached tokens were charged.
+    cached_price: i64,
 }
 
 impl Unit {
@@ -55,22 +75,26 @@ impl Unit {
 }
 
 async fn row(h: &Harness, id: Uuid) -> Row {
-    let (input, cached, written, output, amount, price_known): (i64, i64, i64, i64, i64, bool) =
-        sqlx::query_as(
-            "SELECT input_tokens, cached_tokens, cache_write_tokens, output_tokens, \
-             amount_pico_usd, price_known FROM costs WHERE job_id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_one(h.app.store.reader())
-        .await
-        .unwrap();
+    let row = sqlx::query(
+        "SELECT input_tokens, cached_tokens, cache_write_tokens, output_tokens, \
+         amount_pico_usd, price_known, realtime_amount_pico_usd, tier, cached_input_price \
+         FROM costs WHERE job_id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_one(h.app.store.reader())
+    .await
+    .unwrap();
+    use sqlx::Row as _;
     Row {
-        input,
-        cached,
-        written,
-        output,
-        amount,
-        price_known,
+        input: row.get(0),
+        cached: row.get(1),
+        written: row.get(2),
+        output: row.get(3),
+        amount: row.get(4),
+        price_known: row.get(5),
+        realtime: row.get(6),
+        tier: row.get(7),
+        cached_price: row.get(8),
     }
 }
 
@@ -87,6 +111,16 @@ fn add(a: Totals, b: &Totals) -> Totals {
         fallback_extra: a.fallback_extra + b.fallback_extra,
         unpriced: a.unpriced + b.unpriced,
     }
+}
+
+/// The totals of the group whose (only) key is `name` in a report grouped by one dimension.
+fn group(report: &Report, name: &str) -> Totals {
+    report
+        .rows
+        .iter()
+        .find(|r| r.keys[0].as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no group {name}: {:?}", report.rows))
+        .totals
 }
 
 async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backend: Backend) {
@@ -107,6 +141,14 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
                     flex: None,
                 },
             );
+            // `fast` (gpt-4o-mini) gets its batch tier: `batch` jobs on it go through the
+            // simulator's OpenAI Batch API; `standard` ones without a deadline stay real-time.
+            with_batch_tier(
+                config,
+                "gpt-4o-mini",
+                10,
+                std::time::Duration::from_millis(500),
+            );
         },
         true,
     )
@@ -124,7 +166,24 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
     let fallback = submit(&h.client, "smart", "[sim fail=429] Explain sluices", "b").await;
     let unpriced = submit(&h.client, "mystery", "Who priced me?", "a").await;
     let other = submit(&h.other_client, "fast", "Globex's own job", "a").await;
-    for id in [fast, writer, flash, fallback, unpriced] {
+    let batch_cached = submit_as(
+        &h.client,
+        "batch",
+        "fast",
+        "[sim cached=24] Classify this ticket",
+        "a",
+    )
+    .await;
+    let batch_plain = submit_as(&h.client, "batch", "fast", "Tag this ticket", "b").await;
+    for id in [
+        fast,
+        writer,
+        flash,
+        fallback,
+        unpriced,
+        batch_cached,
+        batch_plain,
+    ] {
         let job = h.wait(id).await;
         assert_eq!(job["status"], "succeeded", "{job:#}");
     }
@@ -137,6 +196,11 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
     let job = h.wait(fallback).await;
     assert_eq!(job["attempts"][0]["deployment"], "gpt-4o");
     assert_eq!(job["attempts"][1]["deployment"], "gpt-4o-mini");
+    for id in [batch_cached, batch_plain] {
+        let job = h.wait(id).await;
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+        assert_eq!(job["attempts"][0]["tier"], "batch", "{job:#}");
+    }
 
     // Every amount, by hand from the recorded usage and the unit prices.
     let (f, w, g, b, u) = (
@@ -155,7 +219,41 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
     assert_eq!((u.amount, u.price_known), (0, false));
     let view = h.wait(unpriced).await;
     assert_eq!(view["cost"]["price_known"], false, "{view:#}");
-    let hand_total = f.amount + w.amount + g.amount + b.amount;
+    assert!(
+        [&f, &w, &g, &b, &u].iter().all(|r| r.tier == "realtime"),
+        "{:?}",
+        [&f, &w, &g, &b, &u]
+    );
+    // The batch jobs: charged at the batch price, cached tokens included (at the batch input
+    // price, as the catalogue's note says), with the real-time figure beside the amount.
+    let (bc, bp) = (row(&h, batch_cached).await, row(&h, batch_plain).await);
+    assert_eq!(bc.cached, 24, "{bc:?}");
+    assert_eq!(bp.cached, 0, "{bp:?}");
+    for r in [&bc, &bp] {
+        assert_eq!(r.tier, "batch", "{r:?}");
+        assert_eq!(r.amount, GPT_4O_MINI_BATCH.cost(r), "{r:?}");
+        assert_eq!(r.realtime, GPT_4O_MINI.cost(r), "{r:?}");
+        assert_eq!(r.cached_price, GPT_4O_MINI_BATCH.1, "{r:?}");
+    }
+    // Spelled out for the cached one (µ$/Mtok = p$/token). Batch: uncached and cached input
+    // both at 0.075, the batch input price (no batch cached price is stated, so none is
+    // guessed), output at 0.30. Real-time: input 0.15, cached 0.075, output 0.60.
+    assert_eq!(
+        bc.amount,
+        (bc.input - 24) * 75_000 + 24 * 75_000 + bc.output * 300_000
+    );
+    assert_eq!(
+        bc.realtime,
+        (bc.input - 24) * 150_000 + 24 * 75_000 + bc.output * 600_000
+    );
+    let batch_amount = bc.amount + bp.amount;
+    let saved = (bc.realtime - bc.amount) + (bp.realtime - bp.amount);
+    assert!(saved > 0);
+    // Real-time records cost what their real-time price says: nothing saved.
+    assert_eq!(f.realtime, f.amount);
+    assert_eq!(b.realtime, b.amount);
+    let realtime_amount = f.amount + w.amount + g.amount + b.amount;
+    let hand_total = realtime_amount + batch_amount;
     // The fallback: answered by gpt-4o-mini instead of the route's primary gpt-4o.
     let extra = GPT_4O_MINI.cost(&b) - GPT_4O.cost(&b);
     assert!(extra < 0);
@@ -169,14 +267,14 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
     };
     let total = report(vec![]).await.unwrap().total;
     assert_eq!(total.cost, PicoUsd(hand_total));
-    assert_eq!(total.requests, 5);
+    assert_eq!(total.requests, 7);
     assert_eq!(total.unpriced, 1);
     assert_eq!(total.fallbacks, 1);
     assert_eq!(total.fallback_extra, PicoUsd(extra));
-    assert_eq!(total.batch_saved, PicoUsd(0));
+    assert_eq!(total.batch_saved, PicoUsd(saved));
     assert_eq!(
         total.cached_tokens,
-        f.cached + w.cached + g.cached + b.cached + u.cached
+        f.cached + w.cached + g.cached + b.cached + u.cached + bc.cached + bp.cached
     );
     let summed: i64 = h
         .count("SELECT SUM(amount_pico_usd) FROM costs WHERE tenant = 'acme'")
@@ -188,6 +286,8 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
         vec![Dimension::Team],
         vec![Dimension::Day],
         vec![Dimension::Team, Dimension::Day],
+        vec![Dimension::Tier],
+        vec![Dimension::Tier, Dimension::Team, Dimension::Day],
         vec![Dimension::Provider, Dimension::Model, Dimension::Tier],
     ] {
         let grouped = report(by.clone()).await.unwrap();
@@ -198,21 +298,40 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
         assert_eq!(sum, total, "{by:?}");
     }
     let by_team = report(vec![Dimension::Team]).await.unwrap();
-    let team = |name: &str| {
-        by_team
-            .rows
-            .iter()
-            .find(|r| r.keys[0].as_deref() == Some(name))
-            .unwrap()
-            .totals
-    };
-    assert_eq!(team("a").cost, PicoUsd(f.amount + g.amount));
+    let team = |name: &str| group(&by_team, name);
+    assert_eq!(team("a").cost, PicoUsd(f.amount + g.amount + bc.amount));
     assert_eq!(team("a").unpriced, 1);
-    assert_eq!(team("b").cost, PicoUsd(w.amount + b.amount));
+    assert_eq!(team("a").batch_saved, PicoUsd(bc.realtime - bc.amount));
+    assert_eq!(team("b").cost, PicoUsd(w.amount + b.amount + bp.amount));
+    assert_eq!(team("b").batch_saved, PicoUsd(bp.realtime - bp.amount));
+
+    // By tier: what batch saved is all on the batch tier, to the pico-dollar.
+    let by_tier = report(vec![Dimension::Tier]).await.unwrap();
+    let tier = |name: &str| group(&by_tier, name);
+    assert_eq!(by_tier.rows.len(), 2, "{:?}", by_tier.rows);
+    assert_eq!(tier("batch").requests, 2);
+    assert_eq!(tier("batch").cost, PicoUsd(batch_amount));
+    assert_eq!(tier("batch").batch_saved, PicoUsd(saved));
+    assert_eq!(tier("batch").cached_tokens, 24);
+    assert_eq!(tier("realtime").requests, 5);
+    assert_eq!(tier("realtime").cost, PicoUsd(realtime_amount));
+    assert_eq!(tier("realtime").batch_saved, PicoUsd(0));
+    // The rendered batch_saved_usd column shows the same exact figure.
+    let csv = by_tier.to_csv();
+    let batch_line: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("batch,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| *c == "batch_saved_usd").unwrap();
+    assert_eq!(batch_line[column], PicoUsd(saved).to_usd_string(), "{csv}");
 
     // The API shows a tenant its own costs only.
     let mine = h.client.costs("by=tenant,team&since=1h").await.unwrap();
     assert_eq!(mine["total"]["cost_pico_usd"], hand_total);
+    assert_eq!(mine["total"]["batch_saved_pico_usd"], saved);
     assert_eq!(
         mine["total"]["cost_usd"],
         PicoUsd(hand_total).to_usd_string()
@@ -246,7 +365,7 @@ async fn a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up(backen
         .unwrap();
     let last = csv.lines().last().unwrap();
     assert!(
-        last.starts_with("total,5,") && last.ends_with(",1"),
+        last.starts_with("total,7,") && last.ends_with(",1"),
         "{csv}"
     );
     assert!(last.contains(&PicoUsd(hand_total).to_usd_string()), "{csv}");

@@ -5,9 +5,9 @@ use super::config::{Tag, WHOLE};
 use super::{Budget, Budgets, OnExceed};
 use crate::pricing::PicoUsd;
 use crate::store::{Store, StoreError};
+use crate::table::Table;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::fmt::Write as _;
 
 /// One budget's standing for one tenant in the current period.
 #[derive(Debug, Clone, Serialize)]
@@ -132,7 +132,8 @@ pub fn threshold_text(points: u32) -> String {
 
 /// The views as a table, one line per budget and tenant.
 pub fn to_table(views: &[BudgetView]) -> String {
-    let mut rows = vec![[
+    // Every column left-aligned, money included: the layout `sluice budgets` has always printed.
+    const COLUMNS: [&str; 11] = [
         "budget",
         "tenant",
         "scope",
@@ -144,9 +145,8 @@ pub fn to_table(views: &[BudgetView]) -> String {
         "remaining",
         "percent",
         "crossed",
-    ]
-    .map(String::from)
-    .to_vec()];
+    ];
+    let mut table = Table::new(COLUMNS, COLUMNS.len());
     for v in views {
         let scope = [
             ("tenant", &v.scope.tenant),
@@ -158,7 +158,7 @@ pub fn to_table(views: &[BudgetView]) -> String {
         .filter_map(|(k, value)| value.as_ref().map(|value| format!("{k}={value}")))
         .collect::<Vec<_>>()
         .join(",");
-        rows.push(vec![
+        table.row([
             v.name.clone(),
             v.tenant.clone(),
             scope,
@@ -176,19 +176,7 @@ pub fn to_table(views: &[BudgetView]) -> String {
                 .join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    out
+    table.render()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use super::{MicrosPerMillion, Price};
 use crate::config::ProviderKind;
+use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
@@ -120,20 +121,23 @@ impl Catalogue {
     /// `sluice prices`: one line per model id, then each entry's date, source and note.
     pub fn to_table(&self) -> String {
         let money = |p: Option<MicrosPerMillion>| p.map_or("-".to_string(), |p| p.to_usd_string());
-        let mut lines = vec![[
-            "provider",
-            "model",
-            "input",
-            "cached_in",
-            "cache_write",
-            "output",
-            "batch_in",
-            "batch_out",
-        ]
-        .map(String::from)];
+        // Provider and model are text; the prices after them line up as numbers.
+        let mut table = Table::new(
+            [
+                "provider",
+                "model",
+                "input",
+                "cached_in",
+                "cache_write",
+                "output",
+                "batch_in",
+                "batch_out",
+            ],
+            2,
+        );
         for e in &self.entries {
             for model in &e.models {
-                lines.push([
+                table.row([
                     e.provider.as_str().to_string(),
                     model.clone(),
                     money(Some(e.input)),
@@ -145,25 +149,7 @@ impl Catalogue {
                 ]);
             }
         }
-        let widths: Vec<usize> = (0..8)
-            .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for line in &lines {
-            let cells: Vec<String> = line
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i < 2 {
-                        format!("{c:<w$}", w = widths[i])
-                    } else {
-                        format!("{c:>w$}", w = widths[i])
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        let mut out = table.render();
         out.push_str(
             "\nUSD per million tokens; \"-\": not stated (charged the input price). Sources:\n",
         );

@@ -20,7 +20,7 @@ macro_rules! on_both_backends {
 
 use sluice::app::App;
 use sluice::client::Client;
-use sluice::config::{Config, QueueBackend, Secret, TenantConfig};
+use sluice::config::{BatchTierConfig, Config, QueueBackend, Secret, TenantConfig};
 use sluice::job::Urgency;
 use sluice::worker::WorkerPools;
 use std::time::Duration;
@@ -88,6 +88,28 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
         config.queue.prefix = format!("sluice-test-{}", uuid::Uuid::now_v7());
     }
     config
+}
+
+/// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
+/// polled every second, with a short turnaround so deadlines of minutes allow it (the
+/// simulator answers a batch in a second; `realtime_reserve` stays below `safety_margin`, as
+/// validation requires).
+pub fn with_batch_tier(
+    config: &mut Config,
+    deployment: &str,
+    max_requests: usize,
+    max_wait: Duration,
+) {
+    config.deployments.get_mut(deployment).unwrap().batch = Some(BatchTierConfig {
+        price: None,
+        turnaround: Duration::from_secs(10),
+        max_requests: Some(max_requests),
+        max_wait,
+    });
+    config.batch.poll = "* * * * * *".into();
+    config.batch.safety_margin = Duration::from_secs(6);
+    config.batch.realtime_reserve = Duration::from_secs(5);
+    config.sim.batch_turnaround = Duration::from_secs(1);
 }
 
 impl Harness {
