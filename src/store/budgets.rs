@@ -156,16 +156,25 @@ async fn totals(conn: &mut SqliteConnection, hold: &Hold) -> Result<(i64, i64), 
     Ok(row.unwrap_or_default())
 }
 
-/// Releases whatever job `job` holds.
+/// Releases whatever a job holds: its reservations leave their totals and are deleted. Two
+/// statements sent as one (a single round trip to SQLite's thread, no rows sent back); both
+/// take the job id, so it is bound twice. [`release`] runs it alone; `finish_succeeded` sends
+/// it with its other statements.
+pub(super) const RELEASE: &str = "UPDATE budget_totals \
+     SET reserved_pico_usd = reserved_pico_usd - r.amount_pico_usd \
+     FROM budget_reservations AS r WHERE r.job_id = ? AND r.budget = budget_totals.budget \
+     AND r.tenant = budget_totals.tenant AND r.period_start = budget_totals.period_start; \
+     DELETE FROM budget_reservations WHERE job_id = ?";
+
+/// Releases whatever job `job` holds (see [`RELEASE`]).
 pub(super) async fn release(conn: &mut SqliteConnection, job: Uuid) -> Result<(), sqlx::Error> {
-    let released = sqlx::query_as(
-        "DELETE FROM budget_reservations WHERE job_id = ? \
-         RETURNING budget, tenant, period_start, amount_pico_usd",
-    )
-    .bind(job.to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    unreserve(conn, released).await
+    let id = job.to_string();
+    sqlx::query(RELEASE)
+        .bind(&id)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Releases what cancelled jobs hold (a cancel may cover a whole bulk; only the few jobs

@@ -207,7 +207,8 @@ impl Store {
             Box::pin(async move {
                 execute_for_each(
                     conn,
-                    "DELETE FROM jobs WHERE id = ? AND status = 'queued' AND attempts = 0",
+                    "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) \
+                     AND status = 'queued' AND attempts = 0",
                     &ids,
                 )
                 .await
@@ -222,7 +223,8 @@ impl Store {
             Box::pin(async move {
                 execute_for_each(
                     conn,
-                    "UPDATE jobs SET published = 1 WHERE id = ? AND published = 0",
+                    "UPDATE jobs SET published = 1 WHERE id IN (SELECT value FROM json_each(?)) \
+                     AND published = 0",
                     &ids,
                 )
                 .await
@@ -349,59 +351,58 @@ impl Store {
                 let Some(job) = finished else {
                     return Ok(false);
                 };
-                let attempt_id = insert_attempt(conn, id, &attempt).await?;
+                // The attempt, the result, the cost and the release of the job's reservations
+                // go to SQLite as one multi-statement query: one round trip instead of four.
+                let job_id = id.to_string();
                 let price = cost.price.unwrap_or(ZERO_PRICE);
-                sqlx::query("INSERT INTO results (job_id, response, created_at) VALUES (?, ?, ?)")
-                    .bind(id.to_string())
+                bind_attempt(sqlx::query(&FINISH_RECORDS), &job_id, &attempt)
+                    // results
+                    .bind(&job_id)
                     .bind(response.to_string())
                     .bind(now)
+                    // costs, whose attempt_id is looked up by job and attempt number
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    .bind(attempt.number as i64)
+                    .bind(job.get::<String, _>(0))
+                    .bind(job.get::<Option<String>, _>(1))
+                    .bind(job.get::<Option<String>, _>(2))
+                    .bind(job.get::<Option<String>, _>(3))
+                    .bind(&attempt.deployment)
+                    .bind(&attempt.provider)
+                    .bind(&attempt.model)
+                    .bind(cost.tier)
+                    .bind(cost.usage.prompt_tokens as i64)
+                    .bind(cost.usage.cached_tokens as i64)
+                    .bind(cost.usage.completion_tokens as i64)
+                    // An unknown price is stored as zero unit prices, flagged by price_known.
+                    .bind(price.input.0)
+                    .bind(price.cached_input_or_input().0)
+                    .bind(price.output.0)
+                    .bind(cost.amount.0)
+                    .bind(now)
+                    .bind(cost.usage.cache_write_tokens as i64)
+                    .bind(price.cache_write_or_input().0)
+                    .bind(cost.price.is_some())
+                    .bind(cost.realtime_amount.0)
+                    .bind(&cost.route)
+                    .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+                    .bind(
+                        cost.fallback_from
+                            .as_ref()
+                            .and_then(|(_, a)| a.map(|a| a.0)),
+                    )
+                    // budgets::RELEASE: the estimate held gives way to what it actually cost.
+                    .bind(&job_id)
+                    .bind(&job_id)
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
-                     deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
-                     input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
-                     cache_write_tokens, cache_write_price, price_known, realtime_amount_pico_usd, \
-                     route, primary_deployment, primary_amount_pico_usd) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id.to_string())
-                .bind(attempt_id)
-                .bind(job.get::<String, _>(0))
-                .bind(job.get::<Option<String>, _>(1))
-                .bind(job.get::<Option<String>, _>(2))
-                .bind(job.get::<Option<String>, _>(3))
-                .bind(&attempt.deployment)
-                .bind(&attempt.provider)
-                .bind(&attempt.model)
-                .bind(cost.tier)
-                .bind(cost.usage.prompt_tokens as i64)
-                .bind(cost.usage.cached_tokens as i64)
-                .bind(cost.usage.completion_tokens as i64)
-                // An unknown price is stored as zero unit prices, flagged by price_known.
-                .bind(price.input.0)
-                .bind(price.cached_input_or_input().0)
-                .bind(price.output.0)
-                .bind(cost.amount.0)
-                .bind(now)
-                .bind(cost.usage.cache_write_tokens as i64)
-                .bind(price.cache_write_or_input().0)
-                .bind(cost.price.is_some())
-                .bind(cost.realtime_amount.0)
-                .bind(&cost.route)
-                .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
-                .bind(cost.fallback_from.as_ref().and_then(|(_, a)| a.map(|a| a.0)))
-                .execute(&mut *conn)
-                .await?;
-                // The estimate held for the job gives way to what it actually cost.
                 let tags = Tags {
                     user: job.get(1),
                     team: job.get(2),
                     feature: job.get(3),
                 };
-                budgets::release(conn, id).await?;
-                budgets::charge(conn, &rules, &job.get::<String, _>(0), &tags, cost.amount)
-                    .await?;
+                budgets::charge(conn, &rules, &job.get::<String, _>(0), &tags, cost.amount).await?;
                 Ok(true)
             })
         })
@@ -730,50 +731,80 @@ fn envelope_of(row: &sqlx::sqlite::SqliteRow) -> Result<Envelope, StoreError> {
     })
 }
 
-/// Runs a statement whose one parameter is a job id, once for each id.
+/// Runs a statement over many job ids at once: its one parameter is the ids as a JSON array,
+/// read with `json_each`, so a chunk of 500 confirmed jobs is one round trip to SQLite's
+/// thread rather than 500.
 async fn execute_for_each(
     conn: &mut sqlx::SqliteConnection,
     sql: &'static str,
     ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    for id in ids {
-        sqlx::query(sql)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
+    let ids = serde_json::to_string(ids).expect("ids always serialise");
+    sqlx::query(sql).bind(ids).execute(&mut *conn).await?;
     Ok(())
+}
+
+/// Inserts an attempt, or completes the row of an attempt number already recorded. Bound by
+/// [`bind_attempt`].
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, number, deployment, provider, model, \
+     key_id, tier, outcome, http_status, error, retry_after_ms, started_at, finished_at, \
+     chosen_because, first_token_ms) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (job_id, number) DO UPDATE SET outcome = excluded.outcome, \
+     http_status = excluded.http_status, error = excluded.error, finished_at = excluded.finished_at";
+
+/// What `finish_succeeded` writes after its guarded transition, as one query: the attempt
+/// ([`INSERT_ATTEMPT`]), the result, the cost (its `attempt_id` looked up by job and number,
+/// so no `RETURNING` has to come back first) and the release of the job's budget
+/// reservations ([`budgets::RELEASE`]). Parameters are plain `?`s, bound in statement order.
+static FINISH_RECORDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{INSERT_ATTEMPT}; \
+         INSERT INTO results (job_id, response, created_at) VALUES (?, ?, ?); \
+         INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
+         deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
+         input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
+         cache_write_tokens, cache_write_price, price_known, realtime_amount_pico_usd, \
+         route, primary_deployment, primary_amount_pico_usd) \
+         VALUES (?, (SELECT id FROM attempts WHERE job_id = ? AND number = ?), \
+         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); \
+         {}",
+        budgets::RELEASE
+    )
+});
+
+/// Binds [`INSERT_ATTEMPT`]'s parameters, in its order, to `query`.
+fn bind_attempt<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    job: &'q str,
+    a: &'q AttemptRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(job)
+        .bind(a.number as i64)
+        .bind(&a.deployment)
+        .bind(&a.provider)
+        .bind(&a.model)
+        .bind(&a.key_id)
+        .bind(a.tier)
+        .bind(&a.outcome)
+        .bind(a.http_status.map(i64::from))
+        .bind(&a.error)
+        .bind(a.retry_after_ms)
+        .bind(a.started_at)
+        .bind(a.finished_at)
+        .bind(&a.chosen_because)
+        .bind(a.first_token_ms)
 }
 
 pub(super) async fn insert_attempt(
     conn: &mut sqlx::SqliteConnection,
     job: Uuid,
     a: &AttemptRecord,
-) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO attempts (job_id, number, deployment, provider, model, key_id, tier, outcome, \
-         http_status, error, retry_after_ms, started_at, finished_at, chosen_because, first_token_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (job_id, number) DO UPDATE SET outcome = excluded.outcome, \
-         http_status = excluded.http_status, error = excluded.error, finished_at = excluded.finished_at \
-         RETURNING id",
-    )
-    .bind(job.to_string())
-    .bind(a.number as i64)
-    .bind(&a.deployment)
-    .bind(&a.provider)
-    .bind(&a.model)
-    .bind(&a.key_id)
-    .bind(a.tier)
-    .bind(&a.outcome)
-    .bind(a.http_status.map(i64::from))
-    .bind(&a.error)
-    .bind(a.retry_after_ms)
-    .bind(a.started_at)
-    .bind(a.finished_at)
-    .bind(&a.chosen_because)
-    .bind(a.first_token_ms)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(row.get(0))
+) -> Result<(), sqlx::Error> {
+    let job = job.to_string();
+    bind_attempt(sqlx::query(INSERT_ATTEMPT), &job, a)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
