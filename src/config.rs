@@ -487,6 +487,14 @@ pub struct RouteConfig {
     /// `timeout` and the job moves to the next deployment (the call is streamed to know).
     #[serde(default, with = "humantime_serde_compat::option")]
     pub first_token_timeout: Option<Duration>,
+    /// An attempt whose answer has begun and then sends nothing for this long is abandoned as
+    /// a `timeout` (retried like one) rather than held until `attempt_timeout`: a stalled
+    /// stream is a dead connection or a stuck generation, and waiting out the whole call for
+    /// it wastes the attempt's time budget. The call is streamed to know. Unset by default:
+    /// how long a healthy model may pause mid-answer (reasoning, a long tool argument) varies
+    /// by model, so only the route knows a safe bound.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub stream_idle_timeout: Option<Duration>,
     /// Attempts per job on this route (else `retry.max_attempts`).
     #[serde(default)]
     pub max_attempts: Option<u32>,
@@ -876,21 +884,27 @@ impl Config {
             for (field, value) in [
                 ("attempt_timeout", route.attempt_timeout),
                 ("first_token_timeout", route.first_token_timeout),
+                ("stream_idle_timeout", route.stream_idle_timeout),
             ] {
                 if value == Some(Duration::ZERO) {
                     problem(format!("routes.{name}.{field}"), "must be above 0".into());
                 }
             }
-            if let (Some(first), Some(whole)) = (route.first_token_timeout, route.attempt_timeout) {
-                if first > whole {
-                    problem(
-                        format!("routes.{name}.first_token_timeout"),
-                        format!(
-                            "{} is longer than attempt_timeout ({}), so it would never fire",
-                            humantime::format_duration(first),
-                            humantime::format_duration(whole)
-                        ),
-                    );
+            for (field, value) in [
+                ("first_token_timeout", route.first_token_timeout),
+                ("stream_idle_timeout", route.stream_idle_timeout),
+            ] {
+                if let (Some(limit), Some(whole)) = (value, route.attempt_timeout) {
+                    if limit > whole {
+                        problem(
+                            format!("routes.{name}.{field}"),
+                            format!(
+                                "{} is longer than attempt_timeout ({}), so it would never fire",
+                                humantime::format_duration(limit),
+                                humantime::format_duration(whole)
+                            ),
+                        );
+                    }
                 }
             }
             if self.queue.effective_backend() == QueueBackend::Embedded {
@@ -1312,6 +1326,7 @@ mod tests {
             weights = [1]
             max_attempts = 0
             first_token_timeout = "10s"
+            stream_idle_timeout = "6s"
             attempt_timeout = "5s"
         "#;
         config
@@ -1326,6 +1341,7 @@ mod tests {
             "routes.bad.weights: only a route with strategy = \"weighted\" uses weights",
             "routes.bad.max_attempts: must be at least 1",
             "routes.bad.first_token_timeout: 10s is longer than attempt_timeout (5s)",
+            "routes.bad.stream_idle_timeout: 6s is longer than attempt_timeout (5s)",
             "providers.openai.keys[0].tokens_per_minute: must be at least 1",
             "health.error_threshold: 1.5 is not a rate",
             "health.min_calls: 50 is more than health.window (20)",

@@ -235,6 +235,7 @@ fn call<'a>(model: &'a str, request: &'a ChatRequest) -> Call<'a> {
         api_key: KEY,
         request,
         timeout: Duration::from_secs(5),
+        stream_idle_timeout: None,
         options: CallOptions::default(),
     }
 }

@@ -108,6 +108,7 @@ fn with(family: Family, request: &ChatRequest) -> Call<'_> {
         api_key: KEY,
         request,
         timeout: Duration::from_secs(5),
+        stream_idle_timeout: None,
         options: CallOptions::default(),
     }
 }
@@ -397,6 +398,76 @@ async fn every_error_class_arrives_as_its_kind() {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout, "{family:?}");
+    }
+    server.shutdown().await;
+}
+
+/// A stream that has begun and then goes silent ends at the call's `stream_idle_timeout`,
+/// long before its whole-call timeout, as a retryable timeout naming the setting; a slow
+/// first token is not a stall (that wait is the route's `first_token_timeout`'s).
+#[tokio::test]
+async fn a_stalled_stream_ends_at_its_idle_limit() {
+    let server = start().await;
+    for family in FAMILIES {
+        let idle = |request| Call {
+            timeout: Duration::from_secs(30),
+            stream_idle_timeout: Some(Duration::from_millis(300)),
+            ..with(family, request)
+        };
+        let stalled =
+            chat(json!([{"role": "user", "content": "[sim fail=stall] Tell me a long story."}]));
+        let started = std::time::Instant::now();
+        let chunks = family
+            .adapter(&server)
+            .chat_stream(idle(&stalled))
+            .await
+            .unwrap();
+        let e = stream::collect(family.name(), chunks).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{family:?}: {e}");
+        assert!(e.kind.is_retryable());
+        assert!(
+            e.message.contains("stream_idle_timeout") && e.message.contains("300ms"),
+            "{family:?}: {e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{family:?}");
+
+        let slow_start = chat(json!([{"role": "user", "content": "[sim ttft=600ms] Hello."}]));
+        let chunks = family
+            .adapter(&server)
+            .chat_stream(idle(&slow_start))
+            .await
+            .unwrap();
+        stream::collect(family.name(), chunks)
+            .await
+            .unwrap_or_else(|e| panic!("{family:?}: a slow first token is no stall: {e}"));
+    }
+    server.shutdown().await;
+}
+
+/// A streamed answer's rate-limit headers say a key is spent as a plain answer's do: the
+/// folded completion carries `key_spent_for` (OpenAI's and Anthropic's headers; Gemini
+/// announces none).
+#[tokio::test]
+async fn a_streamed_answers_headers_say_when_its_key_is_spent() {
+    let server = sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            announced_requests_per_minute: Some(1),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for family in FAMILIES {
+        let req = chat(json!([{"role": "user", "content": "Hello."}]));
+        let done = streamed(family, &server, &req).await.unwrap();
+        match family {
+            Family::Gemini => assert_eq!(done.key_spent_for, None),
+            _ => {
+                let wait = done.key_spent_for.expect("remaining 0 for the minute");
+                assert!(wait <= Duration::from_secs(60), "{family:?}: {wait:?}");
+            }
+        }
     }
     server.shutdown().await;
 }

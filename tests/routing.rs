@@ -26,6 +26,8 @@ on_both_backends!(
     a_weighted_route_spreads_jobs_by_weight,
     a_realtime_job_moves_on_rather_than_wait_for_a_full_key,
     a_key_the_provider_says_is_spent_cools_down_before_any_429,
+    a_streamed_answer_that_says_its_key_is_spent_cools_it_down,
+    a_stalled_stream_fails_its_attempt_and_the_next_one_finishes,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -721,4 +723,155 @@ async fn a_key_the_provider_says_is_spent_cools_down_before_any_429(backend: Bac
     assert_eq!(announcer.stats().chat_requests, 2, "and it never met a 429");
     h.stop().await;
     announcer.shutdown().await;
+}
+
+/// A job's answer streamed to a client through `POST /v1/chat/completions` (the worker's
+/// relay to the waiting API process), read to its end; the job's id.
+async fn stream_through_api(h: &Harness, model: &str, prompt: &str) -> uuid::Uuid {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", h.base_url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()[sluice::api::JOB_ID_HEADER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    id
+}
+
+async fn a_streamed_answer_that_says_its_key_is_spent_cools_it_down(backend: Backend) {
+    // Two providers announcing 2 requests a minute, each behind its own route that streams
+    // (a route with an idle limit streams every call): the second streamed answer of each
+    // says `remaining: 0` in its headers, before its first chunk. On the Anthropic-format one
+    // that answer is relayed live to a client (the watcher's fold), on the OpenAI-format one
+    // it is a queued job's (the plain fold).
+    let announcing = || {
+        sluice::sim::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            SimConfig {
+                announced_requests_per_minute: Some(2),
+                ..SimConfig::default()
+            },
+        )
+    };
+    let (claude, gpt) = (announcing().await.unwrap(), announcing().await.unwrap());
+    let (claude_url, gpt_url) = (claude.anthropic_base_url(), gpt.openai_base_url());
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "claude-a",
+                &claude_url,
+                vec![key("c-1", None, None)],
+                "claude-heeded",
+                &["claude-a", "gpt-4o-mini"],
+            );
+            let provider = c.providers.get_mut("claude-a").unwrap();
+            provider.kind = ProviderKind::Anthropic;
+            c.deployments.get_mut("claude-a").unwrap().model = "claude-sonnet-4-5".into();
+            add(
+                c,
+                "gpt-a",
+                &gpt_url,
+                vec![key("g-1", None, None)],
+                "gpt-heeded",
+                &["gpt-a", "gpt-4o-mini"],
+            );
+            for route in ["claude-heeded", "gpt-heeded"] {
+                c.routes.get_mut(route).unwrap().stream_idle_timeout = Some(Duration::from_secs(2));
+            }
+        },
+        true,
+    )
+    .await;
+    let mut served_by = Vec::new();
+    // (route, whether the spent answer is streamed to a client)
+    for (route, relayed) in [("claude-heeded", true), ("gpt-heeded", false)] {
+        for i in 0..3 {
+            let prompt = format!("{route} job {i}");
+            let id = if relayed {
+                stream_through_api(&h, route, &prompt).await
+            } else {
+                h.submit(route, &prompt).await
+            };
+            served_by.extend(attempts_of(&h, id).await);
+        }
+    }
+    let on = |d: &str| (d.to_string(), "ok".to_string());
+    assert_eq!(
+        served_by,
+        [
+            on("claude-a"),
+            on("claude-a"),
+            on("gpt-4o-mini"),
+            on("gpt-a"),
+            on("gpt-a"),
+            on("gpt-4o-mini"),
+        ],
+        "each third job skips the key its stream's headers said was spent"
+    );
+    assert_eq!(claude.stats().chat_requests, 2, "and it never met a 429");
+    assert_eq!(gpt.stats().chat_requests, 2);
+    h.stop().await;
+    claude.shutdown().await;
+    gpt.shutdown().await;
+}
+
+async fn a_stalled_stream_fails_its_attempt_and_the_next_one_finishes(backend: Backend) {
+    // One route per API family over the built-in simulator's deployments, each with a short
+    // idle limit: the first call's stream stalls half-way (`fail=stall`), well inside the
+    // 3 s whole-call timeout; the second answers.
+    let families = [
+        ("gpt-4o-mini", "idle-openai"),
+        ("claude-sonnet", "idle-anthropic"),
+        ("gemini-flash", "idle-gemini"),
+    ];
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            for (deployment, route) in families {
+                let mut r: RouteConfig = toml::from_str("deployments = []").unwrap();
+                r.deployments = vec![deployment.to_string()];
+                r.stream_idle_timeout = Some(Duration::from_millis(300));
+                c.routes.insert(route.to_string(), r);
+            }
+        },
+        true,
+    )
+    .await;
+    for (deployment, route) in families {
+        let started = Instant::now();
+        let id = h
+            .submit(
+                route,
+                &format!("[sim fail=stall] a long answer from {route}"),
+            )
+            .await;
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{job:#}");
+        assert_eq!(attempts[0]["deployment"], deployment);
+        assert_eq!(attempts[0]["outcome"], "timeout", "{job:#}");
+        let error = attempts[0]["error"].as_str().unwrap();
+        assert!(
+            error.contains("no stream data within 300ms (the route's stream_idle_timeout)"),
+            "{error}"
+        );
+        assert_eq!(attempts[1]["outcome"], "ok", "{job:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the stall was cut at its idle limit, not the whole-call timeout: {:?}",
+            started.elapsed()
+        );
+    }
+    h.stop().await;
 }

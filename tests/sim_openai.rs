@@ -48,6 +48,7 @@ fn call<'a>(request: &'a ChatRequest) -> Call<'a> {
         api_key: KEY,
         request,
         timeout: Duration::from_secs(5),
+        stream_idle_timeout: None,
         options: Default::default(),
     }
 }
@@ -328,6 +329,7 @@ async fn a_hung_call_times_out_and_shutdown_releases_it() {
             api_key: KEY,
             request: &held,
             timeout: Duration::from_secs(30),
+            stream_idle_timeout: None,
             options: Default::default(),
         };
         provider2.chat(c).await.map(|_| ())

@@ -90,7 +90,7 @@ impl Provider for AnthropicProvider {
             self.post(&call, &body),
             parse_message,
             |answer| error_from_answer(answer, SystemTime::now()),
-            |headers| http::exhausted_for(&limit_states(headers, SystemTime::now())),
+            key_spent_for,
         )
         .await
     }
@@ -99,10 +99,10 @@ impl Provider for AnthropicProvider {
         let body = request_body(&call, true)?;
         stream::open(
             PROVIDER,
-            call.api_key,
-            call.timeout,
+            &call,
             self.post(&call, &body),
             |answer| error_from_answer(answer, SystemTime::now()),
+            key_spent_for,
             AnthropicStream::new(call.model),
         )
         .await
@@ -595,6 +595,12 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
     http::wait_from_limits(&limit_states(headers, now))
 }
 
+/// How long the key is spent for, when a successful answer's headers (plain or streamed) say
+/// a limit has nothing left.
+fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
+    http::exhausted_for(&limit_states(headers, SystemTime::now()))
+}
+
 /// The `anthropic-ratelimit-*-remaining` / `-reset` pairs of an answer.
 fn limit_states(headers: &HeaderMap, now: SystemTime) -> [LimitState; 4] {
     let limit = |kind: &str| LimitState {
@@ -629,6 +635,7 @@ mod tests {
                 api_key: "k",
                 request: &request,
                 timeout: Duration::from_secs(1),
+                stream_idle_timeout: None,
                 options,
             },
             false,

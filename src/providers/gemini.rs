@@ -99,8 +99,7 @@ impl Provider for GeminiProvider {
                 )
             },
             |answer| error_from_answer(answer, SystemTime::now()),
-            // Gemini announces no rate-limit state on its answers.
-            |_| None,
+            key_spent_for,
         )
         .await
     }
@@ -109,14 +108,19 @@ impl Provider for GeminiProvider {
         let body = request_body(&call)?;
         stream::open(
             PROVIDER,
-            call.api_key,
-            call.timeout,
+            &call,
             self.post(&call, "streamGenerateContent?alt=sse", &body),
             |answer| error_from_answer(answer, SystemTime::now()),
+            key_spent_for,
             GeminiStream::new(call.model),
         )
         .await
     }
+}
+
+/// Gemini announces no rate-limit state on its answers: a key is known spent only by a 429.
+fn key_spent_for(_: &reqwest::header::HeaderMap) -> Option<Duration> {
+    None
 }
 
 /// Gemini's SSE stream (each event a whole `GenerateContentResponse`) → canonical chunks.
@@ -718,6 +722,7 @@ mod tests {
             api_key: "k",
             request: &request,
             timeout: Duration::from_secs(1),
+            stream_idle_timeout: None,
             options,
         })
     }

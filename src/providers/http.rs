@@ -130,6 +130,25 @@ pub fn timeout_error(provider: &'static str, timeout: Duration) -> ProviderError
     )
 }
 
+/// A timeout set by the route rather than the whole call: `what` did not happen within
+/// `limit`, the setting named so an operator knows which knob fired.
+pub fn limit_error(
+    provider: &'static str,
+    what: &str,
+    limit: Duration,
+    setting: &str,
+) -> ProviderError {
+    ProviderError::new(
+        provider,
+        ErrorKind::Timeout,
+        None,
+        format!(
+            "{what} within {} (the route's {setting})",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
 /// A failure before any HTTP status, or while reading a body: timeout or connection trouble.
 pub fn transport_error(
     provider: &'static str,

@@ -85,7 +85,8 @@ pub struct Completion {
     pub status: u16,
     /// Set when the answer's rate-limit headers say the key has nothing left (e.g.
     /// `x-ratelimit-remaining-requests: 0`) until this long from now: the limiter cools the
-    /// key down instead of waiting for the next call's 429. Not read from streamed answers.
+    /// key down instead of waiting for the next call's 429. A streamed answer's headers say
+    /// the same before its first chunk (see [`stream::ChunkStream::key_spent_for`]).
     pub key_spent_for: Option<std::time::Duration>,
 }
 
@@ -99,6 +100,9 @@ pub struct Call<'a> {
     pub request: &'a ChatRequest,
     /// The whole call, connect to last byte.
     pub timeout: Duration,
+    /// A streamed call only: the longest its body may go without a byte once the answer has
+    /// begun (the route's `stream_idle_timeout`); `None` leaves only `timeout`.
+    pub stream_idle_timeout: Option<Duration>,
     /// What the deployment says about translating requests.
     pub options: CallOptions,
 }

@@ -65,7 +65,7 @@ impl Provider for OpenAiProvider {
             self.post(&call, &body),
             parse_completion,
             |answer| error_from_answer(answer, SystemTime::now()),
-            |headers| http::exhausted_for(&limit_states(headers)),
+            key_spent_for,
         )
         .await
     }
@@ -74,10 +74,10 @@ impl Provider for OpenAiProvider {
         let body = request_body(&call, true);
         stream::open(
             PROVIDER,
-            call.api_key,
-            call.timeout,
+            &call,
             self.post(&call, &body),
             |answer| error_from_answer(answer, SystemTime::now()),
+            key_spent_for,
             OpenAiStream { done: false },
         )
         .await
@@ -286,6 +286,12 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
         return None;
     }
     http::wait_from_limits(&limit_states(headers))
+}
+
+/// How long the key is spent for, when a successful answer's headers (plain or streamed) say
+/// a limit has nothing left.
+fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
+    http::exhausted_for(&limit_states(headers))
 }
 
 /// The `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` pairs of an answer.
@@ -517,6 +523,7 @@ mod tests {
             api_key: "sk-test",
             request: &request,
             timeout: Duration::from_secs(1),
+            stream_idle_timeout: None,
             options: Default::default(),
         };
         let body = request_body(&call, false);
@@ -622,6 +629,7 @@ mod tests {
             api_key: "sk-test",
             request: &request,
             timeout: Duration::from_secs(1),
+            stream_idle_timeout: None,
             options: Default::default(),
         };
         let body = request_body(&call, true);

@@ -10,14 +10,21 @@
 //! that a stream ending without the provider's terminator is an error (retryable), never a
 //! silently short answer.
 //!
+//! A stream's response headers arrive before its first chunk, so what they say about the key
+//! (a `remaining: 0` rate limit, read by the adapter's own header reading, the same as for a
+//! non-streamed answer) travels with the stream as [`ChunkStream::key_spent_for`]. The driver
+//! also ends a stream that has started but then goes quiet for longer than the call's
+//! `stream_idle_timeout`, instead of waiting out the whole-call deadline.
+//!
 //! [`collect`] folds a chunk stream into the `Completion` the worker stores, so a streamed
-//! answer is recorded and charged like any other.
+//! answer is recorded, charged and heeded (its key cooled down) like any other.
 
 use super::canonical::{ChoiceParts, CompletionParts, FinishReason, OutToolCall};
 use super::http;
 use super::sse;
-use super::{Completion, ErrorKind, ProviderError, Usage};
+use super::{Call, Completion, ErrorKind, ProviderError, Usage};
 use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -25,7 +32,47 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Canonical chunks as they arrive; an `Err` ends the stream.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, ProviderError>> + Send>>;
+pub type Chunks = Pin<Box<dyn Stream<Item = Result<Value, ProviderError>> + Send>>;
+
+/// A streamed answer: its chunks, and what its response headers said about the key.
+pub struct ChunkStream {
+    chunks: Chunks,
+    /// See [`Completion::key_spent_for`]; known once the headers are in, before any chunk.
+    pub key_spent_for: Option<Duration>,
+}
+
+impl ChunkStream {
+    /// Chunks whose headers said nothing about the key (a replay, a test).
+    pub fn new(chunks: impl Stream<Item = Result<Value, ProviderError>> + Send + 'static) -> Self {
+        ChunkStream {
+            chunks: Box::pin(chunks),
+            key_spent_for: None,
+        }
+    }
+
+    /// The same answer with its chunks passed through `f` (a relay, early chunks put back),
+    /// what the headers said kept.
+    pub fn map_chunks<S>(self, f: impl FnOnce(Chunks) -> S) -> ChunkStream
+    where
+        S: Stream<Item = Result<Value, ProviderError>> + Send + 'static,
+    {
+        ChunkStream {
+            chunks: Box::pin(f(self.chunks)),
+            key_spent_for: self.key_spent_for,
+        }
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<Value, ProviderError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.chunks.as_mut().poll_next(cx)
+    }
+}
 
 /// One provider's events → canonical chunks.
 pub trait Translate: Send + 'static {
@@ -46,22 +93,29 @@ struct Driver<T> {
     pending: VecDeque<Result<Value, ProviderError>>,
     deadline: Instant,
     timeout: Duration,
+    /// The longest gap between body reads once the answer has begun.
+    idle: Option<Duration>,
+    /// Whether a chunk carrying output has come: before it, the wait is the first token's
+    /// (the route's `first_token_timeout`), not a stall.
+    begun: bool,
     done: bool,
 }
 
 /// Sends a streaming request and, once a 2xx status is in, drives its body through
 /// `translate`. A non-2xx answer is read whole and becomes the outer error through
-/// `on_error`, the adapter's reading of an error body.
+/// `on_error`, the adapter's reading of an error body; `spent` reads a 2xx answer's
+/// rate-limit headers for a key the provider says is used up, as [`http::exchange`] does.
 pub async fn open<T: Translate>(
     provider: &'static str,
-    api_key: &str,
-    timeout: Duration,
+    call: &Call<'_>,
     request: reqwest::RequestBuilder,
     on_error: impl FnOnce(&http::Answer) -> ProviderError + Send,
+    spent: impl FnOnce(&HeaderMap) -> Option<Duration> + Send,
     translate: T,
 ) -> Result<ChunkStream, ProviderError> {
     let started = Instant::now();
-    let response = http::guarded(provider, api_key, timeout, async {
+    let timeout = call.timeout;
+    let response = http::guarded(provider, call.api_key, timeout, async {
         let response = http::start(provider, request, timeout).await?;
         if response.status().is_success() {
             return Ok(response);
@@ -79,19 +133,34 @@ pub async fn open<T: Translate>(
         }))
     })
     .await?;
+    let key_spent_for = spent(response.headers());
     let body = Box::pin(response.bytes_stream());
-    Ok(drive(provider, api_key, body, started, timeout, translate))
+    let limits = Limits {
+        started,
+        timeout,
+        idle: call.stream_idle_timeout,
+    };
+    let mut stream = drive(provider, call.api_key, body, limits, translate);
+    stream.key_spent_for = key_spent_for;
+    Ok(stream)
 }
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
-/// Turns a 2xx streaming response into canonical chunks, within `timeout` of `started`.
+/// How long a stream may take: `timeout` from `started` in all, and `idle` between reads
+/// once its answer has begun.
+struct Limits {
+    started: Instant,
+    timeout: Duration,
+    idle: Option<Duration>,
+}
+
+/// Turns a 2xx streaming response into canonical chunks, within `limits`.
 fn drive<T: Translate>(
     provider: &'static str,
     api_key: &str,
     body: Body,
-    started: Instant,
-    timeout: Duration,
+    limits: Limits,
     translate: T,
 ) -> ChunkStream {
     let driver = Driver {
@@ -101,11 +170,13 @@ fn drive<T: Translate>(
         parser: sse::Parser::new(),
         translate,
         pending: VecDeque::new(),
-        deadline: started + timeout,
-        timeout,
+        deadline: limits.started + limits.timeout,
+        timeout: limits.timeout,
+        idle: limits.idle,
+        begun: false,
         done: false,
     };
-    Box::pin(futures::stream::unfold(driver, |mut d| async move {
+    ChunkStream::new(futures::stream::unfold(driver, |mut d| async move {
         let item = d.next().await?;
         let item = item.map_err(|e| http::redact(e, &d.api_key));
         Some((item, d))
@@ -125,16 +196,32 @@ impl<T: Translate> Driver<T> {
             if self.done {
                 return None;
             }
-            let read = tokio::time::timeout_at(self.deadline, self.body.next()).await;
+            let idle = self
+                .idle
+                .filter(|_| self.begun)
+                .filter(|limit| Instant::now() + *limit < self.deadline);
+            let until = idle.map_or(self.deadline, |limit| Instant::now() + limit);
+            let read = tokio::time::timeout_at(until, self.body.next()).await;
             match read {
-                Err(_) => self.fail(http::timeout_error(self.provider, self.timeout)),
+                Err(_) => self.fail(match idle {
+                    Some(limit) => http::limit_error(
+                        self.provider,
+                        "no stream data",
+                        limit,
+                        "stream_idle_timeout",
+                    ),
+                    None => http::timeout_error(self.provider, self.timeout),
+                }),
                 Ok(Some(Err(e))) => {
                     self.fail(http::transport_error(self.provider, &e, self.timeout))
                 }
                 Ok(Some(Ok(bytes))) => {
                     for event in self.parser.feed(&bytes) {
                         match self.translate.event(event) {
-                            Ok(chunks) => self.pending.extend(chunks.into_iter().map(Ok)),
+                            Ok(chunks) => {
+                                self.begun |= chunks.iter().any(carries_output);
+                                self.pending.extend(chunks.into_iter().map(Ok));
+                            }
                             Err(e) => {
                                 self.fail(e);
                                 break;
@@ -161,6 +248,19 @@ impl<T: Translate> Driver<T> {
         self.pending.push_back(Err(error));
         self.done = true;
     }
+}
+
+/// Whether a canonical chunk carries part of the answer (text, a tool call) or its end: what
+/// counts as a first token, after which a silent stream is stalled.
+pub fn carries_output(chunk: &Value) -> bool {
+    chunk["choices"].as_array().is_some_and(|choices| {
+        choices.iter().any(|choice| {
+            let delta = &choice["delta"];
+            delta["content"].as_str().is_some_and(|c| !c.is_empty())
+                || delta.get("tool_calls").is_some()
+                || !choice["finish_reason"].is_null()
+        })
+    })
 }
 
 /// An event's data as JSON, or the `InvalidResponse` saying what came instead.
@@ -253,7 +353,9 @@ pub async fn collect(
     while let Some(chunk) = stream.next().await {
         fold.push(&chunk?);
     }
-    fold.finish(provider)
+    let mut completion = fold.finish(provider)?;
+    completion.key_spent_for = stream.key_spent_for;
+    Ok(completion)
 }
 
 #[derive(Default)]
@@ -399,14 +501,12 @@ pub(crate) async fn replay<T: Translate>(
         .map(|p| Ok(bytes::Bytes::copy_from_slice(p)))
         .collect();
     let body: Body = Box::pin(futures::stream::iter(pieces));
-    let stream = drive(
-        "test",
-        "sk-secret",
-        body,
-        Instant::now(),
-        Duration::from_secs(5),
-        translate,
-    );
+    let limits = Limits {
+        started: Instant::now(),
+        timeout: Duration::from_secs(5),
+        idle: None,
+    };
+    let stream = drive("test", "sk-secret", body, limits, translate);
     stream.collect().await
 }
 
@@ -447,7 +547,7 @@ fn strip_created(items: &[Result<Value, ProviderError>]) -> Vec<Result<Value, Pr
 pub(crate) async fn fold(
     items: Vec<Result<Value, ProviderError>>,
 ) -> Result<Completion, ProviderError> {
-    collect("test", Box::pin(futures::stream::iter(items))).await
+    collect("test", ChunkStream::new(futures::stream::iter(items))).await
 }
 
 #[cfg(test)]
@@ -455,7 +555,7 @@ mod tests {
     use super::*;
 
     fn stream_of(chunks: Vec<Result<Value, ProviderError>>) -> ChunkStream {
-        Box::pin(futures::stream::iter(chunks))
+        ChunkStream::new(futures::stream::iter(chunks))
     }
 
     #[tokio::test]

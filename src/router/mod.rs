@@ -168,6 +168,8 @@ pub struct Route {
     pub attempt_timeout: Option<Duration>,
     /// See [`crate::config::RouteConfig::first_token_timeout`].
     pub first_token_timeout: Option<Duration>,
+    /// See [`crate::config::RouteConfig::stream_idle_timeout`].
+    pub stream_idle_timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub deadlines: UrgencyDeadlines,
     pub realtime_max_wait: Duration,
@@ -213,6 +215,7 @@ impl Route {
             strategy: Strategy::Priority,
             attempt_timeout: None,
             first_token_timeout: None,
+            stream_idle_timeout: None,
             max_attempts: None,
             deadlines: UrgencyDeadlines::default(),
             realtime_max_wait: Duration::from_secs(1),
@@ -471,6 +474,7 @@ impl Router {
                 }
                 route.attempt_timeout = r.attempt_timeout;
                 route.first_token_timeout = r.first_token_timeout;
+                route.stream_idle_timeout = r.stream_idle_timeout;
                 route.max_attempts = r.max_attempts;
                 route.deadlines = r.deadline.clone();
                 route.realtime_max_wait = r.realtime_max_wait;

@@ -19,8 +19,9 @@ use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// How long a `timeout` fault holds a request when nobody shuts the simulator down.
-const HOLD: Duration = Duration::from_secs(600);
+/// How long a `timeout` fault holds a request, and a `stall` its body, when nobody shuts the
+/// simulator down.
+pub(crate) const HOLD: Duration = Duration::from_secs(600);
 
 /// What the family has to render.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ pub enum BodyFault {
     Cut,
     /// Half-way through, the stream carries the family's in-stream error and ends.
     Midstream,
+    /// Half-way through, the body stops with the connection open (for [`HOLD`]).
+    Stall,
 }
 
 /// What a family hands over after validating its request.
@@ -93,6 +96,7 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
             return Outcome::Shutdown;
         }
         Some(Fault::Cut) => Some(BodyFault::Cut),
+        Some(Fault::Stall) => Some(BodyFault::Stall),
         Some(Fault::Midstream) if request.stream => Some(BodyFault::Midstream),
         Some(fault) => return Outcome::Fail(fault),
     };

@@ -25,6 +25,9 @@ pub enum Fault {
     /// A stream that starts well and then carries the provider's in-stream error; answered
     /// as the provider's overload error when the request does not stream.
     Midstream,
+    /// The body stops half-way with the connection kept open: a stream that stalls after
+    /// half its content, a JSON body that stops half-way.
+    Stall,
 }
 
 impl Fault {
@@ -37,7 +40,7 @@ impl Fault {
             // A non-streamed request cannot break half-way: it gets the overload error instead.
             Fault::Midstream => overloaded,
             // Handled before an error is built; an error is the safe answer should that change.
-            Fault::Timeout | Fault::Cut => 504,
+            Fault::Timeout | Fault::Cut | Fault::Stall => 504,
         }
     }
 
@@ -49,7 +52,7 @@ impl Fault {
                 (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
             }
             Fault::Quota => true,
-            Fault::Timeout | Fault::Cut | Fault::Midstream => false,
+            Fault::Timeout | Fault::Cut | Fault::Midstream | Fault::Stall => false,
         }
     }
 }
@@ -69,7 +72,7 @@ pub struct FailPlan {
 }
 
 impl FailPlan {
-    /// Parses `429,500`, `500*`, `timeout`, `quota`, `cut`, `midstream`, `400`.
+    /// Parses `429,500`, `500*`, `timeout`, `quota`, `cut`, `midstream`, `stall`, `400`.
     pub fn parse(list: &str) -> Result<Self, DirectiveError> {
         let mut steps = Vec::new();
         let items: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -88,12 +91,13 @@ impl FailPlan {
                 "quota" => Fault::Quota,
                 "cut" => Fault::Cut,
                 "midstream" => Fault::Midstream,
+                "stall" => Fault::Stall,
                 digits => match digits.parse::<u16>() {
                     Ok(status) if (400..=599).contains(&status) => Fault::Status(status),
                     _ => {
                         return Err(DirectiveError(format!(
                             "fail={list}: \"{item}\" is not a fault (expected an HTTP status \
-                             400-599, timeout, quota, cut or midstream, optionally followed by '*')"
+                             400-599, timeout, quota, cut, midstream or stall, optionally followed by '*')"
                         )))
                     }
                 },
@@ -344,14 +348,15 @@ mod tests {
         assert_eq!(d.cached, Some(64));
         assert_eq!(d.fail.unwrap().fault_for_call(2), Some(Fault::Status(500)));
 
-        let d =
-            Directives::from_texts(["[sim ttft=1s tool=get_weather fail=cut,midstream]"]).unwrap();
+        let d = Directives::from_texts(["[sim ttft=1s tool=get_weather fail=cut,midstream,stall]"])
+            .unwrap();
         assert_eq!(d.ttft, Some(Duration::from_secs(1)));
         assert_eq!(d.tool.as_deref(), Some("get_weather"));
         let plan = d.fail.unwrap();
         assert_eq!(plan.fault_for_call(1), Some(Fault::Cut));
         assert_eq!(plan.fault_for_call(2), Some(Fault::Midstream));
-        assert_eq!(plan.fault_for_call(3), None);
+        assert_eq!(plan.fault_for_call(3), Some(Fault::Stall));
+        assert_eq!(plan.fault_for_call(4), None);
     }
 
     #[test]

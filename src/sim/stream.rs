@@ -6,9 +6,11 @@
 //! builds its frames; this module sends them, holds back the first content frame for
 //! `ttft`, and carries out the body faults: `cut` closes the connection half-way without
 //! the terminator (HTTP framing left incomplete, as when a network path dies), `midstream`
-//! sends the family's error frame half-way and ends there.
+//! sends the family's error frame half-way and ends there, `stall` stops sending half-way
+//! and keeps the connection open (a stuck generation or a silent network path), so only a
+//! client's own idle limit or deadline ends it.
 
-use super::call::{BodyFault, StreamPlan};
+use super::call::{BodyFault, StreamPlan, HOLD};
 use super::SimState;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -85,6 +87,7 @@ pub fn sse(state: Arc<SimState>, events: Vec<Event>, plan: StreamPlan, error: Ev
             match fault {
                 BodyFault::Cut => steps.extend([Step::Wait(FLUSH), Step::Abort]),
                 BodyFault::Midstream => steps.push(Step::Send(error.frame)),
+                BodyFault::Stall => steps.extend([Step::Wait(HOLD), Step::Abort]),
             }
             break;
         }
@@ -100,16 +103,18 @@ pub fn sse(state: Arc<SimState>, events: Vec<Event>, plan: StreamPlan, error: Ev
 }
 
 /// A JSON response; with a `cut`, only the first half of the body arrives before the
-/// connection closes (the `content-length` promises all of it).
+/// connection closes (the `content-length` promises all of it), with a `stall` the first
+/// half and then nothing.
 pub fn json(state: Arc<SimState>, status: StatusCode, body: &Value, plan: StreamPlan) -> Response {
     let bytes = Bytes::from(body.to_string());
     let length = bytes.len();
     let mut response = match plan.fault {
-        Some(BodyFault::Cut) => {
+        Some(fault @ (BodyFault::Cut | BodyFault::Stall)) => {
             let half = bytes.slice(..length / 2);
+            let wait = if fault == BodyFault::Cut { FLUSH } else { HOLD };
             Response::new(stepped(
                 state,
-                vec![Step::Send(half), Step::Wait(FLUSH), Step::Abort],
+                vec![Step::Send(half), Step::Wait(wait), Step::Abort],
             ))
         }
         _ => Response::new(Body::from(bytes)),
@@ -135,7 +140,7 @@ fn stepped(state: Arc<SimState>, steps: Vec<Step>) -> Body {
                         Ok(()) => None,
                         Err(()) => Some(Err(broken("the simulator is shutting down"))),
                     },
-                    Step::Abort => Some(Err(broken("simulated cut (fail=cut)"))),
+                    Step::Abort => Some(Err(broken("simulated cut (fail=cut, or a stall's end)"))),
                 }
             }
         })

@@ -28,7 +28,7 @@ use crate::budgets::BatchHold;
 use crate::config::{Config, RetryConfig};
 use crate::job::{Envelope, Urgency};
 use crate::pricing::PicoUsd;
-use crate::providers::stream::{self, ChunkStream};
+use crate::providers::{http, stream};
 use crate::providers::{Call, Completion, ErrorKind, ProviderError, Usage};
 use crate::queue::{Delivery, Queue};
 use crate::router::health::Verdict;
@@ -384,6 +384,7 @@ async fn run_job(
             Some((flex, _)) => flex.timeout,
             None => route.attempt_timeout.unwrap_or(deployment.timeout),
         },
+        stream_idle_timeout: route.stream_idle_timeout,
         options: deployment.options,
     };
     let clock = std::time::Instant::now();
@@ -532,9 +533,10 @@ fn pace_delay(wait: Duration) -> Duration {
 }
 
 /// Makes the call, returning the answer and the time to its first token. A plain call
-/// (nobody streaming, no first-token limit) is made as one request and its first token is
-/// its whole answer; otherwise it is streamed, so a client sees chunks live and
-/// `first_token_timeout` can abandon a call that has not started answering.
+/// (nobody streaming, no first-token or idle limit) is made as one request and its first
+/// token is its whole answer; otherwise it is streamed, so a client sees chunks live,
+/// `first_token_timeout` can abandon a call that has not started answering and the
+/// stream driver one that stalls past `call.stream_idle_timeout`.
 async fn call_deployment(
     deployment: &Deployment,
     call: Call<'_>,
@@ -543,7 +545,7 @@ async fn call_deployment(
 ) -> (Result<Completion, ProviderError>, Option<Duration>) {
     let provider = deployment.kind.as_str();
     let started = std::time::Instant::now();
-    if watcher.is_none() && first_token_timeout.is_none() {
+    if watcher.is_none() && first_token_timeout.is_none() && call.stream_idle_timeout.is_none() {
         let result = deployment.adapter.chat(call).await;
         let first_token = result.is_ok().then(|| started.elapsed());
         return (result, first_token);
@@ -553,7 +555,7 @@ async fn call_deployment(
         // Chunks before the first token (a role, an empty delta) are kept and replayed.
         let mut before = Vec::new();
         while let Some(chunk) = chunks.next().await {
-            let token = chunk.as_ref().map_or(true, carries_output);
+            let token = chunk.as_ref().map_or(true, stream::carries_output);
             before.push(chunk);
             if token {
                 break;
@@ -565,14 +567,11 @@ async fn call_deployment(
         Some(limit) => tokio::time::timeout(limit, opening)
             .await
             .unwrap_or_else(|_| {
-                Err(ProviderError::new(
+                Err(http::limit_error(
                     provider,
-                    ErrorKind::Timeout,
-                    None,
-                    format!(
-                        "no first token within {} (the route's first_token_timeout)",
-                        humantime::format_duration(limit)
-                    ),
+                    "no first token",
+                    limit,
+                    "first_token_timeout",
                 ))
             }),
         None => opening.await,
@@ -582,24 +581,12 @@ async fn call_deployment(
         Err(error) => return (Err(error), None),
     };
     let first_token = started.elapsed();
-    let chunks: ChunkStream = Box::pin(futures::stream::iter(before).chain(rest));
+    let chunks = rest.map_chunks(|rest| futures::stream::iter(before).chain(rest));
     let result = match watcher {
         Some(watcher) => watcher.relay(provider, chunks).await,
         None => stream::collect(provider, chunks).await,
     };
     (result, Some(first_token))
-}
-
-/// Whether a canonical chunk carries part of the answer (text, a tool call) or its end.
-fn carries_output(chunk: &serde_json::Value) -> bool {
-    chunk["choices"].as_array().is_some_and(|choices| {
-        choices.iter().any(|choice| {
-            let delta = &choice["delta"];
-            delta["content"].as_str().is_some_and(|c| !c.is_empty())
-                || delta.get("tool_calls").is_some()
-                || !choice["finish_reason"].is_null()
-        })
-    })
 }
 
 async fn decide_after_failure(

@@ -45,21 +45,23 @@ impl Watcher {
         chunks: stream::ChunkStream,
     ) -> Result<Completion, ProviderError> {
         let watcher = self.clone();
-        let relayed = chunks.then(move |item| {
-            let watcher = watcher.clone();
-            async move {
-                if let Ok(chunk) = &item {
-                    watcher
-                        .send(StreamEvent::Chunk {
-                            chunk: chunk.clone(),
-                        })
-                        .await;
-                    watcher.streamed.store(true, Ordering::Relaxed);
+        let relayed = chunks.map_chunks(|chunks| {
+            chunks.then(move |item| {
+                let watcher = watcher.clone();
+                async move {
+                    if let Ok(chunk) = &item {
+                        watcher
+                            .send(StreamEvent::Chunk {
+                                chunk: chunk.clone(),
+                            })
+                            .await;
+                        watcher.streamed.store(true, Ordering::Relaxed);
+                    }
+                    item
                 }
-                item
-            }
+            })
         });
-        stream::collect(provider, Box::pin(relayed)).await
+        stream::collect(provider, relayed).await
     }
 
     pub(super) async fn send(&self, event: StreamEvent) {

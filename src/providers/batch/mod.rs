@@ -209,6 +209,7 @@ fn translation_call<'a>(
         api_key: "",
         request: &request.request,
         timeout: Duration::ZERO,
+        stream_idle_timeout: None,
         options,
     }
 }
