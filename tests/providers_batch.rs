@@ -722,9 +722,10 @@ async fn a_wrong_key_is_unauthorized_and_never_echoed() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_connection_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // Bound but not listening: refused, and no other test's server can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let base = format!("http://{}", reserved.local_addr().unwrap());
     let api = OpenAiBatch::new(format!("{base}/v1"), reqwest::Client::new());
     let e = api
         .poll(call("gpt-4o-mini", KEY), "batch_ok")

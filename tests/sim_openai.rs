@@ -284,10 +284,10 @@ async fn a_missing_key_is_unauthorized_and_keys_never_leak() {
 
 #[tokio::test]
 async fn a_closed_port_is_a_connection_error() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound but not listening: refused, and no other test's server can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let provider = OpenAiProvider::new(
         format!("http://127.0.0.1:{port}/v1/"),
         reqwest::Client::new(),
