@@ -109,10 +109,6 @@ pub fn outcome(custom_id: &str, line: &Value) -> ItemOutcome {
 
 #[async_trait]
 impl BatchApi for AnthropicBatch {
-    fn limits(&self) -> BatchLimits {
-        LIMITS
-    }
-
     /// The request as it stands in the create body, and the comma that separates it.
     fn encoded_len(
         &self,

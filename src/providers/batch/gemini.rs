@@ -170,10 +170,6 @@ pub fn rpc_status_error(status: &Value) -> ProviderError {
 
 #[async_trait]
 impl BatchApi for GeminiBatch {
-    fn limits(&self) -> BatchLimits {
-        LIMITS
-    }
-
     /// The inline request as it stands in the create body, and the comma that separates it.
     fn encoded_len(
         &self,

@@ -146,9 +146,6 @@ pub fn client(kind: ProviderKind, base_url: &str, http: reqwest::Client) -> Arc<
 /// A provider's batch tier.
 #[async_trait]
 pub trait BatchApi: Send + Sync + std::fmt::Debug {
-    /// The provider's documented limits on one batch.
-    fn limits(&self) -> BatchLimits;
-
     /// The request's size in the provider's batch format, in bytes: what counts towards the
     /// provider's per-batch size limit. An error names what the provider cannot take (the
     /// same error a real-time call of the request would give before sending anything), so a

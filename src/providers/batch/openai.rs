@@ -204,10 +204,6 @@ pub fn outcome(custom_id: &str, line: &Value) -> ItemOutcome {
 
 #[async_trait]
 impl BatchApi for OpenAiBatch {
-    fn limits(&self) -> BatchLimits {
-        LIMITS
-    }
-
     /// The line and its newline: OpenAI's limit is the input file's size.
     fn encoded_len(
         &self,
