@@ -740,7 +740,10 @@ impl Config {
                     format!("unknown provider \"{}\"", deployment.provider),
                 ),
                 Some(provider) => {
-                    if let PriceSource::Missing = self.deployment_price(name) {
+                    let price = self.deployment_price(name);
+                    // A discounted tier needs a price only when the real-time one is known.
+                    let realtime_known = price.price().is_some();
+                    if let PriceSource::Missing = price {
                         problem(
                             format!("deployments.{name}.price"),
                             format!(
@@ -750,6 +753,54 @@ impl Config {
                             ),
                         );
                     }
+                    if let Some(tier) = &deployment.batch {
+                        let limits = crate::providers::batch::BatchLimits::of(provider.kind);
+                        match tier.max_requests {
+                            Some(0) => problem(
+                                format!("deployments.{name}.batch.max_requests"),
+                                "must be at least 1".into(),
+                            ),
+                            Some(n) if n > limits.max_requests => problem(
+                                format!("deployments.{name}.batch.max_requests"),
+                                format!(
+                                    "{n} is over {}'s limit of {} requests per batch",
+                                    provider.kind.as_str(),
+                                    limits.max_requests
+                                ),
+                            ),
+                            _ => {}
+                        }
+                        if realtime_known && self.deployment_batch_price(name).is_none() {
+                            problem(
+                                format!("deployments.{name}.batch.price"),
+                                format!(
+                                    "no batch price: the catalogue has none for {} model \"{}\"; add price = {{ input = …, output = … }} to the batch table",
+                                    provider.kind.as_str(),
+                                    deployment.model
+                                ),
+                            );
+                        }
+                    }
+                    if deployment.flex.is_some() {
+                        if provider.kind != ProviderKind::Openai {
+                            problem(
+                                format!("deployments.{name}.flex"),
+                                format!(
+                                    "the flex service tier is OpenAI's; provider \"{}\" is {}",
+                                    deployment.provider,
+                                    provider.kind.as_str()
+                                ),
+                            );
+                        } else if realtime_known && self.deployment_flex_price(name).is_none() {
+                            problem(
+                                format!("deployments.{name}.flex.price"),
+                                format!(
+                                    "no flex price: the catalogue has no batch price for model \"{}\"; add price = {{ input = …, output = … }} to the flex table",
+                                    deployment.model
+                                ),
+                            );
+                        }
+                    }
                 }
             }
             for found in deployment
@@ -757,64 +808,6 @@ impl Config {
                 .problems(&format!("deployments.{name}.overrides"))
             {
                 problem(found.path, found.message);
-            }
-            if let (Some(tier), Some(provider)) =
-                (&deployment.batch, self.providers.get(&deployment.provider))
-            {
-                let limits = crate::providers::batch::BatchLimits::of(provider.kind);
-                match tier.max_requests {
-                    Some(0) => problem(
-                        format!("deployments.{name}.batch.max_requests"),
-                        "must be at least 1".into(),
-                    ),
-                    Some(n) if n > limits.max_requests => problem(
-                        format!("deployments.{name}.batch.max_requests"),
-                        format!(
-                            "{n} is over {}'s limit of {} requests per batch",
-                            provider.kind.as_str(),
-                            limits.max_requests
-                        ),
-                    ),
-                    _ => {}
-                }
-                let realtime_known = self.deployment_price(name).price().is_some();
-                if realtime_known && self.deployment_batch_price(name).is_none() {
-                    problem(
-                        format!("deployments.{name}.batch.price"),
-                        format!(
-                            "no batch price: the catalogue has none for {} model \"{}\"; add price = {{ input = …, output = … }} to the batch table",
-                            provider.kind.as_str(),
-                            deployment.model
-                        ),
-                    );
-                }
-            }
-        }
-        for (name, deployment) in &self.deployments {
-            let (Some(_), Some(provider)) =
-                (&deployment.flex, self.providers.get(&deployment.provider))
-            else {
-                continue;
-            };
-            if provider.kind != ProviderKind::Openai {
-                problem(
-                    format!("deployments.{name}.flex"),
-                    format!(
-                        "the flex service tier is OpenAI's; provider \"{}\" is {}",
-                        deployment.provider,
-                        provider.kind.as_str()
-                    ),
-                );
-            } else if self.deployment_price(name).price().is_some()
-                && self.deployment_flex_price(name).is_none()
-            {
-                problem(
-                    format!("deployments.{name}.flex.price"),
-                    format!(
-                        "no flex price: the catalogue has no batch price for model \"{}\"; add price = {{ input = …, output = … }} to the flex table",
-                        deployment.model
-                    ),
-                );
             }
         }
         if self.batch.realtime_reserve >= self.batch.safety_margin {
