@@ -273,17 +273,11 @@ async fn list(
 ) -> Response {
     let started = Instant::now();
     let result = check_headers(&headers).and_then(|()| {
-        let limit = match query.get("limit") {
-            None => 20,
-            Some(text) => match text.parse::<usize>() {
-                Ok(limit) if (1..=1000).contains(&limit) => limit,
-                _ => {
-                    return Err(ApiError::invalid(format!(
-                        "limit: Input should be an integer from 1 to 1000, not '{text}'"
-                    )))
-                }
-            },
-        };
+        let limit = super::page_limit(&query, 1000).map_err(|text| {
+            ApiError::invalid(format!(
+                "limit: Input should be an integer from 1 to 1000, not '{text}'"
+            ))
+        })?;
         let origin = origin(&headers);
         let mut all = state
             .batches

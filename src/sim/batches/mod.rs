@@ -412,6 +412,19 @@ pub(crate) fn page<R>(
     (rest, has_more)
 }
 
+/// A list call's `limit`: 20 when absent (OpenAI's and Anthropic's default), else a whole
+/// number from 1 to `max`; anything else comes back as the text given, for the family to
+/// word its own error.
+pub(crate) fn page_limit(query: &HashMap<String, String>, max: usize) -> Result<usize, &str> {
+    match query.get("limit") {
+        None => Ok(20),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(text),
+        },
+    }
+}
+
 /// A page as OpenAI and Anthropic list it: `{data, first_id, last_id, has_more}`.
 pub(crate) fn list_body(page: Vec<(String, Value)>, has_more: bool) -> Value {
     serde_json::json!({

@@ -683,19 +683,13 @@ pub(super) async fn list(
 ) -> Response {
     let started = Instant::now();
     let result = check_auth(&headers).and_then(|()| {
-        let limit = match query.get("limit") {
-            None => 20,
-            Some(text) => match text.parse::<usize>() {
-                Ok(limit) if (1..=100).contains(&limit) => limit,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "limit",
-                        "invalid_value",
-                        format!("Invalid 'limit': '{text}'. Expected an integer from 1 to 100."),
-                    ))
-                }
-            },
-        };
+        let limit = super::page_limit(&query, 100).map_err(|text| {
+            ApiError::invalid(
+                "limit",
+                "invalid_value",
+                format!("Invalid 'limit': '{text}'. Expected an integer from 1 to 100."),
+            )
+        })?;
         let all = state
             .batches
             .openai
