@@ -5,6 +5,7 @@
 //! expired under a slow worker, or a cancel racing a finish cannot produce a second result or
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
+use super::provider_batches::{batch_ref_of, BATCH_REF_COLUMNS};
 use super::{budgets, ms_to_time, now_ms, Store, StoreError};
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
@@ -487,15 +488,20 @@ impl Store {
 
     /// The job with its result, attempts and cost, if it belongs to `tenant`.
     pub async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<JobView>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, status, urgency, model, custom_id, user_tag, team_tag, feature_tag, \
-             deadline, created_at, finished_at, error_kind, error \
-             FROM jobs WHERE id = ? AND tenant = ?",
-        )
-        .bind(id.to_string())
-        .bind(tenant)
-        .fetch_optional(self.reader())
-        .await?;
+        // The provider batch, if any, comes in the same read (columns 13 on).
+        let sql = format!(
+            "SELECT j.id, j.status, j.urgency, j.model, j.custom_id, j.user_tag, j.team_tag, \
+             j.feature_tag, j.deadline, j.created_at, j.finished_at, j.error_kind, j.error, \
+             {BATCH_REF_COLUMNS} \
+             FROM jobs j LEFT JOIN batch_items i ON i.job_id = j.id \
+             LEFT JOIN provider_batches b ON b.id = i.batch_id \
+             WHERE j.id = ? AND j.tenant = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(tenant)
+            .fetch_optional(self.reader())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let corrupt = |e: String| StoreError::Corrupt(e);
         let status: JobStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
@@ -582,7 +588,7 @@ impl Store {
             result,
             attempts,
             cost,
-            batch: self.batch_of_job(id).await?,
+            batch: batch_ref_of(&row, 13)?,
         }))
     }
 

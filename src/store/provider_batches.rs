@@ -290,18 +290,6 @@ impl Store {
             .collect()
     }
 
-    /// Whether the item of `job` in `batch` still waits for an answer.
-    pub async fn item_is_pending(&self, batch: Uuid, job: Uuid) -> Result<bool, StoreError> {
-        let pending: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM batch_items WHERE job_id = ? AND batch_id = ? AND state = 'pending'",
-        )
-        .bind(job.to_string())
-        .bind(batch.to_string())
-        .fetch_optional(self.reader())
-        .await?;
-        Ok(pending.is_some())
-    }
-
     /// Marks an answered item `done`: called after the job's own outcome is committed, so a
     /// crash in between only makes the next look find the job final and mark it then.
     pub async fn item_done(&self, job: Uuid) -> Result<(), StoreError> {
@@ -430,28 +418,6 @@ impl Store {
         .await
     }
 
-    /// The provider batch holding `job`, if it was ever sent to one.
-    pub async fn batch_of_job(&self, job: Uuid) -> Result<Option<BatchRef>, StoreError> {
-        let row = sqlx::query(
-            "SELECT b.id, b.deployment, b.state, b.provider_batch_id, b.provider_status, i.state \
-             FROM batch_items i JOIN provider_batches b ON b.id = i.batch_id WHERE i.job_id = ?",
-        )
-        .bind(job.to_string())
-        .fetch_optional(self.reader())
-        .await?;
-        row.map(|row| {
-            Ok(BatchRef {
-                id: parse_uuid(row.get(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                deployment: row.get(1),
-                state: BatchState::parse(&row.get::<String, _>(2))?.as_str(),
-                provider_batch_id: row.get(3),
-                provider_status: row.get(4),
-                item_state: row.get(5),
-            })
-        })
-        .transpose()
-    }
-
     async fn update_batch(
         &self,
         id: Uuid,
@@ -473,6 +439,30 @@ impl Store {
         })
         .await
     }
+}
+
+/// The columns [`batch_ref_of`] reads, for a query over `jobs` joined (LEFT) with
+/// `batch_items i` and `provider_batches b`.
+pub(super) const BATCH_REF_COLUMNS: &str =
+    "b.id, b.deployment, b.state, b.provider_batch_id, b.provider_status, i.state";
+
+/// The provider batch a job was sent to, from [`BATCH_REF_COLUMNS`] starting at column
+/// `first`; `None` for a job that never went to the batch tier.
+pub(super) fn batch_ref_of(
+    row: &sqlx::sqlite::SqliteRow,
+    first: usize,
+) -> Result<Option<BatchRef>, StoreError> {
+    let Some(id) = row.get::<Option<String>, _>(first) else {
+        return Ok(None);
+    };
+    Ok(Some(BatchRef {
+        id: parse_uuid(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        deployment: row.get(first + 1),
+        state: BatchState::parse(&row.get::<String, _>(first + 2))?.as_str(),
+        provider_batch_id: row.get(first + 3),
+        provider_status: row.get(first + 4),
+        item_state: row.get(first + 5),
+    }))
 }
 
 /// Opens a new batch for the item's deployment, on the deployment's next key in turn.
