@@ -25,7 +25,6 @@ use crate::store::{now_ms, AttemptRecord, StoreError};
 use crate::submit::Submitter;
 use crate::worker::{charge, WorkerContext};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -288,11 +287,16 @@ impl Tracker {
         };
         match outcome {
             Some(ItemOutcome::Succeeded(completion)) => {
-                let Some(route) = self.route_of(item) else {
-                    // The model's route left the configuration; charge as a route of one.
-                    return self.answer(batch, deployment, item, completion, None).await;
+                // The job's route; should it have left the configuration, the deployment's
+                // own route of one (which every configured deployment has).
+                let router = &self.context.router;
+                let Some(route) = router
+                    .route(&item.request.model)
+                    .or_else(|| router.route(&deployment.name))
+                else {
+                    return Ok(Settled::Stale);
                 };
-                self.answer(batch, deployment, item, completion, Some(&route))
+                self.answer(batch, deployment, item, completion, route)
                     .await
             }
             Some(ItemOutcome::Failed(error))
@@ -354,20 +358,9 @@ impl Tracker {
         deployment: &Deployment,
         item: &PendingItem,
         completion: crate::providers::Completion,
-        route: Option<&Route>,
+        route: &Route,
     ) -> Result<Settled, StoreError> {
         let store = &self.context.store;
-        let direct;
-        let route = match route {
-            Some(route) => route,
-            None => {
-                direct = self.context.router.route(&deployment.name).cloned();
-                match &direct {
-                    Some(route) => route,
-                    None => return Ok(Settled::Stale),
-                }
-            }
-        };
         let cost = charge(completion.usage, deployment, route, Tier::Batch);
         let record = attempt_record(
             batch,
@@ -386,10 +379,6 @@ impl Tracker {
         } else {
             Settled::Stale
         })
-    }
-
-    fn route_of(&self, item: &PendingItem) -> Option<Arc<Route>> {
-        self.context.router.route(&item.request.model).cloned()
     }
 
     /// Sends every pending item of the batch real-time (recording `why` on their batch
