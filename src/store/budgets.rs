@@ -158,13 +158,24 @@ async fn totals(conn: &mut SqliteConnection, hold: &Hold) -> Result<(i64, i64), 
 
 /// Releases whatever a job holds: its reservations leave their totals and are deleted. Two
 /// statements sent as one (a single round trip to SQLite's thread, no rows sent back); both
-/// take the job id, so it is bound twice. [`release`] runs it alone; `finish_succeeded` sends
-/// it with its other statements.
+/// take the job id, so it is bound twice. [`release`] runs it alone.
 pub(super) const RELEASE: &str = "UPDATE budget_totals \
      SET reserved_pico_usd = reserved_pico_usd - r.amount_pico_usd \
      FROM budget_reservations AS r WHERE r.job_id = ? AND r.budget = budget_totals.budget \
      AND r.tenant = budget_totals.tenant AND r.period_start = budget_totals.period_start; \
      DELETE FROM budget_reservations WHERE job_id = ?";
+
+/// [`RELEASE`] for a job that has just succeeded, sent with `finish_succeeded`'s other
+/// statements: it releases only if the job is `succeeded` (a finish that lost its race to a
+/// cancel or a retry leaves the reservations of whoever holds the job now). Binds the job id
+/// three times.
+pub(super) const RELEASE_SUCCEEDED: &str = "UPDATE budget_totals \
+     SET reserved_pico_usd = reserved_pico_usd - r.amount_pico_usd \
+     FROM budget_reservations AS r JOIN jobs AS j ON j.id = r.job_id AND j.status = 'succeeded' \
+     WHERE r.job_id = ? AND r.budget = budget_totals.budget \
+     AND r.tenant = budget_totals.tenant AND r.period_start = budget_totals.period_start; \
+     DELETE FROM budget_reservations WHERE job_id = ? \
+     AND (SELECT status FROM jobs WHERE id = ?) = 'succeeded'";
 
 /// Releases whatever job `job` holds (see [`RELEASE`]).
 pub(super) async fn release(conn: &mut SqliteConnection, job: Uuid) -> Result<(), sqlx::Error> {

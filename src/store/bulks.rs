@@ -8,7 +8,7 @@
 //! row also keeps what the OpenAI-compatible batch object will need (`endpoint`, `metadata`,
 //! `input_file_id`, timestamps), so a batch can be a view of a bulk.
 
-use super::jobs::{cancel_queued, insert_job, CancelScope};
+use super::jobs::{cancel_queued, insert_jobs, CancelScope, NewJob};
 use super::{now_ms, InsertOutcome, Store, StoreError};
 use crate::job::{Envelope, JobStatus};
 use crate::pricing::PicoUsd;
@@ -137,11 +137,15 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let mut outcomes = Vec::with_capacity(jobs.len());
-                for (line, envelope) in &jobs {
-                    outcomes.push(insert_job(conn, envelope, false, Some((bulk, *line))).await?);
-                }
-                Ok(outcomes)
+                let jobs: Vec<NewJob> = jobs
+                    .iter()
+                    .map(|(line, envelope)| NewJob {
+                        envelope,
+                        published: false,
+                        bulk: Some((bulk, *line)),
+                    })
+                    .collect();
+                insert_jobs(conn, &jobs).await
             })
         })
         .await

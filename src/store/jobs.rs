@@ -178,10 +178,19 @@ impl Store {
         published: bool,
     ) -> Result<InsertOutcome, StoreError> {
         let envelope = envelope.clone();
-        self.write(move |conn| {
-            Box::pin(async move { insert_job(conn, &envelope, published, None).await })
-        })
-        .await
+        let mut outcomes = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    let job = NewJob {
+                        envelope: &envelope,
+                        published,
+                        bulk: None,
+                    };
+                    insert_jobs(conn, &[job]).await
+                })
+            })
+            .await?;
+        Ok(outcomes.remove(0))
     }
 
     /// Records many jobs in one grouped commit; see [`Store::insert_job`].
@@ -191,11 +200,15 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let mut outcomes = Vec::with_capacity(envelopes.len());
-                for envelope in &envelopes {
-                    outcomes.push(insert_job(conn, envelope, false, None).await?);
-                }
-                Ok(outcomes)
+                let jobs: Vec<NewJob> = envelopes
+                    .iter()
+                    .map(|envelope| NewJob {
+                        envelope,
+                        published: false,
+                        bulk: None,
+                    })
+                    .collect();
+                insert_jobs(conn, &jobs).await
             })
         })
         .await
@@ -204,7 +217,7 @@ impl Store {
     /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
     /// the client's retry is not answered with a job that will never run.
     pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 execute_for_each(
                     conn,
@@ -220,7 +233,7 @@ impl Store {
 
     /// Records that the queue has confirmed these jobs' messages.
     pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 execute_for_each(
                     conn,
@@ -293,7 +306,7 @@ impl Store {
 
     /// Moves a job to `running` and counts the attempt, unless it is already final.
     pub async fn start_attempt(&self, id: Uuid) -> Result<StartOutcome, StoreError> {
-        self.write(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 let now = now_ms();
                 let started = sqlx::query(
@@ -337,26 +350,13 @@ impl Store {
         let rules = self.budgets.clone();
         self.write(move |conn| {
             Box::pin(async move {
-                let now = now_ms();
-                let finished = sqlx::query(
-                    "UPDATE jobs SET status = 'succeeded', updated_at = ?, finished_at = ?, \
-                     error = NULL, error_kind = NULL \
-                     WHERE id = ? AND status = 'running' \
-                     RETURNING tenant, user_tag, team_tag, feature_tag",
-                )
-                .bind(now)
-                .bind(now)
-                .bind(id.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some(job) = finished else {
-                    return Ok(false);
-                };
-                // The attempt, the result, the cost and the release of the job's reservations
-                // go to SQLite as one multi-statement query: one round trip instead of four.
                 let job_id = id.to_string();
                 let price = cost.price.unwrap_or(ZERO_PRICE);
-                bind_attempt(sqlx::query(&FINISH_RECORDS), &job_id, &attempt)
+                // One query (see [`FINISH`]): the guarded transition, then the attempt, the
+                // result, the cost and the release, each only if the one before it wrote.
+                let now = now_ms();
+                let query = sqlx::query(&FINISH).bind(now).bind(now).bind(&job_id);
+                let finished = bind_attempt(query, &job_id, &attempt)
                     // results
                     .bind(&job_id)
                     .bind(response.to_string())
@@ -365,10 +365,6 @@ impl Store {
                     .bind(&job_id)
                     .bind(&job_id)
                     .bind(attempt.number as i64)
-                    .bind(job.get::<String, _>(0))
-                    .bind(job.get::<Option<String>, _>(1))
-                    .bind(job.get::<Option<String>, _>(2))
-                    .bind(job.get::<Option<String>, _>(3))
                     .bind(&attempt.deployment)
                     .bind(&attempt.provider)
                     .bind(&attempt.model)
@@ -393,11 +389,18 @@ impl Store {
                             .as_ref()
                             .and_then(|(_, a)| a.map(|a| a.0)),
                     )
-                    // budgets::RELEASE: the estimate held gives way to what it actually cost.
+                    .bind(&job_id)
+                    // the row that says the job finished here, then budgets::RELEASE_SUCCEEDED
                     .bind(&job_id)
                     .bind(&job_id)
-                    .execute(&mut *conn)
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    // Every row is read, so SQLite runs every statement.
+                    .fetch_all(&mut *conn)
                     .await?;
+                let Some(job) = finished.first() else {
+                    return Ok(false);
+                };
                 let tags = Tags {
                     user: job.get(1),
                     team: job.get(2),
@@ -601,44 +604,87 @@ impl Store {
     }
 }
 
-/// Inserts a job row unless its id or its `custom_id` is taken. The `custom_id` is unique per
-/// tenant for jobs submitted alone, and per bulk for jobs of a bulk (`bulk`: its id and the
-/// job's line number in the submitted file).
-pub(super) async fn insert_job(
+/// A job to record: its envelope, whether its message is already on the queue, and for a job
+/// of a bulk the bulk's id and the job's line number in the submitted file.
+pub(super) struct NewJob<'a> {
+    pub envelope: &'a Envelope,
+    pub published: bool,
+    pub bulk: Option<(Uuid, u64)>,
+}
+
+/// The columns `insert_jobs` writes, one `?` each (`status` is a constant).
+const JOB_COLUMNS: &str = "id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
+     feature_tag, deadline, request, created_at, updated_at, published, bulk_id, bulk_line";
+const JOB_VALUES: &str = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Rows in one `INSERT` statement: 15 parameters a row stays well under SQLite's limit of
+/// 32,766 parameters a statement.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts job rows unless their id or `custom_id` is taken, and says for each, in order,
+/// whether it was created or which job already stands. The `custom_id` is unique per tenant
+/// for jobs submitted alone, and per bulk for jobs of a bulk.
+///
+/// Up to [`ROWS_PER_INSERT`] rows go in one statement (`ON CONFLICT DO NOTHING RETURNING id`
+/// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
+/// million lines would otherwise make a million of them. Only a row that was not created costs
+/// one more, to find the job that stands in its place.
+pub(super) async fn insert_jobs(
     conn: &mut sqlx::SqliteConnection,
-    envelope: &Envelope,
-    published: bool,
-    bulk: Option<(Uuid, u64)>,
-) -> Result<InsertOutcome, sqlx::Error> {
-    let spec = &envelope.spec;
-    let now = now_ms();
-    let bulk_id = bulk.map(|(id, _)| id.to_string());
-    let inserted = sqlx::query(
-        "INSERT INTO jobs (id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
-         feature_tag, deadline, request, created_at, updated_at, published, bulk_id, bulk_line) \
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(envelope.id.to_string())
-    .bind(&envelope.tenant)
-    .bind(&spec.custom_id)
-    .bind(spec.urgency.as_str())
-    .bind(&spec.request.model)
-    .bind(&spec.tags.user)
-    .bind(&spec.tags.team)
-    .bind(&spec.tags.feature)
-    .bind(spec.deadline.map(|d| d.timestamp_millis()))
-    .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
-    .bind(now)
-    .bind(now)
-    .bind(published)
-    .bind(&bulk_id)
-    .bind(bulk.map(|(_, line)| line as i64))
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(InsertOutcome::Created);
+    jobs: &[NewJob<'_>],
+) -> Result<Vec<InsertOutcome>, sqlx::Error> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            vec![JOB_VALUES; chunk.len()].join(", ")
+        );
+        let now = now_ms();
+        let mut query = sqlx::query(&sql);
+        for job in chunk {
+            let spec = &job.envelope.spec;
+            query = query
+                .bind(job.envelope.id.to_string())
+                .bind(&job.envelope.tenant)
+                .bind(&spec.custom_id)
+                .bind(spec.urgency.as_str())
+                .bind(&spec.request.model)
+                .bind(&spec.tags.user)
+                .bind(&spec.tags.team)
+                .bind(&spec.tags.feature)
+                .bind(spec.deadline.map(|d| d.timestamp_millis()))
+                .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
+                .bind(now)
+                .bind(now)
+                .bind(job.published)
+                .bind(job.bulk.map(|(id, _)| id.to_string()))
+                .bind(job.bulk.map(|(_, line)| line as i64));
+        }
+        let created: std::collections::HashSet<String> = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for job in chunk {
+            outcomes.push(if created.contains(&job.envelope.id.to_string()) {
+                InsertOutcome::Created
+            } else {
+                InsertOutcome::Existing(existing_job(conn, job).await?)
+            });
+        }
     }
-    // Each form matches one partial unique index exactly, so the lookup is an index probe.
+    Ok(outcomes)
+}
+
+/// The job that holds a new job's id or `custom_id`. Each form matches one partial unique
+/// index exactly, so the lookup is an index probe.
+async fn existing_job(
+    conn: &mut sqlx::SqliteConnection,
+    job: &NewJob<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let envelope = job.envelope;
+    let bulk_id = job.bulk.map(|(id, _)| id.to_string());
     let (sql, scope) = match &bulk_id {
         None => (
             "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
@@ -652,13 +698,11 @@ pub(super) async fn insert_job(
     let existing: Option<String> = sqlx::query_scalar(sql)
         .bind(envelope.id.to_string())
         .bind(scope)
-        .bind(&spec.custom_id)
+        .bind(&envelope.spec.custom_id)
         .fetch_optional(&mut *conn)
         .await?;
-    let existing = existing.ok_or_else(|| sqlx::Error::RowNotFound)?;
-    Uuid::parse_str(&existing)
-        .map(InsertOutcome::Existing)
-        .map_err(|e| sqlx::Error::Decode(e.into()))
+    let existing = existing.ok_or(sqlx::Error::RowNotFound)?;
+    Uuid::parse_str(&existing).map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// Which queued jobs [`cancel_queued`] cancels.
@@ -750,32 +794,56 @@ async fn execute_for_each(
     Ok(())
 }
 
+/// The columns of an attempt, in [`bind_attempt`]'s order.
+const ATTEMPT_COLUMNS: &str = "job_id, number, deployment, provider, model, key_id, tier, \
+     outcome, http_status, error, retry_after_ms, started_at, finished_at, chosen_because, \
+     first_token_ms";
+
+/// What recording an attempt number already recorded does: completes its row.
+const ATTEMPT_UPSERT: &str = "ON CONFLICT (job_id, number) DO UPDATE SET \
+     outcome = excluded.outcome, http_status = excluded.http_status, error = excluded.error, \
+     finished_at = excluded.finished_at";
+
 /// Inserts an attempt, or completes the row of an attempt number already recorded. Bound by
 /// [`bind_attempt`].
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, number, deployment, provider, model, \
-     key_id, tier, outcome, http_status, error, retry_after_ms, started_at, finished_at, \
-     chosen_because, first_token_ms) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (job_id, number) DO UPDATE SET outcome = excluded.outcome, \
-     http_status = excluded.http_status, error = excluded.error, finished_at = excluded.finished_at";
-
-/// What `finish_succeeded` writes after its guarded transition, as one query: the attempt
-/// ([`INSERT_ATTEMPT`]), the result, the cost (its `attempt_id` looked up by job and number,
-/// so no `RETURNING` has to come back first) and the release of the job's budget
-/// reservations ([`budgets::RELEASE`]). Parameters are plain `?`s, bound in statement order.
-static FINISH_RECORDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "{INSERT_ATTEMPT}; \
-         INSERT INTO results (job_id, response, created_at) VALUES (?, ?, ?); \
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ATTEMPT_UPSERT}"
+    )
+});
+
+/// Everything `finish_succeeded` writes, as one query, since each statement is a round trip to
+/// SQLite's thread. The transition `running → succeeded` comes first and guards the rest:
+/// each later write runs only if the one before it wrote its row (`changes() = 1`), so a job
+/// finished or cancelled meanwhile gets no attempt, result or cost from this answer. Then
+/// the attempt (an upsert, like [`INSERT_ATTEMPT`]), the result, the cost (with the job's
+/// tenant and tags, and its `attempt_id` looked up by job and number), a row with the tenant
+/// and tags if and only if the cost was written (for the budgets' totals), and the release of
+/// the job's reservations ([`budgets::RELEASE_SUCCEEDED`]).
+///
+/// Parameters are plain `?`s, bound in statement order (sqlx binds numbered ones wrongly when
+/// a statement of several skips a number).
+static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE jobs SET status = 'succeeded', updated_at = ?, finished_at = ?, \
+         error = NULL, error_kind = NULL WHERE id = ? AND status = 'running'; \
+         INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1 {ATTEMPT_UPSERT}; \
+         INSERT INTO results (job_id, response, created_at) SELECT ?, ?, ? WHERE changes() = 1; \
          INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
          deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
          input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
          cache_write_tokens, cache_write_price, price_known, realtime_amount_pico_usd, \
          route, primary_deployment, primary_amount_pico_usd) \
-         VALUES (?, (SELECT id FROM attempts WHERE job_id = ? AND number = ?), \
-         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); \
+         SELECT ?, (SELECT id FROM attempts WHERE job_id = ? AND number = ?), \
+         tenant, user_tag, team_tag, feature_tag, \
+         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+         FROM jobs WHERE id = ? AND changes() = 1; \
+         SELECT tenant, user_tag, team_tag, feature_tag FROM jobs \
+         WHERE id = ? AND changes() = 1; \
          {}",
-        budgets::RELEASE
+        budgets::RELEASE_SUCCEEDED
     )
 });
 
@@ -809,8 +877,121 @@ pub(super) async fn insert_attempt(
     a: &AttemptRecord,
 ) -> Result<(), sqlx::Error> {
     let job = job.to_string();
-    bind_attempt(sqlx::query(INSERT_ATTEMPT), &job, a)
+    bind_attempt(sqlx::query(&INSERT_ATTEMPT), &job, a)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ChatRequest, JobSpec, Urgency};
+
+    fn envelope() -> Envelope {
+        let request: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "fast",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .unwrap();
+        let mut spec = JobSpec::new(Urgency::Standard, request);
+        spec.tags.team = Some("search".into());
+        Envelope::new("acme", spec)
+    }
+
+    fn attempt(number: u32) -> AttemptRecord {
+        AttemptRecord {
+            number,
+            deployment: "gpt-mini".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            key_id: "k1".into(),
+            tier: "realtime",
+            outcome: "ok".into(),
+            http_status: Some(200),
+            error: None,
+            retry_after_ms: None,
+            started_at: 1,
+            finished_at: 2,
+            chosen_because: None,
+            first_token_ms: None,
+        }
+    }
+
+    fn cost(amount: i64) -> CostRecord {
+        CostRecord {
+            tier: "realtime",
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            price: None,
+            amount: PicoUsd(amount),
+            realtime_amount: PicoUsd(amount),
+            route: "fast".into(),
+            fallback_from: None,
+        }
+    }
+
+    async fn count(store: &Store, table: &str, job: Uuid) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE job_id = ?"))
+            .bind(job.to_string())
+            .fetch_one(store.reader())
+            .await
+            .unwrap()
+    }
+
+    /// The finish writes its attempt, result and cost only behind the transition from
+    /// `running`: a job never started, or already finished by another answer, gets nothing
+    /// from it and is not charged twice.
+    #[tokio::test]
+    async fn a_finish_writes_only_for_a_running_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let job = envelope();
+        store.insert_job(&job, true).await.unwrap();
+
+        let queued = store
+            .finish_succeeded(job.id, attempt(1), serde_json::json!({"n": 0}), cost(7))
+            .await
+            .unwrap();
+        assert!(!queued, "a queued job is not finished by an answer");
+        for table in ["attempts", "results", "costs"] {
+            assert_eq!(count(&store, table, job.id).await, 0, "{table}");
+        }
+
+        assert_eq!(
+            store.start_attempt(job.id).await.unwrap(),
+            StartOutcome::Started(1)
+        );
+        let first = store
+            .finish_succeeded(job.id, attempt(1), serde_json::json!({"n": 1}), cost(7))
+            .await
+            .unwrap();
+        assert!(first);
+        let second = store
+            .finish_succeeded(job.id, attempt(2), serde_json::json!({"n": 2}), cost(9))
+            .await
+            .unwrap();
+        assert!(!second, "a second answer is discarded");
+        for table in ["attempts", "results", "costs"] {
+            assert_eq!(count(&store, table, job.id).await, 1, "{table}");
+        }
+        let (tenant, team, amount, attempt_number): (String, Option<String>, i64, i64) =
+            sqlx::query_as(
+                "SELECT c.tenant, c.team_tag, c.amount_pico_usd, a.number FROM costs c \
+                 JOIN attempts a ON a.id = c.attempt_id WHERE c.job_id = ?",
+            )
+            .bind(job.id.to_string())
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(
+            (tenant.as_str(), team.as_deref(), amount, attempt_number),
+            ("acme", Some("search"), 7, 1)
+        );
+        assert_eq!(store.total_cost().await.unwrap(), PicoUsd(7));
+    }
 }

@@ -113,7 +113,20 @@ impl Store {
             + Send
             + 'static,
     {
-        self.writer.submit(op).await
+        self.writer.submit(writer::Undo::Savepoint, op).await
+    }
+
+    /// [`Store::write`] for an operation whose only write is one statement, and which fails
+    /// only when that statement fails: SQLite undoes the statement itself, so the operation
+    /// skips the savepoint and its round trips (see [`writer::Undo::ByStatement`]).
+    pub async fn write_single<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.submit(writer::Undo::ByStatement, op).await
     }
 
     /// The pool for reads.
