@@ -56,6 +56,10 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     // The simulator has no quota: the example keys' limits would measure the pacing, not
     // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).
     config.lift_key_limits();
+    // Nor should the simulator's announced quota (OpenAI's 10,000 requests a minute), which a
+    // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
+    // keys, as they should with a real provider.
+    config.sim.announced_requests_per_minute = Some(1_000_000_000);
     if args.backend == "rabbitmq" {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));

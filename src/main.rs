@@ -28,7 +28,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API and the worker pools of every urgency.
-    Serve,
+    Serve {
+        /// Run the API (and the outbox relay and the scheduler) without worker pools, for a
+        /// deployment whose workers run as `sluice worker` processes.
+        #[arg(long)]
+        no_workers: bool,
+    },
     /// Run worker pools only (scale out: several processes share one broker).
     Worker {
         /// Urgencies to work on; all when not given.
@@ -319,13 +324,14 @@ fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => {
+        Command::Serve { no_workers } => {
             let app = App::start(load_config(&cli.config)?).await?;
             let listener = tokio::net::TcpListener::bind(&app.config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
             tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
-            let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
+            let workers =
+                (!no_workers).then(|| WorkerPools::start(app.worker_context(), &Urgency::ALL));
             let stop = tokio_util::sync::CancellationToken::new();
             let relay = tokio::spawn(app.submitter().run_relay(
                 RELAY_EVERY,
@@ -339,7 +345,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(scheduler) = scheduler {
                 let _ = scheduler.await;
             }
-            workers.shutdown().await;
+            if let Some(workers) = workers {
+                workers.shutdown().await;
+            }
         }
         Command::Worker { urgency } => {
             let app = App::start(load_config(&cli.config)?).await?;

@@ -1,11 +1,12 @@
 //! The `sluice bulk` command's side, as library functions (the CLI prints what they return;
 //! the tests call them directly).
 //!
-//! `submit` validates the file locally first, against the server's model list, so a bad line
-//! in a 1 GB file is reported before a byte is uploaded; with `--skip-invalid` it writes the
-//! bad lines to the rejects file. Then it streams the file to `POST /v1/bulk` (which checks
-//! every line again: the server decides) and follows the server's progress events. Standard
-//! input is copied to an anonymous temporary file during the local pass, to be uploaded from.
+//! `submit` validates the file locally, against the server's model list, and reports every bad
+//! line itself; with `--skip-invalid` it writes the bad lines to the rejects file. At the same
+//! time it streams the file to `POST /v1/bulk` (which checks every line again: the server
+//! decides) and follows the server's progress events; a bad line found locally cuts the upload
+//! before the server has recorded anything. Standard input is copied to an anonymous temporary
+//! file during the local pass, and uploaded from it afterwards.
 //! Progress bars go to stderr, and only when it is a terminal.
 
 use super::lines::LineReader;
@@ -84,67 +85,132 @@ pub async fn submit(
     };
     observer.bar.set_style(bytes_style());
 
-    // Pass 1, local: every line checked; standard input copied to a spool to upload from.
+    // Pass 1, local: every line checked. A file is uploaded at the same time (the server checks
+    // every line again and enqueues nothing unless its own pass is clean, so a bad line found
+    // here drops the upload before anything is recorded); standard input is copied to a spool
+    // during the check and uploaded from it afterwards.
     let read_error = |source| BulkError::Read {
         what: shown.clone(),
         source,
     };
-    let (mut found, mut file) = if stdin {
-        let spool =
-            tokio::fs::File::from_std(tempfile::tempfile().map_err(|source| BulkError::Write {
-                what: "a temporary copy of standard input".into(),
-                source,
+    let local = async {
+        let (mut found, spool) = if stdin {
+            let spool = tokio::fs::File::from_std(tempfile::tempfile().map_err(|source| {
+                BulkError::Write {
+                    what: "a temporary copy of standard input".into(),
+                    source,
+                }
             })?);
-        let mut reader = LineReader::new(
-            BufReader::new(tokio::io::stdin()),
-            MAX_LINE_BYTES,
-            Some(BufWriter::new(spool)),
-        );
-        let found = validate(&mut reader, &request.defaults, &check, &mut observer)
+            let mut reader = LineReader::new(
+                BufReader::new(tokio::io::stdin()),
+                MAX_LINE_BYTES,
+                Some(BufWriter::new(spool)),
+            );
+            let found = validate(&mut reader, &request.defaults, &check, &mut observer)
+                .await
+                .map_err(read_error)?;
+            let spool = reader.finish().await.map_err(read_error)?;
+            (found, spool.map(BufWriter::into_inner))
+        } else {
+            let file = open(path).await.map_err(read_error)?;
+            let found = validate(
+                &mut super::validate::reader(BufReader::new(file)),
+                &request.defaults,
+                &check,
+                &mut observer,
+            )
             .await
             .map_err(read_error)?;
-        let spool = reader.finish().await.map_err(read_error)?;
-        (found, spool.expect("a spool was given").into_inner())
+            (found, None)
+        };
+        if !found.suspects.is_empty() {
+            let mut file = match &spool {
+                Some(spool) => spool.try_clone().await.map_err(read_error)?,
+                None => open(path).await.map_err(read_error)?,
+            };
+            file.seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(read_error)?;
+            confirm_duplicates(
+                &mut super::validate::reader(BufReader::new(&mut file)),
+                &mut found,
+                &request.defaults,
+                &check,
+                &mut observer,
+            )
+            .await
+            .map_err(read_error)?;
+        }
+        observer.bar.finish_and_clear();
+        if let Some(mut rejects) = observer.rejects.take() {
+            rejects.flush().map_err(|source| BulkError::Write {
+                what: rejects_path
+                    .clone()
+                    .unwrap_or_default()
+                    .display()
+                    .to_string(),
+                source,
+            })?;
+        }
+        refuse_invalid(&found, request.skip_invalid, &shown)?;
+        Ok::<_, BulkError>((found, spool))
+    };
+
+    let (validation, submission) = if stdin {
+        let (found, spool) = local.await?;
+        let spool = spool.expect("standard input is spooled");
+        (
+            found,
+            upload(client, &request, spool, &shown, show_progress).await?,
+        )
     } else {
         let file = open(path).await.map_err(read_error)?;
-        let found = validate(
-            &mut super::validate::reader(BufReader::new(file)),
-            &request.defaults,
-            &check,
-            &mut observer,
-        )
-        .await
-        .map_err(read_error)?;
-        (found, open(path).await.map_err(read_error)?)
+        let local = async { local.await.map(|(found, _)| found) };
+        check_while_uploading(local, upload(client, &request, file, &shown, show_progress)).await?
     };
-    if !found.suspects.is_empty() {
-        file.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(read_error)?;
-        confirm_duplicates(
-            &mut super::validate::reader(BufReader::new(&mut file)),
-            &mut found,
-            &request.defaults,
-            &check,
-            &mut observer,
-        )
-        .await
-        .map_err(read_error)?;
-    }
-    observer.bar.finish_and_clear();
-    if let Some(mut rejects) = observer.rejects.take() {
-        rejects.flush().map_err(|source| BulkError::Write {
-            what: rejects_path
-                .clone()
-                .unwrap_or_default()
-                .display()
-                .to_string(),
-            source,
-        })?;
-    }
-    refuse_invalid(&found, request.skip_invalid, &shown)?;
+    Ok(SubmitReport {
+        submission,
+        rejects: rejects_path.filter(|_| validation.invalid > 0),
+        validation,
+    })
+}
 
-    // Upload: the whole file (the server skips the same bad lines, keeping line numbers).
+/// Runs the local check of a file and its upload side by side. A failed check drops the
+/// upload, which cuts the request: the server, which enqueues only after reading the whole
+/// file, records nothing. A finished upload still waits for the check, whose report (every bad
+/// line, the rejects file) is what the user reads; the server runs the same checks, so it
+/// never accepts a file the local check refuses.
+async fn check_while_uploading(
+    check: impl std::future::Future<Output = Result<Validation, BulkError>>,
+    upload: impl std::future::Future<Output = Result<Submission, BulkError>>,
+) -> Result<(Validation, Submission), BulkError> {
+    use futures::future::{select, Either};
+    futures::pin_mut!(check, upload);
+    match select(check, upload).await {
+        Either::Left((checked, upload)) => {
+            let found = checked?;
+            Ok((found, upload.await?))
+        }
+        Either::Right((uploaded, check)) => {
+            let found = check.await?;
+            Ok((found, uploaded?))
+        }
+    }
+}
+
+/// Streams `file` to `POST /v1/bulk` (the server skips the same bad lines, keeping line
+/// numbers) and follows the server's progress events.
+async fn upload(
+    client: &Client,
+    request: &BulkRequest,
+    mut file: tokio::fs::File,
+    shown: &str,
+    show_progress: bool,
+) -> Result<Submission, BulkError> {
+    let read_error = |source| BulkError::Read {
+        what: shown.to_string(),
+        source,
+    };
     let size = file
         .seek(std::io::SeekFrom::End(0))
         .await
@@ -160,11 +226,11 @@ pub async fn submit(
             counter.inc(chunk.len() as u64);
         }
     });
-    let publish = bar(show_progress, "publishing", Some(found.valid));
+    let publish = bar(show_progress, "publishing", None);
     let mut started = false;
     let submission = client
         .bulk_submit(
-            &request,
+            request,
             reqwest::Body::wrap_stream(body),
             &mut |done, total| {
                 if !started {
@@ -177,11 +243,7 @@ pub async fn submit(
         )
         .await;
     publish.finish_and_clear();
-    Ok(SubmitReport {
-        submission: submission?,
-        rejects: rejects_path.filter(|_| found.invalid > 0),
-        validation: found,
-    })
+    Ok(submission?)
 }
 
 /// Writes the rejected lines and moves the progress bar during the local pass.
