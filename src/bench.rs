@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// The simulated provider's time to first token in `--streams` mode.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub ttft: Duration,
+    /// The simulated provider's pace after the first token in `--streams` mode: the time
+    /// between content chunks (real models stream 20 to 100 tokens a second, so a stream
+    /// stays open for seconds; `0ms` sends the whole answer at once, which turns "N streams at
+    /// a time" into as many new streams a second as the machine can take).
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub itl: Duration,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
@@ -218,24 +224,36 @@ async fn bench_streams(
         .build()?;
     writeln!(
         out,
-        "bench: {} streamed requests, {} at a time, backend {}, provider ttft {}",
+        "bench: {} streamed requests, {} at a time, backend {}, provider ttft {}, itl {}",
         args.jobs,
         args.streams,
         app.queue.name(),
-        humantime::format_duration(args.ttft)
+        humantime::format_duration(args.ttft),
+        humantime::format_duration(args.itl)
     )?;
     let started = Instant::now();
     let per_client = args.jobs.div_ceil(args.streams);
     let mut clients = tokio::task::JoinSet::new();
     for client in 0..args.streams {
-        let (http, base_url, token, ttft) =
-            (http.clone(), base_url.clone(), token.clone(), args.ttft);
+        let (http, base_url, token, ttft, itl) = (
+            http.clone(),
+            base_url.clone(),
+            token.clone(),
+            args.ttft,
+            args.itl,
+        );
+        // The clients start spread over one time to first token, as streams arrive in
+        // steady use, not all in the same millisecond (which would measure a burst of
+        // `--streams` simultaneous arrivals at every turn instead).
+        let start_after = ttft.mul_f64(client as f64 / args.streams as f64);
         clients.spawn(async move {
+            tokio::time::sleep(start_after).await;
             let mut firsts = Vec::with_capacity(per_client);
             for i in 0..per_client {
                 let prompt = format!(
-                    "[sim ttft={}ms] Stream bench {client}-{i}: tell a short story.",
-                    ttft.as_millis()
+                    "[sim ttft={}ms itl={}ms] Stream bench {client}-{i}: tell a short story.",
+                    ttft.as_millis(),
+                    itl.as_millis()
                 );
                 firsts.push(first_content_after(&http, &base_url, &token, &prompt).await?);
             }
@@ -282,9 +300,10 @@ async fn bench_streams(
     }
     writeln!(
         out,
-        "{} streams in {:.2}s; peak RSS {}",
+        "{} streams in {:.2}s ({:.0} started a second); peak RSS {}",
         overheads.len(),
         wall.as_secs_f64(),
+        overheads.len() as f64 / wall.as_secs_f64(),
         peak_rss()
     )?;
     Ok(())

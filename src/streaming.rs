@@ -20,8 +20,10 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StreamEvent {
-    /// One OpenAI `chat.completion.chunk`.
-    Chunk { chunk: Value },
+    /// OpenAI `chat.completion.chunk`s, in order: all those that arrived from the provider
+    /// together. A burst travels as one message instead of one each, which at a hundred
+    /// streams is most of the relay's work; a lone chunk (the first, usually) is not held back.
+    Chunks { chunks: Vec<Value> },
     /// The current attempt failed. With `will_retry`, the job goes on (later, or on another
     /// deployment) and its next attempt streams in turn; without, the job has failed.
     Failed {

@@ -304,6 +304,17 @@ async fn stream_faults_break_the_stream_midway() {
     );
     sse::events(response).await;
     assert!(started.elapsed() >= Duration::from_millis(400));
+    // itl: each content delta after the first comes that long after the one before; a plain
+    // answer is not paced.
+    let body = streamed(ask("Paced [sim itl=30ms]"));
+    let started = Instant::now();
+    let events = sse::events(post(&server, &http, &body).send().await.unwrap()).await;
+    let deltas = events
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("content_block_delta"))
+        .count() as u32;
+    assert!(deltas >= 3, "{deltas} deltas");
+    assert!(started.elapsed() >= Duration::from_millis(30) * (deltas - 1));
     // Not streamed, the whole answer waits for the first token.
     let started = Instant::now();
     let response = post(&server, &http, &ask("Slow [sim ttft=300ms]"))

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use uuid::Uuid;
 
@@ -94,7 +95,8 @@ async fn live_stream(
 ) -> Result<Response, ApiError> {
     let first = loop {
         match next_event(&mut inbox).await {
-            Some(StreamEvent::Chunk { chunk }) => break chunk,
+            Some(StreamEvent::Chunks { chunks }) if !chunks.is_empty() => break chunks,
+            Some(StreamEvent::Chunks { .. }) => continue,
             Some(StreamEvent::Failed {
                 will_retry: true, ..
             }) => continue,
@@ -112,25 +114,31 @@ async fn live_stream(
         }
     };
     let events = futures::stream::unfold(
-        (inbox, Some(first), false),
-        move |(mut inbox, pending, ended)| async move {
+        (inbox, VecDeque::from(first), false),
+        move |(mut inbox, mut pending, ended)| async move {
             if ended {
                 return None;
             }
-            if let Some(chunk) = pending {
-                return Some((chunk_event(chunk, id), (inbox, None, false)));
-            }
-            let event = match next_event(&mut inbox).await {
-                Some(StreamEvent::Chunk { chunk }) => return Some((chunk_event(chunk, id), (inbox, None, false))),
-                Some(StreamEvent::Done) => Event::default().data("[DONE]"),
-                Some(StreamEvent::Failed { kind, message, .. }) => {
-                    error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))
+            loop {
+                if let Some(chunk) = pending.pop_front() {
+                    return Some((chunk_event(chunk, id), (inbox, pending, false)));
                 }
-                None => error_event(&format!(
-                    "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
-                )),
-            };
-            Some((event, (inbox, None, true)))
+                // The stream ends with `[DONE]`, or with the error that cut it short.
+                let last = match next_event(&mut inbox).await {
+                    Some(StreamEvent::Chunks { chunks }) => {
+                        pending.extend(chunks);
+                        continue;
+                    }
+                    Some(StreamEvent::Done) => Event::default().data("[DONE]"),
+                    Some(StreamEvent::Failed { kind, message, .. }) => {
+                        error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))
+                    }
+                    None => error_event(&format!(
+                        "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
+                    )),
+                };
+                return Some((last, (inbox, pending, true)));
+            }
         },
     )
     .map(Ok::<_, Infallible>);

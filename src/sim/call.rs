@@ -41,6 +41,8 @@ pub enum Outcome {
 pub struct StreamPlan {
     /// Before the first content chunk (streams only; a non-streamed answer has waited it).
     pub ttft: Duration,
+    /// Between content chunks (streams only).
+    pub itl: Duration,
     pub fault: Option<BodyFault>,
 }
 
@@ -105,6 +107,7 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
             answer,
             stream: StreamPlan {
                 ttft,
+                itl: directives.itl.unwrap_or(Duration::ZERO),
                 fault: body_fault,
             },
         };
@@ -116,8 +119,8 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
     Outcome::Answer {
         answer,
         stream: StreamPlan {
-            ttft: Duration::ZERO,
             fault: body_fault,
+            ..StreamPlan::default()
         },
     }
 }

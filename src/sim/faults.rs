@@ -136,6 +136,9 @@ pub struct Directives {
     /// How long the first token takes: the first content chunk of a stream, the whole answer
     /// otherwise.
     pub ttft: Option<Duration>,
+    /// Between one content chunk of a stream and the next (a provider's inter-token latency);
+    /// a plain answer is not affected.
+    pub itl: Option<Duration>,
     /// Prompt tokens to report as served from cache (capped at the prompt's size).
     pub cached: Option<u64>,
     /// Answer with a call of this offered tool instead of text.
@@ -171,7 +174,7 @@ impl BatchFate {
 
 const OPEN: &str = "[sim ";
 /// For error messages: what a directive may say.
-const KEYS: &str = "fail=, latency=, ttft=, cached=, tool= or batch=";
+const KEYS: &str = "fail=, latency=, ttft=, itl=, cached=, tool= or batch=";
 
 fn duration(key: &str, value: &str) -> Result<Duration, DirectiveError> {
     humantime::parse_duration(value)
@@ -232,6 +235,7 @@ impl Directives {
                 "fail" => self.fail = Some(FailPlan::parse(value)?),
                 "latency" => self.latency = Some(duration(key, value)?),
                 "ttft" => self.ttft = Some(duration(key, value)?),
+                "itl" => self.itl = Some(duration(key, value)?),
                 "tool" if !value.is_empty() => self.tool = Some(value.to_string()),
                 "batch" => self.batch = Some(BatchFate::parse(value)?),
                 "cached" => {
@@ -348,9 +352,12 @@ mod tests {
         assert_eq!(d.cached, Some(64));
         assert_eq!(d.fail.unwrap().fault_for_call(2), Some(Fault::Status(500)));
 
-        let d = Directives::from_texts(["[sim ttft=1s tool=get_weather fail=cut,midstream,stall]"])
-            .unwrap();
+        let d = Directives::from_texts([
+            "[sim ttft=1s itl=20ms tool=get_weather fail=cut,midstream,stall]",
+        ])
+        .unwrap();
         assert_eq!(d.ttft, Some(Duration::from_secs(1)));
+        assert_eq!(d.itl, Some(Duration::from_millis(20)));
         assert_eq!(d.tool.as_deref(), Some("get_weather"));
         let plan = d.fail.unwrap();
         assert_eq!(plan.fault_for_call(1), Some(Fault::Cut));

@@ -28,8 +28,8 @@ const FLUSH: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct Event {
     frame: Bytes,
-    /// Carries generated content: `ttft` delays the first such event, faults strike after
-    /// half of them.
+    /// Carries generated content: `ttft` delays the first such event (`itl` each later one),
+    /// faults strike after half of them.
     content: bool,
 }
 
@@ -79,6 +79,8 @@ pub fn sse(state: Arc<SimState>, events: Vec<Event>, plan: StreamPlan, error: Ev
         if event.content && !waited {
             steps.push(Step::Wait(plan.ttft));
             waited = true;
+        } else if event.content && !plan.itl.is_zero() {
+            steps.push(Step::Wait(plan.itl));
         }
         seen += usize::from(event.content);
         steps.push(Step::Send(event.frame));

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// The most chunks one event carries (a burst longer than this goes as several).
+const MAX_CHUNKS_PER_EVENT: usize = 64;
+
 /// Where one streamed job's events go. Cheap to clone: each relayed chunk holds one.
 #[derive(Clone)]
 pub(super) struct Watcher {
@@ -37,8 +40,9 @@ impl Watcher {
         })
     }
 
-    /// Relays every chunk of a call's stream to the client the moment it arrives, and returns
-    /// the answer the chunks add up to, to be stored like any other.
+    /// Relays every chunk of a call's stream to the client the moment it arrives (those that
+    /// arrive together as one event), and returns the answer the chunks add up to, to be stored
+    /// like any other.
     pub(super) async fn relay(
         &self,
         provider: &'static str,
@@ -46,20 +50,23 @@ impl Watcher {
     ) -> Result<Completion, ProviderError> {
         let watcher = self.clone();
         let relayed = chunks.map_chunks(|chunks| {
-            chunks.then(move |item| {
-                let watcher = watcher.clone();
-                async move {
-                    if let Ok(chunk) = &item {
-                        watcher
-                            .send(StreamEvent::Chunk {
-                                chunk: chunk.clone(),
-                            })
-                            .await;
-                        watcher.streamed.store(true, Ordering::Relaxed);
+            chunks
+                .ready_chunks(MAX_CHUNKS_PER_EVENT)
+                .then(move |items| {
+                    let watcher = watcher.clone();
+                    async move {
+                        let arrived: Vec<_> = items
+                            .iter()
+                            .filter_map(|item| item.as_ref().ok().cloned())
+                            .collect();
+                        if !arrived.is_empty() {
+                            watcher.send(StreamEvent::Chunks { chunks: arrived }).await;
+                            watcher.streamed.store(true, Ordering::Relaxed);
+                        }
+                        futures::stream::iter(items)
                     }
-                    item
-                }
-            })
+                })
+                .flatten()
         });
         stream::collect(provider, relayed).await
     }
@@ -90,9 +97,8 @@ impl Watcher {
                 // Answered by an earlier delivery, or by a call that could not stream: the
                 // client still gets its answer as chunks.
                 if !self.streamed.load(Ordering::Relaxed) {
-                    for chunk in job.result.iter().flat_map(chunks_of) {
-                        self.send(StreamEvent::Chunk { chunk }).await;
-                    }
+                    let chunks = job.result.iter().flat_map(chunks_of).collect();
+                    self.send(StreamEvent::Chunks { chunks }).await;
                 }
                 self.send(StreamEvent::Done).await;
             }
