@@ -12,7 +12,7 @@ use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Executor, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
 /// What happened when a job was offered to the store.
@@ -217,7 +217,7 @@ impl Store {
     /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
     /// the client's retry is not answered with a job that will never run.
     pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write_atomic(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 execute_for_each(
                     conn,
@@ -233,7 +233,7 @@ impl Store {
 
     /// Records that the queue has confirmed these jobs' messages.
     pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write_atomic(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 execute_for_each(
                     conn,
@@ -306,7 +306,7 @@ impl Store {
 
     /// Moves a job to `running` and counts the attempt, unless it is already final.
     pub async fn start_attempt(&self, id: Uuid) -> Result<StartOutcome, StoreError> {
-        self.write_atomic(move |conn| {
+        self.write_single(move |conn| {
             Box::pin(async move {
                 let now = now_ms();
                 let started = sqlx::query(
@@ -348,17 +348,66 @@ impl Store {
         cost: CostRecord,
     ) -> Result<bool, StoreError> {
         let rules = self.budgets.clone();
-        // The operation brings its own savepoint (`finish`), opened and, when no budget needs
-        // charging, released by the same query, so the writer need not wrap it in one:
-        // a success costs one round trip to SQLite's thread. On any failure the savepoint is
-        // rolled back here, so the operation fails having written nothing.
-        self.write_atomic(move |conn| {
+        self.write(move |conn| {
             Box::pin(async move {
-                let finished = finish(conn, &rules, id, &attempt, &response, &cost).await;
-                if finished.is_err() {
-                    conn.execute("ROLLBACK TO finish; RELEASE finish").await?;
-                }
-                finished
+                let job_id = id.to_string();
+                let price = cost.price.unwrap_or(ZERO_PRICE);
+                // One query (see [`FINISH`]): the guarded transition, then the attempt, the
+                // result, the cost and the release, each only if the one before it wrote.
+                let now = now_ms();
+                let query = sqlx::query(&FINISH).bind(now).bind(now).bind(&job_id);
+                let finished = bind_attempt(query, &job_id, &attempt)
+                    // results
+                    .bind(&job_id)
+                    .bind(response.to_string())
+                    .bind(now)
+                    // costs, whose attempt_id is looked up by job and attempt number
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    .bind(attempt.number as i64)
+                    .bind(&attempt.deployment)
+                    .bind(&attempt.provider)
+                    .bind(&attempt.model)
+                    .bind(cost.tier)
+                    .bind(cost.usage.prompt_tokens as i64)
+                    .bind(cost.usage.cached_tokens as i64)
+                    .bind(cost.usage.completion_tokens as i64)
+                    // An unknown price is stored as zero unit prices, flagged by price_known.
+                    .bind(price.input.0)
+                    .bind(price.cached_input_or_input().0)
+                    .bind(price.output.0)
+                    .bind(cost.amount.0)
+                    .bind(now)
+                    .bind(cost.usage.cache_write_tokens as i64)
+                    .bind(price.cache_write_or_input().0)
+                    .bind(cost.price.is_some())
+                    .bind(cost.realtime_amount.0)
+                    .bind(&cost.route)
+                    .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+                    .bind(
+                        cost.fallback_from
+                            .as_ref()
+                            .and_then(|(_, a)| a.map(|a| a.0)),
+                    )
+                    .bind(&job_id)
+                    // the row that says the job finished here, then budgets::RELEASE_SUCCEEDED
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    .bind(&job_id)
+                    // Every row is read, so SQLite runs every statement.
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let Some(job) = finished.first() else {
+                    return Ok(false);
+                };
+                let tags = Tags {
+                    user: job.get(1),
+                    team: job.get(2),
+                    feature: job.get(3),
+                };
+                budgets::charge(conn, &rules, &job.get::<String, _>(0), &tags, cost.amount).await?;
+                Ok(true)
             })
         })
         .await
@@ -553,84 +602,6 @@ impl Store {
             .await?;
         Ok(PicoUsd(total.unwrap_or(0)))
     }
-}
-
-/// [`Store::finish_succeeded`]'s writes, from `SAVEPOINT finish` to its release; an error
-/// leaves the savepoint open for the caller to roll back.
-async fn finish(
-    conn: &mut sqlx::SqliteConnection,
-    rules: &crate::budgets::Budgets,
-    id: Uuid,
-    attempt: &AttemptRecord,
-    response: &Value,
-    cost: &CostRecord,
-) -> Result<bool, sqlx::Error> {
-    let job_id = id.to_string();
-    let price = cost.price.unwrap_or(ZERO_PRICE);
-    // Without budgets the savepoint is released by the query itself; with them, after the
-    // charge below.
-    let charges_budgets = !rules.all().is_empty();
-    let sql = if charges_budgets {
-        &*FINISH_OPENED
-    } else {
-        &*FINISH_RELEASED
-    };
-    let now = now_ms();
-    let query = sqlx::query(sql).bind(now).bind(now).bind(&job_id);
-    let finished = bind_attempt(query, &job_id, attempt)
-        // results
-        .bind(&job_id)
-        .bind(response.to_string())
-        .bind(now)
-        // costs, whose attempt_id is looked up by job and attempt number
-        .bind(&job_id)
-        .bind(&job_id)
-        .bind(attempt.number as i64)
-        .bind(&attempt.deployment)
-        .bind(&attempt.provider)
-        .bind(&attempt.model)
-        .bind(cost.tier)
-        .bind(cost.usage.prompt_tokens as i64)
-        .bind(cost.usage.cached_tokens as i64)
-        .bind(cost.usage.completion_tokens as i64)
-        // An unknown price is stored as zero unit prices, flagged by price_known.
-        .bind(price.input.0)
-        .bind(price.cached_input_or_input().0)
-        .bind(price.output.0)
-        .bind(cost.amount.0)
-        .bind(now)
-        .bind(cost.usage.cache_write_tokens as i64)
-        .bind(price.cache_write_or_input().0)
-        .bind(cost.price.is_some())
-        .bind(cost.realtime_amount.0)
-        .bind(&cost.route)
-        .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
-        .bind(
-            cost.fallback_from
-                .as_ref()
-                .and_then(|(_, a)| a.map(|a| a.0)),
-        )
-        .bind(&job_id)
-        // the row that says the job finished here, then budgets::RELEASE_SUCCEEDED
-        .bind(&job_id)
-        .bind(&job_id)
-        .bind(&job_id)
-        .bind(&job_id)
-        // Every row is read, so SQLite runs every statement.
-        .fetch_all(&mut *conn)
-        .await?;
-    if charges_budgets {
-        if let Some(job) = finished.first() {
-            let tags = Tags {
-                user: job.get(1),
-                team: job.get(2),
-                feature: job.get(3),
-            };
-            budgets::charge(conn, rules, &job.get::<String, _>(0), &tags, cost.amount).await?;
-        }
-        conn.execute("RELEASE finish").await?;
-    }
-    Ok(!finished.is_empty())
 }
 
 /// A job to record: its envelope, whether its message is already on the queue, and for a job
@@ -876,14 +847,6 @@ static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// [`FINISH`] in the savepoint `finish`, left open for the budgets' charge.
-static FINISH_OPENED: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("SAVEPOINT finish; {}", *FINISH));
-
-/// [`FINISH`] in the savepoint `finish`, released at its end.
-static FINISH_RELEASED: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("SAVEPOINT finish; {}; RELEASE finish", *FINISH));
-
 /// Binds [`INSERT_ATTEMPT`]'s parameters, in its order, to `query`.
 fn bind_attempt<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -1030,50 +993,5 @@ mod tests {
             ("acme", Some("search"), 7, 1)
         );
         assert_eq!(store.total_cost().await.unwrap(), PicoUsd(7));
-    }
-
-    /// A finish that fails half-way (here: a result row already there for the job) rolls back
-    /// its own savepoint: the job is still running, with no attempt, result or cost from it,
-    /// and the writes grouped with it are committed.
-    #[tokio::test]
-    async fn a_finish_that_fails_half_way_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let (job, other) = (envelope(), envelope());
-        let mut other = other;
-        other.spec.custom_id = Some("other".into());
-        for envelope in [&job, &other] {
-            store.insert_job(envelope, true).await.unwrap();
-            store.start_attempt(envelope.id).await.unwrap();
-        }
-        let id = job.id.to_string();
-        store
-            .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO results (job_id, response, created_at) VALUES (?, '{}', 0)",
-                    )
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
-            .unwrap();
-        let (failed, succeeded) = tokio::join!(
-            store.finish_succeeded(job.id, attempt(1), serde_json::json!({"n": 1}), cost(7)),
-            store.finish_succeeded(other.id, attempt(1), serde_json::json!({"n": 1}), cost(5)),
-        );
-        assert!(failed.is_err());
-        assert!(succeeded.unwrap());
-        assert_eq!(
-            store.progress(job.id).await.unwrap(),
-            Some((JobStatus::Running, 1))
-        );
-        assert_eq!(count(&store, "attempts", job.id).await, 0);
-        assert_eq!(count(&store, "costs", job.id).await, 0);
-        assert_eq!(count(&store, "costs", other.id).await, 1);
-        assert_eq!(store.total_cost().await.unwrap(), PicoUsd(5));
     }
 }

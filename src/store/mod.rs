@@ -116,18 +116,17 @@ impl Store {
         self.writer.submit(writer::Undo::Savepoint, op).await
     }
 
-    /// [`Store::write`] for an operation that fails only having written nothing: its only
-    /// write is one statement, which SQLite undoes by itself, or it rolls back a savepoint of
-    /// its own. It skips the writer's savepoint and its round trips (see
-    /// [`writer::Undo::Atomic`]).
-    pub async fn write_atomic<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// [`Store::write`] for an operation whose only write is one statement, and which fails
+    /// only when that statement fails: SQLite undoes the statement itself, so the operation
+    /// skips the savepoint and its round trips (see [`writer::Undo::ByStatement`]).
+    pub async fn write_single<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
             + 'static,
     {
-        self.writer.submit(writer::Undo::Atomic, op).await
+        self.writer.submit(writer::Undo::ByStatement, op).await
     }
 
     /// The pool for reads.

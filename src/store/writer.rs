@@ -7,11 +7,10 @@
 //! savepoint, so a failing operation is rolled back alone and reported to its caller only;
 //! callers get their answer after the commit, never before: an answer means durable.
 //!
-//! An operation that is atomic by itself needs no savepoint from the writer: one whose only
-//! write is one statement (SQLite undoes a failed statement by itself), or one that sends its
-//! own savepoint with its statements and rolls it back when they fail. Such operations
-//! ([`Undo::Atomic`]) run first in a group, without the writer's savepoint round trips, which
-//! at thousands of jobs a second are a good share of the writer's work.
+//! An operation that writes with one statement needs no savepoint: SQLite undoes a failed
+//! statement by itself. Such operations ([`Undo::ByStatement`]) run first in a group, without
+//! the savepoint round trips, which at thousands of jobs a second are a good share of the
+//! writer's work.
 
 use super::StoreError;
 use futures::future::BoxFuture;
@@ -48,10 +47,9 @@ where
 pub enum Undo {
     /// The operation runs under a savepoint of its own, rolled back if it fails.
     Savepoint,
-    /// The operation fails only having written nothing: its only write is one statement
-    /// (which SQLite undoes by itself when it fails), or it undoes its own writes before it
-    /// returns an error.
-    Atomic,
+    /// The operation's only write is one statement, and it fails only when that statement
+    /// does: SQLite has then undone the statement itself, and there is nothing else to undo.
+    ByStatement,
 }
 
 struct Pending {
@@ -130,9 +128,9 @@ async fn commit_group(conn: &mut SqliteConnection, mut group: Vec<Pending>) {
             let step = match (&outcome, pending.undo) {
                 // Undo this operation alone. The savepoint stays open, empty, for the next.
                 (Err(_), Undo::Savepoint) => Some("ROLLBACK TO op"),
-                // Nothing to undo; releasing and reopening the savepoint also proves the
-                // transaction survived the failure.
-                (Err(_), Undo::Atomic) => Some("RELEASE op; SAVEPOINT op"),
+                // SQLite undid the statement; releasing and reopening the savepoint also
+                // proves the transaction survived the failure.
+                (Err(_), Undo::ByStatement) => Some("RELEASE op; SAVEPOINT op"),
                 (Ok(_), _) if next_needs_savepoint => Some("RELEASE op; SAVEPOINT op"),
                 (Ok(_), _) => None,
             };
@@ -228,7 +226,7 @@ mod tests {
                 if i % 2 == 0 {
                     // One statement; every tenth one breaks a NOT NULL constraint.
                     store
-                        .write_atomic(move |conn| {
+                        .write_single(move |conn| {
                             Box::pin(async move {
                                 let reason = (i % 10 != 0).then(|| format!("single {i}"));
                                 sqlx::query(insert).bind(reason).execute(&mut *conn).await?;
