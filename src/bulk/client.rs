@@ -18,7 +18,7 @@ use crate::config::unknown_model_message;
 use crate::job::{FieldError, JobSpec};
 use crate::store::ResultsFilter;
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -226,23 +226,26 @@ async fn upload(
             counter.inc(chunk.len() as u64);
         }
     });
-    let publish = bar(show_progress, "publishing", None);
-    let mut started = false;
+    // The publishing bar appears with the server's first progress event, when the upload's
+    // bar goes.
+    let mut publish: Option<ProgressBar> = None;
     let submission = client
         .bulk_submit(
             request,
             reqwest::Body::wrap_stream(body),
             &mut |done, total| {
-                if !started {
+                let publish = publish.get_or_insert_with(|| {
                     upload.finish_and_clear();
-                    started = true;
-                }
+                    bar(show_progress, "publishing", None)
+                });
                 publish.set_length(total);
                 publish.set_position(done);
             },
         )
         .await;
-    publish.finish_and_clear();
+    if let Some(publish) = publish {
+        publish.finish_and_clear();
+    }
     Ok(submission?)
 }
 
@@ -362,16 +365,20 @@ fn file_len(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.len())
 }
 
+/// Every bar of the command, drawn together on stderr: a file's local check and its upload
+/// run at the same time, and two bars drawn alone would overwrite each other's line.
+static BARS: std::sync::LazyLock<MultiProgress> = std::sync::LazyLock::new(MultiProgress::new);
+
 /// A progress bar on stderr (hidden when not wanted; indicatif also hides it when stderr is
 /// not a terminal): position, length, rate and time left.
 fn bar(show: bool, what: &str, length: Option<u64>) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
-    let bar = match length {
+    let bar = BARS.add(match length {
         Some(len) => ProgressBar::new(len),
         None => ProgressBar::no_length(),
-    };
+    });
     bar.set_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:40}] {human_pos}/{human_len} {per_sec} ETA {eta}",
