@@ -96,8 +96,12 @@ impl Watcher {
             JobStatus::Succeeded => {
                 // Answered by an earlier delivery, or by a call that could not stream: the
                 // client still gets its answer as chunks.
-                if !self.streamed.load(Ordering::Relaxed) {
-                    let chunks = job.result.iter().flat_map(chunks_of).collect();
+                let unsent = job
+                    .result
+                    .as_ref()
+                    .filter(|_| !self.streamed.load(Ordering::Relaxed));
+                if let Some(result) = unsent {
+                    let chunks = chunks_of(result);
                     self.send(StreamEvent::Chunks { chunks }).await;
                 }
                 self.send(StreamEvent::Done).await;
