@@ -389,9 +389,11 @@ impl Store {
                             .as_ref()
                             .and_then(|(_, a)| a.map(|a| a.0)),
                     )
+                    // the costs' job row
                     .bind(&job_id)
-                    // the row that says the job finished here, then budgets::RELEASE_SUCCEEDED
+                    // the row that says the job finished here
                     .bind(&job_id)
+                    // budgets::RELEASE_SUCCEEDED
                     .bind(&job_id)
                     .bind(&job_id)
                     .bind(&job_id)
