@@ -6,11 +6,13 @@
 //! can fail with `SQLITE_BUSY` without waiting. So every write goes through one writer task
 //! ([`writer`]) that owns the only write connection, opens `BEGIN IMMEDIATE` transactions and
 //! groups the operations waiting at that moment into one commit. Reads use a separate pool
-//! (WAL lets them run beside the writer).
+//! (WAL lets them run beside the writer). The write-ahead log is copied back into the file by
+//! a task of its own (`checkpointer`), so no commit waits for that copy.
 
 pub mod batches;
 pub mod budgets;
 pub mod bulks;
+mod checkpointer;
 pub mod costs;
 pub mod files;
 pub mod jobs;
@@ -79,15 +81,24 @@ impl Store {
 
         let mut write_conn = options.clone().connect().await.map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&mut write_conn).await?;
+        sqlx::query(&format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            checkpointer::WRITER_THRESHOLD_PAGES
+        ))
+        .execute(&mut write_conn)
+        .await?;
+        let checkpoint_conn = options.clone().connect().await.map_err(open_err)?;
 
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await
             .map_err(open_err)?;
+        let writer = writer::Writer::spawn(write_conn);
+        tokio::spawn(checkpointer::run(checkpoint_conn, writer.downgrade()));
         Ok(Store {
             read,
-            writer: writer::Writer::spawn(write_conn),
+            writer,
             files: path.with_extension("files"),
             budgets: Arc::default(),
         })

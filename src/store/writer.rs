@@ -52,7 +52,7 @@ pub enum Undo {
     ByStatement,
 }
 
-struct Pending {
+pub(super) struct Pending {
     op: Box<dyn ErasedOp>,
     undo: Undo,
     reply: oneshot::Sender<Result<AnyValue, StoreError>>,
@@ -68,6 +68,12 @@ impl Writer {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(run(conn, rx));
         Writer { tx }
+    }
+
+    /// A handle that does not keep the writer running: [`super::checkpointer`] stops once
+    /// it can no longer be upgraded.
+    pub(super) fn downgrade(&self) -> mpsc::WeakSender<Pending> {
+        self.tx.downgrade()
     }
 
     pub(super) async fn submit<T, F>(&self, undo: Undo, op: F) -> Result<T, StoreError>
