@@ -542,6 +542,30 @@ async fn a_stream_sends_chunks_usage_and_done_with_the_same_tokens() {
     server.shutdown().await;
 }
 
+/// The first-token log holds, for each streamed call made after it was turned on, the
+/// simulator's own time to the first content event, under the key of the call's last text.
+#[tokio::test]
+async fn the_first_token_log_times_each_stream_from_its_arrival() {
+    let (server, _) = start(quick()).await;
+    let stream = |content: &str| json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": content}]});
+    let before = "Before the log [sim ttft=10ms]";
+    sse::events(raw_post(&server, &stream(before)).send().await.unwrap()).await;
+    server.record_first_tokens();
+    let slow = "A slow first token [sim ttft=80ms]";
+    let quick_one = "A quick first token";
+    for content in [slow, quick_one] {
+        sse::events(raw_post(&server, &stream(content)).send().await.unwrap()).await;
+    }
+    let log = server.first_tokens();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(!log.contains_key(&sim::text_key(before)));
+    let slow_took = log[&sim::text_key(slow)];
+    let quick_took = log[&sim::text_key(quick_one)];
+    assert!(slow_took >= Duration::from_millis(80), "{slow_took:?}");
+    assert!(quick_took < slow_took, "{quick_took:?} vs {slow_took:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn tool_calls_their_results_and_json_mode() {
     let (server, _) = start(quick()).await;

@@ -17,7 +17,7 @@ use super::faults::{BatchFate, DirectiveError, Directives, Fault};
 use super::SimState;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a `timeout` fault holds a request, and a `stall` its body, when nobody shuts the
 /// simulator down.
@@ -44,6 +44,11 @@ pub struct StreamPlan {
     /// Between content chunks (streams only).
     pub itl: Duration,
     pub fault: Option<BodyFault>,
+    /// When the simulator keeps a first-token log ([`SimServer::record_first_tokens`]): the
+    /// call's key there and when the call arrived.
+    ///
+    /// [`SimServer::record_first_tokens`]: super::SimServer::record_first_tokens
+    pub timed: Option<(u64, Instant)>,
 }
 
 /// A fault that strikes after the status line: the body goes wrong, not the call.
@@ -69,6 +74,7 @@ pub struct Request<'a> {
 
 /// Runs the shared steps of one call.
 pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) -> Outcome {
+    let arrived = Instant::now();
     let (directives, fault_header) = match directives(&request.texts, headers) {
         Ok(found) => found,
         Err(error) => return Outcome::BadDirective(error),
@@ -109,6 +115,10 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
                 ttft,
                 itl: directives.itl.unwrap_or(Duration::ZERO),
                 fault: body_fault,
+                timed: state
+                    .records_first_tokens()
+                    .then(|| request.texts.last().map(|text| (text_key(text), arrived)))
+                    .flatten(),
             },
         };
     }
@@ -123,6 +133,15 @@ pub async fn run(state: &SimState, headers: &HeaderMap, request: Request<'_>) ->
             ..StreamPlan::default()
         },
     }
+}
+
+/// The key under which the first-token log files a call: a hash of the call's last text (its
+/// latest message), which a benchmark makes unique per call.
+pub fn text_key(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What a batch makes of one of its requests.

@@ -105,6 +105,7 @@ pub mod openai;
 pub mod schema;
 pub(crate) mod stream;
 pub mod tokens;
+pub use call::text_key;
 
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
@@ -275,6 +276,9 @@ pub(crate) struct SimState {
     calls: Mutex<HashMap<u64, u64>>,
     rng: Mutex<rand::rngs::StdRng>,
     requests: Mutex<VecDeque<serde_json::Value>>,
+    /// Each streamed call's time to its first content event, by [`call::text_key`]; `None`
+    /// until [`SimServer::record_first_tokens`] turns it on (it grows with every stream).
+    first_tokens: Mutex<Option<HashMap<u64, Duration>>>,
     /// The rate-limit window the `x-ratelimit-*` headers describe.
     window: Mutex<Window>,
     /// Flips to `true` on shutdown, releasing held (`timeout`) requests. `None` when embedded
@@ -313,6 +317,7 @@ impl SimState {
             calls: Mutex::new(HashMap::new()),
             per_key: Mutex::new(HashMap::new()),
             requests: Mutex::new(VecDeque::new()),
+            first_tokens: Mutex::new(None),
             window: Mutex::new(Window {
                 started: Instant::now(),
                 requests: 0,
@@ -320,6 +325,17 @@ impl SimState {
             }),
             shutdown,
             batches: batches::Batches::default(),
+        }
+    }
+
+    pub(crate) fn records_first_tokens(&self) -> bool {
+        lock(&self.first_tokens).is_some()
+    }
+
+    /// A streamed call (`key`, arrived at `arrived`) is sending its first content event now.
+    pub(crate) fn note_first_token(&self, key: u64, arrived: Instant) {
+        if let Some(log) = lock(&self.first_tokens).as_mut() {
+            log.insert(key, arrived.elapsed());
         }
     }
 
@@ -624,6 +640,21 @@ impl SimServer {
     /// first, as received.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         lock(&self.state.requests).iter().cloned().collect()
+    }
+
+    /// Starts keeping, for every streamed call from now on, the simulator's own time to its
+    /// first content event: from the call's arrival (its body read) to that event leaving for
+    /// the socket. So a benchmark can subtract what the provider took, as measured, from what
+    /// its client saw, where a nominal `ttft=` would count a late timer or a busy machine
+    /// against the caller.
+    pub fn record_first_tokens(&self) {
+        lock(&self.state.first_tokens).get_or_insert_with(HashMap::new);
+    }
+
+    /// The first-token log so far: the time to first content event of each streamed call,
+    /// keyed by [`text_key`] of the call's last text (see [`SimServer::record_first_tokens`]).
+    pub fn first_tokens(&self) -> HashMap<u64, Duration> {
+        lock(&self.state.first_tokens).clone().unwrap_or_default()
     }
 
     /// Stops accepting, releases held requests, and waits for in-flight answers to finish.

@@ -18,7 +18,7 @@ use axum::response::Response;
 use futures::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Lets the frames before a cut reach the socket before the connection is torn down, so the
 /// client reliably sees "some chunks, then a broken connection".
@@ -62,6 +62,9 @@ impl Event {
 
 enum Step {
     Send(Bytes),
+    /// The first content event goes next: log the call's time to it (taken before the
+    /// write, so that the write counts against the caller, not the provider).
+    FirstToken(u64, Instant),
     Wait(Duration),
     Abort,
 }
@@ -83,6 +86,9 @@ pub fn sse(state: Arc<SimState>, events: Vec<Event>, plan: StreamPlan, error: Ev
             steps.push(Step::Wait(plan.itl));
         }
         seen += usize::from(event.content);
+        if let (true, Some((key, arrived))) = (event.content && seen == 1, plan.timed) {
+            steps.push(Step::FirstToken(key, arrived));
+        }
         steps.push(Step::Send(event.frame));
         let strike = if contents == 0 { i + 1 } else { seen };
         if let (Some(fault), true) = (plan.fault, strike == strike_after) {
@@ -138,6 +144,10 @@ fn stepped(state: Arc<SimState>, steps: Vec<Step>) -> Body {
             async move {
                 match step {
                     Step::Send(bytes) => Some(Ok(bytes)),
+                    Step::FirstToken(key, arrived) => {
+                        state.note_first_token(key, arrived);
+                        None
+                    }
                     Step::Wait(duration) => match super::call::pause(&state, duration).await {
                         Ok(()) => None,
                         Err(()) => Some(Err(broken("the simulator is shutting down"))),
