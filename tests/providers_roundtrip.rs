@@ -215,6 +215,31 @@ async fn json_mode_answers_the_schema() {
     }
 }
 
+/// `reasoning_effort` reaches each provider as its own control, and the provider accepts it.
+#[tokio::test]
+async fn reasoning_effort_reaches_each_provider_as_its_control() {
+    let server = start().await;
+    for family in FAMILIES {
+        let req = request(json!({"model": "alias", "reasoning_effort": "high",
+            "messages": [{"role": "user", "content": "Think hard: why is the sky blue?"}]}));
+        let done = call(family, &server, &req)
+            .await
+            .unwrap_or_else(|e| panic!("{family:?}: {e}"));
+        assert!(message(&done)["content"].is_string(), "{family:?}");
+        let sent = server.requests().pop().unwrap();
+        let control = match family {
+            Family::OpenAi => &sent["reasoning_effort"],
+            Family::Anthropic => &sent["output_config"]["effort"],
+            Family::Gemini => &sent["generationConfig"]["thinkingConfig"]["thinkingBudget"],
+        };
+        let expected = match family {
+            Family::Gemini => json!(24576),
+            _ => json!("high"),
+        };
+        assert_eq!(control, &expected, "{family:?}: {sent}");
+    }
+}
+
 #[tokio::test]
 async fn a_streamed_answer_folds_into_the_plain_one() {
     let server = start().await;

@@ -20,7 +20,7 @@
 
 use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
-    OutToolCall, ParamPolicy, Part, ResponseFormat, ToolChoice,
+    OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use super::http::{self, Answer, LimitState};
 use super::sse;
@@ -341,6 +341,7 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Result<Value, ProviderErro
     if let Some(choice) = tool_choice(&request) {
         body.insert("tool_choice".into(), choice);
     }
+    let mut output_config = Map::new();
     match &request.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => policy.unsupported_because(
@@ -348,11 +349,29 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Result<Value, ProviderErro
             Some("json_object; use json_schema, which maps to output_config.format"),
         )?,
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
-            body.insert(
-                "output_config".into(),
-                json!({"format": {"type": "json_schema", "schema": schema}}),
+            output_config.insert(
+                "format".into(),
+                json!({"type": "json_schema", "schema": schema}),
             );
         }
+    }
+    // Anthropic's `effort` spends fewer or more tokens on the whole answer, thinking
+    // included, from `low` up; it has no level that turns thinking down to nothing.
+    match request.reasoning_effort {
+        None => {}
+        Some(effort @ (ReasoningEffort::None | ReasoningEffort::Minimal)) => {
+            let why = format!(
+                "{}; Anthropic's output_config.effort starts at low",
+                effort.as_str()
+            );
+            policy.unsupported_because("reasoning_effort", Some(&why))?
+        }
+        Some(effort) => {
+            output_config.insert("effort".into(), effort.as_str().into());
+        }
+    }
+    if !output_config.is_empty() {
+        body.insert("output_config".into(), output_config.into());
     }
     if stream {
         body.insert("stream".into(), true.into());
@@ -785,6 +804,42 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    /// `reasoning_effort` from low up is Anthropic's `output_config.effort`, beside a JSON
+    /// schema's format; `none` and `minimal` have no counterpart and are refused by name.
+    #[test]
+    fn reasoning_effort_becomes_output_config_effort() {
+        let schema = json!({"type": "object"});
+        let b = body(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "medium",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}}),
+        );
+        assert_eq!(
+            b["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}, "effort": "medium"})
+        );
+        let b = body(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "xhigh"}),
+        );
+        assert_eq!(b["output_config"], json!({"effort": "xhigh"}));
+        for effort in ["none", "minimal"] {
+            let e = body_for(
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                    "reasoning_effort": effort}),
+                CallOptions::default(),
+            )
+            .unwrap_err();
+            assert!(
+                e.message.starts_with(&format!(
+                    "anthropic does not support \"reasoning_effort\" ({effort}; "
+                )),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct CanonicalRequest {
     /// Non-zero penalties only.
     pub frequency_penalty: Option<f64>,
     pub presence_penalty: Option<f64>,
+    /// `reasoning_effort`: how hard a reasoning model thinks before it answers.
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// OpenAI's end-user id.
     pub user: Option<String>,
     /// Every other parameter with a value that asks for something (nulls and documented
@@ -120,6 +122,54 @@ pub enum ResponseFormat {
     Text,
     JsonObject,
     JsonSchema { name: String, schema: Value },
+}
+
+/// OpenAI's `reasoning_effort` levels, lowest first. Which of them a model accepts is the
+/// model's to say; the adapters map each to their provider's nearest documented control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningEffort {
+    None,
+    Minimal,
+    Low,
+    Medium,
+    High,
+    XHigh,
+}
+
+impl ReasoningEffort {
+    const ALL: [ReasoningEffort; 6] = [
+        ReasoningEffort::None,
+        ReasoningEffort::Minimal,
+        ReasoningEffort::Low,
+        ReasoningEffort::Medium,
+        ReasoningEffort::High,
+        ReasoningEffort::XHigh,
+    ];
+
+    /// The level as OpenAI writes it (`"xhigh"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::None => "none",
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+            ReasoningEffort::XHigh => "xhigh",
+        }
+    }
+
+    fn read(value: &Value) -> Result<ReasoningEffort, FieldProblem> {
+        let text = value.as_str();
+        Self::ALL
+            .into_iter()
+            .find(|level| Some(level.as_str()) == text)
+            .ok_or_else(|| {
+                FieldProblem::new(
+                    "reasoning_effort",
+                    "must be one of \"none\", \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\"",
+                )
+            })
+    }
 }
 
 /// Parameters whose documented default is a no-op: a client that sends the default asks for
@@ -297,6 +347,7 @@ impl CanonicalRequest {
                     )
                 }
                 "response_format" => self.response_format = Some(response_format(value)?),
+                "reasoning_effort" => self.reasoning_effort = Some(ReasoningEffort::read(value)?),
                 "user" => self.user = value.as_str().map(str::to_string),
                 _ => {
                     let no_op = NO_OP_VALUES
@@ -894,7 +945,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "f"}},
             "parallel_tool_calls": false, "reasoning_effort": "low", "top_logprobs": null,
-            "stream": true, "stream_options": {"include_usage": true},
+            "stream": true, "stream_options": {"include_usage": true}, "verbosity": "low",
         }))
         .unwrap();
         assert_eq!(r.max_tokens, Some(20));
@@ -907,6 +958,7 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("u-1"));
         assert_eq!(r.tool_choice, Some(ToolChoice::Function("f".into())));
         assert_eq!(r.parallel_tool_calls, Some(false));
+        assert_eq!(r.reasoning_effort, Some(ReasoningEffort::Low));
         assert_eq!(
             r.response_format,
             Some(ResponseFormat::JsonSchema {
@@ -917,8 +969,8 @@ mod tests {
         assert_eq!(
             r.rest,
             vec![
-                ("reasoning_effort".to_string(), json!("low")),
-                ("stream_options".to_string(), json!({"include_usage": true}))
+                ("stream_options".to_string(), json!({"include_usage": true})),
+                ("verbosity".to_string(), json!("low")),
             ]
         );
         // What is left is refused, except what only labels a call.
@@ -927,8 +979,16 @@ mod tests {
             drop_unsupported: false,
         };
         let e = policy.check_rest(&r.rest).unwrap_err();
-        assert!(e.message.contains("\"reasoning_effort\""), "{}", e.message);
-        policy.check_rest(&r.rest[1..]).unwrap();
+        assert!(e.message.contains("\"verbosity\""), "{}", e.message);
+        policy.check_rest(&r.rest[..1]).unwrap();
+
+        let e = read(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "maximal"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "reasoning_effort");
+        assert!(e.message.contains("\"xhigh\""), "{}", e.message);
     }
 
     #[test]

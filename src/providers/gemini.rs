@@ -20,7 +20,7 @@
 
 use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
-    OutToolCall, ParamPolicy, Part, ResponseFormat, ToolChoice,
+    OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use super::http::{self, Answer};
 use super::sse;
@@ -260,6 +260,40 @@ impl Translate for GeminiStream {
     }
 }
 
+/// OpenAI's `reasoning_effort` as Gemini's `thinkingConfig` for `model`, or why it has none.
+///
+/// Gemini 2.5 models take a budget of thinking tokens (`thinkingBudget`, 0 turning thinking
+/// off where the model allows it); Google's OpenAI-compatible endpoint maps `low`, `medium`
+/// and `high` to 1,024, 8,192 and 24,576 tokens and `none` to 0, and so does this. Later
+/// models take a level instead (`thinkingLevel`: `minimal`, `low`, `medium`, `high`; the
+/// model says which it accepts) and cannot turn thinking off. A level with no documented
+/// counterpart is refused, not guessed.
+fn thinking_config(model: &str, effort: ReasoningEffort) -> Result<Value, &'static str> {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    if model.starts_with("gemini-2") {
+        let budget = match effort {
+            ReasoningEffort::None => 0,
+            ReasoningEffort::Low => 1_024,
+            ReasoningEffort::Medium => 8_192,
+            ReasoningEffort::High => 24_576,
+            ReasoningEffort::Minimal | ReasoningEffort::XHigh => {
+                return Err("Gemini 2 models take a thinking budget, mapped only from none, low, medium and high")
+            }
+        };
+        return Ok(json!({"thinkingBudget": budget}));
+    }
+    match effort {
+        ReasoningEffort::Minimal
+        | ReasoningEffort::Low
+        | ReasoningEffort::Medium
+        | ReasoningEffort::High => Ok(json!({"thinkingLevel": effort.as_str()})),
+        ReasoningEffort::None => Err(
+            "none; Gemini models after 2.5 cannot turn thinking off, the lowest level is minimal",
+        ),
+        ReasoningEffort::XHigh => Err("xhigh; Gemini's highest thinking level is high"),
+    }
+}
+
 /// The `GenerateContentRequest` for a canonical request (the same for streaming).
 pub fn request_body(call: &Call<'_>) -> Result<Value, ProviderError> {
     let request = CanonicalRequest::read(call.request).map_err(|p| p.into_error(PROVIDER))?;
@@ -304,6 +338,12 @@ pub fn request_body(call: &Call<'_>) -> Result<Value, ProviderError> {
         request.frequency_penalty.map(Value::from),
     );
     set("presencePenalty", request.presence_penalty.map(Value::from));
+    if let Some(effort) = request.reasoning_effort {
+        match thinking_config(call.model, effort) {
+            Ok(thinking) => set("thinkingConfig", Some(thinking)),
+            Err(why) => policy.unsupported_because("reasoning_effort", Some(why))?,
+        }
+    }
     match &request.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => {
@@ -745,6 +785,61 @@ mod tests {
             p.endpoint("gemini-2.5-flash", "streamGenerateContent?alt=sse"),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
+    }
+
+    /// Gemini 2.5 gets the budgets Google's OpenAI-compatible endpoint uses, later models a
+    /// level; a level with no counterpart is refused by name, or left out when dropping.
+    #[test]
+    fn reasoning_effort_becomes_a_thinking_budget_or_level() {
+        let request = |effort: &str| {
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                "reasoning_effort": effort})
+        };
+        let b = body(request("medium"));
+        assert_eq!(
+            b["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 8192})
+        );
+        let budgets: Vec<Value> = ["none", "low", "high"]
+            .iter()
+            .map(|e| {
+                body(request(e))["generationConfig"]["thinkingConfig"]["thinkingBudget"].clone()
+            })
+            .collect();
+        assert_eq!(budgets, [json!(0), json!(1024), json!(24576)]);
+        let e = body_for(request("minimal"), CallOptions::default()).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("gemini does not support \"reasoning_effort\" (Gemini 2 models"),
+            "{}",
+            e.message
+        );
+        let dropped = body_for(
+            request("minimal"),
+            CallOptions {
+                drop_unsupported_params: true,
+                ..CallOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(dropped.get("generationConfig").is_none(), "{dropped}");
+
+        for level in ["minimal", "low", "medium", "high"] {
+            let effort = CanonicalRequest::read(&serde_json::from_value(request(level)).unwrap())
+                .unwrap()
+                .reasoning_effort
+                .unwrap();
+            assert_eq!(
+                thinking_config("models/gemini-3-flash-preview", effort),
+                Ok(json!({"thinkingLevel": level}))
+            );
+        }
+        assert!(
+            thinking_config("gemini-3-pro-preview", ReasoningEffort::None)
+                .unwrap_err()
+                .contains("cannot turn thinking off")
+        );
+        assert!(thinking_config("gemini-3-pro-preview", ReasoningEffort::XHigh).is_err());
     }
 
     #[test]
