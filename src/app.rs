@@ -56,13 +56,7 @@ impl App {
             .build()
             .map_err(StartError::Http)?;
         // The simulator serves each API family at the root its clients expect.
-        let sim_base_url = sim.as_ref().map(|sim| {
-            move |kind| match kind {
-                crate::config::ProviderKind::Openai => sim.openai_base_url(),
-                crate::config::ProviderKind::Anthropic => sim.anthropic_base_url(),
-                crate::config::ProviderKind::Gemini => sim.gemini_base_url(),
-            }
-        });
+        let sim_base_url = sim.as_ref().map(|sim| move |kind| sim.base_url(kind));
         let router = Router::new(
             &config,
             http,

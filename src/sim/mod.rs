@@ -618,6 +618,15 @@ impl SimServer {
         format!("http://{}/v1beta", self.addr)
     }
 
+    /// The base URL of `kind`'s API family, as its clients expect it (see the three above).
+    pub fn base_url(&self, kind: crate::config::ProviderKind) -> String {
+        match kind {
+            crate::config::ProviderKind::Openai => self.openai_base_url(),
+            crate::config::ProviderKind::Anthropic => self.anthropic_base_url(),
+            crate::config::ProviderKind::Gemini => self.gemini_base_url(),
+        }
+    }
+
     pub fn stats(&self) -> SimStats {
         self.state.stats()
     }
