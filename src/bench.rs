@@ -12,7 +12,9 @@
 //! chunk minus the provider's own time to first token, which the simulator measures for each
 //! call (from the call's arrival to its first content event): recording and publishing the
 //! job, the queue hop to a worker, the provider call's setup, and the relay of the chunk back
-//! through the reply inbox. The overhead beyond the nominal `ttft` is printed beside it.
+//! through the reply inbox. The overhead beyond the nominal `ttft` is printed beside it. Each
+//! client's first stream is a warm-up, not counted: it opens the connections a service in
+//! steady use keeps open.
 
 use crate::app::App;
 use crate::config::{Config, QueueBackend, Secret};

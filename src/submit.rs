@@ -126,6 +126,11 @@ impl Submitter {
         if let Some(exceeded) = crate::budgets::refuse_exhausted(&self.store, &envelopes).await? {
             return Err(SubmitError::BudgetExceeded(exceeded));
         }
+        // A queue kept in the store takes the jobs in the transaction that records them.
+        if let (None, Some(embedded)) = (&bulk, self.queue.in_store()) {
+            let outcomes = embedded.record_and_enqueue(envelopes.clone()).await?;
+            return Ok(answers_for(&envelopes, &outcomes));
+        }
         let outcomes = match bulk {
             None => self.store.insert_jobs(envelopes.clone()).await?,
             Some((bulk, lines)) => {
@@ -135,23 +140,12 @@ impl Submitter {
             }
         };
 
-        let mut created = Vec::new();
-        let mut answers = Vec::with_capacity(envelopes.len());
-        for (envelope, outcome) in envelopes.iter().zip(&outcomes) {
-            match outcome {
-                InsertOutcome::Created => {
-                    created.push(envelope);
-                    answers.push(Submitted {
-                        id: envelope.id,
-                        duplicate: false,
-                    });
-                }
-                InsertOutcome::Existing(id) => answers.push(Submitted {
-                    id: *id,
-                    duplicate: true,
-                }),
-            }
-        }
+        let created: Vec<&Envelope> = envelopes
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, InsertOutcome::Created))
+            .map(|(envelope, _)| envelope)
+            .collect();
         let ids: Vec<Uuid> = created.iter().map(|e| e.id).collect();
         if let Err(e) = self.publish_by_urgency(&created).await {
             if let Err(forget) = self.store.forget_unpublished(ids).await {
@@ -164,7 +158,7 @@ impl Submitter {
         if let Err(e) = self.store.mark_published(ids).await {
             tracing::warn!(error = %e, "could not mark jobs published; the relay may publish them again");
         }
-        Ok(answers)
+        Ok(answers_for(&envelopes, &outcomes))
     }
 
     /// Publishes jobs that were recorded at least `older_than` ago but never confirmed on the
@@ -270,4 +264,23 @@ pub fn check_spec(
         ));
     }
     Ok(())
+}
+
+/// What the client hears about each submitted job: its id, or the id of the job that already
+/// holds its `custom_id` (`duplicate`).
+fn answers_for(envelopes: &[Envelope], outcomes: &[InsertOutcome]) -> Vec<Submitted> {
+    envelopes
+        .iter()
+        .zip(outcomes)
+        .map(|(envelope, outcome)| match outcome {
+            InsertOutcome::Created => Submitted {
+                id: envelope.id,
+                duplicate: false,
+            },
+            InsertOutcome::Existing(id) => Submitted {
+                id: *id,
+                duplicate: true,
+            },
+        })
+        .collect()
 }

@@ -13,8 +13,8 @@
 
 use super::replies::{Inbox, InboxHub};
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
-use crate::job::Urgency;
-use crate::store::{now_ms, Store, WriteFuture};
+use crate::job::{Envelope, Urgency};
+use crate::store::{now_ms, InsertOutcome, Store, StoreError, WriteFuture};
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::VecDeque;
@@ -49,6 +49,43 @@ impl EmbeddedQueue {
     }
 }
 
+impl EmbeddedQueue {
+    /// Records jobs and enqueues the new ones in one transaction, the queue being a table of
+    /// the same store: there is no moment, and so no crash, at which a job is recorded but
+    /// not queued, and one commit instead of three (record, publish, mark published) stands
+    /// between a request and its worker.
+    pub async fn record_and_enqueue(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let outcomes = self
+            .store
+            .insert_jobs_enqueued(envelopes, |conn, messages| {
+                Box::pin(async move { enqueue(conn, messages).await })
+            })
+            .await?;
+        self.published.notify_waiters();
+        Ok(outcomes)
+    }
+}
+
+/// Appends `messages` to their urgencies' queues, visible at once.
+async fn enqueue(
+    conn: &mut sqlx::SqliteConnection,
+    messages: Vec<(Urgency, Vec<u8>)>,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for (urgency, payload) in messages {
+        sqlx::query("INSERT INTO queue_messages (urgency, payload, visible_at) VALUES (?, ?, ?)")
+            .bind(urgency.as_str())
+            .bind(payload)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 fn storage(e: impl std::fmt::Display) -> QueueError {
     QueueError::Storage(e.to_string())
 }
@@ -56,27 +93,17 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError> {
+        let messages = messages.into_iter().map(|m| (urgency, m)).collect();
         self.store
-            .write(move |conn| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    for payload in messages {
-                        sqlx::query(
-                            "INSERT INTO queue_messages (urgency, payload, visible_at) VALUES (?, ?, ?)",
-                        )
-                        .bind(urgency.as_str())
-                        .bind(payload)
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+            .write(move |conn| Box::pin(async move { enqueue(conn, messages).await }))
             .await
             .map_err(storage)?;
         self.published.notify_waiters();
         Ok(())
+    }
+
+    fn in_store(&self) -> Option<&EmbeddedQueue> {
+        Some(self)
     }
 
     async fn consume(
@@ -286,4 +313,68 @@ async fn delete_leased(
         .execute(&mut *conn)
         .await?;
     Ok(deleted.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ChatRequest, JobSpec};
+    use crate::queue::Queue;
+
+    fn envelope(custom_id: &str) -> Envelope {
+        let request: ChatRequest = serde_json::from_value(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        let mut spec = JobSpec::new(Urgency::Realtime, request);
+        spec.custom_id = Some(custom_id.to_string());
+        Envelope::new("t", spec)
+    }
+
+    /// One commit records a job as published and queues its message; a job whose
+    /// `custom_id` is already held is answered with the first job and queued no second time.
+    #[tokio::test]
+    async fn a_job_is_recorded_published_and_queued_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let first = envelope("same");
+        let outcomes = queue
+            .in_store()
+            .expect("the embedded queue lives in the store")
+            .record_and_enqueue(vec![first.clone(), envelope("other")])
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Created)));
+        let again = queue
+            .record_and_enqueue(vec![envelope("same")])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![InsertOutcome::Existing(first.id)]);
+
+        let unpublished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE published = 0")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(unpublished, 0);
+        let mut consumer = queue.consume(Urgency::Realtime, 10).await.unwrap();
+        let mut delivered = Vec::new();
+        for _ in 0..2 {
+            let delivery = consumer.next().await.unwrap();
+            delivered.push(
+                Envelope::from_bytes(&delivery.payload)
+                    .unwrap()
+                    .spec
+                    .custom_id,
+            );
+            delivery.ack().await.unwrap();
+        }
+        delivered.sort();
+        assert_eq!(delivered, [Some("other".into()), Some("same".into())]);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "no second message for the duplicate");
+    }
 }

@@ -63,6 +63,12 @@ pub trait Queue: Send + Sync {
 
     /// Short name for logs and benchmarks: `rabbitmq` or `embedded`.
     fn name(&self) -> &'static str;
+
+    /// The embedded queue, a table of the store: jobs are then recorded and enqueued in one
+    /// transaction ([`embedded::EmbeddedQueue::record_and_enqueue`]). `None` for a broker.
+    fn in_store(&self) -> Option<&embedded::EmbeddedQueue> {
+        None
+    }
 }
 
 /// A stream of deliveries from one queue.

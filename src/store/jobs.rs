@@ -6,7 +6,7 @@
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
 use super::provider_batches::{batch_ref_of, BATCH_REF_COLUMNS};
-use super::{budgets, ms_to_time, now_ms, Store, StoreError};
+use super::{budgets, ms_to_time, now_ms, Store, StoreError, WriteFuture};
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
@@ -199,16 +199,39 @@ impl Store {
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
+            Box::pin(async move { insert_jobs(conn, &new_jobs(&envelopes, false)).await })
+        })
+        .await
+    }
+
+    /// Records jobs like [`Store::insert_jobs`], but already published: in the same
+    /// transaction, `enqueue` is handed each created job's urgency and message (for a queue
+    /// kept in this store; see [`crate::queue::embedded::EmbeddedQueue::record_and_enqueue`]).
+    /// A job that already existed is not enqueued again.
+    pub async fn insert_jobs_enqueued<F>(
+        &self,
+        envelopes: Vec<Envelope>,
+        enqueue: F,
+    ) -> Result<Vec<InsertOutcome>, StoreError>
+    where
+        F: for<'c> FnOnce(
+                &'c mut sqlx::SqliteConnection,
+                Vec<(Urgency, Vec<u8>)>,
+            ) -> WriteFuture<'c, ()>
+            + Send
+            + 'static,
+    {
+        self.write(move |conn| {
             Box::pin(async move {
-                let jobs: Vec<NewJob> = envelopes
+                let outcomes = insert_jobs(conn, &new_jobs(&envelopes, true)).await?;
+                let created = envelopes
                     .iter()
-                    .map(|envelope| NewJob {
-                        envelope,
-                        published: false,
-                        bulk: None,
-                    })
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| matches!(outcome, InsertOutcome::Created))
+                    .map(|(envelope, _)| (envelope.spec.urgency, envelope.to_bytes()))
                     .collect();
-                insert_jobs(conn, &jobs).await
+                enqueue(conn, created).await?;
+                Ok(outcomes)
             })
         })
         .await
@@ -631,6 +654,18 @@ const ROWS_PER_INSERT: usize = 500;
 /// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
 /// million lines would otherwise make a million of them. Only a row that was not created costs
 /// one more, to find the job that stands in its place.
+/// `envelopes` as rows to insert outside any bulk.
+fn new_jobs(envelopes: &[Envelope], published: bool) -> Vec<NewJob<'_>> {
+    envelopes
+        .iter()
+        .map(|envelope| NewJob {
+            envelope,
+            published,
+            bulk: None,
+        })
+        .collect()
+}
+
 pub(super) async fn insert_jobs(
     conn: &mut sqlx::SqliteConnection,
     jobs: &[NewJob<'_>],
