@@ -117,7 +117,8 @@ impl Submitter {
     }
 
     /// Records the jobs (`queued`, unpublished; in `bulk` at those line numbers if given),
-    /// publishes the new ones with confirms, and marks them published.
+    /// publishes the new ones with confirms, and marks them published. On the embedded queue
+    /// a job outside a bulk is recorded, published and queued in one transaction instead.
     async fn record_and_publish(
         &self,
         envelopes: Vec<Envelope>,
