@@ -135,7 +135,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         .fetch_all(app.store.reader())
         .await?;
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     let span = Duration::from_millis((last - first).max(1) as u64);
     writeln!(
         out,
@@ -317,7 +317,7 @@ async fn bench_streams(
     .await?;
     queued.sort_unstable();
     if !queued.is_empty() {
-        let at = |p: f64| queued[((queued.len() as f64 * p) as usize).min(queued.len() - 1)];
+        let at = |p: f64| percentile(&queued, p);
         writeln!(
             out,
             "of which recorded -> attempt started (record, publish, queue, worker; warm-ups included, whole ms): p50 {} ms, p99 {} ms",
@@ -342,14 +342,18 @@ fn percentiles(durations: &mut [Duration]) -> String {
     let Some(max) = durations.last() else {
         return "no samples".into();
     };
-    let at = |p: f64| durations[((durations.len() as f64 * p) as usize).min(durations.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(at(0.50)),
-        ms(at(0.99)),
+        ms(percentile(durations, 0.50)),
+        ms(percentile(durations, 0.99)),
         ms(*max)
     )
+}
+
+/// The value at fraction `p` of `sorted` (which must not be empty).
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// Sends one streamed request; returns how long its first content chunk took to arrive,
