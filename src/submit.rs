@@ -12,7 +12,7 @@
 use crate::config::Config;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
 use crate::queue::{Queue, QueueError};
-use crate::store::{InsertOutcome, Store, StoreError};
+use crate::store::{newly_created, InsertOutcome, Store, StoreError};
 use crate::streaming::wants_stream;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -141,12 +141,7 @@ impl Submitter {
             }
         };
 
-        let created: Vec<&Envelope> = envelopes
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| matches!(outcome, InsertOutcome::Created))
-            .map(|(envelope, _)| envelope)
-            .collect();
+        let created: Vec<&Envelope> = newly_created(&envelopes, &outcomes).collect();
         let ids: Vec<Uuid> = created.iter().map(|e| e.id).collect();
         if let Err(e) = self.publish_by_urgency(&created).await {
             if let Err(forget) = self.store.forget_unpublished(ids).await {

@@ -224,11 +224,8 @@ impl Store {
         self.write(move |conn| {
             Box::pin(async move {
                 let outcomes = insert_jobs(conn, &new_jobs(&envelopes, true)).await?;
-                let created = envelopes
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, outcome)| matches!(outcome, InsertOutcome::Created))
-                    .map(|(envelope, _)| (envelope.spec.urgency, envelope.to_bytes()))
+                let created = newly_created(&envelopes, &outcomes)
+                    .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
                     .collect();
                 enqueue(conn, created).await?;
                 Ok(outcomes)
@@ -654,6 +651,19 @@ const ROWS_PER_INSERT: usize = 500;
 /// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
 /// million lines would otherwise make a million of them. Only a row that was not created costs
 /// one more, to find the job that stands in its place.
+/// The envelopes whose jobs an insert created, `outcomes` being its answer for each, in order
+/// (the others' `custom_id` was already held by a job).
+pub fn newly_created<'e>(
+    envelopes: &'e [Envelope],
+    outcomes: &'e [InsertOutcome],
+) -> impl Iterator<Item = &'e Envelope> {
+    envelopes
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| matches!(outcome, InsertOutcome::Created))
+        .map(|(envelope, _)| envelope)
+}
+
 /// `envelopes` as rows to insert outside any bulk.
 fn new_jobs(envelopes: &[Envelope], published: bool) -> Vec<NewJob<'_>> {
     envelopes

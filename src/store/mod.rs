@@ -23,7 +23,7 @@ mod writer;
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
-pub use jobs::{AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
+pub use jobs::{newly_created, AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
 pub use writer::WriteFuture;
 
 use futures::future::BoxFuture;
