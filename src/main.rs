@@ -740,7 +740,30 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Ctrl-C, or SIGTERM on Unix: what `docker stop`, systemd and Kubernetes send, so a
+/// deployment's restart finishes the jobs in flight instead of leaving them leased until
+/// their visibility timeout (or, as PID 1 in a container, ignoring the signal altogether).
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupted => {}
+        () = terminated => {}
+    }
     tracing::info!("shutting down: finishing the jobs in flight");
 }

@@ -50,6 +50,35 @@ pub fn wants_stream(extra: &serde_json::Map<String, Value>) -> bool {
     extra.get("stream") == Some(&Value::Bool(true))
 }
 
+/// True when a streaming request asks for the usage chunk (`stream_options.include_usage`).
+pub fn wants_usage(extra: &serde_json::Map<String, Value>) -> bool {
+    extra
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        == Some(&Value::Bool(true))
+}
+
+/// A chunk as the client asked for it. Workers always ask providers for usage (it is what a
+/// job is charged for), but OpenAI sends the usage chunk, which has no choices, only to a
+/// client that asked for it with `stream_options.include_usage`; a client that did not reads
+/// `chunk.choices[0]` of every chunk, and would fail on it. So without the option the usage
+/// chunk is left out and no chunk carries `usage`.
+pub fn chunk_for_client(mut chunk: Value, with_usage: bool) -> Option<Value> {
+    if with_usage {
+        return Some(chunk);
+    }
+    let object = chunk.as_object_mut()?;
+    let has_choices = object
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|choices| !choices.is_empty());
+    if !has_choices {
+        return None;
+    }
+    object.remove("usage");
+    Some(chunk)
+}
+
 /// A finished `chat.completion` replayed as the chunks that would have streamed it: one with
 /// the whole message, then one with only the usage (as with `stream_options.include_usage`).
 /// For a client that asks to stream an answer that already exists (a repeated idempotency
@@ -118,6 +147,32 @@ pub fn chunks_of(completion: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_chunk_goes_only_to_a_client_that_asked_for_it() {
+        let content = json!({"object": "chat.completion.chunk", "usage": null,
+                             "choices": [{"index": 0, "delta": {"content": "hi"}}]});
+        let usage = json!({"object": "chat.completion.chunk", "choices": [],
+                           "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
+        let asked = |v: bool| {
+            let mut extra = serde_json::Map::new();
+            extra.insert("stream_options".into(), json!({"include_usage": v}));
+            wants_usage(&extra)
+        };
+        assert!(asked(true));
+        assert!(!asked(false));
+        assert!(!wants_usage(&serde_json::Map::new()));
+
+        assert_eq!(chunk_for_client(usage.clone(), true), Some(usage.clone()));
+        assert_eq!(
+            chunk_for_client(content.clone(), true),
+            Some(content.clone())
+        );
+        assert_eq!(chunk_for_client(usage, false), None);
+        let plain = chunk_for_client(content, false).unwrap();
+        assert!(plain.get("usage").is_none());
+        assert_eq!(plain["choices"][0]["delta"]["content"], "hi");
+    }
 
     #[test]
     fn events_round_trip_as_tagged_json() {

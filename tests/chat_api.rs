@@ -211,7 +211,8 @@ async fn a_streamed_request_arrives_as_server_sent_chunks(backend: Backend) {
         let messages = json!([{"role": "user", "content": prompt("Stream me a river, please.")}]);
         let response = post_chat(
             &h,
-            &json!({"model": model, "stream": true, "messages": messages}),
+            &json!({"model": model, "stream": true, "messages": messages,
+                    "stream_options": {"include_usage": true}}),
             &[],
         )
         .await;
@@ -260,6 +261,34 @@ async fn a_streamed_request_arrives_as_server_sent_chunks(backend: Backend) {
                 .collect::<Vec<_>>(),
             ["stop"],
             "{model}"
+        );
+
+        // Without `stream_options.include_usage`, OpenAI sends no usage chunk (it has no
+        // choices, and clients read `choices[0]` of every chunk) and no `usage` field: the
+        // same answer streams, and the job is still charged for its usage.
+        let plain = post_chat(
+            &h,
+            &json!({"model": model, "stream": true, "messages": messages}),
+            &[],
+        )
+        .await;
+        assert_eq!(plain.status(), 200, "{model}");
+        let plain_id = job_id_of(&plain);
+        let plain_data = sse_data(plain).await;
+        assert_eq!(plain_data.last().unwrap(), "[DONE]", "{model}");
+        for data in &plain_data[..plain_data.len() - 1] {
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            assert!(
+                chunk["choices"].as_array().is_some_and(|c| !c.is_empty()),
+                "{model}: a chunk without choices: {chunk}"
+            );
+            assert!(chunk.get("usage").is_none(), "{model}: {chunk}");
+        }
+        assert_eq!(streamed_text(&plain_data), stored, "{model}");
+        let plain_job = h.client.get(plain_id, None).await.unwrap();
+        assert!(
+            plain_job["cost"]["input_tokens"].as_i64().unwrap() > 0,
+            "{model}: {plain_job:#}"
         );
     }
     h.stop().await;

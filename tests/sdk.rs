@@ -60,8 +60,9 @@ async fn run_checks(script: &str, args: &[&str]) -> String {
 async fn the_openai_sdk_runs_unchanged_against_sluice(backend: common::Backend) {
     let h = common::Harness::start(backend).await;
     run_checks("check_sluice.py", &[&h.base_url, common::TOKEN]).await;
-    // Every SDK call became a stored, charged job: 3 plain + 3 streamed + 1 tool call.
-    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 7);
+    // Every SDK call became a stored, charged job: 3 plain, 3 streamed with usage, 3 without,
+    // 1 tool call.
+    assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 10);
     h.stop().await;
 }
 

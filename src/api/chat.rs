@@ -18,7 +18,7 @@ use super::ApiState;
 use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
 use crate::queue::Inbox;
 use crate::store::JobView;
-use crate::streaming::{chunks_of, wants_stream, StreamEvent};
+use crate::streaming::{chunk_for_client, chunks_of, wants_stream, wants_usage, StreamEvent};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -45,6 +45,7 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let request: ChatRequest = crate::job::from_value_naming_field(value)?;
     let stream = wants_stream(&request.extra);
+    let with_usage = wants_usage(&request.extra);
     state.tenant_limits.admit(&tenant, [&request])?;
     let mut envelope = Envelope::new(&tenant, job_spec(request, &headers)?);
     let id = envelope.id;
@@ -65,11 +66,11 @@ pub async fn create(
     // A repeated idempotency key answers the first job, whose replies (if any) went elsewhere.
     let id = submitted[0].id;
     let response = match inbox.filter(|_| !submitted[0].duplicate) {
-        Some(inbox) => live_stream(&state, &tenant, id, inbox).await,
+        Some(inbox) => live_stream(&state, &tenant, id, inbox, with_usage).await,
         None => {
             let job = wait_until_final(&state, &tenant, id, MAX_WAIT).await?;
             if stream {
-                replayed_stream(job)
+                replayed_stream(job, with_usage)
             } else {
                 answer(job)
             }
@@ -92,6 +93,7 @@ async fn live_stream(
     tenant: &str,
     id: Uuid,
     mut inbox: Inbox,
+    with_usage: bool,
 ) -> Result<Response, ApiError> {
     let first = loop {
         match next_event(&mut inbox).await {
@@ -109,7 +111,7 @@ async fn live_stream(
             // the live view was lost: the store has the answer.
             Some(StreamEvent::Done) | None => {
                 let job = wait_until_final(state, tenant, id, MAX_WAIT).await?;
-                return replayed_stream(job);
+                return replayed_stream(job, with_usage);
             }
         }
     };
@@ -121,7 +123,10 @@ async fn live_stream(
             }
             loop {
                 if let Some(chunk) = pending.pop_front() {
-                    return Some((chunk_event(chunk, id), (inbox, pending, false)));
+                    match chunk_event(chunk, id, with_usage) {
+                        Some(event) => return Some((event, (inbox, pending, false))),
+                        None => continue,
+                    }
                 }
                 // The stream ends with `[DONE]`, or with the error that cut it short.
                 let last = match next_event(&mut inbox).await {
@@ -159,7 +164,7 @@ async fn next_event(inbox: &mut Inbox) -> Option<StreamEvent> {
 }
 
 /// A stored job as the stream its client asked for (or its error, if it did not succeed).
-fn replayed_stream(job: JobView) -> Result<Response, ApiError> {
+fn replayed_stream(job: JobView, with_usage: bool) -> Result<Response, ApiError> {
     let id = job.id;
     if job.status != JobStatus::Succeeded {
         return answer(job);
@@ -167,18 +172,21 @@ fn replayed_stream(job: JobView) -> Result<Response, ApiError> {
     let completion = job.result.unwrap_or_default();
     let events: Vec<Result<Event, Infallible>> = chunks_of(&completion)
         .into_iter()
-        .map(|chunk| Ok(chunk_event(chunk, id)))
+        .filter_map(|chunk| chunk_event(chunk, id, with_usage).map(Ok))
         .chain([Ok(Event::default().data("[DONE]"))])
         .collect();
     Ok(Sse::new(futures::stream::iter(events)).into_response())
 }
 
 /// A chunk as an SSE event, named by its job like a non-streamed answer.
-fn chunk_event(mut chunk: Value, id: Uuid) -> Event {
+/// The event carrying `chunk` to the client, under the job's id; `None` for a chunk the
+/// client did not ask for (see [`chunk_for_client`]).
+fn chunk_event(chunk: Value, id: Uuid, with_usage: bool) -> Option<Event> {
+    let mut chunk = chunk_for_client(chunk, with_usage)?;
     if let Some(object) = chunk.as_object_mut() {
         object.insert("id".into(), Value::String(id.to_string()));
     }
-    Event::default().data(chunk.to_string())
+    Some(Event::default().data(chunk.to_string()))
 }
 
 /// An error inside a stream whose `200` is already sent, in the shape OpenAI sends (and its

@@ -118,11 +118,22 @@ impl Provider for AnthropicProvider {
 #[derive(Debug)]
 pub struct AnthropicStream {
     head: ChunkHead,
-    /// Content block index → tool-call index.
-    tools: HashMap<u64, u64>,
+    /// Content block index → the tool call it streams.
+    tools: HashMap<u64, StreamedTool>,
     usage: Map<String, Value>,
     stop_reason: Option<String>,
     done: bool,
+}
+
+/// A `tool_use` block being streamed.
+#[derive(Debug)]
+struct StreamedTool {
+    /// Its index among the answer's tool calls.
+    index: u64,
+    /// Whether any argument text arrived: a call without arguments streams only an empty
+    /// `partial_json`, and its arguments are `{}` (as the non-streamed answer's `input` says),
+    /// not the empty string, which no JSON parser takes.
+    has_arguments: bool,
 }
 
 impl AnthropicStream {
@@ -184,7 +195,13 @@ impl Translate for AnthropicStream {
                     },
                     Some("tool_use") => {
                         let index = self.tools.len() as u64;
-                        self.tools.insert(at, index);
+                        self.tools.insert(
+                            at,
+                            StreamedTool {
+                                index,
+                                has_arguments: false,
+                            },
+                        );
                         vec![self.head.tool_call(
                             0,
                             json!({"index": index, "id": block.get("id"), "type": "function",
@@ -202,20 +219,31 @@ impl Translate for AnthropicStream {
                         let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
                         vec![head.content(0, text)]
                     }
-                    Some("input_json_delta") => match self.tools.get(&at) {
-                        Some(index) => {
+                    Some("input_json_delta") => match self.tools.get_mut(&at) {
+                        Some(tool) => {
                             let partial = delta
                                 .get("partial_json")
                                 .and_then(Value::as_str)
                                 .unwrap_or("");
+                            tool.has_arguments |= !partial.is_empty();
                             vec![head.tool_call(
                                 0,
-                                json!({"index": index, "function": {"arguments": partial}}),
+                                json!({"index": tool.index, "function": {"arguments": partial}}),
                             )]
                         }
                         None => Vec::new(),
                     },
                     // Thinking, signatures and citations have no canonical delta.
+                    _ => Vec::new(),
+                }
+            }
+            "content_block_stop" => {
+                let at = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match self.tools.get(&at) {
+                    Some(tool) if !tool.has_arguments => vec![head.tool_call(
+                        0,
+                        json!({"index": tool.index, "function": {"arguments": "{}"}}),
+                    )],
                     _ => Vec::new(),
                 }
             }
@@ -308,7 +336,18 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Result<Value, ProviderErro
         body.insert("temperature".into(), temperature.into());
     }
     if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), top_p.into());
+        // Anthropic's documentation says to alter one or the other, and its models after the
+        // Claude 3 family refuse a request with both ("temperature and top_p cannot both be
+        // specified for this model"), which OpenAI clients often send by default.
+        let both_refused = request.temperature.is_some() && !call.model.starts_with("claude-3");
+        if both_refused {
+            policy.unsupported_because(
+                "top_p",
+                Some("beside temperature; Anthropic's models take one of the two, not both"),
+            )?;
+        } else {
+            body.insert("top_p".into(), top_p.into());
+        }
     }
     if let Some(top_k) = request.top_k {
         body.insert("top_k".into(), top_k.into());
@@ -402,10 +441,17 @@ fn messages(conversation: &[Message]) -> Vec<Value> {
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in conversation {
         let (role, blocks) = match message {
-            Message::User(parts) => ("user", parts.iter().map(user_block).collect()),
+            Message::User(parts) => (
+                "user",
+                parts
+                    .iter()
+                    .filter(|part| !matches!(part, Part::Text(text) if is_blank(text)))
+                    .map(user_block)
+                    .collect(),
+            ),
             Message::Assistant { text, tool_calls } => {
                 let mut blocks = Vec::new();
-                if let Some(text) = text {
+                if let Some(text) = text.as_deref().filter(|text| !is_blank(text)) {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
                 for call in tool_calls {
@@ -425,7 +471,7 @@ fn messages(conversation: &[Message]) -> Vec<Value> {
                 ],
             ),
         };
-        // An empty assistant turn is refused by the API and says nothing.
+        // An empty turn is refused by the API and says nothing.
         if blocks.is_empty() {
             continue;
         }
@@ -438,6 +484,12 @@ fn messages(conversation: &[Message]) -> Vec<Value> {
         .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect()
+}
+
+/// Text the API refuses as a block ("text content blocks must contain non-whitespace
+/// text"), which OpenAI takes and which says nothing: such a block is left out.
+fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
 }
 
 fn user_block(part: &Part) -> Value {
@@ -529,6 +581,7 @@ pub fn message_from_json(status: u16, message: &Value) -> Result<Completion, Pro
         choices: vec![ChoiceParts {
             index: 0,
             content,
+            refusal: None,
             tool_calls,
             finish_reason,
             native_finish_reason: Some(stop_reason.to_string()),
@@ -598,6 +651,7 @@ pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderErr
     let error = http::error_of(PROVIDER, answer, error_from_json);
     ProviderError {
         retry_after: retry_after(&answer.headers, error.kind == ErrorKind::RateLimited, now),
+        should_retry: http::should_retry(&answer.headers),
         ..error
     }
 }
@@ -647,10 +701,14 @@ mod tests {
     use reqwest::StatusCode;
 
     fn body_for(request: Value, options: CallOptions) -> Result<Value, ProviderError> {
+        body_on("claude-sonnet-4-5", request, options)
+    }
+
+    fn body_on(model: &str, request: Value, options: CallOptions) -> Result<Value, ProviderError> {
         let request: ChatRequest = serde_json::from_value(request).unwrap();
         request_body(
             &Call {
-                model: "claude-sonnet-4-5",
+                model,
                 api_key: "k",
                 request: &request,
                 timeout: Duration::from_secs(1),
@@ -671,7 +729,7 @@ mod tests {
             {"role": "system", "content": "Be terse."},
             {"role": "developer", "content": "No emojis."},
             {"role": "user", "content": "Hello"},
-        ], "temperature": 0.3, "stop": ["END"], "top_p": 0.9, "user": "u-1"}));
+        ], "temperature": 0.3, "stop": ["END"], "top_k": 40, "user": "u-1"}));
         assert_eq!(
             b,
             json!({
@@ -680,7 +738,7 @@ mod tests {
                 "system": "Be terse.\n\nNo emojis.",
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
                 "temperature": 0.3,
-                "top_p": 0.9,
+                "top_k": 40,
                 "stop_sequences": ["END"],
                 "metadata": {"user_id": "u-1"},
             })
@@ -840,6 +898,62 @@ mod tests {
                 e.message
             );
         }
+    }
+
+    /// Anthropic refuses text blocks that are empty or only whitespace, which OpenAI
+    /// takes: they are left out, and a turn left with nothing is left out with them.
+    #[test]
+    fn blank_text_blocks_are_left_out() {
+        let b = body(json!({"model": "m", "messages": [
+            {"role": "user", "content": ""},
+            {"role": "user", "content": [{"type": "text", "text": " \n"}, {"type": "text", "text": "Time?"}]},
+            {"role": "assistant", "content": "  ", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "now", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
+        ]}));
+        assert_eq!(
+            b["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Time?"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "now", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "noon"}]},
+            ])
+        );
+    }
+
+    /// Models after Claude 3 refuse `temperature` and `top_p` together: `top_p` is refused
+    /// by name beside `temperature` (or dropped), alone it passes, and Claude 3 takes both.
+    #[test]
+    fn top_p_beside_temperature_is_refused_after_claude_3() {
+        let both = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "temperature": 0.5, "top_p": 0.9});
+        let e = body_for(both.clone(), CallOptions::default()).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("anthropic does not support \"top_p\" (beside temperature"),
+            "{}",
+            e.message
+        );
+        let dropped = body_for(
+            both.clone(),
+            CallOptions {
+                drop_unsupported_params: true,
+                ..CallOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(dropped["temperature"], 0.5);
+        assert!(dropped.get("top_p").is_none());
+        let alone = body(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                "top_p": 0.9}),
+        );
+        assert_eq!(alone["top_p"], 0.9);
+        let older = body_on("claude-3-5-haiku-latest", both, CallOptions::default()).unwrap();
+        assert_eq!(
+            (older["temperature"].clone(), older["top_p"].clone()),
+            (json!(0.5), json!(0.9))
+        );
     }
 
     #[test]
@@ -1113,6 +1227,31 @@ mod tests {
                 cache_write_tokens: 100
             }
         );
+    }
+
+    /// A tool without parameters streams one empty `partial_json`; its arguments are `{}`,
+    /// as the same answer unstreamed has them, not an empty string no JSON parser takes.
+    #[tokio::test]
+    async fn a_tool_call_without_arguments_streams_an_empty_object() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"m\",\"stop_reason\":null,\"usage\":{\"input_tokens\":40,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\n",
+            "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_time\",\"input\":{}}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+            "event: content_block_stop\n",
+            "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":12}}\n\n",
+            "event: message_stop\n",
+            "data: {\"type\":\"message_stop\"}\n\n",
+        );
+        let items = stream::replay(AnthropicStream::new("m"), &[stream.as_bytes()]).await;
+        let done = stream::fold(items).await.unwrap();
+        let call = &done.response["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_time");
+        assert_eq!(call["function"]["arguments"], "{}");
     }
 
     #[tokio::test]

@@ -386,13 +386,7 @@ impl FieldProblem {
 
 /// A `BadRequest` found before any call: the request cannot be sent to this provider.
 pub fn bad_request(provider: &'static str, message: String) -> ProviderError {
-    ProviderError {
-        kind: ErrorKind::BadRequest,
-        status: None,
-        message,
-        provider,
-        retry_after: None,
-    }
+    ProviderError::new(provider, ErrorKind::BadRequest, None, message)
 }
 
 /// How an adapter treats a parameter it cannot honour: refuse it (the default), or, when the
@@ -722,15 +716,12 @@ impl FinishReason {
 /// The error for a finish reason with no canonical value: the provider stopped without a
 /// usable answer, so the attempt is retried (section 6.3, "error / retryable").
 pub fn unfinished(provider: &'static str, status: u16, native: &str) -> ProviderError {
-    ProviderError {
-        kind: ErrorKind::InvalidResponse,
-        status: Some(status),
-        message: format!(
-            "the model stopped with \"{native}\", which leaves no complete answer; retrying"
-        ),
+    ProviderError::new(
         provider,
-        retry_after: None,
-    }
+        ErrorKind::InvalidResponse,
+        Some(status),
+        format!("the model stopped with \"{native}\", which leaves no complete answer; retrying"),
+    )
 }
 
 /// A tool call in an answer: arguments as the JSON string OpenAI's format carries.
@@ -761,6 +752,8 @@ impl OutToolCall {
 pub struct ChoiceParts {
     pub index: u32,
     pub content: Option<String>,
+    /// Why the model declined (OpenAI's `refusal`), when it did.
+    pub refusal: Option<String>,
     pub tool_calls: Vec<OutToolCall>,
     pub finish_reason: FinishReason,
     /// The provider's own value, kept next to the canonical one.
@@ -798,7 +791,7 @@ impl CompletionParts {
             .iter()
             .map(|c| {
                 let mut message =
-                    json!({"role": "assistant", "content": c.content, "refusal": null});
+                    json!({"role": "assistant", "content": c.content, "refusal": c.refusal});
                 if !c.tool_calls.is_empty() {
                     message["tool_calls"] =
                         c.tool_calls.iter().map(OutToolCall::to_value).collect();
@@ -1067,6 +1060,7 @@ mod tests {
             choices: vec![ChoiceParts {
                 index: 0,
                 content: Some("Checking.".into()),
+                refusal: None,
                 tool_calls: vec![OutToolCall {
                     id: "toolu_1".into(),
                     name: "get_weather".into(),

@@ -263,15 +263,22 @@ impl Translate for GeminiStream {
 /// OpenAI's `reasoning_effort` as Gemini's `thinkingConfig` for `model`, or why it has none.
 ///
 /// Gemini 2.5 models take a budget of thinking tokens (`thinkingBudget`, 0 turning thinking
-/// off where the model allows it); Google's OpenAI-compatible endpoint maps `low`, `medium`
-/// and `high` to 1,024, 8,192 and 24,576 tokens and `none` to 0, and so does this. Later
-/// models take a level instead (`thinkingLevel`: `minimal`, `low`, `medium`, `high`; the
-/// model says which it accepts) and cannot turn thinking off. A level with no documented
-/// counterpart is refused, not guessed.
+/// off); Google's OpenAI-compatible endpoint maps `low`, `medium` and `high` to 1,024, 8,192
+/// and 24,576 tokens and `none` to 0, and so does this, except that 2.5 Pro cannot turn
+/// thinking off (its budget starts at 128). Later models take a level instead
+/// (`thinkingLevel`: `minimal`, `low`, `medium`, `high`; the model says which it accepts)
+/// and cannot turn thinking off. Earlier models do not think at all. A level with no
+/// documented counterpart is refused, not guessed.
 fn thinking_config(model: &str, effort: ReasoningEffort) -> Result<Value, &'static str> {
     let model = model.strip_prefix("models/").unwrap_or(model);
+    if model.starts_with("gemini-1") || model.starts_with("gemini-2.0") {
+        return Err("models before Gemini 2.5 do not think");
+    }
     if model.starts_with("gemini-2") {
         let budget = match effort {
+            ReasoningEffort::None if model.starts_with("gemini-2.5-pro") => {
+                return Err("none; Gemini 2.5 Pro cannot turn thinking off, its lowest budget is 128 tokens")
+            }
             ReasoningEffort::None => 0,
             ReasoningEffort::Low => 1_024,
             ReasoningEffort::Medium => 8_192,
@@ -600,6 +607,7 @@ pub fn parse_response(
         choices.push(ChoiceParts {
             index: 0,
             content: None,
+            refusal: None,
             tool_calls: Vec::new(),
             finish_reason: FinishReason::ContentFilter,
             native_finish_reason: Some(block.to_string()),
@@ -635,6 +643,7 @@ pub fn parse_response(
             } else {
                 Some(text)
             },
+            refusal: None,
             tool_calls,
             finish_reason,
             native_finish_reason: Some(native.to_string()),
@@ -840,6 +849,20 @@ mod tests {
                 .contains("cannot turn thinking off")
         );
         assert!(thinking_config("gemini-3-pro-preview", ReasoningEffort::XHigh).is_err());
+        assert_eq!(
+            thinking_config("gemini-2.5-flash", ReasoningEffort::None),
+            Ok(json!({"thinkingBudget": 0}))
+        );
+        assert!(thinking_config("gemini-2.5-pro", ReasoningEffort::None)
+            .unwrap_err()
+            .contains("2.5 Pro cannot turn thinking off"));
+        assert_eq!(
+            thinking_config("gemini-2.5-pro", ReasoningEffort::Low),
+            Ok(json!({"thinkingBudget": 1_024}))
+        );
+        assert!(thinking_config("gemini-2.0-flash", ReasoningEffort::Low)
+            .unwrap_err()
+            .contains("do not think"));
     }
 
     #[test]

@@ -273,6 +273,16 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// `x-should-retry: true|false`: the provider telling its clients whether to retry a failed
+/// call, whatever its status (OpenAI's and Anthropic's SDKs obey it before anything else).
+pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    match header(headers, "x-should-retry")? {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// When to come back, as the standard headers say: `retry-after-ms`, then `retry-after`
 /// (seconds, fractions allowed, or an HTTP date). The official OpenAI and Anthropic SDKs read
 /// both, in this order.

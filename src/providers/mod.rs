@@ -184,6 +184,9 @@ pub struct ProviderError {
     pub provider: &'static str,
     /// From `retry-after` / `retry-after-ms` / `x-ratelimit-reset-*`, when the provider said.
     pub retry_after: Option<Duration>,
+    /// The provider's own word on retrying this call (`x-should-retry: true|false`, which
+    /// OpenAI's and Anthropic's SDKs obey), overriding what the kind alone would say.
+    pub should_retry: Option<bool>,
 }
 
 impl ProviderError {
@@ -199,7 +202,14 @@ impl ProviderError {
             message: message.into(),
             provider,
             retry_after: None,
+            should_retry: None,
         }
+    }
+
+    /// Whether another attempt of the same call may succeed: the provider's `x-should-retry`
+    /// when it sent one, else what the kind says ([`ErrorKind::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.should_retry.unwrap_or(self.kind.is_retryable())
     }
 }
 

@@ -192,8 +192,15 @@ pub(crate) fn completion_from_json(
     let usage = response
         .get("usage")
         .and_then(Usage::from_canonical)
-        .ok_or_else(|| {
-            invalid("the response has no valid \"usage\" (prompt_tokens, completion_tokens)".into())
+        .ok_or_else(|| ProviderError {
+            // A whole answer without usage is how the server answers: another call would be
+            // billed again and answer the same way, so it is not retried.
+            should_retry: Some(false),
+            ..invalid(
+                "the response has no valid \"usage\" (prompt_tokens, completion_tokens), so the \
+                 call's cost cannot be known"
+                    .into(),
+            )
         })?;
     Ok(Completion {
         response,
@@ -211,6 +218,7 @@ pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderErr
     });
     ProviderError {
         retry_after: retry_after(&answer.headers, error.kind == ErrorKind::RateLimited, now),
+        should_retry: http::should_retry(&answer.headers),
         ..error
     }
 }
@@ -470,6 +478,25 @@ mod tests {
         assert_eq!(e.message, "Service Unavailable");
     }
 
+    /// `x-should-retry` overrides what the status alone would say, either way.
+    #[test]
+    fn x_should_retry_overrides_the_status() {
+        let now = SystemTime::now();
+        let with = |status: StatusCode, value: &str| Answer {
+            headers: headers(&[("x-should-retry", value)]),
+            ..answer(status, b"")
+        };
+        let plain = error_from_answer(&answer(StatusCode::INTERNAL_SERVER_ERROR, b""), now);
+        assert!(plain.is_retryable() && plain.should_retry.is_none());
+        let told_not = error_from_answer(&with(StatusCode::INTERNAL_SERVER_ERROR, "false"), now);
+        assert_eq!(told_not.kind, ErrorKind::ServerError);
+        assert!(!told_not.is_retryable());
+        let told_to = error_from_answer(&with(StatusCode::BAD_REQUEST, "true"), now);
+        assert!(told_to.is_retryable());
+        let unreadable = error_from_answer(&with(StatusCode::BAD_REQUEST, "maybe"), now);
+        assert!(!unreadable.is_retryable());
+    }
+
     #[test]
     fn success_needs_choices_and_usage() {
         let good = json!({
@@ -495,6 +522,7 @@ mod tests {
         let e = parse_completion(200, no_usage.to_string().as_bytes()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidResponse);
         assert!(e.message.contains("usage"), "{}", e.message);
+        assert!(!e.is_retryable(), "another call answers the same way");
 
         let mut no_choices = good.clone();
         no_choices["choices"] = json!([]);

@@ -368,6 +368,7 @@ struct Fold {
 #[derive(Default)]
 struct ChoiceFold {
     content: Option<String>,
+    refusal: Option<String>,
     tool_calls: BTreeMap<u64, OutToolCall>,
     finish_reason: Option<String>,
     native_finish_reason: Option<String>,
@@ -402,6 +403,11 @@ impl Fold {
                 fold.content
                     .get_or_insert_with(String::new)
                     .push_str(content);
+            }
+            if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
+                fold.refusal
+                    .get_or_insert_with(String::new)
+                    .push_str(refusal);
             }
             for call in delta
                 .get("tool_calls")
@@ -440,9 +446,6 @@ impl Fold {
     }
 
     fn finish(self, provider: &'static str) -> Result<Completion, ProviderError> {
-        let (usage, reasoning_tokens) = self
-            .usage
-            .ok_or_else(|| http::invalid(provider, 200, "the stream carried no usage"))?;
         if self.choices.is_empty() {
             return Err(http::invalid(
                 provider,
@@ -462,20 +465,35 @@ impl Fold {
                     )
                 })?;
                 let tool_calls: Vec<OutToolCall> = c.tool_calls.into_values().collect();
+                // Content may be null only beside tool calls or a refusal, as in OpenAI's
+                // answers; an empty answer is otherwise an empty string.
+                let other_output = !tool_calls.is_empty() || c.refusal.is_some();
                 let content = match c.content {
-                    Some(text) if !text.is_empty() || tool_calls.is_empty() => Some(text),
-                    None if tool_calls.is_empty() => Some(String::new()),
+                    Some(text) if !text.is_empty() || !other_output => Some(text),
+                    None if !other_output => Some(String::new()),
                     _ => None,
                 };
                 Ok(ChoiceParts {
                     index,
                     content,
+                    refusal: c.refusal,
                     tool_calls,
                     finish_reason: FinishReason::parse(&reason),
                     native_finish_reason: c.native_finish_reason,
                 })
             })
             .collect::<Result<Vec<_>, ProviderError>>()?;
+        // A whole answer without usage is how the server streams, not a mishap: another call
+        // would be billed again and end the same way, so it is not retried.
+        let (usage, reasoning_tokens) = self.usage.ok_or_else(|| ProviderError {
+            should_retry: Some(false),
+            ..http::invalid(
+                provider,
+                200,
+                "the stream carried no usage (OpenAI's last chunk when stream_options.include_usage \
+                 is set), so the call's cost cannot be known; the deployment's server must send it",
+            )
+        })?;
         let head = self.head.unwrap_or_default();
         let parts = CompletionParts {
             id: head.id,
@@ -602,6 +620,31 @@ mod tests {
         );
     }
 
+    /// A streamed refusal (OpenAI's `delta.refusal`) is kept in the folded answer, whose
+    /// content stays null, as the unstreamed answer has it.
+    #[tokio::test]
+    async fn a_streamed_refusal_is_kept() {
+        let head = ChunkHead::default();
+        let usage = Usage {
+            prompt_tokens: 9,
+            completion_tokens: 4,
+            ..Usage::default()
+        };
+        let chunks = vec![
+            head.role(0),
+            head.delta(0, json!({"refusal": "I can't "})),
+            head.delta(0, json!({"refusal": "help with that."})),
+            head.finish(0, FinishReason::Stop, "stop"),
+            head.usage(&usage, None),
+        ];
+        let done = collect("openai", stream_of(chunks.into_iter().map(Ok).collect()))
+            .await
+            .unwrap();
+        let message = &done.response["choices"][0]["message"];
+        assert_eq!(message["refusal"], "I can't help with that.");
+        assert_eq!(message["content"], Value::Null);
+    }
+
     #[tokio::test]
     async fn errors_and_missing_parts_fail_the_fold() {
         let head = ChunkHead::default();
@@ -613,9 +656,19 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(e, error);
+        // Cut before its finish: retried.
         let e = collect("openai", stream_of(vec![Ok(head.content(0, "x"))]))
             .await
             .unwrap_err();
+        assert!(e.message.contains("no finish_reason"), "{}", e.message);
+        assert!(e.is_retryable());
+        // Whole but without usage: its cost is unknown, and another call ends the same way.
+        let whole = vec![
+            Ok(head.content(0, "x")),
+            Ok(head.finish(0, FinishReason::Stop, "stop")),
+        ];
+        let e = collect("openai", stream_of(whole)).await.unwrap_err();
         assert!(e.message.contains("no usage"), "{}", e.message);
+        assert!(!e.is_retryable());
     }
 }

@@ -603,7 +603,7 @@ async fn decide_after_failure(
     let has_fallback = route.chain.len() > 1;
     // A spent quota will not come back soon on this key, but another deployment may serve.
     let retryable =
-        error.kind.is_retryable() || (error.kind == ErrorKind::QuotaExhausted && has_fallback);
+        error.is_retryable() || (error.kind == ErrorKind::QuotaExhausted && has_fallback);
     if retryable && number < max_attempts {
         // With another deployment to go to, the next attempt need not wait out this one's
         // `retry-after`: the key is cooling down, and the router skips it.

@@ -61,6 +61,18 @@ for model in ["fast", "writer", "flash"]:
     check(usage is not None and usage.completion_tokens > 0, f"{model}: stream usage {usage}")
     check(len(ids) == 1, f"{model}: one job id across the stream, got {ids}")
 
+    # Without stream_options, as most code is written: every chunk has a choices[0] (the
+    # usage chunk, which has none, comes only to a client that asked for it).
+    plain = []
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": f"Stream to the SDK ({RUN}, {model})"}],
+        stream=True,
+    ):
+        check(chunk.usage is None, f"{model}: usage in a stream that did not ask for it")
+        plain.append(chunk.choices[0].delta.content or "")
+    check("".join(plain) == "".join(pieces), f"{model}: the plain stream differs")
+
 # Tool calling through Sluice.
 tools = [{
     "type": "function",
