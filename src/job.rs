@@ -117,8 +117,10 @@ impl FromStr for JobStatus {
     }
 }
 
-/// Who a job is for, so every cost can be attributed. All optional.
+/// Who a job is for, so every cost can be attributed. All optional; any other key is refused,
+/// since a misspelt tag would otherwise lose the attribution without a word.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tags {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -178,6 +180,24 @@ impl ChatRequest {
                 }
                 None => return Err(FieldError::new(format!("messages[{i}].role"), "is missing")),
             }
+            // Only an assistant turn may go without content, when it says something else.
+            let said = |field: &str| object.get(field).is_some_and(|v| !v.is_null());
+            let answered_otherwise = object.get("role").and_then(Value::as_str)
+                == Some("assistant")
+                && ["tool_calls", "function_call", "audio", "refusal"]
+                    .iter()
+                    .any(|field| said(field));
+            if !said("content") && !answered_otherwise {
+                return Err(FieldError::new(
+                    format!("messages[{i}].content"),
+                    "is missing",
+                ));
+            }
+        }
+        for (name, value) in &self.extra {
+            if let Some(expected) = param_type_problem(name, value) {
+                return Err(FieldError::new(name.clone(), expected));
+            }
         }
         Ok(())
     }
@@ -189,6 +209,42 @@ impl ChatRequest {
             .or_else(|| self.extra.get("max_tokens"))
             .and_then(Value::as_u64)
     }
+}
+
+/// What is wrong with the value of a standard chat-completions parameter whose JSON type is
+/// fixed (`temperature` a number, `max_tokens` a whole number, `stream` true or false, …), or
+/// `None` when it is right, null (OpenAI's "not given") or not such a parameter. Checked when
+/// a job is submitted, so a wrong type is a 400 naming the field instead of a job that fails
+/// at the provider; the adapters rely on it when they read the parameters.
+pub fn param_type_problem(name: &str, value: &Value) -> Option<&'static str> {
+    if value.is_null() {
+        return None;
+    }
+    let (right, expected) = match name {
+        "temperature" | "top_p" | "frequency_penalty" | "presence_penalty" => {
+            (value.is_number(), "must be a number")
+        }
+        "max_tokens" | "max_completion_tokens" | "top_k" | "top_logprobs" => {
+            (value.is_u64(), "must be a non-negative integer")
+        }
+        "n" => (
+            value.as_u64().is_some_and(|n| n >= 1),
+            "must be an integer of at least 1",
+        ),
+        "seed" => (value.is_i64() || value.is_u64(), "must be an integer"),
+        "stream" | "parallel_tool_calls" | "logprobs" | "store" => {
+            (value.is_boolean(), "must be true or false")
+        }
+        "stop" => (
+            value.is_string()
+                || value
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(Value::is_string)),
+            "must be a string or strings",
+        ),
+        _ => return None,
+    };
+    (!right).then_some(expected)
 }
 
 /// A problem with one field of a request, named by its JSON path.
@@ -362,6 +418,86 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().field, "request.messages[0].role");
         let s = spec(json!({"model": "fast", "messages": []}));
         assert_eq!(s.validate().unwrap_err().field, "request.messages");
+    }
+
+    /// A standard parameter of the wrong type, or a message with nothing in it, is refused
+    /// at submission, naming the field; null is OpenAI's "not given", and an assistant turn
+    /// may carry tool calls instead of content.
+    #[test]
+    fn parameter_types_and_empty_messages_are_refused_at_submission() {
+        let with = |extra: Value| {
+            let mut body =
+                json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            spec(body).validate()
+        };
+        for (extra, field, expected) in [
+            (
+                json!({"temperature": "hot"}),
+                "request.temperature",
+                "must be a number",
+            ),
+            (
+                json!({"max_tokens": -5}),
+                "request.max_tokens",
+                "must be a non-negative integer",
+            ),
+            (
+                json!({"n": 0}),
+                "request.n",
+                "must be an integer of at least 1",
+            ),
+            (
+                json!({"stream": "yes"}),
+                "request.stream",
+                "must be true or false",
+            ),
+            (
+                json!({"stop": ["a", 1]}),
+                "request.stop",
+                "must be a string or strings",
+            ),
+            (json!({"seed": 1.5}), "request.seed", "must be an integer"),
+        ] {
+            let e = with(extra.clone()).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                (field, expected),
+                "{extra}"
+            );
+        }
+        for fine in [
+            json!({"temperature": 0, "top_p": 0.5, "max_tokens": 10, "n": 1, "stream": true}),
+            json!({"stop": "END", "seed": -3, "temperature": null}),
+            json!({"some_future_parameter": "anything"}),
+        ] {
+            assert!(with(fine.clone()).is_ok(), "{fine}");
+        }
+
+        let no_content = spec(json!({"model": "fast", "messages": [{"role": "user"}]}));
+        assert_eq!(
+            no_content.validate().unwrap_err().field,
+            "request.messages[0].content"
+        );
+        let calling = spec(json!({"model": "fast", "messages": [
+            {"role": "user", "content": "time?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "now", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "noon"},
+        ]}));
+        assert!(calling.validate().is_ok());
+    }
+
+    #[test]
+    fn an_unknown_tag_is_refused_by_name() {
+        let e = serde_json::from_value::<JobSpec>(json!({
+            "request": {"model": "fast", "messages": [{"role": "user", "content": "hi"}]},
+            "tags": {"colour": "blue"}
+        }))
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
     }
 
     #[test]

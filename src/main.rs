@@ -408,8 +408,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = load_config(&cli.config)?;
+            // The recurring jobs are configuration too: a bad one would otherwise only show
+            // as an error in the server's log, once it runs.
+            let dir = &config.scheduler.dir;
+            let (definitions, errors) = sluice::schedule::load_dir(dir, &config);
+            if !errors.is_empty() {
+                for error in &errors {
+                    eprintln!("error: {error}");
+                }
+                anyhow::bail!(
+                    "{} recurring job definition(s) in {} cannot be used (each is named above)",
+                    errors.len(),
+                    dir.display()
+                );
+            }
             println!(
-                "configuration OK: {} tenant(s), {} provider(s), {} deployment(s), {} route(s), {} queue",
+                "configuration OK: {} tenant(s), {} provider(s), {} deployment(s), {} route(s), {} queue, {} recurring job(s)",
                 config.tenants.len(),
                 config.providers.len(),
                 config.deployments.len(),
@@ -417,7 +431,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match config.queue.effective_backend() {
                     sluice::config::QueueBackend::Embedded => "embedded",
                     sluice::config::QueueBackend::Rabbitmq => "rabbitmq",
-                }
+                },
+                definitions.len()
             );
         }
         Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,

@@ -238,11 +238,24 @@ async fn a_broker_down_at_start_gives_a_clear_error_not_a_panic() {
         0,
         "a refused job is not left behind"
     );
-    // The API itself is still up.
+    // The API itself is still up, and says the queue is not: not ready for submissions.
     let health = reqwest::get(format!("{}/healthz", h.base_url))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["queue_available"], false, "{health}");
+    let ready = reqwest::get(format!("{}/readyz", h.base_url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert!(
+        ready["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("queue (rabbitmq) is unreachable")),
+        "{ready}"
+    );
     h.stop().await;
 }
 

@@ -28,6 +28,7 @@ on_both_backends!(
     a_key_the_provider_says_is_spent_cools_down_before_any_429,
     a_streamed_answer_that_says_its_key_is_spent_cools_it_down,
     a_stalled_stream_fails_its_attempt_and_the_next_one_finishes,
+    a_refused_key_moves_the_job_along_the_chain_and_rests,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -594,6 +595,62 @@ async fn a_slow_first_token_moves_the_job_to_the_next_deployment(backend: Backen
     );
     h.stop().await;
     slow.shutdown().await;
+}
+
+/// A 401 says the deployment's key is wrong, not the request: the job moves on to the next
+/// deployment, the key rests so the next job goes straight past it, and a route with
+/// nowhere else to go fails the job with the provider's word.
+async fn a_refused_key_moves_the_job_along_the_chain_and_rests(backend: Backend) {
+    // The simulator refuses every call of a deployment whose prompt template says so.
+    let refused = |c: &mut Config, name: &str| {
+        c.deployments.get_mut(name).unwrap().overrides =
+            toml::from_str("system_prompt = \"[sim fail=401] {system}\"").unwrap();
+    };
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            let chain = ["revoked", "gpt-4o-mini"];
+            add(
+                c,
+                "revoked",
+                "sim",
+                vec![key("r-1", None, None)],
+                "guarded",
+                &chain,
+            );
+            refused(c, "revoked");
+            add(
+                c,
+                "lonely",
+                "sim",
+                vec![key("l-1", None, None)],
+                "alone",
+                &["lonely"],
+            );
+            refused(c, "lonely");
+        },
+        true,
+    )
+    .await;
+    let id = h.submit("guarded", "who are you?").await;
+    assert_eq!(
+        attempts_of(&h, id).await,
+        [
+            ("revoked".to_string(), "unauthorized".to_string()),
+            ("gpt-4o-mini".to_string(), "ok".to_string())
+        ]
+    );
+    let next = h.submit("guarded", "and now?").await;
+    assert_eq!(
+        attempts_of(&h, next).await,
+        [("gpt-4o-mini".to_string(), "ok".to_string())],
+        "the refused key rests"
+    );
+    let alone = h.submit("alone", "nowhere else").await;
+    let job = h.wait(alone).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    h.stop().await;
 }
 
 async fn a_weighted_route_spreads_jobs_by_weight(backend: Backend) {

@@ -165,3 +165,70 @@ impl From<crate::limits::TenantLimited> for ApiError {
         }
     }
 }
+
+/// The largest body of a route that holds its body whole (every route but the streamed
+/// uploads, `POST /v1/bulk` and `POST /v1/files`).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Middleware: the errors axum answers by itself, before any handler (no such route, a method
+/// the route does not take, a body over [`MAX_BODY_BYTES`], a malformed path), in the same JSON
+/// shape as every other error, instead of an empty body or a line of plain text that OpenAI's
+/// SDKs cannot read. The handlers' own errors are JSON already and pass through untouched.
+pub async fn plain_errors_as_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Axum's own rejections are a line of text; anything longer is not one of them.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::not_found(format!("no such endpoint: {method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            format!("{path} does not take {method}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "request_too_large",
+            format!(
+                "the body of {method} {path} is over its limit of {} MiB; many jobs go to \
+                 POST /v1/bulk, which streams its body",
+                MAX_BODY_BYTES >> 20
+            ),
+        ),
+        _ => ApiError::new(
+            status,
+            "invalid_request",
+            if text.is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("bad request")
+                    .to_string()
+            } else {
+                text
+            },
+        ),
+    };
+    let mut answer = error.into_response();
+    // Keep what the original said beside its body (`allow` with a 405).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}

@@ -20,7 +20,8 @@
 //! - `GET /v1/budgets`: the tenant's budgets this period: limit, spent, reserved, remaining,
 //!   thresholds crossed (see [`budgets`]). Submitting a job that counts against a `reject`
 //!   budget already spent answers 402 with `code: "budget_exceeded"`.
-//! - `GET /healthz`.
+//! - `GET /healthz` (liveness; says whether the queue is reachable) and `GET /readyz`
+//!   (readiness: `503` naming the problem while the queue or the store is unavailable).
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
@@ -62,6 +63,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
@@ -93,7 +95,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/costs", get(costs::report))
         .route("/v1/budgets", get(budgets::list))
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::plain_errors_as_json))
         .with_state(state)
 }
 
@@ -109,10 +112,47 @@ fn cursor_page(data: Vec<serde_json::Value>, has_more: bool) -> serde_json::Valu
     })
 }
 
+/// `GET /healthz`: liveness. The process answers, whatever its dependencies say (restarting
+/// it would not bring a broker back); the body says whether the queue is reachable.
 async fn health(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok", "queue": state.submitter.queue.name() }))
+    let queue = &state.submitter.queue;
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "queue": queue.name(),
+        "queue_available": queue.is_available(),
+    }))
+}
+
+/// `GET /readyz`: readiness. `503` naming what is missing while the queue is unreachable or
+/// the store cannot be read, so a load balancer sends submissions to an instance that can
+/// take them instead of one that would answer each with a `503` after its publish timeout.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let queue = &state.submitter.queue;
+    let mut problems = Vec::new();
+    if !queue.is_available() {
+        problems.push(format!(
+            "the queue ({}) is unreachable; the server reconnects by itself",
+            queue.name()
+        ));
+    }
+    if let Err(e) = sqlx::query("SELECT 1").execute(state.store.reader()).await {
+        problems.push(format!("the store cannot be read: {e}"));
+    }
+    let status = if problems.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if problems.is_empty() { "ready" } else { "unavailable" },
+        "queue": queue.name(),
+        "problems": problems,
+    });
+    (status, axum::Json(body))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, first resuming the batch

@@ -271,81 +271,59 @@ impl CanonicalRequest {
     }
 
     fn read_params(&mut self, extra: &Map<String, Value>) -> Result<(), FieldProblem> {
-        let number = |name: &str, v: &Value| {
-            v.as_f64()
-                .ok_or_else(|| FieldProblem::new(name, "must be a number"))
-        };
-        let whole = |name: &str, v: &Value| {
-            v.as_u64()
-                .ok_or_else(|| FieldProblem::new(name, "must be a non-negative integer"))
-        };
         for (name, value) in extra {
             // `stream` is decided by which call the adapter makes (`chat` or `chat_stream`).
             if value.is_null() || matches!(name.as_str(), "model" | "messages" | "stream") {
                 continue;
             }
+            // The types are checked at submission already; again here for a job that came
+            // another way (a foreign producer's envelope), and so the reads below are total.
+            if let Some(expected) = crate::job::param_type_problem(name, value) {
+                return Err(FieldProblem::new(name, expected));
+            }
             match name.as_str() {
-                "max_completion_tokens" => self.max_tokens = Some(whole(name, value)?),
+                "max_completion_tokens" => self.max_tokens = value.as_u64(),
                 "max_tokens" => {
                     // `max_completion_tokens` wins when both are given.
                     if extra
                         .get("max_completion_tokens")
                         .is_none_or(Value::is_null)
                     {
-                        self.max_tokens = Some(whole(name, value)?);
+                        self.max_tokens = value.as_u64();
                     }
                 }
-                "temperature" => self.temperature = Some(number(name, value)?),
-                "top_p" => self.top_p = Some(number(name, value)?),
-                "top_k" => self.top_k = Some(whole(name, value)?),
-                "seed" => {
-                    self.seed = Some(
-                        value
-                            .as_i64()
-                            .ok_or_else(|| FieldProblem::new(name, "must be an integer"))?,
-                    )
-                }
+                "temperature" => self.temperature = value.as_f64(),
+                "top_p" => self.top_p = value.as_f64(),
+                "top_k" => self.top_k = value.as_u64(),
+                "seed" => self.seed = value.as_i64(),
                 "n" => {
-                    let n = whole(name, value)?;
-                    if n == 0 {
-                        return Err(FieldProblem::new(name, "must be at least 1"));
-                    }
-                    if n > 1 {
-                        self.n = Some(u32::try_from(n).unwrap_or(u32::MAX));
-                    }
+                    self.n = value
+                        .as_u64()
+                        .filter(|&n| n > 1)
+                        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 }
                 "frequency_penalty" | "presence_penalty" => {
-                    let v = number(name, value)?;
-                    if v != 0.0 {
-                        if name == "frequency_penalty" {
-                            self.frequency_penalty = Some(v);
-                        } else {
-                            self.presence_penalty = Some(v);
-                        }
+                    let v = value.as_f64().filter(|&v| v != 0.0);
+                    if name == "frequency_penalty" {
+                        self.frequency_penalty = v;
+                    } else {
+                        self.presence_penalty = v;
                     }
                 }
                 "stop" => {
                     self.stop = match value {
                         Value::String(s) => vec![s.clone()],
-                        Value::Array(items) => items
-                            .iter()
-                            .map(|s| s.as_str().map(str::to_string))
-                            .collect::<Option<_>>()
-                            .ok_or_else(|| {
-                                FieldProblem::new(name, "must be a string or strings")
-                            })?,
-                        _ => return Err(FieldProblem::new(name, "must be a string or strings")),
+                        items => items
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect(),
                     }
                 }
                 "tools" => self.tools = tools(value)?,
                 "tool_choice" => self.tool_choice = Some(tool_choice(value)?),
-                "parallel_tool_calls" => {
-                    self.parallel_tool_calls = Some(
-                        value
-                            .as_bool()
-                            .ok_or_else(|| FieldProblem::new(name, "must be true or false"))?,
-                    )
-                }
+                "parallel_tool_calls" => self.parallel_tool_calls = value.as_bool(),
                 "response_format" => self.response_format = Some(response_format(value)?),
                 "reasoning_effort" => self.reasoning_effort = Some(ReasoningEffort::read(value)?),
                 "user" => self.user = value.as_str().map(str::to_string),

@@ -134,9 +134,9 @@ pub enum ErrorKind {
     Connection,
     /// 400 and other 4xx the request itself caused: fail at once with the provider's message.
     BadRequest,
-    /// 401 / 403: the key is wrong. Fails at once.
+    /// 401 / 403: the key is wrong. Not retried on this key; another deployment may serve.
     Unauthorized,
-    /// 404: unknown model or endpoint. Fails at once.
+    /// 404: unknown model or endpoint. Not retried here; another deployment may serve.
     NotFound,
     /// A 2xx whose body is not what the provider documents. Retried: usually a proxy hiccup.
     InvalidResponse,
@@ -152,6 +152,16 @@ impl ErrorKind {
                 | ErrorKind::Timeout
                 | ErrorKind::Connection
                 | ErrorKind::InvalidResponse
+        )
+    }
+
+    /// Whether the failure lies with the deployment (its key spent or refused, its model
+    /// unknown to the provider) rather than with the request: the same call will fail there
+    /// again, but the route's next deployment may serve it.
+    pub fn is_deployment_fault(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized | ErrorKind::NotFound
         )
     }
 

@@ -64,6 +64,12 @@ pub trait Queue: Send + Sync {
     /// Short name for logs and benchmarks: `rabbitmq` or `embedded`.
     fn name(&self) -> &'static str;
 
+    /// Whether the backend can take a job now: false while a broker is unreachable (the
+    /// backend reconnects by itself meanwhile). `GET /readyz` reports it.
+    fn is_available(&self) -> bool {
+        true
+    }
+
     /// The embedded queue, a table of the store: jobs are then recorded and enqueued in one
     /// transaction ([`embedded::EmbeddedQueue::record_and_enqueue`]). `None` for a broker.
     fn in_store(&self) -> Option<&embedded::EmbeddedQueue> {

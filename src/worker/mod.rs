@@ -180,9 +180,10 @@ enum Settlement {
 
 /// How long a key rests after a 429 that did not say how long.
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
-/// How long a key rests after the provider said its quota or credit is spent: long enough
-/// that the deployment's other keys (or the next deployment) carry the traffic.
-const QUOTA_COOLDOWN: Duration = Duration::from_secs(60);
+/// How long a key rests after the provider said its quota or credit is spent, or refused
+/// the key: long enough that the deployment's other keys (or the next deployment) carry the
+/// traffic, short enough that a key put right is back within a minute.
+const KEY_FAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Runs one attempt of a job and records its outcome; `watcher` gets the answer's chunks live
 /// when a client is waiting on a stream.
@@ -404,7 +405,9 @@ async fn run_job(
             ErrorKind::RateLimited => {
                 Some(error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN))
             }
-            ErrorKind::QuotaExhausted => Some(error.retry_after.unwrap_or(QUOTA_COOLDOWN)),
+            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized => {
+                Some(error.retry_after.unwrap_or(KEY_FAULT_COOLDOWN))
+            }
             _ => None,
         },
     };
@@ -601,9 +604,9 @@ async fn decide_after_failure(
     let retry: &RetryConfig = &context.config.retry;
     let max_attempts = route.max_attempts.unwrap_or(retry.max_attempts);
     let has_fallback = route.chain.len() > 1;
-    // A spent quota will not come back soon on this key, but another deployment may serve.
-    let retryable =
-        error.is_retryable() || (error.kind == ErrorKind::QuotaExhausted && has_fallback);
+    // A spent quota, a refused key or a model the provider does not know will fail the same
+    // way there again, but the next attempt moves along the chain to another deployment.
+    let retryable = error.is_retryable() || (error.kind.is_deployment_fault() && has_fallback);
     if retryable && number < max_attempts {
         // With another deployment to go to, the next attempt need not wait out this one's
         // `retry-after`: the key is cooling down, and the router skips it.

@@ -265,6 +265,10 @@ impl Queue for AmqpQueue {
     fn name(&self) -> &'static str {
         "rabbitmq"
     }
+
+    fn is_available(&self) -> bool {
+        self.is_connected()
+    }
 }
 
 /// Properties of every job message: persistent (delivery mode 2) so it survives a broker

@@ -1,6 +1,7 @@
-//! Stopping the built binary the way deployments do: `docker stop`, systemd and Kubernetes
-//! send SIGTERM, and `sluice serve` must then finish the jobs in flight, as it does on
-//! Ctrl-C, rather than die and leave them leased until their visibility timeout.
+//! The built binary as an operator runs it: `sluice check-config` before a deploy, and
+//! `sluice serve` stopped the way deployments stop it (`docker stop`, systemd and Kubernetes
+//! send SIGTERM), when it must finish the jobs in flight, as it does on Ctrl-C, rather than
+//! die and leave them leased until their visibility timeout.
 
 #![cfg(unix)]
 
@@ -56,6 +57,10 @@ async fn sigterm_finishes_the_jobs_in_flight_before_exiting() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "sluice serve did not start listening");
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
 
     // A request whose job is at the (slow) provider when the signal arrives.
     let request = tokio::spawn({
@@ -111,4 +116,63 @@ async fn sigterm_finishes_the_jobs_in_flight_before_exiting() {
         .await
         .unwrap();
     assert_eq!(costs, 1);
+}
+
+/// `check-config` also reads the recurring jobs: each unusable definition is named with its
+/// file and reason, and the check fails, instead of passing and leaving the problem to a
+/// line in the server's log.
+#[test]
+fn check_config_names_every_bad_recurring_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 8080);
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[scheduler]\ndir = {:?}\n",
+        jobs.to_str().unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let definition = |schedule: &str, tenant: &str| {
+        format!(
+            "schedule = \"{schedule}\"\ntenant = \"{tenant}\"\n[request]\nmodel = \"fast\"\n\
+             messages = [{{ role = \"user\", content = \"Summarise the day.\" }}]\n"
+        )
+    };
+    std::fs::write(jobs.join("nightly.toml"), definition("0 2 * * *", "demo")).unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let good = check();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("1 recurring job(s)"));
+
+    std::fs::write(jobs.join("ghost.toml"), definition("0 2 * * *", "ghost")).unwrap();
+    std::fs::write(
+        jobs.join("typo.toml"),
+        definition("0 2 * * *", "demo").replace("tenant", "urgncy = \"batch\"\ntenant"),
+    )
+    .unwrap();
+    let bad = check();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ghost.toml")
+            && stderr.contains("tenant \"ghost\" is not in the configuration"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("urgncy"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 recurring job definition(s)"), "{stderr}");
 }
