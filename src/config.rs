@@ -699,6 +699,16 @@ impl Config {
                         provider.base_url
                     ),
                 );
+            } else if let Some(part) = credential_bearing_part(&provider.base_url) {
+                // Not echoed: what it carries may be a credential.
+                problem(
+                    format!("providers.{name}.base_url"),
+                    format!(
+                        "carries {part}, which Sluice would send, log and store with every \
+                         call's address; give the provider's plain address and put keys in \
+                         providers.{name}.keys"
+                    ),
+                );
             }
             if provider.keys.is_empty() {
                 problem(
@@ -1110,6 +1120,12 @@ fn check_secret(secret: &Secret, path: &str, problem: &mut impl FnMut(String, St
             path.to_string(),
             format!("environment variable {var} is not set"),
         );
+    } else if secret.0.contains("${") {
+        // Never the value itself: it is a secret, perhaps half typed in.
+        problem(
+            path.to_string(),
+            "has \"${\" without its closing \"}\" (write ${NAME} to read the variable NAME)".into(),
+        );
     } else if secret.0.is_empty() {
         problem(path.to_string(), "must not be empty".into());
     }
@@ -1139,6 +1155,23 @@ fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The part of an http(s) URL that could carry a credential (`user:password@`, a query
+/// string, a fragment), if it has one. The API path is appended to a `base_url`, so none of
+/// these can be meant, and a key in one would travel into every address logged or stored.
+fn credential_bearing_part(url: &str) -> Option<&'static str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        Some("a user name or password (user:password@)")
+    } else if rest.contains('?') {
+        Some("a query string")
+    } else if rest.contains('#') {
+        Some("a fragment")
+    } else {
+        None
+    }
 }
 
 fn unexpanded_var(text: &str) -> Option<&str> {
@@ -1253,6 +1286,57 @@ mod tests {
             problems.contains(&"providers.oa.keys: needs at least one key".to_string()),
             "{problems:?}"
         );
+    }
+
+    /// A `base_url` that would carry a credential into every logged and stored address, and
+    /// a half-written `${`, are refused without echoing what they hold.
+    #[test]
+    fn credentials_in_a_base_url_or_a_broken_secret_are_refused_without_echo() {
+        for (url, part) in [
+            (
+                "https://api.example.com/v1?token=QSECRET888",
+                "a query string",
+            ),
+            (
+                "https://user:QSECRET888@api.example.com/v1",
+                "a user name or password",
+            ),
+            ("https://api.example.com/v1#QSECRET888", "a fragment"),
+        ] {
+            let config = parse(&format!(
+                r#"
+                [[tenants]]
+                name = "acme"
+                token = "${{UNCLOSED"
+
+                [providers.oa]
+                kind = "openai"
+                base_url = "{url}"
+                keys = [{{ id = "k", secret = "sk-1" }}]
+                "#
+            ));
+            let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("providers.oa.base_url: carries") && p.contains(part)),
+                "{problems:?}"
+            );
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("tenants[0].token: has \"${\" without")),
+                "{problems:?}"
+            );
+            assert!(
+                problems
+                    .iter()
+                    .all(|p| !p.contains("QSECRET888") && !p.contains("UNCLOSED")),
+                "{problems:?}"
+            );
+        }
+        assert_eq!(credential_bearing_part("https://api.openai.com/v1"), None);
+        assert_eq!(credential_bearing_part("http://127.0.0.1:8000/v1"), None);
     }
 
     #[test]
