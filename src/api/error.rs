@@ -190,10 +190,7 @@ pub async fn plain_errors_as_json(
     }
     let (parts, body) = response.into_parts();
     // Axum's own rejections are a line of text; anything longer is not one of them.
-    let text = match axum::body::to_bytes(body, 4096).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-        Err(_) => String::new(),
-    };
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let error = match status {
         StatusCode::NOT_FOUND => ApiError::not_found(format!("no such endpoint: {method} {path}")),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
@@ -213,14 +210,7 @@ pub async fn plain_errors_as_json(
         _ => ApiError::new(
             status,
             "invalid_request",
-            if text.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("bad request")
-                    .to_string()
-            } else {
-                text
-            },
+            crate::providers::http::fallback_message(status, &bytes),
         ),
     };
     let mut answer = error.into_response();
