@@ -40,9 +40,21 @@ pub enum SubmitError {
     #[error("the job queue is unavailable, nothing was accepted; retry later ({0})")]
     QueueUnavailable(QueueError),
     #[error("the store failed, nothing was accepted: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    #[error("{0}; nothing was accepted")]
+    CustomIdReused(crate::store::CustomIdReused),
     #[error("{0}; nothing was accepted")]
     BudgetExceeded(crate::budgets::Exceeded),
+}
+
+impl From<StoreError> for SubmitError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // The client's mistake, not the store's.
+            StoreError::CustomIdReused(reused) => SubmitError::CustomIdReused(reused),
+            other => SubmitError::Store(other),
+        }
+    }
 }
 
 #[derive(Clone)]

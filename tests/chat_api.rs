@@ -167,7 +167,35 @@ async fn an_idempotency_key_never_runs_a_request_twice(backend: Backend) {
     assert_eq!(a, b, "the second answer is the first job's");
     assert_eq!(h.sim_requests(), calls, "the provider was not called again");
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 1);
+
+    // The same key with another question is refused, not answered with the first's answer.
+    let other = json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": prompt("something else entirely")}]
+    });
+    let third = post_chat(&h, &other, &[("idempotency-key", "order-17")]).await;
+    assert_eq!(third.status(), 409);
+    let error: Value = third.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "idempotency_conflict", "{error}");
+    assert_eq!(
+        error["error"]["existing_job"],
+        job_id_of_value(&a),
+        "{error}"
+    );
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency-key"),
+        "{error}"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 1);
     h.stop().await;
+}
+
+/// The job id a `chat.completion` answer carries as its `id`.
+fn job_id_of_value(answer: &Value) -> Value {
+    answer["id"].clone()
 }
 
 async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {

@@ -141,6 +141,27 @@ async fn a_duplicate_custom_id_returns_the_first_job(backend: Backend) {
             .await,
         1
     );
+
+    // The same custom_id for a different request is refused, naming the job that holds it,
+    // and so is an array that gives one custom_id two requests: nothing of it is recorded.
+    let mut changed = job.clone();
+    changed["request"]["messages"][0]["content"] = json!(prompt("twice?"));
+    let refused = h.client.submit(&changed).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("409") && refused.contains(first["id"].as_str().unwrap()),
+        "{refused}"
+    );
+    let pair = json!([
+        {"custom_id": "order-43", "request": {"model": "fast", "messages": [{"role": "user", "content": prompt("a")}]}},
+        {"custom_id": "order-43", "request": {"model": "fast", "messages": [{"role": "user", "content": prompt("b")}]}},
+    ]);
+    let refused = h.client.submit(&pair).await.unwrap_err().to_string();
+    assert!(refused.contains("order-43"), "{refused}");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE custom_id = 'order-43'")
+            .await,
+        0
+    );
     h.stop().await;
 }
 

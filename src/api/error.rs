@@ -115,6 +115,14 @@ impl From<crate::submit::SubmitError> for ApiError {
                 e.to_string(),
             ),
             SubmitError::Store(e) => ApiError::internal(e),
+            SubmitError::CustomIdReused(ref reused) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!(
+                    "{e} (on /v1/chat/completions the custom_id is the idempotency-key header)"
+                ),
+            )
+            .with("existing_job", json!(reused.existing)),
             SubmitError::BudgetExceeded(exceeded) => exceeded.into(),
         }
     }

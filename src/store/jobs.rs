@@ -24,6 +24,19 @@ pub enum InsertOutcome {
     Existing(Uuid),
 }
 
+/// A `custom_id` (the `idempotency-key` of `/v1/chat/completions`) offered again with a
+/// different request. Answering with the first job would hand the client an answer to a
+/// question it did not ask, so the second request is refused and nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "custom_id \"{custom_id}\" already names job {existing}, whose request is different; \
+     a retry must repeat its request exactly, and a new request needs a new custom_id"
+)]
+pub struct CustomIdReused {
+    pub custom_id: String,
+    pub existing: Uuid,
+}
+
 /// What [`Store::start_attempt`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -194,14 +207,23 @@ impl Store {
     }
 
     /// Records many jobs in one grouped commit; see [`Store::insert_job`].
+    /// A `custom_id` reused for a different request refuses them all ([`CustomIdReused`]).
     pub async fn insert_jobs(
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { insert_jobs(conn, &new_jobs(&envelopes, false)).await })
+            Box::pin(async move {
+                if let Some(reused) = reused_custom_id(conn, &envelopes).await? {
+                    return Ok(Err(reused));
+                }
+                insert_jobs(conn, &new_jobs(&envelopes, false))
+                    .await
+                    .map(Ok)
+            })
         })
-        .await
+        .await?
+        .map_err(StoreError::CustomIdReused)
     }
 
     /// Records jobs like [`Store::insert_jobs`], but already published: in the same
@@ -223,15 +245,19 @@ impl Store {
     {
         self.write(move |conn| {
             Box::pin(async move {
+                if let Some(reused) = reused_custom_id(conn, &envelopes).await? {
+                    return Ok(Err(reused));
+                }
                 let outcomes = insert_jobs(conn, &new_jobs(&envelopes, true)).await?;
                 let created = newly_created(&envelopes, &outcomes)
                     .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
                     .collect();
                 enqueue(conn, created).await?;
-                Ok(outcomes)
+                Ok(Ok(outcomes))
             })
         })
-        .await
+        .await?
+        .map_err(StoreError::CustomIdReused)
     }
 
     /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
@@ -722,6 +748,51 @@ pub(super) async fn insert_jobs(
         }
     }
     Ok(outcomes)
+}
+
+/// The first `custom_id` among `envelopes` (jobs outside any bulk) that names a different
+/// request than its envelope's: an earlier envelope's, or a stored job's. Read in the
+/// transaction that then inserts, so no concurrent submission slips between the two. A job
+/// offered again under its own id (a republished envelope) is the same job, not a reuse.
+async fn reused_custom_id(
+    conn: &mut sqlx::SqliteConnection,
+    envelopes: &[Envelope],
+) -> Result<Option<CustomIdReused>, sqlx::Error> {
+    let mut seen: std::collections::HashMap<&str, &Envelope> = std::collections::HashMap::new();
+    for envelope in envelopes {
+        let Some(custom_id) = envelope.spec.custom_id.as_deref() else {
+            continue;
+        };
+        let reused = |existing: Uuid| CustomIdReused {
+            custom_id: custom_id.to_string(),
+            existing,
+        };
+        if let Some(first) = seen.get(custom_id) {
+            if first.spec.request != envelope.spec.request {
+                return Ok(Some(reused(first.id)));
+            }
+            continue;
+        }
+        seen.insert(custom_id, envelope);
+        let stored: Option<(String, String)> = sqlx::query_as(
+            "SELECT id, request FROM jobs WHERE tenant = ? AND custom_id = ? AND bulk_id IS NULL",
+        )
+        .bind(&envelope.tenant)
+        .bind(custom_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((id, request)) = stored else {
+            continue;
+        };
+        let same = id == envelope.id.to_string()
+            || serde_json::from_str::<crate::job::ChatRequest>(&request)
+                .is_ok_and(|stored| stored == envelope.spec.request);
+        if !same {
+            let existing = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            return Ok(Some(reused(existing)));
+        }
+    }
+    Ok(None)
 }
 
 /// The job that holds a new job's id or `custom_id`. Each form matches one partial unique

@@ -23,7 +23,9 @@ mod writer;
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
-pub use jobs::{newly_created, AttemptRecord, CostRecord, InsertOutcome, JobView, StartOutcome};
+pub use jobs::{
+    newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobView, StartOutcome,
+};
 pub use writer::WriteFuture;
 
 use futures::future::BoxFuture;
@@ -48,6 +50,8 @@ pub enum StoreError {
     Files(std::io::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    CustomIdReused(#[from] jobs::CustomIdReused),
 }
 
 /// A handle on the store; cheap to clone.
