@@ -372,6 +372,10 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Result<Value, ProviderErro
                 if let Some(description) = &tool.description {
                     t["description"] = description.as_str().into();
                 }
+                // Anthropic's strict tool use: the same promise as OpenAI's.
+                if tool.strict {
+                    t["strict"] = true.into();
+                }
                 t
             })
             .collect();
@@ -816,6 +820,26 @@ mod tests {
         assert_eq!(
             b["tool_choice"],
             json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+    }
+
+    /// OpenAI's `strict` on a function is Anthropic's `strict` on the tool; a `strict` that
+    /// is not a boolean is a field error.
+    #[test]
+    fn a_strict_tool_stays_strict() {
+        let tools = |strict: Value| {
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "now", "strict": strict}}]})
+        };
+        assert_eq!(body(tools(json!(true)))["tools"][0]["strict"], true);
+        assert!(body(tools(json!(false)))["tools"][0]
+            .get("strict")
+            .is_none());
+        let e = body_for(tools(json!("yes")), CallOptions::default()).unwrap_err();
+        assert!(
+            e.message.contains("tools[0].function.strict") && e.message.contains("true or false"),
+            "{}",
+            e.message
         );
     }
 

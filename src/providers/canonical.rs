@@ -105,6 +105,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// The JSON Schema of the arguments; `None` means no arguments.
     pub parameters: Option<Value>,
+    /// `strict: true`: the arguments must follow the schema exactly (OpenAI's Structured
+    /// Outputs for function calls), which an adapter passes on or refuses, never drops.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -567,6 +570,12 @@ fn tools(value: &Value) -> Result<Vec<Tool>, FieldProblem> {
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 parameters: function.get("parameters").filter(|p| !p.is_null()).cloned(),
+                strict: match function.get("strict") {
+                    None | Some(Value::Null) => false,
+                    Some(strict) => strict.as_bool().ok_or_else(|| {
+                        FieldProblem::new(format!("{at}.function.strict"), "must be true or false")
+                    })?,
+                },
             })
         })
         .collect()

@@ -364,6 +364,16 @@ pub fn request_body(call: &Call<'_>) -> Result<Value, ProviderError> {
     if !config.is_empty() {
         body.insert("generationConfig".into(), config.into());
     }
+    if let Some(strict) = request.tools.iter().find(|tool| tool.strict) {
+        policy.unsupported_because(
+            "strict",
+            Some(&format!(
+                "tool \"{}\" asks for strict arguments; Gemini follows a function's schema but \
+                 does not promise to",
+                strict.name
+            )),
+        )?;
+    }
     if !request.tools.is_empty() {
         let declarations: Vec<Value> = request
             .tools
@@ -907,6 +917,33 @@ mod tests {
         assert_eq!(
             b["generationConfig"],
             json!({"responseMimeType": "application/json", "responseJsonSchema": schema})
+        );
+    }
+
+    /// Gemini makes no promise of strict arguments: `strict: true` is refused by name, or
+    /// left out when the deployment drops what it cannot honour.
+    #[test]
+    fn a_strict_tool_is_refused_unless_dropped() {
+        let request = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "now", "strict": true}}]});
+        let e = body_for(request.clone(), CallOptions::default()).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("gemini does not support \"strict\" (tool \"now\""),
+            "{}",
+            e.message
+        );
+        let dropped = body_for(
+            request,
+            CallOptions {
+                drop_unsupported_params: true,
+                ..CallOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            dropped["tools"],
+            json!([{"functionDeclarations": [{"name": "now"}]}])
         );
     }
 
