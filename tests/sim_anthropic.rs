@@ -167,6 +167,59 @@ async fn headers_and_fields_are_required_as_documented() {
         .await
         .unwrap();
     error_of(unknown, 404, "not_found_error").await;
+
+    // What Anthropic refuses that OpenAI takes: both sampling controls, empty content.
+    let mut both = ask("hi");
+    both["temperature"] = json!(0.5);
+    both["top_p"] = json!(0.9);
+    let e = error_of(
+        post(&server, &http, &both).send().await.unwrap(),
+        400,
+        "invalid_request_error",
+    )
+    .await;
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("temperature and top_p cannot both be specified"));
+    both["model"] = json!("claude-3-5-haiku-latest");
+    assert_eq!(
+        post(&server, &http, &both).send().await.unwrap().status(),
+        200
+    );
+    for (content, says) in [
+        (json!(""), "must have non-empty content"),
+        (json!([{"type": "text", "text": ""}]), "must be non-empty"),
+        (
+            json!([{"type": "text", "text": " \n"}]),
+            "non-whitespace text",
+        ),
+    ] {
+        let mut blank = ask("hi");
+        blank["messages"] = json!([{"role": "user", "content": content}]);
+        let e = error_of(
+            post(&server, &http, &blank).send().await.unwrap(),
+            400,
+            "invalid_request_error",
+        )
+        .await;
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    // An empty final assistant turn is a prefill, not an empty message.
+    let mut prefill = ask("hi");
+    prefill["messages"] =
+        json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]);
+    assert_eq!(
+        post(&server, &http, &prefill)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     server.shutdown().await;
 }
 

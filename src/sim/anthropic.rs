@@ -303,7 +303,15 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
         Some(_) => return Err(ApiError::invalid("messages: Input should be a valid list")),
     };
     for (i, message) in messages.iter().enumerate() {
-        validate_message(i, message)?;
+        let last = i + 1 == messages.len();
+        validate_message(i, message, last)?;
+    }
+    // Anthropic's models after the Claude 3 family take one of the two, not both.
+    let sampling = |name: &str| request.get(name).is_some_and(|v| !v.is_null());
+    if sampling("temperature") && sampling("top_p") && !model.starts_with("claude-3") {
+        return Err(ApiError::invalid(
+            "temperature and top_p cannot both be specified for this model. Please use only one.",
+        ));
     }
     match request.get("system") {
         None | Some(Value::String(_)) => {}
@@ -373,7 +381,9 @@ fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
     })
 }
 
-fn validate_message(i: usize, message: &Value) -> Result<(), ApiError> {
+/// One message, as Anthropic checks it: its role, its content (empty only in a final
+/// assistant turn, a prefill), and each content block's type, required fields and text.
+fn validate_message(i: usize, message: &Value, last: bool) -> Result<(), ApiError> {
     match message.get("role").and_then(Value::as_str) {
         Some("user" | "assistant") => {}
         None if message.get("role").is_none() => {
@@ -393,7 +403,16 @@ fn validate_message(i: usize, message: &Value) -> Result<(), ApiError> {
                 "messages.{i}.content: Field required"
             )))
         }
-        Some(Value::String(_)) => return Ok(()),
+        Some(Value::String(text)) => {
+            let prefill = last && message.get("role").and_then(Value::as_str) == Some("assistant");
+            if text.is_empty() && !prefill {
+                return Err(ApiError::invalid(format!(
+                    "messages.{i}: all messages must have non-empty content except for the \
+                     optional final assistant message"
+                )));
+            }
+            return Ok(());
+        }
         Some(Value::Array(blocks)) => blocks,
         Some(_) => {
             return Err(ApiError::invalid(format!(
@@ -422,6 +441,22 @@ fn validate_message(i: usize, message: &Value) -> Result<(), ApiError> {
             return Err(ApiError::invalid(format!(
                 "{at}.{kind}.{missing}: Field required"
             )));
+        }
+        if kind == "text" {
+            let text = block
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if text.is_empty() {
+                return Err(ApiError::invalid(
+                    "messages: text content blocks must be non-empty",
+                ));
+            }
+            if text.trim().is_empty() {
+                return Err(ApiError::invalid(
+                    "messages: text content blocks must contain non-whitespace text",
+                ));
+            }
         }
     }
     Ok(())
