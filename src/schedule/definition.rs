@@ -256,6 +256,11 @@ pub fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
     let normalised = match fields.len() {
         1 if expression.trim_start().starts_with('@') => expression.trim().to_string(),
         5 => {
+            // The cron crate's own range errors speak of its 6-field form ("Minutes must be
+            // less than 59" for 61); crontab's fields are checked here, in crontab's terms.
+            for (field, (name, low, high)) in fields[..4].iter().zip(CRONTAB_RANGES) {
+                check_crontab_numbers(field, name, low, high)?;
+            }
             let dow = crontab_day_of_week(fields[4])?;
             format!(
                 "0 {} {} {} {} {dow}",
@@ -271,6 +276,30 @@ pub fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
         }
     };
     cron::Schedule::from_str(&normalised).map_err(|e| e.to_string())
+}
+
+/// The numbers crontab allows in its first four fields.
+const CRONTAB_RANGES: [(&str, u32, u32); 4] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of the month", 1, 31),
+    ("month", 1, 12),
+];
+
+/// Every number of a crontab field (`5`, `1-15`, `*/20`, `0,30`) within `low..=high`; names
+/// (`Jan`) and `*` are left to the cron crate.
+fn check_crontab_numbers(field: &str, name: &str, low: u32, high: u32) -> Result<(), String> {
+    for item in field.split(',') {
+        let range = item.split_once('/').map_or(item, |(range, _)| range);
+        for number in range.split('-') {
+            if let Ok(n) = number.parse::<u32>() {
+                if !(low..=high).contains(&n) {
+                    return Err(format!("{name} {n} is not {low}-{high}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Crontab numbers weekdays 0-7 with Sunday as 0 and 7; the `cron` crate numbers them 1-7 with
@@ -362,7 +391,17 @@ mod tests {
         assert!(parse_schedule("@daily").is_ok());
         let error = parse_schedule("0 9 * *").unwrap_err();
         assert!(error.contains("has 4 fields"), "{error}");
-        assert!(parse_schedule("0 25 * * *").is_err());
+        for (expression, says) in [
+            ("61 * * * *", "minute 61 is not 0-59"),
+            ("0 25 * * *", "hour 25 is not 0-23"),
+            ("0 9 0 * *", "day of the month 0 is not 1-31"),
+            ("0 9 1-32 * *", "day of the month 32 is not 1-31"),
+            ("0 9 * 13 *", "month 13 is not 1-12"),
+        ] {
+            assert_eq!(parse_schedule(expression).unwrap_err(), says);
+        }
+        assert!(parse_schedule("59 23 31 12 *").is_ok());
+        assert!(parse_schedule("*/15 0-23 1,15 Jan-Jun *").is_ok());
         let error = parse_schedule("0 9 * * 8").unwrap_err();
         assert!(error.contains("weekday 8"), "{error}");
     }
