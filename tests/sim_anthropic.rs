@@ -47,6 +47,13 @@ async fn error_of(response: reqwest::Response, status: u16, kind: &str) -> Value
     body
 }
 
+/// The message of the `invalid_request_error` (a 400) the simulator answers `body` with.
+async fn refusal_of(server: &SimServer, http: &reqwest::Client, body: &Value) -> String {
+    let response = post(server, http, body).send().await.unwrap();
+    let e = error_of(response, 400, "invalid_request_error").await;
+    e["error"]["message"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn a_message_has_the_documented_shape_usage_and_headers() {
     let (server, http) = start().await;
@@ -137,13 +144,8 @@ async fn headers_and_fields_are_required_as_documented() {
 
     let mut no_max = body.clone();
     no_max.as_object_mut().unwrap().remove("max_tokens");
-    let e = error_of(
-        post(&server, &http, &no_max).send().await.unwrap(),
-        400,
-        "invalid_request_error",
-    )
-    .await;
-    assert_eq!(e["error"]["message"], "max_tokens: Field required");
+    let message = refusal_of(&server, &http, &no_max).await;
+    assert_eq!(message, "max_tokens: Field required");
 
     let garbage = post(&server, &http, &json!(null))
         .body("{not json")
@@ -172,16 +174,8 @@ async fn headers_and_fields_are_required_as_documented() {
     let mut both = ask("hi");
     both["temperature"] = json!(0.5);
     both["top_p"] = json!(0.9);
-    let e = error_of(
-        post(&server, &http, &both).send().await.unwrap(),
-        400,
-        "invalid_request_error",
-    )
-    .await;
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("temperature and top_p cannot both be specified"));
+    let message = refusal_of(&server, &http, &both).await;
+    assert!(message.starts_with("temperature and top_p cannot both be specified"));
     both["model"] = json!("claude-3-5-haiku-latest");
     assert_eq!(
         post(&server, &http, &both).send().await.unwrap().status(),
@@ -197,16 +191,8 @@ async fn headers_and_fields_are_required_as_documented() {
     ] {
         let mut blank = ask("hi");
         blank["messages"] = json!([{"role": "user", "content": content}]);
-        let e = error_of(
-            post(&server, &http, &blank).send().await.unwrap(),
-            400,
-            "invalid_request_error",
-        )
-        .await;
-        assert!(
-            e["error"]["message"].as_str().unwrap().contains(says),
-            "{e}"
-        );
+        let message = refusal_of(&server, &http, &blank).await;
+        assert!(message.contains(says), "{message}");
     }
     // An empty final assistant turn is a prefill, not an empty message.
     let mut prefill = ask("hi");
@@ -455,16 +441,8 @@ async fn a_tool_call_then_its_result_and_limits() {
     // An unknown tool in the directive names the offered ones.
     let mut body = ask("[sim tool=nope]");
     body["tools"] = followup["tools"].clone();
-    let e = error_of(
-        post(&server, &http, &body).send().await.unwrap(),
-        400,
-        "invalid_request_error",
-    )
-    .await;
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("get_weather"));
+    let message = refusal_of(&server, &http, &body).await;
+    assert!(message.contains("get_weather"), "{message}");
 
     let mut body = ask("Tell me a long story");
     body["max_tokens"] = json!(3);
