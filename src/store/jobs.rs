@@ -212,18 +212,9 @@ impl Store {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                if let Some(reused) = reused_custom_id(conn, &envelopes).await? {
-                    return Ok(Err(reused));
-                }
-                insert_jobs(conn, &new_jobs(&envelopes, false))
-                    .await
-                    .map(Ok)
-            })
-        })
-        .await?
-        .map_err(StoreError::CustomIdReused)
+        self.write(move |conn| Box::pin(async move { insert_alone(conn, &envelopes, false).await }))
+            .await?
+            .map_err(StoreError::CustomIdReused)
     }
 
     /// Records jobs like [`Store::insert_jobs`], but already published: in the same
@@ -245,10 +236,10 @@ impl Store {
     {
         self.write(move |conn| {
             Box::pin(async move {
-                if let Some(reused) = reused_custom_id(conn, &envelopes).await? {
-                    return Ok(Err(reused));
-                }
-                let outcomes = insert_jobs(conn, &new_jobs(&envelopes, true)).await?;
+                let outcomes = match insert_alone(conn, &envelopes, true).await? {
+                    Ok(outcomes) => outcomes,
+                    Err(reused) => return Ok(Err(reused)),
+                };
                 let created = newly_created(&envelopes, &outcomes)
                     .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
                     .collect();
@@ -669,14 +660,6 @@ const JOB_VALUES: &str = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 /// 32,766 parameters a statement.
 const ROWS_PER_INSERT: usize = 500;
 
-/// Inserts job rows unless their id or `custom_id` is taken, and says for each, in order,
-/// whether it was created or which job already stands. The `custom_id` is unique per tenant
-/// for jobs submitted alone, and per bulk for jobs of a bulk.
-///
-/// Up to [`ROWS_PER_INSERT`] rows go in one statement (`ON CONFLICT DO NOTHING RETURNING id`
-/// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
-/// million lines would otherwise make a million of them. Only a row that was not created costs
-/// one more, to find the job that stands in its place.
 /// The envelopes whose jobs an insert created, `outcomes` being its answer for each, in order
 /// (the others' `custom_id` was already held by a job).
 pub fn newly_created<'e>(
@@ -690,18 +673,36 @@ pub fn newly_created<'e>(
         .map(|(envelope, _)| envelope)
 }
 
-/// `envelopes` as rows to insert outside any bulk.
-fn new_jobs(envelopes: &[Envelope], published: bool) -> Vec<NewJob<'_>> {
-    envelopes
+/// Inserts jobs submitted alone (outside any bulk), `published` or not, unless one of them
+/// reuses a `custom_id` for a different request ([`reused_custom_id`]): then nothing is
+/// written and the reuse is the answer.
+async fn insert_alone(
+    conn: &mut sqlx::SqliteConnection,
+    envelopes: &[Envelope],
+    published: bool,
+) -> Result<Result<Vec<InsertOutcome>, CustomIdReused>, sqlx::Error> {
+    if let Some(reused) = reused_custom_id(conn, envelopes).await? {
+        return Ok(Err(reused));
+    }
+    let jobs: Vec<NewJob> = envelopes
         .iter()
         .map(|envelope| NewJob {
             envelope,
             published,
             bulk: None,
         })
-        .collect()
+        .collect();
+    insert_jobs(conn, &jobs).await.map(Ok)
 }
 
+/// Inserts job rows unless their id or `custom_id` is taken, and says for each, in order,
+/// whether it was created or which job already stands. The `custom_id` is unique per tenant
+/// for jobs submitted alone, and per bulk for jobs of a bulk.
+///
+/// Up to [`ROWS_PER_INSERT`] rows go in one statement (`ON CONFLICT DO NOTHING RETURNING id`
+/// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
+/// million lines would otherwise make a million of them. Only a row that was not created costs
+/// one more, to find the job that stands in its place.
 pub(super) async fn insert_jobs(
     conn: &mut sqlx::SqliteConnection,
     jobs: &[NewJob<'_>],
