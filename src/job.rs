@@ -170,7 +170,8 @@ impl ChatRequest {
                     "must be an object with a \"role\"",
                 ));
             };
-            match object.get("role").and_then(Value::as_str) {
+            let role = object.get("role").and_then(Value::as_str);
+            match role {
                 Some("system" | "developer" | "user" | "assistant" | "tool" | "function") => {}
                 Some(other) => {
                     return Err(FieldError::new(
@@ -182,8 +183,7 @@ impl ChatRequest {
             }
             // Only an assistant turn may go without content, when it says something else.
             let said = |field: &str| object.get(field).is_some_and(|v| !v.is_null());
-            let answered_otherwise = object.get("role").and_then(Value::as_str)
-                == Some("assistant")
+            let answered_otherwise = role == Some("assistant")
                 && ["tool_calls", "function_call", "audio", "refusal"]
                     .iter()
                     .any(|field| said(field));

@@ -305,14 +305,11 @@ impl CanonicalRequest {
                         .filter(|&n| n > 1)
                         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 }
-                "frequency_penalty" | "presence_penalty" => {
-                    let v = value.as_f64().filter(|&v| v != 0.0);
-                    if name == "frequency_penalty" {
-                        self.frequency_penalty = v;
-                    } else {
-                        self.presence_penalty = v;
-                    }
+                // A penalty of 0 is the default, the same as none.
+                "frequency_penalty" => {
+                    self.frequency_penalty = value.as_f64().filter(|&v| v != 0.0)
                 }
+                "presence_penalty" => self.presence_penalty = value.as_f64().filter(|&v| v != 0.0),
                 "stop" => {
                     self.stop = match value {
                         Value::String(s) => vec![s.clone()],

@@ -47,9 +47,7 @@ impl EmbeddedQueue {
             inboxes: InboxHub::new(),
         }
     }
-}
 
-impl EmbeddedQueue {
     /// Records jobs and enqueues the new ones in one transaction, the queue being a table of
     /// the same store: there is no moment, and so no crash, at which a job is recorded but
     /// not queued, and one commit instead of three (record, publish, mark published) stands
