@@ -290,17 +290,39 @@ async fn bench_streams(
     let provider = sim.first_tokens();
     let mut beyond_provider = Vec::with_capacity(firsts.len());
     let mut beyond_nominal = Vec::with_capacity(firsts.len());
+    let mut before_provider = Vec::with_capacity(firsts.len());
+    let mut after_provider = Vec::with_capacity(firsts.len());
     for (key, first) in &firsts {
-        let took = provider.get(key).ok_or_else(|| {
+        let logged = provider.get(key).ok_or_else(|| {
             anyhow::anyhow!("the simulator logged no first token for a streamed call")
         })?;
-        beyond_provider.push(first.saturating_sub(*took));
-        beyond_nominal.push(first.saturating_sub(args.ttft));
+        let waited = first.arrived.duration_since(first.sent);
+        beyond_provider.push(waited.saturating_sub(logged.took));
+        beyond_nominal.push(waited.saturating_sub(args.ttft));
+        // The two sides of the provider's time: the client's request on its way to the
+        // provider (API, record, queue, worker, router, the call), and the first token on its
+        // way back (worker, reply inbox, API, the client's socket).
+        before_provider.push(logged.arrived.saturating_duration_since(first.sent));
+        after_provider.push(
+            first
+                .arrived
+                .saturating_duration_since(logged.arrived + logged.took),
+        );
     }
     writeln!(
         out,
         "time to first content chunk beyond the provider's own (measured per call): {}",
         percentiles(&mut beyond_provider)
+    )?;
+    writeln!(
+        out,
+        "of which before the provider (sent -> the provider has the request): {}",
+        percentiles(&mut before_provider)
+    )?;
+    writeln!(
+        out,
+        "of which after it (the provider's first token -> the client has it): {}",
+        percentiles(&mut after_provider)
     )?;
     writeln!(
         out,
@@ -356,14 +378,20 @@ fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// Sends one streamed request; returns how long its first content chunk took to arrive,
-/// after reading the stream to its end.
+/// When a streamed request left the client and when its first content chunk arrived.
+struct FirstContent {
+    sent: Instant,
+    arrived: Instant,
+}
+
+/// Sends one streamed request; returns when it left and when its first content chunk
+/// arrived, after reading the stream to its end.
 async fn first_content_after(
     http: &reqwest::Client,
     base_url: &str,
     token: &str,
     prompt: &str,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<FirstContent> {
     use futures::StreamExt;
     let sent = Instant::now();
     let response = http
@@ -395,13 +423,14 @@ async fn first_content_after(
                     .and_then(|c| c.as_str())
                     .is_some_and(|c| !c.is_empty())
                 {
-                    first = Some(sent.elapsed());
+                    first = Some(Instant::now());
                 }
             }
         }
     }
     anyhow::ensure!(done, "a stream ended without [DONE]");
-    first.ok_or_else(|| anyhow::anyhow!("a stream carried no content"))
+    let arrived = first.ok_or_else(|| anyhow::anyhow!("a stream carried no content"))?;
+    Ok(FirstContent { sent, arrived })
 }
 
 /// What the router and the limiter add to each job, on average over `jobs` jobs: choosing a

@@ -8,18 +8,27 @@
 //! `visible_at` into the future on the same row, atomically, so it can never be lost between
 //! two steps. Dead letters move to their own table with the reason.
 //!
-//! Consumers are woken in-process by a [`Notify`] when something is published, and otherwise
-//! poll, which also covers publishers in other processes and retries coming due.
+//! Consumers are woken in-process by their urgency's [`Notify`] when something is published
+//! to it, and otherwise poll, which also covers publishers in other processes and retries
+//! coming due.
+//!
+//! A job submitted to this process while one of its consumers waits idle is leased to that
+//! consumer in the very transaction that queues it, and handed over in memory (the lane's
+//! `handed`): the consumer skips the write that would take it, and the job reaches a worker
+//! one commit sooner, which is most of what a realtime request waits for before its provider
+//! is called. The lease is the same as a taken message's, so a handed message that no
+//! consumer picks up (the process stops) becomes visible again when it runs out.
 
 use super::replies::{Inbox, InboxHub};
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
 use crate::job::{Envelope, Urgency};
-use crate::store::{now_ms, InsertOutcome, Store, StoreError, WriteFuture};
+use crate::store::{now_ms, InsertOutcome, Store, StoreError, Undo, WriteFuture};
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -30,9 +39,41 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct EmbeddedQueue {
     store: Store,
     visibility_timeout: Duration,
-    published: Arc<Notify>,
+    /// One per urgency, indexed by it.
+    lanes: Arc<[Lane; 3]>,
     /// Workers and API share the process, so replies go straight to the hub.
     inboxes: Arc<InboxHub>,
+}
+
+/// What this process's consumers of one urgency share.
+#[derive(Default)]
+struct Lane {
+    /// Woken by a publish to this urgency only: every wake-up costs the consumer a write.
+    published: Notify,
+    /// Counts commits that queued visible messages of this urgency, so a consumer knows
+    /// whether a look (a write) can find anything it has not seen.
+    visible_commits: AtomicU64,
+    /// Consumers waiting idle, each with room for one delivery now.
+    idle: AtomicUsize,
+    /// Messages leased to this lane's consumers by the transaction that queued them.
+    handed: Mutex<VecDeque<Leased>>,
+}
+
+impl Lane {
+    fn handed(&self) -> std::sync::MutexGuard<'_, VecDeque<Leased>> {
+        // The deque is consistent after every push and pop, so a panic elsewhere leaves it
+        // usable.
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A message leased to a consumer: its row, its payload, the lease, and whether an earlier
+/// delivery of it ran out.
+struct Leased {
+    id: i64,
+    payload: Vec<u8>,
+    lease: i64,
+    redelivered: bool,
 }
 
 /// The reply address of the embedded queue: this process.
@@ -43,7 +84,7 @@ impl EmbeddedQueue {
         EmbeddedQueue {
             store,
             visibility_timeout,
-            published: Arc::new(Notify::new()),
+            lanes: Arc::default(),
             inboxes: InboxHub::new(),
         }
     }
@@ -51,19 +92,48 @@ impl EmbeddedQueue {
     /// Records jobs and enqueues the new ones in one transaction, the queue being a table of
     /// the same store: there is no moment, and so no crash, at which a job is recorded but
     /// not queued, and one commit instead of three (record, publish, mark published) stands
-    /// between a request and its worker.
+    /// between a request and its worker. Jobs for which a consumer waits idle are leased to
+    /// it in the same transaction (see the module's doc).
     pub async fn record_and_enqueue(
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let outcomes = self
+        let urgencies: Vec<Urgency> = envelopes.iter().map(|e| e.spec.urgency).collect();
+        let (lanes, timeout) = (self.lanes.clone(), self.visibility_timeout);
+        let (outcomes, handed) = self
             .store
-            .insert_jobs_enqueued(envelopes, |conn, messages| {
-                Box::pin(async move { enqueue(conn, messages).await })
+            .insert_jobs_enqueued(envelopes, move |conn, messages| {
+                Box::pin(async move { enqueue_handing_over(conn, messages, &lanes, timeout).await })
             })
             .await?;
-        self.published.notify_waiters();
+        // What is left visible (a job that already existed counts too, which costs at most
+        // a look that finds nothing).
+        let mut visible = urgencies.clone();
+        for (urgency, leased) in handed {
+            self.lane(urgency).handed().push_back(leased);
+            if let Some(at) = visible.iter().position(|u| *u == urgency) {
+                visible.swap_remove(at);
+            }
+        }
+        for urgency in Urgency::ALL {
+            if visible.contains(&urgency) {
+                self.announce_visible(urgency);
+            } else if urgencies.contains(&urgency) {
+                self.lane(urgency).published.notify_waiters();
+            }
+        }
         Ok(outcomes)
+    }
+
+    fn lane(&self, urgency: Urgency) -> &Lane {
+        &self.lanes[urgency as usize]
+    }
+
+    /// Tells this process's consumers of `urgency` that a commit queued visible messages.
+    fn announce_visible(&self, urgency: Urgency) {
+        let lane = self.lane(urgency);
+        lane.visible_commits.fetch_add(1, Ordering::AcqRel);
+        lane.published.notify_waiters();
     }
 }
 
@@ -84,6 +154,56 @@ async fn enqueue(
     Ok(())
 }
 
+/// [`enqueue`], except that as many messages of an urgency as its lane has idle consumers
+/// are queued already leased (as [`EmbeddedConsumer::take`] would lease them), and returned
+/// to be handed over once committed.
+async fn enqueue_handing_over(
+    conn: &mut sqlx::SqliteConnection,
+    messages: Vec<(Urgency, Vec<u8>)>,
+    lanes: &[Lane; 3],
+    visibility_timeout: Duration,
+) -> Result<Vec<(Urgency, Leased)>, sqlx::Error> {
+    let mut room = lanes
+        .each_ref()
+        .map(|lane| lane.idle.load(Ordering::Acquire));
+    let now = now_ms();
+    let mut visible = Vec::new();
+    let mut handed = Vec::new();
+    for (urgency, payload) in messages {
+        let room = &mut room[urgency as usize];
+        if *room == 0 {
+            visible.push((urgency, payload));
+            continue;
+        }
+        *room -= 1;
+        let lease = new_lease();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO queue_messages (urgency, payload, visible_at, lease, deliveries) \
+             VALUES (?, ?, ?, ?, 1) RETURNING id",
+        )
+        .bind(urgency.as_str())
+        .bind(&payload)
+        .bind(now + visibility_timeout.as_millis() as i64)
+        .bind(lease)
+        .fetch_one(&mut *conn)
+        .await?;
+        let leased = Leased {
+            id,
+            payload,
+            lease,
+            redelivered: false,
+        };
+        handed.push((urgency, leased));
+    }
+    enqueue(conn, visible).await?;
+    Ok(handed)
+}
+
+/// A fresh lease: which delivery of a message may settle it.
+fn new_lease() -> i64 {
+    rand::random::<i64>() & i64::MAX
+}
+
 fn storage(e: impl std::fmt::Display) -> QueueError {
     QueueError::Storage(e.to_string())
 }
@@ -96,7 +216,7 @@ impl Queue for EmbeddedQueue {
             .write(move |conn| Box::pin(async move { enqueue(conn, messages).await }))
             .await
             .map_err(storage)?;
-        self.published.notify_waiters();
+        self.announce_visible(urgency);
         Ok(())
     }
 
@@ -114,6 +234,8 @@ impl Queue for EmbeddedQueue {
             urgency,
             prefetch: prefetch.max(1),
             buffered: VecDeque::new(),
+            seen_commits: 0,
+            looked_at: None,
         }))
     }
 
@@ -136,22 +258,25 @@ struct EmbeddedConsumer {
     queue: EmbeddedQueue,
     urgency: Urgency,
     prefetch: u16,
-    buffered: VecDeque<Delivery>,
+    buffered: VecDeque<Leased>,
+    /// The lane's `visible_commits` at the last look, and when that was (`None` before the
+    /// first).
+    seen_commits: u64,
+    looked_at: Option<Instant>,
 }
 
 impl EmbeddedConsumer {
     /// Leases up to `prefetch` visible messages in one write.
-    async fn take(&mut self) -> Result<Vec<Delivery>, QueueError> {
+    async fn take(&self) -> Result<Vec<Leased>, QueueError> {
         let urgency = self.urgency;
         let limit = i64::from(self.prefetch);
         let timeout_ms = self.queue.visibility_timeout.as_millis() as i64;
-        let rows = self
-            .queue
+        self.queue
             .store
-            .write(move |conn| {
+            .write_single(move |conn| {
                 Box::pin(async move {
                     let now = now_ms();
-                    let lease: i64 = rand::random::<i64>() & i64::MAX;
+                    let lease = new_lease();
                     let rows = sqlx::query(
                         "UPDATE queue_messages SET visible_at = ?, lease = ?, deliveries = deliveries + 1 \
                          WHERE id IN (SELECT id FROM queue_messages WHERE urgency = ? AND visible_at <= ? \
@@ -167,49 +292,89 @@ impl EmbeddedConsumer {
                     .await?;
                     Ok(rows
                         .into_iter()
-                        .map(|r| (r.get::<i64, _>(0), r.get::<Vec<u8>, _>(1), r.get::<i64, _>(2), r.get::<i64, _>(3)))
-                        .collect::<Vec<_>>())
+                        .map(|r| Leased {
+                            id: r.get(0),
+                            payload: r.get(1),
+                            redelivered: r.get::<i64, _>(2) > 1,
+                            lease: r.get(3),
+                        })
+                        .collect())
                 })
             })
             .await
-            .map_err(storage)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, payload, deliveries, lease)| {
-                let settle = EmbeddedSettle {
-                    queue: self.queue.clone(),
-                    urgency,
-                    id,
-                    lease,
-                };
-                Delivery::new(payload, deliveries > 1, Box::new(settle))
-            })
-            .collect())
+            .map_err(storage)
+    }
+
+    fn delivery(&self, leased: Leased) -> Delivery {
+        let settle = EmbeddedSettle {
+            queue: self.queue.clone(),
+            urgency: self.urgency,
+            id: leased.id,
+            lease: leased.lease,
+        };
+        Delivery::new(leased.payload, leased.redelivered, Box::new(settle))
+    }
+}
+
+/// Counts a consumer as idle, with room for one delivery, for as long as it lives (the
+/// consumer's `next` may be dropped while waiting, on shutdown).
+struct IdleMark<'a>(&'a AtomicUsize);
+
+impl<'a> IdleMark<'a> {
+    fn new(idle: &'a AtomicUsize) -> Self {
+        idle.fetch_add(1, Ordering::AcqRel);
+        IdleMark(idle)
+    }
+}
+
+impl Drop for IdleMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
     async fn next(&mut self) -> Option<Delivery> {
+        let queue = self.queue.clone();
+        let lane = queue.lane(self.urgency);
         loop {
-            if let Some(delivery) = self.buffered.pop_front() {
-                return Some(delivery);
+            let leased = self
+                .buffered
+                .pop_front()
+                .or_else(|| lane.handed().pop_front());
+            if let Some(leased) = leased {
+                return Some(self.delivery(leased));
             }
             // Register interest before looking, so a publish between the look and the wait
-            // is not missed.
-            let published = self.queue.published.clone();
-            let notified = published.notified();
-            match self.take().await {
-                Ok(deliveries) if !deliveries.is_empty() => {
-                    self.buffered.extend(deliveries);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "embedded queue: cannot take messages; retrying");
+            // is not missed; and count as idle from before the look, so a job submitted
+            // meanwhile is handed over rather than left for the next look.
+            let notified = lane.published.notified();
+            let _idle = IdleMark::new(&lane.idle);
+            // Look (a write) only if this process queued visible messages since the last
+            // look, or a poll is due: for other processes' messages and retries coming due.
+            let commits = lane.visible_commits.load(Ordering::Acquire);
+            let poll_due = self
+                .looked_at
+                .is_none_or(|at| at.elapsed() >= POLL_INTERVAL);
+            if commits != self.seen_commits || poll_due {
+                self.seen_commits = commits;
+                self.looked_at = Some(Instant::now());
+                match self.take().await {
+                    Ok(taken) if !taken.is_empty() => {
+                        self.buffered.extend(taken);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "embedded queue: cannot take messages; retrying");
+                    }
                 }
             }
-            let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
+            let until_poll = self.looked_at.map_or(POLL_INTERVAL, |at| {
+                POLL_INTERVAL.saturating_sub(at.elapsed())
+            });
+            let _ = tokio::time::timeout(until_poll, notified).await;
         }
     }
 }
@@ -224,12 +389,18 @@ struct EmbeddedSettle {
 impl EmbeddedSettle {
     /// Runs a settling write that touches the message only while our lease holds (it returns
     /// the rows it changed). Zero rows means the lease ran out and someone else holds the
-    /// message now: settling is theirs to do.
-    async fn while_leased<F>(&self, op: F) -> Result<(), QueueError>
+    /// message now: settling is theirs to do. `undo` says whether the write is one statement
+    /// (see [`Store::write_single`]).
+    async fn while_leased<F>(&self, undo: Undo, op: F) -> Result<(), QueueError>
     where
         F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, u64> + Send + 'static,
     {
-        let changed = self.queue.store.write(op).await.map_err(storage)?;
+        let store = &self.queue.store;
+        let changed = match undo {
+            Undo::ByStatement => store.write_single(op).await,
+            Undo::Savepoint => store.write(op).await,
+        }
+        .map_err(storage)?;
         if changed == 1 {
             Ok(())
         } else {
@@ -245,8 +416,10 @@ impl EmbeddedSettle {
 impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
         let (id, lease) = (self.id, self.lease);
-        self.while_leased(move |conn| Box::pin(async move { delete_leased(conn, id, lease).await }))
-            .await
+        self.while_leased(Undo::ByStatement, move |conn| {
+            Box::pin(async move { delete_leased(conn, id, lease).await })
+        })
+        .await
     }
 
     async fn retry_after(
@@ -256,7 +429,7 @@ impl Settle for EmbeddedSettle {
     ) -> Result<(), QueueError> {
         let (id, lease) = (self.id, self.lease);
         let visible_at = now_ms() + delay.as_millis() as i64;
-        self.while_leased(move |conn| {
+        self.while_leased(Undo::ByStatement, move |conn| {
                 Box::pin(async move {
                     let r = sqlx::query(
                         "UPDATE queue_messages SET visible_at = ?, lease = NULL WHERE id = ? AND lease = ?",
@@ -278,7 +451,7 @@ impl Settle for EmbeddedSettle {
         reason: &str,
     ) -> Result<(), QueueError> {
         let (id, lease, urgency, reason) = (self.id, self.lease, self.urgency, reason.to_string());
-        self.while_leased(move |conn| {
+        self.while_leased(Undo::Savepoint, move |conn| {
                 Box::pin(async move {
                     let deleted = delete_leased(conn, id, lease).await?;
                     if deleted == 1 {
@@ -374,5 +547,84 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0, "no second message for the duplicate");
+    }
+
+    /// A job submitted while a consumer waits idle is leased to it by the transaction that
+    /// queues it: the row is leased when the submission returns, and the consumer, woken,
+    /// delivers it as a first delivery.
+    #[tokio::test]
+    async fn a_job_submitted_to_an_idle_consumer_is_handed_over_already_leased() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let mut consumer = queue.consume(Urgency::Realtime, 10).await.unwrap();
+        let waiting = tokio::spawn(async move { consumer.next().await.unwrap() });
+        while queue.lane(Urgency::Realtime).idle.load(Ordering::Acquire) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        let submitted = now_ms();
+        queue
+            .record_and_enqueue(vec![envelope("handed")])
+            .await
+            .unwrap();
+        // A message a consumer took would have been visible first; this one never was.
+        let (visible_at, leased, deliveries): (i64, bool, i64) =
+            sqlx::query_as("SELECT visible_at, lease IS NOT NULL, deliveries FROM queue_messages")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert!(
+            visible_at >= submitted + 29_000,
+            "{visible_at} vs {submitted}"
+        );
+        assert!(leased);
+        assert_eq!(deliveries, 1);
+
+        let delivery = waiting.await.unwrap();
+        assert!(!delivery.redelivered);
+        let custom_id = Envelope::from_bytes(&delivery.payload)
+            .unwrap()
+            .spec
+            .custom_id;
+        assert_eq!(custom_id.as_deref(), Some("handed"));
+        delivery.ack().await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "acked under the lease it was handed with");
+    }
+
+    /// A handed-over message that no consumer picked up (its process stopped) is lost to
+    /// nobody: once its lease runs out, any consumer takes it, as a redelivery.
+    #[tokio::test]
+    async fn a_handed_over_message_left_unconsumed_comes_back_when_its_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let stopping = EmbeddedQueue::new(store.clone(), Duration::from_millis(300));
+        {
+            // A consumer counted idle, which never comes back for what it was handed.
+            let _idle = IdleMark::new(&stopping.lane(Urgency::Realtime).idle);
+            stopping
+                .record_and_enqueue(vec![envelope("orphan")])
+                .await
+                .unwrap();
+        }
+        assert_eq!(stopping.lane(Urgency::Realtime).handed().len(), 1);
+        drop(stopping);
+
+        let other_process = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let mut consumer = other_process.consume(Urgency::Realtime, 10).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("the message comes back after its lease")
+            .unwrap();
+        assert!(delivery.redelivered);
+        let custom_id = Envelope::from_bytes(&delivery.payload)
+            .unwrap()
+            .spec
+            .custom_id;
+        assert_eq!(custom_id.as_deref(), Some("orphan"));
     }
 }

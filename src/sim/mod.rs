@@ -278,7 +278,7 @@ pub(crate) struct SimState {
     requests: Mutex<VecDeque<serde_json::Value>>,
     /// Each streamed call's time to its first content event, by [`call::text_key`]; `None`
     /// until [`SimServer::record_first_tokens`] turns it on (it grows with every stream).
-    first_tokens: Mutex<Option<HashMap<u64, Duration>>>,
+    first_tokens: Mutex<Option<HashMap<u64, FirstToken>>>,
     /// The rate-limit window the `x-ratelimit-*` headers describe.
     window: Mutex<Window>,
     /// Flips to `true` on shutdown, releasing held (`timeout`) requests. `None` when embedded
@@ -335,7 +335,8 @@ impl SimState {
     /// A streamed call (`key`, arrived at `arrived`) is sending its first content event now.
     pub(crate) fn note_first_token(&self, key: u64, arrived: Instant) {
         if let Some(log) = lock(&self.first_tokens).as_mut() {
-            log.insert(key, arrived.elapsed());
+            let took = arrived.elapsed();
+            log.insert(key, FirstToken { arrived, took });
         }
     }
 
@@ -556,6 +557,15 @@ async fn unknown_route(
     }
 }
 
+/// One streamed call in the first-token log (see [`SimServer::record_first_tokens`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FirstToken {
+    /// When the call arrived (its body read).
+    pub arrived: Instant,
+    /// From then to its first content event leaving for the socket.
+    pub took: Duration,
+}
+
 /// A running simulator. Stops when [`shutdown`](SimServer::shutdown) is called or when
 /// dropped.
 #[derive(Debug)]
@@ -662,7 +672,7 @@ impl SimServer {
 
     /// The first-token log so far: the time to first content event of each streamed call,
     /// keyed by [`text_key`] of the call's last text (see [`SimServer::record_first_tokens`]).
-    pub fn first_tokens(&self) -> HashMap<u64, Duration> {
+    pub fn first_tokens(&self) -> HashMap<u64, FirstToken> {
         lock(&self.state.first_tokens).clone().unwrap_or_default()
     }
 

@@ -127,6 +127,28 @@ pub struct JobView {
     pub batch: Option<super::provider_batches::BatchRef>,
 }
 
+/// What a job came to: see [`Store::job_outcome`].
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub error: Option<JobError>,
+    pub last_attempt: Option<LastAttempt>,
+    /// The stored answer, when it was asked for and there is one.
+    pub answer: Option<Value>,
+}
+
+/// How a job's latest attempt ended: why a job still queued or running goes round again.
+#[derive(Debug)]
+pub struct LastAttempt {
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A stored answer (`results.response`), read back.
+fn stored_answer(response: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(response).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct JobError {
     pub kind: String,
@@ -219,18 +241,20 @@ impl Store {
 
     /// Records jobs like [`Store::insert_jobs`], but already published: in the same
     /// transaction, `enqueue` is handed each created job's urgency and message (for a queue
-    /// kept in this store; see [`crate::queue::embedded::EmbeddedQueue::record_and_enqueue`]).
-    /// A job that already existed is not enqueued again.
-    pub async fn insert_jobs_enqueued<F>(
+    /// kept in this store; see [`crate::queue::embedded::EmbeddedQueue::record_and_enqueue`]),
+    /// and what it returns comes back beside the outcomes once committed. A job that already
+    /// existed is not enqueued again.
+    pub async fn insert_jobs_enqueued<F, T>(
         &self,
         envelopes: Vec<Envelope>,
         enqueue: F,
-    ) -> Result<Vec<InsertOutcome>, StoreError>
+    ) -> Result<(Vec<InsertOutcome>, T), StoreError>
     where
+        T: Send + 'static,
         F: for<'c> FnOnce(
                 &'c mut sqlx::SqliteConnection,
                 Vec<(Urgency, Vec<u8>)>,
-            ) -> WriteFuture<'c, ()>
+            ) -> WriteFuture<'c, T>
             + Send
             + 'static,
     {
@@ -243,8 +267,8 @@ impl Store {
                 let created = newly_created(&envelopes, &outcomes)
                     .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
                     .collect();
-                enqueue(conn, created).await?;
-                Ok(Ok(outcomes))
+                let enqueued = enqueue(conn, created).await?;
+                Ok(Ok((outcomes, enqueued)))
             })
         })
         .await?
@@ -528,6 +552,53 @@ impl Store {
         .await
     }
 
+    /// What a job came to, in one read (against four for [`Store::job`]): its status, its
+    /// error, its last attempt, and its answer when `with_answer`. A worker reads it after
+    /// every streamed delivery to tell the waiting client, so it is kept to what that needs.
+    pub async fn job_outcome(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        with_answer: bool,
+    ) -> Result<Option<JobOutcome>, StoreError> {
+        let row = sqlx::query(
+            "SELECT j.status, j.error_kind, j.error, a.outcome, a.error, \
+             CASE WHEN ? THEN (SELECT response FROM results WHERE job_id = j.id) END \
+             FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id \
+             AND a.number = (SELECT MAX(number) FROM attempts WHERE job_id = j.id) \
+             WHERE j.id = ? AND j.tenant = ?",
+        )
+        .bind(with_answer)
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status = row
+            .get::<String, _>(0)
+            .parse()
+            .map_err(|e: String| StoreError::Corrupt(e))?;
+        let error = match (row.get(1), row.get(2)) {
+            (Some(kind), Some(message)) => Some(JobError { kind, message }),
+            _ => None,
+        };
+        let last_attempt = row.get::<Option<String>, _>(3).map(|outcome| LastAttempt {
+            outcome,
+            error: row.get(4),
+        });
+        let answer = row
+            .get::<Option<String>, _>(5)
+            .as_deref()
+            .map(stored_answer)
+            .transpose()?;
+        Ok(Some(JobOutcome {
+            status,
+            error,
+            last_attempt,
+            answer,
+        }))
+    }
+
     /// The job with its result, attempts and cost, if it belongs to `tenant`.
     pub async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<JobView>, StoreError> {
         // The provider batch, if any, comes in the same read (columns 13 on).
@@ -560,9 +631,7 @@ impl Store {
                 .bind(id.to_string())
                 .fetch_optional(self.reader())
                 .await?;
-        let result = result
-            .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()?;
+        let result = result.as_deref().map(stored_answer).transpose()?;
         let attempts = sqlx::query(
             "SELECT number, deployment, provider, model, key_id, tier, outcome, http_status, \
              error, retry_after_ms, started_at, finished_at, first_token_ms, chosen_because \

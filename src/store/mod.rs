@@ -24,9 +24,10 @@ pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
-    newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobView, StartOutcome,
+    newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobView,
+    LastAttempt, StartOutcome,
 };
-pub use writer::WriteFuture;
+pub use writer::{Undo, WriteFuture};
 
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -95,6 +96,10 @@ impl Store {
 
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            // The default pings each connection before lending it: a round trip to the
+            // connection's SQLite thread for nothing, since a connection to a local file does
+            // not go stale, and a broken one fails the query itself with the same error.
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(open_err)?;

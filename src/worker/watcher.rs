@@ -8,7 +8,7 @@
 use crate::job::{Envelope, JobStatus};
 use crate::providers::{stream, Completion, ProviderError};
 use crate::queue::Queue;
-use crate::store::{JobView, Store};
+use crate::store::{JobOutcome, Store};
 use crate::streaming::{chunks_of, wants_stream, StreamEvent};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,7 +84,10 @@ impl Watcher {
     /// Tells the client how the delivery ended, from what the store now says about the job:
     /// its answer (as chunks) and the end, or its failure, or that another attempt follows.
     pub(super) async fn report_outcome(&self, store: &Store, tenant: &str) {
-        let job: JobView = match store.job(tenant, self.job).await {
+        // The answer is read only when no chunk went out live: a client that saw the stream
+        // needs only its end.
+        let streamed = self.streamed.load(Ordering::Relaxed);
+        let job: JobOutcome = match store.job_outcome(tenant, self.job, !streamed).await {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {
@@ -96,12 +99,8 @@ impl Watcher {
             JobStatus::Succeeded => {
                 // Answered by an earlier delivery, or by a call that could not stream: the
                 // client still gets its answer as chunks.
-                let unsent = job
-                    .result
-                    .as_ref()
-                    .filter(|_| !self.streamed.load(Ordering::Relaxed));
-                if let Some(result) = unsent {
-                    let chunks = chunks_of(result);
+                if let Some(answer) = &job.answer {
+                    let chunks = chunks_of(answer);
                     self.send(StreamEvent::Chunks { chunks }).await;
                 }
                 self.send(StreamEvent::Done).await;
@@ -119,12 +118,17 @@ impl Watcher {
                 .await;
             }
             JobStatus::Queued | JobStatus::Running => {
-                let last = job.attempts.last();
+                let (kind, message) = match job.last_attempt {
+                    Some(last) => (
+                        last.outcome,
+                        last.error
+                            .unwrap_or_else(|| "the attempt will be retried".into()),
+                    ),
+                    None => ("retry".into(), "the attempt will be retried".into()),
+                };
                 self.send(StreamEvent::Failed {
-                    kind: last.map_or_else(|| "retry".into(), |a| a.outcome.clone()),
-                    message: last
-                        .and_then(|a| a.error.clone())
-                        .unwrap_or_else(|| "the attempt will be retried".into()),
+                    kind,
+                    message,
                     will_retry: true,
                 })
                 .await;
