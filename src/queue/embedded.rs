@@ -39,6 +39,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct EmbeddedQueue {
     store: Store,
     visibility_timeout: Duration,
+    /// [`POLL_INTERVAL`], except in tests that must show a consumer does not wait for it.
+    poll_interval: Duration,
     /// One per urgency, indexed by it.
     lanes: Arc<[Lane; 3]>,
     /// Workers and API share the process, so replies go straight to the hub.
@@ -84,6 +86,7 @@ impl EmbeddedQueue {
         EmbeddedQueue {
             store,
             visibility_timeout,
+            poll_interval: POLL_INTERVAL,
             lanes: Arc::default(),
             inboxes: InboxHub::new(),
         }
@@ -259,8 +262,8 @@ struct EmbeddedConsumer {
     urgency: Urgency,
     prefetch: u16,
     buffered: VecDeque<Leased>,
-    /// The lane's `visible_commits` at the last look, and when that was (`None` before the
-    /// first).
+    /// The lane's `visible_commits` at the last look, and when that look found nothing
+    /// (`None`: look at once).
     seen_commits: u64,
     looked_at: Option<Instant>,
 }
@@ -351,17 +354,21 @@ impl Consumer for EmbeddedConsumer {
             // meanwhile is handed over rather than left for the next look.
             let notified = lane.published.notified();
             let _idle = IdleMark::new(&lane.idle);
-            // Look (a write) only if this process queued visible messages since the last
-            // look, or a poll is due: for other processes' messages and retries coming due.
+            // Look (a write) unless the last look found nothing and since then this process
+            // has queued nothing visible and no poll (for other processes' messages and
+            // retries coming due) is due.
             let commits = lane.visible_commits.load(Ordering::Acquire);
             let poll_due = self
                 .looked_at
-                .is_none_or(|at| at.elapsed() >= POLL_INTERVAL);
+                .is_none_or(|at| at.elapsed() >= queue.poll_interval);
             if commits != self.seen_commits || poll_due {
                 self.seen_commits = commits;
                 self.looked_at = Some(Instant::now());
                 match self.take().await {
                     Ok(taken) if !taken.is_empty() => {
+                        // There may be more than `prefetch` took: only a look that found
+                        // nothing lets the next one wait.
+                        self.looked_at = None;
                         self.buffered.extend(taken);
                         continue;
                     }
@@ -371,8 +378,8 @@ impl Consumer for EmbeddedConsumer {
                     }
                 }
             }
-            let until_poll = self.looked_at.map_or(POLL_INTERVAL, |at| {
-                POLL_INTERVAL.saturating_sub(at.elapsed())
+            let until_poll = self.looked_at.map_or(queue.poll_interval, |at| {
+                queue.poll_interval.saturating_sub(at.elapsed())
             });
             let _ = tokio::time::timeout(until_poll, notified).await;
         }
@@ -626,5 +633,27 @@ mod tests {
             .spec
             .custom_id;
         assert_eq!(custom_id.as_deref(), Some("orphan"));
+    }
+
+    /// A backlog deeper than the prefetch is taken look after look, without waiting for a
+    /// poll: a full look says nothing about what is left. (Polls are an hour apart here; a
+    /// consumer that waited for one would not finish.)
+    #[tokio::test]
+    async fn a_backlog_deeper_than_the_prefetch_is_taken_without_waiting_for_a_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        queue.poll_interval = Duration::from_secs(3600);
+        let backlog = (0..25).map(|i| envelope(&format!("job {i}"))).collect();
+        queue.record_and_enqueue(backlog).await.unwrap();
+
+        let mut consumer = queue.consume(Urgency::Realtime, 10).await.unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(20), async {
+            for _ in 0..25 {
+                consumer.next().await.unwrap().ack().await.unwrap();
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the consumer waited for a poll");
     }
 }
