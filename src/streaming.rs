@@ -29,6 +29,11 @@ pub enum StreamEvent {
     Failed {
         kind: String,
         message: String,
+        /// The request parameter the provider blamed, for the client's error object
+        /// (OpenAI's `param`). Left out when none was named, so an event from a worker that
+        /// predates it still reads.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        param: Option<String>,
         will_retry: bool,
     },
     /// The job's answer is stored; nothing follows.
@@ -179,11 +184,27 @@ mod tests {
         let failed = StreamEvent::Failed {
             kind: "rate_limited".into(),
             message: "slow down".into(),
+            param: None,
             will_retry: true,
         };
         let bytes = failed.to_bytes();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""event":"failed""#));
         assert_eq!(StreamEvent::from_bytes(&bytes).unwrap(), failed);
+        let blamed = StreamEvent::Failed {
+            kind: "bad_request".into(),
+            message: "n is too large".into(),
+            param: Some("n".into()),
+            will_retry: false,
+        };
+        assert_eq!(StreamEvent::from_bytes(&blamed.to_bytes()).unwrap(), blamed);
+        // An event without a param (from a worker that predates it) still reads.
+        assert_eq!(
+            StreamEvent::from_bytes(
+                br#"{"event":"failed","kind":"rate_limited","message":"slow down","will_retry":true}"#
+            )
+            .unwrap(),
+            failed
+        );
         assert_eq!(
             StreamEvent::from_bytes(br#"{"event":"done"}"#).unwrap(),
             StreamEvent::Done

@@ -148,6 +148,29 @@ async fn a_request_the_provider_refuses_is_a_400_with_its_message(backend: Backe
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "not retried");
     // OpenAI's error object shape, so OpenAI SDKs read it.
     assert!(error["error"].get("param").is_some() && error["error"].get("code").is_some());
+    assert_eq!(
+        error["error"]["param"],
+        Value::Null,
+        "this refusal blames no parameter"
+    );
+
+    // A refusal naming its parameter (the simulator's, like OpenAI's: `n` over 128) hands the
+    // name on in `param`, plain or streamed, and the job keeps it.
+    for stream in [false, true] {
+        let body = json!({
+            "model": "fast",
+            "n": 129,
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt("too many answers")}]
+        });
+        let response = post_chat(&h, &body, &[]).await;
+        assert_eq!(response.status(), 400, "stream: {stream}");
+        let id = job_id_of(&response);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], "n", "stream: {stream}: {error}");
+        let job = h.client.get(id, None).await.unwrap();
+        assert_eq!(job["error"]["param"], "n", "{job}");
+    }
     h.stop().await;
 }
 

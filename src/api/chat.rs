@@ -105,8 +105,9 @@ async fn live_stream(
             Some(StreamEvent::Failed {
                 kind,
                 message,
+                param,
                 will_retry: false,
-            }) => return Err(failure(id, &kind, &message)),
+            }) => return Err(failure(id, &kind, &message, param)),
             // Finished without streaming (a redelivery of a job that was already final), or
             // the live view was lost: the store has the answer.
             Some(StreamEvent::Done) | None => {
@@ -235,11 +236,11 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
             Ok((StatusCode::OK, Json(completion)).into_response())
         }
         JobStatus::Failed => {
-            let (kind, message) = job
+            let (kind, message, param) = job
                 .error
-                .map(|e| (e.kind, e.message))
-                .unwrap_or_else(|| ("unknown".into(), "the job failed".into()));
-            Err(failure(job.id, &kind, &message))
+                .map(|e| (e.kind, e.message, e.param))
+                .unwrap_or_else(|| ("unknown".into(), "the job failed".into(), None));
+            Err(failure(job.id, &kind, &message, param))
         }
         JobStatus::Cancelled => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -260,13 +261,20 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
     }
 }
 
-/// The error answer for job `id`, which failed with `kind` and `message`.
-fn failure(id: Uuid, kind: &str, message: &str) -> ApiError {
-    ApiError::new(
+/// The error answer for job `id`, which failed with `kind` and `message`. The parameter the
+/// provider blamed goes in OpenAI's `param`, where an OpenAI client looks for the field to
+/// fix; it is the provider's name for it, not a path into Sluice's request, so it is not
+/// Sluice's `field`.
+fn failure(id: Uuid, kind: &str, message: &str, param: Option<String>) -> ApiError {
+    let error = ApiError::new(
         status_for_failure(kind),
         "upstream_error",
         format!("job {id} failed ({kind}): {message}"),
-    )
+    );
+    match param {
+        Some(param) => error.with("param", json!(param)),
+        None => error,
+    }
 }
 
 /// The status that tells an OpenAI client the right thing about a failed job: its own

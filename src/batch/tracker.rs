@@ -313,6 +313,7 @@ impl Tracker {
                         Some(record),
                         error.kind.as_str().into(),
                         error.to_string(),
+                        error.param.clone(),
                     )
                     .await?;
                 store.item_done(item.job).await?;

@@ -243,7 +243,7 @@ pub async fn reserve_for_batch(
 async fn fail(store: &Store, envelope: &Envelope, message: String) -> Result<Verdict, StoreError> {
     tracing::info!(job = %envelope.id, %message, "refused by a budget");
     store
-        .finish_failed(envelope.id, None, "budget_exceeded".into(), message)
+        .finish_failed(envelope.id, None, "budget_exceeded".into(), message, None)
         .await?;
     Ok(Verdict::Ack)
 }

@@ -1139,6 +1139,8 @@ mod tests {
             assert_eq!(e.message, message);
             assert_eq!(e.status, Some(status));
             assert_eq!(e.provider, "anthropic");
+            // Anthropic's error object has no param, and none is guessed from the message.
+            assert_eq!(e.param, None);
         }
         let spend_cap = json!({"type": "error", "error": {"type": "rate_limit_error",
             "message": "monthly limit", "details": {"error_code": "enforced_spend_limit_reached"}}});

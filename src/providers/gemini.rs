@@ -709,6 +709,15 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
         .and_then(parse_proto_duration);
     let reason =
         detail("google.rpc.ErrorInfo").find_map(|d| d.get("reason").and_then(Value::as_str));
+    // The field a 400 blames: the first violation of a `google.rpc.BadRequest`, as OpenAI
+    // names one `param`.
+    let param = detail("google.rpc.BadRequest")
+        .find_map(|d| {
+            d.pointer("/fieldViolations/0/field")
+                .and_then(Value::as_str)
+        })
+        .filter(|f| !f.is_empty())
+        .map(str::to_string);
     let daily = detail("google.rpc.QuotaFailure").any(|d| {
         d.get("violations")
             .and_then(Value::as_array)
@@ -744,6 +753,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
     };
     Some(ProviderError {
         retry_after: retry_delay,
+        param,
         ..ProviderError::new(PROVIDER, kind, status, message)
     })
 }
@@ -1219,7 +1229,27 @@ mod tests {
             ),
             now,
         );
-        assert_eq!(e.kind, Unauthorized);
+        assert_eq!((e.kind, e.param), (Unauthorized, None));
+        // A google.rpc.BadRequest names the field to blame: the first violation's is kept.
+        let bad_field = json!([{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [
+            {"field": "generation_config.temperature", "description": "must be between 0 and 2"},
+            {"field": "generation_config.top_p", "description": "must be between 0 and 1"}]}]);
+        let e = error_from_answer(
+            &answer(
+                400,
+                &error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), 3",
+                    bad_field,
+                ),
+            ),
+            now,
+        );
+        assert_eq!(
+            (e.kind, e.param.as_deref()),
+            (BadRequest, Some("generation_config.temperature"))
+        );
         // The array form of the non-SSE stream endpoint.
         let e = error_from_answer(
             &answer(

@@ -257,10 +257,20 @@ pub fn snippet(text: &str) -> String {
     cut
 }
 
-/// Removes the key from a message, should anything upstream have echoed it.
+/// Removes the key from the provider's text (message and param), should anything upstream
+/// have echoed it.
 pub fn redact(mut error: ProviderError, api_key: &str) -> ProviderError {
-    if !api_key.is_empty() && error.message.contains(api_key) {
-        error.message = error.message.replace(api_key, "[redacted]");
+    if api_key.is_empty() {
+        return error;
+    }
+    let scrub = |text: &mut String| {
+        if text.contains(api_key) {
+            *text = text.replace(api_key, "[redacted]");
+        }
+    };
+    scrub(&mut error.message);
+    if let Some(param) = &mut error.param {
+        scrub(param);
     }
     error
 }
@@ -455,5 +465,24 @@ pub(crate) mod tests {
         let error = redact(error, "sk-secret-123");
         assert_eq!(error.message, "Incorrect API key provided: [redacted].");
         assert!(!error.to_string().contains("sk-secret"));
+    }
+
+    /// A param is provider text too: a key echoed there is scrubbed as in the message.
+    #[test]
+    fn the_key_is_scrubbed_from_the_param() {
+        let error = ProviderError {
+            param: Some("api_key=sk-secret-123".into()),
+            ..ProviderError::new("openai", ErrorKind::BadRequest, Some(400), "bad")
+        };
+        let error = redact(error, "sk-secret-123");
+        assert_eq!(error.param.as_deref(), Some("api_key=[redacted]"));
+        let kept = ProviderError {
+            param: Some("temperature".into()),
+            ..ProviderError::new("openai", ErrorKind::BadRequest, Some(400), "bad")
+        };
+        assert_eq!(
+            redact(kept, "sk-secret-123").param.as_deref(),
+            Some("temperature")
+        );
     }
 }

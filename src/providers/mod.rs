@@ -197,6 +197,11 @@ pub struct ProviderError {
     /// The provider's own word on retrying this call (`x-should-retry: true|false`, which
     /// OpenAI's and Anthropic's SDKs obey), overriding what the kind alone would say.
     pub should_retry: Option<bool>,
+    /// The request parameter the provider blamed, where its error body names one (OpenAI's
+    /// `error.param`, the first field of a Gemini `google.rpc.BadRequest`), so a client of
+    /// Sluice's OpenAI endpoint learns which field to fix, as it would from OpenAI itself.
+    /// The provider's own name for it (Gemini's differ from OpenAI's); scrubbed like `message`.
+    pub param: Option<String>,
 }
 
 impl ProviderError {
@@ -213,6 +218,7 @@ impl ProviderError {
             provider,
             retry_after: None,
             should_retry: None,
+            param: None,
         }
     }
 

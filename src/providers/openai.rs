@@ -110,7 +110,10 @@ impl Translate for OpenAiStream {
                 _ => ErrorKind::ServerError,
             };
             let message = error_message(error).unwrap_or_else(|| "an error event".into());
-            return Err(ProviderError::new(PROVIDER, kind, Some(200), message));
+            return Err(ProviderError {
+                param: error_param(error),
+                ..ProviderError::new(PROVIDER, kind, Some(200), message)
+            });
         }
         Ok(vec![chunk])
     }
@@ -240,7 +243,20 @@ pub(crate) fn error_from_json(
                 .or_else(|| top_level_message(j))
         })
         .unwrap_or_else(fallback);
-    ProviderError::new(PROVIDER, kind, Some(status), message)
+    ProviderError {
+        param: error.and_then(error_param),
+        ..ProviderError::new(PROVIDER, kind, Some(status), message)
+    }
+}
+
+/// `error.param`: the parameter OpenAI blames (`"messages"`, `"tools[0].function.name"`);
+/// null, absent or empty when none is to blame.
+fn error_param(error: &Value) -> Option<String> {
+    error
+        .get("param")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
 }
 
 /// `error.message`, or `error` itself when a compatible server sends a bare string.
@@ -456,6 +472,7 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::QuotaExhausted);
         assert_eq!(e.message, "You exceeded your current quota");
         assert_eq!(e.status, Some(429));
+        assert_eq!(e.param, None, "a null param is none");
 
         let e = error_from_answer(
             &answer(StatusCode::BAD_GATEWAY, b"  <html>bad gateway</html>\n"),
@@ -476,6 +493,25 @@ mod tests {
         assert_eq!(e.message, "plain");
         let e = error_from_answer(&answer(StatusCode::SERVICE_UNAVAILABLE, b""), now);
         assert_eq!(e.message, "Service Unavailable");
+    }
+
+    /// OpenAI's documented error object names the parameter to blame; it is kept.
+    #[test]
+    fn an_error_naming_its_param_keeps_it() {
+        let now = SystemTime::now();
+        let body = br#"{"error":{"message":"Invalid 'tools[0].function.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.","type":"invalid_request_error","param":"tools[0].function.name","code":"invalid_value"}}"#;
+        let e = error_from_answer(&answer(StatusCode::BAD_REQUEST, body), now);
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.name"));
+        assert!(e.message.starts_with("Invalid 'tools[0].function.name'"));
+        let body = br#"{"error":{"message":"Missing required parameter: 'messages'.","type":"invalid_request_error","param":"messages","code":"missing_required_parameter"}}"#;
+        let e = error_from_answer(&answer(StatusCode::BAD_REQUEST, body), now);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        // Compatible servers' other shapes name none.
+        for body in [&br#"{"detail":"bad field"}"#[..], br#"{"error":"plain"}"#] {
+            let e = error_from_answer(&answer(StatusCode::BAD_REQUEST, body), now);
+            assert_eq!(e.param, None);
+        }
     }
 
     /// `x-should-retry` overrides what the status alone would say, either way.
@@ -642,6 +678,15 @@ mod tests {
         assert_eq!(
             (e.kind, e.message.as_str()),
             (ErrorKind::ServerError, "The server had an error")
+        );
+        assert_eq!(e.param, None);
+
+        let body = "data: {\"error\":{\"message\":\"Invalid 'temperature'\",\"type\":\"invalid_request_error\",\"param\":\"temperature\",\"code\":null}}\n\n";
+        let items = stream::replay(OpenAiStream { done: false }, &[body.as_bytes()]).await;
+        let e = items[0].clone().unwrap_err();
+        assert_eq!(
+            (e.kind, e.param.as_deref()),
+            (ErrorKind::BadRequest, Some("temperature"))
         );
     }
 

@@ -153,6 +153,12 @@ fn stored_answer(response: &str) -> Result<Value, StoreError> {
 pub struct JobError {
     pub kind: String,
     pub message: String,
+    /// The request parameter the provider blamed, when its error named one
+    /// ([`crate::providers::ProviderError::param`]): kept with the job so whoever reads the
+    /// failure (the waiting `/v1/chat/completions` request, in another process perhaps) can
+    /// hand it on in OpenAI's `param`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -496,23 +502,26 @@ impl Store {
         .await
     }
 
-    /// Marks a job `failed` with the error that ended it, storing the last attempt if any.
+    /// Marks a job `failed` with the error that ended it (and the parameter the provider
+    /// blamed, if it named one), storing the last attempt if any.
     pub async fn finish_failed(
         &self,
         id: Uuid,
         attempt: Option<AttemptRecord>,
         kind: String,
         message: String,
+        param: Option<String>,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
                 let now = now_ms();
                 let failed = sqlx::query(
-                    "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, updated_at = ?, \
-                     finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                    "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, error_param = ?, \
+                     updated_at = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
                 )
                 .bind(&kind)
                 .bind(&message)
+                .bind(&param)
                 .bind(now)
                 .bind(now)
                 .bind(id.to_string())
@@ -563,7 +572,8 @@ impl Store {
     ) -> Result<Option<JobOutcome>, StoreError> {
         let row = sqlx::query(
             "SELECT j.status, j.error_kind, j.error, a.outcome, a.error, \
-             CASE WHEN ? THEN (SELECT response FROM results WHERE job_id = j.id) END \
+             CASE WHEN ? THEN (SELECT response FROM results WHERE job_id = j.id) END, \
+             j.error_param \
              FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id \
              AND a.number = (SELECT MAX(number) FROM attempts WHERE job_id = j.id) \
              WHERE j.id = ? AND j.tenant = ?",
@@ -579,7 +589,11 @@ impl Store {
             .parse()
             .map_err(|e: String| StoreError::Corrupt(e))?;
         let error = match (row.get(1), row.get(2)) {
-            (Some(kind), Some(message)) => Some(JobError { kind, message }),
+            (Some(kind), Some(message)) => Some(JobError {
+                kind,
+                message,
+                param: row.get(6),
+            }),
             _ => None,
         };
         let last_attempt = row.get::<Option<String>, _>(3).map(|outcome| LastAttempt {
@@ -601,11 +615,12 @@ impl Store {
 
     /// The job with its result, attempts and cost, if it belongs to `tenant`.
     pub async fn job(&self, tenant: &str, id: Uuid) -> Result<Option<JobView>, StoreError> {
-        // The provider batch, if any, comes in the same read (columns 13 on).
+        // The provider batch, if any, comes in the same read (columns 13 to 18), then the
+        // param of a failed job's error (19).
         let sql = format!(
             "SELECT j.id, j.status, j.urgency, j.model, j.custom_id, j.user_tag, j.team_tag, \
              j.feature_tag, j.deadline, j.created_at, j.finished_at, j.error_kind, j.error, \
-             {BATCH_REF_COLUMNS} \
+             {BATCH_REF_COLUMNS}, j.error_param \
              FROM jobs j LEFT JOIN batch_items i ON i.job_id = j.id \
              LEFT JOIN provider_batches b ON b.id = i.batch_id \
              WHERE j.id = ? AND j.tenant = ?"
@@ -623,7 +638,11 @@ impl Store {
             row.get::<Option<String>, _>(11),
             row.get::<Option<String>, _>(12),
         ) {
-            (Some(kind), Some(message)) => Some(JobError { kind, message }),
+            (Some(kind), Some(message)) => Some(JobError {
+                kind,
+                message,
+                param: row.get(19),
+            }),
             _ => None,
         };
         let result: Option<String> =
@@ -1015,7 +1034,7 @@ static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE jobs SET status = 'succeeded', updated_at = ?, finished_at = ?, \
-         error = NULL, error_kind = NULL WHERE id = ? AND status = 'running'; \
+         error = NULL, error_kind = NULL, error_param = NULL WHERE id = ? AND status = 'running'; \
          INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
          SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1 {ATTEMPT_UPSERT}; \
          INSERT INTO results (job_id, response, created_at) SELECT ?, ?, ? WHERE changes() = 1; \

@@ -226,6 +226,7 @@ async fn run_job(
                 None,
                 "unknown_model".into(),
                 context.config.unknown_model(model),
+                None,
             )
             .await?;
         return Ok(Settlement::Ack);
@@ -239,6 +240,7 @@ async fn run_job(
                     None,
                     "deadline_exceeded".into(),
                     format!("the job's deadline {deadline} passed before it could run"),
+                    None,
                 )
                 .await?;
             return Ok(Settlement::Ack);
@@ -277,7 +279,13 @@ async fn run_job(
                     Placed::Refused(error) => {
                         tracing::info!(job = %id, %error, "the batch tier cannot take this request");
                         store
-                            .finish_failed(id, None, error.kind.as_str().into(), error.to_string())
+                            .finish_failed(
+                                id,
+                                None,
+                                error.kind.as_str().into(),
+                                error.to_string(),
+                                error.param.clone(),
+                            )
                             .await?;
                         return Ok(Settlement::Ack);
                     }
@@ -294,7 +302,7 @@ async fn run_job(
             Choice::Refuse { message } => {
                 tracing::info!(job = %id, %message, "no deployment can ever take this job");
                 store
-                    .finish_failed(id, None, "over_limit".into(), message)
+                    .finish_failed(id, None, "over_limit".into(), message, None)
                     .await?;
                 return Ok(Settlement::Ack);
             }
@@ -307,6 +315,7 @@ async fn run_job(
                                 None,
                                 "deadline_exceeded".into(),
                                 format!("{why}; waiting would pass the job's deadline {deadline}"),
+                                None,
                             )
                             .await?;
                         return Ok(Settlement::Ack);
@@ -632,7 +641,13 @@ async fn decide_after_failure(
     tracing::info!(job = %id, attempt = number, %message, "job failed");
     context
         .store
-        .finish_failed(id, Some(record), error.kind.as_str().into(), message)
+        .finish_failed(
+            id,
+            Some(record),
+            error.kind.as_str().into(),
+            message,
+            error.param,
+        )
         .await?;
     Ok(Settlement::Ack)
 }

@@ -106,13 +106,18 @@ impl Watcher {
                 self.send(StreamEvent::Done).await;
             }
             JobStatus::Failed | JobStatus::Cancelled => {
-                let (kind, message) = match job.error {
-                    Some(error) => (error.kind, error.message),
-                    None => (job.status.to_string(), format!("the job is {}", job.status)),
+                let (kind, message, param) = match job.error {
+                    Some(error) => (error.kind, error.message, error.param),
+                    None => (
+                        job.status.to_string(),
+                        format!("the job is {}", job.status),
+                        None,
+                    ),
                 };
                 self.send(StreamEvent::Failed {
                     kind,
                     message,
+                    param,
                     will_retry: false,
                 })
                 .await;
@@ -129,6 +134,7 @@ impl Watcher {
                 self.send(StreamEvent::Failed {
                     kind,
                     message,
+                    param: None,
                     will_retry: true,
                 })
                 .await;
