@@ -141,7 +141,9 @@ enum BulkCommand {
     /// A line is an OpenAI batch request ({"custom_id", "method", "url", "body"}), the short
     /// form {"custom_id", "body"}, or a bare chat body (custom_id "line-N" when it has none).
     /// Submitting again under the same name adds only the lines whose custom_id the bulk
-    /// does not hold yet: the same file twice creates no duplicate jobs.
+    /// does not hold yet: the same file twice creates no duplicate jobs. A line whose
+    /// custom_id the bulk holds with a different request is not submitted but listed as a
+    /// conflict.
     Submit(BulkSubmitArgs),
     /// Show a bulk's jobs by status and its cost so far.
     Status {
@@ -627,7 +629,7 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                         "{}: {invalid} of {lines} lines are invalid:",
                         args.file.display()
                     );
-                    bulk::print_invalid(&errors, invalid, MAX_PRINTED_ERRORS);
+                    bulk::print_lines(&errors, invalid, MAX_PRINTED_ERRORS, "bad lines");
                     anyhow::bail!("nothing was submitted; fix the lines above, or pass --skip-invalid to submit the valid ones and write the others to a rejects file");
                 }
                 Err(sluice::bulk::BulkError::Client(sluice::client::ClientError::Api {
@@ -638,10 +640,11 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                     let errors: Vec<sluice::bulk::LineError> =
                         serde_json::from_value(error["lines"].clone()).unwrap_or_default();
                     eprintln!("the server refused {}: {message}", args.file.display());
-                    bulk::print_invalid(
+                    bulk::print_lines(
                         &errors,
                         error["invalid_lines"].as_u64().unwrap_or(0),
                         MAX_PRINTED_ERRORS,
+                        "bad lines",
                     );
                     anyhow::bail!("nothing was submitted");
                 }
@@ -656,9 +659,21 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                 );
             }
             eprintln!(
-                "bulk \"{}\": {} jobs submitted, {} lines already in the bulk (same name and custom_id: not submitted again)",
-                s.name, s.submitted, s.duplicates
+                "bulk \"{}\": {} jobs submitted, {} lines already in the bulk (same name and custom_id: not submitted again), {} conflicting (same custom_id, another request: not submitted)",
+                s.name, s.submitted, s.duplicates, s.conflicts
             );
+            if s.conflicts > 0 {
+                eprintln!(
+                    "{} lines were NOT submitted: the bulk already holds their custom_id with a different request, and that job stands (give each a new custom_id, or submit under a new --name):",
+                    s.conflicts
+                );
+                bulk::print_lines(
+                    &s.conflicting,
+                    s.conflicts,
+                    MAX_PRINTED_ERRORS,
+                    "conflicting lines",
+                );
+            }
             println!("{}", s.id);
             if args.wait {
                 let status = bulk::wait(&client, s.id, WAIT_AT_MOST, true).await?;

@@ -31,6 +31,10 @@ pub struct Submitted {
     pub id: Uuid,
     /// True when the tenant had already submitted this `custom_id`: `id` is the first job's.
     pub duplicate: bool,
+    /// With `duplicate`: the first job's request differs from this one, which was not
+    /// recorded. Only a bulk's job can be one (see [`Submitter::submit_to_bulk`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conflict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +117,9 @@ impl Submitter {
 
     /// Submits jobs of bulk `bulk`, each with its line number in the submitted file. The specs
     /// must have passed [`Submitter::check`] (the bulk reader checks every line before any is
-    /// submitted). A `custom_id` the bulk already holds answers that job, `duplicate: true`.
+    /// submitted). A `custom_id` the bulk already holds answers that job, `duplicate: true`,
+    /// and `conflict: true` as well when that job's request differs from the line's (the
+    /// line is then not recorded, and the others still are).
     pub async fn submit_to_bulk(
         &self,
         tenant: &str,
@@ -275,7 +281,7 @@ pub fn check_spec(
 }
 
 /// What the client hears about each submitted job: its id, or the id of the job that already
-/// holds its `custom_id` (`duplicate`).
+/// holds its `custom_id` (`duplicate`, and `conflict` when that job's request differs).
 fn answers_for(envelopes: &[Envelope], outcomes: &[InsertOutcome]) -> Vec<Submitted> {
     envelopes
         .iter()
@@ -284,10 +290,17 @@ fn answers_for(envelopes: &[Envelope], outcomes: &[InsertOutcome]) -> Vec<Submit
             InsertOutcome::Created => Submitted {
                 id: envelope.id,
                 duplicate: false,
+                conflict: false,
             },
             InsertOutcome::Existing(id) => Submitted {
                 id: *id,
                 duplicate: true,
+                conflict: false,
+            },
+            InsertOutcome::Conflicting(id) => Submitted {
+                id: *id,
+                duplicate: true,
+                conflict: true,
             },
         })
         .collect()

@@ -22,6 +22,7 @@ on_both_backends!(
     every_bad_line_of_a_large_file_is_reported_and_nothing_is_enqueued,
     skip_invalid_runs_the_good_lines_and_writes_the_bad_ones_to_rejects,
     the_same_file_twice_is_the_same_bulk_without_duplicates,
+    a_changed_line_resubmitted_is_a_conflict_not_a_duplicate,
     cancel_stops_every_queued_job_of_the_bulk,
     another_tenants_bulk_is_a_404,
 );
@@ -366,6 +367,112 @@ async fn the_same_file_twice_is_the_same_bulk_without_duplicates(backend: Backen
     h.stop().await;
 }
 
+/// Messages waiting on the work queue of `urgency`, read from the backend itself (the embedded
+/// queue's table, or the RabbitMQ queue), not from what the store says it published.
+async fn queued_messages(h: &Harness, backend: Backend, urgency: Urgency) -> u64 {
+    match backend {
+        Backend::Embedded => {
+            let sql = format!(
+                "SELECT COUNT(*) FROM queue_messages WHERE urgency = '{}'",
+                urgency.as_str()
+            );
+            h.count(&sql).await as u64
+        }
+        Backend::Rabbitmq => {
+            let conn = common::amqp_connection().await;
+            let channel = conn.create_channel().await.unwrap();
+            let queue = channel
+                .queue_declare(
+                    h.topology().work_queue(urgency).as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("the work queue exists");
+            let _ = conn.close(200, "counted".into()).await;
+            u64::from(queue.message_count())
+        }
+    }
+}
+
+/// A file resubmitted under its name with line 1 changed and line 2 as it was: line 1 is a
+/// conflict naming the job that keeps its custom_id (whose request stays the first one), line
+/// 2 a duplicate, and nothing new is recorded or queued. Without workers, so the queue shows
+/// every message published.
+async fn a_changed_line_resubmitted_is_a_conflict_not_a_duplicate(backend: Backend) {
+    let h = Harness::start_with(backend, |_| {}, false).await;
+    let (before, after) = (prompt("before the change"), prompt("after the change"));
+    let kept = prompt("unchanged");
+    let line = |custom_id: &str, content: &str| {
+        json!({"custom_id": custom_id, "body": {"messages": user(content)}}).to_string()
+    };
+    let path = write_file(
+        h.dir.path(),
+        "conflict.jsonl",
+        &[line("changed", &before), line("kept", &kept)],
+    );
+    let first = submit_file(&h.client, &path, request("conflict", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
+    assert_eq!(
+        (first.submitted, first.duplicates, first.conflicts),
+        (2, 0, 0)
+    );
+    assert_eq!(queued_messages(&h, backend, Urgency::Standard).await, 2);
+    let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = 'changed'")
+        .fetch_one(h.app.store.reader())
+        .await
+        .unwrap();
+
+    let path = write_file(
+        h.dir.path(),
+        "conflict.jsonl",
+        &[line("changed", &after), line("kept", &kept)],
+    );
+    let second = submit_file(&h.client, &path, request("conflict", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
+    assert_eq!((second.id, second.created), (first.id, false));
+    assert_eq!(
+        (
+            second.submitted,
+            second.duplicates,
+            second.conflicts,
+            second.rejected
+        ),
+        (0, 1, 1, 0),
+        "{second:#?}"
+    );
+    assert_eq!(second.conflicting.len(), 1, "{second:#?}");
+    let conflict = &second.conflicting[0];
+    assert_eq!((conflict.line, conflict.field.as_str()), (1, "custom_id"));
+    assert!(
+        conflict.message.contains("\"changed\"") && conflict.message.contains(&existing),
+        "{conflict}"
+    );
+    assert!(conflict.message.contains("new custom_id"), "{conflict}");
+
+    // The bulk's job keeps its first request, and nothing of the second line was recorded or
+    // queued.
+    let request: String =
+        sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'changed'")
+            .fetch_one(h.app.store.reader())
+            .await
+            .unwrap();
+    assert!(
+        request.contains(&before) && !request.contains(&after),
+        "{request}"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 2);
+    assert_eq!(queued_messages(&h, backend, Urgency::Standard).await, 2);
+    h.stop().await;
+}
+
 async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
     let mut h = Harness::start_with(backend, |_| {}, false).await;
     let lines: Vec<String> = (0..40).map(|i| good_line(i, "cancel")).collect();
@@ -493,6 +600,22 @@ async fn the_sluice_bulk_commands_work() {
         .unwrap();
     assert!(errors.status.success());
     assert!(errors.stdout.is_empty());
+
+    // The same file with its first line changed: the CLI says the line was not submitted.
+    let mut changed = lines.clone();
+    changed[0] = good_line(0, "cli changed");
+    write_file(h.dir.path(), "cli.jsonl", &changed);
+    let again = sluice(&["bulk", "submit", path.to_str().unwrap(), "--model", "fast"])
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0 jobs submitted, 5 lines already in the bulk")
+            && stderr.contains("1 conflicting")
+            && stderr.contains("line 1: custom_id: custom_id \"req-0\" already names job"),
+        "{stderr}"
+    );
 
     let bad = write_file(
         h.dir.path(),

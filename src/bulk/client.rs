@@ -399,13 +399,14 @@ fn bytes_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
-/// Prints a refused file's bad lines to stderr, at most `max`, then how many more there are.
-pub fn print_invalid(errors: &[LineError], invalid: u64, max: usize) {
+/// Prints listed lines to stderr (a refused file's bad lines, a submission's conflicting
+/// ones), at most `max`, then how many more of the `count` there are, called `what`.
+pub fn print_lines(errors: &[LineError], count: u64, max: usize, what: &str) {
     for error in errors.iter().take(max) {
         eprintln!("  {error}");
     }
     let listed = errors.len().min(max) as u64;
-    if invalid > listed {
-        eprintln!("  … and {} more bad lines", invalid - listed);
+    if count > listed {
+        eprintln!("  … and {} more {what}", count - listed);
     }
 }

@@ -16,7 +16,9 @@
 //! Idempotency: a bulk is identified by its tenant and name, and a job's `custom_id` is unique
 //! within its bulk (a bare body's is `line-N`). Submitting a file again under the same name
 //! adds only the lines whose `custom_id` the bulk does not hold yet, so the same file twice
-//! gives the same bulk id and no new job.
+//! gives the same bulk id and no new job. A line whose `custom_id` the bulk holds for a
+//! different request is not submitted either, but counted and listed as a conflict: the
+//! user changed it, and must not believe the change runs.
 //!
 //! [`output`] formats a finished job as an OpenAI batch output line; [`client`] is the
 //! `sluice bulk` command's side: validate locally (failing fast, before uploading anything),

@@ -8,9 +8,9 @@
 
 use super::lines::{is_blank, Line, LineReader};
 use super::validate::{confirm_duplicates, job_of_line, validate, Validation};
-use super::{BulkError, Defaults, LineError, MAX_LINE_BYTES};
+use super::{BulkError, Defaults, LineError, MAX_LINE_BYTES, MAX_LISTED_ERRORS};
 use crate::job::{FieldError, JobSpec};
-use crate::submit::Submitter;
+use crate::submit::{Submitted, Submitter};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -48,8 +48,18 @@ pub struct Submission {
     pub lines: u64,
     /// Jobs this submission created.
     pub submitted: u64,
-    /// Valid lines whose `custom_id` the bulk already held: not submitted again.
+    /// Valid lines whose `custom_id` the bulk already held with the same request: not
+    /// submitted again.
     pub duplicates: u64,
+    /// Valid lines whose `custom_id` the bulk already held with a different request: not
+    /// submitted (the bulk's job stands), and reported so that a changed line is never taken
+    /// for submitted. Defaults to 0 for answers of servers that did not count them.
+    #[serde(default)]
+    pub conflicts: u64,
+    /// The first [`MAX_LISTED_ERRORS`] conflicting lines, each naming the job that holds its
+    /// `custom_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicting: Vec<LineError>,
     /// Invalid lines skipped (with `skip_invalid`).
     pub rejected: u64,
     /// The first of the rejected lines.
@@ -167,7 +177,7 @@ impl Prepared {
             opened,
         } = self;
         let spool = rewind(spool).await?;
-        let (submitted, duplicates) = submit_lines(
+        let tally = submit_lines(
             submitter,
             tenant,
             opened.id,
@@ -183,8 +193,10 @@ impl Prepared {
             name,
             created: opened.created,
             lines: found.lines,
-            submitted,
-            duplicates,
+            submitted: tally.submitted,
+            duplicates: tally.duplicates,
+            conflicts: tally.conflicts,
+            conflicting: tally.conflicting,
             rejected: found.invalid,
             rejections: found.errors,
         })
@@ -207,8 +219,56 @@ pub fn refuse_invalid(found: &Validation, skip_invalid: bool, what: &str) -> Res
     Ok(())
 }
 
+/// What the second pass did with the valid lines.
+#[derive(Debug, Default)]
+struct Tally {
+    submitted: u64,
+    duplicates: u64,
+    conflicts: u64,
+    conflicting: Vec<LineError>,
+}
+
+impl Tally {
+    /// Counts a chunk's answers; `lines` are its lines' numbers and `custom_id`s, in order.
+    fn count(&mut self, lines: &[(u64, Option<String>)], answers: &[Submitted]) {
+        for ((line, custom_id), answer) in lines.iter().zip(answers) {
+            if answer.conflict {
+                self.conflicts += 1;
+                if self.conflicting.len() < MAX_LISTED_ERRORS {
+                    self.conflicting.push(conflict(*line, custom_id, answer.id));
+                }
+            } else if answer.duplicate {
+                self.duplicates += 1;
+            } else {
+                self.submitted += 1;
+            }
+        }
+    }
+
+    /// Lines answered so far.
+    fn done(&self) -> u64 {
+        self.submitted + self.duplicates + self.conflicts
+    }
+}
+
+/// The report of a line whose `custom_id` the bulk holds for another request, saying what to
+/// do: resubmitting the same line under the same name can never change that job.
+fn conflict(line: u64, custom_id: &Option<String>, existing: Uuid) -> LineError {
+    LineError {
+        line,
+        field: "custom_id".into(),
+        message: format!(
+            "custom_id \"{}\" already names job {existing} of this bulk, whose request is \
+             different; this line was not submitted and that job stands (give the line a new \
+             custom_id, or submit the file under a new bulk name)",
+            custom_id.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
 /// The second pass: reads the validated lines again and submits the valid ones in chunks.
-/// Returns how many jobs were created and how many lines the bulk already held.
+/// Returns how many jobs were created, how many lines the bulk already held and which of
+/// those held a different request.
 async fn submit_lines<R: AsyncBufRead + Unpin>(
     submitter: &Submitter,
     tenant: &str,
@@ -217,9 +277,9 @@ async fn submit_lines<R: AsyncBufRead + Unpin>(
     defaults: &Defaults,
     total: u64,
     progress: &mut (dyn FnMut(u64, u64) + Send),
-) -> Result<(u64, u64), BulkError> {
+) -> Result<Tally, BulkError> {
     let check = checker(submitter);
-    let (mut submitted, mut duplicates) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let mut in_flight = FuturesOrdered::new();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut end = false;
@@ -245,18 +305,27 @@ async fn submit_lines<R: AsyncBufRead + Unpin>(
                 return Err(BulkError::Cancelled(bulk));
             }
             let lines = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-            in_flight.push_back(submitter.submit_to_bulk(tenant, bulk, lines));
+            // Kept to name a conflicting line in the report; the specs go to the store.
+            let named: Vec<(u64, Option<String>)> = lines
+                .iter()
+                .map(|(number, spec)| (*number, spec.custom_id.clone()))
+                .collect();
+            in_flight.push_back(async move {
+                let answers = submitter.submit_to_bulk(tenant, bulk, lines).await;
+                (named, answers)
+            });
             continue;
         }
-        if let Some(answer) = in_flight.next().await {
-            let answers = answer.map_err(|source| BulkError::Interrupted { submitted, source })?;
-            let new = answers.iter().filter(|a| !a.duplicate).count() as u64;
-            submitted += new;
-            duplicates += answers.len() as u64 - new;
-            progress(submitted + duplicates, total);
+        if let Some((named, answers)) = in_flight.next().await {
+            let answers = answers.map_err(|source| BulkError::Interrupted {
+                submitted: tally.submitted,
+                source,
+            })?;
+            tally.count(&named, &answers);
+            progress(tally.done(), total);
         }
     }
-    Ok((submitted, duplicates))
+    Ok(tally)
 }
 
 async fn rewind(mut file: tokio::fs::File) -> Result<tokio::fs::File, BulkError> {

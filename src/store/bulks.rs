@@ -4,9 +4,10 @@
 //! A bulk is identified for idempotency by its tenant and name (`UNIQUE (tenant, name)`), and
 //! its jobs' `custom_id`s are unique within it (a partial unique index), so the same file
 //! submitted twice under the same name finds the same bulk and creates no second job for any
-//! line. Each job keeps its line number in the file, for results in input order. The bulk
-//! row also keeps what the OpenAI-compatible batch object will need (`endpoint`, `metadata`,
-//! `input_file_id`, timestamps), so a batch can be a view of a bulk.
+//! line (nor for a line changed since: its `custom_id` is a conflict, see
+//! [`Store::insert_bulk_jobs`]). Each job keeps its line number in the file, for results in
+//! input order. The bulk row also keeps what the OpenAI-compatible batch object will need
+//! (`endpoint`, `metadata`, `input_file_id`, timestamps), so a batch can be a view of a bulk.
 
 use super::jobs::{cancel_queued, insert_jobs, CancelScope, NewJob};
 use super::{now_ms, InsertOutcome, Store, StoreError};
@@ -129,7 +130,10 @@ impl Store {
     }
 
     /// Records jobs of a bulk, each with its line number, in one grouped commit; see
-    /// [`Store::insert_jobs`]. A `custom_id` the bulk already holds answers that job.
+    /// [`Store::insert_jobs`]. A `custom_id` the bulk already holds answers that job:
+    /// [`InsertOutcome::Existing`] for the same request, [`InsertOutcome::Conflicting`] for a
+    /// different one (neither writes anything). Unlike jobs submitted alone, a conflict does
+    /// not refuse the others: a resubmitted file's other lines still go in.
     pub async fn insert_bulk_jobs(
         &self,
         bulk: Uuid,

@@ -22,6 +22,11 @@ pub enum InsertOutcome {
     Created,
     /// The tenant already has a job with this `custom_id` (or this id): that one stands.
     Existing(Uuid),
+    /// The bulk already holds this `custom_id` for a different request: that job stands and
+    /// nothing of this one was written. Answering with that job would let the client believe
+    /// its changed line runs. Only a bulk's jobs get this; jobs submitted alone are refused
+    /// together instead ([`CustomIdReused`]).
+    Conflicting(Uuid),
 }
 
 /// A `custom_id` (the `idempotency-key` of `/v1/chat/completions`) offered again with a
@@ -785,7 +790,8 @@ async fn insert_alone(
 
 /// Inserts job rows unless their id or `custom_id` is taken, and says for each, in order,
 /// whether it was created or which job already stands. The `custom_id` is unique per tenant
-/// for jobs submitted alone, and per bulk for jobs of a bulk.
+/// for jobs submitted alone, and per bulk for jobs of a bulk; a bulk's job whose `custom_id`
+/// stands for a different request is [`InsertOutcome::Conflicting`].
 ///
 /// Up to [`ROWS_PER_INSERT`] rows go in one statement (`ON CONFLICT DO NOTHING RETURNING id`
 /// names the rows created): a statement is a round trip to SQLite's thread, and a bulk of a
@@ -829,11 +835,22 @@ pub(super) async fn insert_jobs(
             .map(|row| row.get(0))
             .collect();
         for job in chunk {
-            outcomes.push(if created.contains(&job.envelope.id.to_string()) {
-                InsertOutcome::Created
-            } else {
-                InsertOutcome::Existing(existing_job(conn, job).await?)
-            });
+            if created.contains(&job.envelope.id.to_string()) {
+                outcomes.push(InsertOutcome::Created);
+                continue;
+            }
+            let (id, request) = existing_job(conn, job).await?;
+            let existing = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            // Jobs submitted alone are compared before their insert, all or none
+            // ([`reused_custom_id`]); a bulk's line is judged on its own, here, in the
+            // inserting transaction, so no concurrent submission slips in between.
+            outcomes.push(
+                if job.bulk.is_some() && !same_request(&id, &request, job.envelope) {
+                    InsertOutcome::Conflicting(existing)
+                } else {
+                    InsertOutcome::Existing(existing)
+                },
+            );
         }
     }
     Ok(outcomes)
@@ -873,10 +890,7 @@ async fn reused_custom_id(
         let Some((id, request)) = stored else {
             continue;
         };
-        let same = id == envelope.id.to_string()
-            || serde_json::from_str::<crate::job::ChatRequest>(&request)
-                .is_ok_and(|stored| stored == envelope.spec.request);
-        if !same {
+        if !same_request(&id, &request, envelope) {
             let existing = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
             return Ok(Some(reused(existing)));
         }
@@ -884,32 +898,42 @@ async fn reused_custom_id(
     Ok(None)
 }
 
-/// The job that holds a new job's id or `custom_id`. Each form matches one partial unique
+/// Whether a stored job (its id and its `request` column) is what `envelope` asks for: the
+/// same job offered again under its own id (a republished envelope), or the same request.
+/// The one comparison behind both idempotency checks, so a retry that is a duplicate alone is
+/// one in a bulk too.
+fn same_request(stored_id: &str, stored_request: &str, envelope: &Envelope) -> bool {
+    stored_id == envelope.id.to_string()
+        || serde_json::from_str::<crate::job::ChatRequest>(stored_request)
+            .is_ok_and(|stored| stored == envelope.spec.request)
+}
+
+/// The job that holds a new job's id or `custom_id`: its id and its request (to tell a
+/// duplicate from a conflict; the row is read anyway). Each form matches one partial unique
 /// index exactly, so the lookup is an index probe.
 async fn existing_job(
     conn: &mut sqlx::SqliteConnection,
     job: &NewJob<'_>,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<(String, String), sqlx::Error> {
     let envelope = job.envelope;
     let bulk_id = job.bulk.map(|(id, _)| id.to_string());
     let (sql, scope) = match &bulk_id {
         None => (
-            "SELECT id FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
+            "SELECT id, request FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
             &envelope.tenant,
         ),
         Some(bulk_id) => (
-            "SELECT id FROM jobs WHERE id = ? OR (bulk_id = ? AND custom_id = ?) LIMIT 1",
+            "SELECT id, request FROM jobs WHERE id = ? OR (bulk_id = ? AND custom_id = ?) LIMIT 1",
             bulk_id,
         ),
     };
-    let existing: Option<String> = sqlx::query_scalar(sql)
+    let existing: Option<(String, String)> = sqlx::query_as(sql)
         .bind(envelope.id.to_string())
         .bind(scope)
         .bind(&envelope.spec.custom_id)
         .fetch_optional(&mut *conn)
         .await?;
-    let existing = existing.ok_or(sqlx::Error::RowNotFound)?;
-    Uuid::parse_str(&existing).map_err(|e| sqlx::Error::Decode(e.into()))
+    existing.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Which queued jobs [`cancel_queued`] cancels.
@@ -1104,6 +1128,49 @@ mod tests {
         let mut spec = JobSpec::new(Urgency::Standard, request);
         spec.tags.team = Some("search".into());
         Envelope::new("acme", spec)
+    }
+
+    /// Within a bulk, a `custom_id` offered again is a duplicate for the same request and a
+    /// conflict for another; neither writes, and a conflict does not stop the lines after it.
+    #[tokio::test]
+    async fn a_bulk_tells_a_changed_request_from_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let bulk = store.open_bulk("acme", "b").await.unwrap().id;
+        let line = |custom_id: &str, content: &str| {
+            let mut job = envelope();
+            job.spec.custom_id = Some(custom_id.into());
+            job.spec.request.messages[0]["content"] = content.into();
+            job
+        };
+        let (changed, kept) = (line("c", "before"), line("k", "same"));
+        let first = store
+            .insert_bulk_jobs(bulk, vec![(1, changed.clone()), (2, kept.clone())])
+            .await
+            .unwrap();
+        assert_eq!(first, vec![InsertOutcome::Created; 2]);
+
+        let again = store
+            .insert_bulk_jobs(bulk, vec![(1, line("c", "after")), (2, line("k", "same"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            vec![
+                InsertOutcome::Conflicting(changed.id),
+                InsertOutcome::Existing(kept.id)
+            ]
+        );
+        let request: String = sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'c'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert!(request.contains("before"), "{request}");
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(jobs, 2);
     }
 
     fn attempt(number: u32) -> AttemptRecord {
