@@ -101,29 +101,19 @@ impl EmbeddedQueue {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let urgencies: Vec<Urgency> = envelopes.iter().map(|e| e.spec.urgency).collect();
         let (lanes, timeout) = (self.lanes.clone(), self.visibility_timeout);
-        let (outcomes, handed) = self
+        let (outcomes, enqueued) = self
             .store
             .insert_jobs_enqueued(envelopes, move |conn, messages| {
                 Box::pin(async move { enqueue_handing_over(conn, messages, &lanes, timeout).await })
             })
             .await?;
-        // What is left visible (a job that already existed counts too, which costs at most
-        // a look that finds nothing).
-        let mut visible = urgencies.clone();
-        for (urgency, leased) in handed {
+        for (urgency, leased) in enqueued.handed {
             self.lane(urgency).handed().push_back(leased);
-            if let Some(at) = visible.iter().position(|u| *u == urgency) {
-                visible.swap_remove(at);
-            }
+            self.lane(urgency).published.notify_waiters();
         }
-        for urgency in Urgency::ALL {
-            if visible.contains(&urgency) {
-                self.announce_visible(urgency);
-            } else if urgencies.contains(&urgency) {
-                self.lane(urgency).published.notify_waiters();
-            }
+        for urgency in enqueued.visible {
+            self.announce_visible(urgency);
         }
         Ok(outcomes)
     }
@@ -157,15 +147,21 @@ async fn enqueue(
     Ok(())
 }
 
+/// What [`enqueue_handing_over`] queued: the messages leased to idle consumers, to hand over
+/// once committed, and the urgencies that got visible ones, to announce.
+struct Enqueued {
+    handed: Vec<(Urgency, Leased)>,
+    visible: Vec<Urgency>,
+}
+
 /// [`enqueue`], except that as many messages of an urgency as its lane has idle consumers
-/// are queued already leased (as [`EmbeddedConsumer::take`] would lease them), and returned
-/// to be handed over once committed.
+/// are queued already leased (as [`EmbeddedConsumer::take`] would lease them).
 async fn enqueue_handing_over(
     conn: &mut sqlx::SqliteConnection,
     messages: Vec<(Urgency, Vec<u8>)>,
     lanes: &[Lane; 3],
     visibility_timeout: Duration,
-) -> Result<Vec<(Urgency, Leased)>, sqlx::Error> {
+) -> Result<Enqueued, sqlx::Error> {
     let mut room = lanes
         .each_ref()
         .map(|lane| lane.idle.load(Ordering::Acquire));
@@ -198,8 +194,15 @@ async fn enqueue_handing_over(
         };
         handed.push((urgency, leased));
     }
+    let visible_urgencies = Urgency::ALL
+        .into_iter()
+        .filter(|urgency| visible.iter().any(|(u, _)| u == urgency))
+        .collect();
     enqueue(conn, visible).await?;
-    Ok(handed)
+    Ok(Enqueued {
+        handed,
+        visible: visible_urgencies,
+    })
 }
 
 /// A fresh lease: which delivery of a message may settle it.
@@ -397,17 +400,12 @@ impl EmbeddedSettle {
     /// Runs a settling write that touches the message only while our lease holds (it returns
     /// the rows it changed). Zero rows means the lease ran out and someone else holds the
     /// message now: settling is theirs to do. `undo` says whether the write is one statement
-    /// (see [`Store::write_single`]).
+    /// (see [`Store::write_as`]).
     async fn while_leased<F>(&self, undo: Undo, op: F) -> Result<(), QueueError>
     where
         F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, u64> + Send + 'static,
     {
-        let store = &self.queue.store;
-        let changed = match undo {
-            Undo::ByStatement => store.write_single(op).await,
-            Undo::Savepoint => store.write(op).await,
-        }
-        .map_err(storage)?;
+        let changed = self.queue.store.write_as(undo, op).await.map_err(storage)?;
         if changed == 1 {
             Ok(())
         } else {

@@ -149,6 +149,18 @@ impl Store {
         self.writer.submit(writer::Undo::ByStatement, op).await
     }
 
+    /// [`Store::write`] or [`Store::write_single`], as `undo` says: for a caller that
+    /// serves operations of both kinds.
+    pub async fn write_as<T, F>(&self, undo: Undo, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.submit(undo, op).await
+    }
+
     /// The pool for reads.
     pub fn reader(&self) -> &SqlitePool {
         &self.read
