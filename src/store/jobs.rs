@@ -166,6 +166,22 @@ pub struct JobError {
     pub param: Option<String>,
 }
 
+impl JobError {
+    /// A job's error from its columns (`error_kind`, `error`, `error_param`): none unless
+    /// both kind and message are set.
+    fn stored(
+        kind: Option<String>,
+        message: Option<String>,
+        param: Option<String>,
+    ) -> Option<Self> {
+        Some(JobError {
+            kind: kind?,
+            message: message?,
+            param,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub number: u32,
@@ -593,14 +609,7 @@ impl Store {
             .get::<String, _>(0)
             .parse()
             .map_err(|e: String| StoreError::Corrupt(e))?;
-        let error = match (row.get(1), row.get(2)) {
-            (Some(kind), Some(message)) => Some(JobError {
-                kind,
-                message,
-                param: row.get(6),
-            }),
-            _ => None,
-        };
+        let error = JobError::stored(row.get(1), row.get(2), row.get(6));
         let last_attempt = row.get::<Option<String>, _>(3).map(|outcome| LastAttempt {
             outcome,
             error: row.get(4),
@@ -639,17 +648,7 @@ impl Store {
         let corrupt = |e: String| StoreError::Corrupt(e);
         let status: JobStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
         let urgency: Urgency = row.get::<String, _>(2).parse().map_err(corrupt)?;
-        let error = match (
-            row.get::<Option<String>, _>(11),
-            row.get::<Option<String>, _>(12),
-        ) {
-            (Some(kind), Some(message)) => Some(JobError {
-                kind,
-                message,
-                param: row.get(19),
-            }),
-            _ => None,
-        };
+        let error = JobError::stored(row.get(11), row.get(12), row.get(19));
         let result: Option<String> =
             sqlx::query_scalar("SELECT response FROM results WHERE job_id = ?")
                 .bind(id.to_string())

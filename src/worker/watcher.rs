@@ -123,17 +123,13 @@ impl Watcher {
                 .await;
             }
             JobStatus::Queued | JobStatus::Running => {
-                let (kind, message) = match job.last_attempt {
-                    Some(last) => (
-                        last.outcome,
-                        last.error
-                            .unwrap_or_else(|| "the attempt will be retried".into()),
-                    ),
-                    None => ("retry".into(), "the attempt will be retried".into()),
+                let (kind, error) = match job.last_attempt {
+                    Some(last) => (last.outcome, last.error),
+                    None => ("retry".into(), None),
                 };
                 self.send(StreamEvent::Failed {
                     kind,
-                    message,
+                    message: error.unwrap_or_else(|| "the attempt will be retried".into()),
                     param: None,
                     will_retry: true,
                 })
