@@ -134,6 +134,11 @@ impl Store {
     /// [`InsertOutcome::Existing`] for the same request, [`InsertOutcome::Conflicting`] for a
     /// different one (neither writes anything). Unlike jobs submitted alone, a conflict does
     /// not refuse the others: a resubmitted file's other lines still go in.
+    ///
+    /// A cancelled bulk takes no more jobs: the same transaction that would record them
+    /// finds the bulk cancelled and records nothing ([`StoreError::BulkCancelled`]), so a
+    /// cancel that lands while a submission is under way stops it at its next chunk, never
+    /// after a check that the cancel has made stale.
     pub async fn insert_bulk_jobs(
         &self,
         bulk: Uuid,
@@ -141,6 +146,14 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let cancelled: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
+                        .bind(bulk.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if matches!(cancelled, Some(Some(_))) {
+                    return Ok(None);
+                }
                 let jobs: Vec<NewJob> = jobs
                     .iter()
                     .map(|(line, envelope)| NewJob {
@@ -149,10 +162,11 @@ impl Store {
                         bulk: Some((bulk, *line)),
                     })
                     .collect();
-                insert_jobs(conn, &jobs).await
+                insert_jobs(conn, &jobs).await.map(Some)
             })
         })
-        .await
+        .await?
+        .ok_or(StoreError::BulkCancelled(bulk))
     }
 
     /// Records that a submission to the bulk has recorded and published all its lines.
@@ -168,16 +182,6 @@ impl Store {
             })
         })
         .await
-    }
-
-    /// Whether the bulk has been cancelled (a submission in progress stops at its next chunk).
-    pub async fn bulk_is_cancelled(&self, bulk: Uuid) -> Result<bool, StoreError> {
-        let cancelled: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
-                .bind(bulk.to_string())
-                .fetch_optional(self.reader())
-                .await?;
-        Ok(matches!(cancelled, Some(Some(_))))
     }
 
     /// The bulk with its counts by status and its cost so far, if it belongs to `tenant`.

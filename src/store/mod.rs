@@ -53,6 +53,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     CustomIdReused(#[from] jobs::CustomIdReused),
+    #[error("bulk {0} was cancelled; it takes no more jobs")]
+    BulkCancelled(uuid::Uuid),
 }
 
 /// A handle on the store; cheap to clone.
