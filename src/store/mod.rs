@@ -21,7 +21,7 @@ pub mod schedules;
 mod writer;
 
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
-pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
+pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
     newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobView,
