@@ -199,9 +199,11 @@ fn bulk_error_body(e: &BulkError) -> ApiError {
             "queue_unavailable",
             e.to_string(),
         ),
-        BulkError::Write { .. } | BulkError::Store(_) | BulkError::Client(_) => {
-            ApiError::internal(e)
-        }
+        BulkError::Store(store) => match store.unwritable() {
+            Some(reason) => ApiError::store_unwritable(reason),
+            None => ApiError::internal(e),
+        },
+        BulkError::Write { .. } | BulkError::Client(_) => ApiError::internal(e),
     }
 }
 
