@@ -42,6 +42,45 @@ pub struct CustomIdReused {
     pub existing: Uuid,
 }
 
+/// What [`Store::refuse_unpublished`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every job was refused: none will run, whatever the broker does with their messages.
+    Refused,
+    /// A worker already has one of them: nothing was refused, the jobs stand (accepted).
+    TooLate,
+}
+
+/// What [`Store::adopt`] made of a consumed envelope the store had no row for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adopted {
+    /// Recorded now: run it.
+    Recorded,
+    /// The tenant's job with this `custom_id` (or this id) stands: not run again.
+    Existing(Uuid),
+    /// Not a job to run, for the reason given.
+    Orphan(Orphan),
+}
+
+/// A message whose job must not run although the envelope is well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Orphan {
+    /// The late message of a job refused at submission (the producer heard a 503).
+    #[error(
+        "job {0} was refused when it was submitted (the queue did not confirm its message in \
+         time, and the producer was told nothing was accepted); this is that message, arriving \
+         late, and it is not run"
+    )]
+    Refused(Uuid),
+    /// A message Sluice published for a job it had recorded, but the store has no such job.
+    #[error(
+        "job {0} was recorded by Sluice before it was published, but this store has no such \
+         job (is another Sluice, with another database, using the same queue prefix?); it is \
+         not run"
+    )]
+    Unrecorded(Uuid),
+}
+
 /// What [`Store::start_attempt`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -399,18 +438,85 @@ impl Store {
         .map_err(StoreError::CustomIdReused)
     }
 
-    /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
-    /// the client's retry is not answered with a job that will never run.
-    pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write_single(move |conn| {
+    /// Refuses jobs that were recorded but whose messages the queue did not confirm, all or
+    /// none: when no worker has touched any of them, their rows are deleted (which frees
+    /// their `custom_id`s for the producer's retry) and their ids kept in `refused_jobs`, so
+    /// that a message the broker takes late is recognised ([`Store::adopt`]) and never run.
+    /// When a worker has already started or reserved one, the broker evidently took the
+    /// messages: nothing is refused, and the rows stay for the relay to publish what may
+    /// still be missing.
+    pub async fn refuse_unpublished(&self, ids: Vec<Uuid>) -> Result<Refusal, StoreError> {
+        self.write(move |conn| {
             Box::pin(async move {
-                execute_for_each(
-                    conn,
-                    "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) \
-                     AND status = 'queued' AND attempts = 0",
-                    &ids,
+                let ids = serde_json::to_string(&ids).expect("ids always serialise");
+                let touched: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     AND (status != 'queued' OR attempts > 0 OR published = 1 OR EXISTS \
+                     (SELECT 1 FROM budget_reservations r WHERE r.job_id = jobs.id))",
                 )
-                .await
+                .bind(&ids)
+                .fetch_one(&mut *conn)
+                .await?;
+                if touched > 0 {
+                    return Ok(Refusal::TooLate);
+                }
+                sqlx::query(
+                    "INSERT INTO refused_jobs (id, refused_at) \
+                     SELECT id, ?2 FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&ids)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))")
+                    .bind(&ids)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(Refusal::Refused)
+            })
+        })
+        .await
+    }
+
+    /// Records a job whose message a worker consumed before the store knew it: a job
+    /// published straight onto the exchange (see `docs/envelope.md`). A message of a job
+    /// Sluice recorded itself (`envelope.recorded`) is never recorded again from the message,
+    /// nor one refused at submission ([`Store::refuse_unpublished`]): those are
+    /// [`Adopted::Orphan`], not to be run.
+    pub async fn adopt(&self, envelope: &Envelope) -> Result<Adopted, StoreError> {
+        let envelope = envelope.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let refused: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM refused_jobs WHERE id = ?")
+                        .bind(envelope.id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if refused.is_some() {
+                    return Ok(Adopted::Orphan(Orphan::Refused(envelope.id)));
+                }
+                if envelope.recorded {
+                    // Its row would have been found; a job whose row is gone stays gone.
+                    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+                        .bind(envelope.id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(Adopted::Orphan(Orphan::Unrecorded(envelope.id)));
+                    }
+                }
+                let job = NewJob {
+                    envelope: &envelope,
+                    published: true,
+                    bulk: None,
+                };
+                Ok(match insert_jobs(conn, &[job]).await?.remove(0) {
+                    InsertOutcome::Created => Adopted::Recorded,
+                    InsertOutcome::Existing(id) | InsertOutcome::Conflicting(id) => {
+                        Adopted::Existing(id)
+                    }
+                })
             })
         })
         .await
@@ -1124,6 +1230,7 @@ fn envelope_of(row: &sqlx::sqlite::SqliteRow) -> Result<Envelope, StoreError> {
         tenant: row.get(1),
         // Whoever waited on a republished job's replies has long given up.
         reply_to: None,
+        recorded: true,
         spec: crate::job::JobSpec {
             urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
             tags: Tags {

@@ -37,8 +37,7 @@ use crate::queue::{Delivery, Queue};
 use crate::router::health::Verdict;
 use crate::router::{Choice, Deployment, Route, Router};
 use crate::store::{
-    now_ms, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord, InsertOutcome, StartOutcome,
-    Store,
+    now_ms, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord, StartOutcome, Store,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -168,6 +167,7 @@ pub async fn handle(context: &WorkerContext, delivery: Delivery) {
     match outcome {
         Ok(Settlement::Ack) => settle(delivery.ack().await),
         Ok(Settlement::RetryAfter(delay)) => settle(delivery.retry_after(delay).await),
+        Ok(Settlement::DeadLetter(reason)) => settle(delivery.dead_letter(&reason).await),
         Err(e) => {
             tracing::error!(job = %envelope.id, error = %e, "cannot record the outcome; the job will be looked at again");
             settle(delivery.retry_after(STORE_TROUBLE_DELAY).await);
@@ -185,6 +185,8 @@ fn settle(result: Result<(), crate::queue::QueueError>) {
 enum Settlement {
     Ack,
     RetryAfter(Duration),
+    /// Not a job to run (see [`crate::store::Orphan`]): kept in the dead letters, with why.
+    DeadLetter(String),
 }
 
 /// How long a key rests after a 429 that did not say how long.
@@ -215,16 +217,19 @@ async fn run_job(
             return Ok(Settlement::Ack);
         }
         Some((_, attempts)) => attempts,
-        None => {
-            // Published straight onto the exchange: record it on first consume.
-            if let InsertOutcome::Existing(other) = store.insert_job(envelope, true).await? {
-                if other != id {
-                    tracing::info!(job = %id, existing = %other, "duplicate custom_id; dropping");
-                    return Ok(Settlement::Ack);
-                }
+        None => match store.adopt(envelope).await? {
+            // Published straight onto the exchange: recorded on first consume.
+            Adopted::Recorded => 0,
+            Adopted::Existing(other) if other == id => 0,
+            Adopted::Existing(other) => {
+                tracing::info!(job = %id, existing = %other, "duplicate custom_id; dropping");
+                return Ok(Settlement::Ack);
             }
-            0
-        }
+            Adopted::Orphan(orphan) => {
+                tracing::warn!(job = %id, %orphan, "dead-lettering");
+                return Ok(Settlement::DeadLetter(orphan.to_string()));
+            }
+        },
     };
 
     let model = &envelope.spec.request.model;
