@@ -1,5 +1,5 @@
 //! HTTP plumbing every adapter shares: the whole-call deadline, transport failures as
-//! [`ErrorKind`]s, `retry-after` parsing, key redaction and error-body snippets.
+//! [`ErrorKind`]s, `retry-after` parsing, and key redaction, which also bounds messages.
 //!
 //! The adapters differ in their wire formats and in how they read an error body; they do not
 //! differ in how a call is timed, how a refused connection is reported, or how a key is kept
@@ -14,8 +14,9 @@ use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-/// How much of a non-JSON body to keep as a message.
-pub const SNIPPET_CHARS: usize = 300;
+/// The longest message (in characters) an error keeps of what a provider wrote: its own
+/// message, or the start of a body that was not one. Cut by [`redact`], after the key is gone.
+pub const MESSAGE_CHARS: usize = 1000;
 
 /// A complete HTTP answer.
 #[derive(Debug)]
@@ -199,7 +200,8 @@ pub fn invalid(provider: &'static str, status: u16, message: impl Into<String>) 
     ProviderError::new(provider, ErrorKind::InvalidResponse, Some(status), message)
 }
 
-/// A 2xx body as JSON, or an `InvalidResponse` quoting the start of what came instead.
+/// A 2xx body as JSON, or an `InvalidResponse` quoting what came instead (whole: [`redact`]
+/// cuts it once the key is gone).
 pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Value, ProviderError> {
     serde_json::from_slice(body).map_err(|e| {
         invalid(
@@ -207,7 +209,7 @@ pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Val
             status,
             format!(
                 "the response is not JSON ({e}): {}",
-                snippet(&String::from_utf8_lossy(body))
+                String::from_utf8_lossy(body).trim()
             ),
         )
     })
@@ -234,45 +236,52 @@ pub fn error_of(
         })
 }
 
-/// The message for an error body the adapter could not read: its start, or the status's
-/// reason phrase when it is empty.
+/// The message for an error body the adapter could not read: the body (whole: [`redact`]
+/// cuts it once the key is gone), or the status's reason phrase when it is empty.
 pub fn fallback_message(status: StatusCode, body: &[u8]) -> String {
-    let text = snippet(&String::from_utf8_lossy(body));
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
     if text.is_empty() {
         status
             .canonical_reason()
             .unwrap_or("no message")
             .to_string()
     } else {
-        text
+        text.to_string()
     }
-}
-
-pub fn snippet(text: &str) -> String {
-    let text = text.trim();
-    let mut cut: String = text.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 /// Removes the key from the provider's text (message and param), should anything upstream
-/// have echoed it.
+/// have echoed it, and only then cuts that text to [`MESSAGE_CHARS`]. In this order: a cut
+/// made first could fall inside the key and leave all but its end behind, where replacing
+/// the whole key would no longer find it. Every error an adapter returns passes here
+/// ([`guarded`], the stream driver, the batch clients).
 pub fn redact(mut error: ProviderError, api_key: &str) -> ProviderError {
-    if api_key.is_empty() {
-        return error;
-    }
     let scrub = |text: &mut String| {
-        if text.contains(api_key) {
+        if !api_key.is_empty() && text.contains(api_key) {
             *text = text.replace(api_key, "[redacted]");
         }
+        cut(text);
     };
     scrub(&mut error.message);
     if let Some(param) = &mut error.param {
         scrub(param);
     }
     error
+}
+
+/// Trims `text` and keeps its first [`MESSAGE_CHARS`] characters, marking a cut with `…`.
+fn cut(text: &mut String) {
+    let trimmed = text.trim();
+    let end = trimmed
+        .char_indices()
+        .nth(MESSAGE_CHARS)
+        .map_or(trimmed.len(), |(at, _)| at);
+    let mut kept = trimmed[..end].to_string();
+    if end < trimmed.len() {
+        kept.push('…');
+    }
+    *text = kept;
 }
 
 /// A header's value as trimmed text.
@@ -443,13 +452,16 @@ pub(crate) mod tests {
             fallback_message(StatusCode::SERVICE_UNAVAILABLE, b""),
             "Service Unavailable"
         );
-        let long = "x".repeat(1000);
-        assert_eq!(
-            fallback_message(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes())
-                .chars()
-                .count(),
-            SNIPPET_CHARS + 1
+        let long = "x".repeat(5000);
+        let error = ProviderError::new(
+            "openai",
+            ErrorKind::ServerError,
+            Some(500),
+            fallback_message(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes()),
         );
+        let message = redact(error, "sk-secret-123").message;
+        assert_eq!(message.chars().count(), MESSAGE_CHARS + 1);
+        assert!(message.ends_with('…'));
         let e = json_body("openai", 200, b"<html>").unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidResponse);
     }
@@ -465,6 +477,33 @@ pub(crate) mod tests {
         let error = redact(error, "sk-secret-123");
         assert_eq!(error.message, "Incorrect API key provided: [redacted].");
         assert!(!error.to_string().contains("sk-secret"));
+    }
+
+    /// A key the provider echoes anywhere in a body that is not its error format, on an error
+    /// status or a 200, never leaves even a fragment behind: the message is cut only after
+    /// the key is gone, wherever the cut falls.
+    #[test]
+    fn an_echoed_key_leaves_no_fragment_at_any_offset() {
+        const KEY: &str = "sk-Q7pK2mW9vR4tY6uH3j";
+        let fragments: Vec<&str> = (0..KEY.len() - 3).map(|at| &KEY[at..at + 4]).collect();
+        for offset in 0..1200 {
+            let body = format!("{}{KEY}{}", "x".repeat(offset), "y".repeat(400));
+            let answer = Answer {
+                status: StatusCode::BAD_GATEWAY,
+                headers: HeaderMap::new(),
+                body: Bytes::from(body.clone()),
+            };
+            let on_error = redact(error_of("openai", &answer, |_, _| None), KEY);
+            let on_200 = redact(json_body("openai", 200, body.as_bytes()).unwrap_err(), KEY);
+            for error in [on_error, on_200] {
+                assert!(
+                    !fragments.iter().any(|f| error.message.contains(f)),
+                    "key at {offset}: {}",
+                    error.message
+                );
+                assert!(error.message.chars().count() <= MESSAGE_CHARS + 1);
+            }
+        }
     }
 
     /// A param is provider text too: a key echoed there is scrubbed as in the message.
