@@ -29,6 +29,7 @@ on_both_backends!(
     a_streamed_answer_that_says_its_key_is_spent_cools_it_down,
     a_stalled_stream_fails_its_attempt_and_the_next_one_finishes,
     a_refused_key_moves_the_job_along_the_chain_and_rests,
+    a_huge_retry_after_is_bounded_and_the_job_settles,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -933,3 +934,85 @@ async fn a_stalled_stream_fails_its_attempt_and_the_next_one_finishes(backend: B
     }
     h.stop().await;
 }
+
+/// An OpenAI-format upstream that answers every call with `status`, `headers` and the JSON
+/// `body`; its `/v1` base URL.
+async fn start_fixed_upstream(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: serde_json::Value,
+) -> String {
+    use axum::response::IntoResponse;
+    let answer = move || async move {
+        let mut response = (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(body),
+        )
+            .into_response();
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .insert(*name, axum::http::HeaderValue::from_static(value));
+        }
+        response
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// `retry-after: 1e20` is a valid number of seconds, and more than a `Duration` holds: the
+/// wait is bounded to a day, the key cools down that long, and the jobs settle (one on the
+/// fallback, one failed for its deadline) instead of a worker task panicking mid-delivery.
+async fn a_huge_retry_after_is_bounded_and_the_job_settles(backend: Backend) {
+    let url = start_fixed_upstream(
+        429,
+        &[("retry-after", "1e20")],
+        serde_json::json!({"error": {"message": "Rate limit reached", "type": "requests",
+            "param": null, "code": "rate_limit_exceeded"}}),
+    )
+    .await;
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "huge",
+                &url,
+                vec![key("h-1", None, None)],
+                "huge-or-mini",
+                &["huge", "gpt-4o-mini"],
+            )
+        },
+        true,
+    )
+    .await;
+    let day_ms = 24 * 60 * 60 * 1000;
+    let moved = h.wait(h.submit("huge-or-mini", "first").await).await;
+    assert_eq!(moved["status"], "succeeded", "{moved:#}");
+    let attempts = moved["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "rate_limited", "{moved:#}");
+    assert_eq!(attempts[0]["retry_after_ms"], day_ms, "{moved:#}");
+    assert_eq!(attempts[1]["deployment"], "gpt-4o-mini", "{moved:#}");
+    let view = providers(&h).await;
+    let cooldown = deployment_view(&view, "huge")["keys"][0]["cooldown_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(cooldown > day_ms - 60_000 && cooldown <= day_ms, "{view:#}");
+
+    // The deployment named alone is a chain of one: a job with a deadline cannot wait a
+    // day for its key, and fails.
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let alone = h
+        .submit_job(
+            &serde_json::json!({"deadline": deadline, "request": {"model": "huge",
+            "messages": [{"role": "user", "content": "second"}]}}),
+        )
+        .await;
+    let alone = h.wait(alone).await;
+    assert_eq!(alone["status"], "failed", "{alone:#}");
+    h.stop().await;
+}
+

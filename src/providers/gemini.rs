@@ -22,7 +22,7 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
-use super::http::{self, Answer};
+use super::http::{self, Answer, WaitUnit};
 use super::sse;
 use super::stream::{self, ChunkHead, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
@@ -706,7 +706,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
     };
     let retry_delay = detail("google.rpc.RetryInfo")
         .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
-        .and_then(parse_proto_duration);
+        .and_then(|delay| http::parse_wait(delay, WaitUnit::ProtoDuration));
     let reason =
         detail("google.rpc.ErrorInfo").find_map(|d| d.get("reason").and_then(Value::as_str));
     // The field a 400 blames: the first violation of a `google.rpc.BadRequest`, as OpenAI
@@ -756,12 +756,6 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
         param,
         ..ProviderError::new(PROVIDER, kind, status, message)
     })
-}
-
-/// A protobuf JSON `Duration`: decimal seconds with an `s` (`"30s"`, `"1.5s"`).
-pub fn parse_proto_duration(text: &str) -> Option<Duration> {
-    let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// A non-2xx answer, classified, with Google's message and when to come back.
@@ -1259,11 +1253,6 @@ mod tests {
             now,
         );
         assert_eq!((e.kind, e.message.as_str()), (ServerError, "overloaded"));
-        assert_eq!(
-            parse_proto_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_proto_duration("30"), None);
     }
 
     fn sse(events: &[Value]) -> String {

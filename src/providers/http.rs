@@ -302,22 +302,59 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
     }
 }
 
+/// The longest wait Sluice takes from a provider: a day. A provider's hint is a number it
+/// wrote (`retry-after: 1e20` is valid text), and a wait is added to clocks and timers: a
+/// bound keeps every such sum meaningful, and a day outlasts any rate-limit window.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How a provider writes a wait as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitUnit {
+    /// `retry-after: 1.5`: decimal seconds (the SDKs accept fractions).
+    Seconds,
+    /// `retry-after-ms: 250`: decimal milliseconds.
+    Milliseconds,
+    /// Gemini's `retryDelay: "26s"`: a protobuf JSON `Duration`, decimal seconds and an `s`.
+    ProtoDuration,
+}
+
+/// Reads a wait a provider wrote as a number, the one way every adapter reads one: `None`
+/// for anything but a number that is not negative (text, `NaN`, `-1`), and at most
+/// [`MAX_PROVIDER_WAIT`] however large (`1e20`, `inf`).
+pub fn parse_wait(text: &str, unit: WaitUnit) -> Option<Duration> {
+    let text = text.trim();
+    let (number, seconds_per_unit) = match unit {
+        WaitUnit::Seconds => (text, 1.0),
+        WaitUnit::Milliseconds => (text, 1e-3),
+        WaitUnit::ProtoDuration => (text.strip_suffix('s')?, 1.0),
+    };
+    wait_of_seconds(number.parse::<f64>().ok()? * seconds_per_unit)
+}
+
+/// `seconds` as a wait: `None` when negative or `NaN`, at most [`MAX_PROVIDER_WAIT`], rounded
+/// to whole nanoseconds (so `1.5` is exactly 1.5 s). The arithmetic under [`parse_wait`],
+/// also for waits a provider writes in other forms (OpenAI's Go durations).
+pub fn wait_of_seconds(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    let bounded = seconds.min(MAX_PROVIDER_WAIT.as_secs_f64());
+    Some(Duration::from_nanos((bounded * 1e9).round() as u64))
+}
+
 /// When to come back, as the standard headers say: `retry-after-ms`, then `retry-after`
 /// (seconds, fractions allowed, or an HTTP date). The official OpenAI and Anthropic SDKs read
 /// both, in this order.
 pub fn retry_after_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    header(headers, "retry-after").and_then(|value| parse_retry_after(value, now))
+    header(headers, "retry-after-ms")
+        .and_then(|ms| parse_wait(ms, WaitUnit::Milliseconds))
+        .or_else(|| header(headers, "retry-after").and_then(|value| parse_retry_after(value, now)))
 }
 
 /// `retry-after`: delay seconds (the SDKs accept fractions) or an HTTP date.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if value.trim().parse::<f64>().is_ok() {
+        return parse_wait(value, WaitUnit::Seconds);
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     Some(until(
@@ -326,9 +363,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     ))
 }
 
-/// How long from `now` to `at`; a time in the past means "now".
+/// How long from `now` to `at`, at most [`MAX_PROVIDER_WAIT`]; a time in the past means
+/// "now".
 pub fn until(at: SystemTime, now: SystemTime) -> Duration {
-    at.duration_since(now).unwrap_or(Duration::ZERO)
+    at.duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_PROVIDER_WAIT)
 }
 
 /// One rate limit's state from a provider's headers: whether it is used up, and when it
@@ -392,6 +432,57 @@ pub(crate) mod tests {
         assert_eq!(retry_after_headers(&h, now), Some(Duration::ZERO));
         let h = headers(&[("retry-after", "soon")]);
         assert_eq!(retry_after_headers(&h, now), None);
+    }
+
+    /// Whatever number a provider sends, the wait is a duration Sluice can add to a clock:
+    /// never a panic, never past [`MAX_PROVIDER_WAIT`]; nonsense is no hint at all.
+    #[test]
+    fn a_provider_wait_is_bounded_whatever_it_says() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, value, expected) in [
+            ("retry-after", "1e20", Some(MAX_PROVIDER_WAIT)),
+            (
+                "retry-after",
+                "1.8446744073709552e19",
+                Some(MAX_PROVIDER_WAIT),
+            ),
+            ("retry-after", "1e400", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "inf", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "86401", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "1.25", Some(Duration::from_millis(1250))),
+            ("retry-after", "-1", None),
+            ("retry-after", "-inf", None),
+            ("retry-after", "NaN", None),
+            (
+                "retry-after",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                Some(MAX_PROVIDER_WAIT),
+            ),
+            ("retry-after-ms", "1e23", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after-ms", "1e300", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after-ms", "0.5", Some(Duration::from_micros(500))),
+            ("retry-after-ms", "12", Some(Duration::from_millis(12))),
+            ("retry-after-ms", "-5", None),
+            ("retry-after-ms", "nan", None),
+        ] {
+            let h = headers(&[(name, value)]);
+            assert_eq!(retry_after_headers(&h, now), expected, "{name}: {value}");
+        }
+        for (text, expected) in [
+            ("26s", Some(Duration::from_secs(26))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("1e20s", Some(MAX_PROVIDER_WAIT)),
+            ("0.001s", Some(Duration::from_millis(1))),
+            ("-3s", None),
+            ("NaNs", None),
+            ("30", None),
+        ] {
+            assert_eq!(
+                parse_wait(text, WaitUnit::ProtoDuration),
+                expected,
+                "{text}"
+            );
+        }
     }
 
     #[test]
