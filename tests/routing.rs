@@ -30,6 +30,7 @@ on_both_backends!(
     a_stalled_stream_fails_its_attempt_and_the_next_one_finishes,
     a_refused_key_moves_the_job_along_the_chain_and_rests,
     a_huge_retry_after_is_bounded_and_the_job_settles,
+    a_key_out_of_credit_rests_everywhere_and_a_job_with_nowhere_else_fails_at_once,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -1016,3 +1017,67 @@ async fn a_huge_retry_after_is_bounded_and_the_job_settles(backend: Backend) {
     h.stop().await;
 }
 
+/// OpenAI's `insufficient_quota` (a 429 with no `retry-after`) says the key is out of money:
+/// no retry on it helps. The key rests for an hour on every deployment of its provider, the
+/// job moves to a deployment with other keys, and a job that only the spent key could serve
+/// fails at once, after the one call, instead of alternating deployments on it.
+async fn a_key_out_of_credit_rests_everywhere_and_a_job_with_nowhere_else_fails_at_once(
+    backend: Backend,
+) {
+    let spent = |c: &mut Config, name: &str| {
+        c.deployments.get_mut(name).unwrap().overrides =
+            toml::from_str("system_prompt = \"[sim fail=quota] {system}\"").unwrap();
+    };
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "broke",
+                "sim",
+                vec![key("b-1", None, None)],
+                "thrifty",
+                &["broke", "gpt-4o-mini"],
+            );
+            spent(c, "broke");
+            // Another model on the same provider and key.
+            let mut too = c.deployments["broke"].clone();
+            too.model = "gpt-4o".into();
+            c.deployments.insert("broke-too".into(), too);
+            let mut r: RouteConfig = toml::from_str("deployments = []").unwrap();
+            r.deployments = vec!["broke".into(), "broke-too".into()];
+            c.routes.insert("dry".into(), r);
+        },
+        true,
+    )
+    .await;
+    let dry = h.submit("dry", "anything left?").await;
+    let job = h.wait(dry).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["kind"], "quota_exhausted", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "one call on the spent key: {job:#}");
+    assert_eq!(attempts[0]["outcome"], "quota_exhausted", "{job:#}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("out of credit"), "{message}");
+    assert_eq!(h.sim_requests(), 1);
+
+    let moved = h.submit("thrifty", "then elsewhere").await;
+    assert_eq!(
+        attempts_of(&h, moved).await,
+        [("gpt-4o-mini".to_string(), "ok".to_string())],
+        "the spent key is skipped without a call"
+    );
+    let job = h.wait(moved).await;
+    let why = job["attempts"][0]["chosen_because"].as_str().unwrap();
+    assert!(why.contains("skipped broke (quota_exhausted)"), "{why}");
+    assert_eq!(h.sim_requests(), 2);
+    let view = providers(&h).await;
+    for name in ["broke", "broke-too"] {
+        let rest = deployment_view(&view, name)["keys"][0]["spent_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} rests: {view:#}"));
+        assert!(rest > 50 * 60 * 1000, "{name}: {view:#}");
+    }
+    h.stop().await;
+}
