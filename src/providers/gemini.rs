@@ -68,6 +68,18 @@ impl GeminiProvider {
     }
 }
 
+/// The model an answer names: its `modelVersion`, else the one called, always in the form a
+/// client writes (`gemini-2.5-flash`), never the resource name (`models/gemini-2.5-flash`)
+/// that batch answers and a deployment configured that way carry, so an answer names its
+/// model the same on either tier.
+fn model_of(answer: &Value, called: &str) -> String {
+    let model = answer
+        .get("modelVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(called);
+    model.strip_prefix("models/").unwrap_or(model).to_string()
+}
+
 /// `{base_url}/models/{model}:{method}`; a model written `models/gemini-…` is accepted too.
 pub(crate) fn model_method_url(base_url: &str, model: &str, method: &str) -> String {
     let model = model.strip_prefix("models/").unwrap_or(model);
@@ -173,11 +185,7 @@ impl Translate for GeminiStream {
                 response_id.to_string()
             },
             created: canonical::unix_now(),
-            model: data
-                .get("modelVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(&self.model)
-                .to_string(),
+            model: model_of(&data, &self.model),
         });
         if let Some(usage) = data.get("usageMetadata").and_then(parse_usage) {
             self.usage = Some(usage);
@@ -666,11 +674,7 @@ pub fn parse_response(
             response_id.to_string()
         },
         created: canonical::unix_now(),
-        model: response
-            .get("modelVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(model)
-            .to_string(),
+        model: model_of(response, model),
         choices,
         usage,
         reasoning_tokens,
