@@ -69,6 +69,7 @@ impl App {
             QueueBackend::Embedded => Arc::new(EmbeddedQueue::new(
                 store.clone(),
                 config.queue.visibility_timeout,
+                config.queue.delivery_limit,
             )),
             QueueBackend::Rabbitmq => {
                 let url = config
@@ -81,6 +82,7 @@ impl App {
                 let mut amqp_config = crate::queue::amqp::AmqpConfig::new(url)
                     .with_prefix(config.queue.prefix.clone());
                 amqp_config.publish_timeout = config.queue.publish_timeout;
+                amqp_config.delivery_limit = config.queue.delivery_limit;
                 let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(amqp_config));
                 amqp = Some(queue.clone());
                 queue

@@ -204,6 +204,11 @@ pub struct QueueConfig {
     /// before the producer is told the queue is unavailable.
     #[serde(with = "humantime_serde_compat")]
     pub publish_timeout: Duration,
+    /// How many deliveries of a message may end unsettled (its worker crashed, was killed or
+    /// lost its connection) before the queue gives up on it and its job is failed: RabbitMQ's
+    /// `x-delivery-limit` on the work queues (fixed when a queue is first declared), and the
+    /// same bound on the embedded queue.
+    pub delivery_limit: u32,
 }
 
 impl Default for QueueConfig {
@@ -214,6 +219,7 @@ impl Default for QueueConfig {
             prefix: "sluice".into(),
             visibility_timeout: Duration::from_secs(300),
             publish_timeout: Duration::from_secs(10),
+            delivery_limit: 10,
         }
     }
 }
@@ -969,6 +975,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.queue.delivery_limit == 0 {
+            problem("queue.delivery_limit".into(), "must be at least 1".into());
         }
         if self.retry.max_attempts == 0 {
             problem("retry.max_attempts".into(), "must be at least 1".into());
