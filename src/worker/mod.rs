@@ -191,9 +191,9 @@ enum Settlement {
 
 /// How long a key rests after a 429 that did not say how long.
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
-/// How long a key rests after the provider said its quota or credit is spent, or refused
-/// the key: long enough that the deployment's other keys (or the next deployment) carry the
-/// traffic, short enough that a key put right is back within a minute.
+/// How long a key rests after the provider refused it: long enough that the deployment's
+/// other keys (or the next deployment) carry the traffic, short enough that a key put right
+/// is back within a minute. (A key out of credit rests longer: `limits::SPENT_KEY_REST`.)
 const KEY_FAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Runs one attempt of a job and records its outcome; `watcher` gets the answer's chunks live
@@ -313,10 +313,10 @@ async fn run_job(
     let pick = loop {
         match route.choose(attempt, &envelope.spec.request, urgency) {
             Choice::Go(pick) => break pick,
-            Choice::Refuse { message } => {
-                tracing::info!(job = %id, %message, "no deployment can ever take this job");
+            Choice::Refuse { reason, message } => {
+                tracing::info!(job = %id, %message, "no deployment can take this job");
                 store
-                    .finish_failed(id, None, "over_limit".into(), message, None)
+                    .finish_failed(id, None, reason.as_str().into(), message, None)
                     .await?;
                 return Ok(Settlement::Ack);
             }
@@ -456,8 +456,11 @@ async fn run_job(
             ErrorKind::RateLimited => {
                 Some(error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN))
             }
-            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized => {
-                Some(error.retry_after.unwrap_or(KEY_FAULT_COOLDOWN))
+            ErrorKind::Unauthorized => Some(error.retry_after.unwrap_or(KEY_FAULT_COOLDOWN)),
+            ErrorKind::QuotaExhausted => {
+                let rest = error.retry_after.unwrap_or(crate::limits::SPENT_KEY_REST);
+                deployment.limits.spend(pick.key, rest);
+                None
             }
             _ => None,
         },
@@ -655,12 +658,17 @@ async fn decide_after_failure(
     let max_attempts = max_attempts(context, route);
     let has_fallback = route.chain.len() > 1;
     // A spent quota, a refused key or a model the provider does not know will fail the same
-    // way there again, but the next attempt moves along the chain to another deployment.
-    let retryable = error.is_retryable() || (error.kind.is_deployment_fault() && has_fallback);
+    // way there again, but the next attempt moves along the chain to another deployment. A
+    // spent key rests, so another key of this deployment may take the call; when none can,
+    // the router refuses the next attempt at once.
+    let retryable = error.is_retryable()
+        || (error.kind.is_deployment_fault() && has_fallback)
+        || error.kind == ErrorKind::QuotaExhausted;
     if retryable && number < max_attempts {
-        // With another deployment to go to, the next attempt need not wait out this one's
-        // `retry-after`: the key is cooling down, and the router skips it.
-        let hint = if has_fallback {
+        // With another deployment (or, for a spent key, another key) to go to, the next
+        // attempt need not wait out this one's `retry-after`: the key is cooling down, and
+        // the router skips it.
+        let hint = if has_fallback || error.kind == ErrorKind::QuotaExhausted {
             None
         } else {
             error.retry_after
