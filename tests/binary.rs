@@ -514,3 +514,40 @@ fn the_demo_cleans_up_and_explains_itself() {
         "{stdout}"
     );
 }
+
+/// Every argument a user types has help text, and the urgencies and formats list their
+/// possible values.
+#[test]
+fn help_explains_every_argument() {
+    let help = |args: &[&str]| {
+        let output = sluice().args(args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        // Whitespace collapsed: clap puts long help on the next line when it does not fit.
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let worker = help(&["worker"]);
+    assert!(
+        worker.contains("[possible values: realtime, standard, batch]"),
+        "{worker}"
+    );
+    let get = help(&["get"]);
+    assert!(get.contains("<ID> The job's id"), "{get}");
+    let run = help(&["jobs", "run"]);
+    assert!(run.contains("<NAME> The definition's name"), "{run}");
+    let status = help(&["bulk", "status"]);
+    assert!(status.contains("<BULK> The bulk: its id"), "{status}");
+    let submit = help(&["submit"]);
+    for documented in [
+        "--model <MODEL> The model",
+        "--custom-id <CUSTOM_ID> Your own id",
+    ] {
+        assert!(submit.contains(documented), "{documented} not in {submit}");
+    }
+    let sim = help(&["sim"]);
+    assert!(sim.contains("--listen <LISTEN> The address"), "{sim}");
+    let costs = help(&["costs"]);
+    assert!(costs.contains("table") && costs.contains("csv"), "{costs}");
+}
