@@ -143,13 +143,24 @@ pub(crate) async fn supervise(
     state.send_replace(LinkState::Closed);
 }
 
-/// Back-off before reconnect attempt `attempt` (0-based): 1 s, 2 s, 4 s… capped, with up to
-/// 20 % jitter so that many workers do not reconnect in lockstep after a broker restart.
+/// How often a lost broker is tried again at first: a broker restart takes seconds, and a
+/// refused connection costs nothing, so for about the first 20 s (`FAST_ATTEMPTS`) a retry
+/// follows every half second, and the service resumes within about that of the broker's
+/// return. Only a longer outage backs off (to the configured cap).
+const FAST_PACE: Duration = Duration::from_millis(500);
+const FAST_ATTEMPTS: u32 = 40;
+
+/// Back-off before reconnect attempt `attempt` (0-based): half a second for the first
+/// `FAST_ATTEMPTS`, then 2 s, 4 s, 8 s… capped, with up to 20 % jitter so that many workers
+/// do not reconnect in lockstep after a broker restart.
 pub(crate) fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let base = Duration::from_secs(1)
-        .checked_mul(1u32 << attempt.min(16))
-        .unwrap_or(cap)
-        .min(cap);
+    let base = match attempt.checked_sub(FAST_ATTEMPTS) {
+        None => FAST_PACE,
+        Some(slow) => Duration::from_secs(2)
+            .checked_mul(1u32 << slow.min(16))
+            .unwrap_or(cap),
+    }
+    .min(cap);
     let jitter = rand::random::<f64>() * 0.2;
     base.mul_f64(1.0 + jitter).min(cap.max(base))
 }
@@ -357,16 +368,23 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
+    fn backoff_is_quick_at_first_then_grows_and_is_capped() {
         let cap = Duration::from_secs(30);
-        assert!(backoff(0, cap) >= Duration::from_secs(1));
-        assert!(backoff(0, cap) <= Duration::from_millis(1200));
-        assert!(backoff(1, cap) >= Duration::from_secs(2));
-        assert!(backoff(3, cap) >= Duration::from_secs(8));
-        for attempt in [5, 10, 31, 32, 1000, u32::MAX] {
+        let fast: Vec<Duration> = (0..FAST_ATTEMPTS).map(|a| backoff(a, cap)).collect();
+        assert!(fast
+            .iter()
+            .all(|d| *d >= FAST_PACE && *d <= FAST_PACE.mul_f64(1.2)));
+        // A broker back after a ten-second restart is found again within a second.
+        let fast_phase: Duration = fast.iter().sum();
+        assert!(fast_phase >= Duration::from_secs(20), "{fast_phase:?}");
+        assert!(backoff(FAST_ATTEMPTS, cap) >= Duration::from_secs(2));
+        assert!(backoff(FAST_ATTEMPTS + 2, cap) >= Duration::from_secs(8));
+        for attempt in [FAST_ATTEMPTS + 5, 100, 1000, u32::MAX] {
             let d = backoff(attempt, cap);
             assert!(d <= cap, "{attempt}: {d:?}");
-            assert!(d >= Duration::from_secs(16).min(cap), "{attempt}: {d:?}");
+            assert!(d >= Duration::from_secs(30), "{attempt}: {d:?}");
         }
+        // A cap below the fast pace wins.
+        assert!(backoff(0, Duration::from_millis(100)) <= Duration::from_millis(100));
     }
 }
