@@ -19,7 +19,7 @@ use crate::queue::replies::InboxHub;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -165,6 +165,78 @@ pub(crate) fn backoff(attempt: u32, cap: Duration) -> Duration {
     base.mul_f64(1.0 + jitter).min(cap.max(base))
 }
 
+/// Opens one connection, giving up after `timeout`. Giving up shuts the socket down: lapin
+/// drives each connection on a thread of its own that owns the socket, and a broker that
+/// accepts TCP but never answers the handshake would otherwise keep that thread and socket
+/// alive, one pair for every attempt, for as long as the process runs.
+async fn open_connection(
+    url: &str,
+    properties: ConnectionProperties,
+    timeout: Duration,
+) -> Result<Connection, String> {
+    use lapin::tcp::{AMQPUriTcpExt, OwnedTLSConfig};
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|_| "the URL is not a valid AMQP URL".to_string())?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| describe_error(&e))?;
+    let socket = ShutUnlessConnected::default();
+    let kept = socket.0.clone();
+    let connect = Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let tls = OwnedTLSConfig::default();
+            let stream = uri
+                .connect_with_config_async(tls.as_ref(), &runtime)
+                .await?;
+            // A second handle on the same socket, to shut it down should the handshake hang.
+            let tcp = match &stream {
+                lapin::AsyncTcpStream::Plain(plain) => Some(plain.get_ref()),
+                lapin::AsyncTcpStream::Rustls(tls) => Some(tls.get_ref().0.get_ref()),
+                _ => None,
+            };
+            if let Some(tcp) = tcp {
+                let handle = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned()?;
+                *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.into());
+            }
+            Ok(stream)
+        },
+        properties,
+    );
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(conn)) => {
+            socket.connected();
+            Ok(conn)
+        }
+        Ok(Err(e)) => Err(describe_error(&e)),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// A second handle on the socket of a connection being opened, which shuts that socket down
+/// when dropped before [`ShutUnlessConnected::connected`] (a timeout, or the attempt given
+/// up at shutdown); lapin's thread then reads the end of the stream and stops.
+#[derive(Default)]
+struct ShutUnlessConnected(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl ShutUnlessConnected {
+    /// The connection is open: its socket is the connection's business from now on.
+    fn connected(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl Drop for ShutUnlessConnected {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 async fn connect(
     config: &SupervisorConfig,
 ) -> Result<(Link, watch::Sender<Option<String>>), String> {
@@ -172,26 +244,13 @@ async fn connect(
     let open = |role: &'static str| {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("{} {role}", config.connection_name).into());
-        let url = config.url.clone();
-        let timeout = config.connect_timeout;
-        async move {
-            match tokio::time::timeout(timeout, Connection::connect(&url, props)).await {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => Err(describe_error(&e)),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    humantime::format_duration(timeout)
-                )),
-            }
-        }
+        open_connection(&config.url, props, config.connect_timeout)
     };
     let publish_conn = open("publish").await?;
     let consume_conn = match open("consume").await {
         Ok(conn) => conn,
         Err(e) => {
-            let _ = publish_conn
-                .close(200, "sluice: giving up this attempt".into())
-                .await;
+            close_both(&publish_conn, None, "sluice: giving up this attempt").await;
             return Err(e);
         }
     };
@@ -211,14 +270,20 @@ async fn connect(
         match tokio::time::timeout(config.connect_timeout, setup).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
-                let _ = publish_conn.close(200, "sluice: setup failed".into()).await;
-                let _ = consume_conn.close(200, "sluice: setup failed".into()).await;
+                close_both(&publish_conn, Some(&consume_conn), "sluice: setup failed").await;
                 return Err(format!(
                     "connected, but declaring the topology failed: {}",
                     describe_error(&e)
                 ));
             }
             Err(_) => {
+                // Closed, or the two connections would outlive the attempt.
+                close_both(
+                    &publish_conn,
+                    Some(&consume_conn),
+                    "sluice: setup timed out",
+                )
+                .await;
                 return Err("connected, but declaring the topology timed out".to_string());
             }
         };
@@ -292,9 +357,21 @@ async fn watch_link(
 }
 
 async fn close_link(link: &Link) {
+    close_both(
+        &link.publish_conn,
+        Some(&link.consume_conn),
+        "sluice: closing",
+    )
+    .await;
+}
+
+/// Closes connections, waiting at most five seconds for a broker that may not answer.
+async fn close_both(first: &Connection, second: Option<&Connection>, why: &str) {
     let close = async {
-        let _ = link.publish_conn.close(200, "sluice: closing".into()).await;
-        let _ = link.consume_conn.close(200, "sluice: closing".into()).await;
+        let _ = first.close(200, why.into()).await;
+        if let Some(second) = second {
+            let _ = second.close(200, why.into()).await;
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
 }
