@@ -23,9 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Largest request body of one job, serialised. Providers reject far smaller prompts anyway;
-/// this keeps one job from filling the queue's memory.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+pub use crate::job::MAX_REQUEST_BYTES;
 
 /// The answer for one submitted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -24,13 +24,13 @@ fn hand_written_envelope(id: uuid::Uuid, text: &str) -> Vec<u8> {
 /// Publishes raw bytes the way a foreign producer would: on RabbitMQ straight onto the
 /// exchange with a plain AMQP client, on the embedded backend through the queue alone.
 async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
+    publish_raw_to(h, backend, Urgency::Standard, payload).await
+}
+
+/// [`publish_raw`] with the routing key (the queue) `urgency`.
+async fn publish_raw_to(h: &Harness, backend: Backend, urgency: Urgency, payload: Vec<u8>) {
     match backend {
-        Backend::Embedded => h
-            .app
-            .queue
-            .publish(Urgency::Standard, vec![payload])
-            .await
-            .unwrap(),
+        Backend::Embedded => h.app.queue.publish(urgency, vec![payload]).await.unwrap(),
         Backend::Rabbitmq => {
             use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
             let conn = common::amqp_connection().await;
@@ -43,7 +43,7 @@ async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
             channel
                 .basic_publish(
                     exchange.as_str().into(),
-                    "standard".into(),
+                    urgency.as_str().into(),
                     BasicPublishOptions::default(),
                     &payload,
                     lapin::BasicProperties::default().with_delivery_mode(2),
@@ -100,6 +100,7 @@ on_both_backends!(
     a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once,
     a_job_stranded_between_record_and_publish_is_relayed_and_runs_once,
     a_message_of_a_recorded_job_without_its_row_is_dead_lettered_not_run,
+    bad_envelopes_are_dead_lettered_naming_the_field_and_none_runs,
 );
 
 async fn a_job_published_straight_onto_the_queue_is_recorded_and_pollable(backend: Backend) {
@@ -466,5 +467,62 @@ async fn a_job_refused_for_a_late_confirm_never_runs_and_its_retry_runs_once() {
         "charged once"
     );
     assert_eq!(h.sim_requests(), 1, "the provider was called once");
+    h.stop().await;
+}
+
+/// Envelopes the documentation promises to refuse: each goes to the dead letters with a
+/// reason naming its field, and none of them runs (before, each ran with a default).
+async fn bad_envelopes_are_dead_lettered_naming_the_field_and_none_runs(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let envelope = |extra: serde_json::Value, content: String| {
+        let mut envelope = serde_json::json!({
+            "version": 1, "id": uuid::Uuid::now_v7(), "tenant": "acme", "urgency": "standard",
+            "request": {"model": "fast", "messages": [{"role": "user", "content": content}]}
+        });
+        envelope
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::to_vec(&envelope).unwrap()
+    };
+    let bad = [
+        (
+            Urgency::Standard,
+            envelope(serde_json::json!({"urgancy": "realtime"}), prompt("typo")),
+            "unknown field `urgancy`",
+        ),
+        (
+            Urgency::Standard,
+            envelope(serde_json::json!({}), "x".repeat(2_000_000)),
+            "request: the envelope is",
+        ),
+        (
+            Urgency::Realtime,
+            envelope(serde_json::json!({}), prompt("wrong queue")),
+            "urgency: \"standard\" differs from the routing key \"realtime\"",
+        ),
+    ];
+    let expected: Vec<&str> = bad.iter().map(|(_, _, reason)| *reason).collect();
+    for (urgency, payload, _) in bad {
+        publish_raw_to(&h, backend, urgency, payload).await;
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..600 {
+        reasons.extend(dead_letter_reasons(&h, backend).await);
+        reasons.sort();
+        reasons.dedup();
+        if reasons.len() >= expected.len() || h.count("SELECT COUNT(*) FROM jobs").await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0, "{reasons:?}");
+    for expected in expected {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
+    assert_eq!(h.sim_requests(), 0, "nothing was called");
     h.stop().await;
 }

@@ -132,16 +132,17 @@ async fn run_pool(
         let Some(delivery) = delivery else { break };
         let context = context.clone();
         tasks.spawn(async move {
-            handle(&context, delivery).await;
+            handle(&context, urgency, delivery).await;
             drop(permit);
         });
     }
     tracing::info!(%urgency, "worker pool stopping");
 }
 
-/// Runs one delivery to a settled state. Never panics on bad input.
-pub async fn handle(context: &WorkerContext, delivery: Delivery) {
-    let envelope = match Envelope::from_bytes(&delivery.payload) {
+/// Runs one delivery from the queue of `urgency` to a settled state. Never panics on bad
+/// input.
+pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Delivery) {
+    let envelope = match Envelope::from_queue(&delivery.payload, urgency) {
         Ok(envelope) => envelope,
         Err(reason) => {
             tracing::warn!(%reason, "dead-lettering a message that is not a job");

@@ -41,8 +41,9 @@ pub const DEAD_REASON_HEADER: &str = "x-sluice-dead-reason";
 pub const DEAD_AT_HEADER: &str = "x-sluice-dead-at";
 /// Header carrying the urgency queue a dead-lettered message came from.
 pub const DEAD_URGENCY_HEADER: &str = "x-sluice-urgency";
-/// Header on a retry longer than the top rung: Unix milliseconds before which the message must
-/// not be handed to a worker; a consumer that sees it early parks it again.
+/// Header on a retry that no single rung serves closely (see [`topology::choose_rung`]): Unix
+/// milliseconds before which the message must not be handed to a worker; a consumer that sees
+/// it early parks it again for the rest.
 pub const NOT_BEFORE_HEADER: &str = "x-sluice-not-before";
 
 /// How to reach RabbitMQ and what to call things there.
@@ -483,7 +484,7 @@ impl Inner {
         payload: &[u8],
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let rung = topology::rung_at_most(delay);
+        let rung = topology::choose_rung(delay);
         let mut properties = job_properties();
         if rung.ttl < delay {
             let not_before = unix_now().saturating_add(delay);
