@@ -75,8 +75,8 @@ impl std::fmt::Display for NotQueued {
         };
         write!(
             f,
-            "the job queue did not take {jobs} in time ({}); nothing was accepted and nothing \
-             will run. Retry later",
+            "the job queue is unavailable and did not take {jobs} in time ({}); nothing was \
+             accepted and nothing will run; retry later",
             self.error
         )?;
         let given: Vec<String> = self
