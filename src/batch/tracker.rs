@@ -311,7 +311,7 @@ impl Tracker {
                     .finish_failed(
                         item.job,
                         Some(record),
-                        error.kind.as_str().into(),
+                        error.kind.into(),
                         error.to_string(),
                         error.param.clone(),
                     )

@@ -3,6 +3,7 @@
 //! budget is spent.
 
 use super::{Budget, Budgets, Exceeded, OnExceed};
+use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Envelope};
 use crate::pricing::{PicoUsd, Price};
 use crate::providers::Usage;
@@ -243,7 +244,7 @@ pub async fn reserve_for_batch(
 async fn fail(store: &Store, envelope: &Envelope, message: String) -> Result<Verdict, StoreError> {
     tracing::info!(job = %envelope.id, %message, "refused by a budget");
     store
-        .finish_failed(envelope.id, None, "budget_exceeded".into(), message, None)
+        .finish_failed(envelope.id, None, JobFailure::BudgetExceeded, message, None)
         .await?;
     Ok(Verdict::Ack)
 }

@@ -26,6 +26,7 @@ use crate::batch::tier::{Tier, TierChoice, TierQuestion};
 use crate::batch::Placed;
 use crate::budgets::BatchHold;
 use crate::config::{Config, RetryConfig};
+use crate::failure::JobFailure;
 use crate::job::{Envelope, Urgency};
 use crate::pricing::PicoUsd;
 use crate::providers::{http, stream};
@@ -224,7 +225,7 @@ async fn run_job(
             .finish_failed(
                 id,
                 None,
-                "unknown_model".into(),
+                JobFailure::UnknownModel,
                 context.config.unknown_model(model),
                 None,
             )
@@ -238,7 +239,7 @@ async fn run_job(
                 .finish_failed(
                     id,
                     None,
-                    "deadline_exceeded".into(),
+                    JobFailure::DeadlineExceeded,
                     format!("the job's deadline {deadline} passed before it could run"),
                     None,
                 )
@@ -282,7 +283,7 @@ async fn run_job(
                             .finish_failed(
                                 id,
                                 None,
-                                error.kind.as_str().into(),
+                                error.kind.into(),
                                 error.to_string(),
                                 error.param.clone(),
                             )
@@ -302,7 +303,7 @@ async fn run_job(
             Choice::Refuse { message } => {
                 tracing::info!(job = %id, %message, "no deployment can ever take this job");
                 store
-                    .finish_failed(id, None, "over_limit".into(), message, None)
+                    .finish_failed(id, None, JobFailure::OverLimit, message, None)
                     .await?;
                 return Ok(Settlement::Ack);
             }
@@ -313,7 +314,7 @@ async fn run_job(
                             .finish_failed(
                                 id,
                                 None,
-                                "deadline_exceeded".into(),
+                                JobFailure::DeadlineExceeded,
                                 format!("{why}; waiting would pass the job's deadline {deadline}"),
                                 None,
                             )
@@ -641,13 +642,7 @@ async fn decide_after_failure(
     tracing::info!(job = %id, attempt = number, %message, "job failed");
     context
         .store
-        .finish_failed(
-            id,
-            Some(record),
-            error.kind.as_str().into(),
-            message,
-            error.param,
-        )
+        .finish_failed(id, Some(record), error.kind.into(), message, error.param)
         .await?;
     Ok(Settlement::Ack)
 }
