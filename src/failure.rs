@@ -30,6 +30,9 @@ pub enum JobFailure {
     BudgetExceeded,
     /// Cancelled before it ran.
     Cancelled,
+    /// Its attempts were interrupted (its workers stopped mid-call) until `max_attempts` or
+    /// the queue's delivery limit ran out.
+    Interrupted,
     /// A name this build does not know (written by another version of Sluice).
     Unrecognised,
 }
@@ -49,12 +52,13 @@ pub struct Answer {
 
 /// Every failure that is not a provider's, with its stable name (provider failures are named
 /// by [`ErrorKind::as_str`]).
-const OWN: [(JobFailure, &str); 6] = [
+const OWN: [(JobFailure, &str); 7] = [
     (JobFailure::UnknownModel, "unknown_model"),
     (JobFailure::DeadlineExceeded, "deadline_exceeded"),
     (JobFailure::OverLimit, "over_limit"),
     (JobFailure::BudgetExceeded, "budget_exceeded"),
     (JobFailure::Cancelled, "cancelled"),
+    (JobFailure::Interrupted, "interrupted"),
     (JobFailure::Unrecognised, "unrecognised"),
 ];
 
@@ -102,7 +106,10 @@ impl JobFailure {
     /// Whether Sluice itself refused the job (no provider answer ended it): its answer is
     /// Sluice's status, not a provider's.
     pub fn is_refusal(self) -> bool {
-        !matches!(self, JobFailure::Provider(_) | JobFailure::Unrecognised)
+        !matches!(
+            self,
+            JobFailure::Provider(_) | JobFailure::Unrecognised | JobFailure::Interrupted
+        )
     }
 
     /// The one mapping from a failure to what a client hears.
@@ -136,6 +143,8 @@ impl JobFailure {
             JobFailure::DeadlineExceeded => answer(504, "timeout", "deadline_exceeded"),
             JobFailure::Cancelled => answer(409, "cancelled", "cancelled"),
             JobFailure::Unrecognised => answer(502, "upstream_error", "unrecognised"),
+            // Sluice's workers stopping is Sluice's trouble, which may pass.
+            JobFailure::Interrupted => answer(502, "upstream_error", "interrupted"),
             JobFailure::Provider(kind) => match kind {
                 ErrorKind::BadRequest => answer(400, invalid, kind.as_str()),
                 ErrorKind::NotFound => answer(404, invalid, kind.as_str()),

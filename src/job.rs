@@ -348,6 +348,11 @@ pub struct Envelope {
     /// see [`crate::queue::replies`]. Meaningless to anyone but that process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// True on a message Sluice published for a job it had recorded first: a worker that
+    /// finds no row for it must not record it from the message (the job was refused, see
+    /// [`crate::store::Orphan`]). A foreign producer leaves it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
     #[serde(flatten)]
     pub spec: JobSpec,
 }
@@ -363,6 +368,7 @@ impl Envelope {
             id: Uuid::now_v7(),
             tenant: tenant.into(),
             reply_to: None,
+            recorded: false,
             spec,
         }
     }

@@ -462,7 +462,10 @@ impl KeyPool {
 pub enum TenantLimited {
     #[error(
         "tenant \"{tenant}\" is over its limit of {limits} per minute; retry after {}",
-        humantime::format_duration(*retry_after)
+        // Whole seconds, rounded up, as a person reads a wait (and as `retry-after` says).
+        humantime::format_duration(Duration::from_secs(
+            retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+        ))
     )]
     Busy {
         tenant: String,
@@ -573,6 +576,17 @@ mod tests {
                 .enumerate()
                 .map(|(i, q)| (format!("k{i}"), *q)),
         )
+    }
+
+    /// A person reads "retry after 12s", not "11s 844ms 339us 696ns".
+    #[test]
+    fn a_tenant_is_told_whole_seconds_to_wait() {
+        let busy = TenantLimited::Busy {
+            tenant: "acme".into(),
+            limits: "60 requests".into(),
+            retry_after: Duration::from_nanos(11_844_339_696),
+        };
+        assert!(busy.to_string().ends_with("retry after 12s"), "{busy}");
     }
 
     #[test]

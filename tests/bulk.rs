@@ -512,6 +512,68 @@ async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
     h.stop().await;
 }
 
+/// Cancelling a finished bulk changes nothing and says so, whether asked as a bulk
+/// (`sluice bulk cancel`) or as a batch (`POST /v1/batches/{id}/cancel`): one rule, a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_finished_bulk_changes_nothing_and_says_so() {
+    let h = Harness::start(Backend::Embedded).await;
+    let lines: Vec<String> = (0..3).map(|i| good_line(i, "finished")).collect();
+    let path = write_file(h.dir.path(), "finished.jsonl", &lines);
+    let s = submit_file(&h.client, &path, request("finished", Urgency::Standard))
+        .await
+        .unwrap()
+        .submission;
+    let before = wait_done(&h, s.id).await;
+    assert_eq!(before["status"], "completed", "{before:#}");
+
+    match h.client.bulk_cancel(s.id).await {
+        Err(ClientError::Api {
+            status: 409,
+            message,
+            ..
+        }) => assert!(
+            message.contains("already completed") && message.contains("nothing to cancel"),
+            "{message}"
+        ),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    let after = h.client.bulk(s.id).await.unwrap();
+    assert_eq!(after, before, "a refused cancel changed the bulk");
+
+    let batch = format!("batch_{}", s.id.simple());
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{}/v1/batches/{batch}/cancel", h.base_url))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already completed"),
+        "{body}"
+    );
+    let view: Value = http
+        .get(format!("{}/v1/batches/{batch}", h.base_url))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "completed", "{view:#}");
+    assert!(
+        view["cancelled_at"].is_null() && view["cancelling_at"].is_null(),
+        "{view:#}"
+    );
+    h.stop().await;
+}
+
 async fn another_tenants_bulk_is_a_404(backend: Backend) {
     let h = Harness::start(backend).await;
     let lines: Vec<String> = (0..3).map(|i| good_line(i, "mine")).collect();

@@ -613,10 +613,83 @@ async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Bac
     h.stop().await;
 }
 
+/// A cancel that lands between a submission's check of the bulk and its insert (`batches.create`
+/// then at once `batches.cancel`): the lines the submission still holds are refused by the
+/// transaction that would record them, so nothing of the cancelled batch runs or is charged.
+async fn a_cancelled_batch_takes_no_more_lines(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let api = Api::new(&h, TOKEN);
+    let input: String = (1..=10)
+        .map(|i| line(&format!("k-{i}"), &format!("cancelled question {i}")) + "\n")
+        .collect();
+    let file = stored_file(&h.app.store, &input).await;
+    let id = Uuid::now_v7();
+    let batch = new_batch(id, &file);
+    let defaults = sluice::bulk::Defaults {
+        deadline: chrono::DateTime::from_timestamp_millis(batch.expires_at),
+        ..sluice::bulk::Defaults::default()
+    };
+    assert!(h.app.store.create_batch(TENANT, batch).await.unwrap());
+    // The submission has opened the bulk and checked it was not cancelled ...
+    let opened = h.app.store.open_bulk(TENANT, &batch_id(id)).await.unwrap();
+    assert!(!opened.cancelled);
+    h.app.store.start_batch(id).await.unwrap();
+    // ... when the cancel comes.
+    let (status, cancelled) = api
+        .post(&format!("/v1/batches/{}/cancel", batch_id(id)), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let submitter = h.app.submitter();
+    let check = |spec: &sluice::job::JobSpec| submitter.check(spec);
+    let lines: Vec<_> = input
+        .lines()
+        .zip(1..)
+        .map(|(text, n)| {
+            let spec = sluice::bulk::validate::job_of_line(n, text.as_bytes(), &defaults, &check);
+            (n, spec.unwrap())
+        })
+        .collect();
+    let refused = submitter.submit_to_bulk(TENANT, id, lines).await;
+    assert!(
+        refused.is_err(),
+        "a cancelled bulk took {} lines",
+        refused.map(|answers| answers.len()).unwrap_or_default()
+    );
+    let bulk = format!("bulk_id = '{id}'");
+    assert_eq!(
+        h.count(&format!("SELECT COUNT(*) FROM jobs WHERE {bulk}"))
+            .await,
+        0
+    );
+    let done = api.until(&batch_id(id), &["cancelled"]).await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 0, "completed": 0, "failed": 0}),
+        "{done:#}"
+    );
+
+    // The whole race through the API: whatever moment the cancel lands, the batch has no
+    // more jobs after it than the cancel's answer counted.
+    let file = api.upload(&input, "batch").await.1;
+    let batch = api.create(file["id"].as_str().unwrap()).await;
+    let id = batch["id"].as_str().unwrap();
+    let (status, cancelled) = api
+        .post(&format!("/v1/batches/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let done = api.until(id, &["cancelled"]).await;
+    assert_eq!(
+        done["request_counts"]["total"], cancelled["request_counts"]["total"],
+        "jobs were added after the cancel: {done:#}"
+    );
+    h.stop().await;
+}
+
 on_both_backends!(
     a_batch_runs_to_completed_with_output_and_error_files,
     a_cancelled_batch_reports_its_queued_requests_as_cancelled,
     bad_requests_are_400s_and_a_bad_file_fails_the_batch,
     files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them,
     a_batch_whose_submission_was_cut_short_is_resumed_at_start,
+    a_cancelled_batch_takes_no_more_lines,
 );

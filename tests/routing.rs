@@ -313,7 +313,9 @@ async fn retry_after_is_honoured_on_the_key(backend: Backend) {
     // Once the 429 is recorded, a second job on the same key must wait out the cooldown too.
     let first_attempt = loop {
         let job = h.client.get(a, None).await.unwrap();
-        if let Some(attempt) = job["attempts"].as_array().and_then(|a| a.first()).cloned() {
+        // An attempt is shown `running` from its start; the 429 is recorded when it ends.
+        let first = job["attempts"].as_array().and_then(|a| a.first()).cloned();
+        if let Some(attempt) = first.filter(|a| a["outcome"] != "running") {
             break attempt;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

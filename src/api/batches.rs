@@ -36,13 +36,14 @@
 //! a line.
 
 use super::auth::Tenant;
+use super::bulk::already_finished;
 use super::error::ApiError;
 use super::files::{error_file_id, output_file_id, PURPOSE_BATCH};
 use super::ApiState;
 use crate::bulk::submit::{prepare, BulkRequest};
 use crate::bulk::{BulkError, Defaults, CHAT_COMPLETIONS_URL};
 use crate::job::from_value_naming_field;
-use crate::store::{BatchFields, BulkView, NewBatch};
+use crate::store::{BatchFields, BulkCancel, BulkView, NewBatch};
 use crate::submit::Submitter;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -463,17 +464,15 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let batch = owned(&state, &tenant, &id).await?;
-    if matches!(batch.status, "completed" | "failed" | "expired") {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request",
-            format!(
-                "batch {id} is already {}; there is nothing to cancel",
-                batch.status
-            ),
-        ));
+    // Expired is the batch's own notion (its window), final although jobs may be queued.
+    if batch.status == "expired" {
+        return Err(already_finished("batch", &id, batch.status));
     }
-    state.store.cancel_bulk(&tenant, batch.bulk.id).await?;
+    // The store decides whether the bulk has finished, as for `POST /v1/bulk/{id}/cancel`.
+    if let Some(BulkCancel::Finished) = state.store.cancel_bulk(&tenant, batch.bulk.id).await? {
+        let status = owned(&state, &tenant, &id).await?.status;
+        return Err(already_finished("batch", &id, status));
+    }
     Ok(Json(owned(&state, &tenant, &id).await?.object()))
 }
 

@@ -14,7 +14,7 @@ use super::ApiState;
 use crate::bulk::submit::{prepare, BulkRequest, Submission};
 use crate::bulk::{output::output_line, BulkError, Defaults};
 use crate::job::Tags;
-use crate::store::{BulkView, ResultsFilter};
+use crate::store::{BulkCancel, BulkView, ResultsFilter};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -199,9 +199,11 @@ fn bulk_error_body(e: &BulkError) -> ApiError {
             "queue_unavailable",
             e.to_string(),
         ),
-        BulkError::Write { .. } | BulkError::Store(_) | BulkError::Client(_) => {
-            ApiError::internal(e)
-        }
+        BulkError::Store(store) => match store.unwritable() {
+            Some(reason) => ApiError::store_unwritable(reason),
+            None => ApiError::internal(e),
+        },
+        BulkError::Write { .. } | BulkError::Client(_) => ApiError::internal(e),
     }
 }
 
@@ -278,22 +280,39 @@ pub(super) fn results_stream(
         })
 }
 
-/// `POST /v1/bulk/{id}/cancel`: cancels every job of the bulk still queued.
+/// `POST /v1/bulk/{id}/cancel`: cancels every job of the bulk still queued; a finished bulk
+/// is left as it is, with a 409 saying so ([`already_finished`]).
 pub async fn cancel(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let cancelled = state
+    let cancelled = match state
         .store
-        .cancel_bulk(&tenant, parse_id(&id)?)
+        .cancel_bulk(&tenant, resolve(&state, &tenant, &id).await?)
         .await?
-        .ok_or_else(|| not_found(&id))?;
+        .ok_or_else(|| not_found(&id))?
+    {
+        BulkCancel::Cancelled { jobs } => jobs,
+        BulkCancel::Finished => return Err(already_finished("bulk", &id, "completed")),
+    };
     let bulk = owned_bulk(&state, &tenant, &id).await?;
     let id = bulk.id;
     Ok(Json(
         json!({ "id": id, "cancelled": cancelled, "status": bulk.status, "counts": bulk.counts }),
     ))
+}
+
+/// The answer to cancelling a bulk or batch that has finished: nothing was changed (the one
+/// rule of `POST /v1/bulk/{id}/cancel` and `POST /v1/batches/{id}/cancel`, as OpenAI's 409).
+pub(super) fn already_finished(what: &str, id: &str, status: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "invalid_request",
+        format!(
+            "{what} {id} is already {status}; there is nothing to cancel, and nothing was changed"
+        ),
+    )
 }
 
 /// `GET /v1/models`: every model name a job may ask for (OpenAI's list format).
@@ -310,17 +329,31 @@ pub async fn models(State(state): State<ApiState>, _tenant: Tenant) -> Json<Valu
 /// The tenant's bulk `id` (from the path), or a 404 (another tenant's is no different from
 /// none).
 async fn owned_bulk(state: &ApiState, tenant: &str, id: &str) -> Result<BulkView, ApiError> {
+    let bulk = resolve(state, tenant, id).await?;
     state
         .store
-        .bulk(tenant, parse_id(id)?)
+        .bulk(tenant, bulk)
         .await?
         .ok_or_else(|| not_found(id))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("no bulk {id}"))
+/// The tenant's bulk that `id` names, in any form a command prints: its UUID, its batch id
+/// (`batch_` + the UUID's hex, for a bulk made by `POST /v1/batches`) or its name.
+async fn resolve(state: &ApiState, tenant: &str, id: &str) -> Result<Uuid, ApiError> {
+    let by_id = Uuid::parse_str(id).ok().or_else(|| {
+        id.strip_prefix(super::batches::BATCH_ID_PREFIX)
+            .and_then(|hex| Uuid::try_parse(hex).ok())
+    });
+    match by_id {
+        Some(id) => Ok(id),
+        None => state
+            .store
+            .bulk_named(tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id)),
+    }
 }
 
-fn parse_id(text: &str) -> Result<Uuid, ApiError> {
-    super::parse_id(text, "bulk")
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no bulk {id}"))
 }

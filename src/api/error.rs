@@ -20,7 +20,7 @@ pub struct ApiError {
     pub field: Option<String>,
     /// More members of the error object (e.g. the bad `lines` of a bulk upload).
     pub details: Vec<(&'static str, serde_json::Value)>,
-    /// Sent as `retry-after` (whole seconds, rounded up) with a 429.
+    /// Sent as `retry-after` (whole seconds, rounded up) with a 429 or 503.
     pub retry_after: Option<std::time::Duration>,
 }
 
@@ -118,12 +118,12 @@ impl From<crate::submit::SubmitError> for ApiError {
         use crate::submit::SubmitError;
         match e {
             SubmitError::Invalid(f) => f.into(),
-            SubmitError::QueueUnavailable(_) => ApiError::new(
+            SubmitError::QueueUnavailable(_) | SubmitError::NotQueued(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",
                 e.to_string(),
             ),
-            SubmitError::Store(e) => ApiError::internal(e),
+            SubmitError::Store(e) => e.into(),
             SubmitError::CustomIdReused(ref reused) => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",
@@ -155,9 +155,37 @@ impl From<crate::budgets::Exceeded> for ApiError {
     }
 }
 
+/// How long a client is asked to wait before retrying after the store refused a write.
+pub const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A store that cannot write (disk full, read-only, failing I/O, locked) is a 503 with
+/// `retry-after`: nothing was recorded, and the same request may succeed later. Any other
+/// store failure is a defect, answered as an internal error.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e.unwritable() {
+            Some(reason) => {
+                tracing::error!(error = %e, "the store refused a write");
+                ApiError::store_unwritable(reason)
+            }
+            None => ApiError::internal(e),
+        }
+    }
+}
+
+impl ApiError {
+    /// The 503 for a store that cannot write now, naming why.
+    pub fn store_unwritable(reason: crate::store::Unwritable) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!(
+                "the store cannot record anything now ({reason}); nothing was accepted, retry \
+                 later"
+            ),
+        );
+        error.retry_after = Some(STORE_RETRY_AFTER);
+        error
     }
 }
 

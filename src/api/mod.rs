@@ -21,7 +21,8 @@
 //!   thresholds crossed (see [`budgets`]). Submitting a job that counts against a `reject`
 //!   budget already spent answers 402 with `code: "budget_exceeded"`.
 //! - `GET /healthz` (liveness; says whether the queue is reachable) and `GET /readyz`
-//!   (readiness: `503` naming the problem while the queue or the store is unavailable).
+//!   (readiness: `503` naming the problem while the queue is unreachable or the store cannot
+//!   be read or cannot commit a write).
 //!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
@@ -125,9 +126,14 @@ async fn health(
     }))
 }
 
+/// How long `GET /readyz` waits for its write to the store.
+const READY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `GET /readyz`: readiness. `503` naming what is missing while the queue is unreachable or
-/// the store cannot be read, so a load balancer sends submissions to an instance that can
-/// take them instead of one that would answer each with a `503` after its publish timeout.
+/// the store cannot record a job (it commits one small write: a database that reads well may
+/// still be full or read-only), so a load balancer sends submissions to an instance that can
+/// take them instead of one that would refuse each. `store_writable` says whether the
+/// store took the write, `problems` why not.
 async fn ready(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
@@ -142,6 +148,19 @@ async fn ready(
     if let Err(e) = sqlx::query("SELECT 1").execute(state.store.reader()).await {
         problems.push(format!("the store cannot be read: {e}"));
     }
+    let written = tokio::time::timeout(READY_WRITE_TIMEOUT, state.store.probe_write()).await;
+    let store_writable = matches!(written, Ok(Ok(())));
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(match e.unwritable() {
+            Some(reason) => format!("the store cannot record jobs: {reason} ({e})"),
+            None => format!("the store cannot record jobs: {e}"),
+        }),
+        Err(_) => problems.push(format!(
+            "the store did not commit a write within {}s",
+            READY_WRITE_TIMEOUT.as_secs()
+        )),
+    }
     let status = if problems.is_empty() {
         axum::http::StatusCode::OK
     } else {
@@ -150,6 +169,7 @@ async fn ready(
     let body = serde_json::json!({
         "status": if problems.is_empty() { "ready" } else { "unavailable" },
         "queue": queue.name(),
+        "store_writable": store_writable,
         "problems": problems,
     });
     (status, axum::Json(body))

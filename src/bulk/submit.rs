@@ -10,7 +10,8 @@ use super::lines::{is_blank, Line, LineReader};
 use super::validate::{confirm_duplicates, job_of_line, validate, Validation};
 use super::{BulkError, Defaults, LineError, MAX_LINE_BYTES, MAX_LISTED_ERRORS};
 use crate::job::{FieldError, JobSpec};
-use crate::submit::{Submitted, Submitter};
+use crate::store::StoreError;
+use crate::submit::{SubmitError, Submitted, Submitter};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -301,9 +302,6 @@ async fn submit_lines<R: AsyncBufRead + Unpin>(
             }
         }
         if !chunk.is_empty() && in_flight.len() < IN_FLIGHT {
-            if submitter.store.bulk_is_cancelled(bulk).await? {
-                return Err(BulkError::Cancelled(bulk));
-            }
             let lines = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
             // Kept to name a conflicting line in the report; the specs go to the store.
             let named: Vec<(u64, Option<String>)> = lines
@@ -317,9 +315,14 @@ async fn submit_lines<R: AsyncBufRead + Unpin>(
             continue;
         }
         if let Some((named, answers)) = in_flight.next().await {
-            let answers = answers.map_err(|source| BulkError::Interrupted {
-                submitted: tally.submitted,
-                source,
+            // A cancel stops the submission: the store refuses the bulk's next chunk in the
+            // transaction that would have recorded it.
+            let answers = answers.map_err(|source| match source {
+                SubmitError::Store(StoreError::BulkCancelled(id)) => BulkError::Cancelled(id),
+                source => BulkError::Interrupted {
+                    submitted: tally.submitted,
+                    source,
+                },
             })?;
             tally.count(&named, &answers);
             progress(tally.done(), total);

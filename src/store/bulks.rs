@@ -30,6 +30,17 @@ pub struct OpenedBulk {
     pub cancelled: bool,
 }
 
+/// What [`Store::cancel_bulk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkCancel {
+    /// The bulk is cancelled (by this call or an earlier one); `jobs` of its queued jobs
+    /// were cancelled by this call. Running jobs finish.
+    Cancelled { jobs: u64 },
+    /// Every line was submitted and every job is final: there is nothing to cancel, and the
+    /// bulk was left as it was (it stays `completed`, never relabelled `cancelled`).
+    Finished,
+}
+
 /// A bulk as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BulkView {
@@ -135,6 +146,11 @@ impl Store {
     /// [`InsertOutcome::Existing`] for the same request, [`InsertOutcome::Conflicting`] for a
     /// different one (neither writes anything). Unlike jobs submitted alone, a conflict does
     /// not refuse the others: a resubmitted file's other lines still go in.
+    ///
+    /// A cancelled bulk takes no more jobs: the same transaction that would record them
+    /// finds the bulk cancelled and records nothing ([`StoreError::BulkCancelled`]), so a
+    /// cancel that lands while a submission is under way stops it at its next chunk, never
+    /// after a check that the cancel has made stale.
     pub async fn insert_bulk_jobs(
         &self,
         bulk: Uuid,
@@ -142,6 +158,14 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let cancelled: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
+                        .bind(bulk.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if matches!(cancelled, Some(Some(_))) {
+                    return Ok(None);
+                }
                 let jobs: Vec<NewJob> = jobs
                     .iter()
                     .map(|(line, envelope)| NewJob {
@@ -150,10 +174,11 @@ impl Store {
                         bulk: Some((bulk, *line)),
                     })
                     .collect();
-                insert_jobs(conn, &jobs).await
+                insert_jobs(conn, &jobs).await.map(Some)
             })
         })
-        .await
+        .await?
+        .ok_or(StoreError::BulkCancelled(bulk))
     }
 
     /// Records that a submission to the bulk has recorded and published all its lines.
@@ -171,14 +196,16 @@ impl Store {
         .await
     }
 
-    /// Whether the bulk has been cancelled (a submission in progress stops at its next chunk).
-    pub async fn bulk_is_cancelled(&self, bulk: Uuid) -> Result<bool, StoreError> {
-        let cancelled: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
-                .bind(bulk.to_string())
+    /// The id of the tenant's bulk called `name`, if it has one.
+    pub async fn bulk_named(&self, tenant: &str, name: &str) -> Result<Option<Uuid>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM bulks WHERE tenant = ? AND name = ?")
+                .bind(tenant)
+                .bind(name)
                 .fetch_optional(self.reader())
                 .await?;
-        Ok(matches!(cancelled, Some(Some(_))))
+        id.map(|id| Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()).into()))
+            .transpose()
     }
 
     /// The bulk with its counts by status and its cost so far, if it belongs to `tenant`.
@@ -251,27 +278,40 @@ impl Store {
     }
 
     /// Cancels the bulk: every job of it still queued is cancelled (the same guarded
-    /// transition as [`Store::cancel`]) and a submission in progress stops. Returns how many
-    /// jobs were cancelled, or `None` when the tenant has no such bulk.
-    pub async fn cancel_bulk(&self, tenant: &str, id: Uuid) -> Result<Option<u64>, StoreError> {
+    /// transition as [`Store::cancel`]) and a submission in progress stops. A finished bulk
+    /// (every line submitted, every job final) is left as it is: [`BulkCancel::Finished`].
+    /// `None` when the tenant has no such bulk.
+    pub async fn cancel_bulk(
+        &self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<BulkCancel>, StoreError> {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
                 let found = sqlx::query(
-                    "UPDATE bulks SET cancelled_at = COALESCE(cancelled_at, ?) \
-                     WHERE id = ? AND tenant = ?",
+                    "SELECT cancelled_at IS NULL AND submitting = 0 AND NOT EXISTS \
+                     (SELECT 1 FROM jobs WHERE bulk_id = bulks.id \
+                      AND status IN ('queued', 'running')) \
+                     FROM bulks WHERE id = ? AND tenant = ?",
+                )
+                .bind(id.to_string())
+                .bind(&tenant)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(found) = found else { return Ok(None) };
+                if found.get::<bool, _>(0) {
+                    return Ok(Some(BulkCancel::Finished));
+                }
+                sqlx::query(
+                    "UPDATE bulks SET cancelled_at = COALESCE(cancelled_at, ?) WHERE id = ?",
                 )
                 .bind(now_ms())
                 .bind(id.to_string())
-                .bind(&tenant)
                 .execute(&mut *conn)
                 .await?;
-                if found.rows_affected() == 0 {
-                    return Ok(None);
-                }
-                cancel_queued(conn, &tenant, CancelScope::Bulk(id))
-                    .await
-                    .map(Some)
+                let jobs = cancel_queued(conn, &tenant, CancelScope::Bulk(id)).await?;
+                Ok(Some(BulkCancel::Cancelled { jobs }))
             })
         })
         .await

@@ -21,11 +21,11 @@ pub mod schedules;
 mod writer;
 
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
-pub use bulks::{BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
+pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
-    newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobView,
-    LastAttempt, StartOutcome,
+    newly_created, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord,
+    CustomIdReused, InsertOutcome, JobOutcome, JobView, LastAttempt, Orphan, Refusal, StartOutcome,
 };
 pub use writer::{Undo, WriteFuture};
 
@@ -44,7 +44,16 @@ pub enum StoreError {
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+    /// The database cannot take a write now (disk full, read-only, I/O failing, locked by
+    /// another process): nothing of the operation was recorded, and a retry once the cause
+    /// is gone may succeed. The API answers it with a 503 and `retry-after`.
+    #[error("the store cannot record anything now: {reason} ({detail})")]
+    Unwritable {
+        reason: Unwritable,
+        /// SQLite's own message.
+        detail: String,
+    },
     #[error("the store's writer has stopped")]
     WriterGone,
     #[error("cannot write to the files folder next to the database: {0}")]
@@ -53,6 +62,84 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     CustomIdReused(#[from] jobs::CustomIdReused),
+    #[error("bulk {0} was cancelled; it takes no more jobs")]
+    BulkCancelled(uuid::Uuid),
+}
+
+/// Why the database cannot take a write: the SQLite result codes that say so, not a defect
+/// of the operation. Read from the error's primary result code ([`Unwritable::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// `SQLITE_FULL`: the disk holding the database (or its write-ahead log) is full.
+    DiskFull,
+    /// `SQLITE_READONLY`: the database file, or its folder, cannot be written.
+    ReadOnly,
+    /// `SQLITE_IOERR`, `SQLITE_CANTOPEN`: the file system failed a read or write.
+    Io,
+    /// `SQLITE_BUSY`, `SQLITE_LOCKED`: another process held the write lock past the busy
+    /// timeout.
+    Busy,
+}
+
+impl Unwritable {
+    /// The reason `e` says the database cannot take a write, if it says so.
+    pub fn of(e: &sqlx::Error) -> Option<Unwritable> {
+        let code = e.as_database_error()?.code()?;
+        // SQLite reports extended result codes; the primary code is the low byte.
+        let primary = code.parse::<i32>().ok()? & 0xff;
+        match primary {
+            13 => Some(Unwritable::DiskFull),
+            8 => Some(Unwritable::ReadOnly),
+            10 | 14 => Some(Unwritable::Io),
+            5 | 6 => Some(Unwritable::Busy),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unwritable::DiskFull => "the disk holding the database is full",
+            Unwritable::ReadOnly => "the database is read-only",
+            Unwritable::Io => "the file system fails the database's reads or writes",
+            Unwritable::Busy => "another process holds the database's write lock",
+        })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match Unwritable::of(&e) {
+            Some(reason) => StoreError::Unwritable {
+                reason,
+                detail: e.to_string(),
+            },
+            None => StoreError::Sql(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same error for another caller of a failed grouped commit (`sqlx::Error` is not
+    /// `Clone`): its reason kept, its SQLite error as text.
+    pub(crate) fn shared(e: &sqlx::Error) -> StoreError {
+        match Unwritable::of(e) {
+            Some(reason) => StoreError::Unwritable {
+                reason,
+                detail: e.to_string(),
+            },
+            None => StoreError::Sql(sqlx::Error::Protocol(e.to_string())),
+        }
+    }
+
+    /// Why the database cannot take a write, when that is what this error says.
+    pub fn unwritable(&self) -> Option<Unwritable> {
+        match self {
+            StoreError::Unwritable { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
 }
 
 /// A handle on the store; cheap to clone.
@@ -159,6 +246,25 @@ impl Store {
             + 'static,
     {
         self.writer.submit(undo, op).await
+    }
+
+    /// Commits a write of one row, as any operation is committed: `Ok` when the store can
+    /// record things now, else why not (disk full, read-only, ...). `GET /readyz` asks it,
+    /// because a database that reads well may still refuse every write.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write_single(|conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO store_probe (id, written_at) VALUES (1, ?) \
+                     ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                )
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The pool for reads.

@@ -115,7 +115,7 @@ async fn commit_group(conn: &mut SqliteConnection, mut group: Vec<Pending>) {
     group.sort_by_key(|pending| pending.undo == Undo::Savepoint);
     if let Err(e) = conn.execute("BEGIN IMMEDIATE; SAVEPOINT op").await {
         for pending in group {
-            let _ = pending.reply.send(Err(StoreError::Sql(clone_error(&e))));
+            let _ = pending.reply.send(Err(StoreError::shared(&e)));
         }
         return;
     }
@@ -155,14 +155,14 @@ async fn commit_group(conn: &mut SqliteConnection, mut group: Vec<Pending>) {
     match committed {
         Ok(()) => {
             for (reply, outcome) in outcomes {
-                let _ = reply.send(outcome.map_err(StoreError::Sql));
+                let _ = reply.send(outcome.map_err(StoreError::from));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "grouped commit failed; every operation in it is reported failed");
             let _ = conn.execute("ROLLBACK").await;
             for (reply, _) in outcomes {
-                let _ = reply.send(Err(StoreError::Sql(clone_error(&e))));
+                let _ = reply.send(Err(StoreError::shared(&e)));
             }
         }
     }

@@ -3,6 +3,7 @@
 //! - [`topology`]: every exchange and queue name under a prefix, and how each is declared.
 //! - `connection`: the supervisor task that owns the connections and reconnects.
 //! - `consumer`: consumers that re-subscribe after a reconnect, and settling deliveries.
+//! - `dead_letters`: why the broker dead-lettered a message, read from its headers.
 //! - `replies`: this process's reply queue, for [reply inboxes](crate::queue::replies).
 //!
 //! [`AmqpQueue::start`] never fails and never blocks on the broker: a broker that is down is a
@@ -12,6 +13,7 @@
 
 mod connection;
 mod consumer;
+mod dead_letters;
 mod replies;
 pub mod topology;
 
@@ -223,9 +225,17 @@ impl Queue for AmqpQueue {
     ) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(Box::new(consumer::AmqpConsumer::new(
             self.inner.clone(),
-            urgency,
+            consumer::Source::Work(urgency),
             prefetch,
         )))
+    }
+
+    async fn consume_dead_letters(&self) -> Result<Option<Box<dyn Consumer>>, QueueError> {
+        Ok(Some(Box::new(consumer::AmqpConsumer::new(
+            self.inner.clone(),
+            consumer::Source::DeadLetters,
+            dead_letters::PREFETCH,
+        ))))
     }
 
     async fn open_inbox(&self, job: Uuid) -> Result<Inbox, QueueError> {

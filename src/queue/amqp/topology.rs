@@ -10,7 +10,9 @@
 //!   (`x-delivery-limit`) and at-least-once dead-lettering, which classic queues lack.
 //! - Every work queue dead-letters to `P.dead` with an explicit delivery limit, because
 //!   RabbitMQ 4 silently drops a quorum-queue message after 20 failed deliveries when no
-//!   dead-letter exchange is set.
+//!   dead-letter exchange is set. `P.dead` fans out to two queues: `P.jobs.dead`, the
+//!   operator's, and `P.jobs.dead.settle`, which Sluice reads to fail each dead-lettered job
+//!   in the store.
 //! - Retries wait in one delay queue per urgency and rung, with a queue-level TTL: every message
 //!   in a queue then expires in arrival order. A per-message TTL would let a long delay at the
 //!   head of a shared queue hold back the short ones behind it.
@@ -116,9 +118,16 @@ impl Topology {
         format!("{}.jobs.{}", self.prefix, urgency.as_str())
     }
 
-    /// Where poison messages and explicit dead letters end up.
+    /// Where poison messages and explicit dead letters end up, for the operator.
     pub fn dead_queue(&self) -> String {
         format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// A second copy of every dead letter, which Sluice reads to fail the job in the store
+    /// with the reason (see `dead_letters`), so a message the broker gave up on (its delivery
+    /// limit) never leaves its job `running`; [`Topology::dead_queue`] keeps the operator's.
+    pub fn dead_settle_queue(&self) -> String {
+        format!("{}.jobs.dead.settle", self.prefix)
     }
 
     /// The delay queue of one urgency and rung; expired messages go back to
@@ -131,6 +140,7 @@ impl Topology {
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = Urgency::ALL.iter().map(|u| self.work_queue(*u)).collect();
         queues.push(self.dead_queue());
+        queues.push(self.dead_settle_queue());
         for urgency in Urgency::ALL {
             for rung in RUNGS {
                 queues.push(self.delay_queue(urgency, rung));
@@ -234,23 +244,25 @@ impl Topology {
             )
             .await?;
 
-        // The dead queue is the end of the line: no dead-letter exchange of its own.
-        channel
-            .queue_declare(
-                self.dead_queue().into(),
-                QueueDeclareOptions::durable(),
-                quorum_args(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_queue().into(),
-                self.dead_exchange().into(),
-                ShortString::from(""),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // The dead queues are the end of the line: no dead-letter exchange of their own.
+        for dead in [self.dead_queue(), self.dead_settle_queue()] {
+            channel
+                .queue_declare(
+                    dead.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    quorum_args(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    dead.as_str().into(),
+                    self.dead_exchange().into(),
+                    ShortString::from(""),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
 
         for urgency in Urgency::ALL {
             channel
@@ -363,7 +375,8 @@ mod tests {
             t.delay_queue(Urgency::Standard, RUNGS[1]),
             "p.delay.standard.5s"
         );
-        assert_eq!(t.all_queues().len(), 3 + 1 + 3 * RUNGS.len());
+        assert_eq!(t.dead_settle_queue(), "p.jobs.dead.settle");
+        assert_eq!(t.all_queues().len(), 3 + 2 + 3 * RUNGS.len());
         assert!(t.all_queues().iter().all(|q| q.starts_with("p.")));
     }
 }
