@@ -117,6 +117,7 @@ impl App {
             config: self.config.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
+            router: self.router.clone(),
         }
     }
 

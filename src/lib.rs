@@ -9,6 +9,8 @@
 //! - [`submit`]: accepting jobs: validate, record, publish with confirms; the outbox relay.
 //! - [`queue`]: the queue trait and its two backends (RabbitMQ, embedded SQLite), and the
 //!   transient reply inboxes a streamed answer travels through.
+//! - [`failure`]: why a job failed (`JobFailure`), stored by a stable name, and the one
+//!   HTTP status and OpenAI error type and code each failure is answered with.
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
 //! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome.
 //! - [`router`]: a model name's route (strategy, fallback chain, timeouts, deadlines), the
@@ -50,6 +52,7 @@ pub mod client;
 pub mod config;
 pub mod costs;
 pub mod demo;
+pub mod failure;
 pub mod job;
 pub mod limits;
 pub mod overrides;

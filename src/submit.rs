@@ -122,6 +122,9 @@ pub struct Submitter {
     pub config: Arc<Config>,
     pub store: Store,
     pub queue: Arc<dyn Queue>,
+    /// The deployments jobs may run on: a budget refuses a job at submission when it has no
+    /// room for the job's smallest estimate on any of them.
+    pub router: Arc<crate::router::Router>,
 }
 
 impl Submitter {
@@ -203,7 +206,9 @@ impl Submitter {
         for envelope in &mut envelopes {
             envelope.recorded = true;
         }
-        if let Some(exceeded) = crate::budgets::refuse_exhausted(&self.store, &envelopes).await? {
+        if let Some(exceeded) =
+            crate::budgets::refuse_exhausted(&self.store, &self.router, &envelopes).await?
+        {
             return Err(SubmitError::BudgetExceeded(exceeded));
         }
         // A queue kept in the store takes the jobs in the transaction that records them.

@@ -21,6 +21,8 @@ on_both_backends!(
     two_hundred_concurrent_jobs_never_overshoot_a_budget_that_fits_fifty,
     a_downgrade_budget_sends_the_overflow_to_the_cheaper_route,
     a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period,
+    a_budget_without_room_for_the_next_job_refuses_it_before_recording_it,
+    a_job_its_budget_refuses_at_its_attempt_answers_402,
 );
 
 const MAX_TOKENS: i64 = 16;
@@ -177,7 +179,7 @@ async fn a_downgrade_budget_sends_the_overflow_to_the_cheaper_route(backend: Bac
     .await;
     let mut jobs = Vec::new();
     // One at a time, so which job lands where is known: "smart" is gpt-4o first.
-    for _ in 0..8 {
+    for _ in 0..7 {
         let id = h.submit_job(&job("smart", "d", &tides())).await;
         jobs.push((id, h.wait(id).await));
     }
@@ -202,16 +204,26 @@ async fn a_downgrade_budget_sends_the_overflow_to_the_cheaper_route(backend: Bac
             "{because}"
         );
     }
-    let (_, last) = &jobs[7];
-    assert_eq!(last["status"], "failed", "{last:#}");
-    assert_eq!(last["error"]["kind"], "budget_exceeded");
-    let message = last["error"]["message"].as_str().unwrap();
-    assert!(
-        message
-            .starts_with("budget \"cheap-after-one\" (tenant acme, team d, per day) is exhausted")
-            && message.ends_with("(even after downgrading to route \"fast\")"),
-        "{message}"
-    );
+    // Then not even gpt-4o-mini fits what is spent, on either route: the budget is spent
+    // for the eighth job, which is refused before it is recorded.
+    let jobs_before = h.count("SELECT COUNT(*) FROM jobs").await;
+    match h.client.submit(&job("smart", "d", &tides())).await {
+        Err(sluice::client::ClientError::Api {
+            status: 402,
+            message,
+            ..
+        }) => assert!(
+            message
+                .contains("budget \"cheap-after-one\" (tenant acme, team d, per day) is exhausted")
+                && message.contains(&format!(
+                    "this job may cost up to {}",
+                    PicoUsd(cost(MINI, 32))
+                )),
+            "{message}"
+        ),
+        other => panic!("expected a 402, got {other:?}"),
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, jobs_before);
     let spent = h
         .count("SELECT SUM(amount_pico_usd) FROM costs WHERE team_tag = 'd'")
         .await;
@@ -228,6 +240,8 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
     let estimate = cost(MINI, 32);
     let actual = cost(MINI, 107);
     let limit = PicoUsd(estimate);
+    let tide: sluice::job::ChatRequest =
+        serde_json::from_value(job("fast", "x", "tide")["request"].clone()).unwrap();
     let h = Harness::start_with(
         backend,
         |config| {
@@ -264,14 +278,17 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
     assert_eq!(error["limit_usd"], limit.to_usd_string());
     assert_eq!(error["spent_usd"], PicoUsd(actual).to_usd_string());
     assert_eq!(error["resets_at"], tomorrow());
+    let mini = &h.app.router.route("fast").unwrap().chain[0];
     assert_eq!(
         error["message"],
         format!(
             "budget \"one-job\" (tenant acme, team x, per day) is exhausted: limit {}, spent {} \
-             ({} spent + $0.000000 reserved by running jobs); it resets at {}",
+             ({} spent + $0.000000 reserved by running jobs), and this job may cost up to {}; \
+             it resets at {}",
             limit,
             PicoUsd(actual),
             PicoUsd(actual),
+            sluice::budgets::estimate(mini, &tide).unwrap(),
             tomorrow()
         )
     );
@@ -341,5 +358,116 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
             .await,
         2 * actual
     );
+    h.stop().await;
+}
+
+async fn a_budget_without_room_for_the_next_job_refuses_it_before_recording_it(backend: Backend) {
+    // Room for exactly one estimate. The job then costs less than it reserved (27 prompt
+    // tokens counted, 32 estimated), so its budget is not at its limit, yet no job of this
+    // size fits any more: the budget is spent for it, and the API says so before recording it.
+    let estimate = cost(MINI, 32);
+    let h = Harness::start_with(
+        backend,
+        |config| {
+            config
+                .budgets
+                .push(budget("one-job", "n", PicoUsd(estimate), OnExceed::Reject))
+        },
+        true,
+    )
+    .await;
+    let first = h.submit_job(&job("fast", "n", &tides())).await;
+    assert_eq!(h.wait(first).await["status"], "succeeded");
+    let spent = cost(MINI, 27);
+    assert_eq!(cost_row(&h, first).await.1, spent);
+
+    let jobs_before = h.count("SELECT COUNT(*) FROM jobs").await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", h.base_url))
+        .bearer_auth(TOKEN)
+        .json(&job("fast", "n", &tides()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 402);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body:#}");
+    assert_eq!(body["error"]["spent_usd"], PicoUsd(spent).to_usd_string());
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("this job may cost up to {}", PicoUsd(estimate))),
+        "{message}"
+    );
+    // The same through OpenAI's endpoint; neither recorded a job.
+    let chat = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", h.base_url))
+        .bearer_auth(TOKEN)
+        .header("x-sluice-team", "n")
+        .json(&job("fast", "n", &tides())["request"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 402);
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, jobs_before);
+    h.stop().await;
+}
+
+async fn a_job_its_budget_refuses_at_its_attempt_answers_402(backend: Backend) {
+    // A job held by a provider that never answers keeps its reservation, which fills the
+    // budget; a request that fits the budget on its own is accepted, then refused by the
+    // budget at its attempt, and OpenAI's endpoint answers that with the 402 of a refusal at
+    // submission, plain or streamed, never a 5xx an SDK would retry.
+    let held = format!("{} [sim fail=timeout]", tides());
+    let held_request: sluice::job::ChatRequest =
+        serde_json::from_value(job("fast", "w", &held)["request"].clone()).unwrap();
+    let h = Harness::start_with(
+        backend,
+        |config| {
+            let router = sluice::router::Router::new(config, reqwest::Client::new(), None);
+            let mini = &router.route("fast").unwrap().chain[0];
+            let limit = sluice::budgets::estimate(mini, &held_request).unwrap();
+            config
+                .budgets
+                .push(budget("held", "w", limit, OnExceed::Reject));
+            // The held call outlasts the test's requests (the lease outlasts the call).
+            for provider in config.providers.values_mut() {
+                provider.timeout = std::time::Duration::from_secs(15);
+            }
+            config.queue.visibility_timeout = std::time::Duration::from_secs(30);
+        },
+        true,
+    )
+    .await;
+    let holder = h.submit_job(&job("fast", "w", &held)).await;
+    let mut polls = 0;
+    while h.count("SELECT COUNT(*) FROM budget_reservations").await == 0 {
+        polls += 1;
+        assert!(polls < 1000, "job {holder} never reserved its estimate");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for stream in [false, true] {
+        let mut request = job("fast", "w", "tide")["request"].clone();
+        request["stream"] = json!(stream);
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", h.base_url))
+            .bearer_auth(TOKEN)
+            .header("x-sluice-team", "w")
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 402, "stream: {stream}");
+        let id: Uuid = response.headers()[sluice::api::JOB_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "budget_exceeded", "{body:#}");
+        assert_eq!(body["error"]["code"], "budget_exceeded", "{body:#}");
+        let refused = h.client.get(id, None).await.unwrap();
+        assert_eq!(refused["error"]["kind"], "budget_exceeded", "{refused:#}");
+        assert_eq!(refused["error"]["status"], 402, "{refused:#}");
+    }
     h.stop().await;
 }

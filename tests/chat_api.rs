@@ -17,6 +17,7 @@ on_both_backends!(
     a_streamed_request_arrives_as_server_sent_chunks,
     a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails,
     a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_answer,
+    failures_the_client_caused_are_client_errors_the_sdks_do_not_retry,
 );
 
 /// The `data:` payloads of a server-sent event stream, in order.
@@ -227,23 +228,29 @@ async fn bad_requests_are_refused_before_any_job_exists(backend: Backend) {
     let cases = [
         (
             json!({"model": "fast", "messages": "hi"}),
+            400,
             "messages",
             "invalid type",
         ),
+        // An unknown model is OpenAI's 404 `model_not_found`, as a job failing on one is.
         (
             json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}),
+            404,
             "model",
             "gpt-9",
         ),
     ];
-    for (body, field, needle) in cases {
+    for (body, status, field, needle) in cases {
         let response = post_chat(&h, &body, &[]).await;
-        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.status(), status, "{body}");
         let error: Value = response.json().await.unwrap();
         let param = error["error"]["param"].as_str().unwrap_or_default();
         assert!(param.ends_with(field), "{field} vs {error:#}");
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{needle} vs {message}");
+        if status == 404 {
+            assert_eq!(error["error"]["code"], "model_not_found", "{error:#}");
+        }
     }
     let unauthenticated = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", h.base_url))
@@ -487,5 +494,69 @@ async fn a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_a
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     let message = last["error"]["message"].as_str().unwrap();
     assert!(message.contains(&id.to_string()), "{message}");
+    h.stop().await;
+}
+
+/// A spent budget and a request larger than any key's tokens/min are the client's to fix: a
+/// 5xx would make the OpenAI SDKs retry them (three jobs for one call), so they answer 402
+/// `budget_exceeded` and 400 `over_limit`, plain or streamed, and the job view says the same.
+async fn failures_the_client_caused_are_client_errors_the_sdks_do_not_retry(backend: Backend) {
+    let h = Harness::start_with(
+        backend,
+        |config| {
+            // Room for no job at all: every estimate is over a millionth of a dollar.
+            config.budgets.push(sluice::budgets::BudgetConfig {
+                name: "broke".into(),
+                tenant: Some("acme".into()),
+                user: None,
+                team: Some("broke".into()),
+                feature: None,
+                period: sluice::budgets::Period::Day,
+                limit_usd: "0.000001".into(),
+                on_exceed: sluice::budgets::OnExceed::Reject,
+                warn_at: Vec::new(),
+            });
+            for provider in config.providers.values_mut() {
+                for key in &mut provider.keys {
+                    key.tokens_per_minute = Some(1000);
+                }
+            }
+        },
+        true,
+    )
+    .await;
+    for stream in [false, true] {
+        let spent = json!({
+            "model": "fast",
+            "max_tokens": 16,
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt("hello")}]
+        });
+        let response = post_chat(&h, &spent, &[("x-sluice-team", "broke")]).await;
+        assert_eq!(response.status(), 402, "stream: {stream}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "budget_exceeded", "{error}");
+        assert_eq!(error["error"]["code"], "budget_exceeded", "{error}");
+
+        let huge = json!({
+            "model": "fast",
+            "max_tokens": 5000,
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt("hello")}]
+        });
+        let response = post_chat(&h, &huge, &[]).await;
+        assert_eq!(response.status(), 400, "stream: {stream}");
+        let id = job_id_of(&response);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert_eq!(error["error"]["code"], "over_limit", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("tokens_per_minute"), "{message}");
+        // The job view classifies the failure as the endpoint answered it.
+        let job = h.client.get(id, None).await.unwrap();
+        assert_eq!(job["error"]["kind"], "over_limit", "{job:#}");
+        assert_eq!(job["error"]["status"], 400, "{job:#}");
+        assert_eq!(job["error"]["code"], "over_limit", "{job:#}");
+    }
     h.stop().await;
 }

@@ -132,6 +132,28 @@ async fn a_duplicate_custom_id_returns_the_first_job(backend: Backend) {
     assert_eq!(first["id"], second["id"]);
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
+    // A repeat answers with the first answer's status, 202, as an idempotency key replays
+    // the original response elsewhere (Stripe), and says that it is a replay.
+    let post = |body: serde_json::Value| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/jobs", h.base_url))
+            .bearer_auth(common::TOKEN)
+            .json(&body)
+            .send()
+    };
+    let repeat = post(job.clone()).await.unwrap();
+    assert_eq!(repeat.status(), 202);
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    let repeat: serde_json::Value = repeat.json().await.unwrap();
+    assert_eq!(
+        (&repeat["id"], &repeat["duplicate"]),
+        (&first["id"], &json!(true))
+    );
+    let mut fresh = job.clone();
+    fresh["custom_id"] = json!("order-44");
+    let fresh = post(json!([job.clone(), fresh])).await.unwrap();
+    assert_eq!(fresh.status(), 202);
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
     // The same custom_id from another tenant is another job.
     let theirs = h.other_client.submit(&job).await.unwrap();
     assert_ne!(theirs["id"], first["id"]);
@@ -139,7 +161,7 @@ async fn a_duplicate_custom_id_returns_the_first_job(backend: Backend) {
     assert_eq!(
         h.count("SELECT COUNT(*) FROM jobs WHERE tenant = 'acme'")
             .await,
-        1
+        2
     );
 
     // The same custom_id for a different request is refused, naming the job that holds it,

@@ -15,6 +15,7 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::jobs::{wait_until_final, MAX_WAIT};
 use super::ApiState;
+use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
 use crate::queue::Inbox;
 use crate::store::JobView;
@@ -44,6 +45,14 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let request: ChatRequest = crate::job::from_value_naming_field(value)?;
+    // A model no route serves is answered as OpenAI answers one: 404 `model_not_found`, the
+    // answer of a job that fails `unknown_model`, rather than the 400 of `POST /v1/jobs`.
+    if state.config.resolve_model(&request.model).is_none() {
+        let message = state.config.unknown_model(&request.model);
+        return Err(
+            ApiError::for_failure(JobFailure::UnknownModel, message).with("param", json!("model"))
+        );
+    }
     let stream = wants_stream(&request.extra);
     let with_usage = wants_usage(&request.extra);
     state.tenant_limits.admit(&tenant, [&request])?;
@@ -112,7 +121,7 @@ async fn live_stream(
                 message,
                 param,
                 will_retry: false,
-            }) => return Err(failure(id, &kind, &message, param)),
+            }) => return Err(failure(id, JobFailure::from_name(&kind), &message, param)),
             // Finished without streaming (a redelivery of a job that was already final), or
             // the live view was lost: the store has the answer.
             Some(StreamEvent::Done) | None => {
@@ -140,17 +149,24 @@ async fn live_stream(
                         pending.extend(chunks);
                         continue;
                     }
-                    Some(StreamEvent::Chunks { .. }) => error_event(&format!(
+                    Some(StreamEvent::Chunks { .. }) => error_event(
+                        JobFailure::Interrupted,
+                        &format!(
                         "job {id} stopped mid-answer (its worker stopped) and another attempt \
                          answers from the start; it may still finish, see GET /v1/jobs/{id}"
-                    )),
+                        ),
+                    ),
                     Some(StreamEvent::Done) => Event::default().data("[DONE]"),
-                    Some(StreamEvent::Failed { kind, message, .. }) => {
-                        error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))
-                    }
-                    None => error_event(&format!(
-                        "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
-                    )),
+                    Some(StreamEvent::Failed { kind, message, .. }) => error_event(
+                        JobFailure::from_name(&kind),
+                        &format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"),
+                    ),
+                    None => error_event(
+                        JobFailure::Unrecognised,
+                        &format!(
+                            "lost the live stream of job {id}; its answer will be at GET /v1/jobs/{id}"
+                        ),
+                    ),
                 };
                 return Some((last, (inbox, pending, true)));
             }
@@ -200,11 +216,17 @@ fn chunk_event(chunk: Value, id: Uuid, with_usage: bool) -> Option<Event> {
 }
 
 /// An error inside a stream whose `200` is already sent, in the shape OpenAI sends (and its
-/// SDKs raise): a data line holding an `error` object.
-fn error_event(message: &str) -> Event {
+/// SDKs raise): a data line holding an `error` object, typed by `failure`'s one mapping.
+fn error_event(failure: JobFailure, message: &str) -> Event {
+    let answer = failure.answer();
     Event::default().data(
-        json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": null}})
-            .to_string(),
+        json!({"error": {
+            "message": message,
+            "type": answer.error_type,
+            "param": null,
+            "code": answer.code,
+        }})
+        .to_string(),
     )
 }
 
@@ -248,12 +270,11 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
             let (kind, message, param) = job
                 .error
                 .map(|e| (e.kind, e.message, e.param))
-                .unwrap_or_else(|| ("unknown".into(), "the job failed".into(), None));
-            Err(failure(job.id, &kind, &message, param))
+                .unwrap_or_else(|| (JobFailure::Unrecognised, "the job failed".into(), None));
+            Err(failure(job.id, kind, &message, param))
         }
-        JobStatus::Cancelled => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cancelled",
+        JobStatus::Cancelled => Err(ApiError::for_failure(
+            JobFailure::Cancelled,
             format!("job {} was cancelled before it ran", job.id),
         )),
         JobStatus::Queued | JobStatus::Running => Err(ApiError::new(
@@ -270,51 +291,21 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
     }
 }
 
-/// The error answer for job `id`, which failed with `kind` and `message`. The parameter the
-/// provider blamed goes in OpenAI's `param`, where an OpenAI client looks for the field to
-/// fix; it is the provider's name for it, not a path into Sluice's request, so it is not
-/// Sluice's `field`.
-fn failure(id: Uuid, kind: &str, message: &str, param: Option<String>) -> ApiError {
-    let error = ApiError::new(
-        status_for_failure(kind),
-        "upstream_error",
-        format!("job {id} failed ({kind}): {message}"),
-    );
+/// The error answer for job `id`, which failed with `kind` and `message`: the status, type
+/// and code of the one mapping ([`JobFailure::answer`]). The parameter the provider blamed
+/// goes in OpenAI's `param`, where an OpenAI client looks for the field to fix; it is the
+/// provider's name for it, not a path into Sluice's request, so it is not Sluice's `field`.
+fn failure(id: Uuid, kind: JobFailure, message: &str, param: Option<String>) -> ApiError {
+    let error = ApiError::for_failure(kind, format!("job {id} failed ({kind}): {message}"));
     match param {
         Some(param) => error.with("param", json!(param)),
         None => error,
     }
 }
 
-/// The status that tells an OpenAI client the right thing about a failed job: its own
-/// mistakes are 4xx (don't retry), everything upstream is 5xx or 429 (retry later).
-fn status_for_failure(kind: &str) -> StatusCode {
-    match kind {
-        "bad_request" | "unknown_model" => StatusCode::BAD_REQUEST,
-        "not_found" => StatusCode::NOT_FOUND,
-        "rate_limited" | "quota_exhausted" => StatusCode::TOO_MANY_REQUESTS,
-        "deadline_exceeded" | "timeout" => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_mistakes_are_4xx_and_upstream_trouble_is_retryable() {
-        assert_eq!(status_for_failure("bad_request"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for_failure("unknown_model"), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            status_for_failure("rate_limited"),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(status_for_failure("server_error"), StatusCode::BAD_GATEWAY);
-        // A key Sluice holds being refused is Sluice's problem, not the client's 401.
-        assert_eq!(status_for_failure("unauthorized"), StatusCode::BAD_GATEWAY);
-        assert_eq!(status_for_failure("timeout"), StatusCode::GATEWAY_TIMEOUT);
-    }
 
     #[test]
     fn headers_and_user_become_tags_and_idempotency_key_the_custom_id() {

@@ -6,6 +6,7 @@
 //! (`message`, `type`, `param`, `code`), so OpenAI SDKs pointed at Sluice's
 //! `/v1/chat/completions` read Sluice's errors like OpenAI's.
 
+use crate::failure::JobFailure;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -56,6 +57,14 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
         }
+    }
+
+    /// The answer for a job that ended with `failure`: its status, OpenAI error type and
+    /// `code` from the one mapping ([`JobFailure::answer`]), and `message`.
+    pub fn for_failure(failure: JobFailure, message: impl Into<String>) -> Self {
+        let answer = failure.answer();
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        ApiError::new(status, answer.error_type, message).with("code", json!(answer.code))
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -137,17 +146,12 @@ impl From<crate::budgets::Exceeded> for ApiError {
         let resets_at = e
             .resets_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "budget_exceeded",
-            e.to_string(),
-        )
-        // OpenAI's machine-readable `code`, where its clients look for the reason.
-        .with("code", json!("budget_exceeded"))
-        .with("budget", json!(e.budget))
-        .with("limit_usd", json!(e.limit.to_usd_string()))
-        .with("spent_usd", json!(spend.to_usd_string()))
-        .with("resets_at", json!(resets_at))
+        // The answer of a job its budget refused at its attempt, with the budget's details.
+        ApiError::for_failure(JobFailure::BudgetExceeded, e.to_string())
+            .with("budget", json!(e.budget))
+            .with("limit_usd", json!(e.limit.to_usd_string()))
+            .with("spent_usd", json!(spend.to_usd_string()))
+            .with("resets_at", json!(resets_at))
     }
 }
 

@@ -1,4 +1,8 @@
 //! `/v1/jobs`: submit, poll (with long-poll) and cancel jobs.
+//!
+//! A submission answers `202` with each job's id; a job whose `custom_id` the tenant already
+//! used for the same request is not recorded again: the answer names the first job
+//! (`duplicate: true`), with the same `202`.
 
 use super::auth::Tenant;
 use super::error::ApiError;
@@ -55,19 +59,29 @@ pub async fn create(
         .tenant_limits
         .admit(&tenant, specs.iter().map(|spec| &spec.request))?;
     let submitted = state.submitter.submit(&tenant, specs).await?;
-    let all_duplicates = submitted.iter().all(|s| s.duplicate);
-    let status = if all_duplicates {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
     let body = if several {
         json!({ "jobs": submitted.iter().map(submitted_json).collect::<Vec<_>>() })
     } else {
         submitted_json(&submitted[0])
     };
-    Ok((status, Json(body)).into_response())
+    // A repeat of a submission answers as the first did, `202`, as idempotency keys do
+    // elsewhere (Stripe replays the original response; the IETF `Idempotency-Key` draft
+    // asks the same), so a client retrying a request whose answer it lost reads the same
+    // status; `duplicate: true` and the `idempotent-replayed` header (Stripe's name) say
+    // that nothing new was recorded.
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if submitted.iter().all(|s| s.duplicate) {
+        response.headers_mut().insert(
+            REPLAYED_HEADER,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
+
+/// Set on the answer to a submission whose every job was already recorded under its
+/// `custom_id`.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 fn submitted_json(s: &Submitted) -> Value {
     json!({ "id": s.id, "duplicate": s.duplicate })

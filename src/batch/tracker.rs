@@ -311,7 +311,7 @@ impl Tracker {
                     .finish_failed(
                         item.job,
                         Some(record),
-                        error.kind.as_str().into(),
+                        error.kind.into(),
                         error.to_string(),
                         error.param.clone(),
                     )
@@ -419,6 +419,7 @@ impl Tracker {
             config: self.context.config.clone(),
             store: self.context.store.clone(),
             queue: self.context.queue.clone(),
+            router: self.context.router.clone(),
         };
         if let Err(e) = submitter.republish(jobs).await {
             tracing::warn!(error = %e, jobs = jobs.len(), "could not publish jobs going real-time; the relay will");

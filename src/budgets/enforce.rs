@@ -1,8 +1,9 @@
 //! Enforcing budgets: the estimate a job reserves, the worker's hook between the router's
-//! pick and the attempt, and the check that refuses new jobs at the API while a `reject`
-//! budget is spent.
+//! pick and the attempt, and the check that refuses new jobs at the API when a budget is
+//! spent for them (what it has spent leaves no room for their smallest estimate).
 
 use super::{Budget, Budgets, Exceeded, OnExceed};
+use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Envelope};
 use crate::pricing::{PicoUsd, Price};
 use crate::providers::Usage;
@@ -10,7 +11,6 @@ use crate::router::{Choice, Deployment, Pick, Route, Router};
 use crate::store::budgets::{Hold, Reserved};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,7 +243,7 @@ pub async fn reserve_for_batch(
 async fn fail(store: &Store, envelope: &Envelope, message: String) -> Result<Verdict, StoreError> {
     tracing::info!(job = %envelope.id, %message, "refused by a budget");
     store
-        .finish_failed(envelope.id, None, "budget_exceeded".into(), message, None)
+        .finish_failed(envelope.id, None, JobFailure::BudgetExceeded, message, None)
         .await?;
     Ok(Verdict::Ack)
 }
@@ -273,43 +273,85 @@ fn exceeded(
     }
 }
 
-/// The first `reject` budget that one of `envelopes` counts against and that is already
-/// spent (`spent + reserved >= limit`), so the API can refuse the jobs before recording them
-/// instead of queueing jobs that would only fail. Budgets that downgrade never refuse here:
-/// their jobs may still fit on the cheaper route.
+/// The first budget that has no room left for any of `envelopes` that count against it, so
+/// the API refuses them (402) before recording jobs that could only fail.
+///
+/// A budget is spent for a job when what it has *spent* plus the smallest estimate the job
+/// could reserve ([`smallest_estimate`]) is over its limit: no attempt of that job can fit,
+/// whichever deployment serves it, until the period resets. What running jobs hold is left
+/// out: they release their reservations (usually for less) within one call, and a job
+/// refused now for them would fit a moment later; the worker refuses it then if it still
+/// does not fit. Spend only grows within a period, so a refusal here is never premature.
+/// Jobs of several submitted at once are refused only when even the smallest does not fit.
 pub async fn refuse_exhausted(
     store: &Store,
+    router: &Router,
     envelopes: &[crate::job::Envelope],
 ) -> Result<Option<Exceeded>, StoreError> {
     let budgets = store.budgets();
     let now = budgets.now();
-    // One read per budget and tenant, however many jobs (a bulk chunk is 500).
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    // Per budget and tenant, the smallest estimate of the jobs counting against it: one read
+    // per pair, however many jobs (a bulk chunk is 500), in the order they are first met.
+    let mut smallest: Vec<(&Budget, &str, PicoUsd)> = Vec::new();
     for envelope in envelopes {
         for budget in budgets.matching(&envelope.tenant, &envelope.spec.tags) {
-            if budget.on_exceed != OnExceed::Reject
-                || !seen.insert((budget.name.as_str(), envelope.tenant.as_str()))
-            {
+            let Some(estimate) = smallest_estimate(router, budget, envelope) else {
                 continue;
-            }
-            let start = budget.period.start(now);
-            let totals = store
-                .budget_totals(&budget.name, &envelope.tenant, start.timestamp_millis())
-                .await?;
-            let spend = i128::from(totals.spent.0) + i128::from(totals.reserved.0);
-            if spend >= i128::from(budget.limit.0) {
-                return Ok(Some(exceeded(
-                    budget,
-                    &envelope.tenant,
-                    now,
-                    totals.spent,
-                    totals.reserved,
-                    None,
-                )));
+            };
+            let tenant = envelope.tenant.as_str();
+            let known = smallest
+                .iter()
+                .position(|entry| entry.0.name == budget.name && entry.1 == tenant);
+            match known {
+                Some(i) => smallest[i].2 = smallest[i].2.min(estimate),
+                None => smallest.push((budget, tenant, estimate)),
             }
         }
     }
+    for (budget, tenant, estimate) in smallest {
+        let start = budget.period.start(now);
+        let totals = store
+            .budget_totals(&budget.name, tenant, start.timestamp_millis())
+            .await?;
+        if i128::from(totals.spent.0) + i128::from(estimate.0) > i128::from(budget.limit.0) {
+            return Ok(Some(exceeded(
+                budget,
+                tenant,
+                now,
+                totals.spent,
+                totals.reserved,
+                Some(estimate),
+            )));
+        }
+    }
     Ok(None)
+}
+
+/// The least `envelope`'s job could reserve against `budget`: its estimate on each deployment
+/// that may serve it (its route's chain; at the batch price too, where a deployment has a
+/// batch tier and the job may wait for it; and the downgrade route's chain when `budget`
+/// downgrades), the smallest of them. `None` when no route serves its model: such a job
+/// fails `unknown_model` without reserving anything.
+fn smallest_estimate(router: &Router, budget: &Budget, envelope: &Envelope) -> Option<PicoUsd> {
+    let request = &envelope.spec.request;
+    let mut routes = vec![router.route(&request.model)?];
+    if let OnExceed::Downgrade(to) = &budget.on_exceed {
+        routes.extend(router.route(to));
+    }
+    let may_batch = envelope.spec.urgency != crate::job::Urgency::Realtime;
+    routes
+        .iter()
+        .flat_map(|route| route.chain.iter())
+        .flat_map(|deployment| {
+            let batch = deployment
+                .batch
+                .as_ref()
+                .filter(|_| may_batch)
+                .and_then(|b| b.price);
+            [deployment.price, batch.or(deployment.price)]
+                .map(|price| estimate_at(deployment, request, price).unwrap_or_default())
+        })
+        .min()
 }
 
 #[cfg(test)]

@@ -5,11 +5,18 @@
 //! - succeeded: `response` with status 200 and the `chat.completion` body, `error` null;
 //! - failed with an HTTP answer from the provider (a 400, or a 429/5xx after the last retry):
 //!   `response` with that status and an OpenAI-style error body, `error` null, as OpenAI does;
-//! - failed without one (timeout, connection): `response` null, `error: {code, message}`;
-//! - cancelled before it ran: `error: {code: "batch_cancelled"}`.
+//! - refused by Sluice itself (a spent budget, a request over every key's limit, an unknown
+//!   model, a passed deadline): `response` with the status `/v1/chat/completions` answers for
+//!   it (402, 400, 404, 504) and the same error body;
+//! - failed without an answer (timeout, connection): `response` null, `error: {code, message}`;
+//! - cancelled before it ran: `error: {code: "batch_cancelled"}` (OpenAI's name in a batch
+//!   file for a request the batch never ran).
 //!
-//! `id` and `request_id` are the Sluice job id (`sluice get ID` shows its attempts and cost).
+//! Error bodies take their `type` and `code` from the one mapping of a failure
+//! ([`JobFailure::answer`]). `id` and `request_id` are the Sluice job id (`sluice get ID`
+//! shows its attempts and cost).
 
+use crate::failure::JobFailure;
 use crate::job::JobStatus;
 use crate::store::BulkResultRow;
 use serde_json::{json, Value};
@@ -18,7 +25,6 @@ use serde_json::{json, Value};
 pub fn output_line(row: &BulkResultRow) -> Vec<u8> {
     let response = |status: u16, body: Value| json!({ "status_code": status, "request_id": row.id, "body": body });
     let message = row.error.clone().unwrap_or_default();
-    let kind = row.error_kind.clone().unwrap_or_else(|| "error".into());
     let (response, error) = match row.status {
         JobStatus::Succeeded => {
             let body = row
@@ -32,16 +38,30 @@ pub fn output_line(row: &BulkResultRow) -> Vec<u8> {
             Value::Null,
             json!({ "code": "batch_cancelled", "message": "the job was cancelled before it ran" }),
         ),
-        _ => match row.http_status {
-            Some(status) if status != 200 => (
-                response(
-                    status,
-                    json!({ "error": { "message": message, "type": kind, "code": Value::Null } }),
+        _ => {
+            let failure = row.error_kind.unwrap_or(JobFailure::Unrecognised);
+            let answer = failure.answer();
+            // The provider's status when its answer ended the job (not an earlier attempt's,
+            // when Sluice refused the job after it); Sluice's own when Sluice refused it.
+            let status = match failure {
+                JobFailure::Provider(_) => row.http_status.filter(|status| *status != 200),
+                refusal if refusal.is_refusal() => Some(answer.status),
+                _ => None,
+            };
+            let body = json!({ "error": {
+                "message": message,
+                "type": answer.error_type,
+                "param": Value::Null,
+                "code": answer.code,
+            } });
+            match status {
+                Some(status) => (response(status, body), Value::Null),
+                None => (
+                    Value::Null,
+                    json!({ "code": answer.code, "message": message }),
                 ),
-                Value::Null,
-            ),
-            _ => (Value::Null, json!({ "code": kind, "message": message })),
-        },
+            }
+        }
     };
     let line = json!({
         "id": row.id,
@@ -55,6 +75,7 @@ pub fn output_line(row: &BulkResultRow) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ErrorKind;
     use uuid::Uuid;
 
     fn row(status: JobStatus, http_status: Option<u16>) -> BulkResultRow {
@@ -64,7 +85,7 @@ mod tests {
             line: 1,
             status,
             response: Some(r#"{"object":"chat.completion"}"#.into()),
-            error_kind: Some("bad_request".into()),
+            error_kind: Some(ErrorKind::BadRequest.into()),
             error: Some("no".into()),
             http_status,
         }
@@ -85,11 +106,29 @@ mod tests {
         let http = parse(&row(JobStatus::Failed, Some(400)));
         assert_eq!(http["response"]["status_code"], 400);
         assert_eq!(http["response"]["body"]["error"]["message"], "no");
+        assert_eq!(
+            http["response"]["body"]["error"]["type"],
+            "invalid_request_error"
+        );
+        assert_eq!(http["response"]["body"]["error"]["code"], "bad_request");
         assert!(http["error"].is_null());
 
-        let timeout = parse(&row(JobStatus::Failed, None));
+        let mut timeout = row(JobStatus::Failed, None);
+        timeout.error_kind = Some(ErrorKind::Timeout.into());
+        let timeout = parse(&timeout);
         assert!(timeout["response"].is_null());
-        assert_eq!(timeout["error"]["code"], "bad_request");
+        assert_eq!(timeout["error"]["code"], "timeout");
+
+        // Refused by a budget after an attempt that got a 429: Sluice's 402, not the 429.
+        let mut refused = row(JobStatus::Failed, Some(429));
+        refused.error_kind = Some(JobFailure::BudgetExceeded);
+        let refused = parse(&refused);
+        assert_eq!(refused["response"]["status_code"], 402);
+        assert_eq!(
+            refused["response"]["body"]["error"]["code"],
+            "budget_exceeded"
+        );
+        assert!(refused["error"].is_null());
 
         let cancelled = parse(&row(JobStatus::Cancelled, None));
         assert_eq!(cancelled["error"]["code"], "batch_cancelled");

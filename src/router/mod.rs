@@ -24,6 +24,7 @@
 pub mod health;
 
 use crate::config::{Config, ProviderKind, Strategy, UrgencyDeadlines};
+use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Urgency};
 use crate::limits::{
     estimate_split, Admission, Busy, Credit, KeyCapacity, KeyPool, KeyQuota, TokenEstimate,
@@ -33,7 +34,7 @@ use crate::providers::anthropic::AnthropicProvider;
 use crate::providers::batch::{BatchApi, BatchLimits};
 use crate::providers::gemini::GeminiProvider;
 use crate::providers::openai::OpenAiProvider;
-use crate::providers::{CallOptions, Provider};
+use crate::providers::{CallOptions, ErrorKind, Provider};
 use health::{Gate, Health, HealthView};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -198,10 +199,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn as_str(self) -> &'static str {
+    /// The failure a job refused for this reason records.
+    pub fn failure(self) -> JobFailure {
         match self {
-            Refusal::OverLimit => "over_limit",
-            Refusal::QuotaExhausted => "quota_exhausted",
+            Refusal::OverLimit => JobFailure::OverLimit,
+            Refusal::QuotaExhausted => JobFailure::Provider(ErrorKind::QuotaExhausted),
         }
     }
 }

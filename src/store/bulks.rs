@@ -11,6 +11,7 @@
 
 use super::jobs::{cancel_queued, insert_jobs, CancelScope, NewJob};
 use super::{now_ms, InsertOutcome, Store, StoreError};
+use crate::failure::JobFailure;
 use crate::job::{Envelope, JobStatus};
 use crate::pricing::PicoUsd;
 use futures::stream::BoxStream;
@@ -88,7 +89,7 @@ pub struct BulkResultRow {
     pub status: JobStatus,
     /// The `chat.completion` object, as stored (JSON text), for a succeeded job.
     pub response: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<JobFailure>,
     pub error: Option<String>,
     /// The HTTP status of the job's last attempt, when it got that far.
     pub http_status: Option<u16>,
@@ -370,7 +371,9 @@ fn result_row(row: &sqlx::sqlite::SqliteRow) -> Result<BulkResultRow, StoreError
         line: row.get::<i64, _>(2) as u64,
         status: row.get::<String, _>(3).parse().map_err(corrupt)?,
         response: row.get(4),
-        error_kind: row.get(5),
+        error_kind: row
+            .get::<Option<String>, _>(5)
+            .map(|name| JobFailure::from_name(&name)),
         error: row.get(6),
         http_status: row.get::<Option<i64>, _>(7).map(|s| s as u16),
     })

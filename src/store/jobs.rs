@@ -7,6 +7,7 @@
 
 use super::provider_batches::{batch_ref_of, BATCH_REF_COLUMNS};
 use super::{budgets, ms_to_time, now_ms, Store, StoreError, WriteFuture};
+use crate::failure::JobFailure;
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
@@ -149,7 +150,7 @@ impl Serialize for AttemptOutcome {
 
 /// The error kind of a job failed because its attempts were interrupted (its workers
 /// stopped mid-call until `max_attempts` or the queue's delivery limit ran out).
-pub const INTERRUPTED: &str = "interrupted";
+pub const INTERRUPTED: JobFailure = JobFailure::Interrupted;
 
 /// What an interrupted attempt's `error` says.
 const INTERRUPTED_ATTEMPT: &str = "interrupted: its worker stopped (a crash, a kill, a lost \
@@ -290,15 +291,17 @@ fn stored_answer(response: &str) -> Result<Value, StoreError> {
     serde_json::from_str(response).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Why a failed job failed. Shown as `{"kind", "message", "param"?, "status", "type", "code"}`:
+/// the failure's stable name, then what `/v1/chat/completions` answers for it
+/// ([`JobFailure::answer`]), so a client polling the job reads the same classification.
+#[derive(Debug, Clone)]
 pub struct JobError {
-    pub kind: String,
+    pub kind: JobFailure,
     pub message: String,
     /// The request parameter the provider blamed, when its error named one
     /// ([`crate::providers::ProviderError::param`]): kept with the job so whoever reads the
     /// failure (the waiting `/v1/chat/completions` request, in another process perhaps) can
     /// hand it on in OpenAI's `param`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
 }
 
@@ -311,10 +314,27 @@ impl JobError {
         param: Option<String>,
     ) -> Option<Self> {
         Some(JobError {
-            kind: kind?,
+            kind: JobFailure::from_name(&kind?),
             message: message?,
             param,
         })
+    }
+}
+
+impl Serialize for JobError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let answer = self.kind.answer();
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("kind", &self.kind)?;
+        map.serialize_entry("message", &self.message)?;
+        if let Some(param) = &self.param {
+            map.serialize_entry("param", param)?;
+        }
+        map.serialize_entry("status", &answer.status)?;
+        map.serialize_entry("type", answer.error_type)?;
+        map.serialize_entry("code", answer.code)?;
+        map.end()
     }
 }
 
@@ -643,7 +663,7 @@ impl Store {
                 }
                 let attempts = attempts as u32;
                 let (kind, message) = exhausted(conn, &job, attempts, max_attempts).await?;
-                fail_job(conn, id, None, &kind, &message, None).await?;
+                fail_job(conn, id, None, kind, &message, None).await?;
                 Ok(StartOutcome::Exhausted { attempts })
             })
         })
@@ -759,13 +779,14 @@ impl Store {
         .await
     }
 
-    /// Marks a job `failed` with the error that ended it (and the parameter the provider
-    /// blamed, if it named one), storing the last attempt if any.
+    /// Marks a job `failed` with the failure that ended it (stored by its stable name), its
+    /// message and the parameter the provider blamed, if it named one, storing the last
+    /// attempt if any.
     pub async fn finish_failed(
         &self,
         id: Uuid,
         attempt: Option<AttemptRecord>,
-        kind: String,
+        failure: JobFailure,
         message: String,
         param: Option<String>,
     ) -> Result<bool, StoreError> {
@@ -775,7 +796,7 @@ impl Store {
                     conn,
                     id,
                     attempt.as_ref(),
-                    &kind,
+                    failure,
                     &message,
                     param.as_deref(),
                 )
@@ -1379,7 +1400,7 @@ pub(crate) async fn fail_job(
     conn: &mut sqlx::SqliteConnection,
     id: Uuid,
     attempt: Option<&AttemptRecord>,
-    kind: &str,
+    failure: JobFailure,
     message: &str,
     param: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
@@ -1388,7 +1409,7 @@ pub(crate) async fn fail_job(
         "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, error_param = ?, \
          updated_at = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
     )
-    .bind(kind)
+    .bind(failure.as_str())
     .bind(message)
     .bind(param)
     .bind(now)
@@ -1415,7 +1436,7 @@ async fn exhausted(
     job: &str,
     attempts: u32,
     max_attempts: u32,
-) -> Result<(String, String), sqlx::Error> {
+) -> Result<(JobFailure, String), sqlx::Error> {
     let last: Option<String> =
         sqlx::query_scalar("SELECT outcome FROM attempts WHERE job_id = ? AND number = ?")
             .bind(job)
@@ -1425,10 +1446,10 @@ async fn exhausted(
     let (kind, how) = match last.as_deref().map(AttemptOutcome::from_stored) {
         Some(AttemptOutcome::Failed(kind)) => {
             let how = format!("ended {kind}");
-            (kind, how)
+            (JobFailure::from_name(&kind), how)
         }
         _ => (
-            INTERRUPTED.to_string(),
+            INTERRUPTED,
             "was interrupted before its outcome was recorded (its worker stopped or lost its \
              queue connection)"
                 .to_string(),

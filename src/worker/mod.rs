@@ -29,6 +29,7 @@ use crate::batch::tier::{Tier, TierChoice, TierQuestion};
 use crate::batch::Placed;
 use crate::budgets::BatchHold;
 use crate::config::{Config, RetryConfig};
+use crate::failure::JobFailure;
 use crate::job::{Envelope, Urgency};
 use crate::pricing::PicoUsd;
 use crate::providers::{http, stream};
@@ -239,7 +240,7 @@ async fn run_job(
             .finish_failed(
                 id,
                 None,
-                "unknown_model".into(),
+                JobFailure::UnknownModel,
                 context.config.unknown_model(model),
                 None,
             )
@@ -253,7 +254,7 @@ async fn run_job(
                 .finish_failed(
                     id,
                     None,
-                    "deadline_exceeded".into(),
+                    JobFailure::DeadlineExceeded,
                     format!("the job's deadline {deadline} passed before it could run"),
                     None,
                 )
@@ -297,7 +298,7 @@ async fn run_job(
                             .finish_failed(
                                 id,
                                 None,
-                                error.kind.as_str().into(),
+                                error.kind.into(),
                                 error.to_string(),
                                 error.param.clone(),
                             )
@@ -317,7 +318,7 @@ async fn run_job(
             Choice::Refuse { reason, message } => {
                 tracing::info!(job = %id, %message, "no deployment can take this job");
                 store
-                    .finish_failed(id, None, reason.as_str().into(), message, None)
+                    .finish_failed(id, None, reason.failure(), message, None)
                     .await?;
                 return Ok(Settlement::Ack);
             }
@@ -328,7 +329,7 @@ async fn run_job(
                             .finish_failed(
                                 id,
                                 None,
-                                "deadline_exceeded".into(),
+                                JobFailure::DeadlineExceeded,
                                 format!("{why}; waiting would pass the job's deadline {deadline}"),
                                 None,
                             )
@@ -691,13 +692,7 @@ async fn decide_after_failure(
     tracing::info!(job = %id, attempt = number, %message, "job failed");
     context
         .store
-        .finish_failed(
-            id,
-            Some(record),
-            error.kind.as_str().into(),
-            message,
-            error.param,
-        )
+        .finish_failed(id, Some(record), error.kind.into(), message, error.param)
         .await?;
     Ok(Settlement::Ack)
 }

@@ -118,7 +118,7 @@ impl Watcher {
             }
             JobStatus::Failed | JobStatus::Cancelled => {
                 let (kind, message, param) = match job.error {
-                    Some(error) => (error.kind, error.message, error.param),
+                    Some(error) => (error.kind.to_string(), error.message, error.param),
                     None => (
                         job.status.to_string(),
                         format!("the job is {}", job.status),

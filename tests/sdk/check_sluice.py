@@ -101,7 +101,9 @@ try:
         model="no-such-model", messages=[{"role": "user", "content": "hi"}]
     )
     raise AssertionError("an unknown model did not raise")
-except openai.BadRequestError as error:
+except openai.NotFoundError as error:
+    # OpenAI's own answer for a model it does not serve: 404 `model_not_found`.
     check("no-such-model" in str(error), f"unknown model message: {error}")
+    check(error.code == "model_not_found", f"unknown model code: {error.code}")
 
 print(f"{checks.count} checks passed")
