@@ -1,5 +1,6 @@
 //! Wiring: from a [`Config`] to a running system (store, queue, router, simulator), shared by
 //! `sluice serve`, `sluice worker`, `sluice demo`, `sluice bench` and the integration tests.
+//! The simulator is started only for a process that calls providers.
 
 use crate::config::{Config, QueueBackend};
 use crate::queue::embedded::EmbeddedQueue;
@@ -36,18 +37,30 @@ pub struct App {
 }
 
 impl App {
+    /// Starts everything a process that calls providers needs (workers, the demo, the
+    /// bench): with the built-in simulator when a provider says `base_url = "sim"`.
     pub async fn start(config: Config) -> Result<App, StartError> {
+        App::start_with(config, true).await
+    }
+
+    /// Starts a process that calls no provider (`serve --no-workers`, `jobs run`): no
+    /// simulator, which only workers would call.
+    pub async fn start_without_calls(config: Config) -> Result<App, StartError> {
+        App::start_with(config, false).await
+    }
+
+    async fn start_with(config: Config, calls_providers: bool) -> Result<App, StartError> {
         let budgets = Arc::new(crate::budgets::Budgets::from_config(&config));
         let store = Store::open(&config.server.database)
             .await?
             .with_budgets(budgets);
-        let sim = if config.uses_simulator() {
+        let sim = if calls_providers && config.uses_simulator() {
             let addr = ([127, 0, 0, 1], 0).into();
-            Some(
-                crate::sim::spawn(addr, config.sim.clone())
-                    .await
-                    .map_err(StartError::Simulator)?,
-            )
+            let sim = crate::sim::spawn(addr, config.sim.clone())
+                .await
+                .map_err(StartError::Simulator)?;
+            tracing::info!(address = %sim.openai_base_url(), "provider simulator started (base_url = \"sim\")");
+            Some(sim)
         } else {
             None
         };
@@ -69,6 +82,7 @@ impl App {
             QueueBackend::Embedded => Arc::new(EmbeddedQueue::new(
                 store.clone(),
                 config.queue.visibility_timeout,
+                config.queue.delivery_limit,
             )),
             QueueBackend::Rabbitmq => {
                 let url = config
@@ -81,6 +95,7 @@ impl App {
                 let mut amqp_config = crate::queue::amqp::AmqpConfig::new(url)
                     .with_prefix(config.queue.prefix.clone());
                 amqp_config.publish_timeout = config.queue.publish_timeout;
+                amqp_config.delivery_limit = config.queue.delivery_limit;
                 let queue = Arc::new(crate::queue::amqp::AmqpQueue::start(amqp_config));
                 amqp = Some(queue.clone());
                 queue

@@ -5,6 +5,7 @@ use crate::bulk::submit::{BulkRequest, Submission};
 use crate::store::ResultsFilter;
 use futures::TryStreamExt;
 use serde_json::Value;
+use std::fmt::Display;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -169,31 +170,41 @@ impl Client {
         ))
     }
 
-    /// `GET /v1/bulk/{id}`.
-    pub async fn bulk(&self, id: Uuid) -> Result<Value, ClientError> {
-        self.send(self.http.get(format!("{}/v1/bulk/{id}", self.base_url)))
+    /// `GET /v1/bulk/{bulk}`: `bulk` is its id, its batch id (`batch_…`) or its name.
+    pub async fn bulk(&self, bulk: impl Display) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.bulk_url(bulk, ""))).await
+    }
+
+    /// `POST /v1/bulk/{bulk}/cancel`.
+    pub async fn bulk_cancel(&self, bulk: impl Display) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.bulk_url(bulk, "/cancel")))
             .await
     }
 
-    /// `POST /v1/bulk/{id}/cancel`.
-    pub async fn bulk_cancel(&self, id: Uuid) -> Result<Value, ClientError> {
-        self.send(
-            self.http
-                .post(format!("{}/v1/bulk/{id}/cancel", self.base_url)),
-        )
-        .await
+    /// The address of a bulk's resource, the bulk named by any form (a name may hold any
+    /// character: it is percent-encoded).
+    fn bulk_url(&self, bulk: impl Display, rest: &str) -> String {
+        let mut segment = String::new();
+        for byte in bulk.to_string().bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                segment.push(byte as char);
+            } else {
+                segment.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        format!("{}/v1/bulk/{segment}{rest}", self.base_url)
     }
 
     /// `GET /v1/bulk/{id}/results`: the response, whose body is the JSONL to stream, and how
     /// many jobs were not finished (so not in it).
     pub async fn bulk_results(
         &self,
-        id: Uuid,
+        bulk: impl Display,
         filter: ResultsFilter,
     ) -> Result<(reqwest::Response, u64), ClientError> {
         let request = self
             .http
-            .get(format!("{}/v1/bulk/{id}/results", self.base_url))
+            .get(self.bulk_url(bulk, "/results"))
             .query(&[("ordered", filter.ordered), ("errors", filter.errors_only)]);
         let response = self.start(request).await?;
         let pending = response

@@ -2,12 +2,20 @@
 //! budgets, the queue backend and the worker pools.
 //!
 //! Loading is two steps so that `sluice check-config` can report *every* problem at once:
-//! [`Config::parse`] reads the TOML (syntax and types, with the serde path of the first type
-//! error), then [`Config::validate`] checks the cross references and returns all problems,
-//! each with the path it concerns (`routes.smart[1]: unknown deployment "gpt-5"`).
+//! [`Config::parse`] reads the TOML (syntax, then types and keys: each wrong value and each
+//! unknown key is reported with its path, the nearest known key suggested, and reading goes
+//! on without it), then [`Config::validate`] checks the cross references and returns all
+//! problems, each with the path it concerns (`routes.smart[1]: unknown deployment "gpt-5"`).
+//! Only a file that is not TOML at all stops at its first error (with its line and column,
+//! never the line's text, which may hold a secret).
 //!
 //! Secrets may be written as `${ENV_VAR}`; they are expanded at load time and kept in
-//! [`Secret`], whose `Debug` never shows them.
+//! [`Secret`], whose `Debug` never shows them. Only the text written in the file is read for
+//! references: a variable's value is never scanned again, so no part of a secret is ever
+//! named in a problem.
+//!
+//! Relative paths (`server.database`, `scheduler.dir`) are relative to the folder of the
+//! config file ([`Config::load`]), not to the current directory.
 //!
 //! [`Config::builtin`] is the default configuration: every deployment points at the simulator,
 //! so `sluice demo` and a fresh `sluice serve` run with no file and no keys.
@@ -21,6 +29,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod lenient;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +63,10 @@ pub struct Config {
     /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
     #[serde(default)]
     pub budgets: Vec<crate::budgets::BudgetConfig>,
+    /// What expanding `${VAR}` in the secrets found (unset variables, a broken reference),
+    /// reported by [`Config::validate`] with the other problems.
+    #[serde(skip)]
+    secret_problems: Vec<Problem>,
 }
 
 /// How the batch tier is run (see [`crate::batch`]); each deployment's own batch tier is
@@ -171,6 +185,23 @@ pub struct ServerConfig {
     pub database: PathBuf,
 }
 
+impl ServerConfig {
+    /// The base URL a client on this machine reaches the API at: `listen`, with an address
+    /// that listens on every interface (`0.0.0.0`, `[::]`) replaced by the loopback one.
+    pub fn client_url(&self) -> String {
+        let (host, port) = self
+            .listen
+            .rsplit_once(':')
+            .unwrap_or((self.listen.as_str(), "8080"));
+        let host = match host {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "[::]" => "[::1]",
+            host => host,
+        };
+        format!("http://{host}:{port}")
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -204,6 +235,11 @@ pub struct QueueConfig {
     /// before the producer is told the queue is unavailable.
     #[serde(with = "humantime_serde_compat")]
     pub publish_timeout: Duration,
+    /// How many deliveries of a message may end unsettled (its worker crashed, was killed or
+    /// lost its connection) before the queue gives up on it and its job is failed: RabbitMQ's
+    /// `x-delivery-limit` on the work queues (fixed when a queue is first declared), and the
+    /// same bound on the embedded queue.
+    pub delivery_limit: u32,
 }
 
 impl Default for QueueConfig {
@@ -214,6 +250,7 @@ impl Default for QueueConfig {
             prefix: "sluice".into(),
             visibility_timeout: Duration::from_secs(300),
             publish_timeout: Duration::from_secs(10),
+            delivery_limit: 10,
         }
     }
 }
@@ -609,28 +646,106 @@ impl Config {
     }
 
     /// Reads, expands and validates a config file, with the process environment for `${VAR}`.
+    /// Relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let origin = path.display().to_string();
-        Config::parse(&text, &origin, &|name| std::env::var(name).ok())?.validated(&origin)
+        let mut config = Config::from_toml(&text, &origin, &|name| std::env::var(name).ok())?;
+        if let Some(folder) = path.parent() {
+            config.resolve_paths(folder);
+        }
+        Ok(config)
+    }
+
+    /// Reads a config file for the client commands (`submit`, `bulk`, …), which need only
+    /// the server's address and a tenant's token: its types and keys are checked, not the
+    /// cross references or the providers' secrets, which a client's machine need not have.
+    pub fn load_for_client(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// The problem expanding the secret at `path` (`tenants[0].token`) found, if any.
+    pub fn secret_problem(&self, path: &str) -> Option<&Problem> {
+        self.secret_problems.iter().find(|p| p.path == path)
+    }
+
+    /// Parses and validates TOML text (see [`Config::load`]), listing every problem.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (config, mut problems, complete) = Config::read(text, origin, env)?;
+        // A section dropped for a missing or unreadable value would make its references look
+        // unknown: the cross references are checked once every section could be read.
+        if complete {
+            problems.extend(config.validate());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
     }
 
     /// Parses TOML text, expanding `${VAR}` through `env` (unset variables are reported by
-    /// [`Config::validate`], not here, so every problem is listed together).
+    /// [`Config::validate`], not here, so every problem is listed together). Every type
+    /// error and unknown key is reported, not only the first.
     pub fn parse(
         text: &str,
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let (config, problems, _) = Config::read(text, origin, env)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// The configuration in `text`, with every problem of types and keys, and whether every
+    /// section could be read (when not, a section left out would make cross references
+    /// look wrong). Fails only on text that is not TOML, or that cannot be read at all.
+    fn read(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<Problem>, bool), ConfigError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
+        let (mut config, problems, complete) =
+            lenient::deserialize(table).map_err(|problems| ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })?;
         config.expand_secrets(env);
-        Ok(config)
+        Ok((config, problems, complete))
+    }
+
+    /// Makes the relative paths of the configuration relative to `folder` (the config
+    /// file's), as most tools read their config files.
+    pub fn resolve_paths(&mut self, folder: &Path) {
+        for path in [&mut self.server.database, &mut self.scheduler.dir] {
+            if path.is_relative() && !folder.as_os_str().is_empty() {
+                *path = folder.join(&*path);
+            }
+        }
     }
 
     fn validated(self, origin: &str) -> Result<Config, ConfigError> {
@@ -646,23 +761,31 @@ impl Config {
     }
 
     fn expand_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) {
-        let expand = |s: &mut Secret| s.0 = expand_env(&s.0, env);
-        for tenant in &mut self.tenants {
-            expand(&mut tenant.token);
+        let mut found = Vec::new();
+        let mut expand = |s: &mut Secret, path: String| match expand_env(&s.0, env) {
+            Ok(value) => s.0 = value,
+            Err(message) => found.push(Problem { path, message }),
+        };
+        for (i, tenant) in self.tenants.iter_mut().enumerate() {
+            expand(&mut tenant.token, format!("tenants[{i}].token"));
         }
-        for provider in self.providers.values_mut() {
-            for key in &mut provider.keys {
-                expand(&mut key.secret);
+        for (name, provider) in &mut self.providers {
+            for (k, key) in provider.keys.iter_mut().enumerate() {
+                expand(
+                    &mut key.secret,
+                    format!("providers.{name}.keys[{k}].secret"),
+                );
             }
         }
         if let Some(url) = &mut self.queue.url {
-            expand(url);
+            expand(url, "queue.url".into());
         }
+        self.secret_problems = found;
     }
 
     /// Every problem in the configuration, each with its path. Empty means valid.
     pub fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = self.secret_problems.clone();
         let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
         for (i, tenant) in self.tenants.iter().enumerate() {
@@ -747,7 +870,14 @@ impl Config {
             match self.providers.get(&deployment.provider) {
                 None => problem(
                     format!("deployments.{name}.provider"),
-                    format!("unknown provider \"{}\"", deployment.provider),
+                    format!(
+                        "unknown provider \"{}\"{}",
+                        deployment.provider,
+                        suggestion(
+                            &deployment.provider,
+                            self.providers.keys().map(String::as_str)
+                        )
+                    ),
                 ),
                 Some(provider) => {
                     let price = self.deployment_price(name);
@@ -851,7 +981,10 @@ impl Config {
                 if !self.deployments.contains_key(deployment) {
                     problem(
                         format!("routes.{name}[{i}]"),
-                        format!("unknown deployment \"{deployment}\""),
+                        format!(
+                            "unknown deployment \"{deployment}\"{}",
+                            suggestion(deployment, self.deployments.keys().map(String::as_str))
+                        ),
                     );
                 }
             }
@@ -970,6 +1103,9 @@ impl Config {
                 }
             }
         }
+        if self.queue.delivery_limit == 0 {
+            problem("queue.delivery_limit".into(), "must be at least 1".into());
+        }
         if self.retry.max_attempts == 0 {
             problem("retry.max_attempts".into(), "must be at least 1".into());
         }
@@ -997,12 +1133,19 @@ impl Config {
                 problem(found.path, found.message);
             }
         }
-        if let Err(e) = self.server.listen.parse::<std::net::SocketAddr>() {
+        // A host name is resolved as `serve` will resolve it when it binds.
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(self.server.listen.as_str())
+            .map(|mut addresses| addresses.next());
+        if !matches!(resolved, Ok(Some(_))) {
             problem(
                 "server.listen".into(),
                 format!(
-                    "\"{}\" is not an address like 127.0.0.1:8080 ({e})",
-                    self.server.listen
+                    "\"{}\" is not an address like 127.0.0.1:8080 or localhost:8080{}",
+                    self.server.listen,
+                    match resolved {
+                        Err(e) => format!(" ({e})"),
+                        Ok(_) => " (the name resolves to no address)".into(),
+                    }
                 ),
             );
         }
@@ -1122,46 +1265,89 @@ impl Config {
 }
 
 fn check_secret(secret: &Secret, path: &str, problem: &mut impl FnMut(String, String)) {
-    if let Some(var) = unexpanded_var(&secret.0) {
-        problem(
-            path.to_string(),
-            format!("environment variable {var} is not set"),
-        );
-    } else if secret.0.contains("${") {
-        // Never the value itself: it is a secret, perhaps half typed in.
-        problem(
-            path.to_string(),
-            "has \"${\" without its closing \"}\" (write ${NAME} to read the variable NAME)".into(),
-        );
-    } else if secret.0.is_empty() {
+    // References were checked when they were expanded (never the value: a secret).
+    if secret.0.is_empty() {
         problem(path.to_string(), "must not be empty".into());
     }
 }
 
-/// Replaces each `${NAME}` whose variable is set; leaves unset ones in place for validation.
-fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+/// Replaces each `${NAME}` written in `text` by the variable's value. The values are never
+/// read again, so a secret holding `${` is taken as it is. An unset variable or a `${` that
+/// is not a reference is an error naming the variable at most, never the text around it.
+fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
+    let mut unset = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match env(name) {
-                    Some(value) => out.push_str(&value),
-                    None => out.push_str(&rest[start..start + 3 + end]),
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
+        let Some(name) = after
+            .find('}')
+            .map(|end| &after[..end])
+            .filter(|name| is_var_name(name))
+        else {
+            return Err(
+                "has \"${\" that does not start a reference (write ${NAME} to read the environment variable NAME)"
+                    .into(),
+            );
+        };
+        match env(name) {
+            Some(value) => out.push_str(&value),
+            None => unset.push(name),
         }
+        rest = &after[name.len() + 1..];
     }
     out.push_str(rest);
-    out
+    match unset.as_slice() {
+        [] => Ok(out),
+        [name] => Err(format!("environment variable {name} is not set")),
+        names => Err(format!(
+            "environment variables {} are not set",
+            names.join(", ")
+        )),
+    }
+}
+
+/// Whether `name` can be an environment variable's name: letters, digits and `_`, not
+/// starting with a digit.
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A file that is not TOML: its line, column and the parser's message, never the line's
+/// text (the line may hold a secret).
+fn syntax_error(origin: &str, text: &str, error: &toml::de::Error) -> ConfigError {
+    let at = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(":{line}:{column}")
+    });
+    ConfigError::Syntax {
+        origin: format!("{origin}{}", at.unwrap_or_default()),
+        message: error.message().trim_end().to_string(),
+    }
+}
+
+/// The name nearest to `name` among `known`, if one is near enough to be a likely typo.
+pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+        .filter(|(similarity, _)| *similarity >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// `"; did you mean `x`?"` for `name` among `known`, or nothing.
+fn suggestion<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(name, known)
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default()
 }
 
 /// The part of an http(s) URL that could carry a credential (`user:password@`, a query
@@ -1179,12 +1365,6 @@ fn credential_bearing_part(url: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn unexpanded_var(text: &str) -> Option<&str> {
-    let start = text.find("${")?;
-    let after = &text[start + 2..];
-    after.find('}').map(|end| &after[..end])
 }
 
 /// Durations written the human way in TOML (`"30s"`, `"5m"`, `"250ms"`).
@@ -1327,7 +1507,7 @@ mod tests {
             assert!(
                 problems
                     .iter()
-                    .any(|p| p.starts_with("tenants[0].token: has \"${\" without")),
+                    .any(|p| p.starts_with("tenants[0].token: has \"${\" that does not start")),
                 "{problems:?}"
             );
             assert!(
@@ -1473,6 +1653,147 @@ mod tests {
             )),
             "{problems:?}"
         );
+    }
+
+    /// A misspelt key, a wrong type, an unset variable and unknown names are all listed in
+    /// one run, each with its path and the nearest known name.
+    #[test]
+    fn every_problem_of_a_file_is_listed_in_one_run() {
+        let text = r#"
+            [server]
+            listn = "127.0.0.1:9000"
+
+            [pools.realtime]
+            concurency = 8
+
+            [retry]
+            max_attempts = "five"
+
+            [queue]
+            backend = "rabitmq"
+            url = "amqp://guest:guest@localhost:5672/%2f"
+
+            [[tenants]]
+            name = "acme"
+            token = "${SLUICE_TEST_UNSET_TOKEN}"
+
+            [providers.openai]
+            kind = "openai"
+            base_url = "sim"
+            keys = [{ id = "k", secret = "s" }]
+
+            [deployments.gpt-4o-mini]
+            provider = "opanai"
+            model = "gpt-4o-mini"
+
+            [routes.fast]
+            deployments = ["gpt-4o-mni"]
+        "#;
+        let err = Config::from_toml(text, "t.toml", &|_| None).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "server.listn: unknown key `listn`; did you mean `listen`?",
+            "pools.realtime.concurency: unknown key `concurency`; did you mean `concurrency`?",
+            "retry.max_attempts: invalid type: string \"five\", expected u32",
+            "queue.backend: unknown value `rabitmq`; did you mean `rabbitmq`?",
+            "tenants[0].token: environment variable SLUICE_TEST_UNSET_TOKEN is not set",
+            "deployments.gpt-4o-mini.provider: unknown provider \"opanai\"; did you mean `openai`?",
+            "routes.fast[0]: unknown deployment \"gpt-4o-mni\"; did you mean `gpt-4o-mini`?",
+        ] {
+            assert!(
+                problems.contains(&expected.to_string()),
+                "{expected} not in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 7, "{problems:#?}");
+    }
+
+    /// A value that is missing leaves its section out: its problem is listed, and the cross
+    /// references are not checked (they would name the section's absence).
+    #[test]
+    fn a_missing_value_is_listed_without_follow_on_problems() {
+        let text = r#"
+            [pools.batch]
+            concurency = 8
+
+            [providers.openai]
+            kind = "openai"
+            base_url = "sim"
+            keys = [{ id = "k", secret = "s" }]
+
+            [deployments.mini]
+            provider = "openai"
+
+            [routes.fast]
+            deployments = ["mini"]
+        "#;
+        let err = Config::from_toml(text, "t.toml", &|_| None).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        let mut problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        problems.sort();
+        assert_eq!(
+            problems,
+            [
+                "deployments.mini: missing field `model`",
+                "pools.batch.concurency: unknown key `concurency`; did you mean `concurrency`?",
+            ],
+        );
+    }
+
+    /// No part of a secret is named in a problem: a variable's value holding `${x}` is taken
+    /// as it is, and a line that is not TOML is located, not quoted.
+    #[test]
+    fn secrets_never_appear_in_problems() {
+        let env = |name: &str| (name == "TOKEN").then(|| "sk-SECRET${frag}".to_string());
+        let text = "[[tenants]]\nname = \"acme\"\ntoken = \"${TOKEN}\"\n";
+        let config = Config::from_toml(text, "t.toml", &env).unwrap();
+        assert_eq!(config.tenants[0].token.expose(), "sk-SECRET${frag}");
+
+        let text = "[[tenants]]\nname = \"acme\"\ntoken = \"sk-SECRET-123\n";
+        let err = Config::from_toml(text, "t.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.toml:3:"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+
+        let text = "[[tenants]]\nname = \"acme\"\ntoken = \"sk-SECRET${frag\"\n";
+        let err = Config::from_toml(text, "t.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants[0].token: has \"${\""), "{err}");
+        assert!(!err.contains("SECRET") && !err.contains("frag"), "{err}");
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let mut config = Config::builtin();
+        config.server.listen = "localhost:8080".into();
+        assert_eq!(config.validate(), vec![]);
+        config.server.listen = "localhost".into();
+        let problems = config.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0]
+            .to_string()
+            .starts_with("server.listen: \"localhost\" is not an address"));
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[server]\ndatabase = \"data/s.db\"\n[scheduler]\ndir = \"/abs/jobs\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.server.database, dir.path().join("data/s.db"));
+        assert_eq!(config.scheduler.dir, PathBuf::from("/abs/jobs"));
     }
 
     #[test]

@@ -145,11 +145,14 @@ pub fn parse_time(
 }
 
 /// Output format of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
+    /// Aligned columns for people.
     #[default]
     Table,
+    /// Comma-separated values for spreadsheets.
     Csv,
+    /// JSON for programs.
     Json,
 }
 

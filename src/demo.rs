@@ -5,7 +5,8 @@
 //! Gemini formats; one job answered first with a 429, so it shows a retry; a `batch` job on
 //! `fast` goes through the simulator's OpenAI Batch API at half price), waits for them, and
 //! prints each result, its attempts and its cost (with what the batch tier saved), then the
-//! total.
+//! total. Each attempt says why it ran where it did, and the demo's directives to the
+//! simulator (`[sim fail=429]`) are explained as they appear.
 
 use crate::app::App;
 use crate::config::Config;
@@ -64,7 +65,9 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
     let submitted = submitter.submit("demo", specs).await?;
     writeln!(
         out,
-        "submitted {} jobs to the embedded queue\n",
+        "submitted {} jobs to the embedded queue\n\n\
+         A prompt that starts with [sim …] carries a directive to the provider simulator:\n\
+         [sim fail=429] makes the first call answer 429, to show a retry (docs/simulator.md).\n",
         submitted.len()
     )?;
 
@@ -100,12 +103,18 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
                     .unwrap_or_default(),
                 a.duration_ms
             )?;
+            if let Some(why) = &a.chosen_because {
+                writeln!(out, "    why: {why}")?;
+            }
+            if let Some(note) = tier_note(&app.config, *urgency, model, a) {
+                writeln!(out, "    note: {note}")?;
+            }
         }
         if let Some(cost) = &job.cost {
             writeln!(
                 out,
-                "  cost:   ${} ({} in, {} cached, {} out @ ${}/${} per Mtok)",
-                cost.amount_usd,
+                "  cost:   {} ({} in, {} cached, {} out @ ${}/${} per Mtok)",
+                PicoUsd(cost.amount_pico_usd).for_people(),
                 cost.input_tokens,
                 cost.cached_tokens,
                 cost.output_tokens,
@@ -113,9 +122,11 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
                 cost.output_price_per_mtok
             )?;
             if let Some(saved) = &cost.batch_saved_usd {
+                let saved =
+                    PicoUsd::parse_usd(saved).map_or_else(|_| saved.clone(), PicoUsd::for_people);
                 writeln!(
                     out,
-                    "          on the batch tier: ${saved} less than real-time"
+                    "          on the batch tier: {saved} less than real-time"
                 )?;
             }
             total = total + PicoUsd(cost.amount_pico_usd);
@@ -125,7 +136,8 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
     let stored_total = app.store.total_cost().await?;
     writeln!(
         out,
-        "total cost: {stored_total} (sum of the cost records in {})",
+        "total cost: {} (sum of the cost records in {})",
+        stored_total.for_people(),
         database.display()
     )?;
     anyhow::ensure!(
@@ -137,6 +149,35 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
         sim.shutdown().await;
     }
     Ok(stored_total)
+}
+
+/// Why a job ran on a tier its urgency would not suggest, in the configuration's words: a
+/// `batch` job whose deployment has no batch tier runs real-time; a `standard` job goes to
+/// the batch tier when its route gives standard jobs a deadline far enough away.
+fn tier_note(
+    config: &Config,
+    urgency: Urgency,
+    model: &str,
+    attempt: &crate::store::jobs::AttemptView,
+) -> Option<String> {
+    let has_batch_tier = config
+        .deployments
+        .get(&attempt.deployment)
+        .is_some_and(|d| d.batch.is_some());
+    match (urgency, attempt.tier.as_str()) {
+        (Urgency::Batch, "realtime") if !has_batch_tier => Some(format!(
+            "ran real-time: deployment {} has no batch tier (no `batch` in deployments.{})",
+            attempt.deployment, attempt.deployment
+        )),
+        (Urgency::Standard, "batch") => {
+            let deadline = config.routes.get(model)?.deadline.standard?;
+            Some(format!(
+                "a standard job with a deadline may use the batch tier: routes.{model}.deadline.standard = \"{}\"",
+                humantime::format_duration(deadline)
+            ))
+        }
+        _ => None,
+    }
 }
 
 async fn wait_final(app: &App, id: uuid::Uuid) -> anyhow::Result<crate::store::JobView> {

@@ -334,11 +334,23 @@ impl JobSpec {
 /// The version of the envelope format this build writes and understands.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// Largest request of one job, serialised. Providers reject far smaller prompts anyway; this
+/// keeps one job from filling the queue's memory.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Largest envelope a worker takes off the queue: the largest request, and room for the
+/// job's other fields.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_REQUEST_BYTES + (64 << 10);
+
 /// The message on the queue: a job with its id and tenant. Documented in `docs/envelope.md`.
 ///
 /// The envelope is self-sufficient: a worker that finds no row for `id` in the store (a job
 /// published straight onto the exchange) records the job from the envelope and runs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Read by hand ([`EnvelopeHead`]) rather than with `#[serde(flatten)]`, which would let an
+/// unknown field (a misspelt `"urgancy"`) pass in silence: the envelope's own fields are
+/// taken first, and every other one is the job's, whose `deny_unknown_fields` names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Envelope {
     #[serde(default = "envelope_version")]
     pub version: u32,
@@ -348,12 +360,53 @@ pub struct Envelope {
     /// see [`crate::queue::replies`]. Meaningless to anyone but that process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// True on a message Sluice published for a job it had recorded first: a worker that
+    /// finds no row for it must not record it from the message (the job was refused, see
+    /// [`crate::store::Orphan`]). A foreign producer leaves it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
     #[serde(flatten)]
     pub spec: JobSpec,
 }
 
 fn envelope_version() -> u32 {
     ENVELOPE_VERSION
+}
+
+/// The fields of an [`Envelope`] that are not the job's; `job` holds all the others.
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    #[serde(default = "envelope_version")]
+    version: u32,
+    id: Uuid,
+    tenant: String,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    recorded: bool,
+    #[serde(flatten)]
+    job: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let head = EnvelopeHead::deserialize(deserializer)?;
+        let spec = from_value_naming_field(Value::Object(head.job)).map_err(|e| {
+            serde::de::Error::custom(if e.field.is_empty() {
+                e.message
+            } else {
+                e.to_string()
+            })
+        })?;
+        Ok(Envelope {
+            version: head.version,
+            id: head.id,
+            tenant: head.tenant,
+            reply_to: head.reply_to,
+            recorded: head.recorded,
+            spec,
+        })
+    }
 }
 
 impl Envelope {
@@ -363,6 +416,7 @@ impl Envelope {
             id: Uuid::now_v7(),
             tenant: tenant.into(),
             reply_to: None,
+            recorded: false,
             spec,
         }
     }
@@ -371,8 +425,31 @@ impl Envelope {
         serde_json::to_vec(self).expect("an envelope always serialises")
     }
 
+    /// Parses a message taken off the queue of `urgency`, explaining what is wrong with it,
+    /// naming the field, when it is not an envelope a worker may run: too large, not JSON, an
+    /// unknown or bad field, another version, or an `urgency` other than its queue's (the
+    /// routing key it was published with).
+    pub fn from_queue(bytes: &[u8], urgency: Urgency) -> Result<Self, String> {
+        let envelope = Envelope::from_bytes(bytes)?;
+        if envelope.spec.urgency != urgency {
+            return Err(format!(
+                "urgency: \"{}\" differs from the routing key \"{urgency}\" the envelope was \
+                 published with; publish it with routing key \"{}\"",
+                envelope.spec.urgency, envelope.spec.urgency
+            ));
+        }
+        Ok(envelope)
+    }
+
     /// Parses a queue message, explaining what is wrong with it when it is not an envelope.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(format!(
+                "request: the envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes \
+                 (a request of at most {MAX_REQUEST_BYTES} bytes and the job's other fields)",
+                bytes.len()
+            ));
+        }
         let envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| format!("not a Sluice job envelope: {e}"))?;
         if envelope.version != ENVELOPE_VERSION {
@@ -498,6 +575,39 @@ mod tests {
         }))
         .unwrap_err();
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+    }
+
+    /// What `#[serde(flatten)]` let through: a misspelt field, a second-class urgency, an
+    /// envelope over the size limit. Each is refused naming the field.
+    #[test]
+    fn a_bad_envelope_is_refused_naming_the_field() {
+        let base = json!({"id": Uuid::now_v7(), "tenant": "acme", "urgency": "batch",
+            "request": {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}});
+        let with = |field: &str, value: Value| {
+            let mut envelope = base.clone();
+            envelope[field] = value;
+            serde_json::to_vec(&envelope).unwrap()
+        };
+        let fine = Envelope::from_queue(&serde_json::to_vec(&base).unwrap(), Urgency::Batch);
+        assert_eq!(fine.unwrap().spec.urgency, Urgency::Batch);
+
+        let typo = Envelope::from_bytes(&with("urgancy", json!("realtime"))).unwrap_err();
+        assert!(typo.contains("unknown field `urgancy`"), "{typo}");
+        let tag = Envelope::from_bytes(&with("tags", json!({"tema": "x"}))).unwrap_err();
+        assert!(tag.contains("tags.tema: unknown field `tema`"), "{tag}");
+        let other = Envelope::from_queue(&serde_json::to_vec(&base).unwrap(), Urgency::Realtime)
+            .unwrap_err();
+        assert!(
+            other.starts_with("urgency: \"batch\" differs from the routing key \"realtime\""),
+            "{other}"
+        );
+        let mut big = base.clone();
+        big["request"]["messages"][0]["content"] = json!("x".repeat(2 << 20));
+        let big = Envelope::from_bytes(&serde_json::to_vec(&big).unwrap()).unwrap_err();
+        assert!(
+            big.starts_with("request: the envelope is") && big.contains("the limit is"),
+            "{big}"
+        );
     }
 
     #[test]

@@ -24,6 +24,13 @@
 //! key in a cooldown until the provider's `retry-after` ([`KeyPool::cool_down`]); it admits
 //! nothing meanwhile.
 //!
+//! **Spent credit.** A key the provider says is out of money (`quota_exhausted`: OpenAI's
+//! `insufficient_quota`, Anthropic's spend limit or credit balance, Gemini's daily quota)
+//! rests much longer ([`SPENT_KEY_REST`] unless the provider says when), in its [`Credit`],
+//! which every deployment of the key's provider shares: buckets are per model, as providers
+//! count requests and tokens, but money is per key. When every key that could take a call
+//! is spent, the deployment says so ([`Busy::Spent`]) and the router does not wait for it.
+//!
 //! **Never forever.** An estimate larger than a key's whole tokens/min burst can never
 //! conform there (governor's `InsufficientCapacity`): that key is skipped, and when no key of
 //! the deployment could ever take it, [`Admission::Never`] says so with the limit named, so
@@ -42,6 +49,7 @@ use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Tokens assumed for the answer when neither the request (`max_tokens`,
@@ -244,7 +252,46 @@ impl Limit {
     }
 }
 
-/// One key's buckets and cooldown.
+/// How long a key the provider says is out of credit rests when the provider does not say
+/// when to come back: credit returns when someone pays, not within a job's retries, and an
+/// hour keeps a spent key from being tried on every job.
+pub const SPENT_KEY_REST: Duration = Duration::from_secs(60 * 60);
+
+/// Whether a provider key has credit left, shared by every deployment of the key's provider
+/// (see the module's "Spent credit").
+#[derive(Debug, Default)]
+pub struct Credit {
+    /// Out of credit until then.
+    spent_until: Mutex<Option<Instant>>,
+}
+
+impl Credit {
+    /// The provider said the key is out of credit: it takes nothing for `rest`. A shorter
+    /// rest never cuts a longer one short.
+    pub fn spend(&self, rest: Duration) {
+        let until = Instant::now() + rest;
+        let mut spent = self
+            .spent_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if spent.is_none_or(|at| at < until) {
+            *spent = Some(until);
+        }
+    }
+
+    /// How long the key stays out of credit, when it is.
+    pub fn spent_for(&self) -> Option<Duration> {
+        let spent = self
+            .spent_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        spent
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
+}
+
+/// One key's buckets, cooldown and credit.
 struct KeyLimiter {
     id: String,
     requests: Option<Limit>,
@@ -252,6 +299,7 @@ struct KeyLimiter {
     daily: Option<Limit>,
     /// Admits nothing before this many milliseconds after the pool's epoch.
     cooldown_until_ms: AtomicU64,
+    credit: Arc<Credit>,
 }
 
 /// Why a key (or a whole deployment) cannot take a call now.
@@ -261,6 +309,9 @@ pub enum Busy {
     Limits,
     /// The provider refused with a 429 (or said the key is spent): every key is cooling down.
     Cooldown,
+    /// Every key that could take the call is out of credit ([`Credit`]): nothing a job can
+    /// wait for.
+    Spent,
 }
 
 /// The outcome of asking a deployment's keys for room.
@@ -302,6 +353,8 @@ pub struct KeyCapacity {
     pub requests_per_day: Option<u32>,
     /// Milliseconds left of a 429 cooldown, when there is one.
     pub cooldown_ms: Option<u64>,
+    /// Milliseconds left of the rest of a key the provider said is out of credit.
+    pub spent_ms: Option<u64>,
 }
 
 /// The limiters of every key of one deployment.
@@ -323,16 +376,20 @@ impl std::fmt::Debug for KeyPool {
 }
 
 impl KeyPool {
-    /// The buckets for `keys` (`id`, quota), in the deployment's key order.
-    pub fn new(deployment: &str, keys: impl IntoIterator<Item = (String, KeyQuota)>) -> Self {
+    /// The buckets for `keys` (`id`, quota, the key's credit), in the deployment's key order.
+    pub fn new(
+        deployment: &str,
+        keys: impl IntoIterator<Item = (String, KeyQuota, Arc<Credit>)>,
+    ) -> Self {
         let keys = keys
             .into_iter()
-            .map(|(id, quota)| KeyLimiter {
+            .map(|(id, quota, credit)| KeyLimiter {
                 id,
                 requests: Limit::per_minute(quota.requests_per_minute),
                 tokens: Limit::per_minute(quota.tokens_per_minute),
                 daily: Limit::per_day(quota.requests_per_day),
                 cooldown_until_ms: AtomicU64::new(0),
+                credit,
             })
             .collect();
         KeyPool {
@@ -380,6 +437,8 @@ impl KeyPool {
                 soonest = Some((wait, busy));
             }
         };
+        // Spent keys are the last resort of an answer: only when no key is merely busy.
+        let mut spent: Option<Duration> = None;
         let mut largest_burst = 0u32;
         for i in 0..len {
             let index = (start + i) % len;
@@ -392,6 +451,10 @@ impl KeyPool {
             } else {
                 largest_burst = u32::MAX;
             }
+            if let Some(left) = key.credit.spent_for() {
+                spent = Some(spent.map_or(left, |s| s.min(left)));
+                continue;
+            }
             let until = key.cooldown_until_ms.load(Ordering::Relaxed);
             if until > now {
                 note(Duration::from_millis(until - now), Busy::Cooldown);
@@ -403,9 +466,13 @@ impl KeyPool {
                 Err(None) => {}
             }
         }
-        match soonest {
-            Some((wait, busy)) => Admission::Wait { wait, busy },
-            None => Admission::Never(OverBurst {
+        match (soonest, spent) {
+            (Some((wait, busy)), _) => Admission::Wait { wait, busy },
+            (None, Some(wait)) => Admission::Wait {
+                wait,
+                busy: Busy::Spent,
+            },
+            (None, None) => Admission::Never(OverBurst {
                 deployment: self.deployment.clone(),
                 estimate,
                 largest: largest_burst,
@@ -432,7 +499,16 @@ impl KeyPool {
         }
     }
 
-    /// Each key's configured limits, what it had left after its last call, and its cooldown.
+    /// The provider said key `index` is out of credit: it takes nothing for `rest`, on every
+    /// deployment that shares it ([`Credit::spend`]).
+    pub fn spend(&self, index: usize, rest: Duration) {
+        if let Some(key) = self.keys.get(index) {
+            key.credit.spend(rest);
+        }
+    }
+
+    /// Each key's configured limits, what it had left after its last call, its cooldown and
+    /// its rest when spent.
     pub fn capacity(&self, quotas: &[KeyQuota]) -> Vec<KeyCapacity> {
         let now = self.now_ms();
         let remaining =
@@ -451,6 +527,7 @@ impl KeyPool {
                     requests_today_remaining: remaining(&key.daily),
                     requests_per_day: quota.requests_per_day,
                     cooldown_ms: (until > now).then(|| until - now),
+                    spent_ms: key.credit.spent_for().map(|left| left.as_millis() as u64),
                 }
             })
             .collect()
@@ -462,7 +539,10 @@ impl KeyPool {
 pub enum TenantLimited {
     #[error(
         "tenant \"{tenant}\" is over its limit of {limits} per minute; retry after {}",
-        humantime::format_duration(*retry_after)
+        // Whole seconds, rounded up, as a person reads a wait (and as `retry-after` says).
+        humantime::format_duration(Duration::from_secs(
+            retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+        ))
     )]
     Busy {
         tenant: String,
@@ -499,7 +579,7 @@ impl TenantLimits {
                     tokens_per_minute: t.tokens_per_minute,
                     requests_per_day: None,
                 };
-                let pool = KeyPool::new(&t.name, [(t.name.clone(), quota)]);
+                let pool = KeyPool::new(&t.name, [(t.name.clone(), quota, Arc::default())]);
                 (t.name.clone(), (pool, quota))
             })
             .collect();
@@ -571,8 +651,19 @@ mod tests {
             quotas
                 .iter()
                 .enumerate()
-                .map(|(i, q)| (format!("k{i}"), *q)),
+                .map(|(i, q)| (format!("k{i}"), *q, Arc::default())),
         )
+    }
+
+    /// A person reads "retry after 12s", not "11s 844ms 339us 696ns".
+    #[test]
+    fn a_tenant_is_told_whole_seconds_to_wait() {
+        let busy = TenantLimited::Busy {
+            tenant: "acme".into(),
+            limits: "60 requests".into(),
+            retry_after: Duration::from_nanos(11_844_339_696),
+        };
+        assert!(busy.to_string().ends_with("retry after 12s"), "{busy}");
     }
 
     #[test]
@@ -694,6 +785,47 @@ mod tests {
                 .unwrap()
                 > 20_000
         );
+    }
+
+    /// A spent key is skipped without a wait while another has credit; when all are spent
+    /// the pool says so rather than offer a wait, and a pool sharing the credit sees it too.
+    #[test]
+    fn a_spent_key_is_skipped_and_a_pool_of_spent_keys_says_so() {
+        let credits: Vec<Arc<Credit>> = (0..2).map(|_| Arc::default()).collect();
+        let pool_of = |name: &str| {
+            KeyPool::new(
+                name,
+                credits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("k{i}"), quota(Some(100), None), c.clone())),
+            )
+        };
+        let (a, b) = (pool_of("a"), pool_of("b"));
+        a.spend(0, SPENT_KEY_REST);
+        for _ in 0..3 {
+            assert_eq!(a.admit(1), Admission::Admitted(1));
+            assert_eq!(b.admit(1), Admission::Admitted(1), "the credit is shared");
+        }
+        // Rate-limit trouble on a key with credit is still a wait worth taking.
+        let busy = pool_of("c");
+        busy.cool_down(1, Duration::from_secs(1));
+        match busy.admit(1) {
+            Admission::Wait { busy, .. } => assert_eq!(busy, Busy::Cooldown),
+            other => panic!("{other:?}"),
+        }
+        b.spend(1, Duration::from_secs(5));
+        for pool in [&a, &b] {
+            match pool.admit(1) {
+                Admission::Wait { wait, busy } => {
+                    assert_eq!(busy, Busy::Spent);
+                    assert!(wait <= Duration::from_secs(5), "the sooner of the rests");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let view = a.capacity(&[KeyQuota::default(); 2]);
+        assert!(view[0].spent_ms.unwrap() > 3_500_000, "{view:?}");
     }
 
     #[test]

@@ -1,14 +1,32 @@
 //! The `sluice` command line.
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice::app::App;
 use sluice::client::Client;
 use sluice::config::Config;
 use sluice::job::Urgency;
 use sluice::worker::WorkerPools;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// `println!` that returns the error instead of panicking: a closed pipe (`| head`) then ends
+/// the command quietly (see [`main`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!` the same way as [`outln`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 
 /// How often `serve` looks for jobs a crash left recorded but unpublished, and how old such a
 /// job must be (younger ones may simply be waiting for their publisher confirm).
@@ -36,20 +54,22 @@ enum Command {
     },
     /// Run worker pools only (scale out: several processes share one broker).
     Worker {
-        /// Urgencies to work on; all when not given.
-        #[arg(long, value_parser = parse_urgency)]
+        /// Urgencies to work on (repeatable); all when not given.
+        #[arg(long, value_parser = urgency())]
         urgency: Vec<Urgency>,
     },
     /// Submit a job through the API and print its id.
     Submit(SubmitArgs),
     /// Print a job: status, result, attempts and cost.
     Get {
+        /// The job's id, as `sluice submit` prints it.
         id: uuid::Uuid,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Wait until a job is final, then print it.
     Wait {
+        /// The job's id, as `sluice submit` prints it.
         id: uuid::Uuid,
         /// Give up after this long.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -59,6 +79,7 @@ enum Command {
     },
     /// Serve the provider simulator on its own.
     Sim {
+        /// The address to serve the three provider APIs on.
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
         /// How long a batch takes to end (overrides `sim.batch_turnaround`), e.g. 500ms.
@@ -67,7 +88,7 @@ enum Command {
     },
     /// Run sample jobs of every urgency through the simulator and the embedded queue.
     Demo {
-        /// Where to keep the demo's database (a fresh temporary file by default).
+        /// Where to keep the demo's database (by default a temporary file, removed at the end).
         #[arg(long)]
         database: Option<PathBuf>,
     },
@@ -94,15 +115,13 @@ enum Command {
         /// Only this tenant's budgets.
         #[arg(long)]
         tenant: Option<String>,
-        /// table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Listing::Table)]
+        format: Listing,
     },
     /// The shipped price catalogue (USD per million tokens), with each price's date and source.
     Prices {
-        /// table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Listing::Table)]
+        format: Listing,
     },
 }
 
@@ -121,9 +140,17 @@ struct CostsArgs {
     /// Only this tenant's costs.
     #[arg(long)]
     tenant: Option<String>,
-    /// table, csv or json.
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = sluice::costs::Format::Table)]
+    format: sluice::costs::Format,
+}
+
+/// How a listing is printed.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Listing {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -131,7 +158,10 @@ enum JobsAction {
     /// List every definition with its next due times and last run; name every bad file.
     List,
     /// Run one definition now (besides its schedule), and print the job id.
-    Run { name: String },
+    Run {
+        /// The definition's name: its file's name without `.toml`, as `jobs list` shows it.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +177,9 @@ enum BulkCommand {
     Submit(BulkSubmitArgs),
     /// Show a bulk's jobs by status and its cost so far.
     Status {
-        id: uuid::Uuid,
+        #[arg(value_name = "BULK")]
+        /// The bulk: its id, its batch id (`batch_…`) or its name.
+        id: String,
         /// Follow it with a progress bar until every job is final.
         #[arg(long)]
         wait: bool,
@@ -158,7 +190,9 @@ enum BulkCommand {
     Results(BulkResultsArgs),
     /// Cancel every job of a bulk that is still queued.
     Cancel {
-        id: uuid::Uuid,
+        /// The bulk: its id, its batch id (`batch_…`) or its name.
+        #[arg(value_name = "BULK")]
+        id: String,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -171,10 +205,12 @@ struct BulkSubmitArgs {
     /// The bulk's name, unique per tenant (default: the file's name; required for stdin).
     #[arg(long)]
     name: Option<String>,
-    /// The model for lines whose request names none.
+    /// The model (a route or deployment name) for lines whose request names none.
     #[arg(long)]
     model: Option<String>,
-    #[arg(long, default_value = "batch", value_parser = parse_urgency)]
+    /// How soon the answers are needed: realtime, standard, or batch (the cheapest: a
+    /// provider's batch tier where the route has one).
+    #[arg(long, default_value = "batch", value_parser = urgency())]
     urgency: Urgency,
     /// When the answers are needed: a time from now (`6h`) or an RFC 3339 time.
     #[arg(long, value_parser = parse_deadline)]
@@ -200,7 +236,9 @@ struct BulkSubmitArgs {
 
 #[derive(Args)]
 struct BulkResultsArgs {
-    id: uuid::Uuid,
+    /// The bulk: its id, its batch id (`batch_…`) or its name.
+    #[arg(value_name = "BULK")]
+    id: String,
     /// Where to write them (default: standard output).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -219,12 +257,48 @@ struct BulkResultsArgs {
 
 #[derive(Args)]
 struct ServerArgs {
-    /// Base URL of a running `sluice serve`.
-    #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// The tenant's API token.
-    #[arg(long, env = "SLUICE_TOKEN", default_value = "sk-sluice-demo")]
-    token: String,
+    /// Base URL of a running `sluice serve` [default: the address the --config file listens
+    /// on, else http://127.0.0.1:8080].
+    #[arg(long, env = "SLUICE_SERVER")]
+    server: Option<String>,
+    /// The tenant's API token [default: the first tenant's token in the --config file, else
+    /// the built-in sk-sluice-demo].
+    #[arg(long, env = "SLUICE_TOKEN")]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    /// The client these arguments name. What they leave out comes from the configuration
+    /// file when one is given (its address and first tenant's token), else from the built-in
+    /// configuration. The file's types and keys are checked, not the providers' secrets,
+    /// which a client's machine need not have.
+    fn client(self, config: Option<&Path>) -> anyhow::Result<Client> {
+        let loaded;
+        let config = match config {
+            Some(path) => {
+                loaded = Config::load_for_client(path)?;
+                &loaded
+            }
+            None => &Config::builtin(),
+        };
+        let server = match self.server {
+            Some(server) => server,
+            None => config.server.client_url(),
+        };
+        let token = match self.token {
+            Some(token) => token,
+            None => {
+                let tenant = config.tenants.first().ok_or_else(|| {
+                    anyhow::anyhow!("the configuration has no tenant; give --token")
+                })?;
+                if let Some(problem) = config.secret_problem("tenants[0].token") {
+                    anyhow::bail!("{problem}; give --token, or set the variable");
+                }
+                tenant.token.expose().to_string()
+            }
+        };
+        Ok(Client::new(server, token))
+    }
 }
 
 #[derive(Args)]
@@ -234,10 +308,15 @@ struct SubmitArgs {
     /// A job as JSON (`{"urgency", "tags", "custom_id", "request": {...}}`), or `-` for stdin.
     #[arg(long, conflicts_with = "prompt")]
     file: Option<PathBuf>,
+    /// The model: a route or deployment name of the server's configuration.
     #[arg(long, default_value = "fast")]
     model: String,
-    #[arg(long, default_value = "standard", value_parser = parse_urgency)]
+    /// How soon the answer is needed: realtime, standard, or batch (the cheapest: a
+    /// provider's batch tier where the route has one).
+    #[arg(long, default_value = "standard", value_parser = urgency())]
     urgency: Urgency,
+    /// Your own id for the job, unique per tenant: submitting it again returns the first job
+    /// instead of a second one.
     #[arg(long)]
     custom_id: Option<String>,
     /// Wait for the result and print the job.
@@ -247,8 +326,11 @@ struct SubmitArgs {
     server: ServerArgs,
 }
 
-fn parse_urgency(text: &str) -> Result<Urgency, String> {
-    text.parse()
+/// An urgency's name, its possible values listed in `--help`.
+fn urgency() -> impl clap::builder::TypedValueParser<Value = Urgency> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Urgency::ALL.map(Urgency::as_str))
+        .try_map(|text| text.parse::<Urgency>())
 }
 
 fn parse_deadline(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -277,6 +359,8 @@ fn main() -> std::process::ExitCode {
     // RUST_BACKTRACE is set in the environment.
     match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`sluice budgets | head`): nobody is left to tell.
+        Err(e) if is_closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
@@ -298,6 +382,15 @@ fn describe(error: &anyhow::Error) -> String {
     message
 }
 
+/// Whether `error` is a write to a pipe whose reader has gone.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -306,6 +399,8 @@ fn start() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_log_filter(&cli.command).into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person's terminal, never into a file or a log collector.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
@@ -327,7 +422,12 @@ fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_workers } => {
-            let app = App::start(load_config(&cli.config)?).await?;
+            let config = load_config(&cli.config)?;
+            let app = if no_workers {
+                App::start_without_calls(config).await?
+            } else {
+                App::start(config).await?
+            };
             let listener = tokio::net::TcpListener::bind(&app.config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
@@ -362,22 +462,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal().await;
             workers.shutdown().await;
         }
-        Command::Submit(args) => submit(args).await?,
+        Command::Submit(args) => submit(args, cli.config.as_deref()).await?,
         Command::Get { id, server } => {
-            let job = Client::new(server.server, server.token)
-                .get(id, None)
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            let job = server.client(cli.config.as_deref())?.get(id, None).await?;
+            outln!("{}", serde_json::to_string_pretty(&job)?);
         }
         Command::Wait {
             id,
             timeout,
             server,
         } => {
-            let job = Client::new(server.server, server.token)
+            let job = server
+                .client(cli.config.as_deref())?
                 .wait(id, timeout)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            outln!("{}", serde_json::to_string_pretty(&job)?);
         }
         Command::Sim {
             listen,
@@ -399,14 +498,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sim.shutdown().await;
         }
         Command::Demo { database } => {
-            let dir = tempfile_dir()?;
-            let database = database.unwrap_or_else(|| sluice::store::database_in(&dir));
+            // The default database lives in a folder removed when the demo ends.
+            let dir = tempfile::Builder::new().prefix("sluice-demo-").tempdir()?;
+            let database = database.unwrap_or_else(|| sluice::store::database_in(dir.path()));
             sluice::demo::run(&database, &mut std::io::stdout()).await?;
         }
         Command::Migrate => {
             let config = load_config(&cli.config)?;
             sluice::store::Store::open(&config.server.database).await?;
-            println!("{} is up to date", config.server.database.display());
+            outln!("{} is up to date", config.server.database.display());
         }
         Command::CheckConfig => {
             let config = load_config(&cli.config)?;
@@ -424,7 +524,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     dir.display()
                 );
             }
-            println!(
+            outln!(
                 "configuration OK: {} tenant(s), {} provider(s), {} deployment(s), {} route(s), {} queue, {} recurring job(s)",
                 config.tenants.len(),
                 config.providers.len(),
@@ -439,17 +539,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => sluice::bench::run(args, &mut std::io::stdout()).await?,
         Command::Jobs { action } => jobs(load_config(&cli.config)?, action).await?,
-        Command::Bulk(command) => bulk(command).await?,
+        Command::Bulk(command) => bulk(command, cli.config.as_deref()).await?,
         Command::Costs(args) => costs(load_config(&cli.config)?, args).await?,
         Command::Budgets { tenant, format } => {
-            budgets(load_config(&cli.config)?, tenant, &format).await?
+            budgets(load_config(&cli.config)?, tenant, format).await?
         }
         Command::Prices { format } => {
             let catalogue = sluice::pricing::catalogue::Catalogue::shipped();
-            match format.as_str() {
-                "table" => print!("{}", catalogue.to_table()),
-                "json" => println!("{}", serde_json::to_string_pretty(&catalogue.entries)?),
-                other => anyhow::bail!("unknown format \"{other}\"; use table or json"),
+            match format {
+                Listing::Table => out!("{}", catalogue.to_table()),
+                Listing::Json => outln!("{}", serde_json::to_string_pretty(&catalogue.entries)?),
             }
         }
     }
@@ -459,7 +558,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `sluice costs`: reads the store directly (an operator's view across tenants, with no API
 /// token and no server needed); tenants use `GET /v1/costs`.
 async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
-    use sluice::costs::{Format, ReportQuery};
+    use sluice::costs::ReportQuery;
     let query = ReportQuery::parse(
         args.tenant,
         &args.by,
@@ -467,20 +566,16 @@ async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
         args.until.as_deref(),
         chrono::Utc::now(),
     )?;
-    let format: Format = args.format.parse()?;
     let store = sluice::store::Store::open(&config.server.database)
         .await
         .with_context(|| format!("opening {}", config.server.database.display()))?;
-    print!("{}", store.cost_report(query).await?.render(format));
+    out!("{}", store.cost_report(query).await?.render(args.format));
     Ok(())
 }
 
 /// `sluice budgets`: like `sluice costs`, an operator's view read from the store directly.
-async fn budgets(config: Config, tenant: Option<String>, format: &str) -> anyhow::Result<()> {
+async fn budgets(config: Config, tenant: Option<String>, format: Listing) -> anyhow::Result<()> {
     use sluice::budgets::{view, Budgets};
-    if !matches!(format, "table" | "json") {
-        anyhow::bail!("unknown format \"{format}\"; use table or json");
-    }
     let tenants: Vec<&str> = match &tenant {
         Some(name) if config.tenant(name).is_none() => anyhow::bail!("unknown tenant \"{name}\""),
         Some(name) => vec![name.as_str()],
@@ -490,12 +585,12 @@ async fn budgets(config: Config, tenant: Option<String>, format: &str) -> anyhow
         .await
         .with_context(|| format!("opening {}", config.server.database.display()))?;
     let views = view::views(&store, &Budgets::from_config(&config), &tenants).await?;
-    if format == "json" {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+    if format == Listing::Json {
+        outln!("{}", serde_json::to_string_pretty(&views)?);
     } else if views.is_empty() {
-        println!("no budgets configured");
+        outln!("no budgets configured");
     } else {
-        print!("{}", view::to_table(&views));
+        out!("{}", view::to_table(&views));
     }
     Ok(())
 }
@@ -531,7 +626,7 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
         JobsAction::List => {
             let store = sluice::store::Store::open(&config.server.database).await?;
             if definitions.is_empty() && errors.is_empty() {
-                println!("no recurring jobs in {}", dir.display());
+                outln!("no recurring jobs in {}", dir.display());
             }
             let now = chrono::Utc::now();
             for definition in &definitions {
@@ -549,7 +644,7 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
                         None => format!("{} (skipped)", run.due_at.to_rfc3339()),
                     })
                     .unwrap_or_else(|| "never".into());
-                println!(
+                outln!(
                     "{}\n  schedule: {} ({}), {} urgency, catch_up {}, tenant {}\n  next:     {}\n  last run: {last}",
                     definition.name,
                     definition.expression,
@@ -581,24 +676,24 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
                     }
                 );
             };
-            let app = App::start(config).await?;
+            let app = App::start_without_calls(config).await?;
             let scheduler = sluice::schedule::Scheduler::new(definitions, app.submitter());
             let job = scheduler
                 .fire(&definition, chrono::Utc::now(), true)
                 .await?;
-            println!("{job}");
+            outln!("{job}");
         }
     }
     Ok(())
 }
 
-async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
+async fn bulk(command: BulkCommand, config: Option<&Path>) -> anyhow::Result<()> {
     use sluice::bulk::client as bulk;
     const WAIT_AT_MOST: Duration = Duration::from_secs(7 * 24 * 3600);
     const MAX_PRINTED_ERRORS: usize = 100;
     match command {
         BulkCommand::Submit(args) => {
-            let client = Client::new(&args.server.server, &args.server.token);
+            let client = args.server.client(config)?;
             let mut defaults = sluice::bulk::Defaults {
                 model: args.model,
                 urgency: args.urgency,
@@ -626,8 +721,10 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                     errors,
                 }) => {
                     eprintln!(
-                        "{}: {invalid} of {lines} lines are invalid:",
-                        args.file.display()
+                        "{}: {invalid} of {} {} invalid:",
+                        args.file.display(),
+                        bulk::count(lines, "line", "lines"),
+                        if invalid == 1 { "is" } else { "are" }
                     );
                     bulk::print_lines(&errors, invalid, MAX_PRINTED_ERRORS, "bad lines");
                     anyhow::bail!("nothing was submitted; fix the lines above, or pass --skip-invalid to submit the valid ones and write the others to a rejects file");
@@ -653,19 +750,22 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
             let s = &report.submission;
             if let Some(rejects) = &report.rejects {
                 eprintln!(
-                    "{} bad lines skipped, written to {}",
-                    report.validation.invalid,
+                    "{} skipped, written to {}",
+                    bulk::count(report.validation.invalid, "bad line", "bad lines"),
                     rejects.display()
                 );
             }
             eprintln!(
-                "bulk \"{}\": {} jobs submitted, {} lines already in the bulk (same name and custom_id: not submitted again), {} conflicting (same custom_id, another request: not submitted)",
-                s.name, s.submitted, s.duplicates, s.conflicts
+                "bulk \"{}\": {} submitted, {} already in the bulk (same name and custom_id: not submitted again), {} (same custom_id, another request: not submitted)",
+                s.name,
+                bulk::count(s.submitted, "job", "jobs"),
+                bulk::count(s.duplicates, "line", "lines"),
+                bulk::count(s.conflicts, "conflicting line", "conflicting lines"),
             );
             if s.conflicts > 0 {
                 eprintln!(
-                    "{} lines were NOT submitted: the bulk already holds their custom_id with a different request, and that job stands (give each a new custom_id, or submit under a new --name):",
-                    s.conflicts
+                    "{} NOT submitted: the bulk already holds their custom_id with a different request, and that job stands (give each a new custom_id, or submit under a new --name):",
+                    bulk::count(s.conflicts, "line was", "lines were"),
                 );
                 bulk::print_lines(
                     &s.conflicting,
@@ -674,7 +774,7 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                     "conflicting lines",
                 );
             }
-            println!("{}", s.id);
+            outln!("{}", s.id);
             if args.wait {
                 let status = bulk::wait(&client, s.id, WAIT_AT_MOST, true).await?;
                 eprintln!("{}", bulk::describe_status(&status));
@@ -682,24 +782,28 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                     let (lines, _) =
                         bulk::download_results(&client, s.id, Default::default(), Some(output))
                             .await?;
-                    eprintln!("{lines} results written to {}", output.display());
+                    eprintln!(
+                        "{} written to {}",
+                        bulk::count(lines, "result", "results"),
+                        output.display()
+                    );
                 }
             }
         }
         BulkCommand::Status { id, wait, server } => {
-            let client = Client::new(server.server, server.token);
+            let client = server.client(config)?;
             let status = if wait {
-                bulk::wait(&client, id, WAIT_AT_MOST, true).await?
+                bulk::wait(&client, &id, WAIT_AT_MOST, true).await?
             } else {
-                client.bulk(id).await?
+                client.bulk(&id).await?
             };
             eprintln!("{}", bulk::describe_status(&status));
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            outln!("{}", serde_json::to_string_pretty(&status)?);
         }
         BulkCommand::Results(args) => {
-            let client = Client::new(args.server.server, args.server.token);
+            let client = args.server.client(config)?;
             if args.wait {
-                bulk::wait(&client, args.id, WAIT_AT_MOST, true).await?;
+                bulk::wait(&client, &args.id, WAIT_AT_MOST, true).await?;
             }
             let filter = sluice::store::ResultsFilter {
                 ordered: args.ordered,
@@ -707,29 +811,38 @@ async fn bulk(command: BulkCommand) -> anyhow::Result<()> {
                 successes_only: false,
             };
             let (lines, pending) =
-                bulk::download_results(&client, args.id, filter, args.output.as_deref()).await?;
+                bulk::download_results(&client, &args.id, filter, args.output.as_deref()).await?;
             if let Some(output) = &args.output {
-                eprintln!("{lines} results written to {}", output.display());
+                eprintln!(
+                    "{} written to {}",
+                    bulk::count(lines, "result", "results"),
+                    output.display()
+                );
             }
             if pending > 0 {
-                eprintln!("{pending} jobs are not finished yet and are not in the results; run again later, or with --wait");
+                eprintln!(
+                    "{} not finished yet, so not in the results; run again later, or with --wait",
+                    bulk::count(pending, "job is", "jobs are")
+                );
             }
         }
         BulkCommand::Cancel { id, server } => {
-            let answer = Client::new(server.server, server.token)
-                .bulk_cancel(id)
-                .await?;
+            let answer = server.client(config)?.bulk_cancel(&id).await?;
             eprintln!(
-                "bulk {id}: {} queued jobs cancelled; running jobs finish",
-                answer["cancelled"]
+                "bulk {id}: {} cancelled; running jobs finish",
+                bulk::count(
+                    answer["cancelled"].as_u64().unwrap_or(0),
+                    "queued job",
+                    "queued jobs"
+                )
             );
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            outln!("{}", serde_json::to_string_pretty(&answer)?);
         }
     }
     Ok(())
 }
 
-async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+async fn submit(args: SubmitArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let body: serde_json::Value = match (&args.file, &args.prompt) {
         (Some(path), _) => {
             let text = if path.as_os_str() == "-" {
@@ -748,7 +861,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }),
         (None, None) => anyhow::bail!("give a prompt, or --file with a job JSON"),
     };
-    let client = Client::new(args.server.server, args.server.token);
+    let client = args.server.client(config)?;
     let answer = client.submit(&body).await?;
     match (
         args.wait,
@@ -756,18 +869,11 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     ) {
         (true, Some(id)) => {
             let job = client.wait(id, Duration::from_secs(600)).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            outln!("{}", serde_json::to_string_pretty(&job)?);
         }
-        _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+        _ => outln!("{}", serde_json::to_string_pretty(&answer)?),
     }
     Ok(())
-}
-
-/// A directory that lives as long as the process (the demo's database by default).
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Ctrl-C, or SIGTERM on Unix: what `docker stop`, systemd and Kubernetes send, so a

@@ -10,11 +10,15 @@
 //! An attempt that fails before its first chunk is invisible to the client (the next attempt
 //! streams instead). One that fails after chunks were sent cannot be taken back: the client's
 //! stream ends with an error, and the job carries on and stores its answer, which the client
-//! can still fetch by the job id.
+//! can still fetch by the job id. So does one whose worker died mid-answer, which sends no
+//! failure: chunks name the delivery that sent them ([`StreamEvent::Chunks::from`]), and the
+//! first chunks from another delivery (the job's next attempt, elsewhere) end the stream with
+//! that error instead of being spliced onto the first answer.
 
 use crate::providers::stream::ChunkHead;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 /// One message from the worker running a streamed job to the process serving its client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,7 +27,13 @@ pub enum StreamEvent {
     /// OpenAI `chat.completion.chunk`s, in order: all those that arrived from the provider
     /// together. A burst travels as one message instead of one each, which at a hundred
     /// streams is most of the relay's work; a lone chunk (the first, usually) is not held back.
-    Chunks { chunks: Vec<Value> },
+    Chunks {
+        chunks: Vec<Value>,
+        /// The delivery of the job whose attempt produced them, drawn by its worker: chunks
+        /// from two deliveries are two answers (nil from a worker that predates it).
+        #[serde(default)]
+        from: Uuid,
+    },
     /// The current attempt failed. With `will_retry`, the job goes on (later, or on another
     /// deployment) and its next attempt streams in turn; without, the job has failed.
     Failed {

@@ -2,8 +2,10 @@
 //!
 //! Order matters for "no accepted job is lost": a job is written `queued` to the store first,
 //! then published with publisher confirms; only then is the producer told it was accepted. If
-//! the queue refuses, the rows are removed again and the producer gets a clear error to retry
-//! on. Bad input is rejected before anything is written, naming the field, and so are jobs
+//! the queue does not confirm in time, the jobs are refused ([`Store::refuse_unpublished`]):
+//! their rows are removed and their ids remembered, so a message the broker takes late is
+//! dead-lettered by the worker instead of run, and the producer's 503 ([`NotQueued`]) is true:
+//! nothing was accepted and nothing will run. Bad input is rejected before anything is written, naming the field, and so are jobs
 //! that count against a `reject` budget already spent (see [`crate::budgets`]).
 //!
 //! A crash between recording and publishing leaves a row that is `queued` but not
@@ -12,7 +14,7 @@
 use crate::config::Config;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
 use crate::queue::{Queue, QueueError};
-use crate::store::{newly_created, InsertOutcome, Store, StoreError};
+use crate::store::{newly_created, InsertOutcome, Refusal, Store, StoreError};
 use crate::streaming::wants_stream;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,9 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Largest request body of one job, serialised. Providers reject far smaller prompts anyway;
-/// this keeps one job from filling the queue's memory.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+pub use crate::job::MAX_REQUEST_BYTES;
 
 /// The answer for one submitted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,14 +41,70 @@ pub struct Submitted {
 pub enum SubmitError {
     #[error("{0}")]
     Invalid(FieldError),
+    /// Nothing was recorded: the queue could not be reached before anything was written.
     #[error("the job queue is unavailable, nothing was accepted; retry later ({0})")]
     QueueUnavailable(QueueError),
+    /// The jobs were recorded, the queue did not confirm them, and they were refused.
+    #[error("{0}")]
+    NotQueued(NotQueued),
     #[error("the store failed, nothing was accepted: {0}")]
     Store(StoreError),
     #[error("{0}; nothing was accepted")]
     CustomIdReused(crate::store::CustomIdReused),
     #[error("{0}; nothing was accepted")]
     BudgetExceeded(crate::budgets::Exceeded),
+}
+
+/// Jobs the queue did not confirm in time, refused in the store so that none of them runs
+/// even if the broker takes its message later. Says how to retry safely: with the same
+/// `custom_id`s, which make a retry answered by the job that stands rather than run twice,
+/// should an answer ever be lost.
+#[derive(Debug)]
+pub struct NotQueued {
+    pub error: QueueError,
+    /// The refused jobs' `custom_id`s, in order (`None` where a job had none).
+    pub custom_ids: Vec<Option<String>>,
+}
+
+impl std::fmt::Display for NotQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jobs = if self.custom_ids.len() == 1 {
+            "the job"
+        } else {
+            "the jobs"
+        };
+        write!(
+            f,
+            "the job queue is unavailable and did not take {jobs} in time ({}); nothing was \
+             accepted and nothing will run; retry later",
+            self.error
+        )?;
+        let given: Vec<String> = self
+            .custom_ids
+            .iter()
+            .flatten()
+            .map(|id| format!("\"{id}\""))
+            .collect();
+        match (given.len(), self.custom_ids.len()) {
+            (0, _) => write!(
+                f,
+                ", giving each job a custom_id: a retry with the same custom_id is answered \
+                 with the job that stands, so it never runs twice even if an answer is lost"
+            ),
+            (n, total) if n == total => write!(
+                f,
+                " with the same custom_id ({}): a retry is then answered with the job that \
+                 stands, so it never runs twice even if an answer is lost",
+                given.join(", ")
+            ),
+            _ => write!(
+                f,
+                " with the same custom_ids ({}), and give the other jobs one, so that a retry \
+                 never runs twice even if an answer is lost",
+                given.join(", ")
+            ),
+        }
+    }
 }
 
 impl From<StoreError> for SubmitError {
@@ -139,9 +195,14 @@ impl Submitter {
     /// a job outside a bulk is recorded, published and queued in one transaction instead.
     async fn record_and_publish(
         &self,
-        envelopes: Vec<Envelope>,
+        mut envelopes: Vec<Envelope>,
         bulk: Option<(Uuid, Vec<u64>)>,
     ) -> Result<Vec<Submitted>, SubmitError> {
+        // Each is recorded before its message exists: a worker finding no row for one knows
+        // it was refused, rather than taking it for a job published straight onto the queue.
+        for envelope in &mut envelopes {
+            envelope.recorded = true;
+        }
         if let Some(exceeded) = crate::budgets::refuse_exhausted(&self.store, &envelopes).await? {
             return Err(SubmitError::BudgetExceeded(exceeded));
         }
@@ -161,11 +222,30 @@ impl Submitter {
 
         let created: Vec<&Envelope> = newly_created(&envelopes, &outcomes).collect();
         let ids: Vec<Uuid> = created.iter().map(|e| e.id).collect();
-        if let Err(e) = self.publish_by_urgency(&created).await {
-            if let Err(forget) = self.store.forget_unpublished(ids).await {
-                tracing::error!(error = %forget, "could not remove jobs the queue refused");
+        if let Err(error) = self.publish_by_urgency(&created).await {
+            // Bytes already in the socket may still reach the broker, after any timeout: the
+            // jobs are refused in the store first, so that such a message is never run, and
+            // only then is the producer told that nothing was accepted.
+            match self.store.refuse_unpublished(ids).await {
+                Ok(Refusal::Refused) => {
+                    return Err(SubmitError::NotQueued(NotQueued {
+                        error,
+                        custom_ids: created.iter().map(|e| e.spec.custom_id.clone()).collect(),
+                    }))
+                }
+                Ok(Refusal::TooLate) => tracing::warn!(
+                    %error,
+                    "the queue did not confirm jobs a worker has already taken; they stand, and \
+                     the relay publishes any that are still missing"
+                ),
+                Err(refuse) => tracing::error!(
+                    %error,
+                    store_error = %refuse,
+                    "the queue did not confirm jobs and the store could not refuse them; they \
+                     stand, and the relay publishes them"
+                ),
             }
-            return Err(SubmitError::QueueUnavailable(e));
+            return Ok(answers_for(&envelopes, &outcomes));
         }
         // Not fatal if this fails: the jobs are on the queue, and a relay republishing them
         // later costs a duplicate message, which workers recognise.

@@ -149,7 +149,7 @@ async fn retry_after_comes_back_no_earlier_than_asked() {
 
     // While it waits, it sits in the 1 s rung of its own urgency.
     let (_conn, plain) = plain_channel().await;
-    let rung = sluice::queue::amqp::topology::choose_rung(Duration::from_secs(1)).unwrap();
+    let rung = sluice::queue::amqp::topology::choose_rung(Duration::from_secs(1));
     let delay_queue = queue.topology().delay_queue(Urgency::Realtime, rung);
     assert!(delay_queue.ends_with(".delay.realtime.1s"));
     assert_eq!(message_count(&plain, &delay_queue).await, 1);
@@ -607,4 +607,87 @@ async fn replies_reach_the_waiting_process_in_order() {
         .await
         .expect("the inbox ends when its connection closes");
     assert_eq!(ended, None);
+}
+
+/// This process's open TCP sockets whose remote end is 127.0.0.1:`port` (its inodes in
+/// `/proc/self/fd`, looked up in `/proc/self/net/tcp`).
+fn sockets_to(port: u16) -> usize {
+    let ours: BTreeSet<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("/proc/self/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|remote| remote.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(9).is_some_and(|inode| ours.contains(*inode))
+        })
+        .count()
+}
+
+/// A broker that accepts TCP and never says a word: every attempt times out in the AMQP
+/// handshake, and must leave nothing behind. (lapin drives a connection on a thread of its own
+/// that owns the socket; a timed-out attempt used to keep both, one pair per attempt.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_on_a_broker_that_never_answers_leave_no_socket_open() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    log_to_test_output();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let silent = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Read until the client goes, and never answer.
+                let mut buffer = [0u8; 1024];
+                while let Ok(1..) = socket.read(&mut buffer).await {}
+            });
+        }
+    });
+    let mut config = test_config();
+    config.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    config.connect_timeout = Duration::from_millis(200);
+    let queue = AmqpQueue::start(config);
+
+    let attempts = 6;
+    for _ in 0..600 {
+        if accepted.load(Ordering::SeqCst) >= attempts {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= attempts, "reconnects");
+    // At most the attempt in flight holds a socket.
+    let mut open = usize::MAX;
+    for _ in 0..100 {
+        open = sockets_to(port);
+        if open <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let made = accepted.load(Ordering::SeqCst);
+    queue.close();
+    silent.abort();
+    println!("{made} attempts on a silent broker; {open} sockets to it still open");
+    assert!(open <= 1, "{open} sockets stay open after {made} attempts");
 }

@@ -176,3 +176,378 @@ fn check_config_names_every_bad_recurring_job() {
     );
     assert!(stderr.contains("2 recurring job definition(s)"), "{stderr}");
 }
+
+/// The built binary with no ambient configuration, server or token from the environment.
+fn sluice() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    for var in [
+        "SLUICE_CONFIG",
+        "SLUICE_SERVER",
+        "SLUICE_TOKEN",
+        "SLUICE_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `sluice serve` with `args`, its log read until it listens; returns the process and the log
+/// lines up to then.
+async fn serve(config: &std::path::Path, args: &[&str]) -> (tokio::process::Child, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::from(sluice())
+        .arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("serving the Sluice API");
+            log.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(listening, Ok(true), "sluice serve did not start: {log:#?}");
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (server, log)
+}
+
+/// Runs a client command to its end off the async runtime.
+async fn run(command: std::process::Command) -> std::process::Output {
+    let mut command = command;
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A misspelt key, an unset variable and an unknown route are all listed in one run, each
+/// with the nearest known name; and no part of a secret is ever named, neither a fragment of
+/// a variable's value that looks like a reference nor a line that is not TOML.
+#[test]
+fn check_config_lists_every_problem_and_no_part_of_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sluice.example.toml"))
+            .unwrap();
+    let text = example
+        .replace(
+            "token = \"sk-sluice-demo\"",
+            "token = \"${SLUICE_TEST_TOKEN}\"",
+        )
+        .replace(
+            "realtime = { concurrency = 64 }",
+            "realtime = { concurency = 64 }",
+        )
+        + "\n[[tenants]]\nname = \"other\"\ntoken = \"${SLUICE_TEST_UNSET}\"\n\n\
+           [routes.cheap]\ndeployments = [\"gpt-4o-mni\"]\n";
+    assert!(
+        text.contains("concurency"),
+        "the example has pools.realtime"
+    );
+    std::fs::write(&path, text).unwrap();
+    let check = sluice()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("SLUICE_TEST_TOKEN", "sk-SECRETPART${fragment}")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{stderr}");
+    for expected in [
+        "pools.realtime.concurency: unknown key `concurency`; did you mean `concurrency`?",
+        "tenants[1].token: environment variable SLUICE_TEST_UNSET is not set",
+        "routes.cheap[0]: unknown deployment \"gpt-4o-mni\"; did you mean `gpt-4o-mini`?",
+    ] {
+        assert!(stderr.contains(expected), "{expected} not in {stderr}");
+    }
+    assert!(stderr.contains("has 3 problem(s)"), "{stderr}");
+    assert!(
+        !stderr.contains("fragment") && !stderr.contains("SECRETPART"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &path,
+        "[[tenants]]\nname = \"acme\"\ntoken = \"sk-SECRETPART-unterminated\n",
+    )
+    .unwrap();
+    let check = sluice()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{stderr}");
+    assert!(stderr.contains("sluice.toml:3:"), "{stderr}");
+    assert!(!stderr.contains("SECRETPART"), "{stderr}");
+}
+
+/// The client commands reach the server and tenant of the `--config` file (another port,
+/// another token) with nothing else given; a bulk is found by its id, its name and, for one
+/// the Batch API made, its batch id. The server's log has no colour codes when it is not a
+/// terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_use_the_config_and_find_bulks_by_any_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("sk-sluice-demo", "sk-from-the-config")
+        .replace("latency = \"1500ms\"", "latency = \"0ms\"");
+    std::fs::write(&path, text).unwrap();
+    let (_server, log) = serve(&path, &[]).await;
+    assert!(
+        log.iter().all(|line| !line.contains('\u{1b}')),
+        "colour codes in a redirected log: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("provider simulator started")),
+        "{log:#?}"
+    );
+
+    let mut submit = sluice();
+    submit
+        .args(["submit", "Hello from the config", "--wait", "--config"])
+        .arg(&path);
+    let submitted = run(submit).await;
+    let stdout = String::from_utf8_lossy(&submitted.stdout);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    // A bulk by name, then by id.
+    let lines = dir.path().join("lines.jsonl");
+    std::fs::write(
+        &lines,
+        "{\"custom_id\": \"a\", \"body\": {\"model\": \"fast\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}}\n",
+    )
+    .unwrap();
+    let mut bulk = sluice();
+    bulk.args([
+        "bulk",
+        "submit",
+        "--name",
+        "nightly run",
+        "--urgency",
+        "standard",
+        "--config",
+    ])
+    .arg(&path)
+    .arg(&lines);
+    let bulk = run(bulk).await;
+    assert!(
+        bulk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bulk.stderr)
+    );
+    let bulk_id = String::from_utf8_lossy(&bulk.stdout).trim().to_string();
+    let uuid: uuid::Uuid = bulk_id.parse().unwrap();
+    for id in [
+        "nightly run".to_string(),
+        bulk_id.clone(),
+        format!("batch_{}", uuid.simple()),
+    ] {
+        let mut status = sluice();
+        status.args(["bulk", "status", &id, "--config"]).arg(&path);
+        let status = run(status).await;
+        assert!(
+            status.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(answer["id"], bulk_id.as_str(), "{id}: {answer}");
+        assert_eq!(answer["name"], "nightly run", "{id}: {answer}");
+    }
+    let mut unknown = sluice();
+    unknown
+        .args(["bulk", "status", "no such bulk", "--config"])
+        .arg(&path);
+    let unknown = run(unknown).await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no bulk no such bulk"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+}
+
+/// An API without workers makes no provider call, so it starts no simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_workers_starts_no_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), free_port());
+    let (_server, log) = serve(&path, &["--no-workers"]).await;
+    assert!(
+        log.iter().all(|line| !line.contains("simulator")),
+        "{log:#?}"
+    );
+}
+
+/// Relative paths in a config file are taken from its folder, not the current directory:
+/// `jobs list` run from elsewhere finds the definitions and the database beside the file.
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("emb");
+    std::fs::create_dir_all(folder.join("jobs")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sluice.example.toml"))
+            .unwrap();
+    assert!(example.contains("database = \"sluice.db\""));
+    std::fs::write(
+        folder.join("sluice.toml"),
+        example + "\n[scheduler]\ndir = \"jobs\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("jobs/nightly.toml"),
+        "schedule = \"0 2 * * *\"\ntenant = \"demo\"\n[request]\nmodel = \"fast\"\n\
+         messages = [{ role = \"user\", content = \"Summarise the day.\" }]\n",
+    )
+    .unwrap();
+    let list = sluice()
+        .args(["jobs", "list", "--config", "emb/sluice.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(stdout.contains("nightly"), "{stdout}");
+    assert!(folder.join("sluice.db").exists());
+    assert!(!dir.path().join("sluice.db").exists());
+}
+
+/// A reader that goes away (`sluice budgets --format json | head`) ends a command quietly:
+/// no panic, no error, success.
+#[test]
+fn a_closed_pipe_ends_printing_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 8080);
+    for args in [
+        &["prices", "--format", "json"][..],
+        &["budgets", "--format", "json"],
+        &["costs", "--format", "csv"],
+        &["check-config"],
+    ] {
+        let mut child = sluice()
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader closes before the command prints.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// The demo removes its temporary database when it ends, and explains what a reader would
+/// ask about: the `[sim …]` prefix of a prompt and why a job ran on the tier it did.
+#[test]
+fn the_demo_cleans_up_and_explains_itself() {
+    let temp = tempfile::tempdir().unwrap();
+    let demo = sluice()
+        .arg("demo")
+        .env("TMPDIR", temp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        stdout.contains("[sim fail=429] makes the first call answer 429"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ran real-time: deployment gpt-4o has no batch tier"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("routes.writer.deadline.standard = \"10m\""),
+        "{stdout}"
+    );
+}
+
+/// Every argument a user types has help text, and the urgencies and formats list their
+/// possible values.
+#[test]
+fn help_explains_every_argument() {
+    let help = |args: &[&str]| {
+        let output = sluice().args(args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        // Whitespace collapsed: clap puts long help on the next line when it does not fit.
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let worker = help(&["worker"]);
+    assert!(
+        worker.contains("[possible values: realtime, standard, batch]"),
+        "{worker}"
+    );
+    let get = help(&["get"]);
+    assert!(get.contains("<ID> The job's id"), "{get}");
+    let run = help(&["jobs", "run"]);
+    assert!(run.contains("<NAME> The definition's name"), "{run}");
+    let status = help(&["bulk", "status"]);
+    assert!(status.contains("<BULK> The bulk: its id"), "{status}");
+    let submit = help(&["submit"]);
+    for documented in [
+        "--model <MODEL> The model",
+        "--custom-id <CUSTOM_ID> Your own id",
+    ] {
+        assert!(submit.contains(documented), "{documented} not in {submit}");
+    }
+    let sim = help(&["sim"]);
+    assert!(sim.contains("--listen <LISTEN> The address"), "{sim}");
+    let costs = help(&["costs"]);
+    assert!(costs.contains("table") && costs.contains("csv"), "{costs}");
+}

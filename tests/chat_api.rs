@@ -16,6 +16,7 @@ on_both_backends!(
     bad_requests_are_refused_before_any_job_exists,
     a_streamed_request_arrives_as_server_sent_chunks,
     a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fails,
+    a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_answer,
 );
 
 /// The `data:` payloads of a server-sent event stream, in order.
@@ -408,5 +409,83 @@ async fn a_stream_survives_a_retried_attempt_and_fails_cleanly_when_the_job_fail
         .as_str()
         .unwrap()
         .contains("bad_request"));
+    h.stop().await;
+}
+
+/// A chunk of `text` as a worker relays it.
+fn chunk(text: &str) -> Value {
+    json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0,
+        "model": "gpt-4o-mini", "choices": [{"index": 0,
+        "delta": {"role": "assistant", "content": text}, "finish_reason": null}]})
+}
+
+/// A worker that dies mid-answer sends no failure: the job's next delivery, on another
+/// worker, streams its own answer from the start to the same client. The client's stream must
+/// end with an error at that second answer's first chunk, never carry it spliced onto the
+/// first and close with `[DONE]`. The two workers' events go through the backend's real
+/// reply transport, sent here as the two deliveries send them (a worker killed inside a call
+/// cannot be staged in one process); no worker runs, so the job stays queued meanwhile.
+async fn a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_answer(
+    backend: Backend,
+) {
+    let h = Harness::start_with(backend, |_| {}, false).await;
+    let base_url = h.base_url.clone();
+    let client = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("{base_url}/v1/chat/completions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": "tell me everything"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        sse_data(response).await
+    });
+    let id: uuid::Uuid = loop {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
+            .fetch_all(h.app.store.reader())
+            .await
+            .unwrap();
+        if let Some(id) = ids.first() {
+            break id.parse().unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // Replies go to the process's address, the one every inbox of the API process shares.
+    let address = h
+        .app
+        .queue
+        .open_inbox(uuid::Uuid::now_v7())
+        .await
+        .unwrap()
+        .address
+        .clone();
+    let send = |event: Value| {
+        let queue = h.app.queue.clone();
+        let address = address.clone();
+        async move {
+            queue
+                .reply(&address, id, serde_json::to_vec(&event).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let (dead, next) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    send(json!({"event": "chunks", "from": dead, "chunks": [chunk("The first answer, ")]})).await;
+    send(json!({"event": "chunks", "from": dead, "chunks": [chunk("cut short")]})).await;
+    send(json!({"event": "chunks", "from": next, "chunks": [chunk("A second answer")]})).await;
+    send(json!({"event": "chunks", "from": next, "chunks": [chunk(" from the start.")]})).await;
+    send(json!({"event": "done"})).await;
+
+    let data = client.await.unwrap();
+    assert_eq!(
+        streamed_text(&data[..data.len() - 1]),
+        "The first answer, cut short"
+    );
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&id.to_string()), "{message}");
     h.stop().await;
 }

@@ -6,7 +6,11 @@
 //! as it arrives and a stream cut short is an error, that error statuses and `retry-after`
 //! arrive as the worker's error kinds, and that an echoed key never reaches a message.
 //! The fixture server is not the simulator: the adapters are written against the documented
-//! formats, and this server serves exactly those.
+//! formats, and this server serves exactly those. One case runs a whole Sluice against a
+//! fixture that echoes the key in bodies that are not JSON, and looks for any fragment of it
+//! in the store, the API's answers and the log.
+
+mod common;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -414,4 +418,171 @@ async fn gemini_failures_arrive_as_error_kinds() {
         .err()
         .unwrap();
     assert_eq!(e.kind, ErrorKind::ServerError);
+}
+
+/// A key with no run of characters in common with anything else a test stores or logs.
+const ECHOED_KEY: &str = "sk-Q7pK2mW9vR4tY6uH3j";
+
+/// An OpenAI-format upstream that quotes the caller's key 290 characters into a body that is
+/// not JSON: a 400 when the prompt says `refuse`, else a 200.
+async fn start_echoing_upstream() -> String {
+    async fn answer(headers: HeaderMap, body: Bytes) -> Response {
+        let key = headers["authorization"]
+            .to_str()
+            .unwrap()
+            .trim_start_matches("Bearer ")
+            .to_string();
+        let text = format!("{}{key}{}", "x".repeat(290), " trailing text".repeat(10));
+        let status = if String::from_utf8_lossy(&body).contains("refuse") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        (status, [("content-type", "text/html")], text).into_response()
+    }
+    let app = Router::new().route("/v1/chat/completions", post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// Everything Sluice logs in this test process, captured once.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_log() -> Log {
+    let log = Log::default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("sluice=trace"))
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .init();
+    log
+}
+
+/// Six characters of the key anywhere in `text`, as `(where, fragment)`.
+fn key_fragment(text: &str) -> Option<&'static str> {
+    (0..=ECHOED_KEY.len() - 6)
+        .map(|at| &ECHOED_KEY[at..at + 6])
+        .find(|fragment| text.contains(fragment))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_echoed_in_a_body_that_is_not_json_leaves_no_fragment_anywhere() {
+    use common::{Backend, Harness, TOKEN};
+    use sluice::config::{DeploymentConfig, KeyConfig, ProviderConfig, ProviderKind, Secret};
+
+    let log = capture_log();
+    let url = start_echoing_upstream().await;
+    let h = Harness::start_with(
+        Backend::Embedded,
+        |c| {
+            c.providers.insert(
+                "echo".into(),
+                ProviderConfig {
+                    kind: ProviderKind::Openai,
+                    base_url: url.clone(),
+                    timeout: Duration::from_secs(3),
+                    keys: vec![KeyConfig {
+                        id: "echo-key".into(),
+                        secret: Secret::new(ECHOED_KEY),
+                        requests_per_minute: None,
+                        tokens_per_minute: None,
+                        requests_per_day: None,
+                    }],
+                },
+            );
+            let d: DeploymentConfig = toml::from_str(
+                "provider = \"echo\"\nmodel = \"gpt-4o-mini\"\nprice = { input = 1, output = 2 }",
+            )
+            .unwrap();
+            c.deployments.insert("echo".into(), d);
+        },
+        true,
+    )
+    .await;
+    let submit = |prompt: &str| json!({"request": {"model": "echo", "messages": [{"role": "user", "content": prompt}]}});
+    // A refusal (not retried) and a 200 that is not JSON (retried, then failed).
+    let refused = h.submit_job(&submit("refuse")).await;
+    let garbled = h.submit_job(&submit("answer")).await;
+    let http = reqwest::Client::new();
+    let base_url = h.base_url.clone();
+    let get = |path: String| {
+        let http = http.clone();
+        let base_url = base_url.clone();
+        async move {
+            http.get(format!("{base_url}{path}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let mut answers = Vec::new();
+    for id in [refused, garbled] {
+        let job = h.wait(id).await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        assert!(
+            job["error"].to_string().contains("[redacted]"),
+            "the echoed key is there, scrubbed: {job:#}"
+        );
+        answers.push(get(format!("/v1/jobs/{id}")).await);
+    }
+    let chat = http
+        .post(format!("{}/v1/chat/completions", h.base_url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "refuse"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(!chat.status().is_success());
+    answers.push(chat.text().await.unwrap());
+    for answer in &answers {
+        assert_eq!(
+            key_fragment(answer),
+            None,
+            "an answer holds the key: {answer}"
+        );
+    }
+
+    let mut stored = String::new();
+    for entry in std::fs::read_dir(h.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            stored.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    assert!(stored.contains("[redacted]"), "the store holds the errors");
+    assert_eq!(key_fragment(&stored), None, "the store holds the key");
+    h.stop().await;
+    let logged = log.text();
+    assert!(logged.contains("[redacted]"), "the log holds the errors");
+    assert_eq!(key_fragment(&logged), None, "the log holds the key");
 }

@@ -24,13 +24,13 @@ fn hand_written_envelope(id: uuid::Uuid, text: &str) -> Vec<u8> {
 /// Publishes raw bytes the way a foreign producer would: on RabbitMQ straight onto the
 /// exchange with a plain AMQP client, on the embedded backend through the queue alone.
 async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
+    publish_raw_to(h, backend, Urgency::Standard, payload).await
+}
+
+/// [`publish_raw`] with the routing key (the queue) `urgency`.
+async fn publish_raw_to(h: &Harness, backend: Backend, urgency: Urgency, payload: Vec<u8>) {
     match backend {
-        Backend::Embedded => h
-            .app
-            .queue
-            .publish(Urgency::Standard, vec![payload])
-            .await
-            .unwrap(),
+        Backend::Embedded => h.app.queue.publish(urgency, vec![payload]).await.unwrap(),
         Backend::Rabbitmq => {
             use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
             let conn = common::amqp_connection().await;
@@ -43,7 +43,7 @@ async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
             channel
                 .basic_publish(
                     exchange.as_str().into(),
-                    "standard".into(),
+                    urgency.as_str().into(),
                     BasicPublishOptions::default(),
                     &payload,
                     lapin::BasicProperties::default().with_delivery_mode(2),
@@ -99,6 +99,8 @@ on_both_backends!(
     a_poison_message_is_dead_lettered_and_the_worker_keeps_going,
     a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once,
     a_job_stranded_between_record_and_publish_is_relayed_and_runs_once,
+    a_message_of_a_recorded_job_without_its_row_is_dead_lettered_not_run,
+    bad_envelopes_are_dead_lettered_naming_the_field_and_none_runs,
 );
 
 async fn a_job_published_straight_onto_the_queue_is_recorded_and_pollable(backend: Backend) {
@@ -298,5 +300,229 @@ async fn a_job_stranded_between_record_and_publish_is_relayed_and_runs_once(back
         "relayed once"
     );
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 2);
+    h.stop().await;
+}
+
+/// Waits until a dead letter's reason contains `expected` (true), or until `ran` finds the job
+/// in the store (false): whichever the worker did with the message. Bounded, so a worker
+/// that does neither fails the test.
+async fn dead_lettered_or_ran(h: &Harness, backend: Backend, expected: &str, ran: &str) -> bool {
+    let mut reasons = Vec::new();
+    for _ in 0..600 {
+        reasons.extend(dead_letter_reasons(h, backend).await);
+        if reasons.iter().any(|r| r.contains(expected)) {
+            return true;
+        }
+        if h.count(ran).await > 0 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the message was neither dead-lettered nor run; dead letters: {reasons:?}");
+}
+
+/// A message Sluice published for a job it had recorded (`"recorded": true`) is never
+/// recorded again from the message when its row is missing: the job was refused, and the
+/// producer was told so.
+async fn a_message_of_a_recorded_job_without_its_row_is_dead_lettered_not_run(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let id = uuid::Uuid::now_v7();
+    let text = prompt("recorded elsewhere");
+    let envelope = format!(
+        r#"{{"version": 1, "id": "{id}", "tenant": "acme", "recorded": true,
+            "request": {{"model": "fast", "messages": [{{"role": "user", "content": "{text}"}}]}}}}"#
+    );
+    publish_raw(&h, backend, envelope.into_bytes()).await;
+    let dead = dead_lettered_or_ran(
+        &h,
+        backend,
+        &format!("job {id} was recorded by Sluice"),
+        &format!("SELECT COUNT(*) FROM jobs WHERE id = '{id}'"),
+    )
+    .await;
+    assert!(dead, "the job was recorded from its message");
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0);
+    assert_eq!(h.sim_requests(), 0, "nothing was called");
+    h.stop().await;
+}
+
+/// A TCP proxy to the test broker that can hold back everything the client sends: the bytes
+/// sit in the socket and reach the broker once the stall ends, as a publish does when the
+/// broker's memory alarm blocks publishers and lifts after the publisher gave up.
+struct StallingProxy {
+    url: String,
+    stalled: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    async fn start() -> StallingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stalled, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_broker, mut to_broker) = broker.into_split();
+                    let up = async move {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buffer).await {
+                            if watch.wait_for(|stalled| !stalled).await.is_err()
+                                || to_broker.write_all(&buffer[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        let _ = to_broker.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        StallingProxy {
+            url: format!("amqp://guest:guest@{address}/%2f"),
+            stalled,
+            task,
+        }
+    }
+
+    fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The publish of a submission is held past the publish timeout, and the broker takes the
+/// message afterwards: the producer's 503 must be true (the late message is dead-lettered,
+/// not run), and its retry with the same custom_id runs once and is charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_refused_for_a_late_confirm_never_runs_and_its_retry_runs_once() {
+    let proxy = StallingProxy::start().await;
+    let h = Harness::start_with(
+        Backend::Rabbitmq,
+        |config| {
+            config.queue.url = Some(sluice::config::Secret::new(&proxy.url));
+            config.queue.publish_timeout = Duration::from_millis(300);
+        },
+        true,
+    )
+    .await;
+    let body = serde_json::json!({
+        "custom_id": "late-1",
+        "request": {"model": "fast", "messages": [{"role": "user", "content": prompt("late")}]}
+    });
+
+    proxy.stall(true);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", h.base_url))
+        .bearer_auth(common::TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    proxy.stall(false);
+
+    // The broker now takes the message that waited in the socket.
+    let dead = dead_lettered_or_ran(
+        &h,
+        Backend::Rabbitmq,
+        "was refused when it was submitted",
+        "SELECT COUNT(*) FROM jobs WHERE custom_id = 'late-1'",
+    )
+    .await;
+    assert!(dead, "the refused job was recorded from its late message");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("nothing was accepted and nothing will run")
+            && message.contains("with the same custom_id (\"late-1\")"),
+        "{message}"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM refused_jobs").await, 1);
+
+    // The producer's retry, as the 503 told it.
+    let id = h.submit_job(&body).await;
+    assert_eq!(h.wait(id).await["status"], "succeeded");
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 1);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM costs").await,
+        1,
+        "charged once"
+    );
+    assert_eq!(h.sim_requests(), 1, "the provider was called once");
+    h.stop().await;
+}
+
+/// Envelopes the documentation promises to refuse: each goes to the dead letters with a
+/// reason naming its field, and none of them runs (before, each ran with a default).
+async fn bad_envelopes_are_dead_lettered_naming_the_field_and_none_runs(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let envelope = |extra: serde_json::Value, content: String| {
+        let mut envelope = serde_json::json!({
+            "version": 1, "id": uuid::Uuid::now_v7(), "tenant": "acme", "urgency": "standard",
+            "request": {"model": "fast", "messages": [{"role": "user", "content": content}]}
+        });
+        envelope
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::to_vec(&envelope).unwrap()
+    };
+    let bad = [
+        (
+            Urgency::Standard,
+            envelope(serde_json::json!({"urgancy": "realtime"}), prompt("typo")),
+            "unknown field `urgancy`",
+        ),
+        (
+            Urgency::Standard,
+            envelope(serde_json::json!({}), "x".repeat(2_000_000)),
+            "request: the envelope is",
+        ),
+        (
+            Urgency::Realtime,
+            envelope(serde_json::json!({}), prompt("wrong queue")),
+            "urgency: \"standard\" differs from the routing key \"realtime\"",
+        ),
+    ];
+    let expected: Vec<&str> = bad.iter().map(|(_, _, reason)| *reason).collect();
+    for (urgency, payload, _) in bad {
+        publish_raw_to(&h, backend, urgency, payload).await;
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..600 {
+        reasons.extend(dead_letter_reasons(&h, backend).await);
+        reasons.sort();
+        reasons.dedup();
+        if reasons.len() >= expected.len() || h.count("SELECT COUNT(*) FROM jobs").await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0, "{reasons:?}");
+    for expected in expected {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
+    assert_eq!(h.sim_requests(), 0, "nothing was called");
     h.stop().await;
 }

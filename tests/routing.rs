@@ -29,6 +29,8 @@ on_both_backends!(
     a_streamed_answer_that_says_its_key_is_spent_cools_it_down,
     a_stalled_stream_fails_its_attempt_and_the_next_one_finishes,
     a_refused_key_moves_the_job_along_the_chain_and_rests,
+    a_huge_retry_after_is_bounded_and_the_job_settles,
+    a_key_out_of_credit_rests_everywhere_and_a_job_with_nowhere_else_fails_at_once,
 );
 
 fn key(id: &str, rpm: Option<u32>, tpm: Option<u32>) -> KeyConfig {
@@ -313,7 +315,9 @@ async fn retry_after_is_honoured_on_the_key(backend: Backend) {
     // Once the 429 is recorded, a second job on the same key must wait out the cooldown too.
     let first_attempt = loop {
         let job = h.client.get(a, None).await.unwrap();
-        if let Some(attempt) = job["attempts"].as_array().and_then(|a| a.first()).cloned() {
+        // An attempt is shown `running` from its start; the 429 is recorded when it ends.
+        let first = job["attempts"].as_array().and_then(|a| a.first()).cloned();
+        if let Some(attempt) = first.filter(|a| a["outcome"] != "running") {
             break attempt;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -930,6 +934,152 @@ async fn a_stalled_stream_fails_its_attempt_and_the_next_one_finishes(backend: B
             "the stall was cut at its idle limit, not the whole-call timeout: {:?}",
             started.elapsed()
         );
+    }
+    h.stop().await;
+}
+
+/// An OpenAI-format upstream that answers every call with `status`, `headers` and the JSON
+/// `body`; its `/v1` base URL.
+async fn start_fixed_upstream(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: serde_json::Value,
+) -> String {
+    use axum::response::IntoResponse;
+    let answer = move || async move {
+        let mut response = (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(body),
+        )
+            .into_response();
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .insert(*name, axum::http::HeaderValue::from_static(value));
+        }
+        response
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// `retry-after: 1e20` is a valid number of seconds, and more than a `Duration` holds: the
+/// wait is bounded to a day, the key cools down that long, and the jobs settle (one on the
+/// fallback, one failed for its deadline) instead of a worker task panicking mid-delivery.
+async fn a_huge_retry_after_is_bounded_and_the_job_settles(backend: Backend) {
+    let url = start_fixed_upstream(
+        429,
+        &[("retry-after", "1e20")],
+        serde_json::json!({"error": {"message": "Rate limit reached", "type": "requests",
+            "param": null, "code": "rate_limit_exceeded"}}),
+    )
+    .await;
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "huge",
+                &url,
+                vec![key("h-1", None, None)],
+                "huge-or-mini",
+                &["huge", "gpt-4o-mini"],
+            )
+        },
+        true,
+    )
+    .await;
+    let day_ms = 24 * 60 * 60 * 1000;
+    let moved = h.wait(h.submit("huge-or-mini", "first").await).await;
+    assert_eq!(moved["status"], "succeeded", "{moved:#}");
+    let attempts = moved["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "rate_limited", "{moved:#}");
+    assert_eq!(attempts[0]["retry_after_ms"], day_ms, "{moved:#}");
+    assert_eq!(attempts[1]["deployment"], "gpt-4o-mini", "{moved:#}");
+    let view = providers(&h).await;
+    let cooldown = deployment_view(&view, "huge")["keys"][0]["cooldown_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(cooldown > day_ms - 60_000 && cooldown <= day_ms, "{view:#}");
+
+    // The deployment named alone is a chain of one: a job with a deadline cannot wait a
+    // day for its key, and fails.
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let alone = h
+        .submit_job(
+            &serde_json::json!({"deadline": deadline, "request": {"model": "huge",
+            "messages": [{"role": "user", "content": "second"}]}}),
+        )
+        .await;
+    let alone = h.wait(alone).await;
+    assert_eq!(alone["status"], "failed", "{alone:#}");
+    h.stop().await;
+}
+
+/// OpenAI's `insufficient_quota` (a 429 with no `retry-after`) says the key is out of money:
+/// no retry on it helps. The key rests for an hour on every deployment of its provider, the
+/// job moves to a deployment with other keys, and a job that only the spent key could serve
+/// fails at once, after the one call, instead of alternating deployments on it.
+async fn a_key_out_of_credit_rests_everywhere_and_a_job_with_nowhere_else_fails_at_once(
+    backend: Backend,
+) {
+    let spent = |c: &mut Config, name: &str| {
+        c.deployments.get_mut(name).unwrap().overrides =
+            toml::from_str("system_prompt = \"[sim fail=quota] {system}\"").unwrap();
+    };
+    let h = Harness::start_with(
+        backend,
+        |c| {
+            add(
+                c,
+                "broke",
+                "sim",
+                vec![key("b-1", None, None)],
+                "thrifty",
+                &["broke", "gpt-4o-mini"],
+            );
+            spent(c, "broke");
+            // Another model on the same provider and key.
+            let mut too = c.deployments["broke"].clone();
+            too.model = "gpt-4o".into();
+            c.deployments.insert("broke-too".into(), too);
+            let mut r: RouteConfig = toml::from_str("deployments = []").unwrap();
+            r.deployments = vec!["broke".into(), "broke-too".into()];
+            c.routes.insert("dry".into(), r);
+        },
+        true,
+    )
+    .await;
+    let dry = h.submit("dry", "anything left?").await;
+    let job = h.wait(dry).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["kind"], "quota_exhausted", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "one call on the spent key: {job:#}");
+    assert_eq!(attempts[0]["outcome"], "quota_exhausted", "{job:#}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("out of credit"), "{message}");
+    assert_eq!(h.sim_requests(), 1);
+
+    let moved = h.submit("thrifty", "then elsewhere").await;
+    assert_eq!(
+        attempts_of(&h, moved).await,
+        [("gpt-4o-mini".to_string(), "ok".to_string())],
+        "the spent key is skipped without a call"
+    );
+    let job = h.wait(moved).await;
+    let why = job["attempts"][0]["chosen_because"].as_str().unwrap();
+    assert!(why.contains("skipped broke (quota_exhausted)"), "{why}");
+    assert_eq!(h.sim_requests(), 2);
+    let view = providers(&h).await;
+    for name in ["broke", "broke-too"] {
+        let rest = deployment_view(&view, name)["keys"][0]["spent_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} rests: {view:#}"));
+        assert!(rest > 50 * 60 * 1000, "{name}: {view:#}");
     }
     h.stop().await;
 }

@@ -289,7 +289,7 @@ pub async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let cancelled = match state
         .store
-        .cancel_bulk(&tenant, parse_id(&id)?)
+        .cancel_bulk(&tenant, resolve(&state, &tenant, &id).await?)
         .await?
         .ok_or_else(|| not_found(&id))?
     {
@@ -329,17 +329,31 @@ pub async fn models(State(state): State<ApiState>, _tenant: Tenant) -> Json<Valu
 /// The tenant's bulk `id` (from the path), or a 404 (another tenant's is no different from
 /// none).
 async fn owned_bulk(state: &ApiState, tenant: &str, id: &str) -> Result<BulkView, ApiError> {
+    let bulk = resolve(state, tenant, id).await?;
     state
         .store
-        .bulk(tenant, parse_id(id)?)
+        .bulk(tenant, bulk)
         .await?
         .ok_or_else(|| not_found(id))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("no bulk {id}"))
+/// The tenant's bulk that `id` names, in any form a command prints: its UUID, its batch id
+/// (`batch_` + the UUID's hex, for a bulk made by `POST /v1/batches`) or its name.
+async fn resolve(state: &ApiState, tenant: &str, id: &str) -> Result<Uuid, ApiError> {
+    let by_id = Uuid::parse_str(id).ok().or_else(|| {
+        id.strip_prefix(super::batches::BATCH_ID_PREFIX)
+            .and_then(|hex| Uuid::try_parse(hex).ok())
+    });
+    match by_id {
+        Some(id) => Ok(id),
+        None => state
+            .store
+            .bulk_named(tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id)),
+    }
 }
 
-fn parse_id(text: &str) -> Result<Uuid, ApiError> {
-    super::parse_id(text, "bulk")
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no bulk {id}"))
 }

@@ -87,7 +87,10 @@ pub async fn create(
 
 /// Streams job `id` as server-sent events while a worker runs it: waits for its first chunk
 /// (an attempt that fails before it is retried unseen), then relays every chunk the moment it
-/// arrives. A job that fails before any chunk is an ordinary error response.
+/// arrives. A job that fails before any chunk is an ordinary error response. Once chunks went
+/// out, only their delivery's chunks follow: chunks from another delivery (the first one's
+/// worker died mid-answer, another attempt answers from the start) end the stream with an
+/// error, as a failed attempt's event does.
 async fn live_stream(
     state: &ApiState,
     tenant: &str,
@@ -95,9 +98,11 @@ async fn live_stream(
     mut inbox: Inbox,
     with_usage: bool,
 ) -> Result<Response, ApiError> {
-    let first = loop {
+    let (first, from) = loop {
         match next_event(&mut inbox).await {
-            Some(StreamEvent::Chunks { chunks }) if !chunks.is_empty() => break chunks,
+            Some(StreamEvent::Chunks { chunks, from }) if !chunks.is_empty() => {
+                break (chunks, from)
+            }
             Some(StreamEvent::Chunks { .. }) => continue,
             Some(StreamEvent::Failed {
                 will_retry: true, ..
@@ -131,10 +136,14 @@ async fn live_stream(
                 }
                 // The stream ends with `[DONE]`, or with the error that cut it short.
                 let last = match next_event(&mut inbox).await {
-                    Some(StreamEvent::Chunks { chunks }) => {
+                    Some(StreamEvent::Chunks { chunks, from: other }) if other == from => {
                         pending.extend(chunks);
                         continue;
                     }
+                    Some(StreamEvent::Chunks { .. }) => error_event(&format!(
+                        "job {id} stopped mid-answer (its worker stopped) and another attempt \
+                         answers from the start; it may still finish, see GET /v1/jobs/{id}"
+                    )),
                     Some(StreamEvent::Done) => Event::default().data("[DONE]"),
                     Some(StreamEvent::Failed { kind, message, .. }) => {
                         error_event(&format!("job {id} failed mid-stream ({kind}): {message}; it may still finish, see GET /v1/jobs/{id}"))

@@ -109,7 +109,7 @@ impl From<crate::submit::SubmitError> for ApiError {
         use crate::submit::SubmitError;
         match e {
             SubmitError::Invalid(f) => f.into(),
-            SubmitError::QueueUnavailable(_) => ApiError::new(
+            SubmitError::QueueUnavailable(_) | SubmitError::NotQueued(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",
                 e.to_string(),

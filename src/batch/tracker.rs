@@ -21,7 +21,7 @@ use crate::providers::batch::{BatchApi, BatchCall, BatchProgress, BatchRequest, 
 use crate::providers::{ErrorKind, ProviderError};
 use crate::router::{Deployment, Route};
 use crate::store::provider_batches::{BatchState, DueBatch, PendingItem};
-use crate::store::{now_ms, AttemptRecord, StoreError};
+use crate::store::{now_ms, AttemptOutcome, AttemptRecord, StoreError};
 use crate::submit::Submitter;
 use crate::worker::{charge, WorkerContext};
 use std::collections::HashMap;
@@ -484,7 +484,7 @@ fn attempt_record(
         model: deployment.map_or_else(String::new, |d| d.model.clone()),
         key_id: batch.key_id.clone(),
         tier: Tier::Batch.as_str(),
-        outcome: outcome.into(),
+        outcome: AttemptOutcome::from_stored(outcome),
         http_status,
         error,
         retry_after_ms: None,

@@ -32,8 +32,9 @@ pub struct BudgetConfig {
     #[serde(default)]
     pub feature: Option<String>,
     pub period: Period,
-    /// USD, exact decimal text (`"25.00"`) or a TOML number.
-    #[serde(deserialize_with = "decimal")]
+    /// USD, exact decimal text (`"25.00"`) or a TOML integer; a TOML float is refused (see
+    /// [`amount`]).
+    #[serde(deserialize_with = "amount")]
     pub limit_usd: String,
     #[serde(default)]
     pub on_exceed: OnExceed,
@@ -56,6 +57,29 @@ pub enum OnExceed {
 
 fn default_warn_at() -> Vec<String> {
     vec!["0.8".into(), "1".into()]
+}
+
+/// An amount of money as its decimal text: a string, or a TOML integer. A TOML float is
+/// refused: TOML hands it over as a binary float, which holds an amount with twelve decimals
+/// (a pico-dollar) exactly only up to about fifteen digits in all, and money is never
+/// rounded silently. (Prices may be floats: six decimals of a price per million tokens stay
+/// within what a float holds exactly.)
+fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(i) => Ok(i.to_string()),
+        Raw::Text(text) => Ok(text),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!(
+            "{f} is a TOML float, which cannot hold every amount exactly; write the amount as a \
+             string: \"{f}\""
+        ))),
+    }
 }
 
 fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -214,7 +238,7 @@ mod tests {
             name = "search-daily"
             team = "search"
             period = "day"
-            limit_usd = 0.5
+            limit_usd = "0.50"
             on_exceed = { downgrade = "fast" }
             warn_at = [0.5, 0.9]
             "#
@@ -230,6 +254,27 @@ mod tests {
         assert_eq!(daily.on_exceed, super::OnExceed::Downgrade("fast".into()));
         assert_eq!(daily.thresholds().unwrap(), vec![5_000, 9_000]);
         assert_eq!(daily.tag(), Some((super::Tag::Team, "search")));
+    }
+
+    /// A TOML float cannot hold every amount exactly: it is refused by its path, with the
+    /// string to write instead; an integer is exact and accepted.
+    #[test]
+    fn a_float_limit_is_refused_by_its_path() {
+        let budget = |limit: &str| {
+            format!(
+                "{}\n[[budgets]]\nname = \"b\"\ntenant = \"demo\"\nperiod = \"day\"\nlimit_usd = {limit}\n",
+                crate::config::BUILTIN
+            )
+        };
+        let err = Config::from_toml(&budget("0.5"), "t.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("budgets[0].limit_usd: 0.5 is a TOML float") && err.contains("\"0.5\""),
+            "{err}"
+        );
+        let config = Config::from_toml(&budget("25"), "t.toml", &|_| None).unwrap();
+        assert_eq!(config.budgets[0].limit().unwrap().0, 25_000_000_000_000);
     }
 
     #[test]

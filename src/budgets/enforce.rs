@@ -99,7 +99,7 @@ pub async fn admit(
     let mut pick = match cheaper.choose(attempt, request, envelope.spec.urgency) {
         Choice::Go(pick) => pick,
         Choice::Wait { wait, .. } => return Ok(Verdict::Wait(wait)),
-        Choice::Refuse { message } => {
+        Choice::Refuse { message, .. } => {
             let why =
                 format!("{exceeded} (its downgrade route \"{to}\" cannot take it: {message})");
             return fail(store, envelope, why).await;

@@ -18,13 +18,12 @@ use crate::config::unknown_model_message;
 use crate::job::{FieldError, JobSpec};
 use crate::store::ResultsFilter;
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufReader, BufWriter};
-use uuid::Uuid;
 
 /// What `sluice bulk submit` did.
 #[derive(Debug, Clone)]
@@ -81,9 +80,9 @@ pub async fn submit(
             show_progress,
             "checking",
             if stdin { None } else { file_len(path) },
+            Unit::Bytes,
         ),
     };
-    observer.bar.set_style(bytes_style());
 
     // Pass 1, local: every line checked. A file is uploaded at the same time (the server checks
     // every line again and enqueues nothing unless its own pass is clean, so a bad line found
@@ -218,10 +217,10 @@ async fn upload(
     file.seek(std::io::SeekFrom::Start(0))
         .await
         .map_err(read_error)?;
-    let upload = bar(show_progress, "uploading", Some(size));
-    upload.set_style(bytes_style());
+    let upload = bar(show_progress, "uploading", Some(size), Unit::Bytes);
     let counter = upload.clone();
-    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).inspect(move |chunk| {
+    // Chunks small enough for the bar to move on a file of a few hundred KiB.
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 32 << 10).inspect(move |chunk| {
         if let Ok(chunk) = chunk {
             counter.inc(chunk.len() as u64);
         }
@@ -236,7 +235,7 @@ async fn upload(
             &mut |done, total| {
                 let publish = publish.get_or_insert_with(|| {
                     upload.finish_and_clear();
-                    bar(show_progress, "publishing", None)
+                    bar(show_progress, "publishing", None, Unit::Jobs)
                 });
                 publish.set_length(total);
                 publish.set_position(done);
@@ -287,14 +286,14 @@ impl Observer for LocalObserver {
 /// jobs, their rate and the time left. Returns the last status.
 pub async fn wait(
     client: &Client,
-    id: Uuid,
+    id: impl std::fmt::Display,
     timeout: Duration,
     show_progress: bool,
 ) -> Result<Value, BulkError> {
     let give_up = tokio::time::Instant::now() + timeout;
-    let progress = bar(show_progress, "jobs done", None);
+    let progress = bar(show_progress, "jobs done", None, Unit::Jobs);
     loop {
-        let status = client.bulk(id).await?;
+        let status = client.bulk(&id).await?;
         progress.set_length(status["total"].as_u64().unwrap_or(0));
         progress.set_position(status["done"].as_u64().unwrap_or(0));
         let finished = matches!(status["status"].as_str(), Some("completed" | "cancelled"));
@@ -310,7 +309,7 @@ pub async fn wait(
 /// were written and how many jobs were not finished yet (left out).
 pub async fn download_results(
     client: &Client,
-    id: Uuid,
+    id: impl std::fmt::Display,
     filter: ResultsFilter,
     out: Option<&Path>,
 ) -> Result<(u64, u64), BulkError> {
@@ -342,7 +341,7 @@ pub async fn download_results(
 pub fn describe_status(status: &Value) -> String {
     let c = &status["counts"];
     format!(
-        "bulk {} \"{}\": {} — {} of {} done (succeeded {}, failed {}, cancelled {}; queued {}, running {}); cost so far ${}",
+        "bulk {} \"{}\": {} — {} of {} done (succeeded {}, failed {}, cancelled {}; queued {}, running {}); cost so far {}",
         status["id"].as_str().unwrap_or_default(),
         status["name"].as_str().unwrap_or_default(),
         status["status"].as_str().unwrap_or_default(),
@@ -353,7 +352,11 @@ pub fn describe_status(status: &Value) -> String {
         c["cancelled"],
         c["queued"],
         c["running"],
-        status["cost"]["amount_usd"].as_str().unwrap_or("0"),
+        status["cost"]["amount_usd"]
+            .as_str()
+            .and_then(|usd| crate::pricing::PicoUsd::parse_usd(usd).ok())
+            .unwrap_or_default()
+            .for_people(),
     )
 }
 
@@ -369,44 +372,58 @@ fn file_len(path: &Path) -> Option<u64> {
 /// run at the same time, and two bars drawn alone would overwrite each other's line.
 static BARS: std::sync::LazyLock<MultiProgress> = std::sync::LazyLock::new(MultiProgress::new);
 
+/// What a bar counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    Bytes,
+    Jobs,
+}
+
 /// A progress bar on stderr (hidden when not wanted; indicatif also hides it when stderr is
-/// not a terminal): position, length, rate and time left.
-fn bar(show: bool, what: &str, length: Option<u64>) -> ProgressBar {
+/// not a terminal): position, length, rate and time left, in `unit` from its first drawing.
+fn bar(show: bool, what: &str, length: Option<u64>, unit: Unit) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
-    let bar = BARS.add(match length {
+    let bar = match length {
         Some(len) => ProgressBar::new(len),
         None => ProgressBar::no_length(),
-    });
+    };
+    let template = match unit {
+        Unit::Bytes => "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        Unit::Jobs => "{msg:>10} [{bar:40}] {human_pos}/{human_len} {rate} ETA {eta}",
+    };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {human_pos}/{human_len} {per_sec} ETA {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            // A rate in whole jobs a second: "2,237,932/s", not "2,237,932.5944/s".
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", HumanCount(state.per_sec().round() as u64));
+                },
+            )
+            .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
+    let bar = BARS.add(bar);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
-fn bytes_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ")
+/// `1 line`, `2 lines`: a count with its noun.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Prints listed lines to stderr (a refused file's bad lines, a submission's conflicting
-/// ones), at most `max`, then how many more of the `count` there are, called `what`.
-pub fn print_lines(errors: &[LineError], count: u64, max: usize, what: &str) {
+/// ones), at most `max`, then how many more of the `total` there are, called `what`.
+pub fn print_lines(errors: &[LineError], total: u64, max: usize, what: &str) {
     for error in errors.iter().take(max) {
         eprintln!("  {error}");
     }
     let listed = errors.len().min(max) as u64;
-    if count > listed {
-        eprintln!("  … and {} more {what}", count - listed);
+    if total > listed {
+        eprintln!("  … and {} more {what}", total - listed);
     }
 }

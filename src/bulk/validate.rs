@@ -44,7 +44,7 @@ impl Observer for () {}
 pub type Check<'a> = dyn Fn(&JobSpec) -> Result<(), FieldError> + Sync + 'a;
 
 /// How often [`Observer::progress`] is called, in lines.
-const PROGRESS_EVERY: u64 = 512;
+const PROGRESS_EVERY: u64 = 64;
 
 /// A line's job if it is valid: parsed from its form, then checked by `check` (the same
 /// checks as a single job: see [`crate::submit::check_spec`]).

@@ -209,6 +209,24 @@ impl fmt::Display for PicoUsd {
     }
 }
 
+impl PicoUsd {
+    /// The amount for a person to read (the demo, `sluice bulk status`): one rule for every
+    /// amount, exact to the pico-dollar, without padding zeros, and at least to the cent:
+    /// `$1.50`, `$0.0007`, `$0.0000234`, `$0.00`. ([`PicoUsd::to_usd_string`] is the fixed
+    /// form of the API and files.)
+    pub fn for_people(self) -> String {
+        let full = format_fixed(self.0 as i128, 12);
+        let (whole, frac) = full.split_once('.').unwrap_or((&full, ""));
+        let trimmed = frac.trim_end_matches('0');
+        let frac = if trimmed.len() < 2 {
+            &frac[..2]
+        } else {
+            trimmed
+        };
+        format!("${whole}.{frac}")
+    }
+}
+
 fn format_fixed(value: i128, decimals: u32) -> String {
     let scale = 10i128.pow(decimals);
     let sign = if value < 0 { "-" } else { "" };
@@ -264,6 +282,17 @@ mod tests {
         }
         let t: T = toml::from_str("p = 0.1").unwrap();
         assert_eq!(t.p, PicoUsd(100_000_000_000));
+    }
+
+    #[test]
+    fn amounts_are_shown_by_one_rule() {
+        let shown = |usd: &str| PicoUsd::parse_usd(usd).unwrap().for_people();
+        assert_eq!(shown("0.000700"), "$0.0007");
+        assert_eq!(shown("0.0000234"), "$0.0000234");
+        assert_eq!(shown("1.5"), "$1.50");
+        assert_eq!(shown("0"), "$0.00");
+        assert_eq!(shown("0.000000000001"), "$0.000000000001");
+        assert_eq!(shown("12.345"), "$12.345");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
-use super::http::{self, Answer};
+use super::http::{self, Answer, WaitUnit};
 use super::sse;
 use super::stream::{self, ChunkHead, ChunkStream, Translate};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
@@ -66,6 +66,18 @@ impl GeminiProvider {
         .timeout(call.timeout)
         .json(body)
     }
+}
+
+/// The model an answer names: its `modelVersion`, else the one called, always in the form a
+/// client writes (`gemini-2.5-flash`), never the resource name (`models/gemini-2.5-flash`)
+/// that batch answers and a deployment configured that way carry, so an answer names its
+/// model the same on either tier.
+fn model_of(answer: &Value, called: &str) -> String {
+    let model = answer
+        .get("modelVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(called);
+    model.strip_prefix("models/").unwrap_or(model).to_string()
 }
 
 /// `{base_url}/models/{model}:{method}`; a model written `models/gemini-…` is accepted too.
@@ -173,11 +185,7 @@ impl Translate for GeminiStream {
                 response_id.to_string()
             },
             created: canonical::unix_now(),
-            model: data
-                .get("modelVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(&self.model)
-                .to_string(),
+            model: model_of(&data, &self.model),
         });
         if let Some(usage) = data.get("usageMetadata").and_then(parse_usage) {
             self.usage = Some(usage);
@@ -666,11 +674,7 @@ pub fn parse_response(
             response_id.to_string()
         },
         created: canonical::unix_now(),
-        model: response
-            .get("modelVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(model)
-            .to_string(),
+        model: model_of(response, model),
         choices,
         usage,
         reasoning_tokens,
@@ -706,7 +710,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
     };
     let retry_delay = detail("google.rpc.RetryInfo")
         .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
-        .and_then(parse_proto_duration);
+        .and_then(|delay| http::parse_wait(delay, WaitUnit::ProtoDuration));
     let reason =
         detail("google.rpc.ErrorInfo").find_map(|d| d.get("reason").and_then(Value::as_str));
     // The field a 400 blames: the first violation of a `google.rpc.BadRequest`, as OpenAI
@@ -756,12 +760,6 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
         param,
         ..ProviderError::new(PROVIDER, kind, status, message)
     })
-}
-
-/// A protobuf JSON `Duration`: decimal seconds with an `s` (`"30s"`, `"1.5s"`).
-pub fn parse_proto_duration(text: &str) -> Option<Duration> {
-    let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// A non-2xx answer, classified, with Google's message and when to come back.
@@ -1259,11 +1257,6 @@ mod tests {
             now,
         );
         assert_eq!((e.kind, e.message.as_str()), (ServerError, "overloaded"));
-        assert_eq!(
-            parse_proto_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_proto_duration("30"), None);
     }
 
     fn sse(events: &[Value]) -> String {

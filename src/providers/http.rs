@@ -1,5 +1,5 @@
 //! HTTP plumbing every adapter shares: the whole-call deadline, transport failures as
-//! [`ErrorKind`]s, `retry-after` parsing, key redaction and error-body snippets.
+//! [`ErrorKind`]s, `retry-after` parsing, and key redaction, which also bounds messages.
 //!
 //! The adapters differ in their wire formats and in how they read an error body; they do not
 //! differ in how a call is timed, how a refused connection is reported, or how a key is kept
@@ -14,8 +14,9 @@ use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-/// How much of a non-JSON body to keep as a message.
-pub const SNIPPET_CHARS: usize = 300;
+/// The longest message (in characters) an error keeps of what a provider wrote: its own
+/// message, or the start of a body that was not one. Cut by [`redact`], after the key is gone.
+pub const MESSAGE_CHARS: usize = 1000;
 
 /// A complete HTTP answer.
 #[derive(Debug)]
@@ -199,7 +200,8 @@ pub fn invalid(provider: &'static str, status: u16, message: impl Into<String>) 
     ProviderError::new(provider, ErrorKind::InvalidResponse, Some(status), message)
 }
 
-/// A 2xx body as JSON, or an `InvalidResponse` quoting the start of what came instead.
+/// A 2xx body as JSON, or an `InvalidResponse` quoting what came instead (whole: [`redact`]
+/// cuts it once the key is gone).
 pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Value, ProviderError> {
     serde_json::from_slice(body).map_err(|e| {
         invalid(
@@ -207,7 +209,7 @@ pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Val
             status,
             format!(
                 "the response is not JSON ({e}): {}",
-                snippet(&String::from_utf8_lossy(body))
+                String::from_utf8_lossy(body).trim()
             ),
         )
     })
@@ -234,45 +236,52 @@ pub fn error_of(
         })
 }
 
-/// The message for an error body the adapter could not read: its start, or the status's
-/// reason phrase when it is empty.
+/// The message for an error body the adapter could not read: the body (whole: [`redact`]
+/// cuts it once the key is gone), or the status's reason phrase when it is empty.
 pub fn fallback_message(status: StatusCode, body: &[u8]) -> String {
-    let text = snippet(&String::from_utf8_lossy(body));
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
     if text.is_empty() {
         status
             .canonical_reason()
             .unwrap_or("no message")
             .to_string()
     } else {
-        text
+        text.to_string()
     }
-}
-
-pub fn snippet(text: &str) -> String {
-    let text = text.trim();
-    let mut cut: String = text.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 /// Removes the key from the provider's text (message and param), should anything upstream
-/// have echoed it.
+/// have echoed it, and only then cuts that text to [`MESSAGE_CHARS`]. In this order: a cut
+/// made first could fall inside the key and leave all but its end behind, where replacing
+/// the whole key would no longer find it. Every error an adapter returns passes here
+/// ([`guarded`], the stream driver, the batch clients).
 pub fn redact(mut error: ProviderError, api_key: &str) -> ProviderError {
-    if api_key.is_empty() {
-        return error;
-    }
     let scrub = |text: &mut String| {
-        if text.contains(api_key) {
+        if !api_key.is_empty() && text.contains(api_key) {
             *text = text.replace(api_key, "[redacted]");
         }
+        cut(text);
     };
     scrub(&mut error.message);
     if let Some(param) = &mut error.param {
         scrub(param);
     }
     error
+}
+
+/// Trims `text` and keeps its first [`MESSAGE_CHARS`] characters, marking a cut with `…`.
+fn cut(text: &mut String) {
+    let trimmed = text.trim();
+    let end = trimmed
+        .char_indices()
+        .nth(MESSAGE_CHARS)
+        .map_or(trimmed.len(), |(at, _)| at);
+    let mut kept = trimmed[..end].to_string();
+    if end < trimmed.len() {
+        kept.push('…');
+    }
+    *text = kept;
 }
 
 /// A header's value as trimmed text.
@@ -293,22 +302,59 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
     }
 }
 
+/// The longest wait Sluice takes from a provider: a day. A provider's hint is a number it
+/// wrote (`retry-after: 1e20` is valid text), and a wait is added to clocks and timers: a
+/// bound keeps every such sum meaningful, and a day outlasts any rate-limit window.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How a provider writes a wait as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitUnit {
+    /// `retry-after: 1.5`: decimal seconds (the SDKs accept fractions).
+    Seconds,
+    /// `retry-after-ms: 250`: decimal milliseconds.
+    Milliseconds,
+    /// Gemini's `retryDelay: "26s"`: a protobuf JSON `Duration`, decimal seconds and an `s`.
+    ProtoDuration,
+}
+
+/// Reads a wait a provider wrote as a number, the one way every adapter reads one: `None`
+/// for anything but a number that is not negative (text, `NaN`, `-1`), and at most
+/// [`MAX_PROVIDER_WAIT`] however large (`1e20`, `inf`).
+pub fn parse_wait(text: &str, unit: WaitUnit) -> Option<Duration> {
+    let text = text.trim();
+    let (number, seconds_per_unit) = match unit {
+        WaitUnit::Seconds => (text, 1.0),
+        WaitUnit::Milliseconds => (text, 1e-3),
+        WaitUnit::ProtoDuration => (text.strip_suffix('s')?, 1.0),
+    };
+    wait_of_seconds(number.parse::<f64>().ok()? * seconds_per_unit)
+}
+
+/// `seconds` as a wait: `None` when negative or `NaN`, at most [`MAX_PROVIDER_WAIT`], rounded
+/// to whole nanoseconds (so `1.5` is exactly 1.5 s). The arithmetic under [`parse_wait`],
+/// also for waits a provider writes in other forms (OpenAI's Go durations).
+pub fn wait_of_seconds(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    let bounded = seconds.min(MAX_PROVIDER_WAIT.as_secs_f64());
+    Some(Duration::from_nanos((bounded * 1e9).round() as u64))
+}
+
 /// When to come back, as the standard headers say: `retry-after-ms`, then `retry-after`
 /// (seconds, fractions allowed, or an HTTP date). The official OpenAI and Anthropic SDKs read
 /// both, in this order.
 pub fn retry_after_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    header(headers, "retry-after").and_then(|value| parse_retry_after(value, now))
+    header(headers, "retry-after-ms")
+        .and_then(|ms| parse_wait(ms, WaitUnit::Milliseconds))
+        .or_else(|| header(headers, "retry-after").and_then(|value| parse_retry_after(value, now)))
 }
 
 /// `retry-after`: delay seconds (the SDKs accept fractions) or an HTTP date.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if value.trim().parse::<f64>().is_ok() {
+        return parse_wait(value, WaitUnit::Seconds);
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     Some(until(
@@ -317,9 +363,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     ))
 }
 
-/// How long from `now` to `at`; a time in the past means "now".
+/// How long from `now` to `at`, at most [`MAX_PROVIDER_WAIT`]; a time in the past means
+/// "now".
 pub fn until(at: SystemTime, now: SystemTime) -> Duration {
-    at.duration_since(now).unwrap_or(Duration::ZERO)
+    at.duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_PROVIDER_WAIT)
 }
 
 /// One rate limit's state from a provider's headers: whether it is used up, and when it
@@ -385,6 +434,57 @@ pub(crate) mod tests {
         assert_eq!(retry_after_headers(&h, now), None);
     }
 
+    /// Whatever number a provider sends, the wait is a duration Sluice can add to a clock:
+    /// never a panic, never past [`MAX_PROVIDER_WAIT`]; nonsense is no hint at all.
+    #[test]
+    fn a_provider_wait_is_bounded_whatever_it_says() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, value, expected) in [
+            ("retry-after", "1e20", Some(MAX_PROVIDER_WAIT)),
+            (
+                "retry-after",
+                "1.8446744073709552e19",
+                Some(MAX_PROVIDER_WAIT),
+            ),
+            ("retry-after", "1e400", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "inf", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "86401", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after", "1.25", Some(Duration::from_millis(1250))),
+            ("retry-after", "-1", None),
+            ("retry-after", "-inf", None),
+            ("retry-after", "NaN", None),
+            (
+                "retry-after",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                Some(MAX_PROVIDER_WAIT),
+            ),
+            ("retry-after-ms", "1e23", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after-ms", "1e300", Some(MAX_PROVIDER_WAIT)),
+            ("retry-after-ms", "0.5", Some(Duration::from_micros(500))),
+            ("retry-after-ms", "12", Some(Duration::from_millis(12))),
+            ("retry-after-ms", "-5", None),
+            ("retry-after-ms", "nan", None),
+        ] {
+            let h = headers(&[(name, value)]);
+            assert_eq!(retry_after_headers(&h, now), expected, "{name}: {value}");
+        }
+        for (text, expected) in [
+            ("26s", Some(Duration::from_secs(26))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("1e20s", Some(MAX_PROVIDER_WAIT)),
+            ("0.001s", Some(Duration::from_millis(1))),
+            ("-3s", None),
+            ("NaNs", None),
+            ("30", None),
+        ] {
+            assert_eq!(
+                parse_wait(text, WaitUnit::ProtoDuration),
+                expected,
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn the_exhausted_limit_decides_else_the_soonest() {
         let s = Duration::from_secs;
@@ -443,13 +543,16 @@ pub(crate) mod tests {
             fallback_message(StatusCode::SERVICE_UNAVAILABLE, b""),
             "Service Unavailable"
         );
-        let long = "x".repeat(1000);
-        assert_eq!(
-            fallback_message(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes())
-                .chars()
-                .count(),
-            SNIPPET_CHARS + 1
+        let long = "x".repeat(5000);
+        let error = ProviderError::new(
+            "openai",
+            ErrorKind::ServerError,
+            Some(500),
+            fallback_message(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes()),
         );
+        let message = redact(error, "sk-secret-123").message;
+        assert_eq!(message.chars().count(), MESSAGE_CHARS + 1);
+        assert!(message.ends_with('…'));
         let e = json_body("openai", 200, b"<html>").unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidResponse);
     }
@@ -465,6 +568,33 @@ pub(crate) mod tests {
         let error = redact(error, "sk-secret-123");
         assert_eq!(error.message, "Incorrect API key provided: [redacted].");
         assert!(!error.to_string().contains("sk-secret"));
+    }
+
+    /// A key the provider echoes anywhere in a body that is not its error format, on an error
+    /// status or a 200, never leaves even a fragment behind: the message is cut only after
+    /// the key is gone, wherever the cut falls.
+    #[test]
+    fn an_echoed_key_leaves_no_fragment_at_any_offset() {
+        const KEY: &str = "sk-Q7pK2mW9vR4tY6uH3j";
+        let fragments: Vec<&str> = (0..KEY.len() - 3).map(|at| &KEY[at..at + 4]).collect();
+        for offset in 0..1200 {
+            let body = format!("{}{KEY}{}", "x".repeat(offset), "y".repeat(400));
+            let answer = Answer {
+                status: StatusCode::BAD_GATEWAY,
+                headers: HeaderMap::new(),
+                body: Bytes::from(body.clone()),
+            };
+            let on_error = redact(error_of("openai", &answer, |_, _| None), KEY);
+            let on_200 = redact(json_body("openai", 200, body.as_bytes()).unwrap_err(), KEY);
+            for error in [on_error, on_200] {
+                assert!(
+                    !fragments.iter().any(|f| error.message.contains(f)),
+                    "key at {offset}: {}",
+                    error.message
+                );
+                assert!(error.message.chars().count() <= MESSAGE_CHARS + 1);
+            }
+        }
     }
 
     /// A param is provider text too: a key echoed there is scrubbed as in the message.

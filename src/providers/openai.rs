@@ -331,7 +331,8 @@ fn limit_states(headers: &HeaderMap) -> [LimitState; 2] {
 }
 
 /// Parses a Go `time.Duration` string as OpenAI's `x-ratelimit-reset-*` headers carry them:
-/// `6m0s`, `1s`, `12ms`, `1.5s`, `1h2m3.5s`, `0`. Units `h m s ms us µs ns`.
+/// `6m0s`, `1s`, `12ms`, `1.5s`, `1h2m3.5s`, `0`. Units `h m s ms us µs ns`. Bounded as every
+/// provider's wait is ([`http::wait_of_seconds`]).
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text == "0" {
@@ -367,12 +368,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += value * seconds_per_unit;
         rest = &rest[unit_end..];
     }
-    if !total.is_finite() {
-        return None;
-    }
-    // Rounded to whole nanoseconds so `1.5s` is exactly 1.5 s, not 1.499999999 s.
-    let nanos = (total * 1e9).round();
-    (nanos < u64::MAX as f64).then(|| Duration::from_nanos(nanos as u64))
+    http::wait_of_seconds(total)
 }
 
 #[cfg(test)]
@@ -397,6 +393,10 @@ mod tests {
         assert_eq!(parse_go_duration("250µs"), Some(Duration::from_micros(250)));
         assert_eq!(parse_go_duration("7ns"), Some(Duration::from_nanos(7)));
         assert_eq!(parse_go_duration(" 2s "), Some(ms(2000)));
+        assert_eq!(
+            parse_go_duration("99999999999999999999h"),
+            Some(http::MAX_PROVIDER_WAIT)
+        );
         for bad in ["", "s", "1", "1x", "-1s", "1.s.", "..5s", "1m-2s", "ms"] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }

@@ -269,7 +269,7 @@ pub fn event_json(provider: &'static str, data: &str) -> Result<Value, ProviderE
         http::invalid(
             provider,
             200,
-            format!("a stream event is not JSON ({e}): {}", http::snippet(data)),
+            format!("a stream event is not JSON ({e}): {}", data.trim()),
         )
     })
 }

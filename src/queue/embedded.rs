@@ -8,6 +8,12 @@
 //! `visible_at` into the future on the same row, atomically, so it can never be lost between
 //! two steps. Dead letters move to their own table with the reason.
 //!
+//! Deliveries are counted, as RabbitMQ counts them against `x-delivery-limit`: a message
+//! whose leases ran out more often than the delivery limit (its workers crashed, were killed
+//! or stopped each time) is not handed out again but dead-lettered, and its job failed with
+//! the reason in the same transaction, so a crash loop ends and no job is left `running`. A
+//! retry starts the count again, as a retry's new copy does on RabbitMQ.
+//!
 //! Consumers are woken in-process by their urgency's [`Notify`] when something is published
 //! to it, and otherwise poll, which also covers publishers in other processes and retries
 //! coming due.
@@ -39,6 +45,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct EmbeddedQueue {
     store: Store,
     visibility_timeout: Duration,
+    /// Deliveries a message may leave unsettled before it is dead-lettered.
+    delivery_limit: u32,
     /// [`POLL_INTERVAL`], except in tests that must show a consumer does not wait for it.
     poll_interval: Duration,
     /// One per urgency, indexed by it.
@@ -82,10 +90,11 @@ struct Leased {
 const IN_PROCESS: &str = "in-process";
 
 impl EmbeddedQueue {
-    pub fn new(store: Store, visibility_timeout: Duration) -> Self {
+    pub fn new(store: Store, visibility_timeout: Duration, delivery_limit: u32) -> Self {
         EmbeddedQueue {
             store,
             visibility_timeout,
+            delivery_limit,
             poll_interval: POLL_INTERVAL,
             lanes: Arc::default(),
             inboxes: InboxHub::new(),
@@ -272,16 +281,19 @@ struct EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
-    /// Leases up to `prefetch` visible messages in one write.
+    /// Leases up to `prefetch` visible messages in one write, after dead-lettering those
+    /// past the delivery limit.
     async fn take(&self) -> Result<Vec<Leased>, QueueError> {
         let urgency = self.urgency;
         let limit = i64::from(self.prefetch);
+        let delivery_limit = self.queue.delivery_limit;
         let timeout_ms = self.queue.visibility_timeout.as_millis() as i64;
         self.queue
             .store
-            .write_single(move |conn| {
+            .write(move |conn| {
                 Box::pin(async move {
                     let now = now_ms();
+                    dead_letter_undelivered(conn, urgency, now, delivery_limit).await?;
                     let lease = new_lease();
                     let rows = sqlx::query(
                         "UPDATE queue_messages SET visible_at = ?, lease = ?, deliveries = deliveries + 1 \
@@ -435,18 +447,20 @@ impl Settle for EmbeddedSettle {
         let (id, lease) = (self.id, self.lease);
         let visible_at = now_ms() + delay.as_millis() as i64;
         self.while_leased(Undo::ByStatement, move |conn| {
-                Box::pin(async move {
-                    let r = sqlx::query(
-                        "UPDATE queue_messages SET visible_at = ?, lease = NULL WHERE id = ? AND lease = ?",
-                    )
-                    .bind(visible_at)
-                    .bind(id)
-                    .bind(lease)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(r.rows_affected())
-                })
+            Box::pin(async move {
+                let r = sqlx::query(
+                    // A retry is a new message as far as the delivery limit goes.
+                    "UPDATE queue_messages SET visible_at = ?, lease = NULL, deliveries = 0 \
+                         WHERE id = ? AND lease = ?",
+                )
+                .bind(visible_at)
+                .bind(id)
+                .bind(lease)
+                .execute(&mut *conn)
+                .await?;
+                Ok(r.rows_affected())
             })
+        })
         .await
     }
 
@@ -475,6 +489,59 @@ impl Settle for EmbeddedSettle {
             })
         .await
     }
+}
+
+/// Moves the messages of `urgency` whose lease ran out (a delivery left unsettled) more often
+/// than `delivery_limit` to the dead letters, and fails their jobs with the reason (a job
+/// already final stays as it is), in the caller's transaction.
+async fn dead_letter_undelivered(
+    conn: &mut sqlx::SqliteConnection,
+    urgency: Urgency,
+    now: i64,
+    delivery_limit: u32,
+) -> Result<(), sqlx::Error> {
+    let given_up: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT id, payload, deliveries FROM queue_messages WHERE urgency = ? AND visible_at <= ? \
+         AND lease IS NOT NULL AND deliveries > ?",
+    )
+    .bind(urgency.as_str())
+    .bind(now)
+    .bind(i64::from(delivery_limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, payload, deliveries) in given_up {
+        let reason = super::past_delivery_limit(delivery_limit, Some(deliveries as u32));
+        tracing::warn!(
+            message = id,
+            deliveries,
+            "dead-lettering a message past the delivery limit"
+        );
+        if let Ok(envelope) = Envelope::from_bytes(&payload) {
+            crate::store::jobs::fail_job(
+                conn,
+                envelope.id,
+                None,
+                crate::store::jobs::INTERRUPTED,
+                &reason,
+                None,
+            )
+            .await?;
+        }
+        sqlx::query("DELETE FROM queue_messages WHERE id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(urgency.as_str())
+        .bind(payload)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Removes a message if our lease on it still holds; returns the rows removed (0 or 1).
@@ -513,7 +580,7 @@ mod tests {
     async fn a_job_is_recorded_published_and_queued_together() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30), 10);
         let first = envelope("same");
         let outcomes = queue
             .in_store()
@@ -561,7 +628,7 @@ mod tests {
     async fn a_job_submitted_to_an_idle_consumer_is_handed_over_already_leased() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30), 10);
         let mut consumer = queue.consume(Urgency::Realtime, 10).await.unwrap();
         let waiting = tokio::spawn(async move { consumer.next().await.unwrap() });
         while queue.lane(Urgency::Realtime).idle.load(Ordering::Acquire) == 0 {
@@ -607,7 +674,7 @@ mod tests {
     async fn a_handed_over_message_left_unconsumed_comes_back_when_its_lease_runs_out() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let stopping = EmbeddedQueue::new(store.clone(), Duration::from_millis(300));
+        let stopping = EmbeddedQueue::new(store.clone(), Duration::from_millis(300), 10);
         {
             // A consumer counted idle, which never comes back for what it was handed.
             let _idle = IdleMark::new(&stopping.lane(Urgency::Realtime).idle);
@@ -619,7 +686,7 @@ mod tests {
         assert_eq!(stopping.lane(Urgency::Realtime).handed().len(), 1);
         drop(stopping);
 
-        let other_process = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let other_process = EmbeddedQueue::new(store.clone(), Duration::from_secs(30), 10);
         let mut consumer = other_process.consume(Urgency::Realtime, 10).await.unwrap();
         let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
             .await
@@ -633,6 +700,57 @@ mod tests {
         assert_eq!(custom_id.as_deref(), Some("orphan"));
     }
 
+    /// A message whose deliveries all end unsettled (its workers die) is delivered up to the
+    /// delivery limit's count again, then dead-lettered with its job failed, in one
+    /// transaction: a crash loop ends, and the job does not stay `running`.
+    #[tokio::test]
+    async fn a_message_past_the_delivery_limit_is_dead_lettered_and_its_job_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let queue = EmbeddedQueue::new(store.clone(), Duration::from_millis(200), 1);
+        let job = envelope("looping");
+        queue.record_and_enqueue(vec![job.clone()]).await.unwrap();
+        let mut consumer = queue.consume(Urgency::Realtime, 1).await.unwrap();
+        for delivery in 1..=2 {
+            let taken = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("delivered again once the lease runs out")
+                .unwrap();
+            assert_eq!(taken.redelivered, delivery > 1);
+            // Dropped unsettled, as by a worker that died.
+        }
+        let count = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(store.reader())
+                    .await
+                    .unwrap()
+            }
+        };
+        let started = Instant::now();
+        while count("SELECT COUNT(*) FROM dead_letters").await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never dead-lettered"
+            );
+            let third = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
+            assert!(third.is_err(), "delivered past the delivery limit");
+        }
+        assert_eq!(count("SELECT COUNT(*) FROM queue_messages").await, 0);
+        let (status, kind, error): (String, String, String) =
+            sqlx::query_as("SELECT status, error_kind, error FROM jobs WHERE id = ?")
+                .bind(job.id.to_string())
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), kind.as_str()), ("failed", "interrupted"));
+        assert!(
+            error.contains("delivery limit of 1 (2 deliveries)"),
+            "{error}"
+        );
+    }
+
     /// A backlog deeper than the prefetch is taken look after look, without waiting for a
     /// poll: a full look says nothing about what is left. (Polls are an hour apart here; a
     /// consumer that waited for one would not finish.)
@@ -640,7 +758,7 @@ mod tests {
     async fn a_backlog_deeper_than_the_prefetch_is_taken_without_waiting_for_a_poll() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let mut queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30));
+        let mut queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30), 10);
         queue.poll_interval = Duration::from_secs(3600);
         let backlog = (0..25).map(|i| envelope(&format!("job {i}"))).collect();
         queue.record_and_enqueue(backlog).await.unwrap();

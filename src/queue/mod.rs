@@ -6,7 +6,8 @@
 //! Semantics both keep: one queue per [`Urgency`]; at-least-once delivery with manual
 //! acknowledgement (a message is settled only after its outcome is durably stored); delayed
 //! redelivery for retries (a worker never sleeps through a back-off); a dead-letter place for
-//! messages that are not jobs; and transient [`replies`] from a worker to the API process
+//! messages that are not jobs and for messages delivered more often than the delivery limit
+//! without being settled (a crash loop), whose jobs are then failed in the store; and transient [`replies`] from a worker to the API process
 //! waiting on a job (a streamed answer). Messages are opaque bytes here: the envelope format belongs to
 //! [`crate::job`].
 
@@ -39,6 +40,17 @@ pub enum QueueError {
     Storage(String),
 }
 
+/// Why a job failed whose message the queue gave up on at its delivery limit (`deliveries`
+/// made, when known): the same words on both backends.
+pub fn past_delivery_limit(delivery_limit: u32, deliveries: Option<u32>) -> String {
+    let made = deliveries.map_or(String::new(), |n| format!(" ({n} deliveries)"));
+    format!(
+        "the queue gave up on its message at the delivery limit of {delivery_limit}{made}: \
+         every delivery was left unsettled, its worker crashing, killed or cut off from the \
+         queue mid-job"
+    )
+}
+
 /// A job queue backend.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -52,6 +64,15 @@ pub trait Queue: Send + Sync {
         urgency: Urgency,
         prefetch: u16,
     ) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// The messages this backend dead-lettered, to fail their jobs in the store with the
+    /// reason ([`Delivery::dead_reason`]) and ack: RabbitMQ's dead letters (its delivery limit
+    /// reached, or dead-lettered by a worker), read from a copy of the operator's dead queue.
+    /// `None` for a backend that fails the job itself as it dead-letters the message (the
+    /// embedded queue, in the same transaction).
+    async fn consume_dead_letters(&self) -> Result<Option<Box<dyn Consumer>>, QueueError> {
+        Ok(None)
+    }
 
     /// Opens this process's inbox for replies about `job` (see [`replies`]); its `address`
     /// goes into the job's envelope as `reply_to`.
@@ -91,6 +112,8 @@ pub struct Delivery {
     /// True when the backend has delivered this message before (a crash, a lost connection,
     /// an expired lease). The worker checks the store rather than trusting this flag.
     pub redelivered: bool,
+    /// For a dead letter ([`Queue::consume_dead_letters`]): why it was dead-lettered.
+    pub dead_reason: Option<String>,
     settle: Box<dyn Settle>,
 }
 
@@ -99,6 +122,17 @@ impl Delivery {
         Delivery {
             payload,
             redelivered,
+            dead_reason: None,
+            settle,
+        }
+    }
+
+    /// A dead letter, dead-lettered for `reason`.
+    pub fn dead_letter_of(payload: Vec<u8>, reason: String, settle: Box<dyn Settle>) -> Self {
+        Delivery {
+            payload,
+            redelivered: false,
+            dead_reason: Some(reason),
             settle,
         }
     }

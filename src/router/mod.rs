@@ -15,7 +15,8 @@
 //!    *waits* for this deployment — [`Choice::Wait`], which the worker turns into a delay on
 //!    the queue without counting an attempt — while a realtime job waits only up to the
 //!    route's `realtime_max_wait` and otherwise moves on. A call too large for every key is
-//!    refused with the limit named.
+//!    refused with the limit named; so is one whose every key is out of credit
+//!    ([`crate::limits::Credit`]), which no wait would help.
 //!
 //! Every choice says why it was made (`chosen_because`), and the attempt records it, so a
 //! job's attempts tell the story of a fallback.
@@ -25,7 +26,7 @@ pub mod health;
 use crate::config::{Config, ProviderKind, Strategy, UrgencyDeadlines};
 use crate::job::{ChatRequest, Urgency};
 use crate::limits::{
-    estimate_split, Admission, Busy, KeyCapacity, KeyPool, KeyQuota, TokenEstimate,
+    estimate_split, Admission, Busy, Credit, KeyCapacity, KeyPool, KeyQuota, TokenEstimate,
 };
 use crate::pricing::Price;
 use crate::providers::anthropic::AnthropicProvider;
@@ -182,8 +183,27 @@ pub enum Choice {
     Go(Pick),
     /// Nothing can take the call now; come back after `wait`. Not an attempt.
     Wait { wait: Duration, why: String },
-    /// Nothing can ever take this call: fail the job with this message.
-    Refuse { message: String },
+    /// Nothing can take this call, now or by waiting: fail the job for `reason`, with this
+    /// message.
+    Refuse { reason: Refusal, message: String },
+}
+
+/// Why [`Route::choose`] refused a call, as the failed job records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too large for every key's limits (or a route with no deployments).
+    OverLimit,
+    /// Every key that could take it is out of credit.
+    QuotaExhausted,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::OverLimit => "over_limit",
+            Refusal::QuotaExhausted => "quota_exhausted",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -269,6 +289,7 @@ impl Route {
     pub fn choose(&self, attempt: u32, request: &ChatRequest, urgency: Urgency) -> Choice {
         if self.chain.is_empty() {
             return Choice::Refuse {
+                reason: Refusal::OverLimit,
                 message: format!("route \"{}\" has no deployments", self.name),
             };
         }
@@ -276,6 +297,7 @@ impl Route {
         let mut skipped = String::new();
         let mut soonest: Option<Duration> = None;
         let mut never: Vec<String> = Vec::new();
+        let mut spent: Vec<String> = Vec::new();
         let mut wait_at_least = |wait: Duration| {
             soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
         };
@@ -321,6 +343,18 @@ impl Route {
                 }
                 Admission::Wait {
                     wait,
+                    busy: Busy::Spent,
+                } => {
+                    note(&mut skipped, &deployment.name, "quota_exhausted");
+                    spent.push(format!(
+                        "every key of deployment \"{}\" is out of credit (the provider answered \
+                         quota_exhausted) and rests for {}",
+                        deployment.name,
+                        humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                    ));
+                }
+                Admission::Wait {
+                    wait,
                     busy: Busy::Cooldown,
                 } => {
                     note(&mut skipped, &deployment.name, "rate_limited");
@@ -354,8 +388,18 @@ impl Route {
                     self.name
                 ),
             },
+            // Over every limit somewhere is the request's fault; spent everywhere, the keys'.
+            None if never.is_empty() => Choice::Refuse {
+                reason: Refusal::QuotaExhausted,
+                message: spent.join("; "),
+            },
             None => Choice::Refuse {
-                message: never.join("; "),
+                reason: Refusal::OverLimit,
+                message: never
+                    .into_iter()
+                    .chain(spent)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             },
         }
     }
@@ -390,6 +434,7 @@ impl Router {
         sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
     ) -> Router {
         let mut deployments = BTreeMap::new();
+        let mut credits: BTreeMap<(String, String), Arc<Credit>> = BTreeMap::new();
         for (name, d) in &config.deployments {
             let provider = &config.providers[&d.provider];
             let base_url = match (provider.base_url.as_str(), sim_base_url) {
@@ -422,14 +467,17 @@ impl Router {
                 .collect();
             let quotas: Vec<KeyQuota> = provider.keys.iter().map(KeyQuota::from).collect();
             // Each deployment has buckets of its own: a provider's limits are per model, so
-            // two deployments sharing a key are limited separately, as the provider does.
+            // two deployments sharing a key are limited separately, as the provider does. Its
+            // credit is the key's, whichever deployment finds it spent.
             let limits = KeyPool::new(
                 name,
-                provider
-                    .keys
-                    .iter()
-                    .zip(&quotas)
-                    .map(|(k, q)| (k.id.clone(), *q)),
+                provider.keys.iter().zip(&quotas).map(|(k, q)| {
+                    let credit = credits
+                        .entry((d.provider.clone(), k.id.clone()))
+                        .or_default()
+                        .clone();
+                    (k.id.clone(), *q, credit)
+                }),
             );
             deployments.insert(
                 name.clone(),

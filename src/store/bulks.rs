@@ -195,6 +195,18 @@ impl Store {
         .await
     }
 
+    /// The id of the tenant's bulk called `name`, if it has one.
+    pub async fn bulk_named(&self, tenant: &str, name: &str) -> Result<Option<Uuid>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM bulks WHERE tenant = ? AND name = ?")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(self.reader())
+                .await?;
+        id.map(|id| Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()).into()))
+            .transpose()
+    }
+
     /// The bulk with its counts by status and its cost so far, if it belongs to `tenant`.
     pub async fn bulk(&self, tenant: &str, id: Uuid) -> Result<Option<BulkView>, StoreError> {
         let row = sqlx::query(

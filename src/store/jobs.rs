@@ -42,6 +42,45 @@ pub struct CustomIdReused {
     pub existing: Uuid,
 }
 
+/// What [`Store::refuse_unpublished`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every job was refused: none will run, whatever the broker does with their messages.
+    Refused,
+    /// A worker already has one of them: nothing was refused, the jobs stand (accepted).
+    TooLate,
+}
+
+/// What [`Store::adopt`] made of a consumed envelope the store had no row for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adopted {
+    /// Recorded now: run it.
+    Recorded,
+    /// The tenant's job with this `custom_id` (or this id) stands: not run again.
+    Existing(Uuid),
+    /// Not a job to run, for the reason given.
+    Orphan(Orphan),
+}
+
+/// A message whose job must not run although the envelope is well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Orphan {
+    /// The late message of a job refused at submission (the producer heard a 503).
+    #[error(
+        "job {0} was refused when it was submitted (the queue did not confirm its message in \
+         time, and the producer was told nothing was accepted); this is that message, arriving \
+         late, and it is not run"
+    )]
+    Refused(Uuid),
+    /// A message Sluice published for a job it had recorded, but the store has no such job.
+    #[error(
+        "job {0} was recorded by Sluice before it was published, but this store has no such \
+         job (is another Sluice, with another database, using the same queue prefix?); it is \
+         not run"
+    )]
+    Unrecorded(Uuid),
+}
+
 /// What [`Store::start_attempt`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -49,9 +88,72 @@ pub enum StartOutcome {
     Started(u32),
     /// The job is already finished (or cancelled): do not call the provider again.
     AlreadyFinal(JobStatus),
+    /// The job had all its `max_attempts` already (the last one, typically, interrupted by a
+    /// crash): it has been failed instead, in the same transaction, with why.
+    Exhausted { attempts: u32 },
     /// No such job.
     Missing,
 }
+
+/// How an attempt ended, or that it has not yet: an attempt is recorded `running` when it
+/// starts, so one its worker never finishes (a crash, a kill, a lost connection) stays
+/// visible, and becomes `interrupted` when the job is picked up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Started and not finished: at the provider now, or its worker died and the job has
+    /// not been picked up since.
+    Running,
+    /// Its worker stopped before recording the outcome; found when the job was picked up
+    /// again (or failed for good).
+    Interrupted,
+    /// Answered.
+    Ok,
+    /// Ended with this error: an [`ErrorKind`](crate::providers::ErrorKind)'s name
+    /// (`rate_limited`, `server_error`, …), or why a batch item did not answer.
+    Failed(String),
+}
+
+impl AttemptOutcome {
+    /// The word stored in `attempts.outcome` and shown in a job's view.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Interrupted => "interrupted",
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Failed(kind) => kind,
+        }
+    }
+
+    /// The outcome a stored word means (any other word is an error kind).
+    pub fn from_stored(word: &str) -> Self {
+        match word {
+            "running" => AttemptOutcome::Running,
+            "interrupted" => AttemptOutcome::Interrupted,
+            "ok" => AttemptOutcome::Ok,
+            kind => AttemptOutcome::Failed(kind.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AttemptOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The error kind of a job failed because its attempts were interrupted (its workers
+/// stopped mid-call until `max_attempts` or the queue's delivery limit ran out).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// What an interrupted attempt's `error` says.
+const INTERRUPTED_ATTEMPT: &str = "interrupted: its worker stopped (a crash, a kill, a lost \
+     queue connection) before the outcome was recorded; found when the job was picked up again";
 
 /// One attempt, as the worker reports it.
 #[derive(Debug, Clone)]
@@ -62,8 +164,7 @@ pub struct AttemptRecord {
     pub model: String,
     pub key_id: String,
     pub tier: &'static str,
-    /// `ok`, or the error kind (`rate_limited`, `server_error`, …).
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub retry_after_ms: Option<i64>,
@@ -73,6 +174,41 @@ pub struct AttemptRecord {
     pub chosen_because: Option<String>,
     /// Milliseconds to the first token, when known.
     pub first_token_ms: Option<i64>,
+}
+
+/// An attempt about to be made, as [`Store::start_attempt`] records it (`running`): where it
+/// goes and why, known before the call.
+#[derive(Debug, Clone)]
+pub struct AttemptStart {
+    pub deployment: String,
+    pub provider: String,
+    pub model: String,
+    pub key_id: String,
+    pub tier: &'static str,
+    pub started_at: i64,
+    pub chosen_because: Option<String>,
+}
+
+impl AttemptStart {
+    /// The record of attempt `number` while it runs.
+    fn running(self, number: u32) -> AttemptRecord {
+        AttemptRecord {
+            number,
+            deployment: self.deployment,
+            provider: self.provider,
+            model: self.model,
+            key_id: self.key_id,
+            tier: self.tier,
+            outcome: AttemptOutcome::Running,
+            http_status: None,
+            error: None,
+            retry_after_ms: None,
+            started_at: self.started_at,
+            finished_at: self.started_at,
+            chosen_because: self.chosen_because,
+            first_token_ms: None,
+        }
+    }
 }
 
 /// The cost of a successful attempt, with what reports need to explain it.
@@ -190,7 +326,7 @@ pub struct AttemptView {
     pub model: String,
     pub key_id: String,
     pub tier: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -302,18 +438,85 @@ impl Store {
         .map_err(StoreError::CustomIdReused)
     }
 
-    /// Removes a job that was recorded but could not be enqueued (the broker refused it), so
-    /// the client's retry is not answered with a job that will never run.
-    pub async fn forget_unpublished(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.write_single(move |conn| {
+    /// Refuses jobs that were recorded but whose messages the queue did not confirm, all or
+    /// none: when no worker has touched any of them, their rows are deleted (which frees
+    /// their `custom_id`s for the producer's retry) and their ids kept in `refused_jobs`, so
+    /// that a message the broker takes late is recognised ([`Store::adopt`]) and never run.
+    /// When a worker has already started or reserved one, the broker evidently took the
+    /// messages: nothing is refused, and the rows stay for the relay to publish what may
+    /// still be missing.
+    pub async fn refuse_unpublished(&self, ids: Vec<Uuid>) -> Result<Refusal, StoreError> {
+        self.write(move |conn| {
             Box::pin(async move {
-                execute_for_each(
-                    conn,
-                    "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) \
-                     AND status = 'queued' AND attempts = 0",
-                    &ids,
+                let ids = serde_json::to_string(&ids).expect("ids always serialise");
+                let touched: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     AND (status != 'queued' OR attempts > 0 OR published = 1 OR EXISTS \
+                     (SELECT 1 FROM budget_reservations r WHERE r.job_id = jobs.id))",
                 )
-                .await
+                .bind(&ids)
+                .fetch_one(&mut *conn)
+                .await?;
+                if touched > 0 {
+                    return Ok(Refusal::TooLate);
+                }
+                sqlx::query(
+                    "INSERT INTO refused_jobs (id, refused_at) \
+                     SELECT id, ?2 FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&ids)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))")
+                    .bind(&ids)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(Refusal::Refused)
+            })
+        })
+        .await
+    }
+
+    /// Records a job whose message a worker consumed before the store knew it: a job
+    /// published straight onto the exchange (see `docs/envelope.md`). A message of a job
+    /// Sluice recorded itself (`envelope.recorded`) is never recorded again from the message,
+    /// nor one refused at submission ([`Store::refuse_unpublished`]): those are
+    /// [`Adopted::Orphan`], not to be run.
+    pub async fn adopt(&self, envelope: &Envelope) -> Result<Adopted, StoreError> {
+        let envelope = envelope.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let refused: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM refused_jobs WHERE id = ?")
+                        .bind(envelope.id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if refused.is_some() {
+                    return Ok(Adopted::Orphan(Orphan::Refused(envelope.id)));
+                }
+                if envelope.recorded {
+                    // Its row would have been found; a job whose row is gone stays gone.
+                    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+                        .bind(envelope.id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if exists.is_none() {
+                        return Ok(Adopted::Orphan(Orphan::Unrecorded(envelope.id)));
+                    }
+                }
+                let job = NewJob {
+                    envelope: &envelope,
+                    published: true,
+                    bulk: None,
+                };
+                Ok(match insert_jobs(conn, &[job]).await?.remove(0) {
+                    InsertOutcome::Created => Adopted::Recorded,
+                    InsertOutcome::Existing(id) | InsertOutcome::Conflicting(id) => {
+                        Adopted::Existing(id)
+                    }
+                })
             })
         })
         .await
@@ -392,35 +595,68 @@ impl Store {
         .transpose()
     }
 
-    /// Moves a job to `running` and counts the attempt, unless it is already final.
-    pub async fn start_attempt(&self, id: Uuid) -> Result<StartOutcome, StoreError> {
-        self.write_single(move |conn| {
+    /// Starts the next attempt of a job, in one transaction: any attempt of it still
+    /// `running` (its worker died mid-call) becomes `interrupted`; the job moves to `running`
+    /// and counts the attempt; the attempt is recorded `running`, so a crash during the call
+    /// leaves it visible. Guarded in SQL: a final job is not started
+    /// ([`StartOutcome::AlreadyFinal`]), nor one that has had `max_attempts` already, counted
+    /// across crashes, which is failed instead with why ([`StartOutcome::Exhausted`]).
+    pub async fn start_attempt(
+        &self,
+        id: Uuid,
+        max_attempts: u32,
+        attempt: AttemptStart,
+    ) -> Result<StartOutcome, StoreError> {
+        self.write(move |conn| {
             Box::pin(async move {
                 let now = now_ms();
-                let started = sqlx::query(
+                let job = id.to_string();
+                interrupt_attempts(conn, &job, now).await?;
+                let started: Option<i64> = sqlx::query_scalar(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
-                     WHERE id = ? AND status IN ('queued', 'running') RETURNING attempts",
+                     WHERE id = ? AND status IN ('queued', 'running') AND attempts < ? \
+                     RETURNING attempts",
                 )
                 .bind(now)
-                .bind(id.to_string())
+                .bind(&job)
+                .bind(i64::from(max_attempts))
                 .fetch_optional(&mut *conn)
                 .await?;
-                if let Some(row) = started {
-                    return Ok(StartOutcome::Started(row.get::<i64, _>(0) as u32));
+                if let Some(number) = started {
+                    let number = number as u32;
+                    insert_attempt(conn, id, &attempt.running(number)).await?;
+                    return Ok(StartOutcome::Started(number));
                 }
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
-                        .bind(id.to_string())
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT status, attempts FROM jobs WHERE id = ?")
+                        .bind(&job)
                         .fetch_optional(&mut *conn)
                         .await?;
-                Ok(match status {
-                    Some(s) => StartOutcome::AlreadyFinal(
-                        s.parse()
-                            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-                    ),
-                    None => StartOutcome::Missing,
-                })
+                let Some((status, attempts)) = row else {
+                    return Ok(StartOutcome::Missing);
+                };
+                let status: JobStatus = status
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+                if status.is_final() {
+                    return Ok(StartOutcome::AlreadyFinal(status));
+                }
+                let attempts = attempts as u32;
+                let (kind, message) = exhausted(conn, &job, attempts, max_attempts).await?;
+                fail_job(conn, id, None, &kind, &message, None).await?;
+                Ok(StartOutcome::Exhausted { attempts })
             })
+        })
+        .await
+    }
+
+    /// Fails a job whose message the queue gave up delivering (its delivery limit: every
+    /// delivery ended unsettled, its worker crashing, killed or cut off each time), unless
+    /// it is final already; `reason` says so. Its attempts still `running` become
+    /// `interrupted`. True when this failed it.
+    pub async fn fail_undelivered(&self, id: Uuid, reason: String) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move { fail_job(conn, id, None, INTERRUPTED, &reason, None).await })
         })
         .await
     }
@@ -535,27 +771,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let now = now_ms();
-                let failed = sqlx::query(
-                    "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, error_param = ?, \
-                     updated_at = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                fail_job(
+                    conn,
+                    id,
+                    attempt.as_ref(),
+                    &kind,
+                    &message,
+                    param.as_deref(),
                 )
-                .bind(&kind)
-                .bind(&message)
-                .bind(&param)
-                .bind(now)
-                .bind(now)
-                .bind(id.to_string())
-                .execute(&mut *conn)
-                .await?;
-                if failed.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                if let Some(attempt) = &attempt {
-                    insert_attempt(conn, id, attempt).await?;
-                }
-                budgets::release(conn, id).await?;
-                Ok(true)
+                .await
             })
         })
         .await
@@ -664,21 +888,30 @@ impl Store {
         .fetch_all(self.reader())
         .await?
         .into_iter()
-        .map(|a| AttemptView {
-            number: a.get::<i64, _>(0) as u32,
-            deployment: a.get(1),
-            provider: a.get(2),
-            model: a.get(3),
-            key_id: a.get(4),
-            tier: a.get(5),
-            outcome: a.get(6),
-            http_status: a.get::<Option<i64>, _>(7).map(|s| s as u16),
-            error: a.get(8),
-            retry_after_ms: a.get(9),
-            started_at: ms_to_time(a.get(10)),
-            duration_ms: a.get::<i64, _>(11) - a.get::<i64, _>(10),
-            first_token_ms: a.get(12),
-            chosen_because: a.get(13),
+        .map(|a| {
+            let outcome = AttemptOutcome::from_stored(&a.get::<String, _>(6));
+            let started_at: i64 = a.get(10);
+            // A running attempt has no end yet: its duration so far.
+            let ended_at = match outcome {
+                AttemptOutcome::Running => now_ms(),
+                _ => a.get(11),
+            };
+            AttemptView {
+                number: a.get::<i64, _>(0) as u32,
+                deployment: a.get(1),
+                provider: a.get(2),
+                model: a.get(3),
+                key_id: a.get(4),
+                tier: a.get(5),
+                outcome,
+                http_status: a.get::<Option<i64>, _>(7).map(|s| s as u16),
+                error: a.get(8),
+                retry_after_ms: a.get(9),
+                started_at: ms_to_time(started_at),
+                duration_ms: ended_at - started_at,
+                first_token_ms: a.get(12),
+                chosen_because: a.get(13),
+            }
         })
         .collect();
         let cost = sqlx::query(
@@ -997,6 +1230,7 @@ fn envelope_of(row: &sqlx::sqlite::SqliteRow) -> Result<Envelope, StoreError> {
         tenant: row.get(1),
         // Whoever waited on a republished job's replies has long given up.
         reply_to: None,
+        recorded: true,
         spec: crate::job::JobSpec {
             urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
             tags: Tags {
@@ -1029,10 +1263,12 @@ const ATTEMPT_COLUMNS: &str = "job_id, number, deployment, provider, model, key_
      outcome, http_status, error, retry_after_ms, started_at, finished_at, chosen_because, \
      first_token_ms";
 
-/// What recording an attempt number already recorded does: completes its row.
+/// What recording an attempt number already recorded does (the row [`Store::start_attempt`]
+/// wrote `running`): completes it.
 const ATTEMPT_UPSERT: &str = "ON CONFLICT (job_id, number) DO UPDATE SET \
      outcome = excluded.outcome, http_status = excluded.http_status, error = excluded.error, \
-     finished_at = excluded.finished_at";
+     retry_after_ms = excluded.retry_after_ms, finished_at = excluded.finished_at, \
+     chosen_because = excluded.chosen_because, first_token_ms = excluded.first_token_ms";
 
 /// Inserts an attempt, or completes the row of an attempt number already recorded. Bound by
 /// [`bind_attempt`].
@@ -1091,7 +1327,7 @@ fn bind_attempt<'q>(
         .bind(&a.model)
         .bind(&a.key_id)
         .bind(a.tier)
-        .bind(&a.outcome)
+        .bind(a.outcome.as_str())
         .bind(a.http_status.map(i64::from))
         .bind(&a.error)
         .bind(a.retry_after_ms)
@@ -1111,6 +1347,97 @@ pub(super) async fn insert_attempt(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Marks the attempts of `job` still `running` as `interrupted`: whoever picks the job up
+/// again (to start an attempt, place it in a provider batch or fail it) knows that no
+/// worker holds it any more, so the one that made them stopped before their outcome.
+pub(super) async fn interrupt_attempts(
+    conn: &mut sqlx::SqliteConnection,
+    job: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE attempts SET outcome = ?, error = ?, finished_at = ? \
+         WHERE job_id = ? AND outcome = ?",
+    )
+    .bind(AttemptOutcome::Interrupted.as_str())
+    .bind(INTERRUPTED_ATTEMPT)
+    .bind(now)
+    .bind(job)
+    .bind(AttemptOutcome::Running.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The guarded transition `queued | running → failed`, with `kind`, `message` and the
+/// parameter the provider blamed: stores the last attempt if any, marks attempts left
+/// `running` `interrupted` and releases the job's budget reservations. False, writing
+/// nothing, when the job was final already.
+pub(crate) async fn fail_job(
+    conn: &mut sqlx::SqliteConnection,
+    id: Uuid,
+    attempt: Option<&AttemptRecord>,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let failed = sqlx::query(
+        "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, error_param = ?, \
+         updated_at = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(kind)
+    .bind(message)
+    .bind(param)
+    .bind(now)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if failed.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(attempt) = attempt {
+        insert_attempt(conn, id, attempt).await?;
+    }
+    interrupt_attempts(conn, &id.to_string(), now).await?;
+    budgets::release(conn, id).await?;
+    Ok(true)
+}
+
+/// Why a job that has had all its `max_attempts` fails: the error kind and the message,
+/// from how its last attempt ended (interrupted, as a rule: a worker that sees an attempt
+/// fail decides the job's fate itself).
+async fn exhausted(
+    conn: &mut sqlx::SqliteConnection,
+    job: &str,
+    attempts: u32,
+    max_attempts: u32,
+) -> Result<(String, String), sqlx::Error> {
+    let last: Option<String> =
+        sqlx::query_scalar("SELECT outcome FROM attempts WHERE job_id = ? AND number = ?")
+            .bind(job)
+            .bind(i64::from(attempts))
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (kind, how) = match last.as_deref().map(AttemptOutcome::from_stored) {
+        Some(AttemptOutcome::Failed(kind)) => {
+            let how = format!("ended {kind}");
+            (kind, how)
+        }
+        _ => (
+            INTERRUPTED.to_string(),
+            "was interrupted before its outcome was recorded (its worker stopped or lost its \
+             queue connection)"
+                .to_string(),
+        ),
+    };
+    let message = format!(
+        "gave up after {attempts} attempts (max_attempts {max_attempts}): attempt {attempts} {how}"
+    );
+    Ok((kind, message))
 }
 
 #[cfg(test)]
@@ -1180,7 +1507,7 @@ mod tests {
             model: "gpt-4o-mini".into(),
             key_id: "k1".into(),
             tier: "realtime",
-            outcome: "ok".into(),
+            outcome: AttemptOutcome::Ok,
             http_status: Some(200),
             error: None,
             retry_after_ms: None,
@@ -1189,6 +1516,68 @@ mod tests {
             chosen_because: None,
             first_token_ms: None,
         }
+    }
+
+    fn start() -> AttemptStart {
+        AttemptStart {
+            deployment: "gpt-mini".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            key_id: "k1".into(),
+            tier: "realtime",
+            started_at: 1,
+            chosen_because: None,
+        }
+    }
+
+    /// A crash leaves the attempt it cut short `running`; picking the job up again marks it
+    /// `interrupted`, and attempts counted across crashes stop at `max_attempts`: the start
+    /// after the last one fails the job instead.
+    #[tokio::test]
+    async fn attempts_cut_short_are_interrupted_and_count_toward_max_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let job = envelope();
+        store.insert_job(&job, true).await.unwrap();
+        let outcomes = |view: JobView| {
+            view.attempts
+                .into_iter()
+                .map(|a| a.outcome)
+                .collect::<Vec<_>>()
+        };
+
+        let started = store.start_attempt(job.id, 2, start()).await.unwrap();
+        assert_eq!(started, StartOutcome::Started(1));
+        let view = store.job("acme", job.id).await.unwrap().unwrap();
+        assert_eq!(outcomes(view), [AttemptOutcome::Running]);
+
+        // The worker died mid-call; the job is delivered again.
+        let started = store.start_attempt(job.id, 2, start()).await.unwrap();
+        assert_eq!(started, StartOutcome::Started(2));
+        let view = store.job("acme", job.id).await.unwrap().unwrap();
+        assert_eq!(
+            outcomes(view),
+            [AttemptOutcome::Interrupted, AttemptOutcome::Running]
+        );
+
+        // And again: both attempts are used up.
+        let started = store.start_attempt(job.id, 2, start()).await.unwrap();
+        assert_eq!(started, StartOutcome::Exhausted { attempts: 2 });
+        let view = store.job("acme", job.id).await.unwrap().unwrap();
+        assert_eq!(view.status, JobStatus::Failed);
+        let error = view.error.clone().unwrap();
+        assert_eq!(error.kind, INTERRUPTED);
+        assert!(
+            error.message.contains("max_attempts 2"),
+            "{}",
+            error.message
+        );
+        assert_eq!(
+            outcomes(view),
+            [AttemptOutcome::Interrupted, AttemptOutcome::Interrupted]
+        );
+        let again = store.start_attempt(job.id, 2, start()).await.unwrap();
+        assert_eq!(again, StartOutcome::AlreadyFinal(JobStatus::Failed));
     }
 
     fn cost(amount: i64) -> CostRecord {
@@ -1236,7 +1625,7 @@ mod tests {
         }
 
         assert_eq!(
-            store.start_attempt(job.id).await.unwrap(),
+            store.start_attempt(job.id, 5, start()).await.unwrap(),
             StartOutcome::Started(1)
         );
         let first = store

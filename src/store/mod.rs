@@ -24,8 +24,8 @@ pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
-    newly_created, AttemptRecord, CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobView,
-    LastAttempt, StartOutcome,
+    newly_created, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord,
+    CustomIdReused, InsertOutcome, JobOutcome, JobView, LastAttempt, Orphan, Refusal, StartOutcome,
 };
 pub use writer::{Undo, WriteFuture};
 

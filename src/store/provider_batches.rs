@@ -14,7 +14,7 @@
 //! A batch is worked on by one process at a time: every step first takes the batch's lease
 //! (`lease_until`), so two worker processes never submit the same batch twice.
 
-use super::jobs::insert_attempt;
+use super::jobs::{insert_attempt, interrupt_attempts};
 use super::{now_ms, Store, StoreError};
 use crate::job::ChatRequest;
 use crate::store::AttemptRecord;
@@ -147,6 +147,8 @@ impl Store {
                     });
                 }
                 let now = now_ms();
+                // An attempt a crash cut short is over: this one takes the job on.
+                interrupt_attempts(conn, &job, now).await?;
                 let started = sqlx::query(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
                      WHERE id = ? AND status IN ('queued', 'running') RETURNING attempts",

@@ -13,13 +13,16 @@
 //!    (the job stays `queued`, `max_attempts` is untouched, no slot is held).
 //! 4. The job's [budgets](crate::budgets) reserve its maximum cost on that deployment (or a
 //!    budget sends it to a cheaper route, or fails it with `budget_exceeded`).
-//! 5. `start_attempt` counts the attempt; call the deployment with that key, feeding the
-//!    outcome to its health and a 429 to the key's cooldown.
+//! 5. `start_attempt` counts the attempt and records it `running` (an attempt a crash cuts
+//!    short is then `interrupted` when the job is picked up again), or fails the job that
+//!    has had its `max_attempts`, counted across crashes; call the deployment with that
+//!    key, feeding the outcome to its health and a 429 to the key's cooldown.
 //! 6. Record the outcome durably (result + cost, or the failed attempt), *then* settle the
 //!    message: ack, or park it on the retry ladder (`retry_after`), so a worker never sleeps
 //!    through a back-off and a crash between the two steps at worst repeats the attempt.
 
 mod backoff;
+mod dead_letters;
 mod watcher;
 
 use crate::batch::tier::{Tier, TierChoice, TierQuestion};
@@ -33,7 +36,9 @@ use crate::providers::{Call, Completion, ErrorKind, ProviderError, Usage};
 use crate::queue::{Delivery, Queue};
 use crate::router::health::Verdict;
 use crate::router::{Choice, Deployment, Route, Router};
-use crate::store::{now_ms, AttemptRecord, CostRecord, InsertOutcome, StartOutcome, Store};
+use crate::store::{
+    now_ms, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord, StartOutcome, Store,
+};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +85,9 @@ impl WorkerPools {
         if context.router.has_batch_tier() {
             tasks.spawn(crate::batch::tracker::run(context.clone(), cancel.clone()));
         }
+        // A job whose message the queue gave up on (its delivery limit) is failed, not left
+        // running: every worker process reads the dead letters.
+        tasks.spawn(dead_letters::run(context.clone(), cancel.clone()));
         WorkerPools { cancel, tasks }
     }
 
@@ -124,16 +132,17 @@ async fn run_pool(
         let Some(delivery) = delivery else { break };
         let context = context.clone();
         tasks.spawn(async move {
-            handle(&context, delivery).await;
+            handle(&context, urgency, delivery).await;
             drop(permit);
         });
     }
     tracing::info!(%urgency, "worker pool stopping");
 }
 
-/// Runs one delivery to a settled state. Never panics on bad input.
-pub async fn handle(context: &WorkerContext, delivery: Delivery) {
-    let envelope = match Envelope::from_bytes(&delivery.payload) {
+/// Runs one delivery from the queue of `urgency` to a settled state. Never panics on bad
+/// input.
+pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Delivery) {
+    let envelope = match Envelope::from_queue(&delivery.payload, urgency) {
         Ok(envelope) => envelope,
         Err(reason) => {
             tracing::warn!(%reason, "dead-lettering a message that is not a job");
@@ -159,6 +168,7 @@ pub async fn handle(context: &WorkerContext, delivery: Delivery) {
     match outcome {
         Ok(Settlement::Ack) => settle(delivery.ack().await),
         Ok(Settlement::RetryAfter(delay)) => settle(delivery.retry_after(delay).await),
+        Ok(Settlement::DeadLetter(reason)) => settle(delivery.dead_letter(&reason).await),
         Err(e) => {
             tracing::error!(job = %envelope.id, error = %e, "cannot record the outcome; the job will be looked at again");
             settle(delivery.retry_after(STORE_TROUBLE_DELAY).await);
@@ -176,13 +186,15 @@ fn settle(result: Result<(), crate::queue::QueueError>) {
 enum Settlement {
     Ack,
     RetryAfter(Duration),
+    /// Not a job to run (see [`crate::store::Orphan`]): kept in the dead letters, with why.
+    DeadLetter(String),
 }
 
 /// How long a key rests after a 429 that did not say how long.
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
-/// How long a key rests after the provider said its quota or credit is spent, or refused
-/// the key: long enough that the deployment's other keys (or the next deployment) carry the
-/// traffic, short enough that a key put right is back within a minute.
+/// How long a key rests after the provider refused it: long enough that the deployment's
+/// other keys (or the next deployment) carry the traffic, short enough that a key put right
+/// is back within a minute. (A key out of credit rests longer: `limits::SPENT_KEY_REST`.)
 const KEY_FAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Runs one attempt of a job and records its outcome; `watcher` gets the answer's chunks live
@@ -206,16 +218,19 @@ async fn run_job(
             return Ok(Settlement::Ack);
         }
         Some((_, attempts)) => attempts,
-        None => {
-            // Published straight onto the exchange: record it on first consume.
-            if let InsertOutcome::Existing(other) = store.insert_job(envelope, true).await? {
-                if other != id {
-                    tracing::info!(job = %id, existing = %other, "duplicate custom_id; dropping");
-                    return Ok(Settlement::Ack);
-                }
+        None => match store.adopt(envelope).await? {
+            // Published straight onto the exchange: recorded on first consume.
+            Adopted::Recorded => 0,
+            Adopted::Existing(other) if other == id => 0,
+            Adopted::Existing(other) => {
+                tracing::info!(job = %id, existing = %other, "duplicate custom_id; dropping");
+                return Ok(Settlement::Ack);
             }
-            0
-        }
+            Adopted::Orphan(orphan) => {
+                tracing::warn!(job = %id, %orphan, "dead-lettering");
+                return Ok(Settlement::DeadLetter(orphan.to_string()));
+            }
+        },
     };
 
     let model = &envelope.spec.request.model;
@@ -299,10 +314,10 @@ async fn run_job(
     let pick = loop {
         match route.choose(attempt, &envelope.spec.request, urgency) {
             Choice::Go(pick) => break pick,
-            Choice::Refuse { message } => {
-                tracing::info!(job = %id, %message, "no deployment can ever take this job");
+            Choice::Refuse { reason, message } => {
+                tracing::info!(job = %id, %message, "no deployment can take this job");
                 store
-                    .finish_failed(id, None, "over_limit".into(), message, None)
+                    .finish_failed(id, None, reason.as_str().into(), message, None)
                     .await?;
                 return Ok(Settlement::Ack);
             }
@@ -350,23 +365,13 @@ async fn run_job(
         crate::budgets::Verdict::Wait(wait) => return Ok(Settlement::RetryAfter(pace_delay(wait))),
     };
 
-    let number = match store.start_attempt(id).await? {
-        StartOutcome::Started(n) => n,
-        other => {
-            // Finished or cancelled since we looked: the cells taken are simply not used.
-            tracing::debug!(job = %id, ?other, "no longer runnable");
-            pick.abandon();
-            return Ok(Settlement::Ack);
-        }
-    };
     let deployment = pick.deployment.clone();
     let key = deployment.key(pick.key);
-    let started_at = now_ms();
     // OpenAI's flex service tier: the same call at batch prices, when the job can wait for it.
     let flex = deployment.flex.and_then(|flex| {
         let why = crate::batch::tier::flex(TierQuestion {
             urgency,
-            attempt: number,
+            attempt,
             deadline,
             now: chrono::Utc::now(),
             wait: Some(flex.timeout),
@@ -378,6 +383,44 @@ async fn run_job(
         Tier::Flex
     } else {
         Tier::Realtime
+    };
+    let chosen_because = Some(
+        tier_note
+            .into_iter()
+            .chain(flex.as_ref().map(|(_, why)| why.clone()))
+            .chain([pick.chosen_because.clone()])
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    // The attempt is recorded `running` as it starts, so a crash during the call leaves it
+    // visible (and `interrupted` once the job is picked up again); attempts are counted in
+    // the store, across crashes, up to `max_attempts`.
+    let started_at = now_ms();
+    let start = AttemptStart {
+        deployment: deployment.name.clone(),
+        provider: deployment.provider_name.clone(),
+        model: deployment.model.clone(),
+        key_id: key.id.clone(),
+        tier: tier.endpoint(),
+        started_at,
+        chosen_because: chosen_because.clone(),
+    };
+    let number = match store
+        .start_attempt(id, max_attempts(context, &route), start)
+        .await?
+    {
+        StartOutcome::Started(n) => n,
+        StartOutcome::Exhausted { attempts } => {
+            tracing::warn!(job = %id, attempts, "max_attempts used up, the last attempt cut short; the job is failed");
+            pick.abandon();
+            return Ok(Settlement::Ack);
+        }
+        other => {
+            // Finished or cancelled since we looked: the cells taken are simply not used.
+            tracing::debug!(job = %id, ?other, "no longer runnable");
+            pick.abandon();
+            return Ok(Settlement::Ack);
+        }
     };
     let mut request = deployment.overrides.apply(&envelope.spec.request);
     if flex.is_some() {
@@ -414,8 +457,11 @@ async fn run_job(
             ErrorKind::RateLimited => {
                 Some(error.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN))
             }
-            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized => {
-                Some(error.retry_after.unwrap_or(KEY_FAULT_COOLDOWN))
+            ErrorKind::Unauthorized => Some(error.retry_after.unwrap_or(KEY_FAULT_COOLDOWN)),
+            ErrorKind::QuotaExhausted => {
+                let rest = error.retry_after.unwrap_or(crate::limits::SPENT_KEY_REST);
+                deployment.limits.spend(pick.key, rest);
+                None
             }
             _ => None,
         },
@@ -423,15 +469,7 @@ async fn run_job(
     if let Some(wait) = cooldown {
         deployment.limits.cool_down(pick.key, wait);
     }
-    let chosen_because = Some(
-        tier_note
-            .into_iter()
-            .chain(flex.map(|(_, why)| why))
-            .chain([pick.chosen_because])
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    let attempt = |outcome: String,
+    let attempt = |outcome: AttemptOutcome,
                    status: Option<u16>,
                    error: Option<String>,
                    retry_after: Option<Duration>| AttemptRecord {
@@ -454,7 +492,7 @@ async fn run_job(
     match result {
         Ok(completion) => {
             let cost = charge(completion.usage, &deployment, &route, tier);
-            let record = attempt("ok".into(), Some(completion.status), None, None);
+            let record = attempt(AttemptOutcome::Ok, Some(completion.status), None, None);
             if !store
                 .finish_succeeded(id, record, completion.response, cost)
                 .await?
@@ -465,7 +503,7 @@ async fn run_job(
         }
         Err(error) => {
             let record = attempt(
-                error.kind.as_str().into(),
+                AttemptOutcome::Failed(error.kind.as_str().into()),
                 error.status,
                 Some(error.message.clone()),
                 error.retry_after,
@@ -601,6 +639,13 @@ async fn call_deployment(
     (result, Some(first_token))
 }
 
+/// How many attempts a job on `route` gets.
+fn max_attempts(context: &WorkerContext, route: &Route) -> u32 {
+    route
+        .max_attempts
+        .unwrap_or(context.config.retry.max_attempts)
+}
+
 async fn decide_after_failure(
     context: &WorkerContext,
     envelope: &Envelope,
@@ -611,15 +656,20 @@ async fn decide_after_failure(
 ) -> Result<Settlement, crate::store::StoreError> {
     let id = envelope.id;
     let retry: &RetryConfig = &context.config.retry;
-    let max_attempts = route.max_attempts.unwrap_or(retry.max_attempts);
+    let max_attempts = max_attempts(context, route);
     let has_fallback = route.chain.len() > 1;
     // A spent quota, a refused key or a model the provider does not know will fail the same
-    // way there again, but the next attempt moves along the chain to another deployment.
-    let retryable = error.is_retryable() || (error.kind.is_deployment_fault() && has_fallback);
+    // way there again, but the next attempt moves along the chain to another deployment. A
+    // spent key rests, so another key of this deployment may take the call; when none can,
+    // the router refuses the next attempt at once.
+    let retryable = error.is_retryable()
+        || (error.kind.is_deployment_fault() && has_fallback)
+        || error.kind == ErrorKind::QuotaExhausted;
     if retryable && number < max_attempts {
-        // With another deployment to go to, the next attempt need not wait out this one's
-        // `retry-after`: the key is cooling down, and the router skips it.
-        let hint = if has_fallback {
+        // With another deployment (or, for a spent key, another key) to go to, the next
+        // attempt need not wait out this one's `retry-after`: the key is cooling down, and
+        // the router skips it.
+        let hint = if has_fallback || error.kind == ErrorKind::QuotaExhausted {
             None
         } else {
             error.retry_after

@@ -24,6 +24,8 @@ pub(super) struct Watcher {
     queue: Arc<dyn Queue>,
     address: Arc<str>,
     job: Uuid,
+    /// This delivery, as its chunks name it ([`StreamEvent::Chunks`]).
+    delivery: Uuid,
     /// Whether any chunk has gone out live, so the outcome is not replayed on top of it.
     streamed: Arc<AtomicBool>,
 }
@@ -36,6 +38,7 @@ impl Watcher {
             queue: queue.clone(),
             address: Arc::from(address.as_str()),
             job: envelope.id,
+            delivery: Uuid::new_v4(),
             streamed: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -60,7 +63,7 @@ impl Watcher {
                             .filter_map(|item| item.as_ref().ok().cloned())
                             .collect();
                         if !arrived.is_empty() {
-                            watcher.send(StreamEvent::Chunks { chunks: arrived }).await;
+                            watcher.send_chunks(arrived).await;
                             watcher.streamed.store(true, Ordering::Relaxed);
                         }
                         futures::stream::iter(items)
@@ -69,6 +72,15 @@ impl Watcher {
                 .flatten()
         });
         stream::collect(provider, relayed).await
+    }
+
+    /// Sends chunks, named by this delivery.
+    async fn send_chunks(&self, chunks: Vec<serde_json::Value>) {
+        self.send(StreamEvent::Chunks {
+            chunks,
+            from: self.delivery,
+        })
+        .await;
     }
 
     pub(super) async fn send(&self, event: StreamEvent) {
@@ -100,8 +112,7 @@ impl Watcher {
                 // Answered by an earlier delivery, or by a call that could not stream: the
                 // client still gets its answer as chunks.
                 if let Some(answer) = &job.answer {
-                    let chunks = chunks_of(answer);
-                    self.send(StreamEvent::Chunks { chunks }).await;
+                    self.send_chunks(chunks_of(answer)).await;
                 }
                 self.send(StreamEvent::Done).await;
             }

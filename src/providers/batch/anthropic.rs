@@ -157,7 +157,7 @@ impl BatchApi for AnthropicBatch {
             .header(reqwest::header::ACCEPT, "application/binary");
         let answer = fetch(PROVIDER, &call, request, error_from_answer).await?;
         let mut results = Vec::new();
-        for line in jsonl_lines(PROVIDER, "the results", &answer.body) {
+        for line in jsonl_lines(PROVIDER, call.api_key, "the results", &answer.body) {
             let line = line?;
             let custom_id = required_str(PROVIDER, &line, "/custom_id", "a result line")?;
             results.push(ItemResult {

@@ -354,6 +354,40 @@ mod tests {
             .contains("responsesFile"));
     }
 
+    /// A batch answer names its model as a resource (`models/gemini-2.5-flash`), a real-time
+    /// one as clients write it: both read as the latter, as does a deployment configured
+    /// with the resource name and an answer without `modelVersion`.
+    #[test]
+    fn an_answer_names_its_model_as_clients_write_it_on_either_tier() {
+        let response = |version: Option<&str>| {
+            let mut response = json!({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1}});
+            if let Some(version) = version {
+                response["modelVersion"] = json!(version);
+            }
+            response
+        };
+        let realtime =
+            parse_response(200, &response(Some("gemini-2.5-flash")), "gemini-2.5-flash").unwrap();
+        assert_eq!(realtime.response["model"], "gemini-2.5-flash");
+        for (version, called) in [
+            (Some("models/gemini-2.5-flash"), "gemini-2.5-flash"),
+            (None, "models/gemini-2.5-flash"),
+        ] {
+            let answer = json!({"metadata": {"key": "a"}, "response": response(version)});
+            match outcome("a", called, &answer) {
+                ItemOutcome::Succeeded(c) => {
+                    assert_eq!(
+                        c.response["model"], realtime.response["model"],
+                        "{version:?}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn answers_map() {
         let ok = json!({"metadata": {"key": "a"}, "response": {

@@ -232,6 +232,7 @@ async fn fetch(
 }
 
 /// [`fetch`] for an endpoint that answers with a JSON object (a batch, a file, an operation).
+/// A body that is not one is quoted in the error, the key scrubbed from it as from any other.
 async fn fetch_json(
     provider: &'static str,
     call: &BatchCall<'_>,
@@ -239,19 +240,19 @@ async fn fetch_json(
     on_error: fn(&Answer, SystemTime) -> ProviderError,
 ) -> Result<Value, ProviderError> {
     let answer = fetch(provider, call, request, on_error).await?;
-    let json = http::json_body(provider, answer.status.as_u16(), &answer.body)?;
-    if json.is_object() {
-        Ok(json)
-    } else {
-        Err(http::invalid(
-            provider,
-            answer.status.as_u16(),
-            format!(
-                "expected a JSON object, got {}",
-                http::snippet(&json.to_string())
-            ),
-        ))
-    }
+    let status = answer.status.as_u16();
+    let object = http::json_body(provider, status, &answer.body).and_then(|json| {
+        if json.is_object() {
+            Ok(json)
+        } else {
+            Err(http::invalid(
+                provider,
+                status,
+                format!("expected a JSON object, got {json}"),
+            ))
+        }
+    });
+    object.map_err(|error| http::redact(error, call.api_key))
 }
 
 /// A string field the provider documents as always there, or an `InvalidResponse` naming it.
@@ -280,9 +281,10 @@ fn required_str<'v>(
 /// The lines of a JSONL results file, numbered from 1, blank lines skipped. The whole file is
 /// in memory (a 50,000-request output can be hundreds of MB: acceptable for now, streaming it
 /// is the next step), but each line is parsed on its own so only one line's `Value` is alive
-/// at a time.
+/// at a time. A line that is not JSON is quoted in its error, `api_key` scrubbed from it.
 fn jsonl_lines<'a>(
     provider: &'static str,
+    api_key: &'a str,
     what: &'a str,
     body: &'a [u8],
 ) -> impl Iterator<Item = Result<Value, ProviderError>> + 'a {
@@ -291,15 +293,16 @@ fn jsonl_lines<'a>(
         .filter(|(_, line)| !line.trim_ascii().is_empty())
         .map(move |(at, line)| {
             serde_json::from_slice(line).map_err(|e| {
-                http::invalid(
+                let error = http::invalid(
                     provider,
                     200,
                     format!(
                         "{what} line {} is not JSON ({e}): {}",
                         at + 1,
-                        http::snippet(&String::from_utf8_lossy(line))
+                        String::from_utf8_lossy(line)
                     ),
-                )
+                );
+                http::redact(error, api_key)
             })
         })
 }
@@ -406,7 +409,7 @@ mod tests {
     #[test]
     fn jsonl_lines_skip_blanks_and_name_a_bad_line() {
         let body = b"{\"a\":1}\n\n  \n{\"b\":2}\r\nnot json\n";
-        let lines: Vec<_> = jsonl_lines("openai", "file f", body).collect();
+        let lines: Vec<_> = jsonl_lines("openai", "", "file f", body).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1].as_ref().unwrap()["b"], 2);
         let e = lines[2].clone().unwrap_err();

@@ -76,7 +76,7 @@ impl OpenAiBatch {
         let path = format!("/files/{file_id}/content");
         let answer = fetch(PROVIDER, call, self.get(call, &path), error_from_answer).await?;
         let what = format!("file {file_id}");
-        for line in jsonl_lines(PROVIDER, &what, &answer.body) {
+        for line in jsonl_lines(PROVIDER, call.api_key, &what, &answer.body) {
             let line = line?;
             let custom_id = required_str(PROVIDER, &line, "/custom_id", "a result line")?;
             into.push(ItemResult {

@@ -19,7 +19,7 @@ use crate::queue::replies::InboxHub;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -143,15 +143,98 @@ pub(crate) async fn supervise(
     state.send_replace(LinkState::Closed);
 }
 
-/// Back-off before reconnect attempt `attempt` (0-based): 1 s, 2 s, 4 s… capped, with up to
-/// 20 % jitter so that many workers do not reconnect in lockstep after a broker restart.
+/// How often a lost broker is tried again at first: a broker restart takes seconds, and a
+/// refused connection costs nothing, so for about the first 20 s (`FAST_ATTEMPTS`) a retry
+/// follows every half second, and the service resumes within about that of the broker's
+/// return. Only a longer outage backs off (to the configured cap).
+const FAST_PACE: Duration = Duration::from_millis(500);
+const FAST_ATTEMPTS: u32 = 40;
+
+/// Back-off before reconnect attempt `attempt` (0-based): half a second for the first
+/// `FAST_ATTEMPTS`, then 2 s, 4 s, 8 s… capped, with up to 20 % jitter so that many workers
+/// do not reconnect in lockstep after a broker restart.
 pub(crate) fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let base = Duration::from_secs(1)
-        .checked_mul(1u32 << attempt.min(16))
-        .unwrap_or(cap)
-        .min(cap);
+    let base = match attempt.checked_sub(FAST_ATTEMPTS) {
+        None => FAST_PACE,
+        Some(slow) => Duration::from_secs(2)
+            .checked_mul(1u32 << slow.min(16))
+            .unwrap_or(cap),
+    }
+    .min(cap);
     let jitter = rand::random::<f64>() * 0.2;
     base.mul_f64(1.0 + jitter).min(cap.max(base))
+}
+
+/// Opens one connection, giving up after `timeout`. Giving up shuts the socket down: lapin
+/// drives each connection on a thread of its own that owns the socket, and a broker that
+/// accepts TCP but never answers the handshake would otherwise keep that thread and socket
+/// alive, one pair for every attempt, for as long as the process runs.
+async fn open_connection(
+    url: &str,
+    properties: ConnectionProperties,
+    timeout: Duration,
+) -> Result<Connection, String> {
+    use lapin::tcp::{AMQPUriTcpExt, OwnedTLSConfig};
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|_| "the URL is not a valid AMQP URL".to_string())?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| describe_error(&e))?;
+    let socket = ShutUnlessConnected::default();
+    let kept = socket.0.clone();
+    let connect = Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let tls = OwnedTLSConfig::default();
+            let stream = uri
+                .connect_with_config_async(tls.as_ref(), &runtime)
+                .await?;
+            // A second handle on the same socket, to shut it down should the handshake hang.
+            let tcp = match &stream {
+                lapin::AsyncTcpStream::Plain(plain) => Some(plain.get_ref()),
+                lapin::AsyncTcpStream::Rustls(tls) => Some(tls.get_ref().0.get_ref()),
+                _ => None,
+            };
+            if let Some(tcp) = tcp {
+                let handle = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned()?;
+                *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.into());
+            }
+            Ok(stream)
+        },
+        properties,
+    );
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(conn)) => {
+            socket.connected();
+            Ok(conn)
+        }
+        Ok(Err(e)) => Err(describe_error(&e)),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// A second handle on the socket of a connection being opened, which shuts that socket down
+/// when dropped before [`ShutUnlessConnected::connected`] (a timeout, or the attempt given
+/// up at shutdown); lapin's thread then reads the end of the stream and stops.
+#[derive(Default)]
+struct ShutUnlessConnected(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl ShutUnlessConnected {
+    /// The connection is open: its socket is the connection's business from now on.
+    fn connected(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl Drop for ShutUnlessConnected {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 async fn connect(
@@ -161,26 +244,13 @@ async fn connect(
     let open = |role: &'static str| {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("{} {role}", config.connection_name).into());
-        let url = config.url.clone();
-        let timeout = config.connect_timeout;
-        async move {
-            match tokio::time::timeout(timeout, Connection::connect(&url, props)).await {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => Err(describe_error(&e)),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    humantime::format_duration(timeout)
-                )),
-            }
-        }
+        open_connection(&config.url, props, config.connect_timeout)
     };
     let publish_conn = open("publish").await?;
     let consume_conn = match open("consume").await {
         Ok(conn) => conn,
         Err(e) => {
-            let _ = publish_conn
-                .close(200, "sluice: giving up this attempt".into())
-                .await;
+            close_both(&publish_conn, None, "sluice: giving up this attempt").await;
             return Err(e);
         }
     };
@@ -200,14 +270,20 @@ async fn connect(
         match tokio::time::timeout(config.connect_timeout, setup).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
-                let _ = publish_conn.close(200, "sluice: setup failed".into()).await;
-                let _ = consume_conn.close(200, "sluice: setup failed".into()).await;
+                close_both(&publish_conn, Some(&consume_conn), "sluice: setup failed").await;
                 return Err(format!(
                     "connected, but declaring the topology failed: {}",
                     describe_error(&e)
                 ));
             }
             Err(_) => {
+                // Closed, or the two connections would outlive the attempt.
+                close_both(
+                    &publish_conn,
+                    Some(&consume_conn),
+                    "sluice: setup timed out",
+                )
+                .await;
                 return Err("connected, but declaring the topology timed out".to_string());
             }
         };
@@ -281,9 +357,21 @@ async fn watch_link(
 }
 
 async fn close_link(link: &Link) {
+    close_both(
+        &link.publish_conn,
+        Some(&link.consume_conn),
+        "sluice: closing",
+    )
+    .await;
+}
+
+/// Closes connections, waiting at most five seconds for a broker that may not answer.
+async fn close_both(first: &Connection, second: Option<&Connection>, why: &str) {
     let close = async {
-        let _ = link.publish_conn.close(200, "sluice: closing".into()).await;
-        let _ = link.consume_conn.close(200, "sluice: closing".into()).await;
+        let _ = first.close(200, why.into()).await;
+        if let Some(second) = second {
+            let _ = second.close(200, why.into()).await;
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
 }
@@ -357,16 +445,23 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
+    fn backoff_is_quick_at_first_then_grows_and_is_capped() {
         let cap = Duration::from_secs(30);
-        assert!(backoff(0, cap) >= Duration::from_secs(1));
-        assert!(backoff(0, cap) <= Duration::from_millis(1200));
-        assert!(backoff(1, cap) >= Duration::from_secs(2));
-        assert!(backoff(3, cap) >= Duration::from_secs(8));
-        for attempt in [5, 10, 31, 32, 1000, u32::MAX] {
+        let fast: Vec<Duration> = (0..FAST_ATTEMPTS).map(|a| backoff(a, cap)).collect();
+        assert!(fast
+            .iter()
+            .all(|d| *d >= FAST_PACE && *d <= FAST_PACE.mul_f64(1.2)));
+        // A broker back after a ten-second restart is found again within a second.
+        let fast_phase: Duration = fast.iter().sum();
+        assert!(fast_phase >= Duration::from_secs(20), "{fast_phase:?}");
+        assert!(backoff(FAST_ATTEMPTS, cap) >= Duration::from_secs(2));
+        assert!(backoff(FAST_ATTEMPTS + 2, cap) >= Duration::from_secs(8));
+        for attempt in [FAST_ATTEMPTS + 5, 100, 1000, u32::MAX] {
             let d = backoff(attempt, cap);
             assert!(d <= cap, "{attempt}: {d:?}");
-            assert!(d >= Duration::from_secs(16).min(cap), "{attempt}: {d:?}");
+            assert!(d >= Duration::from_secs(30), "{attempt}: {d:?}");
         }
+        // A cap below the fast pace wins.
+        assert!(backoff(0, Duration::from_millis(100)) <= Duration::from_millis(100));
     }
 }

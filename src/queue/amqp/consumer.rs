@@ -1,4 +1,4 @@
-//! Consuming one work queue, and settling its deliveries.
+//! Consuming one work queue (or the dead letters to settle), and settling its deliveries.
 //!
 //! A consumer is a subscription that outlives connections: when the connection under it dies,
 //! the broker requeues everything that was delivered on it, and [`AmqpConsumer::next`]
@@ -26,10 +26,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// Consumes the work queue of one urgency.
+/// What a consumer reads: the work queue of one urgency, or the dead letters Sluice settles
+/// in the store (`P.jobs.dead.settle`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    Work(Urgency),
+    DeadLetters,
+}
+
+/// Consumes one queue (see [`Source`]).
 pub(crate) struct AmqpConsumer {
     inner: Arc<Inner>,
-    urgency: Urgency,
+    source: Source,
     prefetch: u16,
     subscription: Option<Subscription>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -60,11 +68,11 @@ impl Drop for ChannelGuard {
 }
 
 impl AmqpConsumer {
-    pub(crate) fn new(inner: Arc<Inner>, urgency: Urgency, prefetch: u16) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, source: Source, prefetch: u16) -> Self {
         let shutdown = inner.shutdown.subscribe();
         AmqpConsumer {
             inner,
-            urgency,
+            source,
             // 0 means "unlimited" in AMQP, which is never what a worker pool wants.
             prefetch: prefetch.max(1),
             subscription: None,
@@ -80,10 +88,10 @@ impl AmqpConsumer {
         channel
             .basic_qos(self.prefetch, BasicQosOptions { global: false })
             .await?;
-        let tag = format!("sluice-{}-{}", self.urgency, uuid::Uuid::new_v4());
+        let tag = format!("sluice-{}-{}", self.queue(), uuid::Uuid::new_v4());
         let stream = channel
             .basic_consume(
-                self.inner.topology.work_queue(self.urgency).into(),
+                self.queue().into(),
                 tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -96,8 +104,19 @@ impl AmqpConsumer {
         })
     }
 
+    fn queue(&self) -> String {
+        match self.source {
+            Source::Work(urgency) => self.inner.topology.work_queue(urgency),
+            Source::DeadLetters => self.inner.topology.dead_settle_queue(),
+        }
+    }
+
     /// Parks a delivery that came back before its not-before time again; true if it did.
+    /// (A dead letter is never early: it is not going back to work.)
     async fn park_if_early(&self, delivery: &lapin::message::Delivery) -> bool {
+        let Source::Work(urgency) = self.source else {
+            return false;
+        };
         let not_before = delivery
             .properties
             .headers()
@@ -119,7 +138,7 @@ impl AmqpConsumer {
         let remaining = not_before - now;
         match self
             .inner
-            .publish_delayed(self.urgency, &delivery.data, remaining)
+            .publish_delayed(urgency, &delivery.data, remaining)
             .await
         {
             Ok(()) => {
@@ -149,7 +168,7 @@ fn requeue() -> BasicNackOptions {
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Delivery> {
         let mut state = self.inner.state.clone();
-        let queue = self.inner.topology.work_queue(self.urgency);
+        let queue = self.queue();
         loop {
             if *self.shutdown.borrow() {
                 self.subscription = None;
@@ -213,18 +232,25 @@ impl Consumer for AmqpConsumer {
                     if self.park_if_early(&delivery).await {
                         continue;
                     }
+                    let dead_reason = match self.source {
+                        Source::Work(_) => None,
+                        Source::DeadLetters => Some(super::dead_letters::reason(
+                            &delivery.properties,
+                            self.inner.config.delivery_limit,
+                        )),
+                    };
                     let settle = AmqpSettle {
                         inner: self.inner.clone(),
-                        urgency: self.urgency,
+                        source: self.source,
                         generation,
                         acker: Some(delivery.acker),
                         _channel: channel,
                     };
-                    return Some(Delivery::new(
-                        delivery.data,
-                        delivery.redelivered,
-                        Box::new(settle),
-                    ));
+                    let settle = Box::new(settle);
+                    return Some(match dead_reason {
+                        None => Delivery::new(delivery.data, delivery.redelivered, settle),
+                        Some(reason) => Delivery::dead_letter_of(delivery.data, reason, settle),
+                    });
                 }
                 Some(Err(e)) => {
                     warn!(
@@ -280,7 +306,7 @@ impl Drop for AmqpConsumer {
 /// Settles one delivery on the channel it came from.
 struct AmqpSettle {
     inner: Arc<Inner>,
-    urgency: Urgency,
+    source: Source,
     generation: u64,
     /// `None` once settled, so `Drop` knows whether to requeue.
     acker: Option<Acker>,
@@ -288,6 +314,17 @@ struct AmqpSettle {
 }
 
 impl AmqpSettle {
+    /// The urgency of a work queue's delivery, whose copy goes to the delay or dead queues; a
+    /// dead letter is only ever acked.
+    fn urgency(&self) -> Result<Urgency, QueueError> {
+        match self.source {
+            Source::Work(urgency) => Ok(urgency),
+            Source::DeadLetters => Err(QueueError::Unavailable(
+                "a dead letter is only acked; it goes back to its queue".to_string(),
+            )),
+        }
+    }
+
     /// The acker, if it can still settle this delivery: same connection, channel still open.
     fn live_acker(&mut self) -> Result<Acker, QueueError> {
         let acker = self.acker.take();
@@ -361,11 +398,9 @@ impl Settle for AmqpSettle {
     ) -> Result<(), QueueError> {
         // Check first: publishing a copy of a message that is already back in its queue would
         // only make a duplicate.
+        let urgency = self.urgency()?;
         let acker = self.live_acker()?;
-        let copied = self
-            .inner
-            .publish_delayed(self.urgency, &payload, delay)
-            .await;
+        let copied = self.inner.publish_delayed(urgency, &payload, delay).await;
         self.ack_after_copy(acker, copied).await
     }
 
@@ -374,11 +409,9 @@ impl Settle for AmqpSettle {
         payload: Vec<u8>,
         reason: &str,
     ) -> Result<(), QueueError> {
+        let urgency = self.urgency()?;
         let acker = self.live_acker()?;
-        let copied = self
-            .inner
-            .publish_dead(self.urgency, &payload, reason)
-            .await;
+        let copied = self.inner.publish_dead(urgency, &payload, reason).await;
         self.ack_after_copy(acker, copied).await
     }
 }

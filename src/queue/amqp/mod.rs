@@ -3,6 +3,7 @@
 //! - [`topology`]: every exchange and queue name under a prefix, and how each is declared.
 //! - `connection`: the supervisor task that owns the connections and reconnects.
 //! - `consumer`: consumers that re-subscribe after a reconnect, and settling deliveries.
+//! - `dead_letters`: why the broker dead-lettered a message, read from its headers.
 //! - `replies`: this process's reply queue, for [reply inboxes](crate::queue::replies).
 //!
 //! [`AmqpQueue::start`] never fails and never blocks on the broker: a broker that is down is a
@@ -12,6 +13,7 @@
 
 mod connection;
 mod consumer;
+mod dead_letters;
 mod replies;
 pub mod topology;
 
@@ -39,8 +41,9 @@ pub const DEAD_REASON_HEADER: &str = "x-sluice-dead-reason";
 pub const DEAD_AT_HEADER: &str = "x-sluice-dead-at";
 /// Header carrying the urgency queue a dead-lettered message came from.
 pub const DEAD_URGENCY_HEADER: &str = "x-sluice-urgency";
-/// Header on a retry longer than the top rung: Unix milliseconds before which the message must
-/// not be handed to a worker; a consumer that sees it early parks it again.
+/// Header on a retry that no single rung serves closely (see [`topology::choose_rung`]): Unix
+/// milliseconds before which the message must not be handed to a worker; a consumer that sees
+/// it early parks it again for the rest.
 pub const NOT_BEFORE_HEADER: &str = "x-sluice-not-before";
 
 /// How to reach RabbitMQ and what to call things there.
@@ -223,9 +226,17 @@ impl Queue for AmqpQueue {
     ) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(Box::new(consumer::AmqpConsumer::new(
             self.inner.clone(),
-            urgency,
+            consumer::Source::Work(urgency),
             prefetch,
         )))
+    }
+
+    async fn consume_dead_letters(&self) -> Result<Option<Box<dyn Consumer>>, QueueError> {
+        Ok(Some(Box::new(consumer::AmqpConsumer::new(
+            self.inner.clone(),
+            consumer::Source::DeadLetters,
+            dead_letters::PREFETCH,
+        ))))
     }
 
     async fn open_inbox(&self, job: Uuid) -> Result<Inbox, QueueError> {
@@ -473,7 +484,7 @@ impl Inner {
         payload: &[u8],
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let rung = topology::rung_at_most(delay);
+        let rung = topology::choose_rung(delay);
         let mut properties = job_properties();
         if rung.ttl < delay {
             let not_before = unix_now().saturating_add(delay);

@@ -10,7 +10,9 @@
 //!   (`x-delivery-limit`) and at-least-once dead-lettering, which classic queues lack.
 //! - Every work queue dead-letters to `P.dead` with an explicit delivery limit, because
 //!   RabbitMQ 4 silently drops a quorum-queue message after 20 failed deliveries when no
-//!   dead-letter exchange is set.
+//!   dead-letter exchange is set. `P.dead` fans out to two queues: `P.jobs.dead`, the
+//!   operator's, and `P.jobs.dead.settle`, which Sluice reads to fail each dead-lettered job
+//!   in the store.
 //! - Retries wait in one delay queue per urgency and rung, with a queue-level TTL: every message
 //!   in a queue then expires in arrival order. A per-message TTL would let a long delay at the
 //!   head of a shared queue hold back the short ones behind it.
@@ -37,9 +39,9 @@ pub struct Rung {
     pub label: &'static str,
 }
 
-/// The retry ladder, shortest first. Rungs grow roughly 5x so a requested delay is never
-/// rounded up by much more than that; a delay above the top rung is served by waiting on the
-/// top rung repeatedly (see [`choose_rung`]).
+/// The retry ladder, shortest first. A delay is served by one rung when one fits it closely,
+/// and otherwise by several hops (see [`choose_rung`]), so the rungs only bound the number of
+/// hops, never how late a message comes back.
 pub const RUNGS: [Rung; 6] = [
     Rung {
         ttl: Duration::from_secs(1),
@@ -67,17 +69,24 @@ pub const RUNGS: [Rung; 6] = [
     },
 ];
 
-/// The rung for a retry after `delay`: the smallest one that waits at least `delay`, so a
-/// message never comes back earlier than asked. Returns `None` when `delay` is longer than
-/// the top rung; the caller then parks the message on the top rung with a "not before" time
-/// and parks it again when it comes back too early.
-pub fn choose_rung(delay: Duration) -> Option<Rung> {
-    RUNGS.iter().copied().find(|rung| rung.ttl >= delay)
+/// How late a retry may come back to save a hop: a tenth of its delay, and at least the
+/// shortest rung (a shorter wait has no queue of its own).
+fn lateness_allowed(delay: Duration) -> Duration {
+    (delay / 10).max(RUNGS[0].ttl)
 }
 
-/// The rung to use for `delay` even when it is above the top: the top rung.
-pub fn rung_at_most(delay: Duration) -> Rung {
-    choose_rung(delay).unwrap_or(RUNGS[RUNGS.len() - 1])
+/// The rung a message waiting `delay` is parked on next. A rung that ends within
+/// [`lateness_allowed`] after the delay serves it in one hop; otherwise the longest rung that
+/// ends before it, and the message carries a "not before" time and is parked again for the
+/// rest when it comes back (as a delay above the top rung always is). So a retry never comes
+/// back earlier than asked, and at most a tenth (or the shortest rung) later: a 60 s wait is
+/// two 30 s hops, not the 2 min rung; 1.6 s is 1 s and 1 s, not 5 s.
+pub fn choose_rung(delay: Duration) -> Rung {
+    let close = RUNGS
+        .iter()
+        .find(|rung| rung.ttl >= delay && rung.ttl <= delay + lateness_allowed(delay));
+    let shorter = || RUNGS.iter().rev().find(|rung| rung.ttl <= delay);
+    *close.or_else(shorter).unwrap_or(&RUNGS[0])
 }
 
 /// Names of everything under one prefix. Cheap to clone.
@@ -116,9 +125,16 @@ impl Topology {
         format!("{}.jobs.{}", self.prefix, urgency.as_str())
     }
 
-    /// Where poison messages and explicit dead letters end up.
+    /// Where poison messages and explicit dead letters end up, for the operator.
     pub fn dead_queue(&self) -> String {
         format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// A second copy of every dead letter, which Sluice reads to fail the job in the store
+    /// with the reason (see `dead_letters`), so a message the broker gave up on (its delivery
+    /// limit) never leaves its job `running`; [`Topology::dead_queue`] keeps the operator's.
+    pub fn dead_settle_queue(&self) -> String {
+        format!("{}.jobs.dead.settle", self.prefix)
     }
 
     /// The delay queue of one urgency and rung; expired messages go back to
@@ -131,6 +147,7 @@ impl Topology {
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = Urgency::ALL.iter().map(|u| self.work_queue(*u)).collect();
         queues.push(self.dead_queue());
+        queues.push(self.dead_settle_queue());
         for urgency in Urgency::ALL {
             for rung in RUNGS {
                 queues.push(self.delay_queue(urgency, rung));
@@ -234,23 +251,25 @@ impl Topology {
             )
             .await?;
 
-        // The dead queue is the end of the line: no dead-letter exchange of its own.
-        channel
-            .queue_declare(
-                self.dead_queue().into(),
-                QueueDeclareOptions::durable(),
-                quorum_args(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_queue().into(),
-                self.dead_exchange().into(),
-                ShortString::from(""),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // The dead queues are the end of the line: no dead-letter exchange of their own.
+        for dead in [self.dead_queue(), self.dead_settle_queue()] {
+            channel
+                .queue_declare(
+                    dead.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    quorum_args(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    dead.as_str().into(),
+                    self.dead_exchange().into(),
+                    ShortString::from(""),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
 
         for urgency in Urgency::ALL {
             channel
@@ -310,40 +329,54 @@ fn at_least_once_dead_lettering(args: &mut FieldTable) {
 mod tests {
     use super::*;
 
+    /// Serves `delay` the way the consumer does: hop after hop, each parked on the chosen
+    /// rung, until the message is no longer early. Returns the hops and the total wait.
+    fn served(delay: Duration) -> (Vec<&'static str>, Duration) {
+        let mut waited = Duration::ZERO;
+        let mut hops = Vec::new();
+        while waited < delay {
+            let rung = choose_rung(delay - waited);
+            hops.push(rung.label);
+            waited += rung.ttl;
+        }
+        (hops, waited)
+    }
+
     #[test]
-    fn rung_is_never_shorter_than_the_delay() {
-        assert_eq!(choose_rung(Duration::ZERO).map(|r| r.label), Some("1s"));
+    fn a_delay_is_never_rounded_up_to_a_far_rung() {
+        let secs = Duration::from_secs;
+        assert_eq!(choose_rung(Duration::ZERO).label, "1s");
+        assert_eq!(choose_rung(Duration::from_millis(1)).label, "1s");
+        assert_eq!(choose_rung(secs(1)).label, "1s");
+        assert_eq!(choose_rung(secs(5)).label, "5s");
+        // Close enough to a rung: one hop, a little late.
+        assert_eq!(choose_rung(secs(29)).label, "30s");
+        assert_eq!(choose_rung(Duration::from_millis(4500)).label, "5s");
+        // Far from the next rung: the shorter one, and the rest later.
+        assert_eq!(choose_rung(Duration::from_millis(1600)).label, "1s");
+        assert_eq!(choose_rung(secs(60)).label, "30s");
+        assert_eq!(choose_rung(secs(31)).label, "30s");
+        assert_eq!(choose_rung(secs(86_400)).label, "1h");
+        // The cases that were served late: a 60 s cool-down (was 2 min), 1.6 s (was 5 s).
+        assert_eq!(served(secs(60)), (vec!["30s", "30s"], secs(60)));
         assert_eq!(
-            choose_rung(Duration::from_millis(1)).map(|r| r.label),
-            Some("1s")
+            served(Duration::from_millis(1600)),
+            (vec!["1s", "1s"], secs(2))
         );
-        assert_eq!(
-            choose_rung(Duration::from_secs(1)).map(|r| r.label),
-            Some("1s")
-        );
-        assert_eq!(
-            choose_rung(Duration::from_millis(1001)).map(|r| r.label),
-            Some("5s")
-        );
-        assert_eq!(
-            choose_rung(Duration::from_secs(5)).map(|r| r.label),
-            Some("5s")
-        );
-        assert_eq!(
-            choose_rung(Duration::from_secs(31)).map(|r| r.label),
-            Some("2m")
-        );
-        assert_eq!(
-            choose_rung(Duration::from_secs(3600)).map(|r| r.label),
-            Some("1h")
-        );
-        assert_eq!(choose_rung(Duration::from_secs(3601)), None);
-        assert_eq!(rung_at_most(Duration::from_secs(86_400)).label, "1h");
-        for ms in (0..4_000_000u64).step_by(997) {
+    }
+
+    #[test]
+    fn every_delay_is_served_never_early_and_at_most_a_tenth_late() {
+        for ms in (0..8_000_000u64).step_by(997) {
             let delay = Duration::from_millis(ms);
-            if let Some(rung) = choose_rung(delay) {
-                assert!(rung.ttl >= delay, "{delay:?} got {rung:?}");
-            }
+            let (hops, waited) = served(delay);
+            assert!(waited >= delay, "{delay:?} served in {waited:?}");
+            assert!(
+                waited <= delay + lateness_allowed(delay),
+                "{delay:?} served in {waited:?} by {hops:?}"
+            );
+            // Each hop but the last waits a whole rung: a few per rung of the delay.
+            assert!(hops.len() <= 20, "{delay:?} took {hops:?}");
         }
     }
 
@@ -363,7 +396,8 @@ mod tests {
             t.delay_queue(Urgency::Standard, RUNGS[1]),
             "p.delay.standard.5s"
         );
-        assert_eq!(t.all_queues().len(), 3 + 1 + 3 * RUNGS.len());
+        assert_eq!(t.dead_settle_queue(), "p.jobs.dead.settle");
+        assert_eq!(t.all_queues().len(), 3 + 2 + 3 * RUNGS.len());
         assert!(t.all_queues().iter().all(|q| q.starts_with("p.")));
     }
 }
