@@ -1,7 +1,9 @@
 //! The errors the HTTP layer answers before any handler runs (no such endpoint, a method the
 //! endpoint does not take, a body over the limit) and the submission checks of a request's
 //! standard parameters: each in the API's JSON error shape, naming what is wrong, with
-//! nothing recorded.
+//! nothing recorded. Also the answers when the server cannot take a request: a store that
+//! cannot write (read-only, full), too many large bodies at once; and what `/readyz` and
+//! `/v1/providers` say about the process.
 
 mod common;
 
@@ -190,6 +192,20 @@ async fn a_read_only_database_is_not_ready_and_refuses_jobs_with_a_503() {
         let store = sluice::store::Store::open(&database).await.unwrap();
         store.reader().close().await;
     }
+    // Its connections close in tasks of their own; until they have, a new connection in
+    // this process would share their writable file descriptor.
+    for _ in 0..200 {
+        let open = std::fs::read_dir("/proc/self/fd")
+            .map(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == database))
+            })
+            .unwrap_or(false);
+        if !open {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     if !make_read_only(&database) {
         eprintln!("skipped: cannot make a file read-only here");
         return;
@@ -268,5 +284,247 @@ async fn a_write_the_database_refuses_is_a_503_and_the_store_recovers() {
     let (status, _, answer) = post_job(&h, &big).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 1);
+    h.stop().await;
+}
+
+/// Unmounts a file system when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeros into `dir` until its file system is full; returns the file.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+/// A full disk (a 24 MiB tmpfs of the test's own, so it needs root; skipped elsewhere): a
+/// submission is a 503 with `retry-after` naming it, nothing half recorded; once space
+/// returns the store takes jobs again and its write-ahead log is checkpointed away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_jobs_with_a_503_and_the_store_recovers_when_space_returns() {
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(disk.path().to_owned());
+    let home = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(Backend::Embedded, home.path());
+    config.server.database = disk.path().join("sluice.db");
+    let wal = disk.path().join("sluice.db-wal");
+    let h = Harness::start_on(config, home, false).await;
+    assert_eq!(readyz(&h).await.0, 200);
+
+    let filler = fill(disk.path());
+    let big = "x".repeat(64 << 10);
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, retry_after, error) = post_job(&h, &big).await;
+        match status {
+            202 => accepted += 1,
+            503 => break (retry_after, error),
+            _ => panic!("{status}: {error}"),
+        }
+        assert!(accepted < 400, "the disk never filled");
+    };
+    let (retry_after, error) = refused;
+    println!("disk full after {accepted} more jobs: {error}");
+    assert_eq!(error["type"], "store_unavailable", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("disk"),
+        "{error}"
+    );
+    assert!(retry_after.is_some());
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, accepted);
+    let (status, ready) = readyz(&h).await;
+    if status == 503 {
+        assert!(ready["problems"].to_string().contains("full"), "{ready:#}");
+    }
+
+    // Space returns: jobs are accepted again, and the log goes back into the database.
+    std::fs::remove_file(filler).unwrap();
+    let (status, _, answer) = post_job(&h, &big).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, accepted + 1);
+    assert_eq!(readyz(&h).await.0, 200);
+    let mut wal_bytes = u64::MAX;
+    for _ in 0..100 {
+        wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if wal_bytes <= 4 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(wal_bytes <= 4 << 20, "the log stayed at {wal_bytes} bytes");
+    h.stop().await;
+}
+
+/// Starts a `POST /v1/jobs` of `length` bytes that sends its first MiB and then waits for
+/// a permit of `go` before sending the rest; returns the request's task.
+fn held_body(
+    h: &Harness,
+    length: usize,
+    go: std::sync::Arc<tokio::sync::Semaphore>,
+) -> tokio::task::JoinHandle<u16> {
+    use futures::StreamExt;
+    let prefix =
+        r#"{"request": {"model": "fast", "messages": [{"role": "user", "content": ""#.to_string();
+    let suffix = r#""}]}}"#;
+    let filler = length - prefix.len() - suffix.len();
+    let first = 1 << 20;
+    let head = format!("{prefix}{}", "x".repeat(first));
+    let rest = format!("{}{suffix}", "x".repeat(filler - first));
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+        futures::stream::once(async move {
+            go.acquire().await.unwrap().forget();
+            Ok(rest)
+        }),
+    );
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", h.base_url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("content-length", length)
+        .body(reqwest::Body::wrap_stream(body));
+    tokio::spawn(async move {
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        println!("held body: {status} {}", answer.text().await.unwrap());
+        status
+    })
+}
+
+/// Request bodies held at once are bounded across requests: while two 60 MiB bodies are
+/// being received, a third body that would pass the bound is refused at once with a 503
+/// naming it, unread; once they are done, it is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_bodies_are_bounded_in_total() {
+    let h = Harness::start_with(Backend::Embedded, |_| {}, false).await;
+    let go = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held: Vec<_> = (0..2)
+        .map(|_| held_body(&h, 60 << 20, go.clone()))
+        .collect();
+    // 10 MiB that is not JSON: a 400 once read, a 503 while there is no room to read it.
+    let probe = || async {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/v1/jobs", h.base_url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(" ".repeat(10 << 20))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = answer.headers().contains_key("retry-after");
+        let (status, error) = error_of(answer).await;
+        (status, retry_after, error)
+    };
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, retry_after, error) = probe().await;
+        match status {
+            503 => {
+                refused = Some((retry_after, error));
+                break;
+            }
+            400 => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            _ => panic!("{status}: {error}"),
+        }
+    }
+    let (retry_after, error) =
+        refused.expect("a third body was read while two of 60 MiB were held");
+    assert!(retry_after);
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("128 MiB"), "{message}");
+    assert!(message.contains("nothing was accepted"), "{message}");
+
+    go.add_permits(2);
+    // Read once they are sent whole (whether the job is then accepted is another matter).
+    for status in futures::future::join_all(held).await {
+        assert_ne!(status.unwrap(), 503);
+    }
+    assert_eq!(probe().await.0, 400, "the budget was not given back");
+    h.stop().await;
+}
+
+/// `GET /v1/providers` on a process without workers: its deployments look healthy with no
+/// calls whatever the workers see, and the answer says plainly whose view it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_view_says_it_is_the_process_own() {
+    let h = Harness::start_with(Backend::Embedded, |_| {}, false).await;
+    let answer: Value = reqwest::Client::new()
+        .get(format!("{}/v1/providers", h.base_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["scope"], "process", "{answer:#}");
+    let note = answer["note"].as_str().unwrap();
+    assert!(
+        note.contains("this process") && note.contains("--no-workers"),
+        "{note}"
+    );
+    assert!(!answer["data"].as_array().unwrap().is_empty());
+    h.stop().await;
+}
+
+/// Repeated unknown tokens from one address are slowed down: after ten within a minute, its
+/// requests are answered 429 with `retry-after`, even with a good token, without the token
+/// being looked at; another tenant's token still names only that tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_unknown_tokens_from_one_address_are_slowed_down() {
+    let h = Harness::start_with(Backend::Embedded, |_| {}, false).await;
+    let http = reqwest::Client::new();
+    let models = |token: &'static str| {
+        http.get(format!("{}/v1/models", h.base_url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(models(TOKEN).await.unwrap().status(), 200);
+    assert_eq!(models(common::OTHER_TOKEN).await.unwrap().status(), 200);
+    // Guesses of every length, one sharing the good token's prefix.
+    for guess in [
+        "x",
+        "sk-test-acm",
+        "sk-test-acmf",
+        "sk-test-acme-but-longer",
+    ]
+    .iter()
+    .cycle()
+    .take(10)
+    {
+        let answer = models(guess).await.unwrap();
+        assert_eq!(answer.status(), 401, "{guess}");
+    }
+    let throttled = models(TOKEN).await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    let wait: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let (_, error) = error_of(throttled).await;
+    assert_eq!(error["type"], "too_many_failed_authentications", "{error}");
     h.stop().await;
 }

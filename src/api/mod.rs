@@ -24,7 +24,11 @@
 //!   (readiness: `503` naming the problem while the queue is unreachable or the store cannot
 //!   be read or cannot commit a write).
 //!
-//! Every `/v1` route needs `Authorization: Bearer <tenant token>`; a tenant sees only its own
+//! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
+//! across all requests (a `503` beyond it); see [`inflight`].
+//!
+//! Every `/v1` route needs `Authorization: Bearer <tenant token>` (an address that sent
+//! ten unknown tokens within a minute waits out the minute: `429`, see [`auth`]); a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
 mod auth;
@@ -35,6 +39,7 @@ mod chat;
 mod costs;
 mod error;
 pub mod files;
+mod inflight;
 mod jobs;
 mod providers;
 
@@ -97,7 +102,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/costs", get(costs::report))
         .route("/v1/budgets", get(budgets::list))
         .layer(axum::extract::DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            inflight::BodyBudget::default(),
+            inflight::bounded,
+        ))
         .layer(axum::middleware::from_fn(error::plain_errors_as_json))
+        .layer(axum::Extension(Arc::new(auth::AuthFailures::default())))
         .with_state(state)
 }
 
@@ -188,7 +198,10 @@ pub async fn serve(
         // Serving goes on: the batches stay unfinished until a later start resumes them.
         Err(e) => tracing::error!(error = %e, "cannot read which batch submissions to resume"),
     }
-    axum::serve(no_delay(listener), router(state))
+    // The client's address, for slowing down repeated failed authentications (see `auth`).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    use axum::serve::ListenerExt;
+    axum::serve(listener.tap_io(set_no_delay), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -200,11 +213,13 @@ pub fn no_delay(
     listener: tokio::net::TcpListener,
 ) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    })
+    listener.tap_io(set_no_delay)
+}
+
+fn set_no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    }
 }
 
 /// Parses an id from a path, naming what it should identify when it is not a UUID.

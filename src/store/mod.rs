@@ -174,12 +174,18 @@ impl Store {
         let mut write_conn = options.clone().connect().await.map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&mut write_conn).await?;
         sqlx::query(&format!(
-            "PRAGMA wal_autocheckpoint = {}",
-            checkpointer::WRITER_THRESHOLD_PAGES
+            "PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {}",
+            checkpointer::WRITER_THRESHOLD_PAGES,
+            checkpointer::JOURNAL_SIZE_LIMIT,
         ))
         .execute(&mut write_conn)
         .await?;
-        let checkpoint_conn = options.clone().connect().await.map_err(open_err)?;
+        let checkpoint_conn = options
+            .clone()
+            .busy_timeout(checkpointer::BUSY_TIMEOUT)
+            .connect()
+            .await
+            .map_err(open_err)?;
 
         let read = SqlitePoolOptions::new()
             .max_connections(8)
