@@ -190,28 +190,6 @@ pub struct AttemptStart {
     pub chosen_because: Option<String>,
 }
 
-impl AttemptStart {
-    /// The record of attempt `number` while it runs.
-    fn running(self, number: u32) -> AttemptRecord {
-        AttemptRecord {
-            number,
-            deployment: self.deployment,
-            provider: self.provider,
-            model: self.model,
-            key_id: self.key_id,
-            tier: self.tier,
-            outcome: AttemptOutcome::Running,
-            http_status: None,
-            error: None,
-            retry_after_ms: None,
-            started_at: self.started_at,
-            finished_at: self.started_at,
-            chosen_because: self.chosen_because,
-            first_token_ms: None,
-        }
-    }
-}
-
 /// The cost of a successful attempt, with what reports need to explain it.
 #[derive(Debug, Clone)]
 pub struct CostRecord {
@@ -631,21 +609,29 @@ impl Store {
             Box::pin(async move {
                 let now = now_ms();
                 let job = id.to_string();
-                interrupt_attempts(conn, &job, now).await?;
-                let started: Option<i64> = sqlx::query_scalar(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
-                     WHERE id = ? AND status IN ('queued', 'running') AND attempts < ? \
-                     RETURNING attempts",
-                )
-                .bind(now)
-                .bind(&job)
-                .bind(i64::from(max_attempts))
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some(number) = started {
-                    let number = number as u32;
-                    insert_attempt(conn, id, &attempt.running(number)).await?;
-                    return Ok(StartOutcome::Started(number));
+                // One query (see [`START`]), since each statement is a round trip to
+                // SQLite's thread: every row is read, so SQLite runs every statement.
+                let started: Vec<i64> = sqlx::query_scalar(&START)
+                    .bind(INTERRUPTED_ATTEMPT)
+                    .bind(now)
+                    .bind(&job)
+                    .bind(now)
+                    .bind(&job)
+                    .bind(i64::from(max_attempts))
+                    .bind(&job)
+                    .bind(&attempt.deployment)
+                    .bind(&attempt.provider)
+                    .bind(&attempt.model)
+                    .bind(&attempt.key_id)
+                    .bind(attempt.tier)
+                    .bind(attempt.started_at)
+                    .bind(attempt.started_at)
+                    .bind(&attempt.chosen_because)
+                    .bind(&job)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                if let Some(&number) = started.first() {
+                    return Ok(StartOutcome::Started(number as u32));
                 }
                 let row: Option<(String, i64)> =
                     sqlx::query_as("SELECT status, attempts FROM jobs WHERE id = ?")
@@ -1297,6 +1283,25 @@ static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     format!(
         "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ATTEMPT_UPSERT}"
+    )
+});
+
+/// Everything `start_attempt` writes, as one query: the attempts still `running` become
+/// `interrupted` (no worker holds the job any more), then the guarded transition
+/// `queued | running → running` that counts the attempt only while `attempts < max_attempts`,
+/// then the attempt's row, `running`, numbered by that count, only if the transition wrote
+/// (`changes() = 1`). Returns the attempt's number, or no row when no attempt started.
+static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE attempts SET outcome = '{interrupted}', error = ?, finished_at = ? \
+         WHERE job_id = ? AND outcome = '{running}'; \
+         UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
+         WHERE id = ? AND status IN ('queued', 'running') AND attempts < ?; \
+         INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+         SELECT ?, attempts, ?, ?, ?, ?, ?, '{running}', NULL, NULL, NULL, ?, ?, ?, NULL \
+         FROM jobs WHERE id = ? AND changes() = 1 {ATTEMPT_UPSERT} RETURNING number",
+        interrupted = AttemptOutcome::Interrupted.as_str(),
+        running = AttemptOutcome::Running.as_str(),
     )
 });
 
