@@ -383,7 +383,7 @@ fn held_body(
     h: &Harness,
     length: usize,
     go: std::sync::Arc<tokio::sync::Semaphore>,
-) -> tokio::task::JoinHandle<u16> {
+) -> tokio::task::JoinHandle<(u16, bool, String)> {
     use futures::StreamExt;
     let prefix =
         r#"{"request": {"model": "fast", "messages": [{"role": "user", "content": ""#.to_string();
@@ -407,62 +407,50 @@ fn held_body(
     tokio::spawn(async move {
         let answer = request.send().await.unwrap();
         let status = answer.status().as_u16();
-        println!("held body: {status} {}", answer.text().await.unwrap());
-        status
+        let retry_after = answer.headers().contains_key("retry-after");
+        let text = answer.text().await.unwrap();
+        println!("held body: {status} {text}");
+        (status, retry_after, text)
     })
 }
 
-/// Request bodies held at once are bounded across requests: while two 63.5 MiB bodies are
-/// being received, a third body that would pass the bound is refused at once with a 503
-/// naming it, unread; once they are done, it is read again.
+/// Request bodies held at once are bounded across requests: of three 63.5 MiB bodies sent at
+/// once, any two fit the 128 MiB bound and no three do, so whichever comes last is refused at
+/// once with a 503 naming the bound, unread, while the other two are held; once they are
+/// done, a body is read again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_large_bodies_are_bounded_in_total() {
     let h = Harness::start_with(Backend::Embedded, |_| {}, false).await;
     let go = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let held: Vec<_> = (0..2)
+    let held: Vec<_> = (0..3)
         .map(|_| held_body(&h, (63 << 20) + (512 << 10), go.clone()))
         .collect();
-    // 2 MiB that is not JSON (small enough for the socket's buffers, so the client sends it
-    // whole even when the server answers unread): a 400 once read, a 503 while there is no
-    // room to read it.
-    let probe = || async {
-        let answer = reqwest::Client::new()
-            .post(format!("{}/v1/jobs", h.base_url))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(" ".repeat(2 << 20))
-            .send()
-            .await
-            .unwrap();
-        let retry_after = answer.headers().contains_key("retry-after");
-        let (status, error) = error_of(answer).await;
-        (status, retry_after, error)
-    };
-    let mut refused = None;
-    for _ in 0..200 {
-        let (status, retry_after, error) = probe().await;
-        match status {
-            503 => {
-                refused = Some((retry_after, error));
-                break;
-            }
-            400 => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            _ => panic!("{status}: {error}"),
-        }
-    }
-    let (retry_after, error) =
-        refused.expect("a third body was read while two of 63.5 MiB were held");
+    // Only the refused one can finish before `go`: the others wait for their permits.
+    let (refused, _, others) = futures::future::select_all(held).await;
+    let (status, retry_after, text) = refused.unwrap();
+    assert_eq!(status, 503, "{text}");
     assert!(retry_after);
-    let message = error["message"].as_str().unwrap();
+    let error: Value = serde_json::from_str(&text).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("128 MiB"), "{message}");
     assert!(message.contains("nothing was accepted"), "{message}");
 
     go.add_permits(2);
     // Read once they are sent whole (whether the job is then accepted is another matter).
-    for status in futures::future::join_all(held).await {
-        assert_ne!(status.unwrap(), 503);
+    for answer in futures::future::join_all(others).await {
+        let (status, _, text) = answer.unwrap();
+        assert_ne!(status, 503, "{text}");
     }
-    assert_eq!(probe().await.0, 400, "the budget was not given back");
+    // 2 MiB that is not JSON: read (a 400) now that the bound has room again.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", h.base_url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(" ".repeat(2 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400, "the bound was not given back");
     h.stop().await;
 }
 
