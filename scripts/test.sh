@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite on a fresh machine: starts RabbitMQ when nothing listens on
 # 127.0.0.1:5672 (installing it from Debian's packages when it is missing), installs the
-# official provider SDKs that tests/sdk.rs runs against the simulator into a virtualenv, then
+# official provider SDKs that tests/suite/sdk.rs runs against the simulator into a virtualenv, then
 # `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,13 +42,13 @@ done
 broker_answers || { echo "test.sh: RabbitMQ on 127.0.0.1:5672 does not answer the AMQP handshake" >&2; exit 1; }
 echo "test.sh: RabbitMQ is listening on 127.0.0.1:5672" >&2
 
-# The official OpenAI, Anthropic and Gemini SDKs for tests/sdk.rs, in a virtualenv kept
+# The official OpenAI, Anthropic and Gemini SDKs for tests/suite/sdk.rs, in a virtualenv kept
 # under the target directory and rebuilt only when tests/sdk/requirements.txt changes.
 sdk_requirements=tests/sdk/requirements.txt
 sdk_venv="${CARGO_TARGET_DIR:-target}/sdk-venv"
 if ! cmp -s "$sdk_requirements" "$sdk_venv/requirements.txt" 2>/dev/null; then
   echo "test.sh: installing the provider SDKs into $sdk_venv" >&2
-  command -v python3 >/dev/null 2>&1 || { echo "test.sh: python3 is needed for tests/sdk.rs" >&2; exit 1; }
+  command -v python3 >/dev/null 2>&1 || { echo "test.sh: python3 is needed for tests/suite/sdk.rs" >&2; exit 1; }
   if ! python3 -m venv --help >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

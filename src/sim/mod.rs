@@ -5,7 +5,7 @@
 //! `sluice demo`, the integration tests and the benchmarks. Two promises make it useful:
 //!
 //! - **Faithful format.** It answers exactly as each provider documents, so the official
-//!   OpenAI, Anthropic and Gemini SDKs accept it (`tests/sdk.rs` runs them against it) and
+//!   OpenAI, Anthropic and Gemini SDKs accept it (`tests/suite/sdk.rs` runs them against it) and
 //!   Sluice's adapters, written against the documentation, are exercised for real.
 //! - **Deterministic behaviour.** The same request always gets the same answer (derived from
 //!   the last user turn), the same tool call and the same token counts ([`tokens`]), on

@@ -3,7 +3,7 @@
 //! Sluice, and `/v1/bulk` over plain HTTP.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, Backend, Harness};
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! tests check them against the documented examples alone.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, Backend, Harness};
 use serde_json::{json, Value};

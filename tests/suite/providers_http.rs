@@ -10,7 +10,7 @@
 //! fixture that echoes the key in bodies that are not JSON, and looks for any fragment of it
 //! in the store, the API's answers and the log.
 
-mod common;
+use crate::common;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};

@@ -16,7 +16,7 @@
 #![cfg(unix)]
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{Backend, AMQP_URL, TOKEN};
 use serde_json::{json, Value};

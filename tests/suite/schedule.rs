@@ -3,7 +3,7 @@
 //! follow `catch_up`.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{Backend, Harness};

@@ -3,7 +3,7 @@
 //! HTTP, and comes back as OpenAI's `chat.completion`, with the job stored and charged.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, Backend, Harness, TOKEN};
 use serde_json::{json, Value};

@@ -8,7 +8,7 @@
 //! `scripts/test.sh` builds that virtualenv and sets it.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use sluice::sim::{self, SimConfig};
 use std::process::{Output, Stdio};

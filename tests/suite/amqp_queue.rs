@@ -5,7 +5,7 @@
 //! other's messages, and deletes its queues and exchanges when it ends, pass or fail. Nothing
 //! here restarts the broker: the reconnect test closes only its own connections.
 
-mod common;
+use crate::common;
 
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};

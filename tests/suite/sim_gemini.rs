@@ -2,7 +2,7 @@
 //! `GenerateContentResponse`, `usageMetadata` (prompt includes cached), the SSE stream that
 //! ends by closing, Google RPC errors with `RetryInfo`, function calling.
 
-mod sse;
+use crate::sse;
 
 use serde_json::{json, Value};
 use sluice::sim::{self, SimConfig, SimServer};

@@ -5,7 +5,7 @@
 //! cannot write (read-only, full), too many large bodies at once; and what `/readyz` and
 //! `/v1/providers` say about the process.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Harness, TOKEN};
 use serde_json::{json, Value};

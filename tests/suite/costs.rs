@@ -5,7 +5,7 @@
 //! the total; `GET /v1/costs` scoped to the caller's tenant.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, with_batch_tier, Backend, Harness};
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! accounting, pass-through of unknown fields, and that every injected failure arrives as
 //! the [`ErrorKind`] the worker acts on.
 
-mod sse;
+use crate::sse;
 
 use serde_json::{json, Value};
 use sluice::job::ChatRequest;

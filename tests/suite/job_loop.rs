@@ -2,7 +2,7 @@
 //! → result, attempts and cost in the SQLite file → API.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, Backend, Harness};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! documented shapes: the `Message`, its usage (input excludes cache reads), the event
 //! stream in order, every error class with its `error.type` and headers, tool use.
 
-mod sse;
+use crate::sse;
 
 use serde_json::{json, Value};
 use sluice::sim::{self, SimConfig, SimServer};

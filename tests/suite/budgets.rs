@@ -9,7 +9,7 @@
 //! simulator as 20 + 1 (the role) + 3 + 3 = 27; answers are cut at `max_tokens` = 16.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{Backend, Harness, TOKEN};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 //! attempt; a cancelled job in a provider batch is never answered or charged.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{with_batch_tier, Backend, Harness};
 use serde_json::{json, Value};

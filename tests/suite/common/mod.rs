@@ -78,7 +78,7 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     // the limits they test.
     config.lift_key_limits();
     // Batch jobs run real-time unless a test gives a deployment its batch tier back
-    // (`tests/batch_tier.rs`), so every other test's calls are the simulator's real-time ones.
+    // (`tests/suite/batch_tier.rs`), so every other test's calls are the simulator's real-time ones.
     for deployment in config.deployments.values_mut() {
         deployment.batch = None;
     }

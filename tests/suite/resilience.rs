@@ -2,7 +2,7 @@
 //! is not a job, and a worker killed in the middle of a job.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{prompt, test_config, Backend, Harness};
 use sluice::app::App;

@@ -4,7 +4,7 @@
 //! tenant held to its own limits at the API.
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{Backend, Harness, TOKEN};
 use sluice::config::{

@@ -1,10 +1,10 @@
 //! OpenAI's Files and Batches API over Sluice's bulks, on both queue backends: upload, create,
 //! poll, download the output and error files; cancel; tenants; bad requests and bad files;
 //! listing and deleting files; a batch whose submission a crash cut short, resumed at start.
-//! (`tests/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
+//! (`tests/suite/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
 
 #[macro_use]
-mod common;
+use crate::common;
 
 use common::{Backend, Harness, OTHER_TOKEN, TOKEN};
 use serde_json::{json, Value};
