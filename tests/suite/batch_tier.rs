@@ -5,7 +5,6 @@
 //! batch would miss and a tight deadline all finish real-time, with the reason on the
 //! attempt; a cancelled job in a provider batch is never answered or charged.
 
-#[macro_use]
 use crate::common;
 
 use common::{with_batch_tier, Backend, Harness};

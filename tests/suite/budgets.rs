@@ -8,7 +8,6 @@
 //! prompts of `"tide "` × 20 are estimated at 25 + 4 + 3 = 32 tokens and counted by the
 //! simulator as 20 + 1 (the role) + 3 + 3 = 27; answers are cut at `max_tokens` = 16.
 
-#[macro_use]
 use crate::common;
 
 use common::{Backend, Harness, TOKEN};

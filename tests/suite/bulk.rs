@@ -2,7 +2,6 @@
 //! through their library functions (and once through the built binary) against a whole
 //! Sluice, and `/v1/bulk` over plain HTTP.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, Backend, Harness};

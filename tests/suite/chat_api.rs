@@ -2,7 +2,6 @@
 //! becomes a realtime job, runs through the queue and a worker against the simulator over
 //! HTTP, and comes back as OpenAI's `chat.completion`, with the job stored and charged.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, Backend, Harness, TOKEN};

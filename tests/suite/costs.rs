@@ -4,7 +4,6 @@
 //! hand-computed figures to the pico-dollar; what batch saved, per tier; groupings summing to
 //! the total; `GET /v1/costs` scoped to the caller's tenant.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, with_batch_tier, Backend, Harness};

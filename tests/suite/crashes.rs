@@ -15,7 +15,6 @@
 
 #![cfg(unix)]
 
-#[macro_use]
 use crate::common;
 
 use common::{Backend, AMQP_URL, TOKEN};

@@ -1,7 +1,6 @@
 //! The job loop end to end, on each queue backend: API → queue → worker → simulator over HTTP
 //! → result, attempts and cost in the SQLite file → API.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, Backend, Harness};

@@ -3,7 +3,6 @@
 //! listing and deleting files; a batch whose submission a crash cut short, resumed at start.
 //! (`tests/suite/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
 
-#[macro_use]
 use crate::common;
 
 use common::{Backend, Harness, OTHER_TOKEN, TOKEN};

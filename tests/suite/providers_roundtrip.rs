@@ -6,7 +6,6 @@
 //! those documented formats, so these tests check that both halves meet; the adapters' unit
 //! tests check them against the documented examples alone.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, Backend, Harness};

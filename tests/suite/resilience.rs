@@ -1,7 +1,6 @@
 //! What must survive: a job published straight onto the queue without the API, a message that
 //! is not a job, and a worker killed in the middle of a job.
 
-#[macro_use]
 use crate::common;
 
 use common::{prompt, test_config, Backend, Harness};

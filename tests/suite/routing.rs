@@ -3,7 +3,6 @@
 //! provider's `retry-after`, a tokens/min limit, a request too large for any key, and a
 //! tenant held to its own limits at the API.
 
-#[macro_use]
 use crate::common;
 
 use common::{Backend, Harness, TOKEN};

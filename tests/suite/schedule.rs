@@ -2,7 +2,6 @@
 //! each, across restarts and a crash between submitting and recording a run; missed runs
 //! follow `catch_up`.
 
-#[macro_use]
 use crate::common;
 
 use chrono::{DateTime, Duration, Utc};

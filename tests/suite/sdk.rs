@@ -7,7 +7,6 @@
 //! the SDKs of `tests/sdk/requirements.txt` installed, is named by `SLUICE_SDK_PYTHON`;
 //! `scripts/test.sh` builds that virtualenv and sets it.
 
-#[macro_use]
 use crate::common;
 
 use sluice::sim::{self, SimConfig};
