@@ -249,24 +249,26 @@ const COLUMNS: [&str; 10] = [
 ];
 
 impl Totals {
-    fn cells(&self) -> [String; 10] {
+    /// The cells of [`COLUMNS`], amounts written by `money`: the fixed exact form for CSV
+    /// and JSON, the form for reading in a table.
+    fn cells(&self, money: fn(PicoUsd) -> String) -> [String; 10] {
         [
             self.requests.to_string(),
             self.input_tokens.to_string(),
             self.cached_tokens.to_string(),
             self.cache_write_tokens.to_string(),
             self.output_tokens.to_string(),
-            self.cost.to_usd_string(),
-            self.batch_saved.to_usd_string(),
+            money(self.cost),
+            money(self.batch_saved),
             self.fallbacks.to_string(),
-            self.fallback_extra.to_usd_string(),
+            money(self.fallback_extra),
             self.unpriced.to_string(),
         ]
     }
 
     fn json(&self) -> Map<String, Value> {
         let mut map = Map::new();
-        for (column, cell) in COLUMNS.iter().zip(self.cells()) {
+        for (column, cell) in COLUMNS.iter().zip(self.cells(PicoUsd::to_usd_string)) {
             // Counts are numbers; money is exact decimal text (a JSON number would be read
             // as a float by most clients), with the integer pico-USD beside it.
             let value = if column.ends_with("_usd") {
@@ -339,7 +341,7 @@ impl Report {
             let cells: Vec<String> = keys
                 .into_iter()
                 .map(|k| csv_cell(&k))
-                .chain(totals.cells())
+                .chain(totals.cells(PicoUsd::to_usd_string))
                 .collect();
             out.push_str(&cells.join(","));
             out.push('\n');
@@ -356,7 +358,7 @@ impl Report {
             if n == self.rows.len() && n > 0 {
                 table.rule();
             }
-            table.row(keys.into_iter().chain(totals.cells()));
+            table.row(keys.into_iter().chain(totals.cells(PicoUsd::for_reading)));
         }
         let mut out = table.render();
         if self.total.unpriced > 0 {

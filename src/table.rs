@@ -4,8 +4,10 @@
 //! One renderer, so the three commands lay out their columns the same way and a fix to the
 //! layout (widths, alignment, trailing space) is made once: every column as wide as its
 //! widest cell (the header included), two spaces between columns, the leading text columns
-//! left-aligned and the numbers after them right-aligned so their digits line up, no trailing
-//! space on a line, and optionally a rule of dashes above a totals line.
+//! left-aligned and the numbers after them right-aligned so their digits line up (decimals
+//! padded with zeros to the longest fraction of their column, so amounts written by
+//! `PicoUsd::for_reading` stay exact and line up on the point), no trailing space on a
+//! line, and optionally a rule of dashes above a totals line.
 
 /// A table being filled: a header, then rows of cells as they will be shown.
 #[derive(Debug, Clone)]
@@ -45,12 +47,12 @@ impl Table {
 
     /// The table as text, one line per row after the header, each ending in a newline.
     pub fn render(&self) -> String {
+        let rows = self.decimals_lined_up();
         // Widths in characters, not bytes, so a non-ASCII tag value does not skew a column.
         let width = |cell: &str| cell.chars().count();
         let widths: Vec<usize> = (0..self.header.len())
             .map(|i| {
-                self.rows
-                    .iter()
+                rows.iter()
                     .map(|r| width(&r[i]))
                     .chain([width(&self.header[i])])
                     .max()
@@ -75,7 +77,7 @@ impl Table {
             out.push('\n');
         };
         line(&mut out, &self.header);
-        for (n, row) in self.rows.iter().enumerate() {
+        for (n, row) in rows.iter().enumerate() {
             if self.rule_above == Some(n) {
                 let rule = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
                 out.push_str(&"-".repeat(rule));
@@ -84,6 +86,29 @@ impl Table {
             line(&mut out, row);
         }
         out
+    }
+
+    /// The rows with each number column's decimals padded with zeros to the longest
+    /// fraction in that column (`0.0007` beside `0.0000234` becomes `0.0007000`). Cells that
+    /// are not decimal numbers (`-`, `12.5%`) are left as they are.
+    fn decimals_lined_up(&self) -> Vec<Vec<String>> {
+        let fraction = |cell: &str| {
+            let (whole, frac) = cell.split_once('.')?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let whole = whole.strip_prefix('-').unwrap_or(whole);
+            (digits(whole) && digits(frac)).then_some(frac.len())
+        };
+        let mut rows = self.rows.clone();
+        for column in self.text_columns..self.header.len() {
+            let longest = rows.iter().filter_map(|r| fraction(&r[column])).max();
+            let Some(longest) = longest else { continue };
+            for row in &mut rows {
+                if let Some(len) = fraction(&row[column]) {
+                    row[column].push_str(&"0".repeat(longest - len));
+                }
+            }
+        }
+        rows
     }
 }
 
@@ -101,10 +126,27 @@ mod tests {
         assert_eq!(
             table.render(),
             "team     requests   cost\n\
-             a              12    0.5\n\
+             a              12   0.50\n\
              ünïcode         3  10.25\n\
              ------------------------\n\
              TOTAL          15  10.75\n"
+        );
+    }
+
+    #[test]
+    fn amounts_line_up_on_the_point_and_other_cells_stay() {
+        let mut table = Table::new(["cost", "share", "price"], 0);
+        table.row(["0.0007".to_string(), "12.5%".into(), "-".into()]);
+        table.row(["0.0000234".to_string(), "7%".into(), "2.50".into()]);
+        table.row(["-1.5".to_string(), "-".into(), "0.075".into()]);
+        assert_eq!(
+            table.render(),
+            concat!(
+                "      cost  share  price\n",
+                " 0.0007000  12.5%      -\n",
+                " 0.0000234     7%  2.500\n",
+                "-1.5000000      -  0.075\n",
+            )
         );
     }
 

@@ -218,9 +218,9 @@ mod tests {
         };
         assert_eq!(
             exceeded.to_string(),
-            "budget \"acme-daily\" (tenant acme, per day) is exhausted: limit $25.000000, \
-             spent $24.750000 ($24.500000 spent + $0.250000 reserved by running jobs), and this \
-             job may cost up to $0.500000; it resets at 2026-11-25T00:00:00Z"
+            "budget \"acme-daily\" (tenant acme, per day) is exhausted: limit $25.00, \
+             spent $24.75 ($24.50 spent + $0.25 reserved by running jobs), and this \
+             job may cost up to $0.50; it resets at 2026-11-25T00:00:00Z"
         );
     }
 }

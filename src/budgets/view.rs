@@ -164,10 +164,10 @@ pub fn to_table(views: &[BudgetView]) -> String {
             scope,
             v.period.to_string(),
             v.resets_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            v.limit_usd.clone(),
-            v.spent_usd.clone(),
-            v.reserved_usd.clone(),
-            v.remaining_usd.clone(),
+            PicoUsd(v.limit_pico_usd).for_reading(),
+            PicoUsd(v.spent_pico_usd).for_reading(),
+            PicoUsd(v.reserved_pico_usd).for_reading(),
+            PicoUsd(v.remaining_pico_usd).for_reading(),
             format!("{:.2}%", v.percent),
             v.thresholds_crossed
                 .iter()

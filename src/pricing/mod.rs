@@ -101,11 +101,17 @@ impl MicrosPerMillion {
     pub fn to_usd_string(self) -> String {
         format_fixed(self.0 as i128, 6)
     }
+
+    /// The price for a person to read, by the rule of [`PicoUsd::for_reading`]: `2.50`,
+    /// `0.075`.
+    pub fn for_reading(self) -> String {
+        trimmed_to_cents(&self.to_usd_string())
+    }
 }
 
 impl fmt::Display for MicrosPerMillion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${}/Mtok", self.to_usd_string())
+        write!(f, "${}/Mtok", self.for_reading())
     }
 }
 
@@ -203,28 +209,40 @@ impl std::iter::Sum for PicoUsd {
     }
 }
 
+/// An amount in a message is written for people: [`PicoUsd::for_people`].
 impl fmt::Display for PicoUsd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${}", self.to_usd_string())
+        f.write_str(&self.for_people())
     }
 }
 
 impl PicoUsd {
-    /// The amount for a person to read (the demo, `sluice bulk status`): one rule for every
-    /// amount, exact to the pico-dollar, without padding zeros, and at least to the cent:
-    /// `$1.50`, `$0.0007`, `$0.0000234`, `$0.00`. ([`PicoUsd::to_usd_string`] is the fixed
-    /// form of the API and files.)
-    pub fn for_people(self) -> String {
-        let full = format_fixed(self.0 as i128, 12);
-        let (whole, frac) = full.split_once('.').unwrap_or((&full, ""));
-        let trimmed = frac.trim_end_matches('0');
-        let frac = if trimmed.len() < 2 {
-            &frac[..2]
-        } else {
-            trimmed
-        };
-        format!("${whole}.{frac}")
+    /// The one rule for amounts a person reads (messages, the demo, `sluice bulk status`,
+    /// the CLI's tables): exact to the pico-dollar, without padding zeros, and at least to
+    /// the cent: `1.50`, `0.0007`, `0.0000234`, `0.00`. A table lines a column's amounts up
+    /// by padding each to the longest fraction in it ([`crate::table::Table`]), which keeps
+    /// them exact. ([`PicoUsd::to_usd_string`] is the fixed form of the API and files.)
+    pub fn for_reading(self) -> String {
+        trimmed_to_cents(&format_fixed(self.0 as i128, 12))
     }
+
+    /// [`PicoUsd::for_reading`] with its dollar sign: `$0.0007`.
+    pub fn for_people(self) -> String {
+        format!("${}", self.for_reading())
+    }
+}
+
+/// A fixed decimal (`0.000700000000`) without its padding zeros, kept to the cent
+/// (`0.0007`, `1.50`).
+fn trimmed_to_cents(fixed: &str) -> String {
+    let (whole, frac) = fixed.split_once('.').unwrap_or((fixed, "00"));
+    let trimmed = frac.trim_end_matches('0');
+    let frac = if trimmed.len() < 2 {
+        &frac[..2]
+    } else {
+        trimmed
+    };
+    format!("{whole}.{frac}")
 }
 
 fn format_fixed(value: i128, decimals: u32) -> String {

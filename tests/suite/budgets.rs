@@ -123,7 +123,7 @@ async fn two_hundred_concurrent_jobs_never_overshoot_a_budget_that_fits_fifty(ba
                 assert_eq!(job["error"]["kind"], "budget_exceeded", "{job:#}");
                 let message = job["error"]["message"].as_str().unwrap();
                 for part in [
-                    "budget \"fifty\" (tenant acme, team t200, per day) is exhausted: limit $0.000720,",
+                    "budget \"fifty\" (tenant acme, team t200, per day) is exhausted: limit $0.00072,",
                     &format!("this job may cost up to {}", PicoUsd(estimate)),
                     &format!("; it resets at {}", tomorrow()),
                 ] {
@@ -282,7 +282,7 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
         error["message"],
         format!(
             "budget \"one-job\" (tenant acme, team x, per day) is exhausted: limit {}, spent {} \
-             ({} spent + $0.000000 reserved by running jobs), and this job may cost up to {}; \
+             ({} spent + $0.00 reserved by running jobs), and this job may cost up to {}; \
              it resets at {}",
             limit,
             PicoUsd(actual),
