@@ -5,6 +5,7 @@
 
 #![cfg(unix)]
 
+use crate::common::serve::{sluice, Served};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -34,29 +35,10 @@ fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_jobs_in_flight_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--config"])
-        .arg(config(dir.path(), port))
-        .env_remove("SLUICE_CONFIG")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server =
+        Served::start(&config(dir.path(), 0), &[], &dir.path().join("serve.log")).await;
+    let base = server.base_url.clone();
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "sluice serve did not start listening");
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
@@ -77,14 +59,14 @@ async fn sigterm_finishes_the_jobs_in_flight_before_exiting() {
     });
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(!request.is_finished(), "the job should still be running");
-    let pid = server.id().unwrap().to_string();
+    let pid = server.pid().to_string();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(kill.success());
 
-    let exit = tokio::time::timeout(Duration::from_secs(30), server.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .expect("sluice serve did not exit after SIGTERM")
         .unwrap();
@@ -141,10 +123,9 @@ fn check_config_names_every_bad_recurring_job() {
     };
     std::fs::write(jobs.join("nightly.toml"), definition("0 2 * * *", "demo")).unwrap();
     let check = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        sluice()
             .args(["check-config", "--config"])
             .arg(&config)
-            .env_remove("SLUICE_CONFIG")
             .output()
             .unwrap()
     };
@@ -177,57 +158,11 @@ fn check_config_names_every_bad_recurring_job() {
     assert!(stderr.contains("2 recurring job definition(s)"), "{stderr}");
 }
 
-/// The built binary with no ambient configuration, server or token from the environment.
-fn sluice() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    for var in [
-        "SLUICE_CONFIG",
-        "SLUICE_SERVER",
-        "SLUICE_TOKEN",
-        "SLUICE_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `sluice serve` with `args`, its log read until it listens; returns the process and the log
-/// lines up to then.
-async fn serve(config: &std::path::Path, args: &[&str]) -> (tokio::process::Child, Vec<String>) {
-    use tokio::io::AsyncBufReadExt;
-    let mut server = tokio::process::Command::from(sluice())
-        .arg("serve")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let listening = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.contains("serving the Sluice API");
-            log.push(line);
-            if done {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(listening, Ok(true), "sluice serve did not start: {log:#?}");
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+/// `sluice serve` with `args` on `config`, its log in `config`'s folder; returns the process
+/// and its log once it listens.
+async fn serve(config: &std::path::Path, args: &[&str]) -> (Served, Vec<String>) {
+    let server = Served::start(config, args, &config.with_file_name("serve.log")).await;
+    let log = server.log().lines().map(str::to_string).collect();
     (server, log)
 }
 
@@ -309,14 +244,16 @@ fn check_config_lists_every_problem_and_no_part_of_a_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_use_the_config_and_find_bulks_by_any_id() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = config(dir.path(), port);
+    let path = config(dir.path(), 0);
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("sk-sluice-demo", "sk-from-the-config")
         .replace("latency = \"1500ms\"", "latency = \"0ms\"");
-    std::fs::write(&path, text).unwrap();
-    let (_server, log) = serve(&path, &[]).await;
+    std::fs::write(&path, &text).unwrap();
+    let (server, log) = serve(&path, &[]).await;
+    // The clients read the server's address from the same file: write the port it bound.
+    let bound = server.base_url.trim_start_matches("http://");
+    std::fs::write(&path, text.replace("127.0.0.1:0", bound)).unwrap();
     assert!(
         log.iter().all(|line| !line.contains('\u{1b}')),
         "colour codes in a redirected log: {log:?}"
@@ -402,7 +339,7 @@ async fn client_commands_use_the_config_and_find_bulks_by_any_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_workers_starts_no_simulator() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), free_port());
+    let path = config(dir.path(), 0);
     let (_server, log) = serve(&path, &["--no-workers"]).await;
     assert!(
         log.iter().all(|line| !line.contains("simulator")),

@@ -617,12 +617,11 @@ async fn the_sluice_bulk_commands_work() {
     let path = write_file(h.dir.path(), "cli.jsonl", &lines);
     let out = h.dir.path().join("out.jsonl");
     let sluice = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut command = tokio::process::Command::from(common::serve::sluice());
         command
             .args(args)
             .env("SLUICE_SERVER", &h.base_url)
-            .env("SLUICE_TOKEN", common::TOKEN)
-            .env_remove("SLUICE_CONFIG");
+            .env("SLUICE_TOKEN", common::TOKEN);
         command.output()
     };
     let run = sluice(&[

@@ -17,6 +17,7 @@
 
 use crate::common;
 
+use common::serve::Served;
 use common::{Backend, AMQP_URL, TOKEN};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -33,7 +34,8 @@ struct CrashLoop {
     max_attempts: u32,
     delivery_limit: u32,
     dir: tempfile::TempDir,
-    port: u16,
+    /// `http://HOST:PORT` of the server running now.
+    base_url: String,
     prefix: String,
     sim: sluice::sim::SimServer,
     http: reqwest::Client,
@@ -51,17 +53,12 @@ impl CrashLoop {
         )
         .await
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         CrashLoop {
             backend,
             max_attempts,
             delivery_limit,
             dir: tempfile::tempdir().unwrap(),
-            port,
+            base_url: String::new(),
             prefix: format!("sluice-test-crash-{}", uuid::Uuid::now_v7()),
             sim,
             http: reqwest::Client::new(),
@@ -71,8 +68,9 @@ impl CrashLoop {
         }
     }
 
+    /// The API of the server running now (each start binds a new port).
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.base_url.clone()
     }
 
     /// A configuration of its own: one deployment on the test's simulator, a visibility
@@ -86,7 +84,7 @@ impl CrashLoop {
         let text = format!(
             r#"
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 database = {database:?}
 
 [queue]
@@ -119,7 +117,6 @@ model = "gpt-4o-mini"
 [routes.slow]
 deployments = ["mini"]
 "#,
-            port = self.port,
             database = self.dir.path().join("sluice.db").to_str().unwrap(),
             delivery_limit = self.delivery_limit,
             max_attempts = self.max_attempts,
@@ -131,34 +128,11 @@ deployments = ["mini"]
     }
 
     /// Starts `sluice serve` and waits until it answers; its log goes to a file of the run.
-    async fn serve(&mut self) -> tokio::process::Child {
+    async fn serve(&mut self) -> Served {
         self.runs += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("serve-{}.log", self.runs)))
-            .unwrap();
-        let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--config"])
-            .arg(self.config())
-            .env_remove("SLUICE_CONFIG")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while self
-            .http
-            .get(format!("{}/healthz", self.base()))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "sluice serve did not start listening; see {}",
-                self.dir.path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.dir.path().join(format!("serve-{}.log", self.runs));
+        let server = Served::start(&self.config(), &[], &log).await;
+        self.base_url = server.base_url.clone();
         server
     }
 
@@ -306,15 +280,13 @@ deployments = ["mini"]
             }
             // Every call is held at the provider for SLOW_CALL: kill in the middle of it.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            server.start_kill().unwrap();
-            server.wait().await.unwrap();
+            server.kill().await;
             self.kills += 1;
             before = self.calls();
             server = self.serve().await;
         }
         self.wait_final(Duration::from_secs(30)).await;
-        server.start_kill().unwrap();
-        server.wait().await.unwrap();
+        server.kill().await;
     }
 
     /// A job as `GET /v1/jobs/{id}` shows it (the server is started again to ask).
@@ -334,8 +306,7 @@ deployments = ["mini"]
                 .unwrap();
             views.insert(*id, view);
         }
-        server.start_kill().unwrap();
-        server.wait().await.unwrap();
+        server.kill().await;
         views
     }
 

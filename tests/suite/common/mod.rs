@@ -18,6 +18,8 @@ macro_rules! on_both_backends {
     };
 }
 
+pub mod serve;
+
 use sluice::app::App;
 use sluice::client::Client;
 use sluice::config::{BatchTierConfig, Config, QueueBackend, Secret, TenantConfig};
