@@ -16,6 +16,7 @@ mod bulk;
 mod chat_api;
 mod costs;
 mod crashes;
+mod faults;
 mod job_loop;
 mod openai_batches;
 mod providers_batch;
