@@ -13,7 +13,7 @@
 
 use crate::config::Config;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, Unready};
 use crate::store::{newly_created, InsertOutcome, Refusal, Store, StoreError};
 use crate::streaming::wants_stream;
 use serde::Serialize;
@@ -205,6 +205,11 @@ impl Submitter {
         // it was refused, rather than taking it for a job published straight onto the queue.
         for envelope in &mut envelopes {
             envelope.recorded = true;
+        }
+        // A broker that blocks publishing (a resource alarm) would hold the publish until
+        // the timeout and then refuse it: refuse now, before anything is recorded.
+        if let Some(Unready::Blocked(alarm)) = self.queue.unready() {
+            return Err(SubmitError::QueueUnavailable(QueueError::Blocked(alarm)));
         }
         if let Some(exceeded) =
             crate::budgets::refuse_exhausted(&self.store, &self.router, &envelopes).await?

@@ -118,11 +118,15 @@ impl From<crate::submit::SubmitError> for ApiError {
         use crate::submit::SubmitError;
         match e {
             SubmitError::Invalid(f) => f.into(),
-            SubmitError::QueueUnavailable(_) | SubmitError::NotQueued(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                e.to_string(),
-            ),
+            SubmitError::QueueUnavailable(_) | SubmitError::NotQueued(_) => {
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    e.to_string(),
+                );
+                error.retry_after = Some(QUEUE_RETRY_AFTER);
+                error
+            }
             SubmitError::Store(e) => e.into(),
             SubmitError::CustomIdReused(ref reused) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -154,6 +158,10 @@ impl From<crate::budgets::Exceeded> for ApiError {
             .with("resets_at", json!(resets_at))
     }
 }
+
+/// How long a client is asked to wait before retrying when the queue took nothing (a broker
+/// unreachable or blocked by a resource alarm).
+pub const QUEUE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a client is asked to wait before retrying after the store refused a write.
 pub const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);

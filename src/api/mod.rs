@@ -21,8 +21,8 @@
 //!   thresholds crossed (see [`budgets`]). Submitting a job that counts against a `reject`
 //!   budget already spent answers 402 with `code: "budget_exceeded"`.
 //! - `GET /healthz` (liveness; says whether the queue is reachable) and `GET /readyz`
-//!   (readiness: `503` naming the problem while the queue is unreachable or the store cannot
-//!   be read or cannot commit a write).
+//!   (readiness: `503` naming the problem while the queue is unreachable or blocked by a
+//!   broker's resource alarm, or the store cannot be read or cannot commit a write).
 //!
 //! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
 //! across all requests (a `503` beyond it); see [`inflight`].
@@ -139,19 +139,21 @@ async fn health(
 /// How long `GET /readyz` waits for its write to the store.
 const READY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `GET /readyz`: readiness. `503` naming what is missing while the queue is unreachable or
-/// the store cannot record a job (it commits one small write: a database that reads well may
+/// `GET /readyz`: readiness. `503` naming what is missing while the queue cannot take a job
+/// (unreachable, blocked by a broker's memory or disk alarm, not confirming a probe message:
+/// [`crate::queue::Queue::probe`]) or the store cannot record a job (it commits one small write: a database that reads well may
 /// still be full or read-only), so a load balancer sends submissions to an instance that can
-/// take them instead of one that would refuse each. `store_writable` says whether the
-/// store took the write, `problems` why not.
+/// take them instead of one that would refuse each. `queue_ready` and `store_writable` say
+/// whether each took its probe, `problems` why not.
 async fn ready(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
     let queue = &state.submitter.queue;
     let mut problems = Vec::new();
-    if !queue.is_available() {
+    let queue_ready = queue.probe().await;
+    if let Err(unready) = &queue_ready {
         problems.push(format!(
-            "the queue ({}) is unreachable; the server reconnects by itself",
+            "the queue ({}) cannot take jobs: {unready}",
             queue.name()
         ));
     }
@@ -179,6 +181,7 @@ async fn ready(
     let body = serde_json::json!({
         "status": if problems.is_empty() { "ready" } else { "unavailable" },
         "queue": queue.name(),
+        "queue_ready": queue_ready.is_ok(),
         "store_writable": store_writable,
         "problems": problems,
     });

@@ -35,9 +35,67 @@ pub enum QueueError {
     /// did not confirm it within the publish timeout. Retrying may duplicate it.
     #[error("the broker did not confirm the message: {0}")]
     NotConfirmed(String),
+    /// The broker blocks publishing (a resource alarm): a message sent now would wait in the
+    /// socket until the alarm clears. Returned at once to a producer of new jobs, rather than
+    /// after the publish timeout; nothing of theirs should be taken as accepted.
+    #[error("{0}: the broker takes no message until it clears")]
+    Blocked(Alarm),
     /// The store behind the embedded queue failed.
     #[error("queue storage failed: {0}")]
     Storage(String),
+}
+
+/// A broker's resource alarm, read from the reason of RabbitMQ's `connection.blocked`
+/// ("low on memory", "low on disk"). While one is on, the broker reads no message from any
+/// publishing connection; consumers go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alarm {
+    Memory,
+    Disk,
+    MemoryAndDisk,
+    /// A reason this version does not know, as the broker gave it.
+    Other(String),
+}
+
+impl Alarm {
+    pub fn from_reason(reason: &str) -> Alarm {
+        let reason_lower = reason.to_ascii_lowercase();
+        match (
+            reason_lower.contains("memory"),
+            reason_lower.contains("disk"),
+        ) {
+            (true, true) => Alarm::MemoryAndDisk,
+            (true, false) => Alarm::Memory,
+            (false, true) => Alarm::Disk,
+            (false, false) => Alarm::Other(reason.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Alarm::Memory => write!(f, "broker blocked: memory alarm"),
+            Alarm::Disk => write!(f, "broker blocked: disk alarm"),
+            Alarm::MemoryAndDisk => write!(f, "broker blocked: memory and disk alarms"),
+            Alarm::Other(reason) => write!(f, "broker blocked: {reason:?}"),
+        }
+    }
+}
+
+/// Why a queue cannot take a job now ([`Queue::unready`], [`Queue::probe`]); `GET /readyz`
+/// names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unready {
+    /// Not connected; the backend reconnects by itself. The last connection error, if any.
+    #[error("unreachable{}; the server reconnects by itself", .0.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Unreachable(Option<String>),
+    /// A resource alarm blocks publishing.
+    #[error("{0}; nothing can be accepted until it clears")]
+    Blocked(Alarm),
+    /// Connected and not known to be blocked, yet a probe message was not confirmed.
+    #[error("the broker did not confirm a probe message: {0}")]
+    Unconfirmed(String),
 }
 
 /// Why a job failed whose message the queue gave up on at its delivery limit (`deliveries`
@@ -55,7 +113,9 @@ pub fn past_delivery_limit(delivery_limit: u32, deliveries: Option<u32>) -> Stri
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Publishes messages durably onto the queue of `urgency`, returning only once the backend
-    /// has confirmed every one of them (RabbitMQ: publisher confirms, pipelined).
+    /// has confirmed every one of them (RabbitMQ: publisher confirms, pipelined). New jobs come
+    /// this way: while the broker blocks publishing it fails at once ([`QueueError::Blocked`]),
+    /// also when the block arrives while confirms are awaited.
     async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError>;
 
     /// Starts consuming the queue of `urgency`, with at most `prefetch` unsettled deliveries.
@@ -85,10 +145,22 @@ pub trait Queue: Send + Sync {
     /// Short name for logs and benchmarks: `rabbitmq` or `embedded`.
     fn name(&self) -> &'static str;
 
-    /// Whether the backend can take a job now: false while a broker is unreachable (the
-    /// backend reconnects by itself meanwhile). `GET /readyz` reports it.
+    /// Why the backend cannot take a job now, as far as it knows without asking the broker:
+    /// unreachable (it reconnects by itself meanwhile), or blocked by a resource alarm.
+    fn unready(&self) -> Option<Unready> {
+        None
+    }
+
+    /// Whether the backend can take a job now, asking the broker: [`Queue::unready`], then a
+    /// message published and confirmed within a few seconds (RabbitMQ tells a connection it
+    /// is blocked only once it publishes). `GET /readyz` reports it.
+    async fn probe(&self) -> Result<(), Unready> {
+        self.unready().map_or(Ok(()), Err)
+    }
+
+    /// [`Queue::unready`] as a flag, for `GET /healthz`.
     fn is_available(&self) -> bool {
-        true
+        self.unready().is_none()
     }
 
     /// The embedded queue, a table of the store: jobs are then recorded and enqueued in one

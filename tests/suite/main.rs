@@ -17,6 +17,7 @@ mod chat_api;
 mod costs;
 mod crashes;
 mod docs;
+mod faults;
 mod job_loop;
 mod openai_batches;
 mod providers_batch;

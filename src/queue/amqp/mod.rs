@@ -22,7 +22,7 @@ pub use topology::{Rung, Topology, RUNGS};
 
 use crate::job::Urgency;
 use crate::queue::replies::{Inbox, InboxHub};
-use crate::queue::{Consumer, Queue, QueueError};
+use crate::queue::{Alarm, Consumer, Queue, QueueError, Unready};
 use async_trait::async_trait;
 use connection::{describe_error, Link, LinkState, SupervisorConfig};
 use lapin::options::BasicPublishOptions;
@@ -215,6 +215,7 @@ impl Queue for AmqpQueue {
                     let id = uuid::Uuid::now_v7().to_string();
                     (m.as_slice(), properties.clone().with_message_id(id.into()))
                 }),
+                WhenBlocked::Refuse,
             )
             .await
     }
@@ -277,9 +278,37 @@ impl Queue for AmqpQueue {
         "rabbitmq"
     }
 
-    fn is_available(&self) -> bool {
-        self.is_connected()
+    fn unready(&self) -> Option<Unready> {
+        match &*self.inner.state.borrow() {
+            LinkState::Up(link) => link
+                .blocked
+                .borrow()
+                .as_deref()
+                .map(|reason| Unready::Blocked(Alarm::from_reason(reason))),
+            LinkState::Down { last_error } => Some(Unready::Unreachable(last_error.clone())),
+            LinkState::Closed => Some(Unready::Unreachable(Some(
+                "the queue has been closed".to_string(),
+            ))),
+        }
     }
+
+    async fn probe(&self) -> Result<(), Unready> {
+        self.inner.probe().await
+    }
+}
+
+/// How long [`Queue::probe`] waits for the broker to confirm its probe message.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a publish does while the broker blocks publishing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenBlocked {
+    /// New jobs: fail at once, so that the producer hears a 503 now rather than after the
+    /// publish timeout (the submitter refuses whatever it recorded).
+    Refuse,
+    /// A worker settling a delivery (a retry, a dead letter): wait up to the publish timeout,
+    /// since giving up would send the message round again and count a delivery against it.
+    Wait,
 }
 
 /// Properties of every job message: persistent (delivery mode 2) so it survives a broker
@@ -331,6 +360,7 @@ impl Inner {
         exchange: &str,
         routing_key: &str,
         messages: impl ExactSizeIterator<Item = (&'a [u8], BasicProperties)>,
+        when_blocked: WhenBlocked,
     ) -> Result<(), QueueError> {
         let total = messages.len();
         if total == 0 {
@@ -356,13 +386,25 @@ impl Inner {
         let result = async {
             let mut blocked = link.blocked.clone();
             for (sent, (payload, properties)) in messages.enumerate() {
+                if let Some(reason) = blocked.borrow().clone() {
+                    if when_blocked == WhenBlocked::Refuse {
+                        return Err(self.blocked_error(&reason));
+                    }
+                }
                 if blocked.borrow().is_some() {
                     self.wait_unblocked(&mut blocked, timeout, total - sent)
                         .await?;
                 }
                 if pending.len() >= window {
                     if let Some(oldest) = pending.pop_front() {
-                        self.await_confirm(oldest, exchange, routing_key).await?;
+                        self.await_confirm_unless_blocked(
+                            oldest,
+                            exchange,
+                            routing_key,
+                            &mut blocked,
+                            when_blocked,
+                        )
+                        .await?;
                     }
                 }
                 let publish = link.publish_channel.basic_publish(
@@ -397,7 +439,14 @@ impl Inner {
                 }
             }
             while let Some(confirm) = pending.pop_front() {
-                self.await_confirm(confirm, exchange, routing_key).await?;
+                self.await_confirm_unless_blocked(
+                    confirm,
+                    exchange,
+                    routing_key,
+                    &mut blocked,
+                    when_blocked,
+                )
+                .await?;
             }
             Ok(())
         }
@@ -412,6 +461,93 @@ impl Inner {
             });
         }
         result
+    }
+
+    /// [`Inner::await_confirm`], giving up as soon as the broker blocks publishing when
+    /// `when_blocked` says to refuse. A publish the broker blocks is the one that tells it: it
+    /// sends `connection.blocked` once a blocked connection publishes.
+    async fn await_confirm_unless_blocked(
+        &self,
+        confirm: PublisherConfirm,
+        exchange: &str,
+        routing_key: &str,
+        blocked: &mut watch::Receiver<Option<String>>,
+        when_blocked: WhenBlocked,
+    ) -> Result<(), QueueError> {
+        if when_blocked == WhenBlocked::Wait {
+            return self.await_confirm(confirm, exchange, routing_key).await;
+        }
+        let confirmed = self.await_confirm(confirm, exchange, routing_key);
+        tokio::pin!(confirmed);
+        tokio::select! {
+            result = &mut confirmed => result,
+            Ok(reason) = async { blocked.wait_for(Option::is_some).await.map(|r| r.clone()) } => {
+                Err(self.blocked_error(&reason.unwrap_or_default()))
+            }
+        }
+    }
+
+    fn blocked_error(&self, reason: &str) -> QueueError {
+        QueueError::Blocked(Alarm::from_reason(reason))
+    }
+
+    /// Asks the broker whether it takes a message now: a transient, empty message to a queue
+    /// name nothing declares (the default exchange drops it, and confirms it), which must be
+    /// confirmed within [`PROBE_TIMEOUT`]. A connection the broker blocks learns it from this
+    /// very publish (`connection.blocked`), which the wait then reports.
+    async fn probe(&self) -> Result<(), Unready> {
+        let link = match &*self.state.borrow() {
+            LinkState::Up(link) => link.clone(),
+            LinkState::Down { last_error } => return Err(Unready::Unreachable(last_error.clone())),
+            LinkState::Closed => {
+                return Err(Unready::Unreachable(Some(
+                    "the queue has been closed".to_string(),
+                )))
+            }
+        };
+        let blocked = link.blocked.clone();
+        if let Some(reason) = blocked.borrow().as_deref() {
+            return Err(Unready::Blocked(Alarm::from_reason(reason)));
+        }
+        let probe_queue = format!("{}.readiness-probe", self.topology.prefix());
+        let confirmed = async {
+            let confirm = link
+                .publish_channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(probe_queue.as_str()),
+                    BasicPublishOptions::default(),
+                    &[],
+                    BasicProperties::default().with_delivery_mode(1),
+                )
+                .await
+                .map_err(|e| describe_error(&e))?;
+            match confirm.await.map_err(|e| describe_error(&e))? {
+                Confirmation::Ack(_) => Ok(()),
+                Confirmation::Nack(_) => Err("a negative confirm".to_string()),
+                Confirmation::NotRequested => {
+                    Err("the publishing channel is not in confirm mode".to_string())
+                }
+            }
+        };
+        let mut news = blocked.clone();
+        let blocked_news = async move { news.wait_for(Option::is_some).await.map(|r| r.clone()) };
+        tokio::select! {
+            result = tokio::time::timeout(PROBE_TIMEOUT, confirmed) => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(Unready::Unconfirmed(why)),
+                Err(_) => match blocked.borrow().as_deref() {
+                    Some(reason) => Err(Unready::Blocked(Alarm::from_reason(reason))),
+                    None => Err(Unready::Unconfirmed(format!(
+                        "no confirm within {}",
+                        humantime::format_duration(PROBE_TIMEOUT)
+                    ))),
+                },
+            },
+            Ok(reason) = blocked_news => {
+                Err(Unready::Blocked(Alarm::from_reason(reason.as_deref().unwrap_or_default())))
+            }
+        }
     }
 
     async fn await_confirm(
@@ -497,8 +633,13 @@ impl Inner {
         }
         let queue = self.topology.delay_queue(urgency, rung);
         // The default exchange routes by queue name, so delay queues need no bindings.
-        self.publish_confirmed("", &queue, std::iter::once((payload, properties)))
-            .await
+        self.publish_confirmed(
+            "",
+            &queue,
+            std::iter::once((payload, properties)),
+            WhenBlocked::Wait,
+        )
+        .await
     }
 
     async fn publish_dead(
@@ -525,6 +666,7 @@ impl Inner {
             &self.topology.dead_exchange(),
             urgency.as_str(),
             std::iter::once((payload, properties)),
+            WhenBlocked::Wait,
         )
         .await
     }

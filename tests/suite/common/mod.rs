@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unused_macros)]
 
+pub mod broker;
+
 /// Runs each case once per backend, as `<case>_embedded` and `<case>_rabbitmq`.
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
