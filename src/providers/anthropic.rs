@@ -22,9 +22,10 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
-use super::http::{self, Answer, LimitState};
+use super::http::{self, Answer};
 use super::sse;
 use super::stream::{self, ChunkHead, ChunkStream, Translate};
+use super::wait::{self, LimitState};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -663,19 +664,19 @@ pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderErr
 /// `retry-after` (and `retry-after-ms`), then for a rate limit the
 /// `anthropic-ratelimit-*-reset` times (RFC 3339) of the limits that ran out.
 pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> Option<Duration> {
-    if let Some(wait) = http::retry_after_headers(headers, now) {
+    if let Some(wait) = wait::retry_after_headers(headers, now) {
         return Some(wait);
     }
     if !rate_limited {
         return None;
     }
-    http::wait_from_limits(&limit_states(headers, now))
+    wait::wait_from_limits(&limit_states(headers, now))
 }
 
 /// How long the key is spent for, when a successful answer's headers (plain or streamed) say
 /// a limit has nothing left.
 fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
-    http::exhausted_for(&limit_states(headers, SystemTime::now()))
+    wait::exhausted_for(&limit_states(headers, SystemTime::now()))
 }
 
 /// The `anthropic-ratelimit-*-remaining` / `-reset` pairs of an answer.
@@ -685,8 +686,7 @@ fn limit_states(headers: &HeaderMap, now: SystemTime) -> [LimitState; 4] {
             .and_then(|v| v.parse::<u64>().ok())
             == Some(0),
         reset: http::header(headers, &format!("anthropic-ratelimit-{kind}-reset"))
-            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
-            .map(|at| http::until(SystemTime::from(at.with_timezone(&chrono::Utc)), now)),
+            .and_then(|v| wait::until_rfc3339(v, now)),
     };
     [
         limit("requests"),

@@ -22,9 +22,10 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
-use super::http::{self, Answer, WaitUnit};
+use super::http::{self, Answer};
 use super::sse;
 use super::stream::{self, ChunkHead, ChunkStream, Translate};
+use super::wait::{self, WaitUnit};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
@@ -710,7 +711,7 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
     };
     let retry_delay = detail("google.rpc.RetryInfo")
         .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
-        .and_then(|delay| http::parse_wait(delay, WaitUnit::ProtoDuration));
+        .and_then(|delay| wait::parse_wait(delay, WaitUnit::ProtoDuration));
     let reason =
         detail("google.rpc.ErrorInfo").find_map(|d| d.get("reason").and_then(Value::as_str));
     // The field a 400 blames: the first violation of a `google.rpc.BadRequest`, as OpenAI
@@ -767,7 +768,7 @@ pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderErr
     let error = http::error_of(PROVIDER, answer, error_from_json);
     let retry_after = error
         .retry_after
-        .or_else(|| http::retry_after_headers(&answer.headers, now));
+        .or_else(|| wait::retry_after_headers(&answer.headers, now));
     ProviderError {
         retry_after,
         ..error

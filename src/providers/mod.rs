@@ -14,6 +14,7 @@ pub mod http;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+pub mod wait;
 
 use crate::job::ChatRequest;
 use async_trait::async_trait;

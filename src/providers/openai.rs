@@ -11,9 +11,10 @@
 //! prints it) and is scrubbed from every message this module produces, in case a provider or
 //! proxy echoes it back.
 
-use super::http::{self, Answer, LimitState};
+use super::http::{self, Answer};
 use super::sse;
 use super::stream::{self, ChunkStream, Translate};
+use super::wait::{self, LimitState, WaitUnit};
 use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -301,21 +302,21 @@ pub fn classify(status: u16, code: Option<&str>, kind: Option<&str>) -> ErrorKin
 
 /// When to come back, as the provider said: `retry-after-ms`, then `retry-after`, and for a
 /// rate limit without either, the `x-ratelimit-reset-*` durations (see
-/// [`http::wait_from_limits`] for which one).
+/// [`wait::wait_from_limits`] for which one).
 pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> Option<Duration> {
-    if let Some(wait) = http::retry_after_headers(headers, now) {
+    if let Some(wait) = wait::retry_after_headers(headers, now) {
         return Some(wait);
     }
     if !rate_limited {
         return None;
     }
-    http::wait_from_limits(&limit_states(headers))
+    wait::wait_from_limits(&limit_states(headers))
 }
 
 /// How long the key is spent for, when a successful answer's headers (plain or streamed) say
 /// a limit has nothing left.
 fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
-    http::exhausted_for(&limit_states(headers))
+    wait::exhausted_for(&limit_states(headers))
 }
 
 /// The `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` pairs of an answer.
@@ -325,50 +326,9 @@ fn limit_states(headers: &HeaderMap) -> [LimitState; 2] {
             .and_then(|v| v.parse::<u64>().ok())
             == Some(0),
         reset: http::header(headers, &format!("x-ratelimit-reset-{kind}"))
-            .and_then(parse_go_duration),
+            .and_then(|v| wait::parse_wait(v, WaitUnit::GoDuration)),
     };
     [limit("requests"), limit("tokens")]
-}
-
-/// Parses a Go `time.Duration` string as OpenAI's `x-ratelimit-reset-*` headers carry them:
-/// `6m0s`, `1s`, `12ms`, `1.5s`, `1h2m3.5s`, `0`. Units `h m s ms us µs ns`. Bounded as every
-/// provider's wait is ([`http::wait_of_seconds`]).
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    if text.is_empty() || text.starts_with('-') {
-        return None;
-    }
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number = &rest[..number_end];
-        if number.is_empty() || number == "." {
-            return None;
-        }
-        let value: f64 = number.parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" | "μs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += value * seconds_per_unit;
-        rest = &rest[unit_end..];
-    }
-    http::wait_of_seconds(total)
 }
 
 #[cfg(test)]
@@ -378,29 +338,6 @@ mod tests {
     use crate::providers::http::tests::headers;
     use reqwest::StatusCode;
     use serde_json::json;
-
-    #[test]
-    fn go_durations() {
-        let ms = Duration::from_millis;
-        assert_eq!(parse_go_duration("6m0s"), Some(ms(360_000)));
-        assert_eq!(parse_go_duration("1s"), Some(ms(1000)));
-        assert_eq!(parse_go_duration("12ms"), Some(ms(12)));
-        assert_eq!(parse_go_duration("1.5s"), Some(ms(1500)));
-        assert_eq!(parse_go_duration("1h2m3.5s"), Some(ms(3_723_500)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("250us"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_go_duration("250µs"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_go_duration("7ns"), Some(Duration::from_nanos(7)));
-        assert_eq!(parse_go_duration(" 2s "), Some(ms(2000)));
-        assert_eq!(
-            parse_go_duration("99999999999999999999h"),
-            Some(http::MAX_PROVIDER_WAIT)
-        );
-        for bad in ["", "s", "1", "1x", "-1s", "1.s.", "..5s", "1m-2s", "ms"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn classification() {

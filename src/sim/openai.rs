@@ -968,13 +968,13 @@ mod tests {
 
     #[test]
     fn go_durations_round_trip_through_the_adapter_parser() {
-        use crate::providers::openai::parse_go_duration;
+        use crate::providers::wait::{parse_wait, WaitUnit};
         for millis in [
             0, 1, 12, 999, 1000, 1500, 59_999, 60_000, 360_000, 3_723_500,
         ] {
             let duration = Duration::from_millis(millis);
             assert_eq!(
-                parse_go_duration(&format_go_duration(duration)),
+                parse_wait(&format_go_duration(duration), WaitUnit::GoDuration),
                 Some(duration),
                 "{millis}ms"
             );

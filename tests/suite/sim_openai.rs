@@ -10,6 +10,7 @@ use crate::sse;
 use serde_json::{json, Value};
 use sluice::job::ChatRequest;
 use sluice::providers::openai::OpenAiProvider;
+use sluice::providers::wait::{self, WaitUnit};
 use sluice::providers::{Call, ErrorKind, Provider};
 use sluice::sim::{self, tokens, SimConfig, SimServer};
 use std::time::{Duration, Instant};
@@ -370,7 +371,7 @@ async fn the_wire_format_matches_openais_documentation() {
         assert!(ok.headers().contains_key(header), "missing {header}");
     }
     let reset = ok.headers()["x-ratelimit-reset-requests"].to_str().unwrap();
-    let parsed = sluice::providers::openai::parse_go_duration(reset).expect(reset);
+    let parsed = wait::parse_wait(reset, WaitUnit::GoDuration).expect(reset);
     assert!(parsed <= Duration::from_secs(60), "{reset}");
     assert_eq!(parsed.subsec_nanos() % 1_000_000, 0, "whole ms: {reset}");
     let v: Value = ok.json().await.unwrap();
