@@ -859,3 +859,255 @@ on_both_backends!(
     provider_faults_lose_nothing_and_charge_once,
     serve_killed_mid_stream_leaves_a_final_job_charged_once,
 );
+
+/// Every `/v1` route of the router, from `src/api/mod.rs` itself, so a route added later
+/// without a case here fails the next test.
+fn api_routes() -> Vec<String> {
+    include_str!("../../src/api/mod.rs")
+        .split(".route(")
+        .skip(1)
+        .filter_map(|call| {
+            let path = call.trim_start().strip_prefix('"')?.split('"').next()?;
+            path.starts_with("/v1").then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// Another tenant's token on every route: acme's job, bulk, file and batch are 404s to
+/// globex by id (read, cancel, delete, content, results, and a batch made from acme's file),
+/// and absent from its lists and reports. The table covers every `/v1` route the router has.
+/// (Requests without a token are throttled per address after ten: `api_errors`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_token_finds_nothing_on_any_route() {
+    let h = Harness::start_with(Backend::Embedded, with_traceable_keys, true).await;
+    let mut tally = Tally::default();
+    let http = http();
+    let acme_job = submit(&h, &common::prompt("acme's own"), &mut tally)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.wait(acme_job.parse().unwrap()).await;
+    let line = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "fast", "messages": [{"role": "user", "content": id}]}})
+        .to_string()
+    };
+    let bulk: Value = http
+        .post(format!(
+            "{}/v1/bulk?name=acme-bulk&urgency=standard",
+            h.base_url
+        ))
+        .bearer_auth(TOKEN)
+        .body(format!("{}\n", line("b1")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acme_bulk = bulk["id"].as_str().expect("a bulk id").to_string();
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::multipart::Part::text(format!("{}\n", line("f1"))).file_name("in.jsonl"),
+        );
+    let file: Value = http
+        .post(format!("{}/v1/files", h.base_url))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acme_file = file["id"].as_str().expect("a file id").to_string();
+    let batch_body = json!({"input_file_id": acme_file, "endpoint": "/v1/chat/completions",
+                            "completion_window": "24h"});
+    let batch: Value = http
+        .post(format!("{}/v1/batches", h.base_url))
+        .bearer_auth(TOKEN)
+        .json(&batch_body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acme_batch = batch["id"].as_str().expect("a batch id").to_string();
+
+    use reqwest::Method;
+    // (route as the router names it, method, path with acme's ids, body, globex's answer).
+    let cases: Vec<(&str, Method, String, Option<Value>, u16)> = vec![
+        (
+            "/v1/jobs/{id}",
+            Method::GET,
+            format!("/v1/jobs/{acme_job}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/jobs/{id}",
+            Method::DELETE,
+            format!("/v1/jobs/{acme_job}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/bulk/{id}",
+            Method::GET,
+            format!("/v1/bulk/{acme_bulk}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/bulk/{id}/results",
+            Method::GET,
+            format!("/v1/bulk/{acme_bulk}/results"),
+            None,
+            404,
+        ),
+        (
+            "/v1/bulk/{id}/cancel",
+            Method::POST,
+            format!("/v1/bulk/{acme_bulk}/cancel"),
+            None,
+            404,
+        ),
+        (
+            "/v1/files/{id}",
+            Method::GET,
+            format!("/v1/files/{acme_file}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/files/{id}",
+            Method::DELETE,
+            format!("/v1/files/{acme_file}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/files/{id}/content",
+            Method::GET,
+            format!("/v1/files/{acme_file}/content"),
+            None,
+            404,
+        ),
+        (
+            "/v1/batches/{id}",
+            Method::GET,
+            format!("/v1/batches/{acme_batch}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/batches/{id}/cancel",
+            Method::POST,
+            format!("/v1/batches/{acme_batch}/cancel"),
+            None,
+            404,
+        ),
+        (
+            "/v1/batches",
+            Method::POST,
+            "/v1/batches".into(),
+            Some(batch_body.clone()),
+            404,
+        ),
+        // Lists and reports: globex's own, empty of acme's.
+        ("/v1/batches", Method::GET, "/v1/batches".into(), None, 200),
+        ("/v1/files", Method::GET, "/v1/files".into(), None, 200),
+        (
+            "/v1/costs",
+            Method::GET,
+            "/v1/costs?format=json".into(),
+            None,
+            200,
+        ),
+        ("/v1/budgets", Method::GET, "/v1/budgets".into(), None, 200),
+        // Not the tenant's data: the same for every tenant.
+        ("/v1/models", Method::GET, "/v1/models".into(), None, 200),
+        (
+            "/v1/providers",
+            Method::GET,
+            "/v1/providers".into(),
+            None,
+            200,
+        ),
+        // Creating: globex's own, naming nothing of acme's.
+        (
+            "/v1/jobs",
+            Method::POST,
+            "/v1/jobs".into(),
+            Some(job("globex's own")),
+            202,
+        ),
+        (
+            "/v1/chat/completions",
+            Method::POST,
+            "/v1/chat/completions".into(),
+            Some(json!({"model": "fast", "messages": [{"role": "user", "content": "globex"}]})),
+            200,
+        ),
+        (
+            "/v1/bulk",
+            Method::POST,
+            "/v1/bulk?name=acme-bulk".into(),
+            None,
+            201,
+        ),
+    ];
+    let covered: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.0).collect();
+    for route in api_routes() {
+        assert!(
+            covered.contains(route.as_str()),
+            "no tenant case for {route}"
+        );
+    }
+    let acme_ids = [&acme_job, &acme_bulk, &acme_file, &acme_batch];
+    for (route, method, path, body, expected) in &cases {
+        let send = |token: &str| {
+            let mut request = http
+                .request(method.clone(), format!("{}{path}", h.base_url))
+                .bearer_auth(token);
+            if *route == "/v1/bulk" {
+                request = request.body(format!("{}\n", line("b1")));
+            } else if let Some(body) = body {
+                request = request.json(body);
+            }
+            request.send()
+        };
+        let answer = send(common::OTHER_TOKEN).await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        assert_eq!(status, *expected, "{method} {path} as globex: {text}");
+        // A 404 names the id it was asked for; an answer with content names none of acme's.
+        for id in acme_ids.iter().filter(|_| status < 300) {
+            assert!(
+                !text.contains(id.as_str()),
+                "{method} {path} as globex shows {id}: {text}"
+            );
+        }
+        assert_no_secret(&text, "an answer");
+    }
+    // Acme's own still stand, untouched by globex's cancels and deletes.
+    let mine = http
+        .get(format!("{}/v1/files/{acme_file}", h.base_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    println!(
+        "another tenant's token: {} routes, {} requests, nothing of acme's seen",
+        covered.len(),
+        cases.len()
+    );
+    assert_no_secret_in_store(&h);
+    h.stop().await;
+}
