@@ -765,7 +765,9 @@ pub fn error_from_json(status: Option<u16>, json: &Value) -> Option<ProviderErro
 
 /// A non-2xx answer, classified, with Google's message and when to come back.
 pub(crate) fn error_from_answer(answer: &Answer, now: SystemTime) -> ProviderError {
-    let error = http::error_of(PROVIDER, answer, error_from_json);
+    let error = http::error_of(PROVIDER, answer, |status, json: Value| {
+        error_from_json(status, &json)
+    });
     let retry_after = error
         .retry_after
         .or_else(|| wait::retry_after_headers(&answer.headers, now));

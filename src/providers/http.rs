@@ -11,6 +11,8 @@ use super::{ErrorKind, ProviderError};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
 use serde_json::Value;
 use std::future::Future;
 use std::time::Duration;
@@ -216,17 +218,87 @@ pub fn json_body(provider: &'static str, status: u16, body: &[u8]) -> Result<Val
     })
 }
 
-/// A non-2xx answer as an error: the adapter's reading of its JSON body (`read`), or, for a
-/// body that is not the provider's error format, the status's class with the body's start.
-pub fn error_of(
+/// A 2xx body read as the provider's typed answer `T`, or an `InvalidResponse`: quoting what
+/// came instead when it is not JSON (whole: [`redact`] cuts it once the key is gone), naming
+/// the field where it departs from the provider's format (a `tool_use` block with no `id`)
+/// when it is.
+pub fn typed_body<T: DeserializeOwned>(
+    provider: &'static str,
+    status: u16,
+    body: &[u8],
+) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if !e.is_data() {
+            return invalid(
+                provider,
+                status,
+                format!(
+                    "the response is not JSON ({e}): {}",
+                    String::from_utf8_lossy(body).trim()
+                ),
+            );
+        }
+        // Read again, this time keeping the path, which only a failure needs.
+        let mut reader = serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize::<_, T>(&mut reader) {
+            Err(located) => shape_error(provider, status, located),
+            Ok(_) => shape_error_at(provider, status, ".", &e),
+        }
+    })
+}
+
+/// [`typed_body`] for JSON already read (a batch result's `message`, a stream event).
+pub fn typed_value<T: DeserializeOwned>(
+    provider: &'static str,
+    status: u16,
+    value: &Value,
+) -> Result<T, ProviderError> {
+    T::deserialize(value).map_err(|e| match serde_path_to_error::deserialize::<_, T>(value) {
+        Err(located) => shape_error(provider, status, located),
+        Ok(_) => shape_error_at(provider, status, ".", &e),
+    })
+}
+
+fn shape_error(
+    provider: &'static str,
+    status: u16,
+    located: serde_path_to_error::Error<serde_json::Error>,
+) -> ProviderError {
+    let path = located.path().to_string();
+    shape_error_at(provider, status, &path, located.inner())
+}
+
+/// The `InvalidResponse` for JSON that is not the provider's format: where, and what is wrong.
+fn shape_error_at(
+    provider: &'static str,
+    status: u16,
+    path: &str,
+    error: &serde_json::Error,
+) -> ProviderError {
+    let at = if path == "." {
+        String::new()
+    } else {
+        format!(" at {path}")
+    };
+    invalid(
+        provider,
+        status,
+        format!("the response does not follow {provider}'s format{at}: {error}"),
+    )
+}
+
+/// A non-2xx answer as an error: the adapter's reading of its error body (`read`, given the
+/// body as the family's error type `T`), or, for a body that is not the provider's error
+/// format, the status's class with the body's start.
+pub fn error_of<T: DeserializeOwned>(
     provider: &'static str,
     answer: &Answer,
-    read: impl FnOnce(Option<u16>, &Value) -> Option<ProviderError>,
+    read: impl FnOnce(Option<u16>, T) -> Option<ProviderError>,
 ) -> ProviderError {
     let status = answer.status.as_u16();
-    serde_json::from_slice::<Value>(&answer.body)
+    serde_json::from_slice::<T>(&answer.body)
         .ok()
-        .and_then(|json| read(Some(status), &json))
+        .and_then(|body| read(Some(status), body))
         .unwrap_or_else(|| {
             ProviderError::new(
                 provider,
@@ -389,7 +461,7 @@ pub(crate) mod tests {
                 headers: HeaderMap::new(),
                 body: Bytes::from(body.clone()),
             };
-            let on_error = redact(error_of("openai", &answer, |_, _| None), KEY);
+            let on_error = redact(error_of("openai", &answer, |_, _: Value| None), KEY);
             let on_200 = redact(json_body("openai", 200, body.as_bytes()).unwrap_err(), KEY);
             for error in [on_error, on_200] {
                 assert!(

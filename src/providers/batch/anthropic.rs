@@ -17,12 +17,13 @@ use super::{
     ItemResult,
 };
 use crate::config::ProviderKind;
+use crate::providers::anthropic::wire::BatchItem;
 use crate::providers::anthropic::{
-    authorized, error_from_answer, error_from_json, message_from_json, request_body,
+    authorized, error_from_answer, error_from_json, message_from_json, read, request_body,
 };
 use crate::providers::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const PROVIDER: &str = "anthropic";
 /// Documented: 100,000 requests or 256 MB per batch, whichever comes first. The bytes are
@@ -59,10 +60,19 @@ impl AnthropicBatch {
     }
 }
 
-/// One request of the create body.
-fn item(model: &str, options: CallOptions, request: &BatchRequest) -> Result<Value, ProviderError> {
-    let params = request_body(&translation_call(model, options, request), false)?;
-    Ok(json!({"custom_id": request.custom_id, "params": params}))
+/// One request of the create body, serialised.
+fn item(
+    model: &str,
+    options: CallOptions,
+    request: &BatchRequest,
+) -> Result<Vec<u8>, ProviderError> {
+    let call = translation_call(model, options, request);
+    let canonical = read(&call)?;
+    let item = BatchItem {
+        custom_id: &request.custom_id,
+        params: request_body(&call, &canonical, false)?,
+    };
+    Ok(serde_json::to_vec(&item).expect("a request body serialises"))
 }
 
 /// Where a batch object says the batch stands. Anthropic has no failed state: a batch it
@@ -116,7 +126,7 @@ impl BatchApi for AnthropicBatch {
         options: CallOptions,
         request: &BatchRequest,
     ) -> Result<usize, ProviderError> {
-        Ok(item(model, options, request)?.to_string().len() + 1)
+        Ok(item(model, options, request)?.len() + 1)
     }
 
     async fn submit(
@@ -131,7 +141,7 @@ impl BatchApi for AnthropicBatch {
             LIMITS,
             requests,
             |request| item(call.model, call.options, request),
-            |items| json!({ "requests": items }),
+            (r#"{"requests":["#, "]}"),
         )?;
         let create = authorized(self.http.post(&self.endpoint), call.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -183,6 +193,7 @@ mod tests {
     use super::*;
     use crate::job::ChatRequest;
     use crate::providers::ErrorKind;
+    use serde_json::json;
 
     fn request(body: Value) -> BatchRequest {
         BatchRequest {
@@ -195,7 +206,8 @@ mod tests {
     fn an_item_is_the_realtime_body_and_the_policy_applies() {
         let r = request(json!({"model": "m", "stream": true, "messages": [
             {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}));
-        let plain = item("claude-x", CallOptions::default(), &r).unwrap();
+        let plain: Value =
+            serde_json::from_slice(&item("claude-x", CallOptions::default(), &r).unwrap()).unwrap();
         assert_eq!(plain["custom_id"], "job-1");
         assert_eq!(plain["params"]["model"], "claude-x");
         assert_eq!(plain["params"]["system"], "be brief");
@@ -216,14 +228,7 @@ mod tests {
             ..Default::default()
         };
         let len = batch.encoded_len("claude-x", dropping, &seeded).unwrap();
-        assert_eq!(
-            len,
-            item("claude-x", dropping, &seeded)
-                .unwrap()
-                .to_string()
-                .len()
-                + 1
-        );
+        assert_eq!(len, item("claude-x", dropping, &seeded).unwrap().len() + 1);
     }
 
     #[test]

@@ -70,6 +70,13 @@ fn item(model: &str, options: CallOptions, request: &BatchRequest) -> Result<Val
     Ok(json!({"request": body, "metadata": {"key": request.custom_id}}))
 }
 
+/// The create body up to its list of requests:
+/// `{"batch":{"displayName","inputConfig":{"requests":{"requests":[…]}}}}`.
+fn envelope_open(label: &str) -> String {
+    let label = serde_json::to_string(label).expect("a string serialises");
+    format!(r#"{{"batch":{{"displayName":{label},"inputConfig":{{"requests":{{"requests":["#)
+}
+
 /// Where a batch Operation says the batch stands.
 pub fn progress(operation: &Value) -> Result<BatchProgress, ProviderError> {
     let status = required_str(PROVIDER, operation, "/metadata/state", "the batch")?.to_string();
@@ -190,13 +197,11 @@ impl BatchApi for GeminiBatch {
             PROVIDER,
             LIMITS,
             requests,
-            |request| item(call.model, call.options, request),
-            |items| {
-                json!({"batch": {
-                    "displayName": label,
-                    "inputConfig": {"requests": {"requests": items}},
-                }})
+            |request| {
+                item(call.model, call.options, request)
+                    .map(|item| serde_json::to_vec(&item).expect("a JSON value serialises"))
             },
+            (&envelope_open(label), "]}}}}"),
         )?;
         let url = model_method_url(&self.base_url, call.model, "batchGenerateContent");
         let create = authorized(self.http.post(url), call.api_key)

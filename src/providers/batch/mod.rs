@@ -355,17 +355,23 @@ fn require_ended(
 }
 
 /// A create body that carries the requests inline (Anthropic, Gemini): each request
-/// translated by `item`, the list wrapped by `envelope`, serialised once so its size can be
-/// checked against the provider's limit before sending.
+/// translated and serialised by `item`, the list between `open` and `close` (the envelope's
+/// JSON around it), so its size can be checked against the provider's limit before sending.
 fn inline_body(
     provider: &'static str,
     limits: BatchLimits,
     requests: &[BatchRequest],
-    item: impl Fn(&BatchRequest) -> Result<Value, ProviderError>,
-    envelope: impl FnOnce(Vec<Value>) -> Value,
+    item: impl Fn(&BatchRequest) -> Result<Vec<u8>, ProviderError>,
+    (open, close): (&str, &str),
 ) -> Result<Vec<u8>, ProviderError> {
-    let items = requests.iter().map(item).collect::<Result<Vec<_>, _>>()?;
-    let body = serde_json::to_vec(&envelope(items)).expect("a JSON value serialises");
+    let mut body = open.as_bytes().to_vec();
+    for (at, request) in requests.iter().enumerate() {
+        if at > 0 {
+            body.push(b',');
+        }
+        body.extend(item(request)?);
+    }
+    body.extend_from_slice(close.as_bytes());
     check_size(provider, limits, requests.len(), body.len())?;
     Ok(body)
 }
