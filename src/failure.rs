@@ -48,6 +48,10 @@ pub struct Answer {
     /// (`model_not_found`, `rate_limit_exceeded`, `insufficient_quota`), else the failure's
     /// stable name.
     pub code: &'static str,
+    /// Whether a client's own retry of the request could end otherwise, where Sluice knows
+    /// better than the status says: sent as `x-should-retry`, which OpenAI's SDKs obey over
+    /// their rule of retrying 409, 429 and 5xx. `None` leaves the rule to the status.
+    pub should_retry: Option<bool>,
 }
 
 /// Every failure that is not a provider's, with its stable name (provider failures are named
@@ -134,6 +138,13 @@ impl JobFailure {
             status,
             error_type,
             code,
+            should_retry: None,
+        };
+        // A retry would be refused the same way: a job cancelled (409) stays cancelled, and
+        // a key out of credit (429 insufficient_quota) stays out of credit for hours.
+        let final_ = |answer: Answer| Answer {
+            should_retry: Some(false),
+            ..answer
         };
         let invalid = "invalid_request_error";
         match self {
@@ -141,7 +152,7 @@ impl JobFailure {
             JobFailure::OverLimit => answer(400, invalid, "over_limit"),
             JobFailure::UnknownModel => answer(404, invalid, "model_not_found"),
             JobFailure::DeadlineExceeded => answer(504, "timeout", "deadline_exceeded"),
-            JobFailure::Cancelled => answer(409, "cancelled", "cancelled"),
+            JobFailure::Cancelled => final_(answer(409, "cancelled", "cancelled")),
             JobFailure::Unrecognised => answer(502, "upstream_error", "unrecognised"),
             // Sluice's workers stopping is Sluice's trouble, which may pass.
             JobFailure::Interrupted => answer(502, "upstream_error", "interrupted"),
@@ -149,7 +160,9 @@ impl JobFailure {
                 ErrorKind::BadRequest => answer(400, invalid, kind.as_str()),
                 ErrorKind::NotFound => answer(404, invalid, kind.as_str()),
                 ErrorKind::RateLimited => answer(429, "upstream_error", "rate_limit_exceeded"),
-                ErrorKind::QuotaExhausted => answer(429, "upstream_error", "insufficient_quota"),
+                ErrorKind::QuotaExhausted => {
+                    final_(answer(429, "upstream_error", "insufficient_quota"))
+                }
                 ErrorKind::Timeout => answer(504, "upstream_error", kind.as_str()),
                 ErrorKind::ServerError
                 | ErrorKind::Connection

@@ -277,17 +277,22 @@ fn answer(job: JobView) -> Result<Response, ApiError> {
             JobFailure::Cancelled,
             format!("job {} was cancelled before it ran", job.id),
         )),
-        JobStatus::Queued | JobStatus::Running => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "still_running",
-            format!(
-                "job {} is still {} after {}; its answer will be at GET /v1/jobs/{}",
-                job.id,
-                job.status,
-                humantime::format_duration(MAX_WAIT),
-                job.id
-            ),
-        )),
+        JobStatus::Queued | JobStatus::Running => {
+            let mut error = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "still_running",
+                format!(
+                    "job {} is still {} after {}; its answer will be at GET /v1/jobs/{}",
+                    job.id,
+                    job.status,
+                    humantime::format_duration(MAX_WAIT),
+                    job.id
+                ),
+            );
+            // The job goes on and will be charged: a retry would run (and charge) it again.
+            error.should_retry = Some(false);
+            Err(error)
+        }
     }
 }
 

@@ -22,6 +22,10 @@ pub struct ApiError {
     pub details: Vec<(&'static str, serde_json::Value)>,
     /// Sent as `retry-after` (whole seconds, rounded up) with a 429 or 503.
     pub retry_after: Option<std::time::Duration>,
+    /// Sent as `x-should-retry: true|false`, which OpenAI's SDKs obey over their own rule
+    /// (they retry 409, 429 and 5xx): `false` where a retry is sure to fail the same way or
+    /// would run the work a second time.
+    pub should_retry: Option<bool>,
 }
 
 impl ApiError {
@@ -33,6 +37,7 @@ impl ApiError {
             field: None,
             details: Vec::new(),
             retry_after: None,
+            should_retry: None,
         }
     }
 
@@ -56,6 +61,7 @@ impl ApiError {
             field: (!field.is_empty()).then_some(field),
             details: Vec::new(),
             retry_after: None,
+            should_retry: None,
         }
     }
 
@@ -64,7 +70,10 @@ impl ApiError {
     pub fn for_failure(failure: JobFailure, message: impl Into<String>) -> Self {
         let answer = failure.answer();
         let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        ApiError::new(status, answer.error_type, message).with("code", json!(answer.code))
+        let mut error =
+            ApiError::new(status, answer.error_type, message).with("code", json!(answer.code));
+        error.should_retry = answer.should_retry;
+        error
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -103,6 +112,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from(seconds as u64),
             );
         }
+        if let Some(retry) = self.should_retry {
+            response.headers_mut().insert(
+                "x-should-retry",
+                axum::http::HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
         response
     }
 }
@@ -128,14 +143,19 @@ impl From<crate::submit::SubmitError> for ApiError {
                 error
             }
             SubmitError::Store(e) => e.into(),
-            SubmitError::CustomIdReused(ref reused) => ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_conflict",
-                format!(
-                    "{e} (on /v1/chat/completions the custom_id is the idempotency-key header)"
-                ),
-            )
-            .with("existing_job", json!(reused.existing)),
+            SubmitError::CustomIdReused(ref reused) => {
+                let mut error = ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_conflict",
+                    format!(
+                        "{e} (on /v1/chat/completions the custom_id is the idempotency-key header)"
+                    ),
+                )
+                .with("existing_job", json!(reused.existing));
+                // The same key with the same other request conflicts again, every time.
+                error.should_retry = Some(false);
+                error
+            }
             SubmitError::BudgetExceeded(exceeded) => exceeded.into(),
         }
     }

@@ -199,6 +199,8 @@ async fn an_idempotency_key_never_runs_a_request_twice(backend: Backend) {
     });
     let third = post_chat(&h, &other, &[("idempotency-key", "order-17")]).await;
     assert_eq!(third.status(), 409);
+    // OpenAI's SDKs retry a 409 unless told not to; this one conflicts every time.
+    assert_eq!(third.headers()["x-should-retry"], "false");
     let error: Value = third.json().await.unwrap();
     assert_eq!(error["error"]["type"], "idempotency_conflict", "{error}");
     assert_eq!(
@@ -557,5 +559,18 @@ async fn failures_the_client_caused_are_client_errors_the_sdks_do_not_retry(back
         assert_eq!(job["error"]["status"], 400, "{job:#}");
         assert_eq!(job["error"]["code"], "over_limit", "{job:#}");
     }
+
+    // A key out of credit is a 429 `insufficient_quota`, which the SDKs would retry at once
+    // (a new job each time) while the credit stays spent for hours: told not to.
+    let spent_key = json!({
+        "model": "fast",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": prompt("[sim fail=quota] hello")}]
+    });
+    let response = post_chat(&h, &spent_key, &[]).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
     h.stop().await;
 }
