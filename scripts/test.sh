@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs Sluice's whole test suite on a fresh machine: starts RabbitMQ when nothing listens on
-# 127.0.0.1:5672 (installing it from Debian's packages when it is missing), installs the
+# Runs Sluice's whole test suite on a fresh machine: installs RabbitMQ from Debian's packages
+# when it is missing (the fault tests start nodes of their own), starts it when nothing listens
+# on 127.0.0.1:5672, installs the
 # official provider SDKs that tests/suite/sdk.rs runs against the simulator into a virtualenv, then
 # `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -20,13 +21,16 @@ if broker_up && ! broker_answers; then
   sleep 2
 fi
 
+# Needed even when a broker already listens: tests/suite/faults.rs starts RabbitMQ nodes of its
+# own to restart and to raise alarms on.
+if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  echo "test.sh: installing rabbitmq-server from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
 if ! broker_up; then
-  if ! command -v rabbitmq-server >/dev/null 2>&1; then
-    echo "test.sh: installing rabbitmq-server from Debian's packages" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq rabbitmq-server >/dev/null
-  fi
   echo "test.sh: starting RabbitMQ" >&2
   rabbitmq-server -detached
   for _ in $(seq 1 120); do

@@ -152,10 +152,7 @@ async fn ready(
     let mut problems = Vec::new();
     let queue_ready = queue.probe().await;
     if let Err(unready) = &queue_ready {
-        problems.push(format!(
-            "the queue ({}) cannot take jobs: {unready}",
-            queue.name()
-        ));
+        problems.push(format!("the queue ({}) {unready}", queue.name()));
     }
     if let Err(e) = sqlx::query("SELECT 1").execute(state.store.reader()).await {
         problems.push(format!("the store cannot be read: {e}"));

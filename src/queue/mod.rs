@@ -84,17 +84,17 @@ impl std::fmt::Display for Alarm {
 }
 
 /// Why a queue cannot take a job now ([`Queue::unready`], [`Queue::probe`]); `GET /readyz`
-/// names it.
+/// names it, after "the queue (NAME) ".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unready {
     /// Not connected; the backend reconnects by itself. The last connection error, if any.
-    #[error("unreachable{}; the server reconnects by itself", .0.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    #[error("is unreachable{}; the server reconnects by itself", .0.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
     Unreachable(Option<String>),
     /// A resource alarm blocks publishing.
-    #[error("{0}; nothing can be accepted until it clears")]
+    #[error("cannot take jobs: {0}; nothing can be accepted until it clears")]
     Blocked(Alarm),
     /// Connected and not known to be blocked, yet a probe message was not confirmed.
-    #[error("the broker did not confirm a probe message: {0}")]
+    #[error("cannot take jobs: the broker did not confirm a probe message ({0})")]
     Unconfirmed(String),
 }
 

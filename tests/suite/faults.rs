@@ -480,7 +480,6 @@ async fn hostile_bodies_are_refused_and_the_server_goes_on() {
 struct Processes {
     backend: Backend,
     dir: tempfile::TempDir,
-    port: u16,
     prefix: String,
     sim: sluice::sim::SimServer,
     logs: Vec<std::path::PathBuf>,
@@ -494,25 +493,15 @@ impl Processes {
         )
         .await
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let processes = Processes {
             backend,
             dir: tempfile::tempdir().unwrap(),
-            port,
             prefix: format!("sluice-test-faults-{}", uuid::Uuid::now_v7()),
             sim,
             logs: Vec::new(),
         };
         processes.write_config();
         processes
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 
     fn config_path(&self) -> std::path::PathBuf {
@@ -533,7 +522,7 @@ impl Processes {
         let text = format!(
             r#"
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 database = {database:?}
 
 [queue]
@@ -565,47 +554,40 @@ model = "gpt-4o-mini"
 [routes.story]
 deployments = ["mini"]
 "#,
-            port = self.port,
             database = self.dir.path().join("sluice.db").to_str().unwrap(),
             sim = self.sim.openai_base_url(),
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
 
-    /// Starts `sluice ARGS --config …`, its log in a file of its own; a server is waited for
-    /// until it answers.
-    async fn start(&mut self, args: &[&str]) -> tokio::process::Child {
-        let log_path = self
+    /// A log file of the run for the next process.
+    fn next_log(&mut self, what: &str) -> std::path::PathBuf {
+        let path = self
             .dir
             .path()
-            .join(format!("{}-{}.log", args[0], self.logs.len()));
-        let log = std::fs::File::create(&log_path).unwrap();
-        self.logs.push(log_path);
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
+            .join(format!("{what}-{}.log", self.logs.len()));
+        self.logs.push(path.clone());
+        path
+    }
+
+    /// Starts `sluice serve ARGS`, and waits until it listens.
+    async fn serve(&mut self, args: &[&str]) -> common::serve::Served {
+        let log = self.next_log("serve");
+        common::serve::Served::start(&self.config_path(), args, &log).await
+    }
+
+    /// Starts `sluice worker`, its log in a file of the run.
+    fn worker(&mut self) -> tokio::process::Child {
+        let log = std::fs::File::create(self.next_log("worker")).unwrap();
+        tokio::process::Command::from(common::serve::sluice())
+            .arg("worker")
             .arg("--config")
             .arg(self.config_path())
-            .env_remove("SLUICE_CONFIG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .unwrap();
-        if args[0] == "serve" {
-            let started = std::time::Instant::now();
-            while reqwest::get(format!("{}/healthz", self.base()))
-                .await
-                .is_err()
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "sluice serve did not start; see {}",
-                    self.dir.path().display()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        child
+            .unwrap()
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -762,10 +744,10 @@ fn answers_begun(events: &[String]) -> usize {
 /// server finishes the job, which ends final and is charged at most once.
 async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backend) {
     let mut run = Processes::new(backend).await;
-    let mut server = run.start(&["serve"]).await;
+    let mut server = run.serve(&[]).await;
     let text = format!("story {}", uuid::Uuid::now_v7());
     let mut response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", run.base()))
+        .post(format!("{}/v1/chat/completions", server.base_url))
         .bearer_auth(TOKEN)
         .json(&slow_story(&text))
         .send()
@@ -778,8 +760,7 @@ async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backen
         .to_string();
     let (mut events, ended) = read_events(&mut response, 3).await;
     assert!(!ended, "the stream ended before the kill: {events:?}");
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+    server.kill().await;
     let (rest, ended) = read_events(&mut response, usize::MAX).await;
     assert!(ended);
     events.extend(rest);
@@ -793,10 +774,9 @@ async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backen
         assert_no_secret(event, "a streamed event");
     }
 
-    let mut server = run.start(&["serve"]).await;
+    let mut server = run.serve(&[]).await;
     let status = run.wait_final(&id).await;
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+    server.kill().await;
     let calls = run.calls_with(&text);
     println!("serve killed mid-stream ({backend:?}): job {status} after {calls} provider calls");
     assert!(calls <= 3, "{calls} calls, max_attempts 3");
@@ -809,11 +789,11 @@ async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error_event() {
     let mut run = Processes::new(Backend::Rabbitmq).await;
-    let mut api = run.start(&["serve", "--no-workers"]).await;
-    let mut worker = run.start(&["worker"]).await;
+    let mut api = run.serve(&["--no-workers"]).await;
+    let mut worker = run.worker();
     let text = format!("story {}", uuid::Uuid::now_v7());
     let mut response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", run.base()))
+        .post(format!("{}/v1/chat/completions", api.base_url))
         .bearer_auth(TOKEN)
         .json(&slow_story(&text))
         .send()
@@ -829,7 +809,7 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error_event() {
     worker.start_kill().unwrap();
     worker.wait().await.unwrap();
     // The job's message goes back to the queue; the next worker answers from the start.
-    let mut next = run.start(&["worker"]).await;
+    let mut next = run.worker();
     let (rest, ended) = read_events(&mut response, usize::MAX).await;
     assert!(ended);
     events.extend(rest);
@@ -847,10 +827,9 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error_event() {
     let status = run.wait_final(&id).await;
     let calls = run.calls_with(&text);
     println!("worker killed mid-stream (Rabbitmq): job {status} after {calls} provider calls");
-    for child in [&mut api, &mut next] {
-        child.start_kill().unwrap();
-        child.wait().await.unwrap();
-    }
+    api.kill().await;
+    next.start_kill().unwrap();
+    next.wait().await.unwrap();
     assert!(calls <= 3, "{calls} calls, max_attempts 3");
     run.check("worker killed mid-stream", 1).await;
 }
