@@ -19,8 +19,10 @@ use super::{
     BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome, ItemResult,
 };
 use crate::config::ProviderKind;
+use crate::providers::gemini::wire::{BatchItem, BatchKey};
 use crate::providers::gemini::{
-    authorized, error_from_answer, error_from_json, model_method_url, parse_response, request_body,
+    authorized, error_from_answer, error_from_json, model_method_url, parse_response, read,
+    request_body,
 };
 use crate::providers::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
@@ -64,10 +66,21 @@ impl GeminiBatch {
     }
 }
 
-/// One inline request.
-fn item(model: &str, options: CallOptions, request: &BatchRequest) -> Result<Value, ProviderError> {
-    let body = request_body(&translation_call(model, options, request))?;
-    Ok(json!({"request": body, "metadata": {"key": request.custom_id}}))
+/// One inline request, serialised.
+fn item(
+    model: &str,
+    options: CallOptions,
+    request: &BatchRequest,
+) -> Result<Vec<u8>, ProviderError> {
+    let call = translation_call(model, options, request);
+    let canonical = read(&call)?;
+    let item = BatchItem {
+        request: request_body(&call, &canonical)?,
+        metadata: BatchKey {
+            key: &request.custom_id,
+        },
+    };
+    Ok(serde_json::to_vec(&item).expect("a request body serialises"))
 }
 
 /// The create body up to its list of requests:
@@ -184,7 +197,7 @@ impl BatchApi for GeminiBatch {
         options: CallOptions,
         request: &BatchRequest,
     ) -> Result<usize, ProviderError> {
-        Ok(item(model, options, request)?.to_string().len() + 1)
+        Ok(item(model, options, request)?.len() + 1)
     }
 
     async fn submit(
@@ -197,10 +210,7 @@ impl BatchApi for GeminiBatch {
             PROVIDER,
             LIMITS,
             requests,
-            |request| {
-                item(call.model, call.options, request)
-                    .map(|item| serde_json::to_vec(&item).expect("a JSON value serialises"))
-            },
+            |request| item(call.model, call.options, request),
             (&envelope_open(label), "]}}}}"),
         )?;
         let url = model_method_url(&self.base_url, call.model, "batchGenerateContent");
@@ -279,14 +289,15 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}))
             .unwrap(),
         };
-        let item = item("gemini-2.5-flash", CallOptions::default(), &r).unwrap();
+        let bytes = item("gemini-2.5-flash", CallOptions::default(), &r).unwrap();
+        let item: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(item["metadata"], json!({"key": "job-9"}));
         assert_eq!(item["request"]["contents"][0]["parts"][0]["text"], "hi");
         assert_eq!(item["request"]["generationConfig"]["maxOutputTokens"], 5);
         let len = GeminiBatch::new("http://x/v1beta", reqwest::Client::new())
             .encoded_len("gemini-2.5-flash", CallOptions::default(), &r)
             .unwrap();
-        assert_eq!(len, item.to_string().len() + 1);
+        assert_eq!(len, bytes.len() + 1);
     }
 
     #[test]
