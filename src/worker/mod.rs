@@ -30,15 +30,15 @@ use crate::batch::Placed;
 use crate::budgets::BatchHold;
 use crate::config::{Config, RetryConfig};
 use crate::failure::JobFailure;
+use crate::finish::charge;
 use crate::job::{Envelope, Urgency};
-use crate::pricing::PicoUsd;
 use crate::providers::{http, stream};
-use crate::providers::{Call, Completion, ErrorKind, ProviderError, Usage};
+use crate::providers::{Call, Completion, ErrorKind, ProviderError};
 use crate::queue::{Delivery, Queue};
 use crate::router::health::Verdict;
 use crate::router::{Choice, Deployment, Route, Router};
 use crate::store::{
-    now_ms, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord, StartOutcome, Store,
+    now_ms, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, StartOutcome, Store,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -58,6 +58,19 @@ pub struct WorkerContext {
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,
+}
+
+impl WorkerContext {
+    /// A submitter over the same store, queue and router: the batch tracker publishes the
+    /// jobs it sends back to the real-time tier with it.
+    fn submitter(&self) -> crate::submit::Submitter {
+        crate::submit::Submitter {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            router: self.router.clone(),
+        }
+    }
 }
 
 /// Running worker pools; [`WorkerPools::shutdown`] stops them gracefully.
@@ -84,7 +97,10 @@ impl WorkerPools {
         // The batch tier's tracker runs beside the pools of every worker process: its
         // batches are leased one process at a time, so several trackers share the work.
         if context.router.has_batch_tier() {
-            tasks.spawn(crate::batch::tracker::run(context.clone(), cancel.clone()));
+            tasks.spawn(crate::batch::tracker::run(
+                context.submitter(),
+                cancel.clone(),
+            ));
         }
         // A job whose message the queue gave up on (its delivery limit) is failed, not left
         // running: every worker process reads the dead letters.
@@ -517,45 +533,6 @@ async fn run_job(
             }
             decide_after_failure(context, envelope, &route, number, error, record).await
         }
-    }
-}
-
-/// The cost record of a call of `deployment` on `tier` for a job on `route`: the amount at
-/// the tier's price (0, flagged, when unknown), what the real-time price would have charged
-/// (reports call the difference "batch saved") and, for a fallback, what the route's primary
-/// would have charged on the same tier.
-pub(crate) fn charge(
-    usage: Usage,
-    deployment: &Deployment,
-    route: &Route,
-    tier: Tier,
-) -> CostRecord {
-    let price_on = |d: &Deployment| match tier {
-        Tier::Realtime => d.price,
-        // A primary without the tier would have run on the default one.
-        Tier::Batch => d.batch.as_ref().map_or(d.price, |b| b.price),
-        Tier::Flex => d.flex.map_or(d.price, |f| f.price),
-    };
-    let price = price_on(deployment);
-    let amount = price.map_or(PicoUsd(0), |p| p.cost(&usage));
-    let realtime_amount = deployment.price.map_or(PicoUsd(0), |p| p.cost(&usage));
-    let fallback_from = route
-        .primary()
-        .filter(|primary| primary.name != deployment.name)
-        .map(|primary| {
-            (
-                primary.name.clone(),
-                price_on(primary).map(|p| p.cost(&usage)),
-            )
-        });
-    CostRecord {
-        tier: tier.as_str(),
-        usage,
-        price,
-        amount,
-        realtime_amount,
-        route: route.name.clone(),
-        fallback_from,
     }
 }
 
