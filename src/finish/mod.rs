@@ -1,6 +1,15 @@
-//! Finishing a job: its terminal transitions and what its answer costs, shared by the two
-//! places a job ends from: the worker (a real-time attempt) and the batch tracker (a
-//! provider batch item's result), which may not import each other.
+//! Finishing a job: the one module that writes a job's terminal transitions.
+//!
+//! A job ends `succeeded` or `failed` from two places: the worker's settle step (a real-time
+//! attempt's outcome, or a stage that refused the job before it ran) and the batch tracker
+//! (a provider batch item's result). Both go through here, so there is one place to read to
+//! know how a job can end, and a stage that decides a job's fate returns that decision
+//! rather than writing it. The store's own guarded transitions are the exceptions: a job
+//! failed because its attempts ran out ([`Store::start_attempt`]), a job whose message the
+//! embedded queue dead-lettered (in that transaction) and a tenant's cancel.
+//!
+//! [`charge`] (the cost record of an answer, on the tier it was priced at) lives here too:
+//! the worker and the tracker both charge answers, and neither may import the other.
 
 mod charge;
 
