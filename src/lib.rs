@@ -12,7 +12,10 @@
 //! - [`failure`]: why a job failed (`JobFailure`), stored by a stable name, and the one
 //!   HTTP status and OpenAI error type and code each failure is answered with.
 //! - [`store`]: the SQLite store (jobs, attempts, results, costs) and its single writer.
-//! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome.
+//! - [`worker`]: pools per urgency that take a delivery to one settled, stored outcome,
+//!   through a pipeline of stages that each return a decision.
+//! - [`finish`]: the one module that writes a job's terminal transitions (for the worker
+//!   and the batch tracker), and what an answer costs on the tier it was priced at.
 //! - [`router`]: a model name's route (strategy, fallback chain, timeouts, deadlines), the
 //!   live health of each deployment (error rate, latency, circuit breaker), and which
 //!   deployment and key an attempt uses.
@@ -53,6 +56,7 @@ pub mod config;
 pub mod costs;
 pub mod demo;
 pub mod failure;
+pub mod finish;
 pub mod job;
 pub mod limits;
 pub mod overrides;

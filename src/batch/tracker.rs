@@ -16,15 +16,18 @@
 //! while `pending`), so a process killed at any point loses nothing: the next tracker, in
 //! this process after a restart or in another one, takes the batch up where it was.
 
-use super::tier::Tier;
+use crate::config::Config;
+use crate::finish::{charge, Failure, Tier};
 use crate::providers::batch::{BatchApi, BatchCall, BatchProgress, BatchRequest, ItemOutcome};
 use crate::providers::{ErrorKind, ProviderError};
+use crate::router::Router;
 use crate::router::{Deployment, Route};
 use crate::store::provider_batches::{BatchState, DueBatch, PendingItem};
+use crate::store::Store;
 use crate::store::{now_ms, AttemptOutcome, AttemptRecord, StoreError};
 use crate::submit::Submitter;
-use crate::worker::{charge, WorkerContext};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,17 +44,25 @@ pub const MAX_SUBMIT_FAILURES: u32 = 5;
 /// Results settled concurrently (the store's writer groups them into few commits).
 const SETTLE_CONCURRENCY: usize = 64;
 
-/// Runs the tracker until `cancel` fires.
-pub async fn run(context: WorkerContext, cancel: CancellationToken) {
-    let schedule = match crate::schedule::definition::parse_schedule(&context.config.batch.poll) {
+/// Runs the tracker until `cancel` fires. Jobs that go back to the real-time tier are
+/// published by `submitter`, whose store, router and configuration the tracker works with.
+pub async fn run(submitter: Submitter, cancel: CancellationToken) {
+    let config = submitter.config.clone();
+    let schedule = match crate::schedule::definition::parse_schedule(&config.batch.poll) {
         Ok(schedule) => schedule,
         Err(e) => {
             // Validated with the configuration; kept as a message rather than a panic.
-            tracing::error!(poll = %context.config.batch.poll, error = %e, "batch.poll is not a cron expression; the batch tracker is not running");
+            tracing::error!(poll = %config.batch.poll, error = %e, "batch.poll is not a cron expression; the batch tracker is not running");
             return;
         }
     };
-    let tracker = Tracker { context, schedule };
+    let tracker = Tracker {
+        config,
+        store: submitter.store.clone(),
+        router: submitter.router.clone(),
+        submitter,
+        schedule,
+    };
     loop {
         if let Err(e) = tracker.tick().await {
             tracing::warn!(error = %e, "batch tracker: the store failed; trying again");
@@ -64,17 +75,19 @@ pub async fn run(context: WorkerContext, cancel: CancellationToken) {
 }
 
 struct Tracker {
-    context: WorkerContext,
+    config: Arc<Config>,
+    store: Store,
+    router: Arc<Router>,
+    submitter: Submitter,
     schedule: cron::Schedule,
 }
 
 impl Tracker {
     /// One pass: every batch due a step gets it.
     async fn tick(&self) -> Result<(), StoreError> {
-        let due = self.context.store.claim_due_batches(LEASE, 32).await?;
+        let due = self.store.claim_due_batches(LEASE, 32).await?;
         for batch in due {
             let Some(deployment) = self
-                .context
                 .router
                 .deployment(&batch.deployment)
                 .filter(|d| d.batch.is_some())
@@ -106,7 +119,7 @@ impl Tracker {
     }
 
     async fn submit(&self, batch: &DueBatch, deployment: &Deployment) -> Result<(), StoreError> {
-        let store = &self.context.store;
+        let store = &self.store;
         let items = store.pending_items(batch.id).await?;
         if items.is_empty() {
             // Every job in it was cancelled before it was sent.
@@ -158,7 +171,7 @@ impl Tracker {
     }
 
     async fn track(&self, batch: &DueBatch, deployment: &Deployment) -> Result<(), StoreError> {
-        let store = &self.context.store;
+        let store = &self.store;
         let provider_id = batch.provider_batch_id.clone().unwrap_or_default();
         let api = api_of(deployment);
         let Some(call) = call_of(deployment, &batch.key_id) else {
@@ -177,7 +190,7 @@ impl Tracker {
                 .batch_finished(batch.id, BatchState::Cancelled, None)
                 .await;
         }
-        let reserve = self.context.config.batch.realtime_reserve.as_millis() as i64;
+        let reserve = self.config.batch.realtime_reserve.as_millis() as i64;
         if let Some(deadline) = batch.earliest_deadline.filter(|d| now_ms() + reserve >= *d) {
             let why = format!(
                 "the provider batch would miss a deadline ({}): cancelled, its jobs run real-time",
@@ -219,7 +232,6 @@ impl Tracker {
         if error.kind.is_retryable() {
             tracing::warn!(batch = %batch.id, %error, "could not poll a provider batch; trying at the next poll");
             return self
-                .context
                 .store
                 .batch_checked(batch.id, format!("poll failed: {error}"), self.next_poll())
                 .await;
@@ -237,7 +249,7 @@ impl Tracker {
         deployment: &Deployment,
         results: Vec<crate::providers::batch::ItemResult>,
     ) -> Result<(), StoreError> {
-        let store = &self.context.store;
+        let store = &self.store;
         let mut pending: HashMap<String, PendingItem> = store
             .pending_items(batch.id)
             .await?
@@ -281,7 +293,7 @@ impl Tracker {
         item: &PendingItem,
         outcome: Option<ItemOutcome>,
     ) -> Result<Settled, StoreError> {
-        let store = &self.context.store;
+        let store = &self.store;
         let attempt = |outcome: &str, status: Option<u16>, error: Option<String>| {
             attempt_record(batch, Some(deployment), item, outcome, status, error)
         };
@@ -289,7 +301,7 @@ impl Tracker {
             Some(ItemOutcome::Succeeded(completion)) => {
                 // The job's route; should it have left the configuration, the deployment's
                 // own route of one (which every configured deployment has).
-                let router = &self.context.router;
+                let router = &self.router;
                 let Some(route) = router
                     .route(&item.request.model)
                     .or_else(|| router.route(&deployment.name))
@@ -307,15 +319,8 @@ impl Tracker {
                     error.status,
                     Some(error.message.clone()),
                 );
-                store
-                    .finish_failed(
-                        item.job,
-                        Some(record),
-                        error.kind.into(),
-                        error.to_string(),
-                        error.param.clone(),
-                    )
-                    .await?;
+                let failure = Failure::provider(&error, error.to_string());
+                crate::finish::fail(store, item.job, Some(record), failure).await?;
                 store.item_done(item.job).await?;
                 Ok(Settled::Failed)
             }
@@ -361,7 +366,7 @@ impl Tracker {
         completion: crate::providers::Completion,
         route: &Route,
     ) -> Result<Settled, StoreError> {
-        let store = &self.context.store;
+        let store = &self.store;
         let cost = charge(completion.usage, deployment, route, Tier::Batch);
         let record = attempt_record(
             batch,
@@ -371,9 +376,8 @@ impl Tracker {
             Some(completion.status),
             None,
         );
-        let stored = store
-            .finish_succeeded(item.job, record, completion.response, cost)
-            .await?;
+        let stored =
+            crate::finish::succeed(store, item.job, record, completion.response, cost).await?;
         store.item_done(item.job).await?;
         Ok(if stored {
             Settled::Answered
@@ -391,8 +395,8 @@ impl Tracker {
         why: &str,
         state: BatchState,
     ) -> Result<(), StoreError> {
-        let store = &self.context.store;
-        let deployment = self.context.router.deployment(&batch.deployment).cloned();
+        let store = &self.store;
+        let deployment = self.router.deployment(&batch.deployment).cloned();
         let mut returned = Vec::new();
         for item in store.pending_items(batch.id).await? {
             let outcome = error.map_or("abandoned", |e| e.kind.as_str());
@@ -415,13 +419,7 @@ impl Tracker {
     /// Publishes jobs sent back to the real-time tier. A failure is not lost work: they stay
     /// unpublished in the store, and the relay publishes them.
     async fn republish(&self, jobs: &[Uuid]) {
-        let submitter = Submitter {
-            config: self.context.config.clone(),
-            store: self.context.store.clone(),
-            queue: self.context.queue.clone(),
-            router: self.context.router.clone(),
-        };
-        if let Err(e) = submitter.republish(jobs).await {
+        if let Err(e) = self.submitter.republish(jobs).await {
             tracing::warn!(error = %e, jobs = jobs.len(), "could not publish jobs going real-time; the relay will");
         }
     }

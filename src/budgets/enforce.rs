@@ -1,18 +1,19 @@
-//! Enforcing budgets: the estimate a job reserves, the worker's hook between the router's
+//! Enforcing budgets: the estimate a job reserves, the worker's step between the router's
 //! pick and the attempt, and the check that refuses new jobs at the API when a budget is
 //! spent for them (what it has spent leaves no room for their smallest estimate).
+//!
+//! The worker's step reserves and returns a [`BudgetDecision`]; the worker acts on it
+//! (fails the job, or finds a pick on the downgrade route and reserves again), so budgets
+//! neither choose deployments nor write a job's transitions.
 
-use super::{Budget, Budgets, Exceeded, OnExceed};
-use crate::failure::JobFailure;
+use super::{Budget, Exceeded, OnExceed};
 use crate::job::{ChatRequest, Envelope};
 use crate::pricing::{PicoUsd, Price};
 use crate::providers::Usage;
-use crate::router::{Choice, Deployment, Pick, Route, Router};
+use crate::router::{Deployment, Pick, Router};
 use crate::store::budgets::{Hold, Reserved};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// The most a call of `request` can cost on `deployment`: the prompt estimate at the input
 /// price plus the answer's bound (`max_completion_tokens`, `max_tokens`, else the
@@ -45,94 +46,86 @@ fn cost_of(price: Price, prompt: u32, completion: u32) -> PicoUsd {
     })
 }
 
-/// What the worker does after [`admit`].
-#[derive(Debug)]
-pub enum Verdict {
-    /// Make the attempt on this route with this pick: the job's budgets hold its estimate
-    /// (the route is another one when a budget downgraded the job).
-    Go(Arc<Route>, Pick),
-    /// The job is settled (failed with `budget_exceeded`, or no longer runnable): ack.
-    Ack,
-    /// The downgrade route has no capacity now: come back later, not an attempt.
-    Wait(Duration),
+/// Which reservation of an attempt this is: on the job's own route, or on the route a
+/// budget downgraded it to (where any refusal is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// On the job's own route.
+    First,
+    /// On the cheaper route a budget sent it to.
+    Downgraded,
 }
 
-/// The worker's budget step, between the router's `pick` for attempt `attempt` and the
-/// attempt itself: reserves the job's estimate on every budget it counts against. A budget
-/// without room fails the job (`reject`) or sends it to its cheaper route (`downgrade`),
-/// which must then fit every budget in turn; a pick not used is handed back.
-pub async fn admit(
+/// What the job's budgets say about an attempt, for the worker to act on ([`reserve`]).
+#[derive(Debug)]
+pub enum BudgetDecision {
+    /// Every budget the job counts against holds its estimate (or none does): make the
+    /// attempt with this pick.
+    Reserved(Pick),
+    /// The job finished or was cancelled meanwhile: the pick is handed back; ack.
+    NotRunnable,
+    /// A `downgrade` budget has no room: the pick is handed back, and the job may try the
+    /// budget's cheaper route, reserving again there ([`Pass::Downgraded`]).
+    Downgrade(Downgrade),
+    /// A budget has no room and the job cannot go elsewhere: the pick is handed back; fail
+    /// the job `budget_exceeded` with this message.
+    Refused(String),
+}
+
+/// A budget sending a job to its cheaper route, with the words for each way that can go.
+#[derive(Debug, Clone)]
+pub struct Downgrade {
+    /// The budget that had no room.
+    pub budget: String,
+    /// The route it sends jobs to.
+    pub to: String,
+    pub exceeded: Exceeded,
+}
+
+impl Downgrade {
+    /// The refusal when the downgrade route is not configured (validation names an unknown
+    /// route; a router built otherwise may lack it).
+    pub fn missing_route(&self) -> String {
+        format!(
+            "{} (its downgrade route \"{}\" does not exist)",
+            self.exceeded, self.to
+        )
+    }
+
+    /// The refusal when the downgrade route cannot take the job (`message`, the router's).
+    pub fn route_refused(&self, message: &str) -> String {
+        format!(
+            "{} (its downgrade route \"{}\" cannot take it: {message})",
+            self.exceeded, self.to
+        )
+    }
+
+    /// What the downgraded attempt's `chosen_because` adds, from route `from`.
+    pub fn note(&self, from: &str) -> String {
+        format!(
+            "; downgraded from route \"{from}\" to \"{}\" by budget \"{}\"",
+            self.to, self.budget
+        )
+    }
+}
+
+/// The worker's budget step, between the router's `pick` for an attempt on `route` and the
+/// attempt itself: reserves the job's estimate on every budget it counts against, all or
+/// none, and says what follows. A pick not used is handed back.
+pub async fn reserve(
     store: &Store,
-    router: &Router,
     envelope: &Envelope,
-    route: Arc<Route>,
-    pick: Pick,
-    attempt: u32,
-) -> Result<Verdict, StoreError> {
+    route: &str,
+    mut pick: Pick,
+    pass: Pass,
+) -> Result<BudgetDecision, StoreError> {
     let budgets = store.budgets().clone();
     let matching: Vec<&Budget> = budgets
         .matching(&envelope.tenant, &envelope.spec.tags)
         .collect();
     if matching.is_empty() {
-        return Ok(Verdict::Go(route, pick));
+        return Ok(BudgetDecision::Reserved(pick));
     }
-    let exceeded = match reserve(store, &budgets, &matching, envelope, pick).await? {
-        Reservation::Held(pick) => return Ok(Verdict::Go(route, pick)),
-        Reservation::NotRunnable => return Ok(Verdict::Ack),
-        Reservation::Refused(budget, exceeded) => match &budget.on_exceed {
-            OnExceed::Reject => return fail(store, envelope, exceeded.to_string()).await,
-            OnExceed::Downgrade(to) if *to == route.name => {
-                let why =
-                    format!("{exceeded} (the job is already on its downgrade route \"{to}\")");
-                return fail(store, envelope, why).await;
-            }
-            OnExceed::Downgrade(to) => (budget.name.clone(), to.clone(), exceeded),
-        },
-    };
-    let (budget, to, exceeded) = exceeded;
-    let Some(cheaper) = router.route(&to).cloned() else {
-        // Validation names an unknown downgrade route; a router built otherwise may lack it.
-        let why = format!("{exceeded} (its downgrade route \"{to}\" does not exist)");
-        return fail(store, envelope, why).await;
-    };
-    let request = &envelope.spec.request;
-    let mut pick = match cheaper.choose(attempt, request, envelope.spec.urgency) {
-        Choice::Go(pick) => pick,
-        Choice::Wait { wait, .. } => return Ok(Verdict::Wait(wait)),
-        Choice::Refuse { message, .. } => {
-            let why =
-                format!("{exceeded} (its downgrade route \"{to}\" cannot take it: {message})");
-            return fail(store, envelope, why).await;
-        }
-    };
-    pick.chosen_because = format!(
-        "{}; downgraded from route \"{}\" to \"{to}\" by budget \"{budget}\"",
-        pick.chosen_because, route.name
-    );
-    match reserve(store, &budgets, &matching, envelope, pick).await? {
-        Reservation::Held(pick) => Ok(Verdict::Go(cheaper, pick)),
-        Reservation::NotRunnable => Ok(Verdict::Ack),
-        Reservation::Refused(_, exceeded) => {
-            let why = format!("{exceeded} (even after downgrading to route \"{to}\")");
-            fail(store, envelope, why).await
-        }
-    }
-}
-
-enum Reservation<'a> {
-    Held(Pick),
-    Refused(&'a Budget, Exceeded),
-    NotRunnable,
-}
-
-/// Reserves the estimate of `pick` on `matching`; hands the pick back unless it is held.
-async fn reserve<'a>(
-    store: &Store,
-    budgets: &Budgets,
-    matching: &[&'a Budget],
-    envelope: &Envelope,
-    mut pick: Pick,
-) -> Result<Reservation<'a>, StoreError> {
     let estimate = estimate(&pick.deployment, &envelope.spec.request);
     if estimate.is_none() {
         pick.chosen_because
@@ -140,14 +133,14 @@ async fn reserve<'a>(
     }
     let amount = estimate.unwrap_or_default();
     let now = budgets.now();
-    match store
-        .reserve(envelope.id, holds(matching, envelope, now, amount))
-        .await
-    {
-        Ok(Reserved::Held) => Ok(Reservation::Held(pick)),
+    let reserved = store
+        .reserve(envelope.id, holds(&matching, envelope, now, amount))
+        .await;
+    match reserved {
+        Ok(Reserved::Held) => Ok(BudgetDecision::Reserved(pick)),
         Ok(Reserved::NotRunnable) => {
             pick.abandon();
-            Ok(Reservation::NotRunnable)
+            Ok(BudgetDecision::NotRunnable)
         }
         Ok(Reserved::Refused {
             index,
@@ -157,12 +150,31 @@ async fn reserve<'a>(
             pick.abandon();
             let budget = matching[index];
             let exceeded = exceeded(budget, &envelope.tenant, now, spent, reserved, Some(amount));
-            Ok(Reservation::Refused(budget, exceeded))
+            Ok(on_exceeded(budget, exceeded, route, pass))
         }
         Err(e) => {
             pick.abandon();
             Err(e)
         }
+    }
+}
+
+/// What a budget without room means for a job on `route`: its policy (`reject`, or
+/// `downgrade` to a route the job is not on yet), unless the job was downgraded already.
+pub fn on_exceeded(budget: &Budget, exceeded: Exceeded, route: &str, pass: Pass) -> BudgetDecision {
+    match (&budget.on_exceed, pass) {
+        (_, Pass::Downgraded) => BudgetDecision::Refused(format!(
+            "{exceeded} (even after downgrading to route \"{route}\")"
+        )),
+        (OnExceed::Reject, Pass::First) => BudgetDecision::Refused(exceeded.to_string()),
+        (OnExceed::Downgrade(to), Pass::First) if to == route => BudgetDecision::Refused(format!(
+            "{exceeded} (the job is already on its downgrade route \"{to}\")"
+        )),
+        (OnExceed::Downgrade(to), Pass::First) => BudgetDecision::Downgrade(Downgrade {
+            budget: budget.name.clone(),
+            to: to.clone(),
+            exceeded,
+        }),
     }
 }
 
@@ -192,14 +204,14 @@ pub enum BatchHold {
     Held,
     /// The job is finished or cancelled: ack.
     NotRunnable,
-    /// A budget has no room: the job takes the real-time path instead, where [`admit`]
+    /// A budget has no room: the job takes the real-time path instead, where [`reserve`]
     /// applies that budget's `reject` or `downgrade`. The text says which budget.
     Refused(String),
 }
 
 /// The batch tier's budget step, before a job joins a provider batch: reserves its maximum
 /// cost at `deployment`'s batch price (its real-time price when the batch price is
-/// unknown) on every budget it counts against, as [`admit`] does for a real-time attempt.
+/// unknown) on every budget it counts against, as [`reserve`] does for a real-time attempt.
 pub async fn reserve_for_batch(
     store: &Store,
     envelope: &Envelope,
@@ -238,14 +250,6 @@ pub async fn reserve_for_batch(
             }
         },
     )
-}
-
-async fn fail(store: &Store, envelope: &Envelope, message: String) -> Result<Verdict, StoreError> {
-    tracing::info!(job = %envelope.id, %message, "refused by a budget");
-    store
-        .finish_failed(envelope.id, None, JobFailure::BudgetExceeded, message, None)
-        .await?;
-    Ok(Verdict::Ack)
 }
 
 fn exceeded(
@@ -408,5 +412,72 @@ mod tests {
             "model": "fast", "messages": [{"role": "user", "content": "hi"}]
         }));
         assert_eq!(estimate(mini, &any), None);
+    }
+
+    fn budget(on_exceed: OnExceed) -> (Budget, Exceeded) {
+        let budget = Budget {
+            name: "daily".into(),
+            tenant: Some("acme".into()),
+            tag: None,
+            period: crate::budgets::Period::Day,
+            limit: PicoUsd(100),
+            on_exceed,
+            warn_at: Vec::new(),
+        };
+        let exceeded = exceeded(
+            &budget,
+            "acme",
+            Utc::now(),
+            PicoUsd(90),
+            PicoUsd(5),
+            Some(PicoUsd(10)),
+        );
+        (budget, exceeded)
+    }
+
+    #[test]
+    fn a_reject_budget_refuses_with_what_it_has_spent() {
+        let (budget, exceeded) = budget(OnExceed::Reject);
+        let BudgetDecision::Refused(why) =
+            on_exceeded(&budget, exceeded.clone(), "fast", Pass::First)
+        else {
+            panic!("a reject budget refuses");
+        };
+        assert_eq!(why, exceeded.to_string());
+    }
+
+    #[test]
+    fn a_downgrade_budget_sends_the_job_on_once_and_only_from_another_route() {
+        let (budget, exceeded) = budget(OnExceed::Downgrade("cheap".into()));
+        let BudgetDecision::Downgrade(downgrade) =
+            on_exceeded(&budget, exceeded.clone(), "fast", Pass::First)
+        else {
+            panic!("a downgrade budget sends the job to its route");
+        };
+        assert_eq!(
+            (downgrade.budget.as_str(), downgrade.to.as_str()),
+            ("daily", "cheap")
+        );
+        assert!(downgrade
+            .note("fast")
+            .contains("from route \"fast\" to \"cheap\""));
+        let BudgetDecision::Refused(why) =
+            on_exceeded(&budget, exceeded.clone(), "cheap", Pass::First)
+        else {
+            panic!("a job already on the downgrade route is refused");
+        };
+        assert!(
+            why.ends_with("(the job is already on its downgrade route \"cheap\")"),
+            "{why}"
+        );
+        let BudgetDecision::Refused(why) =
+            on_exceeded(&budget, exceeded, "cheap", Pass::Downgraded)
+        else {
+            panic!("a downgraded job is never downgraded again");
+        };
+        assert!(
+            why.ends_with("(even after downgrading to route \"cheap\")"),
+            "{why}"
+        );
     }
 }

@@ -12,8 +12,9 @@
 //! budget past its limit by more than the providers' counts exceed the estimates.
 //!
 //! The parts: [`config`] (`[[budgets]]` as written, validated by path), [`period`] (UTC days
-//! and months, identified by their start), [`enforce`] (the estimate, the worker's hook that
-//! reserves, downgrades or fails a job, and the submission check), [`view`] (what
+//! and months, identified by their start), [`enforce`] (the estimate, the worker's step that
+//! reserves and decides — go, downgrade, refuse — for the worker to act on, and the
+//! submission check), [`view`] (what
 //! `GET /v1/budgets` and `sluice budgets` show); the SQL is [`crate::store::budgets`].
 //!
 //! A budget's running totals are kept per tenant: a budget naming a tag without a tenant
@@ -26,7 +27,10 @@ pub mod period;
 pub mod view;
 
 pub use config::{BudgetConfig, OnExceed, Tag};
-pub use enforce::{admit, estimate, refuse_exhausted, reserve_for_batch, BatchHold, Verdict};
+pub use enforce::{
+    estimate, on_exceeded, refuse_exhausted, reserve, reserve_for_batch, BatchHold, BudgetDecision,
+    Downgrade, Pass,
+};
 pub use period::Period;
 pub use view::BudgetView;
 

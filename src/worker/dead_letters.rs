@@ -59,11 +59,7 @@ async fn settle(context: &WorkerContext, delivery: Delivery) {
         .dead_reason
         .clone()
         .unwrap_or_else(|| "the queue dead-lettered its message".to_string());
-    match context
-        .store
-        .fail_undelivered(envelope.id, reason.clone())
-        .await
-    {
+    match crate::finish::fail_undelivered(&context.store, envelope.id, reason.clone()).await {
         Ok(true) => {
             tracing::warn!(job = %envelope.id, %reason, "a dead-lettered job is failed");
             ack(delivery).await;
