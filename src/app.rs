@@ -69,7 +69,9 @@ impl App {
             .build()
             .map_err(StartError::Http)?;
         // The simulator serves each API family at the root its clients expect.
-        let sim_base_url = sim.as_ref().map(|sim| move |kind| sim.base_url(kind));
+        let sim_base_url = sim
+            .as_ref()
+            .map(|sim| move |kind| sim.base_url(sim_family(kind)));
         let router = Router::new(
             &config,
             http,
@@ -143,5 +145,15 @@ impl App {
             router: self.router.clone(),
             tenant_limits: self.tenant_limits.clone(),
         }
+    }
+}
+
+/// The simulator's API family that speaks `kind`'s wire format.
+fn sim_family(kind: crate::config::ProviderKind) -> crate::sim::Family {
+    use crate::config::ProviderKind;
+    match kind {
+        ProviderKind::Openai => crate::sim::Family::OpenAi,
+        ProviderKind::Anthropic => crate::sim::Family::Anthropic,
+        ProviderKind::Gemini => crate::sim::Family::Gemini,
     }
 }

@@ -38,7 +38,8 @@
 //!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
 //! - [`table`]: aligned text tables, the one layout of the `costs`, `prices` and `budgets`
 //!   listings.
-//! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats.
+//! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats
+//!   (the `sluice-sim` crate, re-exported here).
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator.
@@ -65,7 +66,7 @@ pub mod providers;
 pub mod queue;
 pub mod router;
 pub mod schedule;
-pub mod sim;
+pub use sluice_sim as sim;
 pub mod store;
 pub mod streaming;
 pub mod submit;

@@ -200,26 +200,9 @@ pub async fn serve(
     }
     // The client's address, for slowing down repeated failed authentications (see `auth`).
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    use axum::serve::ListenerExt;
-    axum::serve(listener.tap_io(set_no_delay), app)
+    axum::serve(crate::sim::no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// `listener` with `TCP_NODELAY` on every connection it accepts. A stream's events are small
-/// writes in quick succession; with Nagle's algorithm on, each waits for the client's
-/// delayed ACK of the one before (up to 40 ms on Linux), which is most of a stream's latency.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(set_no_delay)
-}
-
-fn set_no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-    }
 }
 
 /// Parses an id from a path, naming what it should identify when it is not a UUID.

@@ -59,7 +59,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 }
 
 fn google_key(headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
-    crate::sim::gemini::check_key(headers, query).is_ok()
+    crate::gemini::check_key(headers, query).is_ok()
 }
 
 /// `GET /v1/batches`: OpenAI's list, or Gemini's for a Google key.

@@ -966,16 +966,25 @@ mod tests {
         }
     }
 
+    /// The headers carry whole milliseconds (see `RateHeaders::counted`): each unit's
+    /// boundaries, written out as Go writes them. (That Sluice's adapter reads them back is
+    /// checked against a live header in the integration tests, `sim_openai`.)
     #[test]
-    fn go_durations_round_trip_through_the_adapter_parser() {
-        use crate::providers::wait::{parse_wait, WaitUnit};
-        for millis in [
-            0, 1, 12, 999, 1000, 1500, 59_999, 60_000, 360_000, 3_723_500,
-        ] {
-            let duration = Duration::from_millis(millis);
+    fn whole_milliseconds_format_like_go_at_every_unit_boundary() {
+        let cases = [
+            (1, "1ms"),
+            (999, "999ms"),
+            (1000, "1s"),
+            (1001, "1.001s"),
+            (59_999, "59.999s"),
+            (60_000, "1m0s"),
+            (3_599_999, "59m59.999s"),
+            (3_600_000, "1h0m0s"),
+        ];
+        for (millis, text) in cases {
             assert_eq!(
-                parse_wait(&format_go_duration(duration), WaitUnit::GoDuration),
-                Some(duration),
+                format_go_duration(Duration::from_millis(millis)),
+                text,
                 "{millis}ms"
             );
         }

@@ -19,8 +19,8 @@
 //! `/v1/messages` (`x-api-key` or a bearer token, `anthropic-version`).
 
 use super::{new_id, rfc3339, Batch, Item, ItemState, Phase};
-use crate::sim::anthropic::{batch_item, check_headers, decorate, request_id, ApiError, LIMITS};
-use crate::sim::{Family, RateHeaders, SimState};
+use crate::anthropic::{batch_item, check_headers, decorate, request_id, ApiError, LIMITS};
+use crate::{Family, RateHeaders, SimState};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -26,8 +26,8 @@
 //! "message"}`. Each file exists only when it has a line.
 
 use super::{new_id, page, Batch, End, ItemState, Phase};
-use crate::sim::openai::{batch_item, check_auth, decorate, ApiError, LIMITS};
-use crate::sim::{lock, Family, RateHeaders, SimState};
+use crate::openai::{batch_item, check_auth, decorate, ApiError, LIMITS};
+use crate::{lock, Family, RateHeaders, SimState};
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -295,8 +295,7 @@ fn file_lines(batch: &Batch<Detail>, phase: Phase, output: bool) -> Vec<u8> {
             _ => continue,
         };
         // Stable ids, so two downloads of a file are the same bytes.
-        let hash =
-            crate::sim::answer::fnv1a(format!("{}\n{}", batch.id, item.custom_id).as_bytes());
+        let hash = crate::answer::fnv1a(format!("{}\n{}", batch.id, item.custom_id).as_bytes());
         let line = json!({
             "id": format!("batch_req_{hash:016x}"),
             "custom_id": item.custom_id,

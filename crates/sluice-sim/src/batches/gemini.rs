@@ -26,8 +26,8 @@
 //! `responsesFile` output.
 
 use super::{new_id, rfc3339, Batch, End, Item, ItemState, Phase};
-use crate::sim::gemini::{batch_item, check_key, field, rpc_status, ApiError};
-use crate::sim::{Family, SimState};
+use crate::gemini::{batch_item, check_key, field, rpc_status, ApiError};
+use crate::{Family, SimState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -305,7 +305,7 @@ pub(super) async fn cancel(
     headers: HeaderMap,
 ) -> Response {
     let Some(id) = target.strip_suffix(":cancel") else {
-        return crate::sim::gemini::unknown_route(State(state), method, uri).await;
+        return crate::gemini::unknown_route(State(state), method, uri).await;
     };
     let timing = state.batch_timing();
     let result = check_key(&headers, &query).and_then(|()| {

@@ -101,11 +101,13 @@ pub(crate) mod batches;
 pub(crate) mod call;
 pub mod faults;
 pub mod gemini;
+pub mod net;
 pub mod openai;
 pub mod schema;
 pub(crate) mod stream;
 pub mod tokens;
 pub use call::text_key;
+pub use net::no_delay;
 
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
@@ -493,7 +495,7 @@ pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimSe
     let app = build_router(state.clone());
     let mut signal = shutdown;
     let task = tokio::spawn(async move {
-        axum::serve(crate::api::no_delay(listener), app)
+        axum::serve(no_delay(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             })
@@ -533,12 +535,12 @@ impl SimServer {
         format!("http://{}/v1beta", self.addr)
     }
 
-    /// The base URL of `kind`'s API family, as its clients expect it (see the three above).
-    pub fn base_url(&self, kind: crate::config::ProviderKind) -> String {
-        match kind {
-            crate::config::ProviderKind::Openai => self.openai_base_url(),
-            crate::config::ProviderKind::Anthropic => self.anthropic_base_url(),
-            crate::config::ProviderKind::Gemini => self.gemini_base_url(),
+    /// The base URL of `family`, as its clients expect it (see the three above).
+    pub fn base_url(&self, family: Family) -> String {
+        match family {
+            Family::OpenAi => self.openai_base_url(),
+            Family::Anthropic => self.anthropic_base_url(),
+            Family::Gemini => self.gemini_base_url(),
         }
     }
 
