@@ -34,7 +34,6 @@ mod queue;
 mod routes;
 mod secret;
 mod server;
-mod sim;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -48,7 +47,8 @@ pub use queue::{QueueBackend, QueueConfig};
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
 pub use secret::Secret;
 pub use server::{SchedulerConfig, ServerConfig};
-pub use sim::{SimConfig, SimConfigError};
+/// `[sim]` is the simulator's own settings type.
+pub use sluice_sim::{SimConfig, SimConfigError};
 pub use tenants::TenantConfig;
 pub use workers::{HealthConfig, PoolConfig, PoolsConfig, RetryConfig};
 

@@ -99,6 +99,7 @@ pub mod answer;
 pub mod anthropic;
 pub(crate) mod batches;
 pub(crate) mod call;
+mod config;
 pub mod faults;
 pub mod gemini;
 pub mod net;

@@ -1,6 +1,5 @@
-//! `[sim]`: how the built-in provider simulator behaves as a whole (latency, random faults,
-//! batch timing). The settings are read here with the rest of the file; [`crate::sim`]
-//! serves them.
+//! `[sim]` of `sluice.toml`: how the simulator behaves as a whole (latency, random faults,
+//! batch timing). Its own settings, so `sluice.toml` and `sluice sim` read the same table.
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
