@@ -238,3 +238,31 @@ pub trait Settle: Send {
     async fn dead_letter(self: Box<Self>, payload: Vec<u8>, reason: &str)
         -> Result<(), QueueError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_reason_names_its_alarm() {
+        assert_eq!(Alarm::from_reason("low on memory"), Alarm::Memory);
+        assert_eq!(Alarm::from_reason("low on disk"), Alarm::Disk);
+        assert_eq!(
+            Alarm::from_reason("low on memory & disk"),
+            Alarm::MemoryAndDisk
+        );
+        assert_eq!(
+            Alarm::from_reason("maintenance"),
+            Alarm::Other("maintenance".into())
+        );
+        let problem = Unready::Blocked(Alarm::Memory).to_string();
+        assert!(
+            problem.starts_with("cannot take jobs: broker blocked: memory alarm"),
+            "{problem}"
+        );
+        assert_eq!(
+            Unready::Unreachable(Some("connection refused".into())).to_string(),
+            "is unreachable (connection refused); the server reconnects by itself"
+        );
+    }
+}
