@@ -7,6 +7,7 @@
 //! out of messages. Keeping that here means a fix to one (say, a new `retry-after` form) reaches
 //! every provider at once.
 
+use super::family::Family;
 use super::{ErrorKind, ProviderError};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use serde_json::Value;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest message (in characters) an error keeps of what a provider wrote: its own
 /// message, or the start of a body that was not one. Cut by [`redact`], after the key is gone.
@@ -46,21 +47,17 @@ pub async fn guarded<T>(
     outcome.map_err(|error| redact(error, api_key))
 }
 
-/// One non-streaming call, the same for every adapter: send, then `parse` a 2xx body or
-/// read any other answer with `on_error`, all under the deadline, the key scrubbed. `spent`
-/// reads a successful answer's rate-limit headers for a key the provider says is used up
-/// (see [`super::Completion::key_spent_for`]).
-pub async fn exchange(
-    provider: &'static str,
-    api_key: &str,
-    timeout: Duration,
+/// One non-streaming call, the same for every family: send, then read a 2xx body as the
+/// family's completion or any other answer as its error, all under the call's deadline, the
+/// key scrubbed; a successful answer's rate-limit headers say whether the key is spent (see
+/// [`super::Completion::key_spent_for`]).
+pub async fn exchange<F: Family>(
+    call: &super::Call<'_>,
     request: RequestBuilder,
-    parse: impl FnOnce(u16, &[u8]) -> Result<super::Completion, ProviderError> + Send,
-    on_error: impl FnOnce(&Answer) -> ProviderError + Send,
-    spent: impl FnOnce(&HeaderMap) -> Option<Duration> + Send,
 ) -> Result<super::Completion, ProviderError> {
-    guarded(provider, api_key, timeout, async {
-        let answer = send(provider, request, timeout).await?;
+    let provider = F::NAME;
+    guarded(provider, call.api_key, call.timeout, async {
+        let answer = send(provider, request, call.timeout).await?;
         tracing::debug!(
             provider,
             status = answer.status.as_u16(),
@@ -71,11 +68,11 @@ pub async fn exchange(
             "provider answered"
         );
         if answer.status.is_success() {
-            let mut completion = parse(answer.status.as_u16(), &answer.body)?;
-            completion.key_spent_for = spent(&answer.headers);
+            let mut completion = F::completion(answer.status.as_u16(), &answer.body, call)?;
+            completion.key_spent_for = F::key_spent_for(&answer.headers);
             Ok(completion)
         } else {
-            Err(on_error(&answer))
+            Err(F::error(&answer, SystemTime::now()))
         }
     })
     .await

@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod batch;
 pub mod canonical;
+pub mod family;
 pub mod gemini;
 pub mod http;
 pub mod openai;

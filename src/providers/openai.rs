@@ -11,12 +11,12 @@
 //! prints it) and is scrubbed from every message this module produces, in case a provider or
 //! proxy echoes it back.
 
+use super::family::Family;
 use super::http::{self, Answer};
 use super::sse;
-use super::stream::{self, ChunkStream, Translate};
+use super::stream::{self, Translate};
 use super::wait::{self, LimitState, WaitUnit};
-use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
-use async_trait::async_trait;
+use super::{Call, Completion, ErrorKind, ProviderError, Usage};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
@@ -55,38 +55,38 @@ impl OpenAiProvider {
     }
 }
 
-#[async_trait]
-impl Provider for OpenAiProvider {
-    async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
-        let body = request_body(&call, false);
-        http::exchange(
-            PROVIDER,
-            call.api_key,
-            call.timeout,
-            self.post(&call, &body),
-            parse_completion,
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-        )
-        .await
+impl Family for OpenAiProvider {
+    const NAME: &'static str = PROVIDER;
+    type Stream = OpenAiStream;
+
+    fn request(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(self.post(call, &request_body(call, stream)))
     }
 
-    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-        let body = request_body(&call, true);
-        stream::open(
-            PROVIDER,
-            &call,
-            self.post(&call, &body),
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-            OpenAiStream { done: false },
-        )
-        .await
+    fn completion(status: u16, body: &[u8], _: &Call<'_>) -> Result<Completion, ProviderError> {
+        parse_completion(status, body)
+    }
+
+    fn error(answer: &Answer, now: SystemTime) -> ProviderError {
+        error_from_answer(answer, now)
+    }
+
+    fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
+        key_spent_for(headers)
+    }
+
+    fn stream(_: &Call<'_>) -> OpenAiStream {
+        OpenAiStream { done: false }
     }
 }
 
 /// OpenAI's chunks are already canonical: passed through as they come, until `[DONE]`.
-struct OpenAiStream {
+#[derive(Debug)]
+pub struct OpenAiStream {
     done: bool,
 }
 

@@ -20,11 +20,11 @@
 //! answer is recorded, charged and heeded (its key cooled down) like any other.
 
 use super::canonical::{ChoiceParts, CompletionParts, FinishReason, OutToolCall};
+use super::family::Family;
 use super::http;
 use super::sse;
 use super::{Call, Completion, ErrorKind, ProviderError, Usage};
 use futures::{Stream, StreamExt};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -101,18 +101,15 @@ struct Driver<T> {
     done: bool,
 }
 
-/// Sends a streaming request and, once a 2xx status is in, drives its body through
-/// `translate`. A non-2xx answer is read whole and becomes the outer error through
-/// `on_error`, the adapter's reading of an error body; `spent` reads a 2xx answer's
-/// rate-limit headers for a key the provider says is used up, as [`http::exchange`] does.
-pub async fn open<T: Translate>(
-    provider: &'static str,
+/// Sends a streaming request and, once a 2xx status is in, drives its body through the
+/// family's translator. A non-2xx answer is read whole and becomes the outer error, read as
+/// the family reads errors; a 2xx answer's rate-limit headers say whether the key is spent,
+/// as for [`http::exchange`].
+pub async fn open<F: Family>(
     call: &Call<'_>,
     request: reqwest::RequestBuilder,
-    on_error: impl FnOnce(&http::Answer) -> ProviderError + Send,
-    spent: impl FnOnce(&HeaderMap) -> Option<Duration> + Send,
-    translate: T,
 ) -> Result<ChunkStream, ProviderError> {
+    let provider = F::NAME;
     let started = Instant::now();
     let timeout = call.timeout;
     let response = http::guarded(provider, call.api_key, timeout, async {
@@ -126,21 +123,22 @@ pub async fn open<T: Translate>(
             .bytes()
             .await
             .map_err(|e| http::transport_error(provider, &e, timeout))?;
-        Err(on_error(&http::Answer {
+        let answer = http::Answer {
             status,
             headers,
             body,
-        }))
+        };
+        Err(F::error(&answer, std::time::SystemTime::now()))
     })
     .await?;
-    let key_spent_for = spent(response.headers());
+    let key_spent_for = F::key_spent_for(response.headers());
     let body = Box::pin(response.bytes_stream());
     let limits = Limits {
         started,
         timeout,
         idle: call.stream_idle_timeout,
     };
-    let mut stream = drive(provider, call.api_key, body, limits, translate);
+    let mut stream = drive(provider, call.api_key, body, limits, F::stream(call));
     stream.key_spent_for = key_spent_for;
     Ok(stream)
 }

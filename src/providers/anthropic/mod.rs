@@ -29,11 +29,10 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
+use super::family::Family;
 use super::http::{self, Answer};
-use super::stream::ChunkStream;
 use super::wait::{self, LimitState};
-use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
-use async_trait::async_trait;
+use super::{Call, Completion, ErrorKind, ProviderError, Usage};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -91,35 +90,33 @@ pub(crate) fn authorized(
         .header("anthropic-version", API_VERSION)
 }
 
-#[async_trait]
-impl Provider for AnthropicProvider {
-    async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
-        let request = read(&call)?;
-        let body = request_body(&call, &request, false)?;
-        http::exchange(
-            PROVIDER,
-            call.api_key,
-            call.timeout,
-            self.post(&call, &body),
-            parse_message,
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-        )
-        .await
+impl Family for AnthropicProvider {
+    const NAME: &'static str = PROVIDER;
+    type Stream = AnthropicStream;
+
+    fn request(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let request = read(call)?;
+        Ok(self.post(call, &request_body(call, &request, stream)?))
     }
 
-    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-        let request = read(&call)?;
-        let body = request_body(&call, &request, true)?;
-        super::stream::open(
-            PROVIDER,
-            &call,
-            self.post(&call, &body),
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-            AnthropicStream::new(call.model),
-        )
-        .await
+    fn completion(status: u16, body: &[u8], _: &Call<'_>) -> Result<Completion, ProviderError> {
+        parse_message(status, body)
+    }
+
+    fn error(answer: &Answer, now: SystemTime) -> ProviderError {
+        error_from_answer(answer, now)
+    }
+
+    fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
+        wait::exhausted_for(&limit_states(headers, SystemTime::now()))
+    }
+
+    fn stream(call: &Call<'_>) -> AnthropicStream {
+        AnthropicStream::new(call.model)
     }
 }
 
@@ -476,12 +473,6 @@ pub fn retry_after(headers: &HeaderMap, rate_limited: bool, now: SystemTime) -> 
         return None;
     }
     wait::wait_from_limits(&limit_states(headers, now))
-}
-
-/// How long the key is spent for, when a successful answer's headers (plain or streamed) say
-/// a limit has nothing left.
-fn key_spent_for(headers: &HeaderMap) -> Option<Duration> {
-    wait::exhausted_for(&limit_states(headers, SystemTime::now()))
 }
 
 /// The `anthropic-ratelimit-*-remaining` / `-reset` pairs of an answer.

@@ -19,7 +19,7 @@ use super::{
 use crate::config::ProviderKind;
 use crate::providers::anthropic::wire::BatchItem;
 use crate::providers::anthropic::{
-    authorized, error_from_answer, error_from_json, message_from_json, read, request_body,
+    authorized, error_from_json, message_from_json, read, request_body, AnthropicProvider,
 };
 use crate::providers::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
@@ -56,7 +56,7 @@ impl AnthropicBatch {
             self.http.get(format!("{}/{id}", self.endpoint)),
             call.api_key,
         );
-        fetch_json(PROVIDER, call, request, error_from_answer).await
+        fetch_json::<AnthropicProvider>(call, request).await
     }
 }
 
@@ -146,7 +146,7 @@ impl BatchApi for AnthropicBatch {
         let create = authorized(self.http.post(&self.endpoint), call.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let batch = fetch_json(PROVIDER, &call, create, error_from_answer).await?;
+        let batch = fetch_json::<AnthropicProvider>(&call, create).await?;
         Ok(required_str(PROVIDER, &batch, "/id", "the created batch")?.to_string())
     }
 
@@ -165,7 +165,7 @@ impl BatchApi for AnthropicBatch {
         // The SDK asks for the JSONL this way; the same key and version headers as the API.
         let request = authorized(self.http.get(url), call.api_key)
             .header(reqwest::header::ACCEPT, "application/binary");
-        let answer = fetch(PROVIDER, &call, request, error_from_answer).await?;
+        let answer = fetch::<AnthropicProvider>(&call, request).await?;
         let mut results = Vec::new();
         for line in jsonl_lines(PROVIDER, call.api_key, "the results", &answer.body) {
             let line = line?;
@@ -183,7 +183,7 @@ impl BatchApi for AnthropicBatch {
             self.http.post(format!("{}/{id}/cancel", self.endpoint)),
             call.api_key,
         );
-        fetch_json(PROVIDER, &call, request, error_from_answer).await?;
+        fetch_json::<AnthropicProvider>(&call, request).await?;
         Ok(())
     }
 }

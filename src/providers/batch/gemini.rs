@@ -21,8 +21,8 @@ use super::{
 use crate::config::ProviderKind;
 use crate::providers::gemini::wire::{BatchItem, BatchKey};
 use crate::providers::gemini::{
-    authorized, error_from_answer, error_from_json, model_method_url, parse_response, read,
-    request_body,
+    authorized, error_from_json, model_method_url, parse_response, read, request_body,
+    GeminiProvider,
 };
 use crate::providers::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
@@ -62,7 +62,7 @@ impl GeminiBatch {
 
     async fn operation(&self, call: &BatchCall<'_>, id: &str) -> Result<Value, ProviderError> {
         let request = authorized(self.http.get(self.batch_url(id)), call.api_key);
-        fetch_json(PROVIDER, call, request, error_from_answer).await
+        fetch_json::<GeminiProvider>(call, request).await
     }
 }
 
@@ -217,7 +217,7 @@ impl BatchApi for GeminiBatch {
         let create = authorized(self.http.post(url), call.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let operation = fetch_json(PROVIDER, &call, create, error_from_answer).await?;
+        let operation = fetch_json::<GeminiProvider>(&call, create).await?;
         let name = required_str(PROVIDER, &operation, "/name", "the batch operation")?;
         if !name.starts_with("batches/") {
             return Err(http::invalid(
@@ -262,7 +262,7 @@ impl BatchApi for GeminiBatch {
         let url = format!("{}:cancel", self.batch_url(id));
         let request = authorized(self.http.post(url), call.api_key);
         // The answer is an empty object; only its status matters.
-        fetch_json(PROVIDER, &call, request, error_from_answer).await?;
+        fetch_json::<GeminiProvider>(&call, request).await?;
         Ok(())
     }
 }

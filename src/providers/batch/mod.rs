@@ -29,6 +29,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai;
 
+use super::family::Family;
 use super::http::{self, Answer};
 use super::{Call, CallOptions, Completion, ErrorKind, ProviderError};
 use crate::config::ProviderKind;
@@ -211,21 +212,20 @@ fn translation_call<'a>(
     }
 }
 
-/// One exchange with a batch endpoint: the 2xx answer, or the family's reading of any other
-/// (`on_error`, the real-time adapter's, so a 429's `retry-after` and a 401 mean the same as
-/// on a real-time call); under `call.timeout`, the key scrubbed from any error.
-async fn fetch(
-    provider: &'static str,
+/// One exchange with a batch endpoint of family `F`: the 2xx answer, or the family's reading
+/// of any other ([`Family::error`], the real-time adapter's, so a 429's `retry-after` and a
+/// 401 mean the same as on a real-time call); under `call.timeout`, the key scrubbed from
+/// any error.
+async fn fetch<F: Family>(
     call: &BatchCall<'_>,
     request: reqwest::RequestBuilder,
-    on_error: fn(&Answer, SystemTime) -> ProviderError,
 ) -> Result<Answer, ProviderError> {
-    http::guarded(provider, call.api_key, call.timeout, async {
-        let answer = http::send(provider, request.timeout(call.timeout), call.timeout).await?;
+    http::guarded(F::NAME, call.api_key, call.timeout, async {
+        let answer = http::send(F::NAME, request.timeout(call.timeout), call.timeout).await?;
         if answer.status.is_success() {
             Ok(answer)
         } else {
-            Err(on_error(&answer, SystemTime::now()))
+            Err(F::error(&answer, SystemTime::now()))
         }
     })
     .await
@@ -233,13 +233,12 @@ async fn fetch(
 
 /// [`fetch`] for an endpoint that answers with a JSON object (a batch, a file, an operation).
 /// A body that is not one is quoted in the error, the key scrubbed from it as from any other.
-async fn fetch_json(
-    provider: &'static str,
+async fn fetch_json<F: Family>(
     call: &BatchCall<'_>,
     request: reqwest::RequestBuilder,
-    on_error: fn(&Answer, SystemTime) -> ProviderError,
 ) -> Result<Value, ProviderError> {
-    let answer = fetch(provider, call, request, on_error).await?;
+    let provider = F::NAME;
+    let answer = fetch::<F>(call, request).await?;
     let status = answer.status.as_u16();
     let object = http::json_body(provider, status, &answer.body).and_then(|json| {
         if json.is_object() {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::config::ProviderKind;
 use crate::providers::openai::{
-    completion_from_json, error_from_answer, error_from_json, request_body,
+    completion_from_json, error_from_json, request_body, OpenAiProvider,
 };
 use crate::providers::{http, CallOptions, ErrorKind, ProviderError};
 use async_trait::async_trait;
@@ -63,7 +63,7 @@ impl OpenAiBatch {
 
     async fn batch(&self, call: &BatchCall<'_>, id: &str) -> Result<Value, ProviderError> {
         let path = format!("/batches/{id}");
-        fetch_json(PROVIDER, call, self.get(call, &path), error_from_answer).await
+        fetch_json::<OpenAiProvider>(call, self.get(call, &path)).await
     }
 
     /// The lines of a result file, read whole (see [`super::jsonl_lines`]).
@@ -74,7 +74,7 @@ impl OpenAiBatch {
         into: &mut Vec<ItemResult>,
     ) -> Result<(), ProviderError> {
         let path = format!("/files/{file_id}/content");
-        let answer = fetch(PROVIDER, call, self.get(call, &path), error_from_answer).await?;
+        let answer = fetch::<OpenAiProvider>(call, self.get(call, &path)).await?;
         let what = format!("file {file_id}");
         for line in jsonl_lines(PROVIDER, call.api_key, &what, &answer.body) {
             let line = line?;
@@ -233,7 +233,7 @@ impl BatchApi for OpenAiBatch {
             .text("purpose", "batch")
             .part("file", file);
         let upload = self.post(&call, "/files").multipart(form);
-        let uploaded = fetch_json(PROVIDER, &call, upload, error_from_answer).await?;
+        let uploaded = fetch_json::<OpenAiProvider>(&call, upload).await?;
         let file_id = required_str(PROVIDER, &uploaded, "/id", "the uploaded file")?;
         let create = self.post(&call, "/batches").json(&json!({
             "input_file_id": file_id,
@@ -241,7 +241,7 @@ impl BatchApi for OpenAiBatch {
             "completion_window": "24h",
             "metadata": {"sluice_batch": label},
         }));
-        let batch = fetch_json(PROVIDER, &call, create, error_from_answer).await?;
+        let batch = fetch_json::<OpenAiProvider>(&call, create).await?;
         Ok(required_str(PROVIDER, &batch, "/id", "the created batch")?.to_string())
     }
 
@@ -267,7 +267,7 @@ impl BatchApi for OpenAiBatch {
 
     async fn cancel(&self, call: BatchCall<'_>, id: &str) -> Result<(), ProviderError> {
         let path = format!("/batches/{id}/cancel");
-        fetch_json(PROVIDER, &call, self.post(&call, &path), error_from_answer).await?;
+        fetch_json::<OpenAiProvider>(&call, self.post(&call, &path)).await?;
         Ok(())
     }
 }

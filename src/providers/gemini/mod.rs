@@ -29,11 +29,11 @@ use super::canonical::{
     self, CanonicalRequest, ChoiceParts, CompletionParts, FinishReason, Image, Message,
     OutToolCall, ParamPolicy, ReasoningEffort, ResponseFormat, ToolChoice,
 };
+use super::family::Family;
 use super::http::{self, Answer};
-use super::stream::ChunkStream;
 use super::wait::{self, WaitUnit};
-use super::{Call, Completion, ErrorKind, Provider, ProviderError, Usage};
-use async_trait::async_trait;
+use super::{Call, Completion, ErrorKind, ProviderError, Usage};
+use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -109,41 +109,42 @@ pub(crate) fn authorized(
     request.header("x-goog-api-key", http::key_header(api_key))
 }
 
-#[async_trait]
-impl Provider for GeminiProvider {
-    async fn chat(&self, call: Call<'_>) -> Result<Completion, ProviderError> {
-        let request = read(&call)?;
-        let body = request_body(&call, &request)?;
-        http::exchange(
-            PROVIDER,
-            call.api_key,
-            call.timeout,
-            self.post(&call, "generateContent", &body),
-            |status, bytes| parse_body(status, bytes, call.model),
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-        )
-        .await
+impl Family for GeminiProvider {
+    const NAME: &'static str = PROVIDER;
+    type Stream = GeminiStream;
+
+    fn request(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let request = read(call)?;
+        let body = request_body(call, &request)?;
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        Ok(self.post(call, method, &body))
     }
 
-    async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-        let request = read(&call)?;
-        let body = request_body(&call, &request)?;
-        super::stream::open(
-            PROVIDER,
-            &call,
-            self.post(&call, "streamGenerateContent?alt=sse", &body),
-            |answer| error_from_answer(answer, SystemTime::now()),
-            key_spent_for,
-            GeminiStream::new(call.model),
-        )
-        .await
+    fn completion(status: u16, body: &[u8], call: &Call<'_>) -> Result<Completion, ProviderError> {
+        parse_body(status, body, call.model)
     }
-}
 
-/// Gemini announces no rate-limit state on its answers: a key is known spent only by a 429.
-fn key_spent_for(_: &reqwest::header::HeaderMap) -> Option<Duration> {
-    None
+    fn error(answer: &Answer, now: SystemTime) -> ProviderError {
+        error_from_answer(answer, now)
+    }
+
+    /// Gemini announces no rate-limit state on its answers: a key is known spent only by a
+    /// 429.
+    fn key_spent_for(_: &HeaderMap) -> Option<Duration> {
+        None
+    }
+
+    fn stream(call: &Call<'_>) -> GeminiStream {
+        GeminiStream::new(call.model)
+    }
 }
 
 /// OpenAI's `reasoning_effort` as Gemini's `thinkingConfig` for `model`, or why it has none.
