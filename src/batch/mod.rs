@@ -38,7 +38,8 @@ use chrono::{DateTime, Utc};
 pub enum Placed {
     /// It is in a provider batch (or was already): ack its message.
     InBatch,
-    /// It finished or was cancelled meanwhile: ack its message.
+    /// It finished or was cancelled meanwhile, or had had its `max_attempts` (failed in
+    /// placing it): ack its message.
     NotRunnable,
     /// The provider can never take this request (a parameter it has no equivalent for):
     /// fail the job with this error, as a real-time call would.
@@ -54,6 +55,7 @@ pub async fn place(
     envelope: &Envelope,
     deadline: Option<DateTime<Utc>>,
     because: String,
+    max_attempts: u32,
 ) -> Result<Placed, StoreError> {
     let tier = deployment
         .batch
@@ -88,6 +90,7 @@ pub async fn place(
             max_requests: tier.max_requests,
             max_bytes: tier.max_bytes,
             max_wait: tier.max_wait,
+            max_attempts,
             deadline: deadline.map(|d| d.timestamp_millis()),
             chosen_because: because,
         })
@@ -98,5 +101,9 @@ pub async fn place(
             Placed::InBatch
         }
         Placement::NotRunnable => Placed::NotRunnable,
+        Placement::Exhausted { attempts } => {
+            tracing::warn!(job = %envelope.id, attempts, "max_attempts used up; the job is failed, not placed");
+            Placed::NotRunnable
+        }
     })
 }

@@ -1436,7 +1436,7 @@ pub(crate) async fn fail_job(
 /// Why a job that has had all its `max_attempts` fails: the error kind and the message,
 /// from how its last attempt ended (interrupted, as a rule: a worker that sees an attempt
 /// fail decides the job's fate itself).
-async fn exhausted(
+pub(super) async fn exhausted(
     conn: &mut sqlx::SqliteConnection,
     job: &str,
     attempts: u32,

@@ -14,7 +14,7 @@
 //! A batch is worked on by one process at a time: every step first takes the batch's lease
 //! (`lease_until`), so two worker processes never submit the same batch twice.
 
-use super::jobs::{insert_attempt, interrupt_attempts};
+use super::jobs::{exhausted, fail_job, insert_attempt, interrupt_attempts};
 use super::{now_ms, Store, StoreError};
 use crate::job::ChatRequest;
 use crate::store::AttemptRecord;
@@ -34,6 +34,8 @@ pub struct NewBatchItem {
     pub max_bytes: usize,
     /// How long a batch that is not full waits for more jobs.
     pub max_wait: std::time::Duration,
+    /// The job's `max_attempts`: placing it counts an attempt, as a real-time start does.
+    pub max_attempts: u32,
     /// The job's effective deadline, Unix ms.
     pub deadline: Option<i64>,
     pub chosen_because: String,
@@ -47,6 +49,9 @@ pub enum Placement {
     Placed { batch: Uuid, attempt: u32 },
     /// The job is finished or cancelled: nothing to do.
     NotRunnable,
+    /// The job had all its `max_attempts` already: it has been failed instead, in the same
+    /// transaction, with why (as [`Store::start_attempt`] does).
+    Exhausted { attempts: u32 },
 }
 
 /// What a batch is waiting for.
@@ -129,7 +134,9 @@ pub struct BatchRef {
 impl Store {
     /// Puts a job into the open provider batch of `item.deployment` (opening one when there
     /// is none or the open one has no room) and counts the attempt, all in one transaction.
-    /// A batch that is full once the job is in is closed for submission.
+    /// A batch that is full once the job is in is closed for submission. A job that has had
+    /// its `max_attempts` is failed instead, so it never reaches a provider more often.
+    ///
     pub async fn add_to_batch(&self, item: NewBatchItem) -> Result<Placement, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
@@ -151,14 +158,28 @@ impl Store {
                 interrupt_attempts(conn, &job, now).await?;
                 let started = sqlx::query(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
-                     WHERE id = ? AND status IN ('queued', 'running') RETURNING attempts",
+                     WHERE id = ? AND status IN ('queued', 'running') AND attempts < ? \
+                     RETURNING attempts",
                 )
                 .bind(now)
                 .bind(&job)
+                .bind(i64::from(item.max_attempts))
                 .fetch_optional(&mut *conn)
                 .await?;
                 let Some(started) = started else {
-                    return Ok(Placement::NotRunnable);
+                    let attempts: Option<i64> =
+                        sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ?")
+                            .bind(&job)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    let attempts = attempts.unwrap_or_default() as u32;
+                    let (kind, message) = exhausted(conn, &job, attempts, item.max_attempts).await?;
+                    // A final job is left as it is (`fail_job` is guarded): nothing to do.
+                    return Ok(if fail_job(conn, item.job, None, kind, &message, None).await? {
+                        Placement::Exhausted { attempts }
+                    } else {
+                        Placement::NotRunnable
+                    });
                 };
                 let attempt = started.get::<i64, _>(0) as u32;
 
@@ -522,4 +543,71 @@ async fn close_for_submission(
 
 fn parse_uuid(text: String) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(&text).map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
+
+    fn envelope() -> Envelope {
+        let request: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "fast", "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .unwrap();
+        Envelope::new("acme", JobSpec::new(Urgency::Batch, request))
+    }
+
+    fn item(job: Uuid, max_attempts: u32) -> NewBatchItem {
+        NewBatchItem {
+            job,
+            deployment: "mini".into(),
+            key_ids: vec!["k1".into()],
+            bytes: 10,
+            max_requests: 10,
+            max_bytes: 1000,
+            max_wait: std::time::Duration::from_secs(60),
+            deadline: None,
+            chosen_because: "batch tier: no deadline".into(),
+            max_attempts,
+        }
+    }
+
+    /// Placing a job counts an attempt, so a job that has had its `max_attempts` (a
+    /// delivery that read its count before another attempt started) is failed, not placed.
+    #[tokio::test]
+    async fn a_job_that_had_its_max_attempts_is_failed_not_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let (spent, fresh) = (envelope(), envelope());
+        for job in [&spent, &fresh] {
+            store.insert_job(job, true).await.unwrap();
+        }
+        let id = spent.id.to_string();
+        store
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE jobs SET attempts = 2 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.add_to_batch(item(spent.id, 2)).await.unwrap(),
+            Placement::Exhausted { attempts: 2 }
+        );
+        assert_eq!(
+            store.progress(spent.id).await.unwrap(),
+            Some((JobStatus::Failed, 2))
+        );
+        let placed = store.add_to_batch(item(fresh.id, 2)).await.unwrap();
+        assert!(
+            matches!(placed, Placement::Placed { attempt: 1, .. }),
+            "{placed:?}"
+        );
+    }
 }

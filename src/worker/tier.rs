@@ -85,7 +85,18 @@ pub(super) async fn tier(
         TierDecision::Batch {
             deployment,
             because,
-        } => offer_batch(context, envelope, deployment, deadline, because).await,
+        } => {
+            let max_attempts = super::max_attempts(&context.config, route);
+            offer_batch(
+                context,
+                envelope,
+                deployment,
+                deadline,
+                because,
+                max_attempts,
+            )
+            .await
+        }
     }
 }
 
@@ -97,6 +108,7 @@ async fn offer_batch(
     deployment: &Deployment,
     deadline: Option<DateTime<Utc>>,
     because: String,
+    max_attempts: u32,
 ) -> Result<Tiered, StoreError> {
     let store = &context.store;
     match crate::budgets::reserve_for_batch(store, envelope, deployment).await? {
@@ -110,7 +122,9 @@ async fn offer_batch(
     }
     let because = format!("{because}; deployment \"{}\"", deployment.name);
     Ok(
-        match crate::batch::place(store, deployment, envelope, deadline, because).await? {
+        match crate::batch::place(store, deployment, envelope, deadline, because, max_attempts)
+            .await?
+        {
             Placed::InBatch | Placed::NotRunnable => Tiered::Done,
             Placed::Refused(error) => {
                 tracing::info!(job = %envelope.id, %error, "the batch tier cannot take this request");
