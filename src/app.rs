@@ -1,8 +1,8 @@
-//! Wiring: from a [`Config`] to a running system (store, queue, router, simulator), shared by
+//! Wiring: from a [`ResolvedConfig`] (a configuration that validated) to a running system (store, queue, router, simulator), shared by
 //! `sluice serve`, `sluice worker`, `sluice demo`, `sluice bench` and the integration tests.
 //! The simulator is started only for a process that calls providers.
 
-use crate::config::{Config, QueueBackend};
+use crate::config::{ResolvedConfig, ResolvedQueue};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::Queue;
 use crate::router::Router;
@@ -25,7 +25,7 @@ pub enum StartError {
 /// A started system. Workers and the API are started from it separately, so a process can run
 /// either or both.
 pub struct App {
-    pub config: Arc<Config>,
+    pub config: Arc<ResolvedConfig>,
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,
@@ -39,17 +39,17 @@ pub struct App {
 impl App {
     /// Starts everything a process that calls providers needs (workers, the demo, the
     /// bench): with the built-in simulator when a provider says `base_url = "sim"`.
-    pub async fn start(config: Config) -> Result<App, StartError> {
+    pub async fn start(config: ResolvedConfig) -> Result<App, StartError> {
         App::start_with(config, true).await
     }
 
     /// Starts a process that calls no provider (`serve --no-workers`, `jobs run`): no
     /// simulator, which only workers would call.
-    pub async fn start_without_calls(config: Config) -> Result<App, StartError> {
+    pub async fn start_without_calls(config: ResolvedConfig) -> Result<App, StartError> {
         App::start_with(config, false).await
     }
 
-    async fn start_with(config: Config, calls_providers: bool) -> Result<App, StartError> {
+    async fn start_with(config: ResolvedConfig, calls_providers: bool) -> Result<App, StartError> {
         let budgets = Arc::new(crate::budgets::Budgets::from_config(&config));
         let store = Store::open(&config.server.database)
             .await?
@@ -80,21 +80,14 @@ impl App {
                 .map(|f| f as &dyn Fn(crate::config::ProviderKind) -> String),
         );
         let mut amqp = None;
-        let queue: Arc<dyn Queue> = match config.queue.effective_backend() {
-            QueueBackend::Embedded => Arc::new(EmbeddedQueue::new(
+        let queue: Arc<dyn Queue> = match config.queue_backend() {
+            ResolvedQueue::Embedded => Arc::new(EmbeddedQueue::new(
                 store.clone(),
                 config.queue.visibility_timeout,
                 config.queue.delivery_limit,
             )),
-            QueueBackend::Rabbitmq => {
-                let url = config
-                    .queue
-                    .url
-                    .as_ref()
-                    .expect("validated: rabbitmq has a url")
-                    .expose()
-                    .to_string();
-                let mut amqp_config = crate::queue::amqp::AmqpConfig::new(url)
+            ResolvedQueue::Rabbitmq { url } => {
+                let mut amqp_config = crate::queue::amqp::AmqpConfig::new(url.expose())
                     .with_prefix(config.queue.prefix.clone());
                 amqp_config.publish_timeout = config.queue.publish_timeout;
                 amqp_config.delivery_limit = config.queue.delivery_limit;

@@ -78,7 +78,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     if args.streams > 0 {
         config.pools.realtime.concurrency = args.streams.min(u16::MAX as usize) as u16;
     }
-    let app = App::start(config).await?;
+    let app = App::start(config.resolve()?).await?;
     if let Some(amqp) = app.queue_as_amqp() {
         amqp.wait_connected(Duration::from_secs(10)).await?;
     }
@@ -463,7 +463,8 @@ pub fn routing_cost(jobs: usize) -> Duration {
         "bench",
         &|_| None,
     )
-    .expect("the bench config parses");
+    .and_then(Config::resolve)
+    .expect("the bench config is valid");
     let router = crate::router::Router::new(&config, reqwest::Client::new(), None);
     let route = router.route("r").expect("the bench route").clone();
     let request = bench_job(1).request;

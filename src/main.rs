@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice::app::App;
 use sluice::client::Client;
-use sluice::config::Config;
+use sluice::config::{Config, ResolvedConfig};
 use sluice::job::Urgency;
 use sluice::worker::WorkerPools;
 use std::io::IsTerminal;
@@ -412,10 +412,10 @@ fn default_log_filter(command: &Command) -> &'static str {
     }
 }
 
-fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<ResolvedConfig> {
     Ok(match path {
         Some(path) => Config::load(path)?,
-        None => Config::builtin(),
+        None => Config::builtin().resolve()?,
     })
 }
 
@@ -557,7 +557,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `sluice costs`: reads the store directly (an operator's view across tenants, with no API
 /// token and no server needed); tenants use `GET /v1/costs`.
-async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
+async fn costs(config: ResolvedConfig, args: CostsArgs) -> anyhow::Result<()> {
     use sluice::costs::ReportQuery;
     let query = ReportQuery::parse(
         args.tenant,
@@ -574,7 +574,11 @@ async fn costs(config: Config, args: CostsArgs) -> anyhow::Result<()> {
 }
 
 /// `sluice budgets`: like `sluice costs`, an operator's view read from the store directly.
-async fn budgets(config: Config, tenant: Option<String>, format: Listing) -> anyhow::Result<()> {
+async fn budgets(
+    config: ResolvedConfig,
+    tenant: Option<String>,
+    format: Listing,
+) -> anyhow::Result<()> {
     use sluice::budgets::{view, Budgets};
     let tenants: Vec<&str> = match &tenant {
         Some(name) if config.tenant(name).is_none() => anyhow::bail!("unknown tenant \"{name}\""),
@@ -616,7 +620,7 @@ fn start_scheduler(
 }
 
 /// `sluice jobs list|run`.
-async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
+async fn jobs(config: ResolvedConfig, action: JobsAction) -> anyhow::Result<()> {
     let dir = config.scheduler.dir.clone();
     let (definitions, errors) = sluice::schedule::load_dir(&dir, &config);
     for error in &errors {

@@ -11,7 +11,7 @@
 //! A crash between recording and publishing leaves a row that is `queued` but not
 //! `published`; [`Submitter::run_relay`] (started by `sluice serve`) publishes those later.
 
-use crate::config::Config;
+use crate::config::ResolvedConfig;
 use crate::job::{Envelope, FieldError, JobSpec, Urgency};
 use crate::queue::{Queue, QueueError, Unready};
 use crate::store::{newly_created, InsertOutcome, Refusal, Store, StoreError};
@@ -119,7 +119,7 @@ impl From<StoreError> for SubmitError {
 
 #[derive(Clone)]
 pub struct Submitter {
-    pub config: Arc<Config>,
+    pub config: Arc<ResolvedConfig>,
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     /// The deployments jobs may run on: a budget refuses a job at submission when it has no

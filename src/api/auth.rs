@@ -1,9 +1,9 @@
 //! Bearer-token authentication: the token names the tenant, and the tenant scopes every query.
 //!
-//! Tokens are compared in constant time, every tenant's each time
-//! ([`crate::config::Config::tenant_for_token`]). Guessing is slowed down per client address:
-//! after [`FREE_FAILURES`] refused tokens within [`WINDOW`], an address is answered `429` with
-//! `retry-after` until the window ends, without its token being looked at.
+//! Tokens are compared by digest in constant time, every tenant's each time
+//! ([`crate::config::ResolvedConfig::tenant_for_token`]). Guessing is slowed down per client
+//! address: after [`FREE_FAILURES`] refused tokens within [`WINDOW`], an address is answered
+//! `429` with `retry-after` until the window ends, without its token being looked at.
 
 use super::{error::ApiError, ApiState};
 use axum::extract::{ConnectInfo, FromRequestParts};

@@ -46,7 +46,7 @@ mod providers;
 pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
 
-use crate::config::Config;
+use crate::config::ResolvedConfig;
 use crate::store::Store;
 use crate::submit::Submitter;
 use axum::routing::get;
@@ -56,7 +56,7 @@ use std::sync::Arc;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
-    pub config: Arc<Config>,
+    pub config: Arc<ResolvedConfig>,
     pub store: Store,
     pub submitter: Submitter,
     /// The deployments' live health and limits, for `GET /v1/providers`.

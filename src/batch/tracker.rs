@@ -16,7 +16,7 @@
 //! while `pending`), so a process killed at any point loses nothing: the next tracker, in
 //! this process after a restart or in another one, takes the batch up where it was.
 
-use crate::config::Config;
+use crate::config::ResolvedConfig;
 use crate::finish::{charge, Failure, Tier};
 use crate::providers::batch::{BatchApi, BatchCall, BatchProgress, BatchRequest, ItemOutcome};
 use crate::providers::{ErrorKind, ProviderError};
@@ -75,7 +75,7 @@ pub async fn run(submitter: Submitter, cancel: CancellationToken) {
 }
 
 struct Tracker {
-    config: Arc<Config>,
+    config: Arc<ResolvedConfig>,
     store: Store,
     router: Arc<Router>,
     submitter: Submitter,

@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_estimate_prices_the_prompt_estimate_and_the_answers_bound() {
-        let config = Config::builtin();
+        let config = Config::builtin().resolve().unwrap();
         let router = Router::new(&config, reqwest::Client::new(), None);
         // gpt-4o-mini: $0.15 in, $0.60 out per million tokens.
         let mini = &router.route("fast").unwrap().chain[0];
@@ -406,7 +406,7 @@ mod tests {
         let mut config = Config::builtin();
         config.deployments.get_mut("gpt-4o-mini").unwrap().price =
             Some(crate::config::PriceSetting::Unknown);
-        let router = Router::new(&config, reqwest::Client::new(), None);
+        let router = Router::new(&config.resolve().unwrap(), reqwest::Client::new(), None);
         let mini = &router.route("fast").unwrap().chain[0];
         let any = request(serde_json::json!({
             "model": "fast", "messages": [{"role": "user", "content": "hi"}]

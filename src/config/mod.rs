@@ -17,6 +17,10 @@
 //! Relative paths (`server.database`, `scheduler.dir`) are relative to the folder of the
 //! config file ([`Config::load`]), not to the current directory.
 //!
+//! A [`Config`] is what the file says; a process runs on a [`ResolvedConfig`], which only
+//! [`Config::resolve`] (or [`Config::load`]) builds, after every problem was listed: load →
+//! parse → validate → resolve, as ripgrep turns its low-level arguments into high-level ones.
+//!
 //! [`Config::builtin`] is the default configuration: every deployment points at the simulator,
 //! so `sluice demo` and a fresh `sluice serve` run with no file and no keys.
 
@@ -31,6 +35,7 @@ mod lenient;
 mod problem;
 mod providers;
 mod queue;
+mod resolved;
 mod routes;
 mod secret;
 mod server;
@@ -44,6 +49,10 @@ pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
 pub use problem::{did_you_mean, ConfigError, Problem};
 pub use providers::{KeyConfig, ProviderConfig, ProviderKind};
 pub use queue::{QueueBackend, QueueConfig};
+pub use resolved::{
+    ResolvedBatchTier, ResolvedConfig, ResolvedDeployment, ResolvedFlexTier, ResolvedProvider,
+    ResolvedQueue, ResolvedRoute,
+};
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
 pub use secret::Secret;
 pub use server::{SchedulerConfig, ServerConfig};
@@ -102,9 +111,9 @@ impl Config {
             .expect("the built-in config is valid")
     }
 
-    /// Reads, expands and validates a config file, with the process environment for `${VAR}`.
-    /// Relative paths in it are taken from the file's folder.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads, expands, validates and resolves a config file, with the process environment for
+    /// `${VAR}`. Relative paths in it are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<ResolvedConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -114,7 +123,7 @@ impl Config {
         if let Some(folder) = path.parent() {
             config.resolve_paths(folder);
         }
-        Ok(config)
+        config.resolve_from(&origin)
     }
 
     /// Reads a config file for the client commands (`submit`, `bulk`, …), which need only
@@ -240,20 +249,6 @@ impl Config {
         }
         problems.extend(self.server.problems());
         problems
-    }
-
-    /// The tenant a bearer token belongs to. Every tenant's token is compared, each by its
-    /// SHA-256 digest in constant time, so the time taken says neither how long the tokens
-    /// are, nor how much of one matched, nor which tenant's it was.
-    pub fn tenant_for_token(&self, token: &str) -> Option<&TenantConfig> {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        let presented = Sha256::digest(token.as_bytes());
-        self.tenants.iter().fold(None, |found, tenant| {
-            let digest = Sha256::digest(tenant.token.expose().as_bytes());
-            let equal: bool = digest.as_slice().ct_eq(presented.as_slice()).into();
-            found.or(equal.then_some(tenant))
-        })
     }
 
     /// Removes every key's requests and tokens limits, for runs against the simulator (which

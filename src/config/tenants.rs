@@ -4,6 +4,8 @@
 use super::secret::{empty_secret, Secret};
 use super::Problem;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,4 +47,43 @@ pub(super) fn problems(tenants: &[TenantConfig]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Every tenant's token as its SHA-256 digest, taken once when the configuration is
+/// resolved, in the tenants' order.
+#[derive(Clone)]
+pub(super) struct TenantTokens {
+    digests: Vec<[u8; 32]>,
+}
+
+impl TenantTokens {
+    pub(super) fn new(tenants: &[TenantConfig]) -> TenantTokens {
+        TenantTokens {
+            digests: tenants
+                .iter()
+                .map(|tenant| Sha256::digest(tenant.token.expose().as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    /// The index of the tenant whose token is `token`. Every tenant's digest is compared,
+    /// each in constant time, so the time taken says neither how long the tokens are, nor
+    /// how much of one matched, nor which tenant's it was.
+    pub(super) fn tenant_for(&self, token: &str) -> Option<usize> {
+        let presented = Sha256::digest(token.as_bytes());
+        self.digests
+            .iter()
+            .enumerate()
+            .fold(None, |found, (i, digest)| {
+                let equal: bool = digest.as_slice().ct_eq(presented.as_slice()).into();
+                found.or(equal.then_some(i))
+            })
+    }
+}
+
+impl std::fmt::Debug for TenantTokens {
+    // Digests of secrets are not shown either.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TenantTokens({} tenants)", self.digests.len())
+    }
 }

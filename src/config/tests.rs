@@ -516,3 +516,92 @@ fn prices_come_from_the_deployment_then_the_catalogue_else_are_a_named_problem()
     .unwrap_err();
     assert!(err.to_string().contains("\"free\" is not a price"), "{err}");
 }
+
+/// A configuration that does not validate cannot be resolved, so it cannot be started: the
+/// error lists its problems as `check-config` does.
+#[test]
+fn an_invalid_configuration_does_not_resolve() {
+    let mut config = Config::builtin();
+    config
+        .routes
+        .get_mut("fast")
+        .unwrap()
+        .deployments
+        .push("gpt-5".into());
+    config.queue.backend = Some(QueueBackend::Rabbitmq);
+    let Err(ConfigError::Invalid { problems, .. }) = config.resolve() else {
+        panic!("an unknown deployment and a broker without a url resolved");
+    };
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes.fast[") && p.contains("unknown deployment \"gpt-5\"")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.starts_with("queue.url:")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_resolved_configuration_holds_its_references() {
+    let config = parse(
+        r#"
+        [[tenants]]
+        name = "acme"
+        token = "tok-acme"
+
+        [[tenants]]
+        name = "globex"
+        token = "tok-globex"
+
+        [providers.oa]
+        kind = "openai"
+        base_url = "sim"
+        keys = [{ id = "k1", secret = "sk-1" }, { id = "k2", secret = "sk-2" }]
+
+        [deployments.mini]
+        provider = "oa"
+        model = "gpt-4o-mini"
+        batch = {}
+        flex = {}
+
+        [deployments.local]
+        provider = "oa"
+        model = "llama"
+        price = "unknown"
+
+        [routes.fast]
+        deployments = ["local", "mini"]
+        "#,
+    )
+    .resolve()
+    .unwrap();
+    let mini = &config.resolved_deployments()["mini"];
+    assert_eq!(mini.provider.kind, ProviderKind::Openai);
+    assert_eq!(mini.provider.keys[1].secret.expose(), "sk-2");
+    assert_eq!(mini.price.map(|p| p.input.0), Some(150_000));
+    let batch = mini.batch.unwrap();
+    assert_eq!(batch.price.map(|p| p.input.0), Some(75_000));
+    assert_eq!(batch.max_requests, 50_000);
+    assert_eq!(mini.flex.and_then(|f| f.price), batch.price);
+    assert_eq!(config.resolved_deployments()["local"].price, None);
+
+    let fast = &config.resolved_routes()["fast"];
+    let chain: Vec<&str> = fast.chain.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(chain, ["local", "mini"]);
+    assert_eq!(fast.weights, [1, 1]);
+    assert!(std::sync::Arc::ptr_eq(&fast.chain[1], mini));
+    assert!(matches!(config.queue_backend(), ResolvedQueue::Embedded));
+
+    assert_eq!(
+        config
+            .tenant_for_token("tok-globex")
+            .map(|t| t.name.as_str()),
+        Some("globex")
+    );
+    assert!(config.tenant_for_token("tok-").is_none());
+    assert!(!format!("{config:?}").contains("tok-acme"));
+}

@@ -23,7 +23,7 @@
 
 pub mod health;
 
-use crate::config::{Config, ProviderKind, Strategy, UrgencyDeadlines};
+use crate::config::{ProviderKind, ResolvedConfig, Strategy, UrgencyDeadlines};
 use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Urgency};
 use crate::limits::{
@@ -31,7 +31,7 @@ use crate::limits::{
 };
 use crate::pricing::Price;
 use crate::providers::anthropic::AnthropicProvider;
-use crate::providers::batch::{BatchApi, BatchLimits};
+use crate::providers::batch::BatchApi;
 use crate::providers::gemini::GeminiProvider;
 use crate::providers::openai::OpenAiProvider;
 use crate::providers::{CallOptions, ErrorKind, Provider};
@@ -431,28 +431,25 @@ impl Router {
     /// Builds the adapters. `sim_base_url` gives, for an API family, the base URL that
     /// replaces `sim` (the built-in simulator serves each family at its own path).
     pub fn new(
-        config: &Config,
+        config: &ResolvedConfig,
         http: reqwest::Client,
         sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
     ) -> Router {
         let mut deployments = BTreeMap::new();
         let mut credits: BTreeMap<(String, String), Arc<Credit>> = BTreeMap::new();
-        for (name, d) in &config.deployments {
-            let provider = &config.providers[&d.provider];
+        for (name, d) in config.resolved_deployments() {
+            let provider = &d.provider;
             let base_url = match (provider.base_url.as_str(), sim_base_url) {
                 ("sim", Some(sim)) => sim(provider.kind),
                 (url, _) => url.to_string(),
             };
-            let batch = d.batch.as_ref().map(|tier| {
-                let limits = BatchLimits::of(provider.kind);
-                BatchTier {
-                    api: crate::providers::batch::client(provider.kind, &base_url, http.clone()),
-                    price: config.deployment_batch_price(name),
-                    turnaround: tier.turnaround,
-                    max_requests: tier.max_requests.unwrap_or(limits.max_requests),
-                    max_bytes: limits.max_bytes,
-                    max_wait: tier.max_wait,
-                }
+            let batch = d.batch.map(|tier| BatchTier {
+                api: crate::providers::batch::client(provider.kind, &base_url, http.clone()),
+                price: tier.price,
+                turnaround: tier.turnaround,
+                max_requests: tier.max_requests,
+                max_bytes: tier.max_bytes,
+                max_wait: tier.max_wait,
             });
             let adapter: Arc<dyn Provider> = match provider.kind {
                 ProviderKind::Openai => Arc::new(OpenAiProvider::new(base_url, http.clone())),
@@ -475,7 +472,7 @@ impl Router {
                 name,
                 provider.keys.iter().zip(&quotas).map(|(k, q)| {
                     let credit = credits
-                        .entry((d.provider.clone(), k.id.clone()))
+                        .entry((provider.name.clone(), k.id.clone()))
                         .or_default()
                         .clone();
                     (k.id.clone(), *q, credit)
@@ -485,10 +482,10 @@ impl Router {
                 name.clone(),
                 Arc::new(Deployment {
                     name: name.clone(),
-                    provider_name: d.provider.clone(),
+                    provider_name: provider.name.clone(),
                     kind: provider.kind,
                     model: d.model.clone(),
-                    price: config.deployment_price(name).price(),
+                    price: d.price,
                     timeout: provider.timeout,
                     options: CallOptions {
                         drop_unsupported_params: d.drop_unsupported_params,
@@ -501,32 +498,31 @@ impl Router {
                     limits,
                     health: Health::new(config.health.clone()),
                     batch,
-                    flex: d.flex.as_ref().map(|flex| FlexTier {
-                        price: config.deployment_flex_price(name),
+                    flex: d.flex.map(|flex| FlexTier {
+                        price: flex.price,
                         timeout: flex.timeout,
                     }),
                 }),
             );
         }
         let routes = config
-            .routes
+            .resolved_routes()
             .iter()
             .map(|(name, r)| {
+                // Every deployment of the resolved configuration was built just above.
                 let chain: Vec<Arc<Deployment>> = r
-                    .deployments
+                    .chain
                     .iter()
-                    .map(|d| deployments[d].clone())
+                    .filter_map(|d| deployments.get(&d.name).cloned())
                     .collect();
                 let mut route = Route::new(name, chain);
                 route.strategy = r.strategy;
-                if let Some(weights) = &r.weights {
-                    route.weights = weights.clone();
-                }
+                route.weights = r.weights.clone();
                 route.attempt_timeout = r.attempt_timeout;
                 route.first_token_timeout = r.first_token_timeout;
                 route.stream_idle_timeout = r.stream_idle_timeout;
                 route.max_attempts = r.max_attempts;
-                route.deadlines = r.deadline.clone();
+                route.deadlines = r.deadlines.clone();
                 route.realtime_max_wait = r.realtime_max_wait;
                 (name.clone(), Arc::new(route))
             })
@@ -575,7 +571,7 @@ mod tests {
 
     #[test]
     fn each_provider_kind_gets_its_adapter() {
-        let config = Config::parse(
+        let config = crate::config::Config::parse(
             r#"
             [providers.oa]
             kind = "openai"
@@ -607,6 +603,7 @@ mod tests {
             "test",
             &|_| None,
         )
+        .and_then(crate::config::Config::resolve)
         .unwrap();
         let sim = |kind: ProviderKind| format!("http://sim/{}", kind.as_str());
         let router = Router::new(&config, reqwest::Client::new(), Some(&sim));

@@ -37,7 +37,7 @@ mod settle;
 mod tier;
 mod watcher;
 
-use crate::config::Config;
+use crate::config::{Config, ResolvedConfig};
 use crate::job::{Envelope, Urgency};
 use crate::queue::{Delivery, Queue};
 use crate::router::{Route, Router};
@@ -62,7 +62,7 @@ const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(5);
 /// What a worker needs, shared by every job it runs.
 #[derive(Clone)]
 pub struct WorkerContext {
-    pub config: Arc<Config>,
+    pub config: Arc<ResolvedConfig>,
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,

@@ -80,7 +80,11 @@ mod tests {
     }
 
     fn router(config: &Config) -> Router {
-        Router::new(config, reqwest::Client::new(), None)
+        Router::new(
+            &config.clone().resolve().unwrap(),
+            reqwest::Client::new(),
+            None,
+        )
     }
 
     #[test]

@@ -422,7 +422,8 @@ async fn a_job_its_budget_refuses_at_its_attempt_answers_402(backend: Backend) {
     let h = Harness::start_with(
         backend,
         |config| {
-            let router = sluice::router::Router::new(config, reqwest::Client::new(), None);
+            let resolved = config.clone().resolve().unwrap();
+            let router = sluice::router::Router::new(&resolved, reqwest::Client::new(), None);
             let mini = &router.route("fast").unwrap().chain[0];
             let limit = sluice::budgets::estimate(mini, &held_request).unwrap();
             config

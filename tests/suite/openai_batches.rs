@@ -522,7 +522,9 @@ async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Bac
     // first four lines as `POST /v1/batches`'s task does (recorded, published), then stops.
     let id = Uuid::now_v7();
     let (file, started_at) = {
-        let app = sluice::app::App::start(config.clone()).await.unwrap();
+        let app = sluice::app::App::start(config.clone().resolve().unwrap())
+            .await
+            .unwrap();
         if let Some(amqp) = app.queue_as_amqp() {
             amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
         }

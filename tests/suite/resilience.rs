@@ -166,7 +166,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend
     let victim = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
-            let app = App::start(config).await.unwrap();
+            let app = App::start(config.resolve().unwrap()).await.unwrap();
             if let Some(amqp) = app.queue_as_amqp() {
                 amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
             }

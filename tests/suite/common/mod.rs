@@ -154,6 +154,7 @@ impl Harness {
     }
 
     async fn start_inner(config: Config, dir: tempfile::TempDir, workers: bool) -> Harness {
+        let config = config.resolve().expect("the test configuration is valid");
         let app = App::start(config).await.expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
