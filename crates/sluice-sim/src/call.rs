@@ -1,12 +1,12 @@
-//! One call, whatever its wire format: the steps every family's handler runs between
-//! reading its request and rendering the result.
+//! One call, whatever its wire format: the steps between reading a request and rendering
+//! the result.
 //!
-//! A family module parses and validates its own format, then hands the texts it found, the
-//! request body (for the request key) and its [`Conversation`] to [`run`], which reads the
-//! directives, decides this call's fault (the request's `fail=` plan, or a random fault),
-//! waits out `latency` (and `ttft` when the answer is not streamed), holds `timeout`
-//! calls, and derives the [`Answer`]. The family renders the [`Outcome`] in its own words.
-//! So a directive means the same thing on every endpoint, and no family can forget a step.
+//! The pipeline (`pipeline`) has the family parse and validate its own format, then hands
+//! the texts it found, the request body (for the request key) and its [`Conversation`] to
+//! [`run`], which reads the directives, decides this call's fault (the request's `fail=`
+//! plan, or a random fault), waits out `latency` (and `ttft` when the answer is not
+//! streamed), holds `timeout` calls, and derives the [`Answer`]. The pipeline renders the
+//! [`Outcome`] in the family's words. So a directive means the same thing on every endpoint.
 //!
 //! A batch item takes a shorter path, [`batched`]: the same directives and the same
 //! [`Answer`], but none of a call's timing (no fail plan, random fault, latency or hold: a

@@ -26,8 +26,10 @@
 //! `batch_turnaround` after creation, or expires at `batch_window` ([`SimConfig`]). See
 //! `batches` for the lifecycle.
 //!
-//! What they share lives in one place each: directives and fail plans ([`faults`]), the
-//! steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
+//! Each family only reads and writes its format (a `WireFormat`: its request, answer,
+//! stream events, errors and headers); what they share lives in one place each: the request
+//! pipeline every endpoint and batch item goes through (`pipeline`), directives and fail
+//! plans ([`faults`]), the steps of a call (`call`), the simulated model ([`answer`], with [`schema`] for tool
 //! arguments and JSON answers), streaming and broken bodies (`stream`), token counts
 //! ([`tokens`]), and the stats (also per API key) and the rate-limit window (here).
 //!
@@ -104,6 +106,7 @@ pub mod faults;
 pub mod gemini;
 pub mod net;
 pub mod openai;
+pub(crate) mod pipeline;
 pub mod schema;
 pub(crate) mod stream;
 pub mod tokens;

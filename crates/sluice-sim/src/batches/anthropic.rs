@@ -19,8 +19,9 @@
 //! `/v1/messages` (`x-api-key` or a bearer token, `anthropic-version`).
 
 use super::{new_id, rfc3339, Batch, Item, ItemState, Phase};
-use crate::anthropic::{batch_item, check_headers, decorate, request_id, ApiError, LIMITS};
-use crate::{Family, RateHeaders, SimState};
+use crate::anthropic::{check_headers, Anthropic, ApiError};
+use crate::pipeline;
+use crate::{Family, SimState};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -42,14 +43,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 
 /// Adds Anthropic's headers to an answer, or answers the error.
 fn respond(state: &SimState, started: Instant, result: Result<Response, ApiError>) -> Response {
-    match result {
-        Ok(mut response) => {
-            let rate = RateHeaders::counted(state, LIMITS, 0);
-            decorate(&mut response, &request_id(), rate, started);
-            response
-        }
-        Err(error) => error.respond(state, started),
-    }
+    pipeline::respond::<Anthropic>(state, started, result)
 }
 
 /// `http://HOST`, from the request, for `results_url`.
@@ -173,7 +167,7 @@ async fn create(State(state): State<Arc<SimState>>, headers: HeaderMap, raw: Byt
         let items: Vec<Item> = read_requests(&body)?
             .into_iter()
             .map(|(custom_id, params)| Item {
-                outcome: batch_item(&state, &params),
+                outcome: pipeline::batch_item::<Anthropic>(&state, &(), &params),
                 custom_id,
                 metadata: Value::Null,
             })

@@ -26,16 +26,18 @@
 //! `responsesFile` output.
 
 use super::{new_id, rfc3339, Batch, End, Item, ItemState, Phase};
-use crate::gemini::{batch_item, check_key, field, rpc_status, ApiError};
+use crate::gemini::{batch_call, check_key, field, rpc_status, ApiError, Gemini};
+use crate::pipeline;
 use crate::{Family, SimState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 const BATCH_TYPE: &str =
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
@@ -79,7 +81,7 @@ pub(crate) fn create(
                     .get("key")
                     .and_then(Value::as_str)
                     .map_or_else(|| index.to_string(), String::from),
-                outcome: batch_item(state, &model, request),
+                outcome: pipeline::batch_item::<Gemini>(state, &batch_call(&model), request),
                 metadata,
             })
             .collect();
@@ -96,14 +98,11 @@ pub(crate) fn create(
         state.batches.gemini.add(batch);
         Ok(operation)
     });
-    answer(result)
+    answer(state, result)
 }
 
-fn answer(result: Result<Value, ApiError>) -> Response {
-    match result {
-        Ok(value) => axum::Json(value).into_response(),
-        Err(error) => error.respond(),
-    }
+fn answer(state: &SimState, result: Result<Value, ApiError>) -> Response {
+    pipeline::respond::<Gemini>(state, Instant::now(), result.map(axum::Json))
 }
 
 /// A Google "field is missing" error, in the wording of its request validation.
@@ -292,7 +291,7 @@ pub(super) async fn retrieve(
             .with(&id, |batch| operation(batch, &state, false))
             .ok_or_else(|| not_found(&id))
     });
-    answer(result)
+    answer(&state, result)
 }
 
 /// `POST batches/{id}:cancel`, the only custom method on a batch the simulator has.
@@ -316,7 +315,7 @@ pub(super) async fn cancel(
             .map(|()| json!({}))
             .ok_or_else(|| not_found(id))
     });
-    answer(result)
+    answer(&state, result)
 }
 
 pub(super) async fn list(
@@ -350,7 +349,7 @@ pub(super) async fn list(
         body["operations"] = page.into_iter().map(|(_, operation)| operation).collect();
         Ok(body)
     });
-    answer(result)
+    answer(&state, result)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 //! common:
 //!
 //! - **The answers.** Every item is answered by the same simulated model as a realtime call
-//!   of the same request, through the family's own request reader and response builder
-//!   (`batch_item` in `sim::openai`, `sim::anthropic`, `sim::gemini`), so text, tool calls,
+//!   of the same request, through the same pipeline and the family's own request reader and
+//!   response builder (`pipeline::batch_item` with the family's `WireFormat`), so text, tool calls,
 //!   JSON mode and usage match the realtime endpoints exactly. An item's answer is decided
 //!   when the batch is created ([`Outcome`]); time only decides when it is revealed.
 //!   Realtime faults (fail plans, random faults, latency) do not apply to items; a

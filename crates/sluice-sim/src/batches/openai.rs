@@ -26,8 +26,9 @@
 //! "message"}`. Each file exists only when it has a line.
 
 use super::{new_id, page, Batch, End, ItemState, Phase};
-use crate::openai::{batch_item, check_auth, decorate, ApiError, LIMITS};
-use crate::{lock, Family, RateHeaders, SimState};
+use crate::openai::{check_auth, ApiError, OpenAi};
+use crate::pipeline;
+use crate::{lock, Family, SimState};
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -88,18 +89,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 
 /// A JSON answer with OpenAI's headers, or its error.
 fn respond(state: &SimState, started: Instant, result: Result<Value, ApiError>) -> Response {
-    match result {
-        Ok(value) => {
-            let mut response = axum::Json(value).into_response();
-            decorate(
-                &mut response,
-                RateHeaders::counted(state, LIMITS, 0),
-                started,
-            );
-            response
-        }
-        Err(error) => error.respond(state, started),
-    }
+    pipeline::respond::<OpenAi>(state, started, result.map(axum::Json))
 }
 
 async fn upload(
@@ -253,22 +243,17 @@ async fn file_content(
     Path(id): Path<String>,
 ) -> Response {
     let started = Instant::now();
-    match check_auth(&headers).and_then(|()| find_file(&state, &id)) {
-        Ok(found) => {
+    let result = check_auth(&headers)
+        .and_then(|()| find_file(&state, &id))
+        .map(|found| {
             let mut response = found.content.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            decorate(
-                &mut response,
-                RateHeaders::counted(&state, LIMITS, 0),
-                started,
-            );
             response
-        }
-        Err(error) => error.respond(&state, started),
-    }
+        });
+    pipeline::respond::<OpenAi>(&state, started, result)
 }
 
 /// The lines of the output file (`output`) or of the error file, at `phase`.
@@ -510,7 +495,7 @@ fn create_batch(state: &SimState, raw: &[u8]) -> Result<Value, ApiError> {
             let items = lines
                 .into_iter()
                 .map(|line| super::Item {
-                    outcome: batch_item(state, &line.body),
+                    outcome: pipeline::batch_item::<OpenAi>(state, &(), &line.body),
                     custom_id: line.custom_id,
                     metadata: Value::Null,
                 })

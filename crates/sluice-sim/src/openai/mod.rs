@@ -9,18 +9,20 @@
 //! answer says is `answer`'s business; this module only reads OpenAI's
 //! request into a [`Conversation`] and writes the [`Answer`] back in OpenAI's shape.
 
-use super::answer::{self, Answer, Conversation, Finish, Format, Tool, ToolChoice, ToolResult};
-use super::batches;
-use super::call::{self, Batched, Outcome, StreamPlan};
-use super::faults::{self, Fault};
-use super::stream::{self, Event};
-use super::{tokens, Family, Limits, RateHeaders, SimState};
+mod request;
+
+use crate::answer::{self, Answer, Conversation, Finish};
+use crate::faults::{self, Fault};
+use crate::pipeline::{self, Delivery, Place, Streamed, WireError, WireFormat};
+use crate::stream::Event;
+use crate::{Family, Limits, RateHeaders, SimState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use request::{Parsed, Streaming};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,14 +33,6 @@ pub(super) const LIMITS: Limits = Limits {
     requests: 10_000,
     tokens: 30_000_000,
 };
-const ROLES: [&str; 6] = [
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new().route(
@@ -53,12 +47,7 @@ pub(crate) async fn unknown_route(
     method: Method,
     uri: Uri,
 ) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("Invalid URL ({method} {})", uri.path()),
-        "invalid_request_error",
-    )
-    .respond(&state, Instant::now())
+    pipeline::not_found::<OpenAi>(&state, &method, &uri)
 }
 
 async fn chat_completions(
@@ -66,26 +55,24 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    state.count_request(Family::OpenAi, &headers, None);
-    match complete(&state, &headers, &body, started).await {
-        Ok(response) => response,
-        Err(error) => {
-            state.count_error();
-            error.respond(&state, started)
-        }
-    }
+    pipeline::serve::<OpenAi>(state, (), headers, None, &body).await
 }
 
-/// Validates the request, runs the call, and renders its outcome.
-async fn complete(
-    state: &Arc<SimState>,
-    headers: &HeaderMap,
-    raw: &[u8],
-    started: Instant,
-) -> Result<Response, ApiError> {
-    check_auth(headers)?;
-    let body: Value = serde_json::from_slice(raw).map_err(|_| {
+/// OpenAI's Chat Completions wire format.
+pub(crate) struct OpenAi;
+
+impl WireFormat for OpenAi {
+    const FAMILY: Family = Family::OpenAi;
+    const LIMITS: Option<Limits> = Some(LIMITS);
+    type Error = ApiError;
+    type Target = ();
+    type Parsed<'a> = Parsed<'a>;
+
+    fn check_auth(headers: &HeaderMap, _query_key: Option<&str>) -> Result<(), ApiError> {
+        check_auth(headers)
+    }
+
+    fn not_json(_error: serde_json::Error) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request. (HINT: This likely means you \
@@ -93,82 +80,113 @@ async fn complete(
              but what was sent was not valid JSON.)",
             "invalid_request_error",
         )
-    })?;
-    let Some(request) = body.as_object() else {
-        return Err(ApiError::wrong_type("body", "an object", &body));
-    };
-    state.log_request(body.clone());
-    let parsed = validate(request)?;
-    let texts = texts(&parsed);
-    let outcome = call::run(
-        state,
-        headers,
-        call::Request {
-            body: request,
-            texts,
-            conversation: parsed.conversation.clone(),
-            stream: parsed.stream.is_some(),
-        },
-    )
-    .await;
-    match outcome {
-        Outcome::Answer { answer, stream } => Ok(render(state, &parsed, &answer, stream, started)),
-        Outcome::Fail(fault) => Err(fault_error(state, fault, parsed.model)),
-        Outcome::BadDirective(error) => Err(bad_directive(error)),
-        Outcome::Shutdown => Err(ApiError::new(
+    }
+
+    fn not_an_object(body: &Value, _place: Place) -> ApiError {
+        ApiError::wrong_type("body", "an object", body)
+    }
+
+    fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
+        request::validate(request)
+    }
+
+    /// Every piece of text in the messages.
+    fn texts<'a>(_request: &'a Map<String, Value>, parsed: &Parsed<'a>) -> Vec<&'a str> {
+        parsed
+            .messages
+            .iter()
+            .flat_map(|message| faults::content_texts(message.get("content")))
+            .collect()
+    }
+
+    fn conversation<'p>(parsed: &'p Parsed<'_>) -> &'p Conversation {
+        &parsed.conversation
+    }
+
+    fn delivery(_target: &(), parsed: &Parsed<'_>) -> Delivery {
+        match parsed.stream {
+            Some(_) => Delivery::Sse,
+            None => Delivery::Whole,
+        }
+    }
+
+    fn choices(parsed: &Parsed<'_>) -> u64 {
+        parsed.n
+    }
+
+    fn whole(_target: &(), parsed: &Parsed<'_>, answer: &Answer) -> Value {
+        completion(parsed, answer)
+    }
+
+    fn streamed(_target: &(), parsed: &Parsed<'_>, answer: &Answer, _: Delivery) -> Streamed {
+        let streaming = parsed.stream.unwrap_or_default();
+        Streamed::Sse {
+            events: chunks(parsed, answer, streaming),
+            // What OpenAI's SDKs raise as an APIError: an `error` object in a data line.
+            error: Event::new(
+                None,
+                &ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                )
+                .body(),
+                false,
+            ),
+        }
+    }
+
+    fn streaming_in_batch() -> ApiError {
+        ApiError::invalid(
+            "stream",
+            "invalid_value",
+            "Streaming is not supported for batch requests.",
+        )
+    }
+
+    fn fault_error(state: &SimState, fault: Fault, _target: &(), parsed: &Parsed<'_>) -> ApiError {
+        fault_error(state, fault, parsed.model)
+    }
+
+    fn bad_directive(error: faults::DirectiveError) -> ApiError {
+        ApiError::invalid("messages", "invalid_value", error.to_string())
+    }
+
+    fn shutting_down() -> ApiError {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The simulator is shutting down.",
             "server_error",
-        )),
+        )
     }
-}
 
-/// A batch item: the body of a batch input line, answered as a realtime call of it would be
-/// (the `chat.completion`, or the error), or failed by its `batch=` directive.
-pub(super) fn batch_item(state: &SimState, body: &Value) -> batches::Outcome {
-    state.log_request(body.clone());
-    let answered = || -> Result<batches::Outcome, ApiError> {
-        let Some(request) = body.as_object() else {
-            return Err(ApiError::wrong_type("body", "an object", body));
-        };
-        let parsed = validate(request)?;
-        if parsed.stream.is_some() {
-            return Err(ApiError::invalid(
-                "stream",
-                "invalid_value",
-                "Streaming is not supported for batch requests.",
-            ));
-        }
-        match call::batched(&texts(&parsed), &parsed.conversation).map_err(bad_directive)? {
-            Batched::Answer(answer) => Ok(batches::Outcome::Answered {
-                body: completion(&parsed, &answer),
-                usage: batches::Usage {
-                    prompt_tokens: answer.prompt_tokens,
-                    completion_tokens: answer.completion_tokens * parsed.n,
-                    cached_tokens: answer.cached_tokens,
-                },
-            }),
-            Batched::Fail(fault) => Err(fault_error(state, fault, parsed.model)),
-            Batched::Expire => Ok(batches::Outcome::Expires),
-        }
-    };
-    answered().unwrap_or_else(|error| batches::Outcome::Failed {
-        status: error.status.as_u16(),
-        body: error.body(),
-    })
-}
+    fn not_found(method: &Method, uri: &Uri) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Invalid URL ({method} {})", uri.path()),
+            "invalid_request_error",
+        )
+    }
 
-/// Every piece of text in the messages, to look for directives in.
-fn texts<'a>(parsed: &Parsed<'a>) -> Vec<&'a str> {
-    parsed
-        .messages
-        .iter()
-        .flat_map(|message| faults::content_texts(message.get("content")))
-        .collect()
-}
+    fn decorate(
+        headers: &mut HeaderMap,
+        request_id: &str,
+        rate: Option<RateHeaders>,
+        started: Instant,
+    ) {
+        decorate(headers, request_id, rate, started)
+    }
 
-fn bad_directive(error: faults::DirectiveError) -> ApiError {
-    ApiError::invalid("messages", "invalid_value", error.to_string())
+    /// OpenAI's SDKs read `retry-after-ms` first; whole seconds (rounded up, so a client
+    /// never comes back early) serve everyone else.
+    fn retry_after_headers(headers: &mut HeaderMap, retry_after: Duration) {
+        let seconds = retry_after.as_millis().div_ceil(1000);
+        headers.insert("retry-after", HeaderValue::from(seconds as u64));
+        headers.insert(
+            "retry-after-ms",
+            HeaderValue::from(retry_after.as_millis() as u64),
+        );
+    }
 }
 
 /// An OpenAI error response.
@@ -225,28 +243,6 @@ impl ApiError {
         )
     }
 
-    /// The error response, with OpenAI's headers and, for a 429, `retry-after`.
-    pub(super) fn respond(&self, state: &SimState, started: Instant) -> Response {
-        let rate = match self.retry_after {
-            Some(retry_after) => RateHeaders::exhausted(LIMITS, retry_after),
-            None => RateHeaders::counted(state, LIMITS, 0),
-        };
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        decorate(&mut response, rate, started);
-        if let Some(retry_after) = self.retry_after {
-            let headers = response.headers_mut();
-            // OpenAI's SDKs read `retry-after-ms` first; whole seconds (rounded up, so a
-            // client never comes back early) serve everyone else.
-            let seconds = retry_after.as_millis().div_ceil(1000);
-            headers.insert("retry-after", HeaderValue::from(seconds as u64));
-            headers.insert(
-                "retry-after-ms",
-                HeaderValue::from(retry_after.as_millis() as u64),
-            );
-        }
-        response
-    }
-
     pub(super) fn body(&self) -> Value {
         json!({
             "error": {
@@ -256,6 +252,20 @@ impl ApiError {
                 "code": self.code,
             }
         })
+    }
+}
+
+impl WireError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn body(&self, _request_id: &str) -> Value {
+        ApiError::body(self)
     }
 }
 
@@ -287,70 +297,6 @@ pub(super) fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// The fields of a request the simulator acts on, checked.
-struct Parsed<'a> {
-    model: &'a str,
-    messages: &'a [Value],
-    n: u64,
-    service_tier: &'a str,
-    /// `Some` when the answer is streamed.
-    stream: Option<Streaming>,
-    conversation: Conversation,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Streaming {
-    /// `stream_options.include_usage`: a last chunk with the usage and no choices.
-    include_usage: bool,
-}
-
-/// The answer as a `chat.completion`, or as its stream of chunks.
-fn render(
-    state: &Arc<SimState>,
-    parsed: &Parsed<'_>,
-    answer: &Answer,
-    plan: StreamPlan,
-    started: Instant,
-) -> Response {
-    let completion_tokens = answer.completion_tokens * parsed.n;
-    if plan.fault.is_none() {
-        state.count_completion(
-            answer.prompt_tokens,
-            completion_tokens,
-            parsed.stream.is_some(),
-        );
-    } else {
-        state.count_error();
-    }
-    let rate = RateHeaders::counted(state, LIMITS, answer.prompt_tokens + completion_tokens);
-    let mut response = match parsed.stream {
-        None => stream::json(
-            state.clone(),
-            StatusCode::OK,
-            &completion(parsed, answer),
-            plan,
-        ),
-        Some(streaming) => stream::sse(
-            state.clone(),
-            chunks(parsed, answer, streaming),
-            plan,
-            // What OpenAI's SDKs raise as an APIError: an `error` object in a data line.
-            Event::new(
-                None,
-                &ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The server had an error while processing your request. Sorry about that!",
-                    "server_error",
-                )
-                .body(),
-                false,
-            ),
-        ),
-    };
-    decorate(&mut response, rate, started);
-    response
 }
 
 fn finish_reason(finish: &Finish) -> &'static str {
@@ -491,300 +437,6 @@ fn chunks(parsed: &Parsed<'_>, answer: &Answer, streaming: Streaming) -> Vec<Eve
     events
 }
 
-/// Checks what OpenAI checks before generating, with its wording.
-fn validate(request: &Map<String, Value>) -> Result<Parsed<'_>, ApiError> {
-    let model = match request.get("model") {
-        None => return Err(ApiError::missing("model")),
-        Some(Value::String(model)) if !model.is_empty() => model.as_str(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::invalid(
-                "model",
-                "invalid_value",
-                "Invalid 'model': empty string. Expected a model name.",
-            ))
-        }
-        Some(other) => return Err(ApiError::wrong_type("model", "a string", other)),
-    };
-    let messages = match request.get("messages") {
-        None => return Err(ApiError::missing("messages")),
-        Some(Value::Array(messages)) if messages.is_empty() => {
-            return Err(ApiError::invalid(
-                "messages",
-                "empty_array",
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, \
-                 but got an empty array instead.",
-            ))
-        }
-        Some(Value::Array(messages)) => messages.as_slice(),
-        Some(other) => return Err(ApiError::wrong_type("messages", "an array", other)),
-    };
-    for (i, message) in messages.iter().enumerate() {
-        let Some(object) = message.as_object() else {
-            return Err(ApiError::wrong_type(
-                &format!("messages[{i}]"),
-                "an object",
-                message,
-            ));
-        };
-        let role = match object.get("role") {
-            None => return Err(ApiError::missing(&format!("messages[{i}].role"))),
-            Some(Value::String(role)) => role.as_str(),
-            Some(other) => {
-                return Err(ApiError::wrong_type(
-                    &format!("messages[{i}].role"),
-                    "a string",
-                    other,
-                ))
-            }
-        };
-        if !ROLES.contains(&role) {
-            return Err(ApiError::invalid(
-                format!("messages[{i}].role"),
-                "invalid_value",
-                format!(
-                    "Invalid value: '{role}'. Supported values are: 'system', 'assistant', \
-                     'user', 'function', 'tool', and 'developer'."
-                ),
-            ));
-        }
-        let needs_content = matches!(role, "system" | "developer" | "user" | "tool");
-        if needs_content && !object.contains_key("content") {
-            return Err(ApiError::missing(&format!("messages[{i}].content")));
-        }
-        if role == "tool" && !object.contains_key("tool_call_id") {
-            return Err(ApiError::missing(&format!("messages[{i}].tool_call_id")));
-        }
-    }
-
-    let stream_options = request.get("stream_options").filter(|v| !v.is_null());
-    let stream = match request.get("stream").and_then(Value::as_bool) {
-        Some(true) => Some(Streaming {
-            include_usage: stream_options
-                .and_then(|options| options.get("include_usage"))
-                .and_then(Value::as_bool)
-                == Some(true),
-        }),
-        _ if stream_options.is_some() => {
-            return Err(ApiError::invalid(
-                "stream_options",
-                "invalid_value",
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            ))
-        }
-        _ => None,
-    };
-
-    let n = positive_integer(request, "n")?.unwrap_or(1);
-    if n > 128 {
-        return Err(ApiError::invalid(
-            "n",
-            "integer_above_max_value",
-            format!(
-                "Invalid 'n': integer above maximum value. Expected a value <= 128, but got {n} instead."
-            ),
-        ));
-    }
-    // `max_completion_tokens` replaced `max_tokens`; when both come, the newer one rules.
-    let max_tokens = match positive_integer(request, "max_completion_tokens")? {
-        Some(max) => Some(max),
-        None => positive_integer(request, "max_tokens")?,
-    };
-    // "auto" (and anything unknown) is served by the default tier, as OpenAI reports it.
-    let service_tier = request
-        .get("service_tier")
-        .and_then(Value::as_str)
-        .filter(|tier| ["default", "flex", "priority", "scale"].contains(tier))
-        .unwrap_or("default");
-    let tools_value = request.get("tools").filter(|tools| !tools.is_null());
-    let tools = tools_of(tools_value)?;
-    let conversation = Conversation {
-        question: question(messages),
-        tool_results: tool_results(messages),
-        tool_choice: tool_choice(request.get("tool_choice"), &tools)?,
-        tools,
-        format: format(request.get("response_format"), messages)?,
-        max_tokens,
-        stop: match request.get("stop") {
-            Some(Value::String(stop)) => vec![stop.clone()],
-            Some(Value::Array(stops)) => stops
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        },
-        prompt_tokens: tokens::count_prompt(messages, tools_value),
-    };
-    Ok(Parsed {
-        model,
-        messages,
-        n,
-        service_tier,
-        stream,
-        conversation,
-    })
-}
-
-/// The text of the last user message (or of the last message, when no user spoke).
-fn question(messages: &[Value]) -> String {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .or_else(|| messages.last())
-        .map(|m| faults::content_texts(m.get("content")).join(" "))
-        .unwrap_or_default()
-}
-
-/// The `tool` messages that end the conversation, named after the calls they answer.
-fn tool_results(messages: &[Value]) -> Vec<ToolResult> {
-    let trailing = messages
-        .iter()
-        .rev()
-        .take_while(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
-        .count();
-    let name_of = |id: &str| {
-        messages
-            .iter()
-            .filter_map(|m| m.get("tool_calls").and_then(Value::as_array))
-            .flatten()
-            .find(|call| call.get("id").and_then(Value::as_str) == Some(id))
-            .and_then(|call| call.pointer("/function/name"))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
-    messages[messages.len() - trailing..]
-        .iter()
-        .map(|m| ToolResult {
-            name: m
-                .get("tool_call_id")
-                .and_then(Value::as_str)
-                .and_then(name_of),
-            content: faults::content_texts(m.get("content")).join(" "),
-        })
-        .collect()
-}
-
-/// `tools`: function tools by name, with their parameter schemas.
-fn tools_of(tools: Option<&Value>) -> Result<Vec<Tool>, ApiError> {
-    let Some(tools) = tools else {
-        return Ok(Vec::new());
-    };
-    let Some(tools) = tools.as_array() else {
-        return Err(ApiError::wrong_type("tools", "an array", tools));
-    };
-    let mut out = Vec::new();
-    for (i, tool) in tools.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            continue;
-        }
-        let Some(name) = tool.pointer("/function/name").and_then(Value::as_str) else {
-            return Err(ApiError::missing(&format!("tools[{i}].function.name")));
-        };
-        out.push(Tool {
-            name: name.to_string(),
-            schema: tool
-                .pointer("/function/parameters")
-                .cloned()
-                .unwrap_or(Value::Null),
-        });
-    }
-    Ok(out)
-}
-
-/// `tool_choice`: `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
-fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
-    let choice = match choice {
-        None | Some(Value::Null) => return Ok(ToolChoice::Auto),
-        Some(choice) => choice,
-    };
-    if tools.is_empty() {
-        return Err(ApiError::invalid(
-            "tool_choice",
-            "invalid_value",
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are              specified.",
-        ));
-    }
-    match choice {
-        Value::String(mode) if mode == "none" => Ok(ToolChoice::None),
-        Value::String(mode) if mode == "auto" => Ok(ToolChoice::Auto),
-        Value::String(mode) if mode == "required" => Ok(ToolChoice::Forced(None)),
-        Value::Object(_) => match choice.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) if tools.iter().any(|tool| tool.name == name) => {
-                Ok(ToolChoice::Forced(Some(name.to_string())))
-            }
-            Some(name) => Err(ApiError::invalid(
-                "tool_choice",
-                "invalid_value",
-                format!("Invalid value for 'tool_choice': tool '{name}' is not in 'tools'."),
-            )),
-            None => Err(ApiError::missing("tool_choice.function.name")),
-        },
-        other => Err(ApiError::invalid(
-            "tool_choice",
-            "invalid_value",
-            format!(
-                "Invalid value: {other}. Supported values are: 'none', 'auto', 'required', or                  a named function."
-            ),
-        )),
-    }
-}
-
-/// `response_format`: text, `json_object` (which OpenAI only takes when the messages say
-/// "json"), or `json_schema`.
-fn format(response_format: Option<&Value>, messages: &[Value]) -> Result<Format, ApiError> {
-    let kind = response_format
-        .and_then(|format| format.get("type"))
-        .and_then(Value::as_str);
-    match kind {
-        Some("json_object") => {
-            let mentions_json = messages.iter().any(|m| {
-                faults::content_texts(m.get("content"))
-                    .iter()
-                    .any(|text| text.to_lowercase().contains("json"))
-            });
-            if !mentions_json {
-                return Err(ApiError::invalid(
-                    "messages",
-                    "invalid_value",
-                    "'messages' must contain the word 'json' in some form, to use                      'response_format' of type 'json_object'.",
-                ));
-            }
-            Ok(Format::JsonObject)
-        }
-        Some("json_schema") => {
-            let spec = response_format.and_then(|format| format.get("json_schema"));
-            if spec.and_then(|spec| spec.get("name")).is_none() {
-                return Err(ApiError::missing("response_format.json_schema.name"));
-            }
-            Ok(match spec.and_then(|spec| spec.get("schema")) {
-                Some(schema) => Format::JsonSchema(schema.clone()),
-                None => Format::JsonObject,
-            })
-        }
-        _ => Ok(Format::Text),
-    }
-}
-
-/// An optional integer field that must be at least 1.
-fn positive_integer(request: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
-    match request.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_i64() {
-            Some(n) if n >= 1 => Ok(Some(n as u64)),
-            Some(n) => Err(ApiError::invalid(
-                field,
-                "integer_below_min_value",
-                format!(
-                    "Invalid '{field}': integer below minimum value. Expected a value >= 1, \
-                     but got {n} instead."
-                ),
-            )),
-            None => Err(ApiError::wrong_type(field, "an integer", value)),
-        },
-    }
-}
-
 /// The error OpenAI would send for this status, with its usual wording.
 fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
     if fault == Fault::Quota {
@@ -864,16 +516,20 @@ fn fault_error(state: &SimState, fault: Fault, model: &str) -> ApiError {
 }
 
 /// Adds the headers OpenAI puts on every answer.
-pub(super) fn decorate(response: &mut Response, rate: RateHeaders, started: Instant) {
-    let headers = response.headers_mut();
-    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+fn decorate(
+    headers: &mut HeaderMap,
+    request_id: &str,
+    rate: Option<RateHeaders>,
+    started: Instant,
+) {
     let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"));
-    headers.insert("x-request-id", text(request_id));
+    headers.insert("x-request-id", text(request_id.to_string()));
     headers.insert("openai-version", HeaderValue::from_static("2020-10-01"));
     headers.insert(
         "openai-processing-ms",
         HeaderValue::from(started.elapsed().as_millis() as u64),
     );
+    let Some(rate) = rate else { return };
     headers.insert(
         "x-ratelimit-limit-requests",
         HeaderValue::from(rate.limits.requests),
@@ -992,7 +648,7 @@ mod tests {
 
     fn parsed(body: Value) -> Result<(), ApiError> {
         let map: Map<String, Value> = serde_json::from_value(body).unwrap();
-        validate(&map).map(|_| ())
+        request::validate(&map).map(|_| ())
     }
 
     #[test]
