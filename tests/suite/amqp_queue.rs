@@ -27,23 +27,11 @@ impl Drop for Cleanup {
     }
 }
 
-/// The backend's logs, shown for failing tests (`RUST_LOG` filters them; default `info`).
-fn log_to_test_output() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 fn test_config() -> AmqpConfig {
     AmqpConfig::new(common::AMQP_URL).with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()))
 }
 
 async fn start(config: AmqpConfig) -> (AmqpQueue, Cleanup) {
-    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let cleanup = Cleanup(queue.topology().clone());
     queue
@@ -366,7 +354,6 @@ async fn a_down_broker_gives_unavailable_with_a_clear_message() {
     let mut config = AmqpConfig::new("amqp://guest:s3cret@127.0.0.1:1/%2f")
         .with_prefix(format!("sluice-test-{}", uuid::Uuid::new_v4()));
     config.publish_timeout = Duration::from_secs(2);
-    log_to_test_output();
     let queue = AmqpQueue::start(config);
     let started = Instant::now();
     let err = queue
@@ -648,7 +635,6 @@ fn sockets_to(port: u16) -> usize {
 async fn attempts_on_a_broker_that_never_answers_leave_no_socket_open() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;
-    log_to_test_output();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));

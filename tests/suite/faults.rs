@@ -364,6 +364,7 @@ async fn provider_faults_lose_nothing_and_charge_once(backend: Backend) {
             config.routes.insert("refused-then-ok".into(), refused);
             // The circuit breaker is the routing suite's business: here every job goes
             // through its own retries.
+            config.health.window = 10_000;
             config.health.min_calls = 10_000;
             with_traceable_keys(config);
         },

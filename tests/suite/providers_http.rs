@@ -447,43 +447,6 @@ async fn start_echoing_upstream() -> String {
     format!("http://{addr}/v1")
 }
 
-/// Everything Sluice logs in this test process, captured once.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
-    type Writer = Log;
-    fn make_writer(&'a self) -> Log {
-        self.clone()
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_log() -> Log {
-    let log = Log::default();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("sluice=trace"))
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .init();
-    log
-}
-
 /// Six characters of the key anywhere in `text`, as `(where, fragment)`.
 fn key_fragment(text: &str) -> Option<&'static str> {
     (0..=ECHOED_KEY.len() - 6)
@@ -496,7 +459,7 @@ async fn a_key_echoed_in_a_body_that_is_not_json_leaves_no_fragment_anywhere() {
     use common::{Backend, Harness, TOKEN};
     use sluice::config::{DeploymentConfig, KeyConfig, ProviderConfig, ProviderKind, Secret};
 
-    let log = capture_log();
+    let log = common::log::captured();
     let url = start_echoing_upstream().await;
     let h = Harness::start_with(
         Backend::Embedded,

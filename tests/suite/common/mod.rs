@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     };
 }
 
+pub mod log;
 pub mod serve;
 
 use sluice::app::App;
