@@ -199,12 +199,14 @@ impl BudgetConfig {
         }
         if let OnExceed::Downgrade(route) = &self.on_exceed {
             if config.resolve_model(route).is_none() {
+                let known = config.model_names();
+                let hint = crate::config::did_you_mean(route, known.iter().copied()).map_or_else(
+                    || format!("known: {}", known.join(", ")),
+                    |near| format!("did you mean `{near}`?"),
+                );
                 problem(
                     path("on_exceed"),
-                    format!(
-                        "unknown route \"{route}\" to downgrade to; known: {}",
-                        config.model_names().join(", ")
-                    ),
+                    format!("unknown route \"{route}\" to downgrade to; {hint}"),
                 );
             }
         }
@@ -312,6 +314,14 @@ mod tests {
                 "{expected} not in {found:?}"
             );
         }
+        let misspelt = problems(
+            "[[budgets]]\nname = \"m\"\ntenant = \"demo\"\nperiod = \"day\"\nlimit_usd = 1\n\
+             on_exceed = { downgrade = \"fsat\" }\n",
+        );
+        assert_eq!(
+            misspelt,
+            vec!["budgets[0].on_exceed: unknown route \"fsat\" to downgrade to; did you mean `fast`?"]
+        );
         let zero = problems(
             "[[budgets]]\nname = \"z\"\ntenant = \"demo\"\nperiod = \"day\"\nlimit_usd = 0\n",
         );
