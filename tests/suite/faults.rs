@@ -740,15 +740,13 @@ fn answers_begun(events: &[String]) -> usize {
         .count()
 }
 
-/// `sluice serve` killed with SIGKILL while a streamed chat completion is in flight: the
-/// client's stream ends without `[DONE]` and without a second answer spliced on; a new
-/// server finishes the job, which ends final and is charged at most once.
-async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backend) {
-    let mut run = Processes::new(backend).await;
-    let mut server = run.serve(&[]).await;
+/// Starts a slow streamed story on the API at `base_url` and reads its first events: the
+/// story's text (which tells its calls apart at the provider), the job id, the response
+/// still streaming, and the events read.
+async fn begin_story(base_url: &str) -> (String, String, reqwest::Response, Vec<String>) {
     let text = format!("story {}", uuid::Uuid::now_v7());
     let mut response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", server.base_url))
+        .post(format!("{base_url}/v1/chat/completions"))
         .bearer_auth(TOKEN)
         .json(&slow_story(&text))
         .send()
@@ -759,8 +757,18 @@ async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backen
         .to_str()
         .unwrap()
         .to_string();
-    let (mut events, ended) = read_events(&mut response, 3).await;
+    let (events, ended) = read_events(&mut response, 3).await;
     assert!(!ended, "the stream ended before the kill: {events:?}");
+    (text, id, response, events)
+}
+
+/// `sluice serve` killed with SIGKILL while a streamed chat completion is in flight: the
+/// client's stream ends without `[DONE]` and without a second answer spliced on; a new
+/// server finishes the job, which ends final and is charged at most once.
+async fn serve_killed_mid_stream_leaves_a_final_job_charged_once(backend: Backend) {
+    let mut run = Processes::new(backend).await;
+    let mut server = run.serve(&[]).await;
+    let (text, id, mut response, mut events) = begin_story(&server.base_url).await;
     server.kill().await;
     let (rest, ended) = read_events(&mut response, usize::MAX).await;
     assert!(ended);
@@ -792,21 +800,7 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error_event() {
     let mut run = Processes::new(Backend::Rabbitmq).await;
     let mut api = run.serve(&["--no-workers"]).await;
     let mut worker = run.worker();
-    let text = format!("story {}", uuid::Uuid::now_v7());
-    let mut response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", api.base_url))
-        .bearer_auth(TOKEN)
-        .json(&slow_story(&text))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let id = response.headers()[sluice::api::JOB_ID_HEADER]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let (mut events, ended) = read_events(&mut response, 3).await;
-    assert!(!ended, "the stream ended before the kill: {events:?}");
+    let (text, id, mut response, mut events) = begin_story(&api.base_url).await;
     worker.start_kill().unwrap();
     worker.wait().await.unwrap();
     // The job's message goes back to the queue; the next worker answers from the start.
