@@ -217,9 +217,10 @@ impl Submitter {
             return Err(SubmitError::BudgetExceeded(exceeded));
         }
         // A queue kept in the store takes the jobs in the transaction that records them.
-        if let (None, Some(embedded)) = (&bulk, self.queue.in_store()) {
-            let outcomes = embedded.record_and_enqueue(envelopes.clone()).await?;
-            return Ok(answers_for(&envelopes, &outcomes));
+        if bulk.is_none() {
+            if let Some(outcomes) = self.queue.insert_and_publish(&envelopes).await {
+                return Ok(answers_for(&envelopes, &outcomes?));
+            }
         }
         let outcomes = match bulk {
             None => self.store.insert_jobs(envelopes.clone()).await?,

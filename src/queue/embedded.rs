@@ -28,7 +28,8 @@
 use super::replies::{Inbox, InboxHub};
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
 use crate::job::{Envelope, Urgency};
-use crate::store::{now_ms, InsertOutcome, Store, StoreError, Undo, WriteFuture};
+use crate::store::jobs::insert_alone;
+use crate::store::{newly_created, now_ms, InsertOutcome, Store, StoreError, Undo, WriteFuture};
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::VecDeque;
@@ -113,10 +114,23 @@ impl EmbeddedQueue {
         let (lanes, timeout) = (self.lanes.clone(), self.visibility_timeout);
         let (outcomes, enqueued) = self
             .store
-            .insert_jobs_enqueued(envelopes, move |conn, messages| {
-                Box::pin(async move { enqueue_handing_over(conn, messages, &lanes, timeout).await })
+            .write(move |conn| {
+                Box::pin(async move {
+                    // Already published: the message is queued in this very transaction.
+                    let outcomes = match insert_alone(conn, &envelopes, true).await? {
+                        Ok(outcomes) => outcomes,
+                        Err(reused) => return Ok(Err(reused)),
+                    };
+                    // A job that already existed is not queued again.
+                    let messages = newly_created(&envelopes, &outcomes)
+                        .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
+                        .collect();
+                    let enqueued = enqueue_handing_over(conn, messages, &lanes, timeout).await?;
+                    Ok(Ok((outcomes, enqueued)))
+                })
             })
-            .await?;
+            .await?
+            .map_err(StoreError::CustomIdReused)?;
         for (urgency, leased) in enqueued.handed {
             self.lane(urgency).handed().push_back(leased);
             self.lane(urgency).published.notify_waiters();
@@ -235,8 +249,11 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    fn in_store(&self) -> Option<&EmbeddedQueue> {
-        Some(self)
+    async fn insert_and_publish(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Option<Result<Vec<InsertOutcome>, StoreError>> {
+        Some(self.record_and_enqueue(envelopes.to_vec()).await)
     }
 
     async fn consume(
@@ -583,10 +600,9 @@ mod tests {
         let queue = EmbeddedQueue::new(store.clone(), Duration::from_secs(30), 10);
         let first = envelope("same");
         let outcomes = queue
-            .in_store()
-            .expect("the embedded queue lives in the store")
-            .record_and_enqueue(vec![first.clone(), envelope("other")])
+            .insert_and_publish(&[first.clone(), envelope("other")])
             .await
+            .expect("the embedded queue lives in the store")
             .unwrap();
         assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Created)));
         let again = queue

@@ -17,7 +17,8 @@ pub mod replies;
 
 pub use replies::Inbox;
 
-use crate::job::Urgency;
+use crate::job::{Envelope, Urgency};
+use crate::store::{InsertOutcome, StoreError};
 use async_trait::async_trait;
 use std::time::Duration;
 use uuid::Uuid;
@@ -163,9 +164,15 @@ pub trait Queue: Send + Sync {
         self.unready().is_none()
     }
 
-    /// The embedded queue, a table of the store: jobs are then recorded and enqueued in one
-    /// transaction ([`embedded::EmbeddedQueue::record_and_enqueue`]). `None` for a broker.
-    fn in_store(&self) -> Option<&embedded::EmbeddedQueue> {
+    /// Records new jobs and queues their messages in one store transaction, for a backend
+    /// kept in the store (the embedded queue: [`embedded::EmbeddedQueue::record_and_enqueue`]),
+    /// returning each job's outcome once committed. `None` for a broker, which cannot take
+    /// part in the store's transaction: the submitter then records the jobs, publishes them
+    /// with confirms and marks them published, in that order.
+    async fn insert_and_publish(
+        &self,
+        _envelopes: &[Envelope],
+    ) -> Option<Result<Vec<InsertOutcome>, StoreError>> {
         None
     }
 }

@@ -6,7 +6,7 @@
 //! a second charge. `costs.job_id` is UNIQUE as a last line of defence.
 
 use super::provider_batches::{batch_ref_of, BATCH_REF_COLUMNS};
-use super::{budgets, ms_to_time, now_ms, Store, StoreError, WriteFuture};
+use super::{budgets, ms_to_time, now_ms, Store, StoreError};
 use crate::failure::JobFailure;
 use crate::job::{Envelope, JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
@@ -398,42 +398,6 @@ impl Store {
         self.write(move |conn| Box::pin(async move { insert_alone(conn, &envelopes, false).await }))
             .await?
             .map_err(StoreError::CustomIdReused)
-    }
-
-    /// Records jobs like [`Store::insert_jobs`], but already published: in the same
-    /// transaction, `enqueue` is handed each created job's urgency and message (for a queue
-    /// kept in this store; see [`crate::queue::embedded::EmbeddedQueue::record_and_enqueue`]),
-    /// and what it returns comes back beside the outcomes once committed. A job that already
-    /// existed is not enqueued again.
-    pub async fn insert_jobs_enqueued<F, T>(
-        &self,
-        envelopes: Vec<Envelope>,
-        enqueue: F,
-    ) -> Result<(Vec<InsertOutcome>, T), StoreError>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut sqlx::SqliteConnection,
-                Vec<(Urgency, Vec<u8>)>,
-            ) -> WriteFuture<'c, T>
-            + Send
-            + 'static,
-    {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let outcomes = match insert_alone(conn, &envelopes, true).await? {
-                    Ok(outcomes) => outcomes,
-                    Err(reused) => return Ok(Err(reused)),
-                };
-                let created = newly_created(&envelopes, &outcomes)
-                    .map(|envelope| (envelope.spec.urgency, envelope.to_bytes()))
-                    .collect();
-                let enqueued = enqueue(conn, created).await?;
-                Ok(Ok((outcomes, enqueued)))
-            })
-        })
-        .await?
-        .map_err(StoreError::CustomIdReused)
     }
 
     /// Refuses jobs that were recorded but whose messages the queue did not confirm, all or
@@ -1007,8 +971,10 @@ pub fn newly_created<'e>(
 
 /// Inserts jobs submitted alone (outside any bulk), `published` or not, unless one of them
 /// reuses a `custom_id` for a different request ([`reused_custom_id`]): then nothing is
-/// written and the reuse is the answer.
-async fn insert_alone(
+/// written and the reuse is the answer. Runs on a connection inside a [`Store::write`], so
+/// a caller can add its own writes to the same transaction (the embedded queue queues the
+/// created jobs' messages there, marking them `published`).
+pub async fn insert_alone(
     conn: &mut sqlx::SqliteConnection,
     envelopes: &[Envelope],
     published: bool,
