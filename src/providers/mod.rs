@@ -17,6 +17,8 @@ pub mod sse;
 pub mod stream;
 pub mod wait;
 
+pub use crate::failure::ErrorKind;
+
 use crate::job::ChatRequest;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -117,69 +119,6 @@ pub struct CallOptions {
     pub drop_unsupported_params: bool,
     /// `max_tokens` for providers that require one (Anthropic) when the request has none.
     pub default_max_tokens: Option<u32>,
-}
-
-/// Why a call failed, in the terms the worker acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// 429 rate limit: retry later, honouring `retry_after`.
-    RateLimited,
-    /// The key's quota or spend cap is exhausted (OpenAI `insufficient_quota`): not retried
-    /// on this key.
-    QuotaExhausted,
-    /// 5xx, 529 overloaded: retry.
-    ServerError,
-    /// No answer within the timeout: retry.
-    Timeout,
-    /// Connection refused, reset, DNS: retry.
-    Connection,
-    /// 400 and other 4xx the request itself caused: fail at once with the provider's message.
-    BadRequest,
-    /// 401 / 403: the key is wrong. Not retried on this key; another deployment may serve.
-    Unauthorized,
-    /// 404: unknown model or endpoint. Not retried here; another deployment may serve.
-    NotFound,
-    /// A 2xx whose body is not what the provider documents. Retried: usually a proxy hiccup.
-    InvalidResponse,
-}
-
-impl ErrorKind {
-    /// Whether another attempt (later, or elsewhere) may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::RateLimited
-                | ErrorKind::ServerError
-                | ErrorKind::Timeout
-                | ErrorKind::Connection
-                | ErrorKind::InvalidResponse
-        )
-    }
-
-    /// Whether the failure lies with the deployment (its key spent or refused, its model
-    /// unknown to the provider) rather than with the request: the same call will fail there
-    /// again, but the route's next deployment may serve it.
-    pub fn is_deployment_fault(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized | ErrorKind::NotFound
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::QuotaExhausted => "quota_exhausted",
-            ErrorKind::ServerError => "server_error",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Connection => "connection",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::InvalidResponse => "invalid_response",
-        }
-    }
 }
 
 /// A failed call: what kind of failure, the provider's own message, and any hint of when to
