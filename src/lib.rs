@@ -27,6 +27,7 @@
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape,
 //!   and each family's batch API (`providers::batch`).
+//! - [`provider_kind`]: the API families (`ProviderKind`) and their documented batch limits.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats), and the shipped
 //!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
@@ -62,6 +63,7 @@ pub mod job;
 pub mod limits;
 pub mod overrides;
 pub mod pricing;
+pub mod provider_kind;
 pub mod providers;
 pub mod queue;
 pub mod router;
