@@ -39,6 +39,7 @@
 //!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
 //! - [`table`]: aligned text tables, the one layout of the `costs`, `prices` and `budgets`
 //!   listings.
+//! - [`usage`]: the token counts of one call (`Usage`), as every adapter reads them.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats
 //!   (the `sluice-sim` crate, re-exported here).
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
@@ -73,4 +74,5 @@ pub mod store;
 pub mod streaming;
 pub mod submit;
 pub mod table;
+pub mod usage;
 pub mod worker;
