@@ -42,6 +42,8 @@
 //! - [`usage`]: the token counts of one call (`Usage`), as every adapter reads them.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats
 //!   (the `sluice-sim` crate, re-exported here).
+//! - [`crontab`]: cron expressions (crontab's five fields, seconds-first, `@daily`), read
+//!   the same for recurring jobs and the batch tier's poll schedule.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator.
@@ -57,6 +59,7 @@ pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod costs;
+pub mod crontab;
 pub mod demo;
 pub mod failure;
 pub mod finish;
