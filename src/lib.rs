@@ -3,6 +3,7 @@
 //! Modules, in the order a job meets them:
 //!
 //! - [`config`]: `sluice.toml`, validated with every problem named by its path.
+//! - [`problem`]: one thing wrong with a configuration, at its path (`Problem`).
 //! - [`job`]: the job, its urgency and status, and the envelope that travels on the queue.
 //! - [`api`]: the HTTP API (axum): `/v1/jobs`, OpenAI's `/v1/chat/completions`, `/v1/bulk`,
 //!   OpenAI's Files and Batches API (a batch is a view of a bulk), health.
@@ -67,6 +68,7 @@ pub mod job;
 pub mod limits;
 pub mod overrides;
 pub mod pricing;
+pub mod problem;
 pub mod provider_kind;
 pub mod providers;
 pub mod queue;

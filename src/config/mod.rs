@@ -46,7 +46,8 @@ mod workers;
 
 pub use batch::{BatchConfig, BatchTierConfig, FlexTierConfig};
 pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
-pub use problem::{did_you_mean, ConfigError, Problem};
+pub use crate::problem::Problem;
+pub use problem::{did_you_mean, ConfigError};
 pub use crate::provider_kind::ProviderKind;
 pub use providers::{KeyConfig, ProviderConfig};
 pub use queue::{QueueBackend, QueueConfig};
