@@ -38,6 +38,7 @@
 //!   job reserves its estimated maximum cost before its attempt and reconciles with the
 //!   actual cost when it finishes, atomically; over a cap it is rejected or downgraded to a
 //!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
+//! - [`period`]: the UTC day or month a budget's allowance lasts, identified by its start.
 //! - [`table`]: aligned text tables, the one layout of the `costs`, `prices` and `budgets`
 //!   listings.
 //! - [`usage`]: the token counts of one call (`Usage`), as every adapter reads them.
@@ -67,6 +68,7 @@ pub mod finish;
 pub mod job;
 pub mod limits;
 pub mod overrides;
+pub mod period;
 pub mod pricing;
 pub mod problem;
 pub mod provider_kind;

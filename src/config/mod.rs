@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod batch;
+pub(crate) mod budgets;
 mod deployments;
 mod duration;
 mod lenient;
@@ -45,6 +46,7 @@ mod tests;
 mod workers;
 
 pub use batch::{BatchConfig, BatchTierConfig, FlexTierConfig};
+pub use budgets::{BudgetConfig, OnExceed, Tag};
 pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
 pub use crate::problem::Problem;
 pub use problem::{did_you_mean, ConfigError};
@@ -95,7 +97,7 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
     #[serde(default)]
-    pub budgets: Vec<crate::budgets::BudgetConfig>,
+    pub budgets: Vec<BudgetConfig>,
     /// What expanding `${VAR}` in the secrets found (unset variables, a broken reference),
     /// reported by [`Config::validate`] with the other problems.
     #[serde(skip)]
