@@ -9,9 +9,74 @@
 //! next: they retry 408, 409, 429 and 5xx on their own, so a failure the client must fix
 //! (a spent budget, a request too large for any key) is a 4xx, and only upstream trouble
 //! that may pass is a 429 or 5xx.
+//!
+//! A provider call's failure is classified as an [`ErrorKind`], defined here (and re-exported
+//! as `providers::ErrorKind`) so that reading a stored failure needs nothing of the adapters.
 
-use crate::providers::ErrorKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a provider call failed, in the terms the worker acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 429 rate limit: retry later, honouring `retry_after`.
+    RateLimited,
+    /// The key's quota or spend cap is exhausted (OpenAI `insufficient_quota`): not retried
+    /// on this key.
+    QuotaExhausted,
+    /// 5xx, 529 overloaded: retry.
+    ServerError,
+    /// No answer within the timeout: retry.
+    Timeout,
+    /// Connection refused, reset, DNS: retry.
+    Connection,
+    /// 400 and other 4xx the request itself caused: fail at once with the provider's message.
+    BadRequest,
+    /// 401 / 403: the key is wrong. Not retried on this key; another deployment may serve.
+    Unauthorized,
+    /// 404: unknown model or endpoint. Not retried here; another deployment may serve.
+    NotFound,
+    /// A 2xx whose body is not what the provider documents. Retried: usually a proxy hiccup.
+    InvalidResponse,
+}
+
+impl ErrorKind {
+    /// Whether another attempt (later, or elsewhere) may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::InvalidResponse
+        )
+    }
+
+    /// Whether the failure lies with the deployment (its key spent or refused, its model
+    /// unknown to the provider) rather than with the request: the same call will fail there
+    /// again, but the route's next deployment may serve it.
+    pub fn is_deployment_fault(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized | ErrorKind::NotFound
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::QuotaExhausted => "quota_exhausted",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidResponse => "invalid_response",
+        }
+    }
+}
 
 /// Why a job ended `failed` (or, for [`JobFailure::Cancelled`], never ran).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! Modules, in the order a job meets them:
 //!
 //! - [`config`]: `sluice.toml`, validated with every problem named by its path.
+//! - [`problem`]: one thing wrong with a configuration, at its path (`Problem`).
 //! - [`job`]: the job, its urgency and status, and the envelope that travels on the queue.
 //! - [`api`]: the HTTP API (axum): `/v1/jobs`, OpenAI's `/v1/chat/completions`, `/v1/bulk`,
 //!   OpenAI's Files and Batches API (a batch is a view of a bulk), health.
@@ -27,6 +28,7 @@
 //! - [`providers`]: adapters that speak each provider's wire format (OpenAI, Anthropic,
 //!   Gemini), plain and streaming, translating from and to the canonical OpenAI chat shape,
 //!   and each family's batch API (`providers::batch`).
+//! - [`provider_kind`]: the API families (`ProviderKind`) and their documented batch limits.
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats), and the shipped
 //!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
@@ -36,10 +38,14 @@
 //!   job reserves its estimated maximum cost before its attempt and reconciles with the
 //!   actual cost when it finishes, atomically; over a cap it is rejected or downgraded to a
 //!   cheaper route (`GET /v1/budgets`, `sluice budgets`).
+//! - [`period`]: the UTC day or month a budget's allowance lasts, identified by its start.
 //! - [`table`]: aligned text tables, the one layout of the `costs`, `prices` and `budgets`
 //!   listings.
+//! - [`usage`]: the token counts of one call (`Usage`), as every adapter reads them.
 //! - [`sim`]: the provider simulator (`sluice sim`), serving the providers' real wire formats
 //!   (the `sluice-sim` crate, re-exported here).
+//! - [`crontab`]: cron expressions (crontab's five fields, seconds-first, `@daily`), read
+//!   the same for recurring jobs and the batch tier's poll schedule.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator.
@@ -55,13 +61,17 @@ pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod costs;
+pub mod crontab;
 pub mod demo;
 pub mod failure;
 pub mod finish;
 pub mod job;
 pub mod limits;
 pub mod overrides;
+pub mod period;
 pub mod pricing;
+pub mod problem;
+pub mod provider_kind;
 pub mod providers;
 pub mod queue;
 pub mod router;
@@ -71,4 +81,5 @@ pub mod store;
 pub mod streaming;
 pub mod submit;
 pub mod table;
+pub mod usage;
 pub mod worker;

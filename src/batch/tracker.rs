@@ -48,7 +48,7 @@ const SETTLE_CONCURRENCY: usize = 64;
 /// published by `submitter`, whose store, router and configuration the tracker works with.
 pub async fn run(submitter: Submitter, cancel: CancellationToken) {
     let config = submitter.config.clone();
-    let schedule = match crate::schedule::definition::parse_schedule(&config.batch.poll) {
+    let schedule = match crate::crontab::parse_schedule(&config.batch.poll) {
         Ok(schedule) => schedule,
         Err(e) => {
             // Validated with the configuration; kept as a message rather than a panic.

@@ -100,7 +100,7 @@ impl BatchConfig {
                 ),
             ));
         }
-        if let Err(e) = crate::schedule::definition::parse_schedule(&self.poll) {
+        if let Err(e) = crate::crontab::parse_schedule(&self.poll) {
             problems.push(Problem::new(
                 "batch.poll",
                 format!("\"{}\" is not a cron expression: {e}", self.poll),

@@ -4,7 +4,7 @@
 
 use super::batch::{BatchTierConfig, FlexTierConfig};
 use super::problem::suggestion;
-use super::providers::ProviderKind;
+use crate::provider_kind::{BatchLimits, ProviderKind};
 use super::{Config, Problem};
 use crate::pricing::catalogue::{Catalogue, CatalogueEntry};
 use crate::pricing::Price;
@@ -190,7 +190,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
                     );
                 }
                 if let Some(tier) = &deployment.batch {
-                    let limits = crate::providers::batch::BatchLimits::of(provider.kind);
+                    let limits = BatchLimits::of(provider.kind);
                     match tier.max_requests {
                         Some(0) => problem(
                             format!("deployments.{name}.batch.max_requests"),

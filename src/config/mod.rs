@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod batch;
+pub(crate) mod budgets;
 mod deployments;
 mod duration;
 mod lenient;
@@ -45,9 +46,12 @@ mod tests;
 mod workers;
 
 pub use batch::{BatchConfig, BatchTierConfig, FlexTierConfig};
+pub use budgets::{BudgetConfig, OnExceed, Tag};
 pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
-pub use problem::{did_you_mean, ConfigError, Problem};
-pub use providers::{KeyConfig, ProviderConfig, ProviderKind};
+pub use crate::problem::Problem;
+pub use problem::{did_you_mean, ConfigError};
+pub use crate::provider_kind::ProviderKind;
+pub use providers::{KeyConfig, ProviderConfig};
 pub use queue::{QueueBackend, QueueConfig};
 pub use resolved::{
     ResolvedBatchTier, ResolvedConfig, ResolvedDeployment, ResolvedFlexTier, ResolvedProvider,
@@ -93,7 +97,7 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
     #[serde(default)]
-    pub budgets: Vec<crate::budgets::BudgetConfig>,
+    pub budgets: Vec<BudgetConfig>,
     /// What expanding `${VAR}` in the secrets found (unset variables, a broken reference),
     /// reported by [`Config::validate`] with the other problems.
     #[serde(skip)]

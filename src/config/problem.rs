@@ -1,22 +1,9 @@
-//! What goes wrong in a configuration: a [`Problem`] at a path (every one is listed, not
-//! only the first), the [`ConfigError`] that carries them, and the "did you mean" hint for
-//! a misspelt name.
+//! What goes wrong in a configuration: the [`ConfigError`] that carries every [`Problem`]
+//! (each at a path; every one is listed, not only the first), and the "did you mean" hint
+//! for a misspelt name.
 
-use std::fmt;
+use crate::problem::Problem;
 use std::path::PathBuf;
-
-/// One thing wrong with a configuration, at a path such as `routes.smart[1]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,13 +51,4 @@ pub(super) fn suggestion<'a>(name: &str, known: impl IntoIterator<Item = &'a str
     did_you_mean(name, known)
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default()
-}
-
-impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
 }

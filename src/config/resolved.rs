@@ -17,7 +17,7 @@ use super::{
     TenantConfig, UrgencyDeadlines,
 };
 use crate::pricing::Price;
-use crate::providers::batch::BatchLimits;
+use crate::provider_kind::BatchLimits;
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! `sluice.toml` overrides the catalogue whenever the two disagree.
 
 use super::{MicrosPerMillion, Price};
-use crate::config::ProviderKind;
+use crate::provider_kind::ProviderKind;
 use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;

@@ -9,7 +9,7 @@
 
 pub mod catalogue;
 
-use crate::providers::Usage;
+use crate::usage::Usage;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 

@@ -17,65 +17,13 @@ pub mod sse;
 pub mod stream;
 pub mod wait;
 
+pub use crate::failure::ErrorKind;
+pub use crate::usage::Usage;
+
 use crate::job::ChatRequest;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
-
-/// Token counts of one call, normalised so costs are computed the same way for every provider:
-/// `prompt_tokens` includes `cached_tokens` and `cache_write_tokens` (OpenAI's convention;
-/// Anthropic's `input_tokens` excludes both and is added up by its adapter).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    /// Output tokens, reasoning included.
-    pub completion_tokens: u64,
-    /// Prompt tokens served from the provider's cache (billed at the cached-input price).
-    pub cached_tokens: u64,
-    /// Prompt tokens written to the provider's cache (Anthropic's `cache_creation_input_tokens`,
-    /// billed at the cache-write price).
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-}
-
-impl Usage {
-    /// Reads the canonical (OpenAI) `usage` object; `None` unless both required counts are
-    /// there.
-    pub fn from_canonical(usage: &Value) -> Option<Usage> {
-        let detail = |name: &str| {
-            usage
-                .pointer(&format!("/prompt_tokens_details/{name}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
-        Some(Usage {
-            prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
-            completion_tokens: usage.get("completion_tokens")?.as_u64()?,
-            cached_tokens: detail("cached_tokens"),
-            cache_write_tokens: detail("cache_write_tokens"),
-        })
-    }
-
-    /// The canonical `usage` object. `cache_write_tokens` appears only when there were some,
-    /// as in OpenAI's own answers.
-    pub fn to_canonical(&self, reasoning_tokens: Option<u64>) -> Value {
-        let mut details = serde_json::json!({"cached_tokens": self.cached_tokens});
-        if self.cache_write_tokens > 0 {
-            details["cache_write_tokens"] = self.cache_write_tokens.into();
-        }
-        let mut usage = serde_json::json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": details,
-        });
-        if let Some(reasoning) = reasoning_tokens {
-            usage["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": reasoning});
-        }
-        usage
-    }
-}
 
 /// A successful call.
 #[derive(Debug, Clone)]
@@ -117,69 +65,6 @@ pub struct CallOptions {
     pub drop_unsupported_params: bool,
     /// `max_tokens` for providers that require one (Anthropic) when the request has none.
     pub default_max_tokens: Option<u32>,
-}
-
-/// Why a call failed, in the terms the worker acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// 429 rate limit: retry later, honouring `retry_after`.
-    RateLimited,
-    /// The key's quota or spend cap is exhausted (OpenAI `insufficient_quota`): not retried
-    /// on this key.
-    QuotaExhausted,
-    /// 5xx, 529 overloaded: retry.
-    ServerError,
-    /// No answer within the timeout: retry.
-    Timeout,
-    /// Connection refused, reset, DNS: retry.
-    Connection,
-    /// 400 and other 4xx the request itself caused: fail at once with the provider's message.
-    BadRequest,
-    /// 401 / 403: the key is wrong. Not retried on this key; another deployment may serve.
-    Unauthorized,
-    /// 404: unknown model or endpoint. Not retried here; another deployment may serve.
-    NotFound,
-    /// A 2xx whose body is not what the provider documents. Retried: usually a proxy hiccup.
-    InvalidResponse,
-}
-
-impl ErrorKind {
-    /// Whether another attempt (later, or elsewhere) may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::RateLimited
-                | ErrorKind::ServerError
-                | ErrorKind::Timeout
-                | ErrorKind::Connection
-                | ErrorKind::InvalidResponse
-        )
-    }
-
-    /// Whether the failure lies with the deployment (its key spent or refused, its model
-    /// unknown to the provider) rather than with the request: the same call will fail there
-    /// again, but the route's next deployment may serve it.
-    pub fn is_deployment_fault(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::QuotaExhausted | ErrorKind::Unauthorized | ErrorKind::NotFound
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::QuotaExhausted => "quota_exhausted",
-            ErrorKind::ServerError => "server_error",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Connection => "connection",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::InvalidResponse => "invalid_response",
-        }
-    }
 }
 
 /// A failed call: what kind of failure, the provider's own message, and any hint of when to

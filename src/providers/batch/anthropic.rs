@@ -16,7 +16,7 @@ use super::{
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
-use crate::config::ProviderKind;
+use crate::provider_kind::ProviderKind;
 use crate::providers::anthropic::wire::BatchItem;
 use crate::providers::anthropic::{
     authorized, error_from_json, message_from_json, read, request_body, AnthropicProvider,

@@ -18,7 +18,7 @@ use super::{
     fetch_json, inline_body, require_ended, required_str, translation_call, unreadable, BatchApi,
     BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome, ItemResult,
 };
-use crate::config::ProviderKind;
+use crate::provider_kind::ProviderKind;
 use crate::providers::gemini::wire::{BatchItem, BatchKey};
 use crate::providers::gemini::{
     authorized, error_from_json, model_method_url, parse_response, read, request_body,

@@ -17,7 +17,7 @@ use super::{
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
-use crate::config::ProviderKind;
+use crate::provider_kind::ProviderKind;
 use crate::providers::openai::{
     completion_from_json, error_from_json, request_body, OpenAiProvider,
 };
