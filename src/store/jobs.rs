@@ -631,84 +631,6 @@ impl Store {
         .await
     }
 
-    /// Stores a successful attempt, its result and its cost, and marks the job `succeeded`,
-    /// all in one transaction. Returns false, writing nothing, when the job was no longer
-    /// running (finished or cancelled meanwhile): that answer is discarded, not charged.
-    pub async fn finish_succeeded(
-        &self,
-        id: Uuid,
-        attempt: AttemptRecord,
-        response: Value,
-        cost: CostRecord,
-    ) -> Result<bool, StoreError> {
-        let rules = self.budgets.clone();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let job_id = id.to_string();
-                let price = cost.price.unwrap_or(ZERO_PRICE);
-                // One query (see [`FINISH`]): the guarded transition, then the attempt, the
-                // result, the cost and the release, each only if the one before it wrote.
-                let now = now_ms();
-                let query = sqlx::query(&FINISH).bind(now).bind(now).bind(&job_id);
-                let finished = bind_attempt(query, &job_id, &attempt)
-                    // results
-                    .bind(&job_id)
-                    .bind(response.to_string())
-                    .bind(now)
-                    // costs, whose attempt_id is looked up by job and attempt number
-                    .bind(&job_id)
-                    .bind(&job_id)
-                    .bind(attempt.number as i64)
-                    .bind(&attempt.deployment)
-                    .bind(&attempt.provider)
-                    .bind(&attempt.model)
-                    .bind(cost.tier)
-                    .bind(cost.usage.prompt_tokens as i64)
-                    .bind(cost.usage.cached_tokens as i64)
-                    .bind(cost.usage.completion_tokens as i64)
-                    // An unknown price is stored as zero unit prices, flagged by price_known.
-                    .bind(price.input.0)
-                    .bind(price.cached_input_or_input().0)
-                    .bind(price.output.0)
-                    .bind(cost.amount.0)
-                    .bind(now)
-                    .bind(cost.usage.cache_write_tokens as i64)
-                    .bind(price.cache_write_or_input().0)
-                    .bind(cost.price.is_some())
-                    .bind(cost.realtime_amount.0)
-                    .bind(&cost.route)
-                    .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
-                    .bind(
-                        cost.fallback_from
-                            .as_ref()
-                            .and_then(|(_, a)| a.map(|a| a.0)),
-                    )
-                    // the costs' job row
-                    .bind(&job_id)
-                    // the row that says the job finished here
-                    .bind(&job_id)
-                    // budgets::RELEASE_SUCCEEDED
-                    .bind(&job_id)
-                    .bind(&job_id)
-                    .bind(&job_id)
-                    // Every row is read, so SQLite runs every statement.
-                    .fetch_all(&mut *conn)
-                    .await?;
-                let Some(job) = finished.first() else {
-                    return Ok(false);
-                };
-                let tags = Tags {
-                    user: job.get(1),
-                    team: job.get(2),
-                    feature: job.get(3),
-                };
-                budgets::charge(conn, &rules, &job.get::<String, _>(0), &tags, cost.amount).await?;
-                Ok(true)
-            })
-        })
-        .await
-    }
-
     /// Stores a failed attempt that will be retried: the job goes back to `queued`.
     pub async fn record_retry(&self, id: Uuid, attempt: AttemptRecord) -> Result<(), StoreError> {
         self.write(move |conn| {
@@ -1271,7 +1193,86 @@ static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Everything `finish_succeeded` writes, as one query, since each statement is a round trip to
+/// Whose a job is: the tenant and the tags its cost counts under (for its budgets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOwner {
+    pub tenant: String,
+    pub tags: Tags,
+}
+
+/// Stores a successful attempt, its result and its cost, marks the job `succeeded` and
+/// releases its budget reservations, on a connection inside a [`Store::write`] (the caller
+/// adds the cost to the job's budgets in the same transaction). Returns whose job it is, or
+/// `None`, writing nothing, when the job was no longer running (finished or cancelled
+/// meanwhile): that answer is discarded, not charged.
+pub async fn succeed_job(
+    conn: &mut sqlx::SqliteConnection,
+    id: Uuid,
+    attempt: &AttemptRecord,
+    response: &Value,
+    cost: &CostRecord,
+) -> Result<Option<JobOwner>, sqlx::Error> {
+    let job_id = id.to_string();
+    let price = cost.price.unwrap_or(ZERO_PRICE);
+    // One query (see [`FINISH`]): the guarded transition, then the attempt, the result, the
+    // cost and the release, each only if the one before it wrote.
+    let now = now_ms();
+    let query = sqlx::query(&FINISH).bind(now).bind(now).bind(&job_id);
+    let finished = bind_attempt(query, &job_id, attempt)
+        // results
+        .bind(&job_id)
+        .bind(response.to_string())
+        .bind(now)
+        // costs, whose attempt_id is looked up by job and attempt number
+        .bind(&job_id)
+        .bind(&job_id)
+        .bind(attempt.number as i64)
+        .bind(&attempt.deployment)
+        .bind(&attempt.provider)
+        .bind(&attempt.model)
+        .bind(cost.tier)
+        .bind(cost.usage.prompt_tokens as i64)
+        .bind(cost.usage.cached_tokens as i64)
+        .bind(cost.usage.completion_tokens as i64)
+        // An unknown price is stored as zero unit prices, flagged by price_known.
+        .bind(price.input.0)
+        .bind(price.cached_input_or_input().0)
+        .bind(price.output.0)
+        .bind(cost.amount.0)
+        .bind(now)
+        .bind(cost.usage.cache_write_tokens as i64)
+        .bind(price.cache_write_or_input().0)
+        .bind(cost.price.is_some())
+        .bind(cost.realtime_amount.0)
+        .bind(&cost.route)
+        .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+        .bind(
+            cost.fallback_from
+                .as_ref()
+                .and_then(|(_, a)| a.map(|a| a.0)),
+        )
+        // the costs' job row
+        .bind(&job_id)
+        // the row that says the job finished here
+        .bind(&job_id)
+        // budgets::RELEASE_SUCCEEDED
+        .bind(&job_id)
+        .bind(&job_id)
+        .bind(&job_id)
+        // Every row is read, so SQLite runs every statement.
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(finished.first().map(|job| JobOwner {
+        tenant: job.get(0),
+        tags: Tags {
+            user: job.get(1),
+            team: job.get(2),
+            feature: job.get(3),
+        },
+    }))
+}
+
+/// Everything [`succeed_job`] writes, as one query, since each statement is a round trip to
 /// SQLite's thread. The transition `running → succeeded` comes first and guards the rest:
 /// each later write runs only if the one before it wrote its row (`changes() = 1`), so a job
 /// finished or cancelled meanwhile gets no attempt, result or cost from this answer. Then
@@ -1589,6 +1590,25 @@ mod tests {
         }
     }
 
+    /// [`succeed_job`] in a write of its own: whether it finished the job.
+    async fn succeed(
+        store: &Store,
+        id: Uuid,
+        attempt: AttemptRecord,
+        response: Value,
+        cost: CostRecord,
+    ) -> bool {
+        store
+            .write(move |conn| {
+                Box::pin(async move {
+                    let owner = succeed_job(conn, id, &attempt, &response, &cost).await?;
+                    Ok(owner.is_some())
+                })
+            })
+            .await
+            .unwrap()
+    }
+
     async fn count(store: &Store, table: &str, job: Uuid) -> i64 {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE job_id = ?"))
             .bind(job.to_string())
@@ -1607,10 +1627,14 @@ mod tests {
         let job = envelope();
         store.insert_job(&job, true).await.unwrap();
 
-        let queued = store
-            .finish_succeeded(job.id, attempt(1), serde_json::json!({"n": 0}), cost(7))
-            .await
-            .unwrap();
+        let queued = succeed(
+            &store,
+            job.id,
+            attempt(1),
+            serde_json::json!({"n": 0}),
+            cost(7),
+        )
+        .await;
         assert!(!queued, "a queued job is not finished by an answer");
         for table in ["attempts", "results", "costs"] {
             assert_eq!(count(&store, table, job.id).await, 0, "{table}");
@@ -1620,15 +1644,23 @@ mod tests {
             store.start_attempt(job.id, 5, start()).await.unwrap(),
             StartOutcome::Started(1)
         );
-        let first = store
-            .finish_succeeded(job.id, attempt(1), serde_json::json!({"n": 1}), cost(7))
-            .await
-            .unwrap();
+        let first = succeed(
+            &store,
+            job.id,
+            attempt(1),
+            serde_json::json!({"n": 1}),
+            cost(7),
+        )
+        .await;
         assert!(first);
-        let second = store
-            .finish_succeeded(job.id, attempt(2), serde_json::json!({"n": 2}), cost(9))
-            .await
-            .unwrap();
+        let second = succeed(
+            &store,
+            job.id,
+            attempt(2),
+            serde_json::json!({"n": 2}),
+            cost(9),
+        )
+        .await;
         assert!(!second, "a second answer is discarded");
         for table in ["attempts", "results", "costs"] {
             assert_eq!(count(&store, table, job.id).await, 1, "{table}");
