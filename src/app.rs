@@ -2,6 +2,7 @@
 //! `sluice serve`, `sluice worker`, `sluice demo`, `sluice bench` and the integration tests.
 //! The simulator is started only for a process that calls providers.
 
+use crate::budgets::Budgets;
 use crate::config::{ResolvedConfig, ResolvedQueue};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::Queue;
@@ -29,6 +30,9 @@ pub struct App {
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,
+    /// The configured budgets (and the clock their periods are read from), shared by the
+    /// workers, the submitter and the API.
+    pub budgets: Arc<Budgets>,
     /// What the API accepts from each tenant per minute, shared by every API handler.
     pub tenant_limits: Arc<crate::limits::TenantLimits>,
     /// The built-in simulator, when a provider uses `base_url = "sim"`.
@@ -50,10 +54,8 @@ impl App {
     }
 
     async fn start_with(config: ResolvedConfig, calls_providers: bool) -> Result<App, StartError> {
-        let budgets = Arc::new(crate::budgets::Budgets::from_config(&config));
-        let store = Store::open(&config.server.database)
-            .await?
-            .with_budgets(budgets);
+        let budgets = Arc::new(Budgets::from_config(&config));
+        let store = Store::open(&config.server.database).await?;
         let sim = if calls_providers && config.uses_simulator() {
             let addr = ([127, 0, 0, 1], 0).into();
             let sim = crate::sim::spawn(addr, config.sim.clone())
@@ -102,6 +104,7 @@ impl App {
             store,
             queue,
             router: Arc::new(router),
+            budgets,
             sim,
             amqp,
         })
@@ -113,6 +116,7 @@ impl App {
             store: self.store.clone(),
             queue: self.queue.clone(),
             router: self.router.clone(),
+            budgets: self.budgets.clone(),
         }
     }
 
@@ -122,6 +126,7 @@ impl App {
             store: self.store.clone(),
             queue: self.queue.clone(),
             router: self.router.clone(),
+            budgets: self.budgets.clone(),
         }
     }
 

@@ -125,6 +125,8 @@ pub struct Submitter {
     /// The deployments jobs may run on: a budget refuses a job at submission when it has no
     /// room for the job's smallest estimate on any of them.
     pub router: Arc<crate::router::Router>,
+    /// The configured budgets, which refuse jobs they have no room for.
+    pub budgets: Arc<crate::budgets::Budgets>,
 }
 
 impl Submitter {
@@ -212,7 +214,8 @@ impl Submitter {
             return Err(SubmitError::QueueUnavailable(QueueError::Blocked(alarm)));
         }
         if let Some(exceeded) =
-            crate::budgets::refuse_exhausted(&self.store, &self.router, &envelopes).await?
+            crate::budgets::refuse_exhausted(&self.store, &self.budgets, &self.router, &envelopes)
+                .await?
         {
             return Err(SubmitError::BudgetExceeded(exceeded));
         }

@@ -13,7 +13,7 @@ pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<Value>, ApiError> {
-    let budgets = state.store.budgets();
+    let budgets = &state.submitter.budgets;
     let views = crate::budgets::view::views(&state.store, budgets, &[tenant.as_str()]).await?;
     Ok(Json(json!({ "object": "list", "data": views })))
 }

@@ -376,8 +376,15 @@ impl Tracker {
             Some(completion.status),
             None,
         );
-        let stored =
-            crate::finish::succeed(store, item.job, record, completion.response, cost).await?;
+        let stored = crate::finish::succeed(
+            store,
+            &self.submitter.budgets,
+            item.job,
+            record,
+            completion.response,
+            cost,
+        )
+        .await?;
         store.item_done(item.job).await?;
         Ok(if stored {
             Settled::Answered

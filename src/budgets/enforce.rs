@@ -6,7 +6,7 @@
 //! (fails the job, or finds a pick on the downgrade route and reserves again), so budgets
 //! neither choose deployments nor write a job's transitions.
 
-use super::{Budget, Exceeded, OnExceed};
+use super::{Budget, Budgets, Exceeded, OnExceed};
 use crate::job::{ChatRequest, Envelope};
 use crate::pricing::{PicoUsd, Price};
 use crate::providers::Usage;
@@ -114,12 +114,12 @@ impl Downgrade {
 /// none, and says what follows. A pick not used is handed back.
 pub async fn reserve(
     store: &Store,
+    budgets: &Budgets,
     envelope: &Envelope,
     route: &str,
     mut pick: Pick,
     pass: Pass,
 ) -> Result<BudgetDecision, StoreError> {
-    let budgets = store.budgets().clone();
     let matching: Vec<&Budget> = budgets
         .matching(&envelope.tenant, &envelope.spec.tags)
         .collect();
@@ -214,10 +214,10 @@ pub enum BatchHold {
 /// unknown) on every budget it counts against, as [`reserve`] does for a real-time attempt.
 pub async fn reserve_for_batch(
     store: &Store,
+    budgets: &Budgets,
     envelope: &Envelope,
     deployment: &Deployment,
 ) -> Result<BatchHold, StoreError> {
-    let budgets = store.budgets().clone();
     let matching: Vec<&Budget> = budgets
         .matching(&envelope.tenant, &envelope.spec.tags)
         .collect();
@@ -289,10 +289,10 @@ fn exceeded(
 /// Jobs of several submitted at once are refused only when even the smallest does not fit.
 pub async fn refuse_exhausted(
     store: &Store,
+    budgets: &Budgets,
     router: &Router,
     envelopes: &[crate::job::Envelope],
 ) -> Result<Option<Exceeded>, StoreError> {
-    let budgets = store.budgets();
     let now = budgets.now();
     // Per budget and tenant, the smallest estimate of the jobs counting against it: one read
     // per pair, however many jobs (a bulk chunk is 500), in the order they are first met.

@@ -14,8 +14,13 @@
 //! The parts: [`config`] (`[[budgets]]` as written, validated by path), [`period`] (UTC days
 //! and months, identified by their start), [`enforce`] (the estimate, the worker's step that
 //! reserves and decides — go, downgrade, refuse — for the worker to act on, and the
-//! submission check), [`view`] (what
-//! `GET /v1/budgets` and `sluice budgets` show); the SQL is [`crate::store::budgets`].
+//! submission check), [`spend`] (a finished job's cost counted against its budgets, and the
+//! warning thresholds that crosses), [`view`] (what `GET /v1/budgets` and `sluice budgets`
+//! show). The SQL is [`crate::store::budgets`], which runs on the budgets, periods and
+//! amounts it is given and knows none of these rules.
+//!
+//! The configured [`Budgets`] travel beside the store (in the app, the worker's context, the
+//! submitter and the API's state), not inside it.
 //!
 //! A budget's running totals are kept per tenant: a budget naming a tag without a tenant
 //! gives each tenant its own allowance, because tags are per tenant and one tenant's
@@ -24,6 +29,7 @@
 pub mod config;
 pub mod enforce;
 pub mod period;
+pub mod spend;
 pub mod view;
 
 pub use config::{BudgetConfig, OnExceed, Tag};

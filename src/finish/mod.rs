@@ -15,10 +15,13 @@ mod charge;
 
 pub use charge::{charge, Tier};
 
+use crate::budgets::Budgets;
 use crate::failure::JobFailure;
 use crate::providers::ProviderError;
+use crate::store::jobs::succeed_job;
 use crate::store::{AttemptRecord, CostRecord, Store, StoreError};
 use serde_json::Value;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Why a job is to be failed: the failure it is recorded with, the message, and the request
@@ -63,16 +66,38 @@ pub async fn fail(
         .await
 }
 
-/// Stores the job's answer and its cost and marks it `succeeded`. False when it was no
-/// longer running (finished or cancelled meanwhile): the answer is discarded, not charged.
+/// Stores the job's answer and its cost, marks it `succeeded`, releases its reservations
+/// and adds the cost to the `budgets` it counts against, all in one transaction; then logs
+/// each warning threshold that crossed. False when it was no longer running (finished or
+/// cancelled meanwhile): the answer is discarded, not charged.
 pub async fn succeed(
     store: &Store,
+    budgets: &Arc<Budgets>,
     id: Uuid,
     attempt: AttemptRecord,
     response: Value,
     cost: CostRecord,
 ) -> Result<bool, StoreError> {
-    store.finish_succeeded(id, attempt, response, cost).await
+    let budgets = budgets.clone();
+    let warnings = store
+        .write(move |conn| {
+            Box::pin(async move {
+                let Some(owner) = succeed_job(conn, id, &attempt, &response, &cost).await? else {
+                    return Ok(None);
+                };
+                crate::budgets::spend::charge(conn, &budgets, &owner, cost.amount)
+                    .await
+                    .map(Some)
+            })
+        })
+        .await?;
+    let Some(warnings) = warnings else {
+        return Ok(false);
+    };
+    for warning in &warnings {
+        warning.log();
+    }
+    Ok(true)
 }
 
 /// Fails the job of a message the queue gave up delivering, with the queue's `reason`

@@ -1,13 +1,16 @@
 //! Budget totals, reservations and crossed thresholds (see [`crate::budgets`]).
 //!
 //! Every change happens inside a writer transaction, and the ones that belong to a job's
-//! transition run in *that* transaction (`finish_succeeded` charges and releases,
-//! `finish_failed`, `record_retry` and the cancels release), so a total can never disagree
-//! with the jobs it counts. Enforcement reads one row per budget, never a sum over `costs`.
+//! transition run in *that* transaction (a success adds its spend ([`add_spend`]) and
+//! releases, `finish_failed`, `record_retry` and the cancels release), so a total can never
+//! disagree with the jobs it counts. Enforcement reads one row per budget, never a sum over
+//! `costs`.
+//!
+//! This is the SQL alone, on the budgets, tenants, periods and amounts it is given: which
+//! budgets a job counts against, its thresholds and what to do over a limit are decided in
+//! [`crate::budgets`], which also reports what these functions found.
 
 use super::{now_ms, Store, StoreError};
-use crate::budgets::Budgets;
-use crate::job::Tags;
 use crate::pricing::PicoUsd;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -165,7 +168,7 @@ pub(super) const RELEASE: &str = "UPDATE budget_totals \
      AND r.tenant = budget_totals.tenant AND r.period_start = budget_totals.period_start; \
      DELETE FROM budget_reservations WHERE job_id = ?";
 
-/// [`RELEASE`] for a job that has just succeeded, sent with `finish_succeeded`'s other
+/// [`RELEASE`] for a job that has just succeeded, sent with [`super::jobs::succeed_job`]'s other
 /// statements: it releases only if the job is `succeeded` (a finish that lost its race to a
 /// cancel or a retry leaves the reservations of whoever holds the job now). Binds the job id
 /// three times.
@@ -221,58 +224,77 @@ async fn unreserve(
     Ok(())
 }
 
-/// Adds a finished job's actual cost to every budget it counts against, in the current
-/// period, and records (and logs, once) each warning threshold the spend has reached.
-pub(super) async fn charge(
-    conn: &mut SqliteConnection,
-    budgets: &Budgets,
-    tenant: &str,
-    tags: &Tags,
-    amount: PicoUsd,
-) -> Result<(), sqlx::Error> {
-    let now = budgets.now();
-    for budget in budgets.matching(tenant, tags) {
-        let period_start = budget.period.start(now).timestamp_millis();
-        let spent: i64 = sqlx::query_scalar(
-            "INSERT INTO budget_totals (budget, tenant, period_start, spent_pico_usd) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (budget, tenant, period_start) \
-             DO UPDATE SET spent_pico_usd = spent_pico_usd + excluded.spent_pico_usd \
-             RETURNING spent_pico_usd",
+/// A finished job's actual cost on one budget's period, with the budget's warning thresholds
+/// (what [`add_spend`] is given; which budgets a job counts against is
+/// [`crate::budgets`]' business).
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub budget: String,
+    pub tenant: String,
+    /// The period's start, Unix milliseconds.
+    pub period_start: i64,
+    pub amount: PicoUsd,
+    /// The budget's warning thresholds, ascending.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A warning threshold: its basis points of the limit (its name in `budget_warnings`), and
+/// the spend at which it is crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub points: u32,
+    pub at: PicoUsd,
+}
+
+/// What [`add_spend`] did to a budget's period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spent {
+    /// The period's spend now, this job's cost included.
+    pub spent: PicoUsd,
+    /// The thresholds (basis points) this spend crossed first, ascending: each is recorded,
+    /// and so reported, once a period.
+    pub crossed: Vec<u32>,
+}
+
+/// Adds `spend.amount` to its budget's spend in its period, and records each of its
+/// thresholds the spend has reached that was not recorded yet.
+pub async fn add_spend(conn: &mut SqliteConnection, spend: &Spend) -> Result<Spent, sqlx::Error> {
+    let spent: i64 = sqlx::query_scalar(
+        "INSERT INTO budget_totals (budget, tenant, period_start, spent_pico_usd) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (budget, tenant, period_start) \
+         DO UPDATE SET spent_pico_usd = spent_pico_usd + excluded.spent_pico_usd \
+         RETURNING spent_pico_usd",
+    )
+    .bind(&spend.budget)
+    .bind(&spend.tenant)
+    .bind(spend.period_start)
+    .bind(spend.amount.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut crossed = Vec::new();
+    for threshold in &spend.thresholds {
+        if spent < threshold.at.0 {
+            break;
+        }
+        let recorded = sqlx::query(
+            "INSERT INTO budget_warnings \
+             (budget, tenant, period_start, threshold_bp, spent_pico_usd, fired_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
-        .bind(&budget.name)
-        .bind(tenant)
-        .bind(period_start)
-        .bind(amount.0)
-        .fetch_one(&mut *conn)
+        .bind(&spend.budget)
+        .bind(&spend.tenant)
+        .bind(spend.period_start)
+        .bind(i64::from(threshold.points))
+        .bind(spent)
+        .bind(now_ms())
+        .execute(&mut *conn)
         .await?;
-        for &points in &budget.warn_at {
-            if spent < budget.threshold_amount(points).0 {
-                break;
-            }
-            let fired = sqlx::query(
-                "INSERT INTO budget_warnings \
-                 (budget, tenant, period_start, threshold_bp, spent_pico_usd, fired_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(&budget.name)
-            .bind(tenant)
-            .bind(period_start)
-            .bind(i64::from(points))
-            .bind(spent)
-            .bind(now_ms())
-            .execute(&mut *conn)
-            .await?;
-            if fired.rows_affected() == 1 {
-                tracing::warn!(
-                    budget = %budget.name,
-                    %tenant,
-                    threshold = %crate::budgets::view::threshold_text(points),
-                    spent = %PicoUsd(spent),
-                    limit = %budget.limit,
-                    "budget spend crossed a warning threshold"
-                );
-            }
+        if recorded.rows_affected() == 1 {
+            crossed.push(threshold.points);
         }
     }
-    Ok(())
+    Ok(Spent {
+        spent: PicoUsd(spent),
+        crossed,
+    })
 }

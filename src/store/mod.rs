@@ -25,7 +25,8 @@ pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
     newly_created, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord,
-    CustomIdReused, InsertOutcome, JobOutcome, JobView, LastAttempt, Orphan, Refusal, StartOutcome,
+    CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan, Refusal,
+    StartOutcome,
 };
 pub use writer::{Undo, WriteFuture};
 
@@ -34,7 +35,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +149,6 @@ pub struct Store {
     writer: writer::Writer,
     /// Where uploaded files' bytes live: `<database>.files/` (see [`files`]).
     files: PathBuf,
-    /// The configured budgets: a finished job's cost is charged to the ones it matches in
-    /// the same transaction that records it (see [`budgets`]).
-    budgets: Arc<crate::budgets::Budgets>,
 }
 
 impl Store {
@@ -202,19 +199,7 @@ impl Store {
             read,
             writer,
             files: path.with_extension("files"),
-            budgets: Arc::default(),
         })
-    }
-
-    /// This store charging finished jobs to `budgets` (none until this is called).
-    pub fn with_budgets(mut self, budgets: Arc<crate::budgets::Budgets>) -> Store {
-        self.budgets = budgets;
-        self
-    }
-
-    /// The budgets this store charges.
-    pub fn budgets(&self) -> &Arc<crate::budgets::Budgets> {
-        &self.budgets
     }
 
     /// Runs `op` inside the writer's next grouped transaction and returns its value once that

@@ -9,7 +9,7 @@
 //! - an item's `state`: only a `pending` item may take a result; returning a job to the
 //!   real-time tier (`returned`) or cancelling it (`cancelled`) moves it out of `pending` in
 //!   the same transaction as the job's own transition, so a late result is dropped;
-//! - the job's status, as everywhere ([`Store::finish_succeeded`] only moves `running`).
+//! - the job's status, as everywhere ([`super::jobs::succeed_job`] only moves `running`).
 //!
 //! A batch is worked on by one process at a time: every step first takes the batch's lease
 //! (`lease_until`), so two worker processes never submit the same batch twice.

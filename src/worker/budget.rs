@@ -38,9 +38,11 @@ pub(super) async fn reserve(
     pick: Pick,
     attempt: u32,
 ) -> Result<Budgeted, StoreError> {
-    let store = &context.store;
+    let (store, budgets) = (&context.store, &context.budgets);
     let downgrade =
-        match crate::budgets::reserve(store, envelope, &route.name, pick, Pass::First).await? {
+        match crate::budgets::reserve(store, budgets, envelope, &route.name, pick, Pass::First)
+            .await?
+        {
             BudgetDecision::Reserved(pick) => return Ok(Budgeted::Go(route, pick)),
             BudgetDecision::NotRunnable => return Ok(Budgeted::NotRunnable),
             BudgetDecision::Refused(why) => return Ok(refused(envelope, why)),
@@ -59,8 +61,15 @@ pub(super) async fn reserve(
     };
     pick.chosen_because.push_str(&downgrade.note(&route.name));
     Ok(
-        match crate::budgets::reserve(store, envelope, &cheaper.name, pick, Pass::Downgraded)
-            .await?
+        match crate::budgets::reserve(
+            store,
+            budgets,
+            envelope,
+            &cheaper.name,
+            pick,
+            Pass::Downgraded,
+        )
+        .await?
         {
             BudgetDecision::Reserved(pick) => Budgeted::Go(cheaper, pick),
             BudgetDecision::NotRunnable => Budgeted::NotRunnable,

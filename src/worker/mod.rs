@@ -66,6 +66,8 @@ pub struct WorkerContext {
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub router: Arc<Router>,
+    /// The configured budgets: each attempt reserves on them, each success is charged.
+    pub budgets: Arc<crate::budgets::Budgets>,
 }
 
 impl WorkerContext {
@@ -77,6 +79,7 @@ impl WorkerContext {
             store: self.store.clone(),
             queue: self.queue.clone(),
             router: self.router.clone(),
+            budgets: self.budgets.clone(),
         }
     }
 }
@@ -183,7 +186,7 @@ pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Deliver
     }
     let watcher = Watcher::of(&context.queue, &envelope);
     let outcome = match run_job(context, &envelope, watcher.as_ref()).await {
-        Ok(ending) => settle::write(&context.store, envelope.id, ending).await,
+        Ok(ending) => settle::write(context, envelope.id, ending).await,
         Err(e) => Err(e),
     };
     // The outcome is committed (or could not be): now, and only now, the client watching a

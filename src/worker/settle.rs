@@ -4,11 +4,12 @@
 //! Every stage before this one returns a decision and writes no outcome; this is the one
 //! place the worker writes how a run ended: a failed job through [`crate::finish::fail`], an
 //! answer through [`crate::finish::succeed`], a failed attempt to retry with
-//! [`Store::record_retry`].
+//! [`crate::store::Store::record_retry`].
 
+use super::WorkerContext;
 use crate::finish::Failure;
 use crate::queue::{Delivery, QueueError};
-use crate::store::{AttemptRecord, CostRecord, Store, StoreError};
+use crate::store::{AttemptRecord, CostRecord, StoreError};
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
@@ -56,10 +57,11 @@ impl Ending {
 
 /// Writes `ending` for job `id` and says how to settle its message.
 pub(super) async fn write(
-    store: &Store,
+    context: &WorkerContext,
     id: Uuid,
     ending: Ending,
 ) -> Result<Settlement, StoreError> {
+    let store = &context.store;
     match ending {
         Ending::Settle(settlement) => Ok(settlement),
         Ending::Fail(attempt, failure) => {
@@ -71,7 +73,8 @@ pub(super) async fn write(
             response,
             cost,
         } => {
-            if !crate::finish::succeed(store, id, attempt, response, cost).await? {
+            if !crate::finish::succeed(store, &context.budgets, id, attempt, response, cost).await?
+            {
                 tracing::info!(job = %id, "finished elsewhere meanwhile; this answer is discarded, not charged");
             }
             Ok(Settlement::Ack)

@@ -111,7 +111,7 @@ async fn offer_batch(
     max_attempts: u32,
 ) -> Result<Tiered, StoreError> {
     let store = &context.store;
-    match crate::budgets::reserve_for_batch(store, envelope, deployment).await? {
+    match crate::budgets::reserve_for_batch(store, &context.budgets, envelope, deployment).await? {
         BatchHold::Held => {}
         BatchHold::NotRunnable => return Ok(Tiered::Done),
         BatchHold::Refused(why) => {

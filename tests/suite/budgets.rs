@@ -335,10 +335,7 @@ async fn a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period
 
     // The next day is a new period: yesterday's spend no longer counts.
     let old_start = one["period_start"].as_str().unwrap().to_string();
-    h.app
-        .store
-        .budgets()
-        .shift_clock(chrono::TimeDelta::days(1));
+    h.app.budgets.shift_clock(chrono::TimeDelta::days(1));
     let next: Uuid = h.submit_job(&job("fast", "x", &bangs)).await;
     assert_eq!(h.wait(next).await["status"], "succeeded");
     let budgets = h.client.budgets().await.unwrap();
