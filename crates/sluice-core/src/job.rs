@@ -357,12 +357,12 @@ pub struct Envelope {
     pub id: Uuid,
     pub tenant: String,
     /// The reply inbox of the API process waiting on this job (a streamed answer), if any:
-    /// see [`crate::queue::replies`]. Meaningless to anyone but that process.
+    /// see `sluice::queue::replies`. Meaningless to anyone but that process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     /// True on a message Sluice published for a job it had recorded first: a worker that
     /// finds no row for it must not record it from the message (the job was refused, see
-    /// [`crate::store::Orphan`]). A foreign producer leaves it out.
+    /// `sluice::store::Orphan`). A foreign producer leaves it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recorded: bool,
     #[serde(flatten)]
