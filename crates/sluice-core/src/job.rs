@@ -347,7 +347,7 @@ pub const MAX_ENVELOPE_BYTES: usize = MAX_REQUEST_BYTES + (64 << 10);
 /// The envelope is self-sufficient: a worker that finds no row for `id` in the store (a job
 /// published straight onto the exchange) records the job from the envelope and runs it.
 ///
-/// Read by hand ([`EnvelopeHead`]) rather than with `#[serde(flatten)]`, which would let an
+/// Read by hand (`EnvelopeHead`) rather than with `#[serde(flatten)]`, which would let an
 /// unknown field (a misspelt `"urgancy"`) pass in silence: the envelope's own fields are
 /// taken first, and every other one is the job's, whose `deny_unknown_fields` names it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
