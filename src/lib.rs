@@ -1,5 +1,9 @@
 //! Sluice: a queue-driven LLM job processor.
 //!
+//! The vocabulary every layer names (`job`, `failure`, `usage`, `pricing`, `tier`,
+//! `provider_kind`, `problem`, `period`, `crontab`, `table`) is the `sluice-core` crate,
+//! re-exported here at the same paths; it depends on nothing of Sluice.
+//!
 //! Modules, in the order a job meets them:
 //!
 //! - [`config`]: `sluice.toml`, validated with every problem named by its path.
@@ -32,6 +36,7 @@
 //! - [`streaming`]: the events a worker sends to the API process serving a streamed request.
 //! - [`pricing`]: exact prices and costs (integer pico-USD, never floats), and the shipped
 //!   price catalogue (`pricing::catalogue`, dated and sourced) deployments default to.
+//! - [`tier`]: the tier a call was made on and priced at (real-time, batch, flex).
 //! - [`costs`]: cost reports (`sluice costs`, `GET /v1/costs`): grouped sums of the cost
 //!   records with batch savings, fallback extra and unpriced requests, as table, CSV or JSON.
 //! - [`budgets`]: spending caps per tenant, user, team or feature, per UTC day or month: a
@@ -61,17 +66,17 @@ pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod costs;
-pub mod crontab;
+pub use sluice_core::crontab;
 pub mod demo;
-pub mod failure;
+pub use sluice_core::failure;
 pub mod finish;
-pub mod job;
+pub use sluice_core::job;
 pub mod limits;
 pub mod overrides;
-pub mod period;
-pub mod pricing;
-pub mod problem;
-pub mod provider_kind;
+pub use sluice_core::period;
+pub use sluice_core::pricing;
+pub use sluice_core::problem;
+pub use sluice_core::provider_kind;
 pub mod providers;
 pub mod queue;
 pub mod router;
@@ -80,6 +85,7 @@ pub use sluice_sim as sim;
 pub mod store;
 pub mod streaming;
 pub mod submit;
-pub mod table;
-pub mod usage;
+pub use sluice_core::table;
+pub use sluice_core::tier;
+pub use sluice_core::usage;
 pub mod worker;

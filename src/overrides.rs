@@ -16,8 +16,8 @@
 //! fallback deployment gets its own shaping, not the primary's), in this order: drop, set,
 //! max, then the system prompt. The job's stored request stays what the client sent.
 
-use crate::problem::Problem;
 use crate::job::ChatRequest;
+use crate::problem::Problem;
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;

@@ -4,10 +4,10 @@
 
 use super::batch::{BatchTierConfig, FlexTierConfig};
 use super::problem::suggestion;
-use crate::provider_kind::{BatchLimits, ProviderKind};
 use super::{Config, Problem};
 use crate::pricing::catalogue::{Catalogue, CatalogueEntry};
 use crate::pricing::Price;
+use crate::provider_kind::{BatchLimits, ProviderKind};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 

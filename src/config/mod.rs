@@ -45,12 +45,12 @@ mod tenants;
 mod tests;
 mod workers;
 
+pub use crate::problem::Problem;
+pub use crate::provider_kind::ProviderKind;
 pub use batch::{BatchConfig, BatchTierConfig, FlexTierConfig};
 pub use budgets::{BudgetConfig, OnExceed, Tag};
 pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
-pub use crate::problem::Problem;
 pub use problem::{did_you_mean, ConfigError};
-pub use crate::provider_kind::ProviderKind;
 pub use providers::{KeyConfig, ProviderConfig};
 pub use queue::{QueueBackend, QueueConfig};
 pub use resolved::{

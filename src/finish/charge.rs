@@ -4,35 +4,7 @@ use crate::pricing::PicoUsd;
 use crate::providers::Usage;
 use crate::router::{Deployment, Route};
 use crate::store::CostRecord;
-
-/// The tier a call was made on, and priced at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    Realtime,
-    Batch,
-    /// OpenAI's flex service tier: the real-time endpoint with `service_tier: "flex"`.
-    Flex,
-}
-
-impl Tier {
-    /// As stored on cost records (and shown by reports grouped by tier).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Realtime => "realtime",
-            Tier::Batch => "batch",
-            Tier::Flex => "flex",
-        }
-    }
-
-    /// The kind of endpoint the call used, as attempts record it: a flex call is a call of
-    /// the real-time endpoint (its `chosen_because` says it was flex).
-    pub fn endpoint(self) -> &'static str {
-        match self {
-            Tier::Batch => "batch",
-            Tier::Realtime | Tier::Flex => "realtime",
-        }
-    }
-}
+pub use crate::tier::Tier;
 
 /// The cost record of a call of `deployment` on `tier` for a job on `route`: the amount at
 /// the tier's price (0, flagged, when unknown), what the real-time price would have charged

@@ -35,7 +35,7 @@ impl MicrosPerMillion {
 
 /// Why a decimal text is not a non-negative fixed-point number (see [`parse_decimal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecimalError {
+pub enum DecimalError {
     Negative,
     TooPrecise,
     NotANumber,
@@ -44,7 +44,7 @@ pub(crate) enum DecimalError {
 /// Reads non-negative decimal text (`"2.50"`, `".5"`, `"10"`) as an integer count of
 /// 10^-`decimals` units, exactly: the one decimal reader behind prices, money amounts and
 /// ratios, so none of them ever passes through a float.
-pub(crate) fn parse_decimal(text: &str, decimals: u32) -> Result<i64, DecimalError> {
+pub fn parse_decimal(text: &str, decimals: u32) -> Result<i64, DecimalError> {
     let text = text.trim();
     if text.starts_with('-') {
         return Err(DecimalError::Negative);
@@ -75,7 +75,7 @@ pub(crate) fn parse_decimal(text: &str, decimals: u32) -> Result<i64, DecimalErr
 /// The decimal text of a TOML number or string. TOML gives `2.50` as a float; its shortest
 /// round-trip text is the decimal the user wrote, which is then parsed exactly. Strings are
 /// accepted for the cautious.
-pub(crate) fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -347,7 +347,7 @@ pub const MAX_ENVELOPE_BYTES: usize = MAX_REQUEST_BYTES + (64 << 10);
 /// The envelope is self-sufficient: a worker that finds no row for `id` in the store (a job
 /// published straight onto the exchange) records the job from the envelope and runs it.
 ///
-/// Read by hand ([`EnvelopeHead`]) rather than with `#[serde(flatten)]`, which would let an
+/// Read by hand (`EnvelopeHead`) rather than with `#[serde(flatten)]`, which would let an
 /// unknown field (a misspelt `"urgancy"`) pass in silence: the envelope's own fields are
 /// taken first, and every other one is the job's, whose `deny_unknown_fields` names it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -357,12 +357,12 @@ pub struct Envelope {
     pub id: Uuid,
     pub tenant: String,
     /// The reply inbox of the API process waiting on this job (a streamed answer), if any:
-    /// see [`crate::queue::replies`]. Meaningless to anyone but that process.
+    /// see `sluice::queue::replies`. Meaningless to anyone but that process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     /// True on a message Sluice published for a job it had recorded first: a worker that
     /// finds no row for it must not record it from the message (the job was refused, see
-    /// [`crate::store::Orphan`]). A foreign producer leaves it out.
+    /// `sluice::store::Orphan`). A foreign producer leaves it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recorded: bool,
     #[serde(flatten)]
