@@ -16,8 +16,8 @@
 //! (a day's request) is only taken once everything else has passed. Waste makes a key's
 //! pacing slightly conservative, never lets it exceed its quota.
 
+use super::clock::{Clock, DefaultClock};
 use crate::config::KeyConfig;
-use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -25,7 +25,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
 /// What a key is allowed, from its configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,38 +46,39 @@ impl From<&KeyConfig> for KeyQuota {
 }
 
 /// One limit of one key: its bucket and what it had left after the last call it admitted.
-pub(super) struct Limit {
-    bucket: Bucket,
+pub(super) struct Limit<C: Clock = DefaultClock> {
+    bucket: Bucket<C>,
     burst: u32,
     /// Remaining burst capacity right after the last admission (the bucket has refilled
     /// since; governor cannot be read without consuming).
     remaining: AtomicU32,
 }
 
-impl Limit {
-    fn new(quota: Quota, burst: NonZeroU32) -> Limit {
+impl<C: Clock + Clone> Limit<C> {
+    fn new(quota: Quota, burst: NonZeroU32, clock: &C) -> Limit<C> {
         Limit {
-            bucket: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
+            bucket: RateLimiter::direct_with_clock(quota, clock.clone())
+                .with_middleware::<StateInformationMiddleware>(),
             burst: burst.get(),
             remaining: AtomicU32::new(burst.get()),
         }
     }
 
-    fn per_minute(n: Option<u32>) -> Option<Limit> {
+    fn per_minute(n: Option<u32>, clock: &C) -> Option<Limit<C>> {
         let n = NonZeroU32::new(n?)?;
-        Some(Limit::new(Quota::per_minute(n), n))
+        Some(Limit::new(Quota::per_minute(n), n, clock))
     }
 
-    fn per_day(n: Option<u32>) -> Option<Limit> {
+    fn per_day(n: Option<u32>, clock: &C) -> Option<Limit<C>> {
         let n = NonZeroU32::new(n?)?;
         let period = Duration::from_secs(86_400) / n.get();
         let quota = Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(n);
-        Some(Limit::new(quota, n))
+        Some(Limit::new(quota, n, clock))
     }
 
-    /// Takes `n` cells, or says how long until they are there (`Err(Some)`), or that they
-    /// never will be (`Err(None)`).
-    fn take(&self, n: u32, clock: &DefaultClock) -> Result<(), Option<Duration>> {
+    /// Takes `n` cells, or says how long after `now` they are there (`Err(Some)`), or that
+    /// they never will be (`Err(None)`).
+    fn take(&self, n: u32, now: C::Instant) -> Result<(), Option<Duration>> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
@@ -89,7 +90,7 @@ impl Limit {
             }
             Ok(Err(not_until)) => {
                 self.remaining.store(0, Ordering::Relaxed);
-                Err(Some(not_until.wait_time_from(clock.now())))
+                Err(Some(not_until.wait_time_from(now)))
             }
             Err(_insufficient) => Err(None),
         }
@@ -102,18 +103,19 @@ impl Limit {
 }
 
 /// One key's three buckets, checked in the documented order.
-pub(super) struct KeyBuckets {
-    requests: Option<Limit>,
-    tokens: Option<Limit>,
-    daily: Option<Limit>,
+pub(super) struct KeyBuckets<C: Clock = DefaultClock> {
+    requests: Option<Limit<C>>,
+    tokens: Option<Limit<C>>,
+    daily: Option<Limit<C>>,
 }
 
-impl KeyBuckets {
-    pub(super) fn new(quota: KeyQuota) -> KeyBuckets {
+impl<C: Clock + Clone> KeyBuckets<C> {
+    /// The buckets of `quota`, reading `clock`.
+    pub(super) fn new(quota: KeyQuota, clock: &C) -> KeyBuckets<C> {
         KeyBuckets {
-            requests: Limit::per_minute(quota.requests_per_minute),
-            tokens: Limit::per_minute(quota.tokens_per_minute),
-            daily: Limit::per_day(quota.requests_per_day),
+            requests: Limit::per_minute(quota.requests_per_minute, clock),
+            tokens: Limit::per_minute(quota.tokens_per_minute, clock),
+            daily: Limit::per_day(quota.requests_per_day, clock),
         }
     }
 
@@ -124,15 +126,15 @@ impl KeyBuckets {
 
     /// Takes one request and `estimate` tokens, in the documented order (requests/min,
     /// tokens/min, requests/day), or says how long until they are there (`Err(Some)`), or
-    /// that they never will be (`Err(None)`).
-    pub(super) fn take(&self, estimate: u32, clock: &DefaultClock) -> Result<(), Option<Duration>> {
+    /// that they never will be (`Err(None)`); waits are counted from `now`.
+    pub(super) fn take(&self, estimate: u32, now: C::Instant) -> Result<(), Option<Duration>> {
         for (limit, n) in [
             (&self.requests, 1),
             (&self.tokens, estimate),
             (&self.daily, 1),
         ] {
             if let Some(limit) = limit {
-                limit.take(n, clock)?;
+                limit.take(n, now)?;
             }
         }
         Ok(())

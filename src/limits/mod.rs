@@ -8,9 +8,12 @@
 //! - `admission`: what asking for room answers ([`Admission`]).
 //! - `pool`: every key of one deployment, balanced ([`KeyPool`]).
 //! - `tenant`: the same buckets on what the API accepts from each tenant ([`TenantLimits`]).
+//! - [`clock`]: the time all of them (and the router's circuit breakers) read, which a test
+//!   moves instead of waiting.
 
 mod admission;
 mod bucket;
+pub mod clock;
 mod cooldown;
 mod credit;
 mod estimate;

@@ -8,19 +8,19 @@
 //! the deployment says so ([`Busy::Spent`]) and the router does not wait for it.
 
 use super::bucket::{KeyBuckets, KeyQuota};
+use super::clock::{between, Clock, DefaultClock};
 use super::cooldown::Cooldown;
 use super::{Admission, Busy, Credit, OverBurst};
-use governor::clock::DefaultClock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One key's buckets, cooldown and credit.
-struct KeyLimiter {
+struct KeyLimiter<C: Clock> {
     id: String,
-    buckets: KeyBuckets,
+    buckets: KeyBuckets<C>,
     cooldown: Cooldown,
-    credit: Arc<Credit>,
+    credit: Arc<Credit<C>>,
 }
 
 /// What `GET /v1/providers` shows of one key.
@@ -41,16 +41,17 @@ pub struct KeyCapacity {
     pub spent_ms: Option<u64>,
 }
 
-/// The limiters of every key of one deployment.
-pub struct KeyPool {
+/// The limiters of every key of one deployment, reading the clock `C` (see [`super::clock`]).
+pub struct KeyPool<C: Clock = DefaultClock> {
     deployment: String,
-    keys: Vec<KeyLimiter>,
+    keys: Vec<KeyLimiter<C>>,
     next: AtomicUsize,
-    epoch: Instant,
-    clock: DefaultClock,
+    /// What cooldowns count their milliseconds from.
+    epoch: C::Instant,
+    clock: C,
 }
 
-impl std::fmt::Debug for KeyPool {
+impl<C: Clock> std::fmt::Debug for KeyPool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyPool")
             .field("deployment", &self.deployment)
@@ -65,11 +66,22 @@ impl KeyPool {
         deployment: &str,
         keys: impl IntoIterator<Item = (String, KeyQuota, Arc<Credit>)>,
     ) -> Self {
+        KeyPool::with_clock(deployment, keys, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> KeyPool<C> {
+    /// [`KeyPool::new`] on `clock` (a test's [`super::clock::FakeRelativeClock`]).
+    pub fn with_clock(
+        deployment: &str,
+        keys: impl IntoIterator<Item = (String, KeyQuota, Arc<Credit<C>>)>,
+        clock: C,
+    ) -> Self {
         let keys = keys
             .into_iter()
             .map(|(id, quota, credit)| KeyLimiter {
                 id,
-                buckets: KeyBuckets::new(quota),
+                buckets: KeyBuckets::new(quota, &clock),
                 cooldown: Cooldown::default(),
                 credit,
             })
@@ -78,8 +90,8 @@ impl KeyPool {
             deployment: deployment.to_string(),
             keys,
             next: AtomicUsize::new(0),
-            epoch: Instant::now(),
-            clock: DefaultClock::default(),
+            epoch: clock.now(),
+            clock,
         }
     }
 
@@ -91,8 +103,9 @@ impl KeyPool {
         self.keys.is_empty()
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Milliseconds from the epoch to `now`, as cooldowns count.
+    fn ms_at(&self, now: C::Instant) -> u64 {
+        between(self.epoch, now).as_millis() as u64
     }
 
     /// Finds a key with room for one call of `estimate` tokens and takes the cells, starting
@@ -106,7 +119,8 @@ impl KeyPool {
             };
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
+        let now = self.clock.now();
+        let now_ms = self.ms_at(now);
         let mut soonest: Option<(Duration, Busy)> = None;
         let mut note = |wait: Duration, busy: Busy| {
             // A key limited by our own buckets beats one cooling down at the same wait: the
@@ -133,15 +147,15 @@ impl KeyPool {
             } else {
                 largest_burst = u32::MAX;
             }
-            if let Some(left) = key.credit.spent_for() {
+            if let Some(left) = key.credit.spent_for(now) {
                 spent = Some(spent.map_or(left, |s| s.min(left)));
                 continue;
             }
-            if let Some(left) = key.cooldown.left(now) {
+            if let Some(left) = key.cooldown.left(now_ms) {
                 note(left, Busy::Cooldown);
                 continue;
             }
-            match key.buckets.take(estimate, &self.clock) {
+            match key.buckets.take(estimate, now) {
                 Ok(()) => return Admission::Admitted(index),
                 Err(Some(wait)) => note(wait, Busy::Limits),
                 Err(None) => {}
@@ -165,7 +179,7 @@ impl KeyPool {
     /// `wait`. A later, shorter cooldown never shortens a longer one.
     pub fn cool_down(&self, index: usize, wait: Duration) {
         if let Some(key) = self.keys.get(index) {
-            key.cooldown.extend(self.now_ms(), wait);
+            key.cooldown.extend(self.ms_at(self.clock.now()), wait);
         }
     }
 
@@ -173,14 +187,15 @@ impl KeyPool {
     /// deployment that shares it ([`Credit::spend`]).
     pub fn spend(&self, index: usize, rest: Duration) {
         if let Some(key) = self.keys.get(index) {
-            key.credit.spend(rest);
+            key.credit.spend(self.clock.now(), rest);
         }
     }
 
     /// Each key's configured limits, what it had left after its last call, its cooldown and
     /// its rest when spent.
     pub fn capacity(&self, quotas: &[KeyQuota]) -> Vec<KeyCapacity> {
-        let now = self.now_ms();
+        let now = self.clock.now();
+        let now_ms = self.ms_at(now);
         self.keys
             .iter()
             .zip(quotas)
@@ -194,8 +209,14 @@ impl KeyPool {
                     tokens_per_minute: quota.tokens_per_minute,
                     requests_today_remaining: daily,
                     requests_per_day: quota.requests_per_day,
-                    cooldown_ms: key.cooldown.left(now).map(|left| left.as_millis() as u64),
-                    spent_ms: key.credit.spent_for().map(|left| left.as_millis() as u64),
+                    cooldown_ms: key
+                        .cooldown
+                        .left(now_ms)
+                        .map(|left| left.as_millis() as u64),
+                    spent_ms: key
+                        .credit
+                        .spent_for(now)
+                        .map(|left| left.as_millis() as u64),
                 }
             })
             .collect()
@@ -205,7 +226,10 @@ impl KeyPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::clock::FakeRelativeClock;
     use crate::limits::SPENT_KEY_REST;
+
+    const SECOND: Duration = Duration::from_secs(1);
 
     fn quota(rpm: Option<u32>, tpm: Option<u32>) -> KeyQuota {
         KeyQuota {
@@ -215,45 +239,62 @@ mod tests {
         }
     }
 
-    fn pool(quotas: &[KeyQuota]) -> KeyPool {
-        KeyPool::new(
-            "d",
-            quotas
-                .iter()
-                .enumerate()
-                .map(|(i, q)| (format!("k{i}"), *q, Arc::default())),
-        )
+    /// A pool of keys `k0`, `k1`, … on a clock the test moves.
+    fn pool(quotas: &[KeyQuota]) -> (KeyPool<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let keys = quotas
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (format!("k{i}"), *q, Arc::default()));
+        (KeyPool::with_clock("d", keys, clock.clone()), clock)
     }
 
     #[test]
     fn requests_per_minute_admit_the_burst_then_wait() {
-        let p = pool(&[quota(Some(3), None)]);
+        let (p, clock) = pool(&[quota(Some(3), None)]);
         for _ in 0..3 {
             assert_eq!(p.admit(10), Admission::Admitted(0));
         }
-        match p.admit(10) {
-            Admission::Wait { wait, busy } => {
-                assert_eq!(busy, Busy::Limits);
-                assert!(
-                    wait > Duration::ZERO && wait <= Duration::from_secs(20),
-                    "{wait:?}"
-                );
+        // A cell returns every 20 s: the wait is to the next one, and then it is there.
+        assert_eq!(
+            p.admit(10),
+            Admission::Wait {
+                wait: 20 * SECOND,
+                busy: Busy::Limits
             }
-            other => panic!("{other:?}"),
-        }
+        );
+        clock.advance(19 * SECOND);
+        assert_eq!(
+            p.admit(10),
+            Admission::Wait {
+                wait: SECOND,
+                busy: Busy::Limits
+            }
+        );
+        clock.advance(SECOND);
+        assert_eq!(p.admit(10), Admission::Admitted(0));
     }
 
     #[test]
     fn tokens_per_minute_take_the_estimate() {
-        let p = pool(&[quota(None, Some(1000))]);
+        let (p, clock) = pool(&[quota(None, Some(1000))]);
         assert_eq!(p.admit(600), Admission::Admitted(0));
-        assert!(matches!(p.admit(600), Admission::Wait { .. }));
+        // 200 more tokens are needed: 12 s of refill at 1000/min.
+        assert_eq!(
+            p.admit(600),
+            Admission::Wait {
+                wait: 12 * SECOND,
+                busy: Busy::Limits
+            }
+        );
         assert_eq!(p.admit(400), Admission::Admitted(0));
+        clock.advance(36 * SECOND);
+        assert_eq!(p.admit(600), Admission::Admitted(0));
     }
 
     #[test]
     fn an_estimate_over_every_burst_is_never_admitted_and_says_why() {
-        let p = pool(&[quota(None, Some(1000)), quota(None, Some(2000))]);
+        let (p, _) = pool(&[quota(None, Some(1000)), quota(None, Some(2000))]);
         match p.admit(5000) {
             Admission::Never(e) => {
                 assert_eq!(e.largest, 2000);
@@ -271,7 +312,7 @@ mod tests {
 
     #[test]
     fn keys_share_the_load_and_none_is_refused_while_another_has_room() {
-        let p = pool(&[quota(Some(5), None); 3]);
+        let (p, _) = pool(&[quota(Some(5), None); 3]);
         let mut used = [0; 3];
         for _ in 0..15 {
             match p.admit(1) {
@@ -285,41 +326,49 @@ mod tests {
 
     #[test]
     fn a_cooldown_skips_the_key_until_it_ends() {
-        let p = pool(&[quota(None, None), quota(None, None)]);
-        p.cool_down(0, Duration::from_secs(30));
+        let (p, clock) = pool(&[quota(None, None), quota(None, None)]);
+        p.cool_down(0, 30 * SECOND);
         for _ in 0..4 {
             assert_eq!(p.admit(1), Admission::Admitted(1));
         }
-        p.cool_down(1, Duration::from_secs(10));
-        match p.admit(1) {
-            Admission::Wait { wait, busy } => {
-                assert_eq!(busy, Busy::Cooldown);
-                assert!(wait <= Duration::from_secs(10) && wait > Duration::from_secs(9));
+        p.cool_down(1, 10 * SECOND);
+        assert_eq!(
+            p.admit(1),
+            Admission::Wait {
+                wait: 10 * SECOND,
+                busy: Busy::Cooldown
             }
-            other => panic!("{other:?}"),
-        }
+        );
         // A shorter cooldown does not cut a longer one short.
         p.cool_down(0, Duration::from_millis(1));
-        assert!(
-            p.capacity(&[KeyQuota::default(); 2])[0]
-                .cooldown_ms
-                .unwrap()
-                > 20_000
-        );
+        let cooldown = |index: usize| p.capacity(&[KeyQuota::default(); 2])[index].cooldown_ms;
+        assert_eq!(cooldown(0), Some(30_000));
+        // Each key comes back when its cooldown ends, and not before.
+        clock.advance(10 * SECOND);
+        assert_eq!(cooldown(1), None);
+        for _ in 0..4 {
+            assert_eq!(p.admit(1), Admission::Admitted(1));
+        }
+        clock.advance(20 * SECOND);
+        assert_eq!(cooldown(0), None);
+        let used: Vec<Admission> = (0..2).map(|_| p.admit(1)).collect();
+        assert!(used.contains(&Admission::Admitted(0)), "{used:?}");
     }
 
     /// A spent key is skipped without a wait while another has credit; when all are spent
     /// the pool says so rather than offer a wait, and a pool sharing the credit sees it too.
     #[test]
     fn a_spent_key_is_skipped_and_a_pool_of_spent_keys_says_so() {
-        let credits: Vec<Arc<Credit>> = (0..2).map(|_| Arc::default()).collect();
+        let clock = FakeRelativeClock::default();
+        let credits: Vec<Arc<Credit<FakeRelativeClock>>> = (0..2).map(|_| Arc::default()).collect();
         let pool_of = |name: &str| {
-            KeyPool::new(
+            KeyPool::with_clock(
                 name,
                 credits
                     .iter()
                     .enumerate()
                     .map(|(i, c)| (format!("k{i}"), quota(Some(100), None), c.clone())),
+                clock.clone(),
             )
         };
         let (a, b) = (pool_of("a"), pool_of("b"));
@@ -330,23 +379,31 @@ mod tests {
         }
         // Rate-limit trouble on a key with credit is still a wait worth taking.
         let busy = pool_of("c");
-        busy.cool_down(1, Duration::from_secs(1));
+        busy.cool_down(1, SECOND);
         match busy.admit(1) {
             Admission::Wait { busy, .. } => assert_eq!(busy, Busy::Cooldown),
             other => panic!("{other:?}"),
         }
-        b.spend(1, Duration::from_secs(5));
+        b.spend(1, 5 * SECOND);
         for pool in [&a, &b] {
-            match pool.admit(1) {
-                Admission::Wait { wait, busy } => {
-                    assert_eq!(busy, Busy::Spent);
-                    assert!(wait <= Duration::from_secs(5), "the sooner of the rests");
-                }
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(
+                pool.admit(1),
+                Admission::Wait {
+                    wait: 5 * SECOND,
+                    busy: Busy::Spent
+                },
+                "the sooner of the rests"
+            );
         }
         let view = a.capacity(&[KeyQuota::default(); 2]);
-        assert!(view[0].spent_ms.unwrap() > 3_500_000, "{view:?}");
+        assert_eq!(view[0].spent_ms, Some(3_600_000), "{view:?}");
+        // Credit back on key 1 after its rest, on both pools; key 0 rests on.
+        clock.advance(5 * SECOND);
+        assert_eq!(a.admit(1), Admission::Admitted(1));
+        assert_eq!(b.admit(1), Admission::Admitted(1));
+        clock.advance(SPENT_KEY_REST);
+        let used: Vec<Admission> = (0..2).map(|_| a.admit(1)).collect();
+        assert!(used.contains(&Admission::Admitted(0)), "{used:?}");
     }
 
     #[test]
@@ -356,7 +413,7 @@ mod tests {
             tokens_per_minute: Some(1000),
             requests_per_day: Some(100),
         }];
-        let p = pool(&q);
+        let (p, _) = pool(&q);
         p.admit(250);
         let c = &p.capacity(&q)[0];
         assert_eq!(c.requests_remaining, Some(9));
