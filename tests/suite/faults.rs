@@ -333,11 +333,10 @@ async fn a_broker_restarted_and_alarmed_mid_run_loses_nothing_and_charges_once()
 /// call, on each queue backend: the routing suite tests what each does to a job; here the
 /// accounting of a mixed run is checked.
 async fn provider_faults_lose_nothing_and_charge_once(backend: Backend) {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held for the whole test: a port merely found free could be taken by another test's
+    // server, and answer.
+    let refused = common::RefusedPort::new();
+    let closed_port = refused.port;
     let h = Harness::start_with(
         backend,
         |config| {

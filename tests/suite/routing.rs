@@ -164,12 +164,8 @@ async fn a_429_storm_on_the_primary_moves_jobs_to_the_fallback(backend: Backend)
 }
 
 async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(backend: Backend) {
-    // A port bound but not listening: connections are refused, and while it stays bound no
-    // other test's server can take it (a port merely found free could be, and answer).
-    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = reserved.local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/v1");
+    let reserved = common::RefusedPort::new();
+    let url = format!("{}/v1", reserved.base_url());
     let h = Harness::start_with(
         backend,
         |c| {
@@ -217,13 +213,9 @@ async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(b
 
     // The provider comes back on the same port: after the cooldown a trial call goes
     // through, succeeds, and the primary gets its traffic back.
-    drop(reserved);
-    let revived: SimServer = sluice::sim::spawn(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        SimConfig::default(),
-    )
-    .await
-    .unwrap();
+    let revived: SimServer = sluice::sim::spawn_on(reserved.listen(), SimConfig::default())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut back = false;
     for i in 0..20 {

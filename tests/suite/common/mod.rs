@@ -21,7 +21,10 @@ macro_rules! on_both_backends {
 }
 
 pub mod log;
+pub mod ports;
 pub mod serve;
+
+pub use ports::RefusedPort;
 
 use sluice::app::App;
 use sluice::client::Client;
