@@ -333,8 +333,12 @@ async fn a_hung_call_times_out_and_shutdown_releases_it() {
         };
         provider2.chat(c).await.map(|_| ())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.stats().hung, 2);
+    common::eventually(
+        "the second call to hang at the simulator",
+        Duration::from_secs(5),
+        async || server.stats().hung == 2,
+    )
+    .await;
     let stopping = Instant::now();
     server.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(3));
