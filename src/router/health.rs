@@ -19,10 +19,11 @@
 //! deployment answers, which is enough to close a half-open circuit.
 
 use crate::config::HealthConfig;
+use crate::limits::clock::{after, between, Clock, DefaultClock};
 use crate::providers::ErrorKind;
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Latencies kept per deployment for the percentiles: enough for a stable p99, bounded.
 const LATENCY_SAMPLES: usize = 512;
@@ -61,10 +62,10 @@ pub enum CircuitState {
 }
 
 #[derive(Debug)]
-enum Circuit {
+enum Circuit<I> {
     Closed,
     Open {
-        until: Instant,
+        until: I,
     },
     /// `probing`: the trial call is out.
     HalfOpen {
@@ -84,8 +85,8 @@ pub enum Gate {
 }
 
 #[derive(Debug)]
-struct State {
-    circuit: Circuit,
+struct State<I> {
+    circuit: Circuit<I>,
     /// Recent outcomes, `true` = failure.
     window: VecDeque<bool>,
     failures: u32,
@@ -93,11 +94,13 @@ struct State {
     first_token_ms: VecDeque<u32>,
 }
 
-/// One deployment's health.
+/// One deployment's health, its circuit timed on the clock `C` (the one the limits read:
+/// [`crate::limits::clock`]).
 #[derive(Debug)]
-pub struct Health {
+pub struct Health<C: Clock = DefaultClock> {
     config: HealthConfig,
-    state: Mutex<State>,
+    state: Mutex<State<C::Instant>>,
+    clock: C,
 }
 
 /// What `GET /v1/providers` shows of a deployment's health.
@@ -148,8 +151,16 @@ fn push_bounded(samples: &mut VecDeque<u32>, value: Duration) {
 
 impl Health {
     pub fn new(config: HealthConfig) -> Health {
+        Health::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> Health<C> {
+    /// [`Health::new`] on `clock` (a test's fake one).
+    pub fn with_clock(config: HealthConfig, clock: C) -> Health<C> {
         Health {
             config,
+            clock,
             state: Mutex::new(State {
                 circuit: Circuit::Closed,
                 window: VecDeque::new(),
@@ -160,7 +171,7 @@ impl Health {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<C::Instant>> {
         // Plain counters: still meaningful after a panic elsewhere.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -172,12 +183,12 @@ impl Health {
         match state.circuit {
             Circuit::Closed => Gate::Open,
             Circuit::Open { until } => {
-                let now = Instant::now();
+                let now = self.clock.now();
                 if now >= until {
                     state.circuit = Circuit::HalfOpen { probing: true };
                     Gate::Probe
                 } else {
-                    Gate::Shut(until - now)
+                    Gate::Shut(between(now, until))
                 }
             }
             Circuit::HalfOpen { probing: false } => {
@@ -241,9 +252,9 @@ impl Health {
         }
     }
 
-    fn trip(&self, state: &mut State) {
+    fn trip(&self, state: &mut State<C::Instant>) {
         state.circuit = Circuit::Open {
-            until: Instant::now() + self.config.cooldown,
+            until: after(self.clock.now(), self.config.cooldown),
         };
         state.window.clear();
         state.failures = 0;
@@ -252,12 +263,12 @@ impl Health {
 
     pub fn view(&self) -> HealthView {
         let state = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         let (circuit, reopens_in_ms) = match state.circuit {
             Circuit::Closed => (CircuitState::Closed, None),
             Circuit::Open { until } => (
                 CircuitState::Open,
-                Some(until.saturating_duration_since(now).as_millis() as u64),
+                Some(between(now, until).as_millis() as u64),
             ),
             Circuit::HalfOpen { .. } => (CircuitState::HalfOpen, None),
         };
@@ -280,26 +291,30 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::clock::FakeRelativeClock;
 
-    fn health(cooldown: Duration) -> Health {
-        Health::new(HealthConfig {
+    /// A deployment's health on a clock the test moves.
+    fn health(cooldown: Duration) -> (Health<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let config = HealthConfig {
             window: 10,
             min_calls: 4,
             error_threshold: 0.5,
             cooldown,
-        })
+        };
+        (Health::with_clock(config, clock.clone()), clock)
     }
 
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn few_failures_do_not_open_the_circuit() {
-        let h = health(Duration::from_secs(60));
+        let (h, _) = health(Duration::from_secs(60));
         for _ in 0..3 {
             h.record(Verdict::Unhealthy, MS, None);
         }
         assert_eq!(h.gate(), Gate::Open, "under min_calls");
-        let h = health(Duration::from_secs(60));
+        let (h, _) = health(Duration::from_secs(60));
         for _ in 0..6 {
             h.record(Verdict::Healthy, MS, None);
         }
@@ -313,7 +328,7 @@ mod tests {
 
     #[test]
     fn rate_limits_and_bad_requests_do_not_count() {
-        let h = health(Duration::from_secs(60));
+        let (h, _) = health(Duration::from_secs(60));
         for _ in 0..10 {
             h.record(Verdict::Answered, MS, None);
         }
@@ -325,12 +340,16 @@ mod tests {
 
     #[test]
     fn the_circuit_opens_then_lets_one_trial_through_and_closes_on_success() {
-        let h = health(Duration::ZERO);
+        let (h, clock) = health(Duration::from_secs(60));
         for _ in 0..4 {
             h.record(Verdict::Unhealthy, MS, None);
         }
         assert_eq!(h.view().state, CircuitState::Open);
+        assert_eq!(h.view().reopens_in_ms, Some(60_000));
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(h.gate(), Gate::Shut(Duration::from_secs(1)));
         // Cooldown over: one trial, the others wait.
+        clock.advance(Duration::from_secs(1));
         assert_eq!(h.gate(), Gate::Probe);
         assert!(matches!(h.gate(), Gate::Shut(_)));
         // An unused trial is handed back.
@@ -343,26 +362,22 @@ mod tests {
 
     #[test]
     fn a_failed_trial_opens_the_circuit_again() {
-        let h = health(Duration::from_secs(60));
+        let (h, clock) = health(Duration::from_secs(60));
         for _ in 0..4 {
             h.record(Verdict::Unhealthy, MS, None);
         }
-        match h.gate() {
-            Gate::Shut(wait) => assert!(wait > Duration::from_secs(59)),
-            other => panic!("{other:?}"),
-        }
-        let h = health(Duration::ZERO);
-        for _ in 0..4 {
-            h.record(Verdict::Unhealthy, MS, None);
-        }
+        assert_eq!(h.gate(), Gate::Shut(Duration::from_secs(60)));
+        clock.advance(Duration::from_secs(60));
         assert_eq!(h.gate(), Gate::Probe);
         h.record(Verdict::Unhealthy, MS, None);
+        // Open for a whole cooldown again, from the trial's failure.
         assert_eq!(h.view().state, CircuitState::Open);
+        assert_eq!(h.gate(), Gate::Shut(Duration::from_secs(60)));
     }
 
     #[test]
     fn percentiles_of_latencies() {
-        let h = health(Duration::from_secs(60));
+        let (h, _) = health(Duration::from_secs(60));
         for ms in 1..=100 {
             h.record(
                 Verdict::Healthy,

@@ -106,18 +106,16 @@ async fn publishes_a_batch_and_consumes_all_of_it() {
     assert_eq!(seen, expected);
     drop(consumer);
     // Acks reached the broker: the queue drains to empty.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = message_count(&plain, &topology.work_queue(Urgency::Standard)).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} messages still in the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let queue_name = topology.work_queue(Urgency::Standard);
+    common::eventually(
+        "the acked queue to drain",
+        Duration::from_secs(5),
+        async || match message_count(&plain, &queue_name).await {
+            0 => Ok(()),
+            left => Err(format!("{left} messages still in the queue")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -244,19 +242,25 @@ async fn a_crash_looping_message_ends_in_the_dead_queue() {
         .unwrap();
     let (_conn, plain) = plain_channel().await;
     let dead = queue.topology().dead_queue();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while message_count(&plain, &dead).await == 0 {
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        let mut consumer = queue.consume(Urgency::Standard, 1).await.unwrap();
-        if let Ok(Some(delivery)) =
-            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-        {
-            // Dropped unsettled: requeued, counted as a failed delivery.
-            drop(delivery);
-        }
-        drop(consumer);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::eventually(
+        "the poison message dead-lettered",
+        Duration::from_secs(20),
+        async || {
+            if message_count(&plain, &dead).await > 0 {
+                return true;
+            }
+            let mut consumer = queue.consume(Urgency::Standard, 1).await.unwrap();
+            if let Ok(Some(delivery)) =
+                tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+            {
+                // Dropped unsettled: requeued, counted as a failed delivery.
+                drop(delivery);
+            }
+            drop(consumer);
+            false
+        },
+    )
+    .await;
     let got = plain
         .basic_get(dead.into(), BasicGetOptions::default())
         .await
@@ -336,12 +340,15 @@ async fn a_delivery_outlives_its_consumer() {
     let mut consumer = queue.consume(Urgency::Realtime, 4).await.unwrap();
     let delivery = next_within(&mut consumer, 10).await;
     drop(consumer);
+    // The point of the test: the consumer's cancel reaches the broker before the ack.
     tokio::time::sleep(Duration::from_millis(300)).await;
     delivery
         .ack()
         .await
         .expect("ack after the consumer is gone");
     let (_conn, plain) = plain_channel().await;
+    // A wait for nothing to happen: a delivery whose ack was lost would be requeued (ready
+    // again) within this time; polling for 0 would pass before that could show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         message_count(&plain, &queue.topology().work_queue(Urgency::Realtime)).await,
@@ -473,18 +480,16 @@ async fn a_killed_connection_is_replaced_and_nothing_is_lost() {
     // (nothing confirmed, so the caller retries), and once the supervisor has reconnected the
     // retry goes through.
     let more: Vec<Vec<u8>> = (50..60).map(|n| format!("m{n}").into_bytes()).collect();
-    let mut published = false;
-    for _ in 0..60 {
-        match queue.publish(Urgency::Standard, more.clone()).await {
-            Ok(()) => {
-                published = true;
-                break;
-            }
-            Err(QueueError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+    common::eventually(
+        "publishing to resume after the reconnect",
+        Duration::from_secs(15),
+        async || match queue.publish(Urgency::Standard, more.clone()).await {
+            Ok(()) => Ok(()),
+            Err(QueueError::Unavailable(why)) => Err(why),
             Err(other) => panic!("unexpected publish error after a cut: {other:?}"),
-        }
-    }
-    assert!(published, "publishing resumes after the reconnect");
+        },
+    )
+    .await;
     assert!(held.ack().await.is_err(), "a stale delivery must not ack");
 
     let mut redelivered_held = false;
@@ -655,25 +660,30 @@ async fn attempts_on_a_broker_that_never_answers_leave_no_socket_open() {
     let queue = AmqpQueue::start(config);
 
     let attempts = 6;
-    for _ in 0..600 {
-        if accepted.load(Ordering::SeqCst) >= attempts {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(accepted.load(Ordering::SeqCst) >= attempts, "reconnects");
+    common::eventually(
+        "six connection attempts on the silent broker",
+        Duration::from_secs(30),
+        async || match accepted.load(Ordering::SeqCst) {
+            made if made >= attempts => Ok(()),
+            made => Err(format!("{made} attempts")),
+        },
+    )
+    .await;
     // At most the attempt in flight holds a socket.
-    let mut open = usize::MAX;
-    for _ in 0..100 {
-        open = sockets_to(port);
-        if open <= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let open = common::eventually(
+        "at most the attempt in flight to hold a socket",
+        Duration::from_secs(5),
+        async || match sockets_to(port) {
+            open if open <= 1 => Ok(open),
+            open => Err(format!(
+                "{open} sockets open after {} attempts",
+                accepted.load(Ordering::SeqCst)
+            )),
+        },
+    )
+    .await;
     let made = accepted.load(Ordering::SeqCst);
     queue.close();
     silent.abort();
     println!("{made} attempts on a silent broker; {open} sockets to it still open");
-    assert!(open <= 1, "{open} sockets stay open after {made} attempts");
 }

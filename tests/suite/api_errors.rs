@@ -194,18 +194,21 @@ async fn a_read_only_database_is_not_ready_and_refuses_jobs_with_a_503() {
     }
     // Its connections close in tasks of their own; until they have, a new connection in
     // this process would share their writable file descriptor.
-    for _ in 0..200 {
-        let open = std::fs::read_dir("/proc/self/fd")
-            .map(|fds| {
-                fds.flatten()
-                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == database))
-            })
-            .unwrap_or(false);
-        if !open {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::eventually(
+        "the closed store's connections to release the file",
+        std::time::Duration::from_secs(10),
+        async || {
+            let open = std::fs::read_dir("/proc/self/fd")
+                .map(|fds| {
+                    fds.flatten().any(|fd| {
+                        std::fs::read_link(fd.path()).is_ok_and(|target| target == database)
+                    })
+                })
+                .unwrap_or(false);
+            !open
+        },
+    )
+    .await;
     if !make_read_only(&database) {
         eprintln!("skipped: cannot make a file read-only here");
         return;
@@ -365,15 +368,15 @@ async fn a_full_disk_refuses_jobs_with_a_503_and_the_store_recovers_when_space_r
     assert_eq!(status, 202, "{answer}");
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, accepted + 1);
     assert_eq!(readyz(&h).await.0, 200);
-    let mut wal_bytes = u64::MAX;
-    for _ in 0..100 {
-        wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if wal_bytes <= 4 << 20 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(wal_bytes <= 4 << 20, "the log stayed at {wal_bytes} bytes");
+    common::eventually(
+        "the write-ahead log to shrink to 4 MiB",
+        std::time::Duration::from_secs(10),
+        async || match std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) {
+            bytes if bytes <= 4 << 20 => Ok(()),
+            bytes => Err(format!("{bytes} bytes")),
+        },
+    )
+    .await;
     h.stop().await;
 }
 

@@ -174,19 +174,12 @@ async fn a_stopped_process_resumes_its_batches_and_answers_each_job_once(backend
     })
     .await;
     // Wait until the provider holds the batch, then stop the process mid-batch.
-    let mut submitted = false;
-    for _ in 0..100 {
-        if first
-            .count("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")
-            .await
-            == 1
-        {
-            submitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(submitted, "the batch was never submitted");
+    first
+        .wait_count(
+            "SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'",
+            1,
+        )
+        .await;
     assert_eq!(
         first.count("SELECT COUNT(*) FROM results").await,
         0,
@@ -382,12 +375,7 @@ async fn a_cancelled_job_in_a_provider_batch_is_never_answered(backend: Backend)
     .await;
     let ids = submit_batch_jobs(&h, "fast", 4, None, |i| format!("maybe {i}")).await;
     // Wait until all four sit in a provider batch, then cancel one.
-    for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM batch_items").await == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    h.wait_count("SELECT COUNT(*) FROM batch_items", 4).await;
     let cancelled = h.client.cancel(ids[0]).await.unwrap();
     assert_eq!(cancelled["status"], "cancelled", "{cancelled:#}");
     let jobs = wait_all(&h, &ids).await;
@@ -397,15 +385,11 @@ async fn a_cancelled_job_in_a_provider_batch_is_never_answered(backend: Backend)
         assert_eq!(job["status"], "succeeded", "{job:#}");
     }
     // Wait for the batch to end, then check the cancelled job stayed unanswered.
-    for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state IN ('ended', 'cancelled')")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_count(
+        "SELECT COUNT(*) FROM provider_batches WHERE state IN ('ended', 'cancelled')",
+        1,
+    )
+    .await;
     let job = h.wait(ids[0]).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 3);
@@ -441,31 +425,17 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
         .bulk_submit(&request, reqwest::Body::from(body), &mut |_, _| {})
         .await
         .unwrap();
-    let mut submitted = false;
-    for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")
-            .await
-            == 1
-        {
-            submitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(submitted, "the provider batch was never submitted");
+    h.wait_count(
+        "SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'",
+        1,
+    )
+    .await;
     h.client.bulk_cancel(submission.id).await.unwrap();
-    let mut cancelled = false;
-    for _ in 0..200 {
-        if h.count("SELECT COUNT(*) FROM provider_batches WHERE state = 'cancelled'")
-            .await
-            == 1
-        {
-            cancelled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(cancelled, "the provider batch was not cancelled");
+    h.wait_count(
+        "SELECT COUNT(*) FROM provider_batches WHERE state = 'cancelled'",
+        1,
+    )
+    .await;
     // The provider was told.
     let provider_id: String = sqlx::query_scalar("SELECT provider_batch_id FROM provider_batches")
         .fetch_one(h.app.store.reader())

@@ -57,6 +57,8 @@ async fn sigterm_finishes_the_jobs_in_flight_before_exiting() {
                 .await
         }
     });
+    // Time for the request to reach the slow provider, so the signal lands mid-call (the
+    // demo's latency is 1.5 s: the call is still there, which the assertion checks).
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(!request.is_finished(), "the job should still be running");
     let pid = server.pid().to_string();

@@ -436,12 +436,12 @@ async fn a_job_its_budget_refuses_at_its_attempt_answers_402(backend: Backend) {
     )
     .await;
     let holder = h.submit_job(&job("fast", "w", &held)).await;
-    let mut polls = 0;
-    while h.count("SELECT COUNT(*) FROM budget_reservations").await == 0 {
-        polls += 1;
-        assert!(polls < 1000, "job {holder} never reserved its estimate");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    common::eventually(
+        &format!("job {holder} to reserve its estimate"),
+        std::time::Duration::from_secs(10),
+        async || h.count("SELECT COUNT(*) FROM budget_reservations").await > 0,
+    )
+    .await;
     for stream in [false, true] {
         let mut request = job("fast", "w", "tide")["request"].clone();
         request["stream"] = json!(stream);

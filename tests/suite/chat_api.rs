@@ -450,16 +450,18 @@ async fn a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_a
         assert_eq!(response.status(), 200);
         sse_data(response).await
     });
-    let id: uuid::Uuid = loop {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
-            .fetch_all(h.app.store.reader())
-            .await
-            .unwrap();
-        if let Some(id) = ids.first() {
-            break id.parse().unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let id: uuid::Uuid = common::eventually(
+        "the streamed job to be recorded",
+        std::time::Duration::from_secs(10),
+        async || {
+            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
+                .fetch_all(h.app.store.reader())
+                .await
+                .unwrap();
+            ids.first().map(|id| id.parse().unwrap())
+        },
+    )
+    .await;
     // Replies go to the process's address, the one every inbox of the API process shares.
     let address = h
         .app

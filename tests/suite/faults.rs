@@ -133,15 +133,15 @@ async fn readyz(h: &Harness) -> (u16, Value) {
 /// Asks `/readyz` until it answers `status` (the queue learns of an alarm from its own
 /// probe, and of its end from the broker); its last body.
 async fn readyz_until(h: &Harness, status: u16) -> Value {
-    let mut last = (0, Value::Null);
-    for _ in 0..100 {
-        last = readyz(h).await;
-        if last.0 == status {
-            return last.1;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("/readyz never answered {status}: {} {:#}", last.0, last.1);
+    common::eventually(
+        &format!("/readyz to answer {status}"),
+        Duration::from_secs(10),
+        async || match readyz(h).await {
+            (answered, body) if answered == status => Ok(body),
+            (answered, body) => Err(format!("{answered} {body:#}")),
+        },
+    )
+    .await
 }
 
 /// One answer of the API: status, `retry-after`, body.
@@ -303,10 +303,13 @@ async fn a_broker_restarted_and_alarmed_mid_run_loses_nothing_and_charges_once()
                 }
                 other => panic!("{other}: {:#}", answer.body),
             }
+            // The producer's pace, not a wait for a state: a job every 50 ms.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tally
     };
+    // The fault schedule: each sleep is how long a phase lasts under the steady producer (the
+    // point of the test), and each phase's end is waited for on `/readyz`, not slept.
     let faults = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         node.stop().await;
@@ -333,11 +336,10 @@ async fn a_broker_restarted_and_alarmed_mid_run_loses_nothing_and_charges_once()
 /// call, on each queue backend: the routing suite tests what each does to a job; here the
 /// accounting of a mixed run is checked.
 async fn provider_faults_lose_nothing_and_charge_once(backend: Backend) {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held for the whole test: a port merely found free could be taken by another test's
+    // server, and answer.
+    let refused = common::RefusedPort::new();
+    let closed_port = refused.port;
     let h = Harness::start_with(
         backend,
         |config| {
@@ -614,7 +616,8 @@ deployments = ["mini"]
 
     /// Waits until job `id` is final in the store (a server must be running to finish it).
     async fn wait_final(&self, id: &str) -> String {
-        for _ in 0..600 {
+        let what = format!("job {id} to end (see {})", self.dir.path().display());
+        common::eventually(&what, Duration::from_secs(60), async || {
             let status: Vec<String> = {
                 let store = sqlx::SqlitePool::connect(&format!(
                     "sqlite://{}?mode=ro",
@@ -630,17 +633,14 @@ deployments = ["mini"]
                 store.close().await;
                 rows
             };
-            if let Some(status) = status.first() {
-                if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
-                    return status.clone();
+            match status.first() {
+                Some(status) if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") => {
+                    Ok(status.clone())
                 }
+                other => Err(format!("{other:?}")),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "job {id} did not end within 60 s; see {}",
-            self.dir.path().display()
-        );
+        })
+        .await
     }
 
     /// No secret in any log or database file of the run.

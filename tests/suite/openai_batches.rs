@@ -114,15 +114,30 @@ impl Api {
 
     /// Polls the batch until its status is one of `statuses`.
     async fn until(&self, id: &str, statuses: &[&str]) -> Value {
-        for _ in 0..600 {
-            let (status, batch) = self.get(&format!("/v1/batches/{id}")).await;
-            assert_eq!(status, 200, "{batch}");
-            if statuses.contains(&batch["status"].as_str().unwrap()) {
-                return batch;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("batch {id} never reached {statuses:?}");
+        self.until_batch(id, statuses, |_| true).await
+    }
+
+    /// Polls the batch until its status is one of `statuses` and `also` holds.
+    async fn until_batch(
+        &self,
+        id: &str,
+        statuses: &[&str],
+        also: impl Fn(&Value) -> bool,
+    ) -> Value {
+        common::eventually(
+            &format!("batch {id} to reach {statuses:?}"),
+            Duration::from_secs(60),
+            async || {
+                let (status, batch) = self.get(&format!("/v1/batches/{id}")).await;
+                assert_eq!(status, 200, "{batch}");
+                if statuses.contains(&batch["status"].as_str().unwrap()) && also(&batch) {
+                    Ok(batch)
+                } else {
+                    Err(batch)
+                }
+            },
+        )
+        .await
     }
 }
 
@@ -282,11 +297,10 @@ async fn a_cancelled_batch_reports_its_queued_requests_as_cancelled(backend: Bac
     let batch = api.create(file["id"].as_str().unwrap()).await;
     let id = batch["id"].as_str().unwrap();
     // in_progress as soon as the file passed validation; wait for its jobs to be recorded.
-    let mut running = api.until(id, &["in_progress"]).await;
-    while running["request_counts"]["total"] != 3 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        running = api.until(id, &["in_progress"]).await;
-    }
+    api.until_batch(id, &["in_progress"], |batch| {
+        batch["request_counts"]["total"] == 3
+    })
+    .await;
 
     let (status, cancelled) = api
         .post(&format!("/v1/batches/{id}/cancel"), json!({}))

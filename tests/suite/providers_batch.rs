@@ -10,6 +10,7 @@
 //! The fixture server is not the simulator: the clients are written against the documented
 //! formats, and this server serves exactly those.
 
+use crate::common;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -722,10 +723,8 @@ async fn a_wrong_key_is_unauthorized_and_never_echoed() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_connection_error() {
-    // Bound but not listening: refused, and no other test's server can take the port.
-    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let base = format!("http://{}", reserved.local_addr().unwrap());
+    let refused = common::RefusedPort::new();
+    let base = refused.base_url();
     let api = OpenAiBatch::new(format!("{base}/v1"), reqwest::Client::new());
     let e = api
         .poll(call("gpt-4o-mini", KEY), "batch_ok")

@@ -136,14 +136,15 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going(backend: B
     .await;
     let id = h.submit("fast", &prompt("after the poison")).await;
     assert_eq!(h.wait(id).await["status"], "succeeded");
-    let mut reasons = Vec::new();
-    for _ in 0..100 {
-        reasons = dead_letter_reasons(&h, backend).await;
+    let reasons = common::eventually("two dead letters", Duration::from_secs(5), async || {
+        let reasons = dead_letter_reasons(&h, backend).await;
         if reasons.len() >= 2 {
-            break;
+            Ok(reasons)
+        } else {
+            Err(format!("{reasons:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(
         reasons
@@ -171,13 +172,27 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend
                 amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
             }
             let _workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
-            for _ in 0..100 {
-                if app.sim.as_ref().unwrap().stats().chat_requests > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            app.sim.as_ref().unwrap().stats().chat_requests
+            let sim = app.sim.as_ref().unwrap();
+            // The crash comes once the call is at the provider and the job is recorded
+            // `running` (the call may begin a moment before that commit lands).
+            common::eventually(
+                "the victim's call to reach the provider, its job running",
+                Duration::from_secs(5),
+                async || {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+                            .bind(id.to_string())
+                            .fetch_optional(app.store.reader())
+                            .await
+                            .unwrap();
+                    match (sim.stats().chat_requests, status.as_deref()) {
+                        (1.., Some("running")) => Ok(()),
+                        (calls, status) => Err(format!("{calls} calls, job {status:?}")),
+                    }
+                },
+            )
+            .await;
+            sim.stats().chat_requests
         })
         // The runtime is dropped here, mid-call.
     });
@@ -307,17 +322,21 @@ async fn a_job_stranded_between_record_and_publish_is_relayed_and_runs_once(back
 /// that does neither fails the test.
 async fn dead_lettered_or_ran(h: &Harness, backend: Backend, expected: &str, ran: &str) -> bool {
     let mut reasons = Vec::new();
-    for _ in 0..600 {
-        reasons.extend(dead_letter_reasons(h, backend).await);
-        if reasons.iter().any(|r| r.contains(expected)) {
-            return true;
-        }
-        if h.count(ran).await > 0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the message was neither dead-lettered nor run; dead letters: {reasons:?}");
+    common::eventually(
+        "the message to be dead-lettered or run",
+        Duration::from_secs(30),
+        async || {
+            reasons.extend(dead_letter_reasons(h, backend).await);
+            if reasons.iter().any(|r| r.contains(expected)) {
+                return Ok(true);
+            }
+            if h.count(ran).await > 0 {
+                return Ok(false);
+            }
+            Err(format!("dead letters: {reasons:?}"))
+        },
+    )
+    .await
 }
 
 /// A message Sluice published for a job it had recorded (`"recorded": true`) is never
@@ -506,15 +525,17 @@ async fn bad_envelopes_are_dead_lettered_naming_the_field_and_none_runs(backend:
         publish_raw_to(&h, backend, urgency, payload).await;
     }
     let mut reasons = Vec::new();
-    for _ in 0..600 {
-        reasons.extend(dead_letter_reasons(&h, backend).await);
-        reasons.sort();
-        reasons.dedup();
-        if reasons.len() >= expected.len() || h.count("SELECT COUNT(*) FROM jobs").await > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(
+        "every bad message dead-lettered (or one run)",
+        Duration::from_secs(30),
+        async || {
+            reasons.extend(dead_letter_reasons(&h, backend).await);
+            reasons.sort();
+            reasons.dedup();
+            reasons.len() >= expected.len() || h.count("SELECT COUNT(*) FROM jobs").await > 0
+        },
+    )
+    .await;
     assert_eq!(h.count("SELECT COUNT(*) FROM jobs").await, 0, "{reasons:?}");
     for expected in expected {
         assert!(

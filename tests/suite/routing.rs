@@ -164,12 +164,8 @@ async fn a_429_storm_on_the_primary_moves_jobs_to_the_fallback(backend: Backend)
 }
 
 async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(backend: Backend) {
-    // A port bound but not listening: connections are refused, and while it stays bound no
-    // other test's server can take it (a port merely found free could be, and answer).
-    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = reserved.local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/v1");
+    let reserved = common::RefusedPort::new();
+    let url = format!("{}/v1", reserved.base_url());
     let h = Harness::start_with(
         backend,
         |c| {
@@ -217,26 +213,28 @@ async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(b
 
     // The provider comes back on the same port: after the cooldown a trial call goes
     // through, succeeds, and the primary gets its traffic back.
-    drop(reserved);
-    let revived: SimServer = sluice::sim::spawn(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        SimConfig::default(),
+    let revived: SimServer = sluice::sim::spawn_on(reserved.listen(), SimConfig::default())
+        .await
+        .unwrap();
+    // Until the cooldown ends, jobs keep going to the fallback.
+    let mut i = 0;
+    common::eventually(
+        "traffic to return to the recovered primary",
+        Duration::from_secs(20),
+        async || {
+            i += 1;
+            let id = h.submit("resilient", &format!("after recovery {i}")).await;
+            let job = h.wait(id).await;
+            assert_eq!(job["status"], "succeeded", "{job:#}");
+            let first = &job["attempts"][0];
+            if first["deployment"] == "down" && first["outcome"] == "ok" {
+                Ok(())
+            } else {
+                Err(format!("first attempt {first}"))
+            }
+        },
     )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut back = false;
-    for i in 0..20 {
-        let id = h.submit("resilient", &format!("after recovery {i}")).await;
-        let job = h.wait(id).await;
-        assert_eq!(job["status"], "succeeded", "{job:#}");
-        if job["attempts"][0]["deployment"] == "down" && job["attempts"][0]["outcome"] == "ok" {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(back, "traffic never returned to the recovered primary");
+    .await;
     let id = h.submit("resilient", "steady again").await;
     let job = h.wait(id).await;
     assert_eq!(job["attempts"][0]["deployment"], "down", "{job:#}");
@@ -312,15 +310,17 @@ async fn retry_after_is_honoured_on_the_key(backend: Backend) {
     // gpt-4o named directly: a chain of one, so the retry waits for the key.
     let a = h.submit("gpt-4o", "[sim fail=429] first").await;
     // Once the 429 is recorded, a second job on the same key must wait out the cooldown too.
-    let first_attempt = loop {
-        let job = h.client.get(a, None).await.unwrap();
-        // An attempt is shown `running` from its start; the 429 is recorded when it ends.
-        let first = job["attempts"].as_array().and_then(|a| a.first()).cloned();
-        if let Some(attempt) = first.filter(|a| a["outcome"] != "running") {
-            break attempt;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let first_attempt = common::eventually(
+        "the first attempt's outcome",
+        Duration::from_secs(10),
+        async || {
+            let job = h.client.get(a, None).await.unwrap();
+            // An attempt is shown `running` from its start; the 429 is recorded when it ends.
+            let first = job["attempts"].as_array().and_then(|a| a.first()).cloned();
+            first.filter(|a| a["outcome"] != "running")
+        },
+    )
+    .await;
     assert_eq!(first_attempt["outcome"], "rate_limited");
     assert_eq!(first_attempt["retry_after_ms"], 2000);
     let b = h.submit("gpt-4o", "second").await;

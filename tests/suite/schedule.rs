@@ -152,6 +152,7 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
     let stop = tokio_util::sync::CancellationToken::new();
     let scheduler = Scheduler::new(vec![every_second], h.app.submitter());
     let running = tokio::spawn(scheduler.run(stop.clone()));
+    // The scheduler runs for this long (the point of the test: what fires in 3.5 s).
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     stop.cancel();
     running.await.unwrap();

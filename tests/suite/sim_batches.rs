@@ -4,6 +4,7 @@
 //! usage), the `batch=` item directives, a whole batch expiring at the window, cancel,
 //! OpenAI's input-file validation, and 404s for unknown ids.
 
+use crate::common;
 use serde_json::{json, Value};
 use sluice::sim::{self, Family, SimConfig, SimServer};
 use std::future::Future;
@@ -106,14 +107,19 @@ async fn until<F: Future<Output = Value>>(
     read: impl Fn() -> F,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    for _ in 0..200 {
-        let value = read().await;
-        if done(&value) {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("still not done: {}", read().await);
+    common::eventually(
+        "the batch to be done",
+        Duration::from_secs(10),
+        async || {
+            let value = read().await;
+            if done(&value) {
+                Ok(value)
+            } else {
+                Err(value)
+            }
+        },
+    )
+    .await
 }
 
 const SHORT: Duration = Duration::from_millis(600);

@@ -5,6 +5,7 @@
 //! accounting, pass-through of unknown fields, and that every injected failure arrives as
 //! the [`ErrorKind`] the worker acts on.
 
+use crate::common;
 use crate::sse;
 
 use serde_json::{json, Value};
@@ -285,12 +286,9 @@ async fn a_missing_key_is_unauthorized_and_keys_never_leak() {
 
 #[tokio::test]
 async fn a_closed_port_is_a_connection_error() {
-    // Bound but not listening: refused, and no other test's server can take the port.
-    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = reserved.local_addr().unwrap().port();
+    let refused = common::RefusedPort::new();
     let provider = OpenAiProvider::new(
-        format!("http://127.0.0.1:{port}/v1/"),
+        format!("{}/v1/", refused.base_url()),
         reqwest::Client::new(),
     );
     let req = request("hi");
@@ -335,8 +333,12 @@ async fn a_hung_call_times_out_and_shutdown_releases_it() {
         };
         provider2.chat(c).await.map(|_| ())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.stats().hung, 2);
+    common::eventually(
+        "the second call to hang at the simulator",
+        Duration::from_secs(5),
+        async || server.stats().hung == 2,
+    )
+    .await;
     let stopping = Instant::now();
     server.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(3));

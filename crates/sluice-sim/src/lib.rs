@@ -489,10 +489,18 @@ pub struct SimServer {
 
 /// Binds `addr` (port 0 picks a free port) and serves the simulator in the background.
 pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimServer> {
+    spawn_on(tokio::net::TcpListener::bind(addr).await?, config).await
+}
+
+/// Serves the simulator in the background on a listener already bound (so a caller that must
+/// know the port first never releases it for someone else to take).
+pub async fn spawn_on(
+    listener: tokio::net::TcpListener,
+    config: SimConfig,
+) -> std::io::Result<SimServer> {
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(SimState::new(config, Some(shutdown.clone())));

@@ -21,7 +21,12 @@ macro_rules! on_both_backends {
 }
 
 pub mod log;
+pub mod poll;
+pub mod ports;
 pub mod serve;
+
+pub use poll::{eventually, within};
+pub use ports::RefusedPort;
 
 use sluice::app::App;
 use sluice::client::Client;
@@ -244,16 +249,17 @@ impl Harness {
     /// Waits for a job published straight onto the queue, which the store knows only once a
     /// worker has consumed it (until then its id is a 404), and then for it to be final.
     pub async fn wait_published(&self, id: uuid::Uuid) -> serde_json::Value {
-        for _ in 0..600 {
-            match self.client.get(id, None).await {
-                Ok(_) => return self.wait(id).await,
-                Err(sluice::client::ClientError::Api { status: 404, .. }) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+        eventually(
+            &format!("job {id} to be recorded"),
+            Duration::from_secs(30),
+            async || match self.client.get(id, None).await {
+                Ok(_) => true,
+                Err(sluice::client::ClientError::Api { status: 404, .. }) => false,
                 Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("job {id} was never recorded");
+            },
+        )
+        .await;
+        self.wait(id).await
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -261,6 +267,20 @@ impl Harness {
             .fetch_one(self.app.store.reader())
             .await
             .unwrap()
+    }
+
+    /// Waits until `sql` counts `n` (a state the workers or the batch tracker reach in the
+    /// background), failing after 10 s with the last count.
+    pub async fn wait_count(&self, sql: &str, n: i64) {
+        eventually(
+            &format!("`{sql}` to count {n}"),
+            Duration::from_secs(10),
+            async || match self.count(sql).await {
+                count if count == n => Ok(()),
+                count => Err(format!("a count of {count}")),
+            },
+        )
+        .await
     }
 
     pub async fn stop(mut self) {
