@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 }
 
 pub mod log;
+pub mod postgres;
 pub mod serve;
 
 use sluice::app::App;
