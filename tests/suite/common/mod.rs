@@ -56,7 +56,7 @@ pub struct Harness {
 /// retries and an isolated database and queue prefix.
 pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = Config::builtin();
-    config.server.database = dir.join("sluice.db");
+    config.server.database = dir.join("sluice.db").into();
     config.tenants = vec![
         TenantConfig {
             name: "acme".into(),
