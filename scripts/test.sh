@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite on a fresh machine: installs RabbitMQ from Debian's packages
 # when it is missing (the fault tests start nodes of their own), starts it when nothing listens
-# on 127.0.0.1:5672, installs the
+# on 127.0.0.1:5672, does the same for PostgreSQL on 127.0.0.1:5432 (scripts/postgres.sh: a
+# role and database for the tests, SLUICE_TEST_POSTGRES), installs the
 # official provider SDKs that tests/suite/sdk.rs runs against the simulator into a virtualenv, then
 # `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -45,6 +46,11 @@ for _ in $(seq 1 60); do
 done
 broker_answers || { echo "test.sh: RabbitMQ on 127.0.0.1:5672 does not answer the AMQP handshake" >&2; exit 1; }
 echo "test.sh: RabbitMQ is listening on 127.0.0.1:5672" >&2
+
+# PostgreSQL for the store tests that run on both store backends.
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+ensure_postgres
 
 # The official OpenAI, Anthropic and Gemini SDKs for tests/suite/sdk.rs, in a virtualenv kept
 # under the target directory and rebuilt only when tests/sdk/requirements.txt changes.

@@ -3,7 +3,7 @@
 //! The simulator is started only for a process that calls providers.
 
 use crate::budgets::Budgets;
-use crate::config::{ResolvedConfig, ResolvedQueue};
+use crate::config::{Database, PostgresUrl, ResolvedConfig, ResolvedQueue};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::Queue;
 use crate::router::Router;
@@ -21,6 +21,19 @@ pub enum StartError {
     Simulator(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(reqwest::Error),
+    /// `[server] database` names a PostgreSQL server, which the store cannot record to yet
+    /// (the PostgreSQL store is in progress; see docs/design-postgres-store.md).
+    #[error("server.database is a PostgreSQL URL ({url}), but this version of Sluice records jobs in SQLite only: the PostgreSQL store is in progress. Set server.database to a SQLite file's path")]
+    PostgresStore { url: PostgresUrl },
+}
+
+/// Opens the store `[server] database` names, applying its migrations: what every command
+/// that reads or writes the store starts with.
+pub async fn open_store(config: &ResolvedConfig) -> Result<Store, StartError> {
+    match &config.server.database {
+        Database::Sqlite(path) => Ok(Store::open(path).await?),
+        Database::Postgres(url) => Err(StartError::PostgresStore { url: url.clone() }),
+    }
 }
 
 /// A started system. Workers and the API are started from it separately, so a process can run
@@ -55,7 +68,7 @@ impl App {
 
     async fn start_with(config: ResolvedConfig, calls_providers: bool) -> Result<App, StartError> {
         let budgets = Arc::new(Budgets::from_config(&config));
-        let store = Store::open(&config.server.database).await?;
+        let store = open_store(&config).await?;
         let sim = if calls_providers && config.uses_simulator() {
             let addr = ([127, 0, 0, 1], 0).into();
             let sim = crate::sim::spawn(addr, config.sim.clone())

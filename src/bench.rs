@@ -61,7 +61,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     let mut config = Config::builtin();
-    config.server.database = crate::store::database_in(&dir);
+    config.server.database = crate::store::database_in(&dir).into();
     config.pools.standard.concurrency = args.concurrency;
     // The simulator has no quota: the example keys' limits would measure the pacing, not
     // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).

@@ -47,7 +47,7 @@ const JOBS: &[(Urgency, &str, &str)] = &[
 
 pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Result<PicoUsd> {
     let mut config = Config::builtin();
-    config.server.database = database.to_owned();
+    config.server.database = database.into();
     let app = App::start(config.resolve()?).await?;
     let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
     let submitter = app.submitter();

@@ -505,8 +505,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = load_config(&cli.config)?;
-            sluice::store::Store::open(&config.server.database).await?;
-            outln!("{} is up to date", config.server.database.display());
+            sluice::app::open_store(&config).await?;
+            outln!("{} is up to date", config.server.database);
         }
         Command::CheckConfig => {
             let config = load_config(&cli.config)?;
@@ -566,9 +566,9 @@ async fn costs(config: ResolvedConfig, args: CostsArgs) -> anyhow::Result<()> {
         args.until.as_deref(),
         chrono::Utc::now(),
     )?;
-    let store = sluice::store::Store::open(&config.server.database)
+    let store = sluice::app::open_store(&config)
         .await
-        .with_context(|| format!("opening {}", config.server.database.display()))?;
+        .with_context(|| format!("opening {}", config.server.database))?;
     out!("{}", store.cost_report(query).await?.render(args.format));
     Ok(())
 }
@@ -585,9 +585,9 @@ async fn budgets(
         Some(name) => vec![name.as_str()],
         None => config.tenants.iter().map(|t| t.name.as_str()).collect(),
     };
-    let store = sluice::store::Store::open(&config.server.database)
+    let store = sluice::app::open_store(&config)
         .await
-        .with_context(|| format!("opening {}", config.server.database.display()))?;
+        .with_context(|| format!("opening {}", config.server.database))?;
     let views = view::views(&store, &Budgets::from_config(&config), &tenants).await?;
     if format == Listing::Json {
         outln!("{}", serde_json::to_string_pretty(&views)?);
@@ -628,7 +628,7 @@ async fn jobs(config: ResolvedConfig, action: JobsAction) -> anyhow::Result<()> 
     }
     match action {
         JobsAction::List => {
-            let store = sluice::store::Store::open(&config.server.database).await?;
+            let store = sluice::app::open_store(&config).await?;
             if definitions.is_empty() && errors.is_empty() {
                 outln!("no recurring jobs in {}", dir.display());
             }

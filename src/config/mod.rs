@@ -59,7 +59,7 @@ pub use resolved::{
 };
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
 pub use secret::Secret;
-pub use server::{SchedulerConfig, ServerConfig};
+pub use server::{Database, DatabaseError, PostgresUrl, SchedulerConfig, ServerConfig};
 /// `[sim]` is the simulator's own settings type.
 pub use sluice_sim::{SimConfig, SimConfigError};
 pub use tenants::TenantConfig;
@@ -211,7 +211,8 @@ impl Config {
     /// Makes the relative paths of the configuration relative to `folder` (the config
     /// file's), as most tools read their config files.
     pub fn resolve_paths(&mut self, folder: &Path) {
-        for path in [&mut self.server.database, &mut self.scheduler.dir] {
+        let database = self.server.database.sqlite_path_mut();
+        for path in database.into_iter().chain([&mut self.scheduler.dir]) {
             if path.is_relative() && !folder.as_os_str().is_empty() {
                 *path = folder.join(&*path);
             }
@@ -246,6 +247,7 @@ impl Config {
         problems.extend(self.health.problems());
         problems.extend(self.pools.problems());
         problems.extend(self.queue.lease_problems(&self.providers));
+        problems.extend(self.server.database_problems(&self.queue));
         problems.extend(self.retry.problems());
         problems.extend(self.queue.url_problems());
         for (i, budget) in self.budgets.iter().enumerate() {

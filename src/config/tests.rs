@@ -400,7 +400,10 @@ fn relative_paths_are_taken_from_the_config_folder() {
     )
     .unwrap();
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.server.database, dir.path().join("data/s.db"));
+    assert_eq!(
+        config.server.database.sqlite_path(),
+        Some(dir.path().join("data/s.db").as_path())
+    );
     assert_eq!(config.scheduler.dir, PathBuf::from("/abs/jobs"));
 }
 

@@ -169,7 +169,9 @@ impl Store {
             .foreign_keys(true);
 
         let mut write_conn = options.clone().connect().await.map_err(open_err)?;
-        sqlx::migrate!("./migrations").run(&mut write_conn).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut write_conn)
+            .await?;
         sqlx::query(&format!(
             "PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {}",
             checkpointer::WRITER_THRESHOLD_PAGES,

@@ -186,7 +186,12 @@ fn make_writable(path: &std::path::Path) {
 async fn a_read_only_database_is_not_ready_and_refuses_jobs_with_a_503() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::test_config(Backend::Embedded, dir.path());
-    let database = config.server.database.clone();
+    let database = config
+        .server
+        .database
+        .sqlite_path()
+        .expect("the test store is a SQLite file")
+        .to_owned();
     {
         // Every migration applied, then the store closed.
         let store = sluice::store::Store::open(&database).await.unwrap();
@@ -331,7 +336,7 @@ async fn a_full_disk_refuses_jobs_with_a_503_and_the_store_recovers_when_space_r
     let _unmount = Unmount(disk.path().to_owned());
     let home = tempfile::tempdir().unwrap();
     let mut config = common::test_config(Backend::Embedded, home.path());
-    config.server.database = disk.path().join("sluice.db");
+    config.server.database = disk.path().join("sluice.db").into();
     let wal = disk.path().join("sluice.db-wal");
     let h = Harness::start_on(config, home, false).await;
     assert_eq!(readyz(&h).await.0, 200);

@@ -158,7 +158,7 @@ async fn a_stopped_process_resumes_its_batches_and_answers_each_job_once(backend
     let prefix = format!("sluice-test-{}", Uuid::now_v7());
     let tweak = |c: &mut Config| {
         with_batch_tier(c, "gpt-4o-mini", 1000, Duration::from_millis(500));
-        c.server.database = database.clone();
+        c.server.database = database.clone().into();
         c.queue.prefix = prefix.clone();
         for provider in c.providers.values_mut() {
             provider.base_url = match provider.kind {

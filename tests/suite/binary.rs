@@ -239,6 +239,89 @@ fn check_config_lists_every_problem_and_no_part_of_a_secret() {
     assert!(!stderr.contains("SECRETPART"), "{stderr}");
 }
 
+/// A PostgreSQL `server.database`: check-config names it when the queue is the embedded one
+/// (a table of a SQLite store) or its scheme is unknown, and until the PostgreSQL store is
+/// built, `serve` and `migrate` refuse to start on it, naming the setting; the password is
+/// in none of what they print.
+#[test]
+fn a_postgres_database_is_checked_and_refused_without_its_password() {
+    const PASSWORD: &str = "pg-SECRET-word";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sluice.example.toml"))
+            .unwrap();
+    let with_database = |database: &str, queue_url: bool| {
+        let mut text = example.replace(
+            "database = \"sluice.db\"",
+            &format!("database = \"{database}\""),
+        );
+        if queue_url {
+            text = text.replace("# url = \"amqp://", "url = \"amqp://");
+        }
+        assert!(text.contains(database) && (!queue_url || text.contains("\nurl = ")));
+        std::fs::write(&path, text).unwrap();
+    };
+    let postgres = format!("postgres://sluice:{PASSWORD}@127.0.0.1:5432/sluice");
+    let cases = [
+        (
+            format!("mysql://root:{PASSWORD}@127.0.0.1/sluice"),
+            true,
+            &["check-config"][..],
+            "server.database: unknown scheme `mysql://`",
+        ),
+        (
+            postgres.clone(),
+            false,
+            &["check-config"][..],
+            "server.database: a PostgreSQL store needs the rabbitmq queue backend",
+        ),
+        (
+            postgres.clone(),
+            true,
+            &["migrate"][..],
+            "server.database is a PostgreSQL URL (postgres://sluice:***@127.0.0.1:5432/sluice), but this version of Sluice records jobs in SQLite only",
+        ),
+        (
+            postgres.clone(),
+            true,
+            &["serve", "--no-workers"][..],
+            "the PostgreSQL store is in progress. Set server.database to a SQLite file's path",
+        ),
+    ];
+    for (database, queue_url, command, expected) in cases {
+        with_database(&database, queue_url);
+        let output = sluice()
+            .args(command)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{command:?}: {printed}");
+        assert!(
+            printed.contains(expected),
+            "{command:?}: {expected} not in {printed}"
+        );
+        assert!(!printed.contains(PASSWORD), "{command:?}: {printed}");
+    }
+    with_database(&postgres, true);
+    let check = sluice()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// The client commands reach the server and tenant of the `--config` file (another port,
 /// another token) with nothing else given; a bulk is found by its id, its name and, for one
 /// the Batch API made, its batch id. The server's log has no colour codes when it is not a

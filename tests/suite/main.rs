@@ -31,3 +31,4 @@ mod sim_anthropic;
 mod sim_batches;
 mod sim_gemini;
 mod sim_openai;
+mod store_schema;

@@ -23,6 +23,7 @@ macro_rules! on_both_backends {
 pub mod log;
 pub mod poll;
 pub mod ports;
+pub mod postgres;
 pub mod serve;
 
 pub use poll::{eventually, within};
@@ -60,7 +61,7 @@ pub struct Harness {
 /// retries and an isolated database and queue prefix.
 pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = Config::builtin();
-    config.server.database = dir.join("sluice.db");
+    config.server.database = dir.join("sluice.db").into();
     config.tenants = vec![
         TenantConfig {
             name: "acme".into(),
