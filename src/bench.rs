@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Queue backend to measure.
-    #[arg(long, default_value = "embedded", value_parser = ["embedded", "rabbitmq"])]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
     /// How many jobs.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
@@ -57,6 +57,13 @@ pub struct BenchArgs {
     pub itl: Duration,
 }
 
+/// The queue backends a bench can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Rabbitmq,
+}
+
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
@@ -70,7 +77,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
     // keys, as they should with a real provider.
     config.sim.announced_requests_per_minute = Some(1_000_000_000);
-    if args.backend == "rabbitmq" {
+    if args.backend == Backend::Rabbitmq {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
         config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
