@@ -124,7 +124,7 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
 
 /// `sluice bulk submit|status|results|cancel`.
 pub async fn run(command: BulkCommand, config: Option<&Path>) -> anyhow::Result<()> {
-    use sluice::bulk::client as bulk;
+    use sluice::client::bulk::{self, BulkCommandError};
     const WAIT_AT_MOST: Duration = Duration::from_secs(7 * 24 * 3600);
     const MAX_PRINTED_ERRORS: usize = 100;
     match command {
@@ -144,18 +144,18 @@ pub async fn run(command: BulkCommand, config: Option<&Path>) -> anyhow::Result<
                 };
                 *slot = Some(value);
             }
-            let request = sluice::bulk::submit::BulkRequest {
+            let request = sluice::bulk::wire::BulkRequest {
                 name: args.name,
                 defaults,
                 skip_invalid: args.skip_invalid,
             };
             let report = match bulk::submit(&client, &args.file, request, args.rejects, true).await
             {
-                Err(sluice::bulk::BulkError::Invalid {
+                Err(BulkCommandError::Bulk(sluice::bulk::BulkError::Invalid {
                     lines,
                     invalid,
                     errors,
-                }) => {
+                })) => {
                     eprintln!(
                         "{}: {invalid} of {} {} invalid:",
                         args.file.display(),
@@ -165,7 +165,7 @@ pub async fn run(command: BulkCommand, config: Option<&Path>) -> anyhow::Result<
                     bulk::print_lines(&errors, invalid, MAX_PRINTED_ERRORS, "bad lines");
                     anyhow::bail!("nothing was submitted; fix the lines above, or pass --skip-invalid to submit the valid ones and write the others to a rejects file");
                 }
-                Err(sluice::bulk::BulkError::Client(sluice::client::ClientError::Api {
+                Err(BulkCommandError::Client(sluice::client::ClientError::Api {
                     status: 400,
                     message,
                     error,
@@ -241,13 +241,12 @@ pub async fn run(command: BulkCommand, config: Option<&Path>) -> anyhow::Result<
             if args.wait {
                 bulk::wait(&client, &args.id, WAIT_AT_MOST, true).await?;
             }
-            let filter = sluice::store::ResultsFilter {
+            let query = sluice::bulk::wire::ResultsQuery {
                 ordered: args.ordered,
-                errors_only: args.errors,
-                successes_only: false,
+                errors: args.errors,
             };
             let (lines, pending) =
-                bulk::download_results(&client, &args.id, filter, args.output.as_deref()).await?;
+                bulk::download_results(&client, &args.id, query, args.output.as_deref()).await?;
             if let Some(output) = &args.output {
                 eprintln!(
                     "{} written to {}",
