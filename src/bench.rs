@@ -19,7 +19,6 @@
 use crate::app::App;
 use crate::config::{Config, QueueBackend, Secret};
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
-use crate::worker::WorkerPools;
 use sqlx::Row;
 use std::time::{Duration, Instant};
 
@@ -90,13 +89,13 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         amqp.wait_connected(Duration::from_secs(10)).await?;
     }
     if args.streams > 0 {
-        let workers = WorkerPools::start(app.worker_context(), &[Urgency::Realtime]);
+        let workers = app.start_workers(&[Urgency::Realtime]);
         let result = bench_streams(&app, &args, out).await;
         workers.shutdown().await;
         cleanup(app, &args, &dir, out).await?;
         return result;
     }
-    let workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
+    let workers = app.start_workers(&[Urgency::Standard]);
     let submitter = app.submitter();
 
     writeln!(
@@ -219,11 +218,7 @@ async fn bench_streams(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let api = tokio::spawn(crate::api::serve(
-        listener,
-        app.api_state(),
-        std::future::pending(),
-    ));
+    let api = tokio::spawn(app.serve(listener, std::future::pending()));
     let token = app
         .config
         .tenants

@@ -305,7 +305,7 @@ fn input_file_not_found(id: &str) -> ApiError {
 }
 
 /// Resumes every batch whose submission a stopped process left unfinished, each in a task
-/// of its own (see the module doc); returns how many. The API server calls it as it starts.
+/// of its own (see the module doc); returns how many. `App::serve` calls it before serving.
 pub async fn resume(submitter: &Submitter) -> Result<usize, crate::store::StoreError> {
     let unfinished = submitter.store.unfinished_batches().await?;
     for batch in &unfinished {

@@ -5,7 +5,6 @@ use super::{load_config, shutdown_signal};
 use anyhow::Context;
 use sluice::app::App;
 use sluice::job::Urgency;
-use sluice::worker::WorkerPools;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,14 +26,14 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
     tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
-    let workers = (!no_workers).then(|| WorkerPools::start(app.worker_context(), &Urgency::ALL));
+    let workers = (!no_workers).then(|| app.start_workers(&Urgency::ALL));
     let stop = tokio_util::sync::CancellationToken::new();
     let relay = tokio::spawn(
         app.submitter()
             .run_relay(RELAY_EVERY, RELAY_AFTER, stop.clone()),
     );
     let scheduler = start_scheduler(&app, stop.clone());
-    sluice::api::serve(listener, app.api_state(), shutdown_signal()).await?;
+    app.serve(listener, shutdown_signal()).await?;
     stop.cancel();
     let _ = relay.await;
     if let Some(scheduler) = scheduler {
@@ -54,7 +53,7 @@ pub async fn worker(config: &Option<PathBuf>, urgencies: Vec<Urgency>) -> anyhow
     } else {
         urgencies
     };
-    let workers = WorkerPools::start(app.worker_context(), &urgencies);
+    let workers = app.start_workers(&urgencies);
     shutdown_signal().await;
     workers.shutdown().await;
     Ok(())
