@@ -1,16 +1,22 @@
 //! Wiring: from a [`ResolvedConfig`] (a configuration that validated) to a running system (store, queue, router, simulator), shared by
 //! `sluice serve`, `sluice worker`, `sluice demo`, `sluice bench` and the integration tests.
 //! The simulator is started only for a process that calls providers.
+//!
+//! The start-up duties beside serving and working are the app's too, so `api` only serves
+//! HTTP and `worker` only runs deliveries: [`App::serve`] first resumes the batch
+//! submissions a stopped server left unfinished, and [`App::start_workers`] runs the batch
+//! tier's tracker beside the pools.
 
 use crate::budgets::Budgets;
 use crate::config::{Database, PostgresUrl, ResolvedConfig, ResolvedQueue};
+use crate::job::Urgency;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::Queue;
 use crate::router::Router;
 use crate::sim::SimServer;
 use crate::store::{Store, StoreError};
 use crate::submit::Submitter;
-use crate::worker::WorkerContext;
+use crate::worker::{WorkerContext, WorkerPools};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +152,40 @@ impl App {
     /// The RabbitMQ backend, when that is the one configured.
     pub fn queue_as_amqp(&self) -> Option<&crate::queue::amqp::AmqpQueue> {
         self.amqp.as_deref()
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, first resuming (each in a task
+    /// of its own) the batch submissions a stopped server left unfinished
+    /// ([`crate::api::batches::resume`]). The future owns what it needs, so it can be spawned.
+    pub fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+        let state = self.api_state();
+        async move {
+            match crate::api::batches::resume(&state.submitter).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(batches = n, "resumed unfinished batch submissions"),
+                // Serving goes on: the batches stay unfinished until a later start resumes them.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read which batch submissions to resume")
+                }
+            }
+            crate::api::serve(listener, state, shutdown).await
+        }
+    }
+
+    /// Starts worker pools for `urgencies` and, when a route has a batch tier, the batch
+    /// tracker beside them (its batches are leased one process at a time, so every worker
+    /// process runs one and they share the work); [`WorkerPools::shutdown`] stops both.
+    pub fn start_workers(&self, urgencies: &[Urgency]) -> WorkerPools {
+        let pools = WorkerPools::start(self.worker_context(), urgencies);
+        if self.router.has_batch_tier() {
+            let submitter = self.submitter();
+            pools.run_beside(|stop| crate::batch::tracker::run(submitter, stop));
+        }
+        pools
     }
 
     pub fn api_state(&self) -> crate::api::ApiState {

@@ -19,15 +19,14 @@
 use crate::app::App;
 use crate::config::{Config, QueueBackend, Secret};
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
-use crate::worker::WorkerPools;
 use sqlx::Row;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Queue backend to measure.
-    #[arg(long, default_value = "embedded", value_parser = ["embedded", "rabbitmq"])]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
     /// How many jobs.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
@@ -57,6 +56,13 @@ pub struct BenchArgs {
     pub itl: Duration,
 }
 
+/// The queue backends a bench can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Rabbitmq,
+}
+
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
@@ -70,7 +76,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
     // keys, as they should with a real provider.
     config.sim.announced_requests_per_minute = Some(1_000_000_000);
-    if args.backend == "rabbitmq" {
+    if args.backend == Backend::Rabbitmq {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
         config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
@@ -83,13 +89,13 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         amqp.wait_connected(Duration::from_secs(10)).await?;
     }
     if args.streams > 0 {
-        let workers = WorkerPools::start(app.worker_context(), &[Urgency::Realtime]);
+        let workers = app.start_workers(&[Urgency::Realtime]);
         let result = bench_streams(&app, &args, out).await;
         workers.shutdown().await;
         cleanup(app, &args, &dir, out).await?;
         return result;
     }
-    let workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
+    let workers = app.start_workers(&[Urgency::Standard]);
     let submitter = app.submitter();
 
     writeln!(
@@ -212,11 +218,7 @@ async fn bench_streams(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let api = tokio::spawn(crate::api::serve(
-        listener,
-        app.api_state(),
-        std::future::pending(),
-    ));
+    let api = tokio::spawn(app.serve(listener, std::future::pending()));
     let token = app
         .config
         .tenants

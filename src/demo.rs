@@ -12,7 +12,6 @@ use crate::app::App;
 use crate::config::Config;
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
 use crate::pricing::PicoUsd;
-use crate::worker::WorkerPools;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,7 +48,7 @@ pub async fn run(database: &Path, out: &mut impl std::io::Write) -> anyhow::Resu
     let mut config = Config::builtin();
     config.server.database = database.into();
     let app = App::start(config.resolve()?).await?;
-    let workers = WorkerPools::start(app.worker_context(), &Urgency::ALL);
+    let workers = app.start_workers(&Urgency::ALL);
     let submitter = app.submitter();
 
     let specs = JOBS

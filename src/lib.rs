@@ -53,7 +53,8 @@
 //!   the same for recurring jobs and the batch tier's poll schedule.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
-//! - [`app`]: wiring a `Config` into store, queue, router and simulator.
+//! - [`app`]: wiring a `Config` into store, queue, router and simulator, and the start-up
+//!   duties beside serving and working (resuming batch submissions, the batch tracker).
 //! - [`client`]: a small client of the HTTP API, for the CLI and tests.
 //! - [`demo`], [`bench`]: `sluice demo` and `sluice bench`.
 

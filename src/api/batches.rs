@@ -40,7 +40,8 @@ use super::bulk::already_finished;
 use super::error::ApiError;
 use super::files::{error_file_id, output_file_id, PURPOSE_BATCH};
 use super::ApiState;
-use crate::bulk::submit::{prepare, BulkRequest};
+use crate::bulk::submit::prepare;
+use crate::bulk::wire::BulkRequest;
 use crate::bulk::{BulkError, Defaults, CHAT_COMPLETIONS_URL};
 use crate::job::from_value_naming_field;
 use crate::store::{BatchFields, BulkCancel, BulkView, NewBatch};
@@ -304,7 +305,7 @@ fn input_file_not_found(id: &str) -> ApiError {
 }
 
 /// Resumes every batch whose submission a stopped process left unfinished, each in a task
-/// of its own (see the module doc); returns how many. The API server calls it as it starts.
+/// of its own (see the module doc); returns how many. `App::serve` calls it before serving.
 pub async fn resume(submitter: &Submitter) -> Result<usize, crate::store::StoreError> {
     let unfinished = submitter.store.unfinished_batches().await?;
     for batch in &unfinished {

@@ -11,9 +11,11 @@
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::ApiState;
-use crate::bulk::submit::{prepare, BulkRequest, Submission};
-use crate::bulk::{output::output_line, BulkError, Defaults};
-use crate::job::Tags;
+use crate::bulk::submit::prepare;
+use crate::bulk::wire::{
+    ProgressEvent, ResultsQuery, Submission, SubmitQuery, NDJSON, PENDING_HEADER,
+};
+use crate::bulk::{output::output_line, BulkError};
 use crate::store::{BulkCancel, BulkView, ResultsFilter};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -21,86 +23,20 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// The media type of JSONL bodies and of the progress stream.
-pub const NDJSON: &str = "application/x-ndjson";
-
-/// The query of `POST /v1/bulk`.
-#[derive(Debug, Default, Deserialize)]
-pub struct SubmitParams {
-    name: Option<String>,
-    model: Option<String>,
-    urgency: Option<String>,
-    /// RFC 3339.
-    deadline: Option<String>,
-    user: Option<String>,
-    team: Option<String>,
-    feature: Option<String>,
-    #[serde(default)]
-    skip_invalid: bool,
-}
-
-impl SubmitParams {
-    fn into_request(self) -> Result<BulkRequest, ApiError> {
-        let urgency = match self.urgency.as_deref() {
-            None => Defaults::default().urgency,
-            Some(text) => text
-                .parse()
-                .map_err(|e: String| ApiError::invalid("urgency", e))?,
-        };
-        let deadline = self
-            .deadline
-            .as_deref()
-            .map(|text| {
-                chrono::DateTime::parse_from_rfc3339(text)
-                    .map(|d| d.with_timezone(&chrono::Utc))
-                    .map_err(|e| {
-                        ApiError::invalid(
-                            "deadline",
-                            format!(
-                                "\"{text}\" is not an RFC 3339 time like 2026-01-31T12:00:00Z: {e}"
-                            ),
-                        )
-                    })
-            })
-            .transpose()?;
-        if let Some(name) = &self.name {
-            if name.trim().is_empty() || name.len() > 256 {
-                return Err(ApiError::invalid(
-                    "name",
-                    "must be 1 to 256 characters long",
-                ));
-            }
-        }
-        Ok(BulkRequest {
-            name: self.name,
-            defaults: Defaults {
-                model: self.model,
-                urgency,
-                deadline,
-                tags: Tags {
-                    user: self.user,
-                    team: self.team,
-                    feature: self.feature,
-                },
-            },
-            skip_invalid: self.skip_invalid,
-        })
-    }
-}
 
 /// `POST /v1/bulk`: a JSONL body; the query names the bulk and sets the defaults.
 pub async fn submit(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
-    Query(params): Query<SubmitParams>,
+    Query(query): Query<SubmitQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request = params.into_request()?;
+    let request = query
+        .into_request()
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
     let input =
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let prepared = prepare(&state.submitter, &tenant, input, &request)
@@ -110,22 +46,26 @@ pub async fn submit(
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains(NDJSON));
-    let (events, mut receive) = tokio::sync::mpsc::channel::<Value>(64);
+    let (events, mut receive) = tokio::sync::mpsc::channel::<ProgressEvent>(64);
     let submitter = state.submitter.clone();
     // A task of its own: the submission finishes even if the client goes away.
     let task = tokio::spawn(async move {
         let progress_events = events.clone();
         let mut progress = move |done: u64, total: u64| {
             // Progress is best effort: a slow reader misses some, never the last event.
-            let _ =
-                progress_events.try_send(json!({"type": "progress", "done": done, "total": total}));
+            let _ = progress_events.try_send(ProgressEvent::Progress { done, total });
         };
         let outcome = prepared.submit(&submitter, &tenant, &mut progress).await;
         let last = match &outcome {
-            Ok(submission) => json!({"type": "submitted", "bulk": submission}),
+            Ok(submission) => ProgressEvent::Submitted {
+                bulk: submission.clone(),
+            },
             Err(e) => {
                 let error = bulk_error_body(e);
-                json!({"type": "error", "status": error.status.as_u16(), "error": {"type": error.kind, "message": error.message}})
+                ProgressEvent::Error {
+                    status: error.status.as_u16(),
+                    error: json!({"type": error.kind, "message": error.message}),
+                }
             }
         };
         let _ = events.send(last).await;
@@ -140,7 +80,7 @@ pub async fn submit(
         return Ok(submitted_response(submission));
     }
     let stream = futures::stream::poll_fn(move |cx| receive.poll_recv(cx)).map(|event| {
-        let mut line = serde_json::to_vec(&event).expect("a JSON value always serialises");
+        let mut line = serde_json::to_vec(&event).expect("a progress event always serialises");
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });
@@ -203,7 +143,7 @@ fn bulk_error_body(e: &BulkError) -> ApiError {
             Some(reason) => ApiError::store_unwritable(reason),
             None => ApiError::internal(e),
         },
-        BulkError::Write { .. } | BulkError::Client(_) => ApiError::internal(e),
+        BulkError::Write { .. } => ApiError::internal(e),
     }
 }
 
@@ -219,29 +159,17 @@ pub async fn get(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct ResultsParams {
-    #[serde(default)]
-    ordered: bool,
-    #[serde(default)]
-    errors: bool,
-}
-
-/// The header of a results download saying how many jobs were not finished yet (and so are
-/// not in it).
-pub const PENDING_HEADER: &str = "x-sluice-pending";
-
 /// `GET /v1/bulk/{id}/results`: one OpenAI batch output line per finished job, streamed.
 pub async fn results(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-    Query(params): Query<ResultsParams>,
+    Query(query): Query<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     let bulk = owned_bulk(&state, &tenant, &id).await?;
     let filter = ResultsFilter {
-        ordered: params.ordered,
-        errors_only: params.errors,
+        ordered: query.ordered,
+        errors_only: query.errors,
         successes_only: false,
     };
     let body = results_stream(&state, bulk.id, filter);

@@ -179,7 +179,7 @@ pub async fn content(
                 .into_response())
         }
         Found::Results { batch, filter } => Ok((
-            [(header::CONTENT_TYPE, super::bulk::NDJSON)],
+            [(header::CONTENT_TYPE, crate::bulk::wire::NDJSON)],
             Body::from_stream(super::bulk::results_stream(&state, batch.bulk.id, filter)),
         )
             .into_response()),

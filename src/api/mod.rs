@@ -185,19 +185,13 @@ async fn ready(
     (status, axum::Json(body))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, first resuming the batch
-/// submissions a stopped server left unfinished ([`batches::resume`]).
+/// Serves the API on `listener` until `shutdown` resolves. Start-up duties (resuming batch
+/// submissions) are the app's: see `App::serve`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match batches::resume(&state.submitter).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(batches = n, "resumed unfinished batch submissions"),
-        // Serving goes on: the batches stay unfinished until a later start resumes them.
-        Err(e) => tracing::error!(error = %e, "cannot read which batch submissions to resume"),
-    }
     // The client's address, for slowing down repeated failed authentications (see `auth`).
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(crate::sim::no_delay(listener), app)

@@ -20,15 +20,16 @@
 //! different request is not submitted either, but counted and listed as a conflict: the
 //! user changed it, and must not believe the change runs.
 //!
-//! [`output`] formats a finished job as an OpenAI batch output line; [`client`] is the
-//! `sluice bulk` command's side: validate locally (failing fast, before uploading anything),
-//! upload, show progress, fetch status and results.
+//! [`output`] formats a finished job as an OpenAI batch output line; [`wire`] holds what the
+//! API and its client exchange about a bulk. The `sluice bulk` commands' side (validate
+//! locally, upload, show progress, fetch status and results) is `crate::client::bulk`: this
+//! module is the server's, and knows nothing of the client.
 
-pub mod client;
 pub mod lines;
 pub mod output;
 pub mod submit;
 pub mod validate;
+pub mod wire;
 
 use crate::job::{Tags, Urgency};
 use chrono::{DateTime, Utc};
@@ -127,6 +128,4 @@ pub enum BulkError {
     Submit(#[from] crate::submit::SubmitError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Client(#[from] crate::client::ClientError),
 }

@@ -8,13 +8,13 @@
 
 use super::lines::{is_blank, Line, LineReader};
 use super::validate::{confirm_duplicates, job_of_line, validate, Validation};
+use super::wire::{BulkRequest, Submission};
 use super::{BulkError, Defaults, LineError, MAX_LINE_BYTES, MAX_LISTED_ERRORS};
 use crate::job::{FieldError, JobSpec};
 use crate::store::StoreError;
 use crate::submit::{SubmitError, Submitted, Submitter};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use std::io::SeekFrom;
 use tokio::io::{AsyncBufRead, AsyncSeekExt, BufReader, BufWriter};
 use uuid::Uuid;
@@ -23,50 +23,6 @@ use uuid::Uuid;
 const CHUNK: usize = 500;
 /// Chunks in flight at once: one being recorded while others wait for publisher confirms.
 const IN_FLIGHT: usize = 4;
-
-/// What a submission asks for besides its lines.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BulkRequest {
-    /// The bulk's name, unique per tenant: submitting again under a name adds to that bulk.
-    /// Without one, the bulk gets a fresh name (and the submission is not idempotent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(flatten)]
-    pub defaults: Defaults,
-    /// Submit the valid lines and report the others, instead of submitting nothing.
-    #[serde(default)]
-    pub skip_invalid: bool,
-}
-
-/// The outcome of a submission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Submission {
-    pub id: Uuid,
-    pub name: String,
-    /// False when the name already belonged to a bulk, which this submission added to.
-    pub created: bool,
-    /// Non-blank lines in the body.
-    pub lines: u64,
-    /// Jobs this submission created.
-    pub submitted: u64,
-    /// Valid lines whose `custom_id` the bulk already held with the same request: not
-    /// submitted again.
-    pub duplicates: u64,
-    /// Valid lines whose `custom_id` the bulk already held with a different request: not
-    /// submitted (the bulk's job stands), and reported so that a changed line is never taken
-    /// for submitted. Defaults to 0 for answers of servers that did not count them.
-    #[serde(default)]
-    pub conflicts: u64,
-    /// The first [`MAX_LISTED_ERRORS`] conflicting lines, each naming the job that holds its
-    /// `custom_id`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conflicting: Vec<LineError>,
-    /// Invalid lines skipped (with `skip_invalid`).
-    pub rejected: u64,
-    /// The first of the rejected lines.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rejections: Vec<LineError>,
-}
 
 /// The checks a server makes of every line: a single job's.
 fn checker(submitter: &Submitter) -> impl Fn(&JobSpec) -> Result<(), FieldError> + '_ {

@@ -10,7 +10,8 @@
 //! one fired within [`ON_TIME`] of its due time is simply on time, not "missed".
 
 use super::definition::{CatchUp, Definition, Work, MAX_CATCH_UP};
-use crate::bulk::submit::{submit_body, BulkRequest};
+use crate::bulk::submit::submit_body;
+use crate::bulk::wire::BulkRequest;
 use crate::bulk::Defaults;
 use crate::job::JobSpec;
 use crate::store::schedules::RunRecord;

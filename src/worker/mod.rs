@@ -70,20 +70,6 @@ pub struct WorkerContext {
     pub budgets: Arc<crate::budgets::Budgets>,
 }
 
-impl WorkerContext {
-    /// A submitter over the same store, queue and router: the batch tracker publishes the
-    /// jobs it sends back to the real-time tier with it.
-    fn submitter(&self) -> crate::submit::Submitter {
-        crate::submit::Submitter {
-            config: self.config.clone(),
-            store: self.store.clone(),
-            queue: self.queue.clone(),
-            router: self.router.clone(),
-            budgets: self.budgets.clone(),
-        }
-    }
-}
-
 /// Running worker pools; [`WorkerPools::shutdown`] stops them gracefully.
 pub struct WorkerPools {
     cancel: CancellationToken,
@@ -91,7 +77,9 @@ pub struct WorkerPools {
 }
 
 impl WorkerPools {
-    /// Starts one pool for each of `urgencies`, sized from the configuration.
+    /// Starts one pool for each of `urgencies`, sized from the configuration, and the reader
+    /// of dead letters. The batch tier's tracker is the app's to start beside them
+    /// (`App::start_workers`, through [`WorkerPools::run_beside`]).
     pub fn start(context: WorkerContext, urgencies: &[Urgency]) -> WorkerPools {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -105,18 +93,19 @@ impl WorkerPools {
                 tasks.clone(),
             ));
         }
-        // The batch tier's tracker runs beside the pools of every worker process: its
-        // batches are leased one process at a time, so several trackers share the work.
-        if context.router.has_batch_tier() {
-            tasks.spawn(crate::batch::tracker::run(
-                context.submitter(),
-                cancel.clone(),
-            ));
-        }
         // A job whose message the queue gave up on (its delivery limit) is failed, not left
         // running: every worker process reads the dead letters.
         tasks.spawn(dead_letters::run(context.clone(), cancel.clone()));
         WorkerPools { cancel, tasks }
+    }
+
+    /// Runs the task `start` makes beside the pools until they stop: it gets the token that
+    /// stops them, and [`WorkerPools::shutdown`] waits for it too.
+    pub fn run_beside<F>(&self, start: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(start(self.cancel.clone()));
     }
 
     /// Stops taking deliveries and waits for the jobs in flight to be recorded and settled.

@@ -415,7 +415,7 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
             )
         })
         .collect();
-    let request = sluice::bulk::submit::BulkRequest {
+    let request = sluice::bulk::wire::BulkRequest {
         name: Some("cancel-me".into()),
         defaults: sluice::bulk::Defaults::default(),
         skip_invalid: false,

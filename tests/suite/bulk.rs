@@ -6,12 +6,11 @@ use crate::common;
 
 use common::{prompt, Backend, Harness};
 use serde_json::{json, Value};
-use sluice::bulk::client as bulk;
-use sluice::bulk::submit::BulkRequest;
+use sluice::bulk::wire::{BulkRequest, ResultsQuery};
 use sluice::bulk::{BulkError, Defaults};
+use sluice::client::bulk::{self, BulkCommandError};
 use sluice::client::ClientError;
 use sluice::job::Urgency;
-use sluice::store::ResultsFilter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -74,7 +73,7 @@ async fn submit_file(
     client: &sluice::client::Client,
     path: &Path,
     request: BulkRequest,
-) -> Result<bulk::SubmitReport, BulkError> {
+) -> Result<bulk::SubmitReport, BulkCommandError> {
     bulk::submit(client, path, request, None, false).await
 }
 
@@ -89,12 +88,12 @@ async fn wait_done(h: &Harness, id: Uuid) -> Value {
     status
 }
 
-async fn results(h: &Harness, id: Uuid, filter: ResultsFilter) -> Vec<Value> {
+async fn results(h: &Harness, id: Uuid, query: ResultsQuery) -> Vec<Value> {
     let out = h
         .dir
         .path()
         .join(format!("results-{}.jsonl", Uuid::now_v7()));
-    let (lines, _) = bulk::download_results(&h.client, id, filter, Some(&out))
+    let (lines, _) = bulk::download_results(&h.client, id, query, Some(&out))
         .await
         .unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
@@ -133,10 +132,9 @@ async fn three_line_forms_complete_with_results_in_input_order(backend: Backend)
     let ordered = results(
         &h,
         s.id,
-        ResultsFilter {
+        ResultsQuery {
             ordered: true,
-            errors_only: false,
-            ..ResultsFilter::default()
+            errors: false,
         },
     )
     .await;
@@ -158,10 +156,9 @@ async fn three_line_forms_complete_with_results_in_input_order(backend: Backend)
     assert!(results(
         &h,
         s.id,
-        ResultsFilter {
+        ResultsQuery {
             ordered: false,
-            errors_only: true,
-            ..ResultsFilter::default()
+            errors: true,
         }
     )
     .await
@@ -188,11 +185,11 @@ async fn every_bad_line_of_a_large_file_is_reported_and_nothing_is_enqueued(back
         (10000, "custom_id"),
     ];
     match submit_file(&h.client, &path, request("large", Urgency::Batch)).await {
-        Err(BulkError::Invalid {
+        Err(BulkCommandError::Bulk(BulkError::Invalid {
             lines,
             invalid,
             errors,
-        }) => {
+        })) => {
             assert_eq!((lines, invalid), (10_000, 4));
             let found: Vec<(u64, &str)> =
                 errors.iter().map(|e| (e.line, e.field.as_str())).collect();
@@ -297,7 +294,7 @@ async fn skip_invalid_runs_the_good_lines_and_writes_the_bad_ones_to_rejects(bac
 
     let status = wait_done(&h, report.submission.id).await;
     assert_eq!(status["counts"]["succeeded"], 9_997, "{status:#}");
-    let out = results(&h, report.submission.id, ResultsFilter::default()).await;
+    let out = results(&h, report.submission.id, ResultsQuery::default()).await;
     assert_eq!(out.len(), 9_997);
     // One to one with the valid lines' custom_ids.
     let mut got: Vec<String> = out
@@ -485,7 +482,7 @@ async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
     assert_eq!(answer["status"], "cancelled");
     // Submitting more to a cancelled bulk is refused.
     match submit_file(&h.client, &path, request("cancel", Urgency::Batch)).await {
-        Err(BulkError::Client(ClientError::Api { status: 409, .. })) => {}
+        Err(BulkCommandError::Client(ClientError::Api { status: 409, .. })) => {}
         other => panic!("expected 409, got {other:?}"),
     }
 
@@ -498,10 +495,9 @@ async fn cancel_stops_every_queued_job_of_the_bulk(backend: Backend) {
     let errors = results(
         &h,
         s.id,
-        ResultsFilter {
+        ResultsQuery {
             ordered: true,
-            errors_only: true,
-            ..ResultsFilter::default()
+            errors: true,
         },
     )
     .await;
@@ -591,7 +587,7 @@ async fn another_tenants_bulk_is_a_404(backend: Backend) {
     is_404(h.other_client.bulk_cancel(s.id).await);
     match h
         .other_client
-        .bulk_results(s.id, ResultsFilter::default())
+        .bulk_results(s.id, ResultsQuery::default())
         .await
     {
         Err(ClientError::Api { status: 404, .. }) => {}

@@ -6,7 +6,6 @@ use crate::common;
 use common::{prompt, test_config, Backend, Harness};
 use sluice::app::App;
 use sluice::job::Urgency;
-use sluice::worker::WorkerPools;
 use std::time::Duration;
 
 /// A job envelope written by hand, exactly as `docs/envelope.md` documents it, as a program
@@ -171,7 +170,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend
             if let Some(amqp) = app.queue_as_amqp() {
                 amqp.wait_connected(Duration::from_secs(10)).await.unwrap();
             }
-            let _workers = WorkerPools::start(app.worker_context(), &[Urgency::Standard]);
+            let _workers = app.start_workers(&[Urgency::Standard]);
             let sim = app.sim.as_ref().unwrap();
             // The crash comes once the call is at the provider and the job is recorded
             // `running` (the call may begin a moment before that commit lands).

@@ -165,13 +165,11 @@ impl Harness {
         let app = App::start(config).await.expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let state = app.api_state();
+        let serving = app.serve(listener, std::future::pending());
         let api = tokio::spawn(async move {
-            sluice::api::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
+            serving.await.unwrap();
         });
-        let workers = workers.then(|| WorkerPools::start(app.worker_context(), &Urgency::ALL));
+        let workers = workers.then(|| app.start_workers(&Urgency::ALL));
         Harness {
             client: Client::new(&base_url, TOKEN),
             other_client: Client::new(&base_url, OTHER_TOKEN),
@@ -185,7 +183,7 @@ impl Harness {
 
     pub fn start_workers(&mut self) {
         assert!(self.workers.is_none());
-        self.workers = Some(WorkerPools::start(self.app.worker_context(), &Urgency::ALL));
+        self.workers = Some(self.app.start_workers(&Urgency::ALL));
     }
 
     /// The RabbitMQ names of this harness (RabbitMQ backend only).

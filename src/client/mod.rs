@@ -1,8 +1,14 @@
 //! A small client for Sluice's HTTP API, used by `sluice submit|get|wait|bulk` and the tests.
+//!
+//! It speaks the API's wire types (`crate::bulk::wire`), never the server's own modules, so
+//! it can sit above them; [`bulk`] is the `sluice bulk` commands' side.
 
-use crate::api::bulk::{NDJSON, PENDING_HEADER};
-use crate::bulk::submit::{BulkRequest, Submission};
-use crate::store::ResultsFilter;
+pub mod bulk;
+
+use crate::bulk::lines::{Line, LineReader};
+use crate::bulk::wire::{
+    BulkRequest, ProgressEvent, ResultsQuery, Submission, SubmitQuery, NDJSON, PENDING_HEADER,
+};
 use futures::TryStreamExt;
 use serde_json::Value;
 use std::fmt::Display;
@@ -123,13 +129,13 @@ impl Client {
         let response = self
             .http
             .post(format!("{}/v1/bulk", self.base_url))
-            .query(&bulk_query(request))
+            .query(&SubmitQuery::from(request))
             .header(reqwest::header::ACCEPT, NDJSON)
             .header(reqwest::header::CONTENT_TYPE, NDJSON)
             .body(body);
         let response = self.start(response).await?;
         let stream = response.bytes_stream().map_err(std::io::Error::other);
-        let mut events = crate::bulk::lines::LineReader::<_, tokio::io::Sink>::new(
+        let mut events = LineReader::<_, tokio::io::Sink>::new(
             tokio_util::io::StreamReader::new(stream),
             1 << 20,
             None,
@@ -139,27 +145,16 @@ impl Client {
             .await
             .map_err(|e| ClientError::Stream(e.to_string()))?
         {
-            let crate::bulk::lines::Line::Text(text) = line else {
+            let Line::Text(text) = line else {
                 continue;
             };
-            let event: Value = serde_json::from_slice(text)
+            let event: ProgressEvent = serde_json::from_slice(text)
                 .map_err(|e| ClientError::Stream(format!("a progress event is not JSON: {e}")))?;
-            match event["type"].as_str() {
-                Some("progress") => progress(
-                    event["done"].as_u64().unwrap_or(0),
-                    event["total"].as_u64().unwrap_or(0),
-                ),
-                Some("submitted") => {
-                    return serde_json::from_value(event["bulk"].clone())
-                        .map_err(|e| ClientError::Stream(e.to_string()))
-                }
-                Some("error") => {
-                    return Err(api_error(
-                        event["status"].as_u64().unwrap_or(500) as u16,
-                        &event["error"],
-                    ))
-                }
-                _ => {}
+            match event {
+                ProgressEvent::Progress { done, total } => progress(done, total),
+                ProgressEvent::Submitted { bulk } => return Ok(bulk),
+                ProgressEvent::Error { status, error } => return Err(api_error(status, &error)),
+                ProgressEvent::Unknown => {}
             }
         }
         Err(ClientError::Stream(
@@ -200,12 +195,9 @@ impl Client {
     pub async fn bulk_results(
         &self,
         bulk: impl Display,
-        filter: ResultsFilter,
+        query: ResultsQuery,
     ) -> Result<(reqwest::Response, u64), ClientError> {
-        let request = self
-            .http
-            .get(self.bulk_url(bulk, "/results"))
-            .query(&[("ordered", filter.ordered), ("errors", filter.errors_only)]);
+        let request = self.http.get(self.bulk_url(bulk, "/results")).query(&query);
         let response = self.start(request).await?;
         let pending = response
             .headers()
@@ -248,23 +240,4 @@ fn api_error(status: u16, error: &Value) -> ClientError {
             .to_string(),
         error: error.clone(),
     }
-}
-
-/// The query of `POST /v1/bulk` for a request.
-fn bulk_query(request: &BulkRequest) -> Vec<(&'static str, String)> {
-    let d = &request.defaults;
-    let mut query = vec![("urgency", d.urgency.to_string())];
-    let optional = [
-        ("name", request.name.clone()),
-        ("model", d.model.clone()),
-        ("deadline", d.deadline.map(|t| t.to_rfc3339())),
-        ("user", d.tags.user.clone()),
-        ("team", d.tags.team.clone()),
-        ("feature", d.tags.feature.clone()),
-    ];
-    query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
-    if request.skip_invalid {
-        query.push(("skip_invalid", "true".into()));
-    }
-    query
 }

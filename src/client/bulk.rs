@@ -9,14 +9,14 @@
 //! file during the local pass, and uploaded from it afterwards.
 //! Progress bars go to stderr, and only when it is a terminal.
 
-use super::lines::LineReader;
-use super::submit::{refuse_invalid, BulkRequest, Submission};
-use super::validate::{confirm_duplicates, validate, Observer, Validation};
-use super::{BulkError, LineError, MAX_LINE_BYTES};
-use crate::client::Client;
+use super::{Client, ClientError};
+use crate::bulk::lines::LineReader;
+use crate::bulk::submit::refuse_invalid;
+use crate::bulk::validate::{confirm_duplicates, validate, Observer, Validation};
+use crate::bulk::wire::{BulkRequest, ResultsQuery, Submission};
+use crate::bulk::{BulkError, LineError, MAX_LINE_BYTES};
 use crate::config::unknown_model_message;
 use crate::job::{FieldError, JobSpec};
-use crate::store::ResultsFilter;
 use futures::StreamExt;
 use indicatif::{HumanCount, MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
@@ -24,6 +24,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufReader, BufWriter};
+
+/// Why a `sluice bulk` command failed: the file (unreadable, unwritable, bad lines) or the
+/// server (unreachable, or refusing).
+#[derive(Debug, thiserror::Error)]
+pub enum BulkCommandError {
+    #[error(transparent)]
+    Bulk(#[from] BulkError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 
 /// What `sluice bulk submit` did.
 #[derive(Debug, Clone)]
@@ -44,7 +54,7 @@ pub async fn submit(
     mut request: BulkRequest,
     rejects: Option<PathBuf>,
     show_progress: bool,
-) -> Result<SubmitReport, BulkError> {
+) -> Result<SubmitReport, BulkCommandError> {
     let stdin = path.as_os_str() == "-";
     if request.name.is_none() {
         if stdin {
@@ -52,7 +62,8 @@ pub async fn submit(
                 "reading from standard input: give the bulk a name with --name (submitting \
                  again under the same name is what makes a resubmission create no duplicates)"
                     .into(),
-            ));
+            )
+            .into());
         }
         request.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     }
@@ -113,7 +124,7 @@ pub async fn submit(
         } else {
             let file = open(path).await.map_err(read_error)?;
             let found = validate(
-                &mut super::validate::reader(BufReader::new(file)),
+                &mut crate::bulk::validate::reader(BufReader::new(file)),
                 &request.defaults,
                 &check,
                 &mut observer,
@@ -131,7 +142,7 @@ pub async fn submit(
                 .await
                 .map_err(read_error)?;
             confirm_duplicates(
-                &mut super::validate::reader(BufReader::new(&mut file)),
+                &mut crate::bulk::validate::reader(BufReader::new(&mut file)),
                 &mut found,
                 &request.defaults,
                 &check,
@@ -152,7 +163,7 @@ pub async fn submit(
             })?;
         }
         refuse_invalid(&found, request.skip_invalid, &shown)?;
-        Ok::<_, BulkError>((found, spool))
+        Ok::<_, BulkCommandError>((found, spool))
     };
 
     let (validation, submission) = if stdin {
@@ -180,9 +191,9 @@ pub async fn submit(
 /// line, the rejects file) is what the user reads; the server runs the same checks, so it
 /// never accepts a file the local check refuses.
 async fn check_while_uploading(
-    check: impl std::future::Future<Output = Result<Validation, BulkError>>,
-    upload: impl std::future::Future<Output = Result<Submission, BulkError>>,
-) -> Result<(Validation, Submission), BulkError> {
+    check: impl std::future::Future<Output = Result<Validation, BulkCommandError>>,
+    upload: impl std::future::Future<Output = Result<Submission, BulkCommandError>>,
+) -> Result<(Validation, Submission), BulkCommandError> {
     use futures::future::{select, Either};
     futures::pin_mut!(check, upload);
     match select(check, upload).await {
@@ -205,7 +216,7 @@ async fn upload(
     mut file: tokio::fs::File,
     shown: &str,
     show_progress: bool,
-) -> Result<Submission, BulkError> {
+) -> Result<Submission, BulkCommandError> {
     let read_error = |source| BulkError::Read {
         what: shown.to_string(),
         source,
@@ -289,7 +300,7 @@ pub async fn wait(
     id: impl std::fmt::Display,
     timeout: Duration,
     show_progress: bool,
-) -> Result<Value, BulkError> {
+) -> Result<Value, BulkCommandError> {
     let give_up = tokio::time::Instant::now() + timeout;
     let progress = bar(show_progress, "jobs done", None, Unit::Jobs);
     loop {
@@ -310,10 +321,10 @@ pub async fn wait(
 pub async fn download_results(
     client: &Client,
     id: impl std::fmt::Display,
-    filter: ResultsFilter,
+    query: ResultsQuery,
     out: Option<&Path>,
-) -> Result<(u64, u64), BulkError> {
-    let (response, pending) = client.bulk_results(id, filter).await?;
+) -> Result<(u64, u64), BulkCommandError> {
+    let (response, pending) = client.bulk_results(id, query).await?;
     let what = out.map_or("standard output".to_string(), |p| p.display().to_string());
     let write_error = |source| BulkError::Write {
         what: what.clone(),
@@ -328,8 +339,7 @@ pub async fn download_results(
     let mut lines = 0u64;
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk
-            .map_err(|e| BulkError::Client(crate::client::ClientError::Stream(e.to_string())))?;
+        let chunk = chunk.map_err(|e| ClientError::Stream(e.to_string()))?;
         lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
         sink.write_all(&chunk).await.map_err(write_error)?;
     }

@@ -1,0 +1,80 @@
+//! `sluice serve` and `sluice worker`: the long-running processes, each stopped gracefully by
+//! Ctrl-C or SIGTERM.
+
+use super::{load_config, shutdown_signal};
+use anyhow::Context;
+use sluice::app::App;
+use sluice::job::Urgency;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often `serve` looks for jobs a crash left recorded but unpublished, and how old such a
+/// job must be (younger ones may simply be waiting for their publisher confirm).
+const RELAY_EVERY: Duration = Duration::from_secs(30);
+const RELAY_AFTER: Duration = Duration::from_secs(60);
+
+/// `sluice serve`: the API, the outbox relay and the scheduler, and (unless `no_workers`)
+/// the worker pools of every urgency.
+pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let app = if no_workers {
+        App::start_without_calls(config).await?
+    } else {
+        App::start(config).await?
+    };
+    let listener = tokio::net::TcpListener::bind(&app.config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
+    tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
+    let workers = (!no_workers).then(|| app.start_workers(&Urgency::ALL));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(
+        app.submitter()
+            .run_relay(RELAY_EVERY, RELAY_AFTER, stop.clone()),
+    );
+    let scheduler = start_scheduler(&app, stop.clone());
+    app.serve(listener, shutdown_signal()).await?;
+    stop.cancel();
+    let _ = relay.await;
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
+    Ok(())
+}
+
+/// `sluice worker`: worker pools for `urgencies` (every urgency when empty).
+pub async fn worker(config: &Option<PathBuf>, urgencies: Vec<Urgency>) -> anyhow::Result<()> {
+    let app = App::start(load_config(config)?).await?;
+    let urgencies = if urgencies.is_empty() {
+        Urgency::ALL.to_vec()
+    } else {
+        urgencies
+    };
+    let workers = app.start_workers(&urgencies);
+    shutdown_signal().await;
+    workers.shutdown().await;
+    Ok(())
+}
+
+/// Starts the scheduler of recurring jobs, unless it is disabled or has nothing to run. Bad
+/// definitions are logged by file; the good ones still run.
+fn start_scheduler(
+    app: &App,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !app.config.scheduler.enabled {
+        return None;
+    }
+    let (definitions, errors) = sluice::schedule::load_dir(&app.config.scheduler.dir, &app.config);
+    for error in errors {
+        tracing::error!("recurring job not scheduled: {error}");
+    }
+    if definitions.is_empty() {
+        return None;
+    }
+    let scheduler = sluice::schedule::Scheduler::new(definitions, app.submitter());
+    Some(tokio::spawn(scheduler.run(stop)))
+}
