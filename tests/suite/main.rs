@@ -19,6 +19,7 @@ mod crashes;
 mod docs;
 mod faults;
 mod job_loop;
+mod layers;
 mod openai_batches;
 mod providers_batch;
 mod providers_http;
