@@ -24,7 +24,7 @@ use crate::router::Router;
 use crate::router::{Deployment, Route};
 use crate::store::provider_batches::{BatchState, DueBatch, PendingItem};
 use crate::store::Store;
-use crate::store::{now_ms, AttemptOutcome, AttemptRecord, StoreError};
+use crate::store::{now_ms, AttemptFailure, AttemptOutcome, AttemptRecord, StoreError};
 use crate::submit::Submitter;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -294,7 +294,7 @@ impl Tracker {
         outcome: Option<ItemOutcome>,
     ) -> Result<Settled, StoreError> {
         let store = &self.store;
-        let attempt = |outcome: &str, status: Option<u16>, error: Option<String>| {
+        let attempt = |outcome: AttemptOutcome, status: Option<u16>, error: Option<String>| {
             attempt_record(batch, Some(deployment), item, outcome, status, error)
         };
         match outcome {
@@ -315,7 +315,7 @@ impl Tracker {
                 if !error.kind.is_retryable() && error.kind != ErrorKind::QuotaExhausted =>
             {
                 let record = attempt(
-                    error.kind.as_str(),
+                    AttemptOutcome::Failed(error.kind.into()),
                     error.status,
                     Some(error.message.clone()),
                 );
@@ -325,28 +325,31 @@ impl Tracker {
                 Ok(Settled::Failed)
             }
             other => {
-                let (outcome, status, error) = match &other {
+                let (failure, status, error) = match &other {
                     Some(ItemOutcome::Failed(error)) => {
-                        (error.kind.as_str(), error.status, error.to_string())
+                        (error.kind.into(), error.status, error.to_string())
                     }
                     Some(ItemOutcome::Expired) => (
-                        "expired",
+                        AttemptFailure::Expired,
                         None,
                         "the provider batch's window closed before this request ran".into(),
                     ),
                     Some(ItemOutcome::Cancelled) => (
-                        "cancelled",
+                        AttemptFailure::Cancelled,
                         None,
                         "the provider batch was cancelled before this request ran".into(),
                     ),
                     _ => (
-                        "missing",
+                        AttemptFailure::Missing,
                         None,
                         "the provider batch ended without a result for this request".into(),
                     ),
                 };
                 let returned = store
-                    .return_item(item.job, attempt(outcome, status, Some(error)))
+                    .return_item(
+                        item.job,
+                        attempt(AttemptOutcome::Failed(failure), status, Some(error)),
+                    )
                     .await?;
                 Ok(if returned {
                     Settled::Returned
@@ -372,7 +375,7 @@ impl Tracker {
             batch,
             Some(deployment),
             item,
-            "ok",
+            AttemptOutcome::Ok,
             Some(completion.status),
             None,
         );
@@ -406,12 +409,12 @@ impl Tracker {
         let deployment = self.router.deployment(&batch.deployment).cloned();
         let mut returned = Vec::new();
         for item in store.pending_items(batch.id).await? {
-            let outcome = error.map_or("abandoned", |e| e.kind.as_str());
+            let failure = error.map_or(AttemptFailure::Abandoned, |e| e.kind.into());
             let record = attempt_record(
                 batch,
                 deployment.as_deref(),
                 &item,
-                outcome,
+                AttemptOutcome::Failed(failure),
                 error.and_then(|e| e.status),
                 Some(why.into()),
             );
@@ -479,7 +482,7 @@ fn attempt_record(
     batch: &DueBatch,
     deployment: Option<&Deployment>,
     item: &PendingItem,
-    outcome: &str,
+    outcome: AttemptOutcome,
     http_status: Option<u16>,
     error: Option<String>,
 ) -> AttemptRecord {
@@ -489,8 +492,8 @@ fn attempt_record(
         provider: deployment.map_or_else(String::new, |d| d.provider_name.clone()),
         model: deployment.map_or_else(String::new, |d| d.model.clone()),
         key_id: batch.key_id.clone(),
-        tier: Tier::Batch.as_str(),
-        outcome: AttemptOutcome::from_stored(outcome),
+        tier: Tier::Batch,
+        outcome,
         http_status,
         error,
         retry_after_ms: None,

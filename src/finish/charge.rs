@@ -30,7 +30,7 @@ pub fn charge(usage: Usage, deployment: &Deployment, route: &Route, tier: Tier) 
             )
         });
     CostRecord {
-        tier: tier.as_str(),
+        tier,
         usage,
         price,
         amount,

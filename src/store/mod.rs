@@ -24,9 +24,9 @@ pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
-    newly_created, Adopted, AttemptOutcome, AttemptRecord, AttemptStart, CostRecord,
-    CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan, Refusal,
-    StartOutcome,
+    newly_created, Adopted, AttemptFailure, AttemptOutcome, AttemptRecord, AttemptStart,
+    CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan,
+    Refusal, StartOutcome,
 };
 pub use writer::{Undo, WriteFuture};
 

@@ -106,7 +106,7 @@ pub(super) async fn start(
         provider: deployment.provider_name.clone(),
         model: deployment.model.clone(),
         key_id: deployment.key(plan.pick.key).id.clone(),
-        tier: plan.tier.endpoint(),
+        tier: plan.tier,
         started_at: plan.started_at,
         chosen_because: plan.chosen_because.clone(),
     };

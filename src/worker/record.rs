@@ -37,7 +37,7 @@ pub(super) fn ending(
         provider: deployment.provider_name.clone(),
         model: deployment.model.clone(),
         key_id: deployment.key(plan.pick.key).id.clone(),
-        tier: plan.tier.endpoint(),
+        tier: plan.tier,
         outcome,
         http_status: status,
         error,
@@ -58,7 +58,7 @@ pub(super) fn ending(
         Err(error) => error,
     };
     let record = attempt(
-        AttemptOutcome::Failed(error.kind.as_str().into()),
+        AttemptOutcome::Failed(error.kind.into()),
         error.status,
         Some(error.message.clone()),
         error.retry_after,

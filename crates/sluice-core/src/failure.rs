@@ -63,6 +63,14 @@ impl ErrorKind {
         )
     }
 
+    /// The kind a stable name stands for (`None` for a name that is not a provider's).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        PROVIDER_KINDS
+            .iter()
+            .find(|kind| kind.as_str() == name)
+            .copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::RateLimited => "rate_limited",
@@ -160,10 +168,8 @@ impl JobFailure {
     /// [`JobFailure::Unrecognised`] rather than an error, so a row written by a newer version
     /// still reads.
     pub fn from_name(name: &str) -> JobFailure {
-        PROVIDER_KINDS
-            .iter()
-            .find(|kind| kind.as_str() == name)
-            .map(|kind| JobFailure::Provider(*kind))
+        ErrorKind::from_name(name)
+            .map(JobFailure::Provider)
             .or_else(|| {
                 OWN.iter()
                     .find(|(_, own)| *own == name)

@@ -3,9 +3,10 @@
 //! because every transition stores attempts, and the batch tier records them too.
 
 use super::transitions::fail_job;
-use crate::failure::JobFailure;
+use crate::failure::{ErrorKind, JobFailure};
 use crate::job::JobStatus;
 use crate::store::{now_ms, Store, StoreError};
+use crate::tier::Tier;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -36,9 +37,81 @@ pub enum AttemptOutcome {
     Interrupted,
     /// Answered.
     Ok,
-    /// Ended with this error: an [`ErrorKind`](crate::providers::ErrorKind)'s name
-    /// (`rate_limited`, `server_error`, …), or why a batch item did not answer.
-    Failed(String),
+    /// Ended without an answer, for this reason.
+    Failed(AttemptFailure),
+}
+
+/// Why an attempt ended without an answer: a provider's error, or why a batch item came back
+/// unanswered. Stored by name in `attempts.outcome` (see [`AttemptFailure::as_str`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// The provider's error, named as [`ErrorKind::as_str`] names it (`rate_limited`, …).
+    Provider(ErrorKind),
+    /// The provider batch's window closed before the item ran (`expired`).
+    Expired,
+    /// The provider batch was cancelled before the item ran (`cancelled`).
+    Cancelled,
+    /// The provider batch ended without a result for the item (`missing`).
+    Missing,
+    /// The provider batch was given up without a provider error (`abandoned`).
+    Abandoned,
+    /// A name this build does not know (written by another version of Sluice), kept as
+    /// stored so the job's view shows it unchanged.
+    Unrecognised(String),
+}
+
+impl AttemptFailure {
+    /// The batch items' own names, for reading them back.
+    const BATCH: [(AttemptFailure, &'static str); 4] = [
+        (AttemptFailure::Expired, "expired"),
+        (AttemptFailure::Cancelled, "cancelled"),
+        (AttemptFailure::Missing, "missing"),
+        (AttemptFailure::Abandoned, "abandoned"),
+    ];
+
+    /// The name stored in `attempts.outcome`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AttemptFailure::Provider(kind) => kind.as_str(),
+            AttemptFailure::Unrecognised(name) => name,
+            own => Self::BATCH
+                .iter()
+                .find(|(failure, _)| failure == own)
+                .map_or("unrecognised", |(_, name)| name),
+        }
+    }
+
+    /// The failure a stored name stands for; a name this build does not know is kept as
+    /// [`AttemptFailure::Unrecognised`].
+    pub fn from_stored(name: &str) -> Self {
+        ErrorKind::from_name(name)
+            .map(AttemptFailure::Provider)
+            .or_else(|| {
+                Self::BATCH
+                    .iter()
+                    .find(|(_, own)| *own == name)
+                    .map(|(failure, _)| failure.clone())
+            })
+            .unwrap_or_else(|| AttemptFailure::Unrecognised(name.to_string()))
+    }
+
+    /// The job's failure when this was its last attempt: the same stable name, where
+    /// [`JobFailure`] has one.
+    pub fn job_failure(&self) -> JobFailure {
+        JobFailure::from_name(self.as_str())
+    }
+}
+
+impl From<ErrorKind> for AttemptFailure {
+    fn from(kind: ErrorKind) -> Self {
+        AttemptFailure::Provider(kind)
+    }
+}
+
+impl std::fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl AttemptOutcome {
@@ -48,17 +121,17 @@ impl AttemptOutcome {
             AttemptOutcome::Running => "running",
             AttemptOutcome::Interrupted => "interrupted",
             AttemptOutcome::Ok => "ok",
-            AttemptOutcome::Failed(kind) => kind,
+            AttemptOutcome::Failed(failure) => failure.as_str(),
         }
     }
 
-    /// The outcome a stored word means (any other word is an error kind).
+    /// The outcome a stored word means (any other word names a failure).
     pub fn from_stored(word: &str) -> Self {
         match word {
             "running" => AttemptOutcome::Running,
             "interrupted" => AttemptOutcome::Interrupted,
             "ok" => AttemptOutcome::Ok,
-            kind => AttemptOutcome::Failed(kind.to_string()),
+            failure => AttemptOutcome::Failed(AttemptFailure::from_stored(failure)),
         }
     }
 }
@@ -91,7 +164,9 @@ pub struct AttemptRecord {
     pub provider: String,
     pub model: String,
     pub key_id: String,
-    pub tier: &'static str,
+    /// The tier the call was made on; stored as its endpoint ([`Tier::endpoint`]: a flex
+    /// call's attempt says `realtime`).
+    pub tier: Tier,
     pub outcome: AttemptOutcome,
     pub http_status: Option<u16>,
     pub error: Option<String>,
@@ -112,7 +187,8 @@ pub struct AttemptStart {
     pub provider: String,
     pub model: String,
     pub key_id: String,
-    pub tier: &'static str,
+    /// The tier the call is made on; stored as its endpoint, as [`AttemptRecord::tier`].
+    pub tier: Tier,
     pub started_at: i64,
     pub chosen_because: Option<String>,
 }
@@ -148,7 +224,7 @@ impl Store {
                     .bind(&attempt.provider)
                     .bind(&attempt.model)
                     .bind(&attempt.key_id)
-                    .bind(attempt.tier)
+                    .bind(attempt.tier.endpoint())
                     .bind(attempt.started_at)
                     .bind(attempt.started_at)
                     .bind(&attempt.chosen_because)
@@ -236,7 +312,7 @@ pub(super) fn bind_attempt<'q>(
         .bind(&a.provider)
         .bind(&a.model)
         .bind(&a.key_id)
-        .bind(a.tier)
+        .bind(a.tier.endpoint())
         .bind(a.outcome.as_str())
         .bind(a.http_status.map(i64::from))
         .bind(&a.error)
@@ -297,9 +373,8 @@ pub(in crate::store) async fn exhausted(
             .fetch_optional(&mut *conn)
             .await?;
     let (kind, how) = match last.as_deref().map(AttemptOutcome::from_stored) {
-        Some(AttemptOutcome::Failed(kind)) => {
-            let how = format!("ended {kind}");
-            (JobFailure::from_name(&kind), how)
+        Some(AttemptOutcome::Failed(failure)) => {
+            (failure.job_failure(), format!("ended {failure}"))
         }
         _ => (
             INTERRUPTED,

@@ -6,6 +6,7 @@ use crate::job::{ChatRequest, Envelope, JobSpec, JobStatus, Urgency};
 use crate::pricing::PicoUsd;
 use crate::providers::Usage;
 use crate::store::Store;
+use crate::tier::Tier;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -70,7 +71,7 @@ fn attempt(number: u32) -> AttemptRecord {
         provider: "openai".into(),
         model: "gpt-4o-mini".into(),
         key_id: "k1".into(),
-        tier: "realtime",
+        tier: Tier::Realtime,
         outcome: AttemptOutcome::Ok,
         http_status: Some(200),
         error: None,
@@ -88,7 +89,7 @@ fn start() -> AttemptStart {
         provider: "openai".into(),
         model: "gpt-4o-mini".into(),
         key_id: "k1".into(),
-        tier: "realtime",
+        tier: Tier::Realtime,
         started_at: 1,
         chosen_because: None,
     }
@@ -146,7 +147,7 @@ async fn attempts_cut_short_are_interrupted_and_count_toward_max_attempts() {
 
 fn cost(amount: i64) -> CostRecord {
     CostRecord {
-        tier: "realtime",
+        tier: Tier::Realtime,
         usage: Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
@@ -250,4 +251,39 @@ async fn a_finish_writes_only_for_a_running_job() {
         ("acme", Some("search"), 7, 1)
     );
     assert_eq!(store.total_cost().await.unwrap(), PicoUsd(7));
+}
+
+/// Every outcome reads back from the word it is stored by, a word this build does not know
+/// unchanged.
+#[test]
+fn attempt_outcomes_read_back_from_their_stored_words() {
+    use crate::failure::{ErrorKind, JobFailure};
+    let outcomes = [
+        AttemptOutcome::Running,
+        AttemptOutcome::Interrupted,
+        AttemptOutcome::Ok,
+        AttemptOutcome::Failed(ErrorKind::RateLimited.into()),
+        AttemptOutcome::Failed(ErrorKind::InvalidResponse.into()),
+        AttemptOutcome::Failed(AttemptFailure::Expired),
+        AttemptOutcome::Failed(AttemptFailure::Cancelled),
+        AttemptOutcome::Failed(AttemptFailure::Missing),
+        AttemptOutcome::Failed(AttemptFailure::Abandoned),
+        AttemptOutcome::Failed(AttemptFailure::Unrecognised("something_newer".into())),
+    ];
+    for outcome in outcomes {
+        assert_eq!(AttemptOutcome::from_stored(outcome.as_str()), outcome);
+    }
+    assert_eq!(
+        AttemptOutcome::Failed(ErrorKind::ServerError.into()).as_str(),
+        "server_error"
+    );
+    assert_eq!(AttemptFailure::Expired.as_str(), "expired");
+    assert_eq!(
+        AttemptFailure::Provider(ErrorKind::Timeout).job_failure(),
+        JobFailure::Provider(ErrorKind::Timeout)
+    );
+    assert_eq!(
+        AttemptFailure::Missing.job_failure(),
+        JobFailure::Unrecognised
+    );
 }

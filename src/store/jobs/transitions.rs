@@ -12,6 +12,7 @@ use crate::job::{JobStatus, Tags};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
 use crate::store::{budgets, now_ms, Store, StoreError};
+use crate::tier::Tier;
 use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 pub struct CostRecord {
     /// The tier the call was priced at: `realtime`, `batch` or `flex` (a flex call's attempt
     /// says `realtime`, the endpoint it called).
-    pub tier: &'static str,
+    pub tier: Tier,
     pub usage: Usage,
     /// The unit prices charged; `None` when the deployment's price is unknown (amount 0,
     /// recorded with `price_known = 0`).
@@ -164,7 +165,7 @@ pub async fn succeed_job(
         .bind(&attempt.deployment)
         .bind(&attempt.provider)
         .bind(&attempt.model)
-        .bind(cost.tier)
+        .bind(cost.tier.as_str())
         .bind(cost.usage.prompt_tokens as i64)
         .bind(cost.usage.cached_tokens as i64)
         .bind(cost.usage.completion_tokens as i64)
