@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Queue backend to measure.
-    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
-    pub backend: Backend,
+    #[arg(long, value_enum, default_value_t = QueueBackend::Embedded)]
+    pub backend: QueueBackend,
     /// How many jobs.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
@@ -56,13 +56,6 @@ pub struct BenchArgs {
     pub itl: Duration,
 }
 
-/// The queue backends a bench can measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Embedded,
-    Rabbitmq,
-}
-
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
@@ -76,7 +69,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
     // keys, as they should with a real provider.
     config.sim.announced_requests_per_minute = Some(1_000_000_000);
-    if args.backend == Backend::Rabbitmq {
+    if args.backend == QueueBackend::Rabbitmq {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
         config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
