@@ -154,7 +154,7 @@ async fn ready(
     if let Err(unready) = &queue_ready {
         problems.push(format!("the queue ({}) {unready}", queue.name()));
     }
-    if let Err(e) = sqlx::query("SELECT 1").execute(state.store.reader()).await {
+    if let Err(e) = state.store.probe_read().await {
         problems.push(format!("the store cannot be read: {e}"));
     }
     let written = tokio::time::timeout(READY_WRITE_TIMEOUT, state.store.probe_write()).await;

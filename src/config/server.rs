@@ -184,6 +184,19 @@ impl PostgresUrl {
     }
 }
 
+impl std::str::FromStr for PostgresUrl {
+    type Err = DatabaseError;
+
+    /// Reads a `postgres://` or `postgresql://` URL; any other text is refused.
+    fn from_str(text: &str) -> Result<Self, DatabaseError> {
+        match url_scheme(text).map(str::to_ascii_lowercase).as_deref() {
+            Some("postgres" | "postgresql") => PostgresUrl::parse(text.to_string()),
+            Some(scheme) => Err(DatabaseError::UnknownScheme(scheme.to_string())),
+            None => Err(DatabaseError::UnknownScheme(String::new())),
+        }
+    }
+}
+
 impl fmt::Display for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)

@@ -82,6 +82,7 @@ pub async fn succeed(
     let warnings = store
         .write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let Some(owner) = succeed_job(conn, id, &attempt, &response, &cost).await? else {
                     return Ok(None);
                 };

@@ -116,6 +116,7 @@ impl EmbeddedQueue {
             .store
             .write(move |conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("the embedded queue")?;
                     // Already published: the message is queued in this very transaction.
                     let outcomes = match insert_alone(conn, &envelopes, true).await? {
                         Ok(outcomes) => outcomes,
@@ -242,7 +243,12 @@ impl Queue for EmbeddedQueue {
     async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError> {
         let messages = messages.into_iter().map(|m| (urgency, m)).collect();
         self.store
-            .write(move |conn| Box::pin(async move { enqueue(conn, messages).await }))
+            .write(move |conn| {
+                Box::pin(async move {
+                    let conn = conn.into_sqlite("the embedded queue")?;
+                    enqueue(conn, messages).await
+                })
+            })
             .await
             .map_err(storage)?;
         self.announce_visible(urgency);
@@ -309,6 +315,7 @@ impl EmbeddedConsumer {
             .store
             .write(move |conn| {
                 Box::pin(async move {
+ let conn = conn.into_sqlite("the embedded queue")?;
                     let now = now_ms();
                     dead_letter_undelivered(conn, urgency, now, delivery_limit).await?;
                     let lease = new_lease();
@@ -434,7 +441,14 @@ impl EmbeddedSettle {
     where
         F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, u64> + Send + 'static,
     {
-        let changed = self.queue.store.write_as(undo, op).await.map_err(storage)?;
+        let changed = self
+            .queue
+            .store
+            .write_as(undo, |conn| {
+                Box::pin(async move { op(conn.into_sqlite("the embedded queue")?).await })
+            })
+            .await
+            .map_err(storage)?;
         if changed == 1 {
             Ok(())
         } else {
@@ -612,7 +626,7 @@ mod tests {
         assert_eq!(again, vec![InsertOutcome::Existing(first.id)]);
 
         let unpublished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE published = 0")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().unwrap())
             .await
             .unwrap();
         assert_eq!(unpublished, 0);
@@ -631,7 +645,7 @@ mod tests {
         delivered.sort();
         assert_eq!(delivered, [Some("other".into()), Some("same".into())]);
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().unwrap())
             .await
             .unwrap();
         assert_eq!(left, 0, "no second message for the duplicate");
@@ -659,7 +673,7 @@ mod tests {
         // A message a consumer took would have been visible first; this one never was.
         let (visible_at, leased, deliveries): (i64, bool, i64) =
             sqlx::query_as("SELECT visible_at, lease IS NOT NULL, deliveries FROM queue_messages")
-                .fetch_one(store.reader())
+                .fetch_one(store.sqlite_reader().unwrap())
                 .await
                 .unwrap();
         assert!(
@@ -678,7 +692,7 @@ mod tests {
         assert_eq!(custom_id.as_deref(), Some("handed"));
         delivery.ack().await.unwrap();
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().unwrap())
             .await
             .unwrap();
         assert_eq!(left, 0, "acked under the lease it was handed with");
@@ -739,7 +753,7 @@ mod tests {
             let store = store.clone();
             async move {
                 sqlx::query_scalar::<_, i64>(sql)
-                    .fetch_one(store.reader())
+                    .fetch_one(store.sqlite_reader().unwrap())
                     .await
                     .unwrap()
             }
@@ -757,7 +771,7 @@ mod tests {
         let (status, kind, error): (String, String, String) =
             sqlx::query_as("SELECT status, error_kind, error FROM jobs WHERE id = ?")
                 .bind(job.id.to_string())
-                .fetch_one(store.reader())
+                .fetch_one(store.sqlite_reader().unwrap())
                 .await
                 .unwrap();
         assert_eq!((status.as_str(), kind.as_str()), ("failed", "interrupted"));

@@ -70,6 +70,7 @@ impl Store {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 // The file's existence is checked in the same transaction as the insert, so a
                 // concurrent delete either comes first (no batch) or sees the batch and keeps
                 // the file.
@@ -105,7 +106,7 @@ impl Store {
             "SELECT id, tenant, input_file_id, expires_at FROM bulks \
              WHERE {UNFINISHED_BATCH} ORDER BY id"
         ))
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -145,6 +146,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let sql = format!("UPDATE bulks SET {set} WHERE id = ?");
                 let mut query = sqlx::query(&sql).bind(now_ms());
                 if let Some(errors) = &errors {
@@ -166,7 +168,7 @@ impl Store {
              FROM bulks b WHERE id = ?",
         )
         .bind(&id)
-        .fetch_optional(self.reader())
+        .fetch_optional(self.reader()?)
         .await?;
         let Some(row) = row else {
             return Ok(BatchFields::default());
@@ -181,7 +183,7 @@ impl Store {
              WHERE j.bulk_id = ?",
         )
         .bind(&id)
-        .fetch_one(self.reader())
+        .fetch_one(self.reader()?)
         .await?;
         Ok(BatchFields {
             metadata: json(row.get(0))?,
@@ -214,7 +216,7 @@ impl Store {
         .bind(after.map(|a| a.to_string()))
         .bind(after.map(|a| a.to_string()))
         .bind(limit)
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         ids.iter()
             .map(|id| Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string())))

@@ -58,6 +58,7 @@ impl Store {
     pub async fn reserve(&self, job: Uuid, holds: Vec<Hold>) -> Result<Reserved, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 let status: Option<String> =
                     sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
                         .bind(job.to_string())
@@ -126,7 +127,7 @@ impl Store {
         .bind(budget)
         .bind(tenant)
         .bind(period_start)
-        .fetch_optional(self.reader())
+        .fetch_optional(self.reader()?)
         .await?;
         let crossed: Vec<i64> = sqlx::query_scalar(
             "SELECT threshold_bp FROM budget_warnings \
@@ -135,7 +136,7 @@ impl Store {
         .bind(budget)
         .bind(tenant)
         .bind(period_start)
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         let (spent, reserved) = row.unwrap_or_default();
         Ok(BudgetTotals {

@@ -117,6 +117,7 @@ impl Store {
         let fresh = Uuid::now_v7();
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let row = sqlx::query(
                     "INSERT INTO bulks (id, tenant, name, created_at) VALUES (?, ?, ?, ?) \
                      ON CONFLICT (tenant, name) DO UPDATE SET \
@@ -158,6 +159,7 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let cancelled: Option<Option<i64>> =
                     sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
                         .bind(bulk.to_string())
@@ -185,6 +187,7 @@ impl Store {
     pub async fn finish_bulk_submission(&self, bulk: Uuid) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 sqlx::query("UPDATE bulks SET submitting = 0, submitted_at = ? WHERE id = ?")
                     .bind(now_ms())
                     .bind(bulk.to_string())
@@ -202,7 +205,7 @@ impl Store {
             sqlx::query_scalar("SELECT id FROM bulks WHERE tenant = ? AND name = ?")
                 .bind(tenant)
                 .bind(name)
-                .fetch_optional(self.reader())
+                .fetch_optional(self.reader()?)
                 .await?;
         id.map(|id| Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()).into()))
             .transpose()
@@ -216,7 +219,7 @@ impl Store {
         )
         .bind(id.to_string())
         .bind(tenant)
-        .fetch_optional(self.reader())
+        .fetch_optional(self.reader()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut counts = BulkCounts::default();
@@ -225,7 +228,7 @@ impl Store {
              GROUP BY status",
         )
         .bind(id.to_string())
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         for count in by_status {
             let status: JobStatus = count
@@ -246,7 +249,7 @@ impl Store {
              WHERE j.bulk_id = ?",
         )
         .bind(id.to_string())
-        .fetch_one(self.reader())
+        .fetch_one(self.reader()?)
         .await?;
         let cost = PicoUsd(cost.unwrap_or(0));
         let done = counts.succeeded + counts.failed + counts.cancelled;
@@ -289,6 +292,7 @@ impl Store {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let found = sqlx::query(
                     "SELECT cancelled_at IS NULL AND submitting = 0 AND NOT EXISTS \
                      (SELECT 1 FROM jobs WHERE bulk_id = bulks.id \
@@ -340,8 +344,11 @@ impl Store {
              FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
              WHERE j.bulk_id = ? AND j.status IN {statuses}{order}"
         );
-        let pool = self.reader().clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let pool = match self.reader() {
+            Ok(pool) => pool.clone(),
+            Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
         // The query's stream borrows the pool; a task owns both and hands rows over a bounded
         // channel, so a slow reader holds the query back instead of filling memory.
         tokio::spawn(async move {

@@ -120,6 +120,7 @@ mod tests {
         let threshold: i64 = store
             .write(|conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("this operation")?;
                     sqlx::query_scalar("PRAGMA wal_autocheckpoint")
                         .fetch_one(&mut *conn)
                         .await
@@ -133,6 +134,7 @@ mod tests {
         store
             .write(|conn| {
                 Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                     for i in 0..64 {
                         sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', zeroblob(32768), ?, 0)")
                             .bind(format!("row {i}"))
@@ -167,7 +169,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let wal = dir.path().join("t.db-wal");
         let store = Store::open(&path).await.unwrap();
-        let mut reader = store.reader().acquire().await.unwrap();
+        let mut reader = store.sqlite_reader().unwrap().acquire().await.unwrap();
         sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
             .fetch_one(&mut *reader)
@@ -178,6 +180,7 @@ mod tests {
             store
                 .write(|conn| {
                     Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                         for _ in 0..32 {
                             sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', zeroblob(32768), 'r', 0)")
                                 .execute(&mut *conn)

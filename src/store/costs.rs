@@ -70,7 +70,7 @@ impl Store {
             q
         }
         let total_sql = format!("SELECT {SUMS} FROM costs {filter}");
-        let total_row = bind(&query, &total_sql).fetch_one(self.reader()).await?;
+        let total_row = bind(&query, &total_sql).fetch_one(self.reader()?).await?;
         let total = totals_of(&total_row, 0);
 
         let mut rows = Vec::new();
@@ -81,7 +81,7 @@ impl Store {
             let grouped_sql = format!(
                 "SELECT {keys}, {SUMS} FROM costs {filter} GROUP BY {keys} ORDER BY {keys}"
             );
-            for row in bind(&query, &grouped_sql).fetch_all(self.reader()).await? {
+            for row in bind(&query, &grouped_sql).fetch_all(self.reader()?).await? {
                 rows.push(ReportRow {
                     keys: (0..query.by.len())
                         .map(|i| row.get::<Option<String>, _>(i))

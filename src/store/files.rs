@@ -85,6 +85,7 @@ impl Store {
         let (tenant, row) = (tenant.to_string(), record.clone());
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 sqlx::query(
                     "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at) \
                      VALUES (?, ?, ?, ?, ?, ?)",
@@ -109,7 +110,7 @@ impl Store {
         let row = sqlx::query(&format!("{SELECT_FILE} WHERE id = ? AND tenant = ?"))
             .bind(id)
             .bind(tenant)
-            .fetch_optional(self.reader())
+            .fetch_optional(self.reader()?)
             .await?;
         Ok(row.as_ref().map(file_record))
     }
@@ -136,7 +137,7 @@ impl Store {
             .bind(&query.after)
             .bind(&query.after)
             .bind(query.limit)
-            .fetch_all(self.reader())
+            .fetch_all(self.reader()?)
             .await?;
         Ok(rows.iter().map(file_record).collect())
     }
@@ -148,6 +149,7 @@ impl Store {
         let outcome = self
             .write(move |conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("this operation")?;
                     // In the writer's transaction, so no batch can start reading the file
                     // between the check and the delete (`create_batch` checks the file exists
                     // in its own).

@@ -13,15 +13,18 @@ pub mod batches;
 pub mod budgets;
 pub mod bulks;
 mod checkpointer;
+mod conn;
 pub mod costs;
 pub mod files;
 pub mod jobs;
+mod postgres;
 pub mod provider_batches;
 pub mod schedules;
 mod writer;
 
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
+pub use conn::{Conn, Dialect, Pool};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
     newly_created, Adopted, AttemptFailure, AttemptOutcome, AttemptRecord, AttemptStart,
@@ -30,9 +33,10 @@ pub use jobs::{
 };
 pub use writer::{Undo, WriteFuture};
 
-use futures::future::BoxFuture;
+use crate::{with_conn, with_pool};
+use sqlx::postgres::PgDatabaseError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -41,6 +45,9 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    /// `url` is shown without its password.
+    #[error("cannot connect to the database {url}: {source}")]
+    OpenPostgres { url: String, source: sqlx::Error },
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -79,11 +86,23 @@ pub enum Unwritable {
     /// `SQLITE_BUSY`, `SQLITE_LOCKED`: another process held the write lock past the busy
     /// timeout.
     Busy,
+    /// The database server cannot be reached, or refuses connections now (restarting,
+    /// shutting down, no free connection within the pool's timeout).
+    Unreachable,
 }
 
 impl Unwritable {
     /// The reason `e` says the database cannot take a write, if it says so.
     pub fn of(e: &sqlx::Error) -> Option<Unwritable> {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                return Some(Unwritable::Unreachable)
+            }
+            sqlx::Error::Database(db) if db.try_downcast_ref::<PgDatabaseError>().is_some() => {
+                return Unwritable::of_postgres(db.code()?.as_ref())
+            }
+            _ => {}
+        }
         let code = e.as_database_error()?.code()?;
         // SQLite reports extended result codes; the primary code is the low byte.
         let primary = code.parse::<i32>().ok()? & 0xff;
@@ -92,6 +111,19 @@ impl Unwritable {
             8 => Some(Unwritable::ReadOnly),
             10 | 14 => Some(Unwritable::Io),
             5 | 6 => Some(Unwritable::Busy),
+            _ => None,
+        }
+    }
+
+    /// The reason a Postgres SQLSTATE says the database cannot take a write: disk full
+    /// (`53100`), a read-only transaction or server (`25006`), a lost connection (class `08`)
+    /// or a server shutting down or starting (`57P01`…`57P03`).
+    fn of_postgres(sqlstate: &str) -> Option<Unwritable> {
+        match sqlstate {
+            "53100" => Some(Unwritable::DiskFull),
+            "25006" => Some(Unwritable::ReadOnly),
+            "57P01" | "57P02" | "57P03" => Some(Unwritable::Unreachable),
+            code if code.starts_with("08") => Some(Unwritable::Unreachable),
             _ => None,
         }
     }
@@ -104,6 +136,7 @@ impl std::fmt::Display for Unwritable {
             Unwritable::ReadOnly => "the database is read-only",
             Unwritable::Io => "the file system fails the database's reads or writes",
             Unwritable::Busy => "another process holds the database's write lock",
+            Unwritable::Unreachable => "the database cannot be reached",
         })
     }
 }
@@ -145,14 +178,26 @@ impl StoreError {
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    read: SqlitePool,
-    writer: writer::Writer,
-    /// Where uploaded files' bytes live: `<database>.files/` (see [`files`]).
+    db: Db,
+    /// Where uploaded files' bytes live (see [`files`]).
     files: PathBuf,
 }
 
+/// The backend the store's rows live in.
+#[derive(Clone)]
+enum Db {
+    /// A SQLite file: every write through the one writer, reads on a read-only pool.
+    Sqlite {
+        read: SqlitePool,
+        writer: writer::Writer,
+    },
+    /// A PostgreSQL server: each write is a transaction of its own on a pooled connection.
+    Postgres(PgPool),
+}
+
 impl Store {
-    /// Opens (creating it if needed) the database file and applies the migrations.
+    /// Opens (creating it if needed) the SQLite file and applies the migrations. Uploaded
+    /// files live beside it, in `<database>.files/`.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_owned(),
@@ -198,22 +243,38 @@ impl Store {
         let writer = writer::Writer::spawn(write_conn);
         tokio::spawn(checkpointer::run(checkpoint_conn, writer.downgrade()));
         Ok(Store {
-            read,
-            writer,
+            db: Db::Sqlite { read, writer },
             files: path.with_extension("files"),
         })
     }
 
-    /// Runs `op` inside the writer's next grouped transaction and returns its value once that
-    /// transaction has committed. An error in `op` rolls back `op` alone.
+    /// Connects to the PostgreSQL database at `url` and applies its migrations; uploaded
+    /// files live in the folder `files`.
+    pub async fn open_postgres(
+        url: &crate::config::PostgresUrl,
+        files: PathBuf,
+    ) -> Result<Store, StoreError> {
+        let pool = postgres::open(url).await?;
+        Ok(Store {
+            db: Db::Postgres(pool),
+            files,
+        })
+    }
+
+    /// The backend this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.pool().dialect()
+    }
+
+    /// Runs `op` inside a transaction and returns its value once that transaction has
+    /// committed; an error in `op` rolls back `op` alone. On SQLite the transaction is the
+    /// writer's next grouped one; on Postgres, one of `op`'s own.
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
     {
-        self.writer.submit(writer::Undo::Savepoint, op).await
+        self.write_as(Undo::Savepoint, op).await
     }
 
     /// [`Store::write`] for an operation whose only write is one statement, and which fails
@@ -222,11 +283,9 @@ impl Store {
     pub async fn write_single<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
     {
-        self.writer.submit(writer::Undo::ByStatement, op).await
+        self.write_as(Undo::ByStatement, op).await
     }
 
     /// [`Store::write`] or [`Store::write_single`], as `undo` says: for a caller that
@@ -234,35 +293,62 @@ impl Store {
     pub async fn write_as<T, F>(&self, undo: Undo, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
     {
-        self.writer.submit(undo, op).await
+        match &self.db {
+            Db::Sqlite { writer, .. } => writer.submit(undo, op).await,
+            Db::Postgres(pool) => postgres::write(pool, op).await,
+        }
     }
 
     /// Commits a write of one row, as any operation is committed: `Ok` when the store can
     /// record things now, else why not (disk full, read-only, ...). `GET /readyz` asks it,
     /// because a database that reads well may still refuse every write.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        self.write_single(|conn| {
+        self.write_single(|mut conn| {
             Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO store_probe (id, written_at) VALUES (1, ?) \
+                with_conn!(conn, c => sqlx::query(
+                    "INSERT INTO store_probe (id, written_at) VALUES (1, $1) \
                      ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
                 )
                 .bind(now_ms())
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))
             })
         })
         .await
     }
 
-    /// The pool for reads.
-    pub fn reader(&self) -> &SqlitePool {
-        &self.read
+    /// Runs the cheapest read: `Ok` when the store answers reads now.
+    pub async fn probe_read(&self) -> Result<(), StoreError> {
+        with_pool!(self.pool(), pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The pool reads run on (see [`with_pool!`]).
+    pub fn pool(&self) -> Pool<'_> {
+        match &self.db {
+            Db::Sqlite { read, .. } => Pool::Sqlite(read),
+            Db::Postgres(pool) => Pool::Postgres(pool),
+        }
+    }
+
+    /// The SQLite read pool, for the parts of Sluice that exist only on SQLite (the embedded
+    /// queue) and for tests that read a SQLite store's rows; `None` on Postgres.
+    pub fn sqlite_reader(&self) -> Option<&SqlitePool> {
+        match &self.db {
+            Db::Sqlite { read, .. } => Some(read),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite read pool of a store that must be on SQLite (see [`Store::sqlite_reader`]).
+    pub(crate) fn reader(&self) -> Result<&SqlitePool, StoreError> {
+        self.sqlite_reader()
+            .ok_or(StoreError::Sql(sqlx::Error::Configuration(
+                "this operation is not available on the Postgres store yet".into(),
+            )))
     }
 }
 

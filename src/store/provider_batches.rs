@@ -140,6 +140,7 @@ impl Store {
     pub async fn add_to_batch(&self, item: NewBatchItem) -> Result<Placement, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 let job = item.job.to_string();
                 // A redelivery of a message whose job is already placed: the first placement
                 // stands.
@@ -246,6 +247,7 @@ impl Store {
     ) -> Result<Vec<DueBatch>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 let now = now_ms();
                 sqlx::query(
                     "UPDATE provider_batches SET state = 'submitting', next_check_at = ?1, updated_at = ?1 \
@@ -297,7 +299,7 @@ impl Store {
              WHERE i.batch_id = ? AND i.state = 'pending' ORDER BY i.added_at",
         )
         .bind(batch.to_string())
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         rows.into_iter()
             .map(|row| {
@@ -318,6 +320,7 @@ impl Store {
     pub async fn item_done(&self, job: Uuid) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 sqlx::query(
                     "UPDATE batch_items SET state = 'done' WHERE job_id = ? AND state = 'pending'",
                 )
@@ -337,6 +340,7 @@ impl Store {
     pub async fn return_item(&self, job: Uuid, attempt: AttemptRecord) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 let returned = sqlx::query(
                     "UPDATE batch_items SET state = 'returned' WHERE job_id = ? AND state = 'pending'",
                 )
@@ -423,6 +427,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 let now = now_ms();
                 sqlx::query(
                     "UPDATE provider_batches SET state = ?, provider_status = COALESCE(?, provider_status), \
@@ -450,6 +455,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 sqlx::query(sql)
                     .bind(text)
                     .bind(now_ms())
@@ -587,6 +593,7 @@ mod tests {
         store
             .write(move |conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("this operation")?;
                     sqlx::query("UPDATE jobs SET attempts = 2 WHERE id = ?")
                         .bind(id)
                         .execute(&mut *conn)

@@ -32,6 +32,7 @@ impl Store {
         let ms = self
             .write(move |conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("this operation")?;
                     sqlx::query("INSERT OR IGNORE INTO schedules (name, first_seen) VALUES (?, ?)")
                         .bind(&name)
                         .bind(now.timestamp_millis())
@@ -56,7 +57,7 @@ impl Store {
             "SELECT MAX(due_at) FROM schedule_runs WHERE name = ? AND manual = 0",
         )
         .bind(name)
-        .fetch_one(self.reader())
+        .fetch_one(self.reader()?)
         .await?;
         Ok(ms.map(ms_to_time))
     }
@@ -65,6 +66,7 @@ impl Store {
     pub async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 sqlx::query(
                     "INSERT OR IGNORE INTO schedule_runs (name, due_at, fired_at, manual, job_id, note) \
                      VALUES (?, ?, ?, ?, ?, ?)",
@@ -91,7 +93,7 @@ impl Store {
         )
         .bind(name)
         .bind(limit)
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?;
         rows.into_iter()
             .map(|row| {

@@ -12,7 +12,7 @@
 //! the savepoint round trips, which at thousands of jobs a second are a good share of the
 //! writer's work.
 
-use super::StoreError;
+use super::{Conn, StoreError};
 use futures::future::BoxFuture;
 use sqlx::{Connection, Executor, SqliteConnection};
 use std::any::Any;
@@ -28,15 +28,15 @@ type AnyValue = Box<dyn Any + Send>;
 
 /// A type-erased operation, so one channel carries operations of every result type.
 trait ErasedOp: Send {
-    fn apply<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> WriteFuture<'c, AnyValue>;
+    fn apply<'c>(self: Box<Self>, conn: Conn<'c>) -> WriteFuture<'c, AnyValue>;
 }
 
 impl<T, F> ErasedOp for F
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+    F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
 {
-    fn apply<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> WriteFuture<'c, AnyValue> {
+    fn apply<'c>(self: Box<Self>, conn: Conn<'c>) -> WriteFuture<'c, AnyValue> {
         let future = (*self)(conn);
         Box::pin(async move { future.await.map(|value| Box::new(value) as AnyValue) })
     }
@@ -79,7 +79,7 @@ impl Writer {
     pub(super) async fn submit<T, F>(&self, undo: Undo, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -125,7 +125,7 @@ async fn commit_group(conn: &mut SqliteConnection, mut group: Vec<Pending>) {
     while let Some(pending) = operations.next() {
         let outcome = match &broken {
             Some(e) => Err(clone_error(e)),
-            None => pending.op.apply(conn).await,
+            None => pending.op.apply(Conn::Sqlite(&mut *conn)).await,
         };
         if broken.is_none() {
             let next_needs_savepoint = operations
@@ -189,6 +189,7 @@ mod tests {
                 store
                     .write(move |conn| {
                         Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                             sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', x'00', ?, 0)")
                                 .bind(format!("row {i}"))
                                 .execute(&mut *conn)
@@ -212,7 +213,7 @@ mod tests {
             .count();
         assert_eq!(failed, 67);
         let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().unwrap())
             .await
             .unwrap();
         assert_eq!(kept, 133);
@@ -234,6 +235,7 @@ mod tests {
                     store
                         .write_single(move |conn| {
                             Box::pin(async move {
+                                let conn = conn.into_sqlite("this operation")?;
                                 let reason = (i % 10 != 0).then(|| format!("single {i}"));
                                 sqlx::query(insert).bind(reason).execute(&mut *conn).await?;
                                 Ok(i)
@@ -245,6 +247,7 @@ mod tests {
                     store
                         .write(move |conn| {
                             Box::pin(async move {
+                                let conn = conn.into_sqlite("this operation")?;
                                 sqlx::query(insert)
                                     .bind(format!("pair {i} a"))
                                     .execute(&mut *conn)
@@ -267,7 +270,7 @@ mod tests {
             .collect();
         assert_eq!(failed, expected);
         let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().unwrap())
             .await
             .unwrap();
         // 150 singles of which 30 fail; 150 pairs of which 50 fail, two rows each.

@@ -195,7 +195,7 @@ async fn a_read_only_database_is_not_ready_and_refuses_jobs_with_a_503() {
     {
         // Every migration applied, then the store closed.
         let store = sluice::store::Store::open(&database).await.unwrap();
-        store.reader().close().await;
+        store.sqlite_reader().unwrap().close().await;
     }
     // Its connections close in tasks of their own; until they have, a new connection in
     // this process would share their writable file descriptor.
@@ -263,6 +263,7 @@ async fn a_write_the_database_refuses_is_a_503_and_the_store_recovers() {
                             Some(pages) => format!("PRAGMA max_page_count = {pages}"),
                             None => "PRAGMA max_page_count = 1073741823".to_string(),
                         };
+                        let conn = conn.into_sqlite("PRAGMA max_page_count")?;
                         sqlx::query(&sql).execute(&mut *conn).await?;
                         Ok(())
                     })
@@ -272,7 +273,7 @@ async fn a_write_the_database_refuses_is_a_503_and_the_store_recovers() {
         }
     };
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
     limit(Some(pages)).await;

@@ -438,7 +438,7 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
     .await;
     // The provider was told.
     let provider_id: String = sqlx::query_scalar("SELECT provider_batch_id FROM provider_batches")
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
     let sim = h.app.sim.as_ref().unwrap();

@@ -72,7 +72,7 @@ fn tomorrow() -> String {
 async fn cost_row(h: &Harness, id: Uuid) -> (String, i64) {
     sqlx::query_as("SELECT deployment, amount_pico_usd FROM costs WHERE job_id = ?")
         .bind(id.to_string())
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap()
 }

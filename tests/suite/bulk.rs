@@ -420,7 +420,7 @@ async fn a_changed_line_resubmitted_is_a_conflict_not_a_duplicate(backend: Backe
     );
     assert_eq!(queued_messages(&h, backend, Urgency::Standard).await, 2);
     let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = 'changed'")
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
 
@@ -457,7 +457,7 @@ async fn a_changed_line_resubmitted_is_a_conflict_not_a_duplicate(backend: Backe
     // queued.
     let request: String =
         sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'changed'")
-            .fetch_one(h.app.store.reader())
+            .fetch_one(h.app.store.sqlite_reader().unwrap())
             .await
             .unwrap();
     assert!(
@@ -642,7 +642,7 @@ async fn the_sluice_bulk_commands_work() {
     assert!(stderr.contains("6 jobs submitted"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
     let team: String = sqlx::query_scalar("SELECT team_tag FROM jobs LIMIT 1")
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
     assert_eq!(team, "search");

@@ -455,7 +455,7 @@ async fn a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_a
         std::time::Duration::from_secs(10),
         async || {
             let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
-                .fetch_all(h.app.store.reader())
+                .fetch_all(h.app.store.sqlite_reader().unwrap())
                 .await
                 .unwrap();
             ids.first().map(|id| id.parse().unwrap())

@@ -80,7 +80,7 @@ async fn row(h: &Harness, id: Uuid) -> Row {
          FROM costs WHERE job_id = ?",
     )
     .bind(id.to_string())
-    .fetch_one(h.app.store.reader())
+    .fetch_one(h.app.store.sqlite_reader().unwrap())
     .await
     .unwrap();
     use sqlx::Row as _;

@@ -401,7 +401,7 @@ async fn provider_faults_lose_nothing_and_charge_once(backend: Backend) {
     let failed: Vec<(String, String)> = sqlx::query_as(
         "SELECT request, error FROM jobs WHERE status = 'failed' ORDER BY created_at",
     )
-    .fetch_all(h.app.store.reader())
+    .fetch_all(h.app.store.sqlite_reader().unwrap())
     .await
     .unwrap();
     assert_eq!(

@@ -51,7 +51,7 @@ async fn a_job_runs_and_is_charged_exactly(backend: Backend) {
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 1);
     let row: (String, Option<String>, Option<String>) =
         sqlx::query_as("SELECT tenant, team_tag, user_tag FROM costs")
-            .fetch_one(h.app.store.reader())
+            .fetch_one(h.app.store.sqlite_reader().unwrap())
             .await
             .unwrap();
     assert_eq!(

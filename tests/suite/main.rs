@@ -32,4 +32,5 @@ mod sim_anthropic;
 mod sim_batches;
 mod sim_gemini;
 mod sim_openai;
+mod store;
 mod store_schema;

@@ -59,7 +59,7 @@ async fn publish_raw_to(h: &Harness, backend: Backend, urgency: Urgency, payload
 async fn dead_letter_reasons(h: &Harness, backend: Backend) -> Vec<String> {
     match backend {
         Backend::Embedded => sqlx::query_scalar("SELECT reason FROM dead_letters")
-            .fetch_all(h.app.store.reader())
+            .fetch_all(h.app.store.sqlite_reader().unwrap())
             .await
             .unwrap(),
         Backend::Rabbitmq => {
@@ -181,7 +181,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(backend
                     let status: Option<String> =
                         sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
                             .bind(id.to_string())
-                            .fetch_optional(app.store.reader())
+                            .fetch_optional(app.store.sqlite_reader().unwrap())
                             .await
                             .unwrap();
                     match (sim.stats().chat_requests, status.as_deref()) {

@@ -34,7 +34,7 @@ fn definition(h: &Harness, name: &str, body: &str) -> Definition {
 async fn jobs_of(h: &Harness, name: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT custom_id FROM jobs WHERE custom_id LIKE ? ORDER BY custom_id")
         .bind(format!("schedule:{name}:%"))
-        .fetch_all(h.app.store.reader())
+        .fetch_all(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap()
 }
@@ -67,13 +67,15 @@ async fn due_times_fire_once_each_across_restarts_and_crashes(backend: Backend) 
     let last_due = (at_second(t0) + Duration::seconds(3)).timestamp_millis();
     h.app
         .store
-        .write(move |conn| {
+        .write(move |mut conn| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM schedule_runs WHERE name = 'pulse' AND due_at = ?")
-                    .bind(last_due)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|_| ())
+                sluice::with_conn!(conn, c => sqlx::query(
+                    "DELETE FROM schedule_runs WHERE name = 'pulse' AND due_at = $1",
+                )
+                .bind(last_due)
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))
             })
         })
         .await
@@ -160,7 +162,7 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
     let fired: Vec<(String, i64)> = sqlx::query_as(
         "SELECT custom_id, created_at FROM jobs WHERE custom_id LIKE 'schedule:live:%' ORDER BY custom_id",
     )
-    .fetch_all(h.app.store.reader())
+    .fetch_all(h.app.store.sqlite_reader().unwrap())
     .await
     .unwrap();
     assert!(fired.len() >= 2, "{fired:?}");
@@ -174,7 +176,7 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
     // The fired jobs run like any other.
     let id: String = sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = ?")
         .bind(&fired[0].0)
-        .fetch_one(h.app.store.reader())
+        .fetch_one(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
     let job = h.wait(id.parse().unwrap()).await;
@@ -226,7 +228,7 @@ async fn a_scheduled_jsonl_file_becomes_one_bulk_per_due_time(backend: Backend) 
     // And they run.
     let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE bulk_id = ?")
         .bind(bulk.to_string())
-        .fetch_all(h.app.store.reader())
+        .fetch_all(h.app.store.sqlite_reader().unwrap())
         .await
         .unwrap();
     for id in ids {

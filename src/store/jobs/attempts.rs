@@ -208,6 +208,7 @@ impl Store {
     ) -> Result<StartOutcome, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let now = now_ms();
                 let job = id.to_string();
                 // One query (see [`START`]), since each statement is a round trip to

@@ -89,6 +89,7 @@ impl Store {
         let mut outcomes = self
             .write(move |conn| {
                 Box::pin(async move {
+                    let conn = conn.into_sqlite("this operation")?;
                     let job = NewJob {
                         envelope: &envelope,
                         published,
@@ -107,9 +108,14 @@ impl Store {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        self.write(move |conn| Box::pin(async move { insert_alone(conn, &envelopes, false).await }))
-            .await?
-            .map_err(StoreError::CustomIdReused)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
+                insert_alone(conn, &envelopes, false).await
+            })
+        })
+        .await?
+        .map_err(StoreError::CustomIdReused)
     }
 
     /// Refuses jobs that were recorded but whose messages the queue did not confirm, all or
@@ -122,6 +128,7 @@ impl Store {
     pub async fn refuse_unpublished(&self, ids: Vec<Uuid>) -> Result<Refusal, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let ids = serde_json::to_string(&ids).expect("ids always serialise");
                 let touched: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
@@ -162,6 +169,7 @@ impl Store {
         let envelope = envelope.clone();
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let refused: Option<i64> =
                     sqlx::query_scalar("SELECT 1 FROM refused_jobs WHERE id = ?")
                         .bind(envelope.id.to_string())
@@ -200,6 +208,7 @@ impl Store {
     pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         self.write_single(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 execute_for_each(
                     conn,
                     "UPDATE jobs SET published = 1 WHERE id IN (SELECT value FROM json_each(?)) \
@@ -227,7 +236,7 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(cutoff)
             .bind(limit)
-            .fetch_all(self.reader())
+            .fetch_all(self.reader()?)
             .await?;
         rows.iter().map(envelope_of).collect()
     }
@@ -244,7 +253,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id.to_string());
             }
-            for row in query.fetch_all(self.reader()).await? {
+            for row in query.fetch_all(self.reader()?).await? {
                 envelopes.push(envelope_of(&row)?);
             }
         }

@@ -53,12 +53,12 @@ async fn a_bulk_tells_a_changed_request_from_a_duplicate() {
         ]
     );
     let request: String = sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'c'")
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().unwrap())
         .await
         .unwrap();
     assert!(request.contains("before"), "{request}");
     let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().unwrap())
         .await
         .unwrap();
     assert_eq!(jobs, 2);
@@ -173,6 +173,7 @@ async fn succeed(
     store
         .write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 let owner = succeed_job(conn, id, &attempt, &response, &cost).await?;
                 Ok(owner.is_some())
             })
@@ -184,7 +185,7 @@ async fn succeed(
 async fn count(store: &Store, table: &str, job: Uuid) -> i64 {
     sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE job_id = ?"))
         .bind(job.to_string())
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().unwrap())
         .await
         .unwrap()
 }
@@ -243,7 +244,7 @@ async fn a_finish_writes_only_for_a_running_job() {
              JOIN attempts a ON a.id = c.attempt_id WHERE c.job_id = ?",
         )
         .bind(job.id.to_string())
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().unwrap())
         .await
         .unwrap();
     assert_eq!(

@@ -54,7 +54,10 @@ impl Store {
     /// `interrupted`. True when this failed it.
     pub async fn fail_undelivered(&self, id: Uuid, reason: String) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move { fail_job(conn, id, None, INTERRUPTED, &reason, None).await })
+            Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
+                fail_job(conn, id, None, INTERRUPTED, &reason, None).await
+            })
         })
         .await
     }
@@ -63,6 +66,7 @@ impl Store {
     pub async fn record_retry(&self, id: Uuid, attempt: AttemptRecord) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+ let conn = conn.into_sqlite("this operation")?;
                 insert_attempt(conn, id, &attempt).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'",
@@ -92,6 +96,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 fail_job(
                     conn,
                     id,
@@ -112,6 +117,7 @@ impl Store {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
+                let conn = conn.into_sqlite("this operation")?;
                 cancel_queued(conn, &tenant, CancelScope::Job(id)).await?;
                 let status: Option<String> =
                     sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND tenant = ?")

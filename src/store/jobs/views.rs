@@ -162,7 +162,7 @@ impl Store {
     pub async fn progress(&self, id: Uuid) -> Result<Option<(JobStatus, u32)>, StoreError> {
         let row = sqlx::query("SELECT status, attempts FROM jobs WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(self.reader())
+            .fetch_optional(self.reader()?)
             .await?;
         row.map(|row| {
             let status = row
@@ -194,7 +194,7 @@ impl Store {
         .bind(with_answer)
         .bind(id.to_string())
         .bind(tenant)
-        .fetch_optional(self.reader())
+        .fetch_optional(self.reader()?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let status = row
@@ -234,7 +234,7 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(id.to_string())
             .bind(tenant)
-            .fetch_optional(self.reader())
+            .fetch_optional(self.reader()?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let corrupt = |e: String| StoreError::Corrupt(e);
@@ -244,7 +244,7 @@ impl Store {
         let result: Option<String> =
             sqlx::query_scalar("SELECT response FROM results WHERE job_id = ?")
                 .bind(id.to_string())
-                .fetch_optional(self.reader())
+                .fetch_optional(self.reader()?)
                 .await?;
         let result = result.as_deref().map(stored_answer).transpose()?;
         let attempts = sqlx::query(
@@ -253,7 +253,7 @@ impl Store {
              FROM attempts WHERE job_id = ? ORDER BY number",
         )
         .bind(id.to_string())
-        .fetch_all(self.reader())
+        .fetch_all(self.reader()?)
         .await?
         .into_iter()
         .map(|a| {
@@ -288,7 +288,7 @@ impl Store {
              FROM costs WHERE job_id = ?",
         )
         .bind(id.to_string())
-        .fetch_optional(self.reader())
+        .fetch_optional(self.reader()?)
         .await?
         .map(|c| CostView {
             deployment: c.get(0),
@@ -330,7 +330,7 @@ impl Store {
     /// The sum of every cost record, exactly.
     pub async fn total_cost(&self) -> Result<PicoUsd, StoreError> {
         let total: Option<i64> = sqlx::query_scalar("SELECT SUM(amount_pico_usd) FROM costs")
-            .fetch_one(self.reader())
+            .fetch_one(self.reader()?)
             .await?;
         Ok(PicoUsd(total.unwrap_or(0)))
     }

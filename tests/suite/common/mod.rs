@@ -25,6 +25,8 @@ pub mod poll;
 pub mod ports;
 pub mod postgres;
 pub mod serve;
+#[macro_use]
+pub mod stores;
 
 pub use poll::{eventually, within};
 pub use ports::RefusedPort;
@@ -263,7 +265,7 @@ impl Harness {
 
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
-            .fetch_one(self.app.store.reader())
+            .fetch_one(self.app.store.sqlite_reader().unwrap())
             .await
             .unwrap()
     }

@@ -1,0 +1,60 @@
+//! The Postgres backend's connection pool and writes: the pool opened and migrated at start,
+//! and each write run as a transaction of its own.
+//!
+//! Unlike SQLite, Postgres takes many writers at once, so there is no single writer here:
+//! concurrent writes (from this process and others) are ordered by Postgres' row locks, and
+//! every transition stays one guarded statement that applies in exactly one of them.
+
+use super::conn::Conn;
+use super::{StoreError, WriteFuture};
+use crate::config::PostgresUrl;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Connections a process keeps: enough for a worker pool's concurrent writes and the API's
+/// reads, few enough that several processes share one server's default 100.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a write or read waits for a free connection before failing as `Unwritable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `url` and applies `migrations/postgres`.
+pub(super) async fn open(url: &PostgresUrl) -> Result<PgPool, StoreError> {
+    let open_err = |source| StoreError::OpenPostgres {
+        url: url.to_string(),
+        source,
+    };
+    let options = PgConnectOptions::from_str(url.expose()).map_err(open_err)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(open_err)?;
+    // Concurrent starts apply the migrations once: sqlx takes an advisory lock around them.
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Runs `op` in a transaction of its own and commits it; rolls it back when `op` fails.
+pub(super) async fn write<T, F>(pool: &PgPool, op: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(Conn<'c>) -> WriteFuture<'c, T> + Send + 'static,
+{
+    let mut tx = pool.begin().await?;
+    match op(Conn::Postgres(&mut tx)).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Dropping the transaction would roll it back too, but later, on the pool's
+            // return of the connection; rolling back now frees its row locks at once.
+            let _ = tx.rollback().await;
+            Err(e.into())
+        }
+    }
+}

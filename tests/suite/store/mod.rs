@@ -1,0 +1,5 @@
+//! The store's operations, called directly, on both backends: each case runs once on a SQLite
+//! file and once on a PostgreSQL database of its own (`on_both_stores!`), so both dialects'
+//! SQL is held to the same outcomes. One module per area of the store.
+
+mod basics;
