@@ -37,7 +37,9 @@ pub enum StartError {
 /// that reads or writes the store starts with.
 pub async fn open_store(config: &ResolvedConfig) -> Result<Store, StartError> {
     match &config.server.database {
-        Database::Sqlite(path) => Ok(Store::open(path).await?),
+        Database::Sqlite(path) => Ok(Store::open(path)
+            .await?
+            .with_files(config.server.files_dir())),
         Database::Postgres(url) => Err(StartError::PostgresStore { url: url.clone() }),
     }
 }

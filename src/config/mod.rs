@@ -14,7 +14,7 @@
 //! references: a variable's value is never scanned again, so no part of a secret is ever
 //! named in a problem.
 //!
-//! Relative paths (`server.database`, `scheduler.dir`) are relative to the folder of the
+//! Relative paths (`server.database`, `server.files`, `scheduler.dir`) are relative to the folder of the
 //! config file ([`Config::load`]), not to the current directory.
 //!
 //! A [`Config`] is what the file says; a process runs on a [`ResolvedConfig`], which only
@@ -211,8 +211,16 @@ impl Config {
     /// Makes the relative paths of the configuration relative to `folder` (the config
     /// file's), as most tools read their config files.
     pub fn resolve_paths(&mut self, folder: &Path) {
+        if self.server.files.is_none() && self.server.database.sqlite_path().is_none() {
+            self.server.files = Some(self.server.files_dir());
+        }
         let database = self.server.database.sqlite_path_mut();
-        for path in database.into_iter().chain([&mut self.scheduler.dir]) {
+        let files = self.server.files.as_mut();
+        for path in database
+            .into_iter()
+            .chain(files)
+            .chain([&mut self.scheduler.dir])
+        {
             if path.is_relative() && !folder.as_os_str().is_empty() {
                 *path = folder.join(&*path);
             }

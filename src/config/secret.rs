@@ -1,9 +1,9 @@
-//! Secrets (provider keys, tenant tokens, the broker's URL): written as they are or as
+//! Secrets (provider keys, tenant tokens, the broker's and the database's URLs): written as they are or as
 //! `${ENV_VAR}` references, expanded once at load time, and never shown by `Debug` nor named
 //! in a problem. Only the text written in the file is read for references: a variable's
 //! value is never scanned again, so no part of a secret is ever echoed.
 
-use super::{Config, Problem};
+use super::{Config, Database, Problem};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -65,6 +65,12 @@ pub(super) fn expand_secrets(
     }
     if let Some(url) = &mut config.queue.url {
         expand(url, "queue.url".into());
+    }
+    if let Database::Postgres(url) = &mut config.server.database {
+        match url.expanded(|text| expand_env(text, env)) {
+            Ok(expanded) => *url = expanded,
+            Err(message) => found.push(Problem::new("server.database", message)),
+        }
     }
     found
 }

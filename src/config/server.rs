@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// Where jobs, results and costs are recorded: a SQLite file (and the embedded queue),
     /// or a PostgreSQL server.
     pub database: Database,
+    /// The folder of uploaded files (`/v1/files`); by default `<database>.files` beside a
+    /// SQLite file, `sluice.files` in the config file's folder beside a PostgreSQL store.
+    pub files: Option<PathBuf>,
 }
 
 /// Where the store lives: `[server] database`, written as a file's path or a URL.
@@ -178,6 +181,16 @@ impl PostgresUrl {
         })
     }
 
+    /// The URL with its `${VAR}` references replaced by `expand`'s answer (see
+    /// [`super::secret`]), read again; `expand` and the reading never quote the text.
+    pub(super) fn expanded(
+        &self,
+        expand: impl FnOnce(&str) -> Result<String, String>,
+    ) -> Result<PostgresUrl, String> {
+        let text = expand(self.url.expose())?;
+        text.parse().map_err(|e: DatabaseError| e.to_string())
+    }
+
     /// The whole URL, password included: for the driver only.
     pub fn expose(&self) -> &str {
         self.url.expose()
@@ -226,16 +239,30 @@ impl ServerConfig {
     }
 }
 
+/// [`ServerConfig::files`] beside a PostgreSQL store, when the file names none.
+const DEFAULT_FILES_DIR: &str = "sluice.files";
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             database: Database::Sqlite("sluice.db".into()),
+            files: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The folder uploaded files are kept in (see [`ServerConfig::files`]). Relative to the
+    /// current directory until [`super::Config::resolve_paths`] made it the config folder's.
+    pub fn files_dir(&self) -> PathBuf {
+        match (&self.files, &self.database) {
+            (Some(folder), _) => folder.clone(),
+            (None, Database::Sqlite(path)) => path.with_extension("files"),
+            (None, Database::Postgres(_)) => DEFAULT_FILES_DIR.into(),
+        }
+    }
+
     /// The store against the queue: the embedded queue is a table of the SQLite store, so a
     /// PostgreSQL store needs RabbitMQ.
     pub(super) fn database_problems(&self, queue: &QueueConfig) -> Vec<Problem> {

@@ -608,3 +608,48 @@ fn a_resolved_configuration_holds_its_references() {
     assert!(config.tenant_for_token("tok-").is_none());
     assert!(!format!("{config:?}").contains("tok-acme"));
 }
+
+#[test]
+fn uploaded_files_live_beside_the_sqlite_file_or_in_the_config_folder_with_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, "[server]\ndatabase = \"data/s.db\"\n").unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.server.files_dir(), dir.path().join("data/s.files"));
+
+    let text = "[server]\ndatabase = \"postgres://db.internal/sluice\"\n\
+                [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.server.files_dir(), dir.path().join("sluice.files"));
+
+    let text = "[server]\ndatabase = \"postgres://db.internal/sluice\"\nfiles = \"/srv/files\"\n\
+                [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.server.files_dir(), PathBuf::from("/srv/files"));
+}
+
+#[test]
+fn the_database_url_takes_its_password_from_the_environment_and_never_shows_it() {
+    let text = "[server]\ndatabase = \"postgres://sluice:${PG_PASSWORD}@db.internal/sluice\"\n\
+                [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
+    let env = |name: &str| (name == "PG_PASSWORD").then(|| "s3cr3t-pw".to_string());
+    let config = Config::from_toml(text, "t.toml", &env).unwrap();
+    let crate::config::Database::Postgres(url) = &config.server.database else {
+        panic!("a postgres URL");
+    };
+    assert_eq!(
+        url.expose(),
+        "postgres://sluice:s3cr3t-pw@db.internal/sluice"
+    );
+    assert!(!format!("{url} {url:?} {:?}", config.server).contains("s3cr3t"));
+
+    let problems = Config::from_toml(text, "t.toml", &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problems.contains("server.database: environment variable PG_PASSWORD is not set"),
+        "{problems}"
+    );
+}

@@ -261,6 +261,12 @@ impl Store {
         })
     }
 
+    /// The same store, keeping uploaded files in `folder` (`[server] files`).
+    pub fn with_files(mut self, folder: PathBuf) -> Store {
+        self.files = folder;
+        self
+    }
+
     /// The backend this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.pool().dialect()
