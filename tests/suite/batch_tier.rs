@@ -153,12 +153,14 @@ async fn a_stopped_process_resumes_its_batches_and_answers_each_job_once(backend
     let sim = sluice::sim::spawn(([127, 0, 0, 1], 0).into(), sim_config)
         .await
         .unwrap();
+    // Both processes record in one store: a shared SQLite file, or one Postgres database.
     let shared = tempfile::tempdir().unwrap();
-    let database = shared.path().join("shared.db");
+    let (shared_config, _postgres) = common::test_config_with_store(backend, shared.path()).await;
+    let database = shared_config.server.database;
     let prefix = format!("sluice-test-{}", Uuid::now_v7());
     let tweak = |c: &mut Config| {
         with_batch_tier(c, "gpt-4o-mini", 1000, Duration::from_millis(500));
-        c.server.database = database.clone().into();
+        c.server.database = database.clone();
         c.queue.prefix = prefix.clone();
         for provider in c.providers.values_mut() {
             provider.base_url = match provider.kind {
@@ -437,10 +439,10 @@ async fn a_cancelled_bulk_cancels_its_provider_batch_upstream(backend: Backend) 
     )
     .await;
     // The provider was told.
-    let provider_id: String = sqlx::query_scalar("SELECT provider_batch_id FROM provider_batches")
-        .fetch_one(h.app.store.sqlite_reader().unwrap())
+    let provider_id: String = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT provider_batch_id FROM provider_batches")
+        .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap());
     let sim = h.app.sim.as_ref().unwrap();
     let upstream: Value = reqwest::Client::new()
         .get(format!("{}/batches/{provider_id}", sim.openai_base_url()))

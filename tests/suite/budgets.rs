@@ -70,11 +70,11 @@ fn tomorrow() -> String {
 }
 
 async fn cost_row(h: &Harness, id: Uuid) -> (String, i64) {
-    sqlx::query_as("SELECT deployment, amount_pico_usd FROM costs WHERE job_id = ?")
+    sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_as("SELECT deployment, amount_pico_usd FROM costs WHERE job_id = $1")
         .bind(id.to_string())
-        .fetch_one(h.app.store.sqlite_reader().unwrap())
+        .fetch_one(pool)
         .await
-        .unwrap()
+        .unwrap())
 }
 
 fn find<'a>(budgets: &'a Value, name: &str) -> &'a Value {

@@ -374,7 +374,7 @@ async fn queued_messages(h: &Harness, backend: Backend, urgency: Urgency) -> u64
             );
             h.count(&sql).await as u64
         }
-        Backend::Rabbitmq => {
+        Backend::Rabbitmq | Backend::Postgres => {
             let conn = common::amqp_connection().await;
             let channel = conn.create_channel().await.unwrap();
             let queue = channel
@@ -419,10 +419,10 @@ async fn a_changed_line_resubmitted_is_a_conflict_not_a_duplicate(backend: Backe
         (2, 0, 0)
     );
     assert_eq!(queued_messages(&h, backend, Urgency::Standard).await, 2);
-    let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = 'changed'")
-        .fetch_one(h.app.store.sqlite_reader().unwrap())
+    let existing: String = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = 'changed'")
+        .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap());
 
     let path = write_file(
         h.dir.path(),
@@ -455,11 +455,10 @@ async fn a_changed_line_resubmitted_is_a_conflict_not_a_duplicate(backend: Backe
 
     // The bulk's job keeps its first request, and nothing of the second line was recorded or
     // queued.
-    let request: String =
-        sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'changed'")
-            .fetch_one(h.app.store.sqlite_reader().unwrap())
+    let request: String = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT request FROM jobs WHERE custom_id = 'changed'")
+            .fetch_one(pool)
             .await
-            .unwrap();
+            .unwrap());
     assert!(
         request.contains(&before) && !request.contains(&after),
         "{request}"
@@ -641,10 +640,10 @@ async fn the_sluice_bulk_commands_work() {
     let id: Uuid = String::from_utf8_lossy(&run.stdout).trim().parse().unwrap();
     assert!(stderr.contains("6 jobs submitted"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
-    let team: String = sqlx::query_scalar("SELECT team_tag FROM jobs LIMIT 1")
-        .fetch_one(h.app.store.sqlite_reader().unwrap())
+    let team: String = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT team_tag FROM jobs LIMIT 1")
+        .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(team, "search");
 
     let status = sluice(&["bulk", "status", &id.to_string()]).await.unwrap();

@@ -454,10 +454,10 @@ async fn a_stream_whose_worker_died_mid_answer_ends_with_an_error_not_a_second_a
         "the streamed job to be recorded",
         std::time::Duration::from_secs(10),
         async || {
-            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
-                .fetch_all(h.app.store.sqlite_reader().unwrap())
+            let ids: Vec<String> = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT id FROM jobs")
+                .fetch_all(pool)
                 .await
-                .unwrap();
+                .unwrap());
             ids.first().map(|id| id.parse().unwrap())
         },
     )

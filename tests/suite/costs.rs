@@ -49,7 +49,7 @@ const SONNET: Unit = Unit(3_000_000, 300_000, 3_750_000, 15_000_000);
 /// No cached-input price in the catalogue: cached tokens cost the input price.
 const FLASH: Unit = Unit(300_000, 300_000, 300_000, 2_500_000);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Row {
     input: i64,
     cached: i64,
@@ -74,27 +74,16 @@ impl Unit {
 }
 
 async fn row(h: &Harness, id: Uuid) -> Row {
-    let row = sqlx::query(
-        "SELECT input_tokens, cached_tokens, cache_write_tokens, output_tokens, \
-         amount_pico_usd, price_known, realtime_amount_pico_usd, tier, cached_input_price \
-         FROM costs WHERE job_id = ?",
+    sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_as(
+        "SELECT input_tokens AS input, cached_tokens AS cached, cache_write_tokens AS written, \
+         output_tokens AS output, amount_pico_usd AS amount, price_known, \
+         realtime_amount_pico_usd AS realtime, tier, cached_input_price AS cached_price \
+         FROM costs WHERE job_id = $1",
     )
     .bind(id.to_string())
-    .fetch_one(h.app.store.sqlite_reader().unwrap())
+    .fetch_one(pool)
     .await
-    .unwrap();
-    use sqlx::Row as _;
-    Row {
-        input: row.get(0),
-        cached: row.get(1),
-        written: row.get(2),
-        output: row.get(3),
-        amount: row.get(4),
-        price_known: row.get(5),
-        realtime: row.get(6),
-        tier: row.get(7),
-        cached_price: row.get(8),
-    }
+    .unwrap())
 }
 
 fn add(a: Totals, b: &Totals) -> Totals {

@@ -79,7 +79,7 @@ impl CrashLoop {
     fn config(&self) -> PathBuf {
         let queue = match self.backend {
             Backend::Embedded => String::new(),
-            Backend::Rabbitmq => format!("url = \"{AMQP_URL}\"\nprefix = \"{}\"", self.prefix),
+            Backend::Rabbitmq | Backend::Postgres => format!("url = \"{AMQP_URL}\"\nprefix = \"{}\"", self.prefix),
         };
         let text = format!(
             r#"
@@ -384,7 +384,7 @@ deployments = ["mini"]
 
 impl Drop for CrashLoop {
     fn drop(&mut self) {
-        if self.backend == Backend::Rabbitmq {
+        if self.backend.uses_rabbitmq() {
             common::delete_topology_blocking(sluice::queue::amqp::Topology::new(
                 self.prefix.clone(),
                 self.delivery_limit,

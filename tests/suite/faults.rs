@@ -516,7 +516,7 @@ impl Processes {
     fn write_config(&self) {
         let queue = match self.backend {
             Backend::Embedded => String::new(),
-            Backend::Rabbitmq => format!(
+            Backend::Rabbitmq | Backend::Postgres => format!(
                 "url = \"{}\"\nprefix = \"{}\"",
                 common::AMQP_URL,
                 self.prefix
@@ -689,7 +689,7 @@ deployments = ["mini"]
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        if self.backend == Backend::Rabbitmq {
+        if self.backend.uses_rabbitmq() {
             common::delete_topology_blocking(sluice::queue::amqp::Topology::new(
                 self.prefix.clone(),
                 10,

@@ -49,11 +49,10 @@ async fn a_job_runs_and_is_charged_exactly(backend: Backend) {
     );
     assert_eq!(job["cost"]["input_tokens"].as_i64().unwrap(), input);
     assert_eq!(h.count("SELECT COUNT(*) FROM costs").await, 1);
-    let row: (String, Option<String>, Option<String>) =
-        sqlx::query_as("SELECT tenant, team_tag, user_tag FROM costs")
-            .fetch_one(h.app.store.sqlite_reader().unwrap())
+    let row: (String, Option<String>, Option<String>) = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_as("SELECT tenant, team_tag, user_tag FROM costs")
+            .fetch_one(pool)
             .await
-            .unwrap();
+            .unwrap());
     assert_eq!(
         row,
         ("acme".into(), Some("search".into()), Some("u1".into()))

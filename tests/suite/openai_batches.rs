@@ -527,7 +527,7 @@ async fn stored_file(store: &Store, content: &str) -> String {
 
 async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::test_config(backend, dir.path());
+    let (config, database) = common::test_config_with_store(backend, dir.path()).await;
     let input: String = (1..=10)
         .map(|i| line(&format!("r-{i}"), &format!("resumed question {i}")) + "\n")
         .collect();
@@ -580,7 +580,8 @@ async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Bac
     };
 
     // A fresh process on the same database, file store and queue resumes it.
-    let h = Harness::start_on(config, dir, true).await;
+    let mut h = Harness::start_on(config, dir, true).await;
+    h.postgres = database;
     let api = Api::new(&h, TOKEN);
     let done = api.until(&batch_id(id), &["completed", "failed"]).await;
     assert_eq!(done["status"], "completed", "{done:#}");

@@ -29,7 +29,7 @@ async fn publish_raw(h: &Harness, backend: Backend, payload: Vec<u8>) {
 async fn publish_raw_to(h: &Harness, backend: Backend, urgency: Urgency, payload: Vec<u8>) {
     match backend {
         Backend::Embedded => h.app.queue.publish(urgency, vec![payload]).await.unwrap(),
-        Backend::Rabbitmq => {
+        Backend::Rabbitmq | Backend::Postgres => {
             use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
             let conn = common::amqp_connection().await;
             let channel = conn.create_channel().await.unwrap();
@@ -62,7 +62,7 @@ async fn dead_letter_reasons(h: &Harness, backend: Backend) -> Vec<String> {
             .fetch_all(h.app.store.sqlite_reader().unwrap())
             .await
             .unwrap(),
-        Backend::Rabbitmq => {
+        Backend::Rabbitmq | Backend::Postgres => {
             use lapin::options::BasicGetOptions;
             let conn = common::amqp_connection().await;
             let channel = conn.create_channel().await.unwrap();

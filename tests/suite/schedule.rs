@@ -32,11 +32,11 @@ fn definition(h: &Harness, name: &str, body: &str) -> Definition {
 }
 
 async fn jobs_of(h: &Harness, name: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT custom_id FROM jobs WHERE custom_id LIKE ? ORDER BY custom_id")
+    sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT custom_id FROM jobs WHERE custom_id LIKE $1 ORDER BY custom_id")
         .bind(format!("schedule:{name}:%"))
-        .fetch_all(h.app.store.sqlite_reader().unwrap())
+        .fetch_all(pool)
         .await
-        .unwrap()
+        .unwrap())
 }
 
 fn at_second(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -159,12 +159,12 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
     stop.cancel();
     running.await.unwrap();
 
-    let fired: Vec<(String, i64)> = sqlx::query_as(
+    let fired: Vec<(String, i64)> = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_as(
         "SELECT custom_id, created_at FROM jobs WHERE custom_id LIKE 'schedule:live:%' ORDER BY custom_id",
     )
-    .fetch_all(h.app.store.sqlite_reader().unwrap())
+    .fetch_all(pool)
     .await
-    .unwrap();
+    .unwrap());
     assert!(fired.len() >= 2, "{fired:?}");
     for (custom_id, created_at) in &fired {
         let due = DateTime::parse_from_rfc3339(custom_id.trim_start_matches("schedule:live:"))
@@ -174,11 +174,11 @@ async fn the_running_scheduler_fires_on_time(backend: Backend) {
         assert!(*created_at >= due, "{custom_id} created at {created_at}");
     }
     // The fired jobs run like any other.
-    let id: String = sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = ?")
+    let id: String = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT id FROM jobs WHERE custom_id = $1")
         .bind(&fired[0].0)
-        .fetch_one(h.app.store.sqlite_reader().unwrap())
+        .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap());
     let job = h.wait(id.parse().unwrap()).await;
     assert_eq!(job["status"], "succeeded");
     h.stop().await;
@@ -226,11 +226,11 @@ async fn a_scheduled_jsonl_file_becomes_one_bulk_per_due_time(backend: Backend) 
         "the definition's tags and urgency reach every line's job"
     );
     // And they run.
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE bulk_id = ?")
+    let ids: Vec<String> = sluice::with_pool!(h.app.store.pool(), pool => sqlx::query_scalar("SELECT id FROM jobs WHERE bulk_id = $1")
         .bind(bulk.to_string())
-        .fetch_all(h.app.store.sqlite_reader().unwrap())
+        .fetch_all(pool)
         .await
-        .unwrap();
+        .unwrap());
     for id in ids {
         assert_eq!(h.wait(id.parse().unwrap()).await["status"], "succeeded");
     }

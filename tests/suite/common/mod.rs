@@ -7,6 +7,18 @@
 pub mod broker;
 
 /// Runs each case once per backend, as `<case>_embedded` and `<case>_rabbitmq`.
+/// Runs each named `async fn case(backend: Backend)` on the three backends
+/// ([`Backend::ALL`]): the suites whose outcomes depend on the store as well as the queue.
+macro_rules! on_all_backends {
+    ($($case:ident),* $(,)?) => {
+        on_both_backends!($($case),*);
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::common::Backend::Postgres).await })*
+        }
+    };
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -43,10 +55,22 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const TOKEN: &str = "sk-test-acme";
 pub const OTHER_TOKEN: &str = "sk-test-globex";
 
+/// Where a harness keeps its jobs: the queue backend, and for `Postgres` the store too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// SQLite store, the queue embedded in it.
     Embedded,
+    /// SQLite store, RabbitMQ queue.
     Rabbitmq,
+    /// A PostgreSQL store of the test's own, RabbitMQ queue.
+    Postgres,
+}
+
+impl Backend {
+    /// Whether the queue is RabbitMQ.
+    pub fn uses_rabbitmq(self) -> bool {
+        self != Backend::Embedded
+    }
 }
 
 pub struct Harness {
@@ -57,6 +81,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     workers: Option<WorkerPools>,
     api: JoinHandle<()>,
+    /// The test's PostgreSQL database (`Backend::Postgres`), dropped with the harness.
+    pub postgres: Option<postgres::TestDatabase>,
 }
 
 /// The configuration every test starts from: the built-in one, with a tenant pair, quick
@@ -95,12 +121,34 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     for deployment in config.deployments.values_mut() {
         deployment.batch = None;
     }
-    if backend == Backend::Rabbitmq {
+    if backend.uses_rabbitmq() {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(AMQP_URL));
         config.queue.prefix = format!("sluice-test-{}", uuid::Uuid::now_v7());
     }
     config
+}
+
+/// [`test_config`], with for `Backend::Postgres` a database of the test's own as its store:
+/// keep the database as long as the configuration is used (it is dropped with it).
+pub async fn test_config_with_store(
+    backend: Backend,
+    dir: &std::path::Path,
+) -> (Config, Option<postgres::TestDatabase>) {
+    let mut config = test_config(backend, dir);
+    let database = match backend {
+        Backend::Postgres => Some(postgres::TestDatabase::create().await),
+        Backend::Embedded | Backend::Rabbitmq => None,
+    };
+    if let Some(database) = &database {
+        config.server.database = sluice::config::Database::Postgres(
+            database
+                .url
+                .parse()
+                .expect("a test database's URL is valid"),
+        );
+    }
+    (config, database)
 }
 
 /// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
@@ -137,9 +185,11 @@ impl Harness {
         workers: bool,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(backend, dir.path());
+        let (mut config, database) = test_config_with_store(backend, dir.path()).await;
         tweak(&mut config);
-        Harness::start_on(config, dir, workers).await
+        let mut h = Harness::start_on(config, dir, workers).await;
+        h.postgres = database;
+        h
     }
 
     /// Starts on `config` (a [`test_config`] of `dir`): given one an earlier process used,
@@ -180,6 +230,7 @@ impl Harness {
             dir,
             workers,
             api,
+            postgres: None,
         }
     }
 
@@ -263,11 +314,12 @@ impl Harness {
         self.wait(id).await
     }
 
+    /// The one integer `sql` selects, on either store backend.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(self.app.store.sqlite_reader().unwrap())
+        sluice::with_pool!(self.app.store.pool(), pool => sqlx::query_scalar(sql)
+            .fetch_one(pool)
             .await
-            .unwrap()
+            .unwrap())
     }
 
     /// Waits until `sql` counts `n` (a state the workers or the batch tracker reach in the
