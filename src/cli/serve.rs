@@ -54,6 +54,7 @@ pub async fn worker(config: &Option<PathBuf>, urgencies: Vec<Urgency>) -> anyhow
         urgencies
     };
     let workers = app.start_workers(&urgencies);
+    tracing::info!(?urgencies, queue = app.queue.name(), "workers started");
     shutdown_signal().await;
     workers.shutdown().await;
     Ok(())

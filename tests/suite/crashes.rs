@@ -79,7 +79,9 @@ impl CrashLoop {
     fn config(&self) -> PathBuf {
         let queue = match self.backend {
             Backend::Embedded => String::new(),
-            Backend::Rabbitmq | Backend::Postgres => format!("url = \"{AMQP_URL}\"\nprefix = \"{}\"", self.prefix),
+            Backend::Rabbitmq | Backend::Postgres => {
+                format!("url = \"{AMQP_URL}\"\nprefix = \"{}\"", self.prefix)
+            }
         };
         let text = format!(
             r#"

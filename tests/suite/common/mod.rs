@@ -314,8 +314,17 @@ impl Harness {
         self.wait(id).await
     }
 
-    /// The one integer `sql` selects, on either store backend.
+    /// The one integer `sql` selects, on either store backend (on Postgres, where `SUM` of
+    /// a BIGINT is NUMERIC, cast back to BIGINT).
     pub async fn count(&self, sql: &str) -> i64 {
+        let cast;
+        let sql = match self.app.store.dialect() {
+            sluice::store::Dialect::Sqlite => sql,
+            sluice::store::Dialect::Postgres => {
+                cast = format!("SELECT CAST(({sql}) AS BIGINT)");
+                &cast
+            }
+        };
         sluice::with_pool!(self.app.store.pool(), pool => sqlx::query_scalar(sql)
             .fetch_one(pool)
             .await
