@@ -19,7 +19,7 @@
 use crate::app::App;
 use crate::config::{Config, QueueBackend, Secret};
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
-use crate::with_pool;
+use crate::store::RunTimes;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,11 +109,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     let published_in = started.elapsed();
 
     loop {
-        let done: i64 = with_pool!(app.store.pool(), pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE finished_at IS NOT NULL")
-                .fetch_one(pool)
-                .await?
-        });
+        let done = app.store.finished_jobs().await?;
         if done as usize >= args.jobs {
             break;
         }
@@ -125,20 +121,12 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     }
     let wall = started.elapsed();
 
-    let (first, last, succeeded): (i64, i64, i64) = with_pool!(app.store.pool(), pool => {
-        sqlx::query_as(
-            "SELECT MIN(created_at), MAX(finished_at), \
-             SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) FROM jobs",
-        )
-        .fetch_one(pool)
-        .await?
-    });
-    let mut latencies: Vec<i64> = with_pool!(app.store.pool(), pool => {
-        sqlx::query_scalar("SELECT finished_at - created_at FROM jobs")
-            .fetch_all(pool)
-            .await?
-    });
-    latencies.sort_unstable();
+    let RunTimes {
+        first_created: first,
+        last_finished: last,
+        succeeded,
+        latencies_ms: latencies,
+    } = app.store.run_times().await?;
     let pct = |p: f64| percentile(&latencies, p);
     let span = Duration::from_millis((last - first).max(1) as u64);
     writeln!(
@@ -331,15 +319,7 @@ async fn bench_streams(
         percentiles(&mut beyond_nominal)
     )?;
     // Where the time goes before the provider is called: recorded → the attempt starts.
-    let mut queued: Vec<i64> = with_pool!(app.store.pool(), pool => {
-        sqlx::query_scalar(
-            "SELECT MIN(a.started_at) - j.created_at FROM jobs j JOIN attempts a ON a.job_id = j.id \
-             GROUP BY j.id",
-        )
-        .fetch_all(pool)
-        .await?
-    });
-    queued.sort_unstable();
+    let queued = app.store.times_to_first_attempt().await?;
     if !queued.is_empty() {
         let at = |p: f64| percentile(&queued, p);
         writeln!(

@@ -20,6 +20,7 @@ pub mod jobs;
 mod postgres;
 pub mod provider_batches;
 pub mod schedules;
+mod timings;
 mod writer;
 
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
@@ -31,6 +32,7 @@ pub use jobs::{
     CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan,
     Refusal, StartOutcome,
 };
+pub use timings::RunTimes;
 pub use writer::{Undo, WriteFuture};
 
 use crate::{with_conn, with_pool};
