@@ -477,10 +477,11 @@ pub(super) const BATCH_REF_COLUMNS: &str =
 
 /// The provider batch a job was sent to, from [`BATCH_REF_COLUMNS`] starting at column
 /// `first`; `None` for a job that never went to the batch tier.
-pub(super) fn batch_ref_of(
-    row: &sqlx::sqlite::SqliteRow,
-    first: usize,
-) -> Result<Option<BatchRef>, StoreError> {
+pub(super) fn batch_ref_of<R: Row>(row: &R, first: usize) -> Result<Option<BatchRef>, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let Some(id) = row.get::<Option<String>, _>(first) else {
         return Ok(None);
     };
