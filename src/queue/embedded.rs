@@ -551,7 +551,7 @@ async fn dead_letter_undelivered(
         );
         if let Ok(envelope) = Envelope::from_bytes(&payload) {
             crate::store::jobs::fail_job(
-                conn,
+                &mut Conn::Sqlite(&mut *conn),
                 envelope.id,
                 None,
                 crate::store::jobs::INTERRUPTED,

@@ -314,7 +314,8 @@ impl Store {
                 .bind(id.to_string())
                 .execute(&mut *conn)
                 .await?;
-                let jobs = cancel_queued(conn, &tenant, CancelScope::Bulk(id)).await?;
+                let jobs =
+                    cancel_queued(&mut Conn::Sqlite(conn), &tenant, CancelScope::Bulk(id)).await?;
                 Ok(Some(BulkCancel::Cancelled { jobs }))
             })
         })
