@@ -347,6 +347,9 @@ pub async fn insert_alone(
     envelopes: &[Envelope],
     published: bool,
 ) -> Result<Result<Vec<InsertOutcome>, CustomIdReused>, sqlx::Error> {
+    if let Conn::Postgres(c) = conn.reborrow() {
+        lock_custom_ids(c, envelopes).await?;
+    }
     if let Some(reused) = reused_custom_id(conn, envelopes).await? {
         return Ok(Err(reused));
     }
@@ -470,6 +473,37 @@ async fn reused_custom_id(
         }
     }
     Ok(None)
+}
+
+/// On Postgres, where another process may submit the same `custom_id` at the same moment,
+/// takes a transaction-scoped advisory lock on each tenant's `custom_id` among `envelopes`
+/// (in one order, by its hash) before [`reused_custom_id`] reads: the second submission
+/// waits for the first to commit, then reads its job and compares, instead of finding
+/// nothing, inserting nothing (`ON CONFLICT DO NOTHING`) and answering with a job whose
+/// request differs from its own. SQLite's single writer already serialises the two.
+async fn lock_custom_ids(
+    conn: &mut sqlx::PgConnection,
+    envelopes: &[Envelope],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = envelopes
+        .iter()
+        .filter_map(|e| {
+            let custom_id = e.spec.custom_id.as_deref()?;
+            // The tenant's length first: no two (tenant, custom_id) pairs give one key.
+            Some(format!("{}:{}{custom_id}", e.tenant.len(), e.tenant))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h \
+         FROM UNNEST($1::TEXT[]) AS k ORDER BY h) AS keys",
+    )
+    .bind(keys)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Whether a stored job (its id and its `request` column) is what `envelope` asks for: the

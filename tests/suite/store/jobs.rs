@@ -493,7 +493,41 @@ async fn concurrent_starts_number_attempts_once(backend: StoreBackend) {
     assert_eq!(running, 1, "{:?}", view.attempts);
 }
 
+/// Eight submissions of one `custom_id`, each with its own request, at once through two
+/// store handles (two processes on Postgres): one is recorded, every other is refused as a
+/// reuse, none answered with the first's job.
+async fn concurrent_custom_id_reuse_is_refused(backend: StoreBackend) {
+    let t = TestStore::open(backend).await;
+    let other = crate::store::budgets::second_handle(&t).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            t.store.clone()
+        } else {
+            other.clone()
+        };
+        let mut job = envelope("acme", &format!("request {i}"));
+        job.spec.custom_id = Some("same".into());
+        tasks.push(tokio::spawn(
+            async move { store.insert_jobs(vec![job]).await },
+        ));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcomes) => {
+                assert_eq!(outcomes, vec![InsertOutcome::Created]);
+                created += 1;
+            }
+            Err(StoreError::CustomIdReused(_)) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((created, refused), (1, 7));
+}
+
 on_both_stores!(
+    concurrent_custom_id_reuse_is_refused,
     insert_created_existing_and_reused,
     publishing_and_refusing,
     start_then_succeed_once,
