@@ -11,8 +11,7 @@
 use super::Budgets;
 use crate::pricing::PicoUsd;
 use crate::store::budgets::{self as store, Spend, Threshold};
-use crate::store::JobOwner;
-use sqlx::SqliteConnection;
+use crate::store::{Conn, Dialect, JobOwner};
 
 /// A warning threshold a budget's spend has just crossed, for the first time this period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +41,23 @@ impl Warning {
 /// Adds a finished job's actual cost `amount` to every budget `owner`'s job counts against,
 /// in the current period, on `conn` (inside the transaction recording the success), and says
 /// which warning thresholds that crossed first.
+///
+/// On Postgres the budgets' rows are charged in the order every transaction that locks them
+/// takes (budget, tenant, period), so two finishing jobs never wait on each other in a cycle.
 pub async fn charge(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     budgets: &Budgets,
     owner: &JobOwner,
     amount: PicoUsd,
 ) -> Result<Vec<Warning>, sqlx::Error> {
     let now = budgets.now();
     let mut warnings = Vec::new();
-    for budget in budgets.matching(&owner.tenant, &owner.tags) {
+    let mut matching: Vec<_> = budgets.matching(&owner.tenant, &owner.tags).collect();
+    if conn.dialect() == Dialect::Postgres {
+        // One tenant and one period per budget: the order is the budgets' names.
+        matching.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    for budget in matching {
         let spend = Spend {
             budget: budget.name.clone(),
             tenant: owner.tenant.clone(),

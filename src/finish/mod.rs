@@ -82,11 +82,12 @@ pub async fn succeed(
     let warnings = store
         .write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let Some(owner) = succeed_job(conn, id, &attempt, &response, &cost).await? else {
+                let mut conn = conn;
+                let Some(owner) = succeed_job(&mut conn, id, &attempt, &response, &cost).await?
+                else {
                     return Ok(None);
                 };
-                crate::budgets::spend::charge(conn, &budgets, &owner, cost.amount)
+                crate::budgets::spend::charge(&mut conn, &budgets, &owner, cost.amount)
                     .await
                     .map(Some)
             })

@@ -29,6 +29,7 @@ use super::replies::{Inbox, InboxHub};
 use super::{Consumer, Delivery, Queue, QueueError, Settle};
 use crate::job::{Envelope, Urgency};
 use crate::store::jobs::insert_alone;
+use crate::store::Conn;
 use crate::store::{newly_created, now_ms, InsertOutcome, Store, StoreError, Undo, WriteFuture};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -118,7 +119,8 @@ impl EmbeddedQueue {
                 Box::pin(async move {
                     let conn = conn.into_sqlite("the embedded queue")?;
                     // Already published: the message is queued in this very transaction.
-                    let outcomes = match insert_alone(conn, &envelopes, true).await? {
+                    let mut store_conn = Conn::Sqlite(&mut *conn);
+                    let outcomes = match insert_alone(&mut store_conn, &envelopes, true).await? {
                         Ok(outcomes) => outcomes,
                         Err(reused) => return Ok(Err(reused)),
                     };
@@ -549,7 +551,7 @@ async fn dead_letter_undelivered(
         );
         if let Ok(envelope) = Envelope::from_bytes(&payload) {
             crate::store::jobs::fail_job(
-                conn,
+                &mut Conn::Sqlite(&mut *conn),
                 envelope.id,
                 None,
                 crate::store::jobs::INTERRUPTED,

@@ -10,7 +10,7 @@
 //! (`endpoint`, `metadata`, `input_file_id`, timestamps), so a batch can be a view of a bulk.
 
 use super::jobs::{cancel_queued, insert_jobs, CancelScope, NewJob};
-use super::{now_ms, InsertOutcome, Store, StoreError};
+use super::{now_ms, Conn, InsertOutcome, Store, StoreError};
 use crate::failure::JobFailure;
 use crate::job::{Envelope, JobStatus};
 use crate::pricing::PicoUsd;
@@ -176,7 +176,7 @@ impl Store {
                         bulk: Some((bulk, *line)),
                     })
                     .collect();
-                insert_jobs(conn, &jobs).await.map(Some)
+                insert_jobs(&mut Conn::Sqlite(conn), &jobs).await.map(Some)
             })
         })
         .await?
@@ -314,7 +314,8 @@ impl Store {
                 .bind(id.to_string())
                 .execute(&mut *conn)
                 .await?;
-                let jobs = cancel_queued(conn, &tenant, CancelScope::Bulk(id)).await?;
+                let jobs =
+                    cancel_queued(&mut Conn::Sqlite(conn), &tenant, CancelScope::Bulk(id)).await?;
                 Ok(Some(BulkCancel::Cancelled { jobs }))
             })
         })

@@ -15,7 +15,7 @@
 //! (`lease_until`), so two worker processes never submit the same batch twice.
 
 use super::jobs::{exhausted, fail_job, insert_attempt, interrupt_attempts};
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, Conn, Store, StoreError};
 use crate::job::ChatRequest;
 use crate::store::AttemptRecord;
 use sqlx::Row;
@@ -156,7 +156,7 @@ impl Store {
                 }
                 let now = now_ms();
                 // An attempt a crash cut short is over: this one takes the job on.
-                interrupt_attempts(conn, &job, now).await?;
+                interrupt_attempts(&mut Conn::Sqlite(&mut *conn), &job, now).await?;
                 let started = sqlx::query(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? \
                      WHERE id = ? AND status IN ('queued', 'running') AND attempts < ? \
@@ -174,9 +174,9 @@ impl Store {
                             .fetch_optional(&mut *conn)
                             .await?;
                     let attempts = attempts.unwrap_or_default() as u32;
-                    let (kind, message) = exhausted(conn, &job, attempts, item.max_attempts).await?;
+                    let (kind, message) = exhausted(&mut Conn::Sqlite(&mut *conn), &job, attempts, item.max_attempts).await?;
                     // A final job is left as it is (`fail_job` is guarded): nothing to do.
-                    return Ok(if fail_job(conn, item.job, None, kind, &message, None).await? {
+                    return Ok(if fail_job(&mut Conn::Sqlite(&mut *conn), item.job, None, kind, &message, None).await? {
                         Placement::Exhausted { attempts }
                     } else {
                         Placement::NotRunnable
@@ -350,7 +350,7 @@ impl Store {
                 if returned.rows_affected() == 0 {
                     return Ok(false);
                 }
-                insert_attempt(conn, job, &attempt).await?;
+                insert_attempt(&mut Conn::Sqlite(&mut *conn), job, &attempt).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'queued', published = 0, updated_at = ? \
                      WHERE id = ? AND status = 'running'",
@@ -477,10 +477,11 @@ pub(super) const BATCH_REF_COLUMNS: &str =
 
 /// The provider batch a job was sent to, from [`BATCH_REF_COLUMNS`] starting at column
 /// `first`; `None` for a job that never went to the batch tier.
-pub(super) fn batch_ref_of(
-    row: &sqlx::sqlite::SqliteRow,
-    first: usize,
-) -> Result<Option<BatchRef>, StoreError> {
+pub(super) fn batch_ref_of<R: Row>(row: &R, first: usize) -> Result<Option<BatchRef>, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let Some(id) = row.get::<Option<String>, _>(first) else {
         return Ok(None);
     };

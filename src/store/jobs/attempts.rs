@@ -5,9 +5,11 @@
 use super::transitions::fail_job;
 use crate::failure::{ErrorKind, JobFailure};
 use crate::job::JobStatus;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{now_ms, Conn, Store, StoreError};
 use crate::tier::Tier;
+use crate::with_conn;
 use serde::Serialize;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// What [`Store::start_attempt`] found.
@@ -206,40 +208,48 @@ impl Store {
         max_attempts: u32,
         attempt: AttemptStart,
     ) -> Result<StartOutcome, StoreError> {
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
                 let now = now_ms();
                 let job = id.to_string();
-                // One query (see [`START`]), since each statement is a round trip to
-                // SQLite's thread: every row is read, so SQLite runs every statement.
-                let started: Vec<i64> = sqlx::query_scalar(&START)
-                    .bind(INTERRUPTED_ATTEMPT)
-                    .bind(now)
-                    .bind(&job)
-                    .bind(now)
-                    .bind(&job)
-                    .bind(i64::from(max_attempts))
-                    .bind(&job)
-                    .bind(&attempt.deployment)
-                    .bind(&attempt.provider)
-                    .bind(&attempt.model)
-                    .bind(&attempt.key_id)
-                    .bind(attempt.tier.endpoint())
-                    .bind(attempt.started_at)
-                    .bind(attempt.started_at)
-                    .bind(&attempt.chosen_because)
-                    .bind(&job)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                if let Some(&number) = started.first() {
+                let started = match conn.reborrow() {
+                    Conn::Sqlite(c) => {
+                        // One query (see [`START`]), since each statement is a round trip to
+                        // SQLite's thread: every row is read, so SQLite runs every statement.
+                        let started: Vec<i64> = sqlx::query_scalar(&START)
+                            .bind(INTERRUPTED_ATTEMPT)
+                            .bind(now)
+                            .bind(&job)
+                            .bind(now)
+                            .bind(&job)
+                            .bind(i64::from(max_attempts))
+                            .bind(&job)
+                            .bind(&attempt.deployment)
+                            .bind(&attempt.provider)
+                            .bind(&attempt.model)
+                            .bind(&attempt.key_id)
+                            .bind(attempt.tier.endpoint())
+                            .bind(attempt.started_at)
+                            .bind(attempt.started_at)
+                            .bind(&attempt.chosen_because)
+                            .bind(&job)
+                            .fetch_all(&mut *c)
+                            .await?;
+                        started.first().copied()
+                    }
+                    Conn::Postgres(c) => {
+                        start_postgres(c, &job, max_attempts, &attempt, now).await?
+                    }
+                };
+                if let Some(number) = started {
                     return Ok(StartOutcome::Started(number as u32));
                 }
-                let row: Option<(String, i64)> =
-                    sqlx::query_as("SELECT status, attempts FROM jobs WHERE id = ?")
-                        .bind(&job)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let row: Option<(String, i64)> = with_conn!(conn, c => sqlx::query_as(
+                    "SELECT status, attempts FROM jobs WHERE id = $1",
+                )
+                .bind(&job)
+                .fetch_optional(&mut *c)
+                .await?);
                 let Some((status, attempts)) = row else {
                     return Ok(StartOutcome::Missing);
                 };
@@ -250,8 +260,8 @@ impl Store {
                     return Ok(StartOutcome::AlreadyFinal(status));
                 }
                 let attempts = attempts as u32;
-                let (kind, message) = exhausted(conn, &job, attempts, max_attempts).await?;
-                fail_job(conn, id, None, kind, &message, None).await?;
+                let (kind, message) = exhausted(&mut conn, &job, attempts, max_attempts).await?;
+                fail_job(&mut conn, id, None, kind, &message, None).await?;
                 Ok(StartOutcome::Exhausted { attempts })
             })
         })
@@ -259,7 +269,64 @@ impl Store {
     }
 }
 
-/// The columns of an attempt, in [`bind_attempt`]'s order.
+/// [`START`] on Postgres, one statement after another: the job's row locked first, so that
+/// of two processes starting the same job the second waits, then finds the first one's
+/// attempt `running` and marks it `interrupted`, and numbers its own after it. The attempt's
+/// number, or `None` when no attempt started (no such job, final, or out of attempts).
+async fn start_postgres(
+    conn: &mut PgConnection,
+    job: &str,
+    max_attempts: u32,
+    attempt: &AttemptStart,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    interrupt_attempts(&mut Conn::Postgres(&mut *conn), job, now).await?;
+    let number: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = $1 \
+         WHERE id = $2 AND status IN ('queued', 'running') AND attempts < $3 RETURNING attempts",
+    )
+    .bind(now)
+    .bind(job)
+    .bind(i64::from(max_attempts))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(number) = number else {
+        return Ok(None);
+    };
+    sqlx::query(&START_POSTGRES_ATTEMPT)
+        .bind(job)
+        .bind(number)
+        .bind(&attempt.deployment)
+        .bind(&attempt.provider)
+        .bind(&attempt.model)
+        .bind(&attempt.key_id)
+        .bind(attempt.tier.endpoint())
+        .bind(attempt.started_at)
+        .bind(&attempt.chosen_because)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(number))
+}
+
+/// The attempt [`start_postgres`] records, `running`, under the number the job's count gave.
+static START_POSTGRES_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '{running}', NULL, NULL, NULL, $8, $8, $9, NULL) \
+         {ATTEMPT_UPSERT}",
+        running = AttemptOutcome::Running.as_str(),
+    )
+});
+
+/// The columns of an attempt, in [`bind_attempt!`]'s order.
 pub(super) const ATTEMPT_COLUMNS: &str =
     "job_id, number, deployment, provider, model, key_id, tier, \
      outcome, http_status, error, retry_after_ms, started_at, finished_at, chosen_because, \
@@ -273,11 +340,11 @@ pub(super) const ATTEMPT_UPSERT: &str = "ON CONFLICT (job_id, number) DO UPDATE 
      chosen_because = excluded.chosen_because, first_token_ms = excluded.first_token_ms";
 
 /// Inserts an attempt, or completes the row of an attempt number already recorded. Bound by
-/// [`bind_attempt`].
-static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// [`bind_attempt!`].
+pub(super) static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ATTEMPT_UPSERT}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) {ATTEMPT_UPSERT}"
     )
 });
 
@@ -286,6 +353,7 @@ static INSERT_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 /// `queued | running → running` that counts the attempt only while `attempts < max_attempts`,
 /// then the attempt's row, `running`, numbered by that count, only if the transition wrote
 /// (`changes() = 1`). Returns the attempt's number, or no row when no attempt started.
+/// SQLite only: Postgres runs the statements one by one ([`start_postgres`]).
 static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE attempts SET outcome = '{interrupted}', error = ?, finished_at = ? \
@@ -300,39 +368,42 @@ static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Binds [`INSERT_ATTEMPT`]'s parameters, in its order, to `query`.
-pub(super) fn bind_attempt<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    job: &'q str,
-    a: &'q AttemptRecord,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .bind(job)
-        .bind(a.number as i64)
-        .bind(&a.deployment)
-        .bind(&a.provider)
-        .bind(&a.model)
-        .bind(&a.key_id)
-        .bind(a.tier.endpoint())
-        .bind(a.outcome.as_str())
-        .bind(a.http_status.map(i64::from))
-        .bind(&a.error)
-        .bind(a.retry_after_ms)
-        .bind(a.started_at)
-        .bind(a.finished_at)
-        .bind(&a.chosen_because)
-        .bind(a.first_token_ms)
+/// Binds [`INSERT_ATTEMPT`]'s parameters, in its order, to `$query` (a query of either
+/// backend: a macro, so one list of binds serves both drivers): the job's id as text, then
+/// the [`AttemptRecord`]'s fields.
+macro_rules! bind_attempt {
+    ($query:expr, $job:expr, $a:expr) => {{
+        let a: &AttemptRecord = $a;
+        $query
+            .bind($job)
+            .bind(a.number as i64)
+            .bind(&a.deployment)
+            .bind(&a.provider)
+            .bind(&a.model)
+            .bind(&a.key_id)
+            .bind(a.tier.endpoint())
+            .bind(a.outcome.as_str())
+            .bind(a.http_status.map(i64::from))
+            .bind(&a.error)
+            .bind(a.retry_after_ms)
+            .bind(a.started_at)
+            .bind(a.finished_at)
+            .bind(&a.chosen_because)
+            .bind(a.first_token_ms)
+    }};
 }
+pub(super) use bind_attempt;
 
 pub(in crate::store) async fn insert_attempt(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     job: Uuid,
     a: &AttemptRecord,
 ) -> Result<(), sqlx::Error> {
     let job = job.to_string();
-    bind_attempt(sqlx::query(&INSERT_ATTEMPT), &job, a)
-        .execute(&mut *conn)
-        .await?;
+    with_conn!(conn, c => bind_attempt!(sqlx::query(&INSERT_ATTEMPT), &job, a)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
     Ok(())
 }
 
@@ -340,21 +411,22 @@ pub(in crate::store) async fn insert_attempt(
 /// again (to start an attempt, place it in a provider batch or fail it) knows that no
 /// worker holds it any more, so the one that made them stopped before their outcome.
 pub(in crate::store) async fn interrupt_attempts(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     job: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE attempts SET outcome = ?, error = ?, finished_at = ? \
-         WHERE job_id = ? AND outcome = ?",
+    with_conn!(conn, c => sqlx::query(
+        "UPDATE attempts SET outcome = $1, error = $2, finished_at = $3 \
+         WHERE job_id = $4 AND outcome = $5",
     )
     .bind(AttemptOutcome::Interrupted.as_str())
     .bind(INTERRUPTED_ATTEMPT)
     .bind(now)
     .bind(job)
     .bind(AttemptOutcome::Running.as_str())
-    .execute(&mut *conn)
-    .await?;
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -362,17 +434,18 @@ pub(in crate::store) async fn interrupt_attempts(
 /// from how its last attempt ended (interrupted, as a rule: a worker that sees an attempt
 /// fail decides the job's fate itself).
 pub(in crate::store) async fn exhausted(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     job: &str,
     attempts: u32,
     max_attempts: u32,
 ) -> Result<(JobFailure, String), sqlx::Error> {
-    let last: Option<String> =
-        sqlx::query_scalar("SELECT outcome FROM attempts WHERE job_id = ? AND number = ?")
-            .bind(job)
-            .bind(i64::from(attempts))
-            .fetch_optional(&mut *conn)
-            .await?;
+    let last: Option<String> = with_conn!(conn, c => sqlx::query_scalar(
+        "SELECT outcome FROM attempts WHERE job_id = $1 AND number = $2",
+    )
+    .bind(job)
+    .bind(i64::from(attempts))
+    .fetch_optional(&mut *c)
+    .await?);
     let (kind, how) = match last.as_deref().map(AttemptOutcome::from_stored) {
         Some(AttemptOutcome::Failed(failure)) => {
             (failure.job_failure(), format!("ended {failure}"))

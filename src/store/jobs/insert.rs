@@ -4,8 +4,8 @@
 //! again. Apart from the transitions because a job is recorded once and moved many times.
 
 use crate::job::{Envelope, Tags};
-use crate::store::{ms_to_time, now_ms, Store, StoreError};
-use sqlx::Row;
+use crate::store::{ms_to_time, now_ms, Conn, Store, StoreError};
+use crate::{with_conn, with_pool};
 use uuid::Uuid;
 
 /// What happened when a job was offered to the store.
@@ -89,13 +89,13 @@ impl Store {
         let mut outcomes = self
             .write(move |conn| {
                 Box::pin(async move {
-                    let conn = conn.into_sqlite("this operation")?;
+                    let mut conn = conn;
                     let job = NewJob {
                         envelope: &envelope,
                         published,
                         bulk: None,
                     };
-                    insert_jobs(conn, &[job]).await
+                    insert_jobs(&mut conn, &[job]).await
                 })
             })
             .await?;
@@ -110,8 +110,8 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                insert_alone(conn, &envelopes, false).await
+                let mut conn = conn;
+                insert_alone(&mut conn, &envelopes, false).await
             })
         })
         .await?
@@ -128,32 +128,53 @@ impl Store {
     pub async fn refuse_unpublished(&self, ids: Vec<Uuid>) -> Result<Refusal, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let ids = serde_json::to_string(&ids).expect("ids always serialise");
-                let touched: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
-                     AND (status != 'queued' OR attempts > 0 OR published = 1 OR EXISTS \
-                     (SELECT 1 FROM budget_reservations r WHERE r.job_id = jobs.id))",
-                )
-                .bind(&ids)
-                .fetch_one(&mut *conn)
-                .await?;
-                if touched > 0 {
-                    return Ok(Refusal::TooLate);
+                let now = now_ms();
+                match conn {
+                    Conn::Sqlite(c) => {
+                        let ids = serde_json::to_string(&ids).expect("ids always serialise");
+                        let touched: i64 = sqlx::query_scalar(TOUCHED_SQLITE)
+                            .bind(&ids)
+                            .fetch_one(&mut *c)
+                            .await?;
+                        if touched > 0 {
+                            return Ok(Refusal::TooLate);
+                        }
+                        sqlx::query(REFUSE_SQLITE)
+                            .bind(&ids)
+                            .bind(now)
+                            .execute(&mut *c)
+                            .await?;
+                        sqlx::query(DELETE_SQLITE)
+                            .bind(&ids)
+                            .execute(&mut *c)
+                            .await?;
+                    }
+                    Conn::Postgres(c) => {
+                        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                        // The rows locked before they are looked at: a worker starting or
+                        // reserving one of them waits, then finds it gone.
+                        sqlx::query(LOCK_POSTGRES)
+                            .bind(&ids)
+                            .execute(&mut *c)
+                            .await?;
+                        let touched: i64 = sqlx::query_scalar(TOUCHED_POSTGRES)
+                            .bind(&ids)
+                            .fetch_one(&mut *c)
+                            .await?;
+                        if touched > 0 {
+                            return Ok(Refusal::TooLate);
+                        }
+                        sqlx::query(REFUSE_POSTGRES)
+                            .bind(&ids)
+                            .bind(now)
+                            .execute(&mut *c)
+                            .await?;
+                        sqlx::query(DELETE_POSTGRES)
+                            .bind(&ids)
+                            .execute(&mut *c)
+                            .await?;
+                    }
                 }
-                sqlx::query(
-                    "INSERT INTO refused_jobs (id, refused_at) \
-                     SELECT id, ?2 FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&ids)
-                .bind(now_ms())
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))")
-                    .bind(&ids)
-                    .execute(&mut *conn)
-                    .await?;
                 Ok(Refusal::Refused)
             })
         })
@@ -169,21 +190,24 @@ impl Store {
         let envelope = envelope.clone();
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let refused: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM refused_jobs WHERE id = ?")
-                        .bind(envelope.id.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let mut conn = conn;
+                let refused: Option<String> = with_conn!(conn, c => sqlx::query_scalar(
+                    "SELECT id FROM refused_jobs WHERE id = $1",
+                )
+                .bind(envelope.id.to_string())
+                .fetch_optional(&mut *c)
+                .await?);
                 if refused.is_some() {
                     return Ok(Adopted::Orphan(Orphan::Refused(envelope.id)));
                 }
                 if envelope.recorded {
                     // Its row would have been found; a job whose row is gone stays gone.
-                    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
-                        .bind(envelope.id.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                    let exists: Option<String> = with_conn!(conn, c => sqlx::query_scalar(
+                        "SELECT id FROM jobs WHERE id = $1",
+                    )
+                    .bind(envelope.id.to_string())
+                    .fetch_optional(&mut *c)
+                    .await?);
                     if exists.is_none() {
                         return Ok(Adopted::Orphan(Orphan::Unrecorded(envelope.id)));
                     }
@@ -193,7 +217,7 @@ impl Store {
                     published: true,
                     bulk: None,
                 };
-                Ok(match insert_jobs(conn, &[job]).await?.remove(0) {
+                Ok(match insert_jobs(&mut conn, &[job]).await?.remove(0) {
                     InsertOutcome::Created => Adopted::Recorded,
                     InsertOutcome::Existing(id) | InsertOutcome::Conflicting(id) => {
                         Adopted::Existing(id)
@@ -208,14 +232,17 @@ impl Store {
     pub async fn mark_published(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         self.write_single(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                execute_for_each(
-                    conn,
-                    "UPDATE jobs SET published = 1 WHERE id IN (SELECT value FROM json_each(?)) \
-                     AND published = 0",
-                    &ids,
-                )
-                .await
+                match conn {
+                    Conn::Sqlite(c) => execute_for_each(c, MARK_PUBLISHED_SQLITE, &ids).await,
+                    Conn::Postgres(c) => {
+                        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                        sqlx::query(MARK_PUBLISHED_POSTGRES)
+                            .bind(ids)
+                            .execute(&mut *c)
+                            .await?;
+                        Ok(())
+                    }
+                }
             })
         })
         .await
@@ -229,16 +256,14 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Envelope>, StoreError> {
         let cutoff = now_ms() - older_than.as_millis() as i64;
-        let sql = format!(
-            "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE published = 0 AND status = 'queued' \
-             AND created_at <= ? ORDER BY created_at LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(cutoff)
-            .bind(limit)
-            .fetch_all(self.reader()?)
-            .await?;
-        rows.iter().map(envelope_of).collect()
+        let rows: Vec<EnvelopeRow> = with_pool!(self.pool(), p,
+            sql = (STRANDED_SQLITE.as_str(), STRANDED_POSTGRES.as_str()) =>
+            sqlx::query_as(sql)
+                .bind(cutoff)
+                .bind(limit)
+                .fetch_all(p)
+                .await?);
+        rows.into_iter().map(envelope_of).collect()
     }
 
     /// The envelopes of `ids` (those that exist), to publish them again.
@@ -247,14 +272,20 @@ impl Store {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                (1..=chunk.len())
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id.to_string());
-            }
-            for row in query.fetch_all(self.reader()?).await? {
-                envelopes.push(envelope_of(&row)?);
+            let rows: Vec<EnvelopeRow> = with_pool!(self.pool(), p => {
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(id.to_string());
+                }
+                query.fetch_all(p).await?
+            });
+            for row in rows {
+                envelopes.push(envelope_of(row)?);
             }
         }
         Ok(envelopes)
@@ -269,13 +300,28 @@ pub(in crate::store) struct NewJob<'a> {
     pub bulk: Option<(Uuid, u64)>,
 }
 
-/// The columns `insert_jobs` writes, one `?` each (`status` is a constant).
+/// The columns `insert_jobs` writes, one parameter each ([`JOB_PARAMETERS`]; `status` is a
+/// constant).
 const JOB_COLUMNS: &str = "id, tenant, custom_id, urgency, status, model, user_tag, team_tag, \
      feature_tag, deadline, request, created_at, updated_at, published, bulk_id, bulk_line";
-const JOB_VALUES: &str = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const JOB_PARAMETERS: usize = 15;
+
+/// The values of the `row`-th job (from 0) of an `INSERT` of [`JOB_COLUMNS`]: its parameters
+/// numbered after the rows before it.
+fn job_values(row: usize) -> String {
+    let p = |n: usize| format!("${}", row * JOB_PARAMETERS + n);
+    format!(
+        "({}, {}, {}, {}, 'queued', {})",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        (5..=JOB_PARAMETERS).map(p).collect::<Vec<_>>().join(", ")
+    )
+}
 
 /// Rows in one `INSERT` statement: 15 parameters a row stays well under SQLite's limit of
-/// 32,766 parameters a statement.
+/// 32,766 parameters a statement (and Postgres' 65,535).
 const ROWS_PER_INSERT: usize = 500;
 
 /// The envelopes whose jobs an insert created, `outcomes` being its answer for each, in order
@@ -297,10 +343,13 @@ pub fn newly_created<'e>(
 /// a caller can add its own writes to the same transaction (the embedded queue queues the
 /// created jobs' messages there, marking them `published`).
 pub async fn insert_alone(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     envelopes: &[Envelope],
     published: bool,
 ) -> Result<Result<Vec<InsertOutcome>, CustomIdReused>, sqlx::Error> {
+    if let Conn::Postgres(c) = conn.reborrow() {
+        lock_custom_ids(c, envelopes).await?;
+    }
     if let Some(reused) = reused_custom_id(conn, envelopes).await? {
         return Ok(Err(reused));
     }
@@ -325,42 +374,43 @@ pub async fn insert_alone(
 /// million lines would otherwise make a million of them. Only a row that was not created costs
 /// one more, to find the job that stands in its place.
 pub(in crate::store) async fn insert_jobs(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     jobs: &[NewJob<'_>],
 ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO jobs ({JOB_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            vec![JOB_VALUES; chunk.len()].join(", ")
+            (0..chunk.len())
+                .map(job_values)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let now = now_ms();
-        let mut query = sqlx::query(&sql);
-        for job in chunk {
-            let spec = &job.envelope.spec;
-            query = query
-                .bind(job.envelope.id.to_string())
-                .bind(&job.envelope.tenant)
-                .bind(&spec.custom_id)
-                .bind(spec.urgency.as_str())
-                .bind(&spec.request.model)
-                .bind(&spec.tags.user)
-                .bind(&spec.tags.team)
-                .bind(&spec.tags.feature)
-                .bind(spec.deadline.map(|d| d.timestamp_millis()))
-                .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
-                .bind(now)
-                .bind(now)
-                .bind(job.published)
-                .bind(job.bulk.map(|(id, _)| id.to_string()))
-                .bind(job.bulk.map(|(_, line)| line as i64));
-        }
-        let created: std::collections::HashSet<String> = query
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let created: Vec<String> = with_conn!(conn, c => {
+            let mut query = sqlx::query_scalar(&sql);
+            for job in chunk {
+                let spec = &job.envelope.spec;
+                query = query
+                    .bind(job.envelope.id.to_string())
+                    .bind(&job.envelope.tenant)
+                    .bind(&spec.custom_id)
+                    .bind(spec.urgency.as_str())
+                    .bind(&spec.request.model)
+                    .bind(&spec.tags.user)
+                    .bind(&spec.tags.team)
+                    .bind(&spec.tags.feature)
+                    .bind(spec.deadline.map(|d| d.timestamp_millis()))
+                    .bind(serde_json::to_string(&spec.request).expect("a request always serialises"))
+                    .bind(now)
+                    .bind(now)
+                    .bind(job.published)
+                    .bind(job.bulk.map(|(id, _)| id.to_string()))
+                    .bind(job.bulk.map(|(_, line)| line as i64));
+            }
+            query.fetch_all(&mut *c).await?
+        });
+        let created: std::collections::HashSet<String> = created.into_iter().collect();
         for job in chunk {
             if created.contains(&job.envelope.id.to_string()) {
                 outcomes.push(InsertOutcome::Created);
@@ -388,7 +438,7 @@ pub(in crate::store) async fn insert_jobs(
 /// transaction that then inserts, so no concurrent submission slips between the two. A job
 /// offered again under its own id (a republished envelope) is the same job, not a reuse.
 async fn reused_custom_id(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     envelopes: &[Envelope],
 ) -> Result<Option<CustomIdReused>, sqlx::Error> {
     let mut seen: std::collections::HashMap<&str, &Envelope> = std::collections::HashMap::new();
@@ -407,13 +457,13 @@ async fn reused_custom_id(
             continue;
         }
         seen.insert(custom_id, envelope);
-        let stored: Option<(String, String)> = sqlx::query_as(
-            "SELECT id, request FROM jobs WHERE tenant = ? AND custom_id = ? AND bulk_id IS NULL",
+        let stored: Option<(String, String)> = with_conn!(conn, c => sqlx::query_as(
+            "SELECT id, request FROM jobs WHERE tenant = $1 AND custom_id = $2 AND bulk_id IS NULL",
         )
         .bind(&envelope.tenant)
         .bind(custom_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(&mut *c)
+        .await?);
         let Some((id, request)) = stored else {
             continue;
         };
@@ -423,6 +473,37 @@ async fn reused_custom_id(
         }
     }
     Ok(None)
+}
+
+/// On Postgres, where another process may submit the same `custom_id` at the same moment,
+/// takes a transaction-scoped advisory lock on each tenant's `custom_id` among `envelopes`
+/// (in one order, by its hash) before [`reused_custom_id`] reads: the second submission
+/// waits for the first to commit, then reads its job and compares, instead of finding
+/// nothing, inserting nothing (`ON CONFLICT DO NOTHING`) and answering with a job whose
+/// request differs from its own. SQLite's single writer already serialises the two.
+async fn lock_custom_ids(
+    conn: &mut sqlx::PgConnection,
+    envelopes: &[Envelope],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = envelopes
+        .iter()
+        .filter_map(|e| {
+            let custom_id = e.spec.custom_id.as_deref()?;
+            // The tenant's length first: no two (tenant, custom_id) pairs give one key.
+            Some(format!("{}:{}{custom_id}", e.tenant.len(), e.tenant))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h \
+         FROM UNNEST($1::TEXT[]) AS k ORDER BY h) AS keys",
+    )
+    .bind(keys)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Whether a stored job (its id and its `request` column) is what `envelope` asks for: the
@@ -439,27 +520,27 @@ fn same_request(stored_id: &str, stored_request: &str, envelope: &Envelope) -> b
 /// duplicate from a conflict; the row is read anyway). Each form matches one partial unique
 /// index exactly, so the lookup is an index probe.
 async fn existing_job(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     job: &NewJob<'_>,
 ) -> Result<(String, String), sqlx::Error> {
     let envelope = job.envelope;
     let bulk_id = job.bulk.map(|(id, _)| id.to_string());
     let (sql, scope) = match &bulk_id {
         None => (
-            "SELECT id, request FROM jobs WHERE id = ? OR (tenant = ? AND custom_id = ? AND bulk_id IS NULL) LIMIT 1",
+            "SELECT id, request FROM jobs WHERE id = $1 OR (tenant = $2 AND custom_id = $3 AND bulk_id IS NULL) LIMIT 1",
             &envelope.tenant,
         ),
         Some(bulk_id) => (
-            "SELECT id, request FROM jobs WHERE id = ? OR (bulk_id = ? AND custom_id = ?) LIMIT 1",
+            "SELECT id, request FROM jobs WHERE id = $1 OR (bulk_id = $2 AND custom_id = $3) LIMIT 1",
             bulk_id,
         ),
     };
-    let existing: Option<(String, String)> = sqlx::query_as(sql)
+    let existing: Option<(String, String)> = with_conn!(conn, c => sqlx::query_as(sql)
         .bind(envelope.id.to_string())
         .bind(scope)
         .bind(&envelope.spec.custom_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(&mut *c)
+        .await?);
     existing.ok_or(sqlx::Error::RowNotFound)
 }
 
@@ -467,32 +548,85 @@ async fn existing_job(
 const ENVELOPE_COLUMNS: &str =
     "id, tenant, custom_id, urgency, user_tag, team_tag, feature_tag, deadline, request";
 
+/// A row of [`ENVELOPE_COLUMNS`], in its order.
+type EnvelopeRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+);
+
 /// A job's envelope from its row (selected with [`ENVELOPE_COLUMNS`]).
-fn envelope_of(row: &sqlx::sqlite::SqliteRow) -> Result<Envelope, StoreError> {
+fn envelope_of(row: EnvelopeRow) -> Result<Envelope, StoreError> {
+    let (id, tenant, custom_id, urgency, user, team, feature, deadline, request) = row;
     let corrupt = |e: String| StoreError::Corrupt(e);
-    let id = Uuid::parse_str(&row.get::<String, _>(0)).map_err(|e| corrupt(e.to_string()))?;
-    let request =
-        serde_json::from_str(&row.get::<String, _>(8)).map_err(|e| corrupt(e.to_string()))?;
+    let id = Uuid::parse_str(&id).map_err(|e| corrupt(e.to_string()))?;
+    let request = serde_json::from_str(&request).map_err(|e| corrupt(e.to_string()))?;
     Ok(Envelope {
         version: crate::job::ENVELOPE_VERSION,
         id,
-        tenant: row.get(1),
+        tenant,
         // Whoever waited on a republished job's replies has long given up.
         reply_to: None,
         recorded: true,
         spec: crate::job::JobSpec {
-            urgency: row.get::<String, _>(3).parse().map_err(corrupt)?,
+            urgency: urgency.parse().map_err(corrupt)?,
             tags: Tags {
-                user: row.get(4),
-                team: row.get(5),
-                feature: row.get(6),
+                user,
+                team,
+                feature,
             },
-            custom_id: row.get(2),
-            deadline: row.get::<Option<i64>, _>(7).map(ms_to_time),
+            custom_id,
+            deadline: deadline.map(ms_to_time),
             request,
         },
     })
 }
+
+/// Jobs a crash left recorded but unpublished, oldest first (see [`Store::stranded_jobs`]).
+static STRANDED_SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE published = 0 AND status = 'queued' \
+         AND created_at <= $1 ORDER BY created_at LIMIT $2"
+    )
+});
+static STRANDED_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE NOT published AND status = 'queued' \
+         AND created_at <= $1 ORDER BY created_at LIMIT $2"
+    )
+});
+
+/// [`Store::refuse_unpublished`]'s statements: how many of the jobs a worker touched, then
+/// the refusal recorded, then the rows deleted; the ids a JSON array on SQLite, an array on
+/// Postgres, where the rows are locked first ([`LOCK_POSTGRES`]) and counted by a statement
+/// of its own, which sees what a worker committed while this waited for its lock.
+const TOUCHED_SQLITE: &str = "SELECT COUNT(*) FROM jobs \
+     WHERE id IN (SELECT value FROM json_each($1)) \
+     AND (status != 'queued' OR attempts > 0 OR published = 1 OR EXISTS \
+     (SELECT 1 FROM budget_reservations r WHERE r.job_id = jobs.id))";
+const LOCK_POSTGRES: &str = "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const TOUCHED_POSTGRES: &str = "SELECT COUNT(*) FROM jobs WHERE id = ANY($1) \
+     AND (status != 'queued' OR attempts > 0 OR published OR EXISTS \
+     (SELECT 1 FROM budget_reservations r WHERE r.job_id = jobs.id))";
+const REFUSE_SQLITE: &str = "INSERT INTO refused_jobs (id, refused_at) \
+     SELECT id, $2 FROM jobs WHERE id IN (SELECT value FROM json_each($1)) \
+     ON CONFLICT DO NOTHING";
+const REFUSE_POSTGRES: &str = "INSERT INTO refused_jobs (id, refused_at) \
+     SELECT id, $2 FROM jobs WHERE id = ANY($1) ON CONFLICT DO NOTHING";
+const DELETE_SQLITE: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
+const DELETE_POSTGRES: &str = "DELETE FROM jobs WHERE id = ANY($1)";
+
+/// [`Store::mark_published`]'s update, the ids a JSON array on SQLite, an array on Postgres.
+const MARK_PUBLISHED_SQLITE: &str = "UPDATE jobs SET published = 1 \
+     WHERE id IN (SELECT value FROM json_each($1)) AND published = 0";
+const MARK_PUBLISHED_POSTGRES: &str =
+    "UPDATE jobs SET published = TRUE WHERE id = ANY($1) AND NOT published";
 
 /// Runs a statement over many job ids at once: its one parameter is the ids as a JSON array,
 /// read with `json_each`, so a chunk of 500 confirmed jobs is one round trip to SQLite's

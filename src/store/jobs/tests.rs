@@ -173,8 +173,8 @@ async fn succeed(
     store
         .write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let owner = succeed_job(conn, id, &attempt, &response, &cost).await?;
+                let mut conn = conn;
+                let owner = succeed_job(&mut conn, id, &attempt, &response, &cost).await?;
                 Ok(owner.is_some())
             })
         })

@@ -5,16 +5,17 @@
 
 use super::attempts::{
     bind_attempt, insert_attempt, interrupt_attempts, AttemptRecord, ATTEMPT_COLUMNS,
-    ATTEMPT_UPSERT, INTERRUPTED,
+    ATTEMPT_UPSERT, INSERT_ATTEMPT, INTERRUPTED,
 };
 use crate::failure::JobFailure;
 use crate::job::{JobStatus, Tags};
 use crate::pricing::{MicrosPerMillion, PicoUsd, Price};
 use crate::providers::Usage;
-use crate::store::{budgets, now_ms, Store, StoreError};
+use crate::store::{budgets, now_ms, Conn, Store, StoreError};
 use crate::tier::Tier;
+use crate::with_conn;
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 /// The cost of a successful attempt, with what reports need to explain it.
@@ -55,8 +56,8 @@ impl Store {
     pub async fn fail_undelivered(&self, id: Uuid, reason: String) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                fail_job(conn, id, None, INTERRUPTED, &reason, None).await
+                let mut conn = conn;
+                fail_job(&mut conn, id, None, INTERRUPTED, &reason, None).await
             })
         })
         .await
@@ -66,17 +67,18 @@ impl Store {
     pub async fn record_retry(&self, id: Uuid, attempt: AttemptRecord) -> Result<(), StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
- let conn = conn.into_sqlite("this operation")?;
-                insert_attempt(conn, id, &attempt).await?;
-                sqlx::query(
-                    "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'",
+                let mut conn = conn;
+                insert_attempt(&mut conn, id, &attempt).await?;
+                with_conn!(conn, c => sqlx::query(
+                    "UPDATE jobs SET status = 'queued', updated_at = $1 WHERE id = $2 AND status = 'running'",
                 )
                 .bind(now_ms())
                 .bind(id.to_string())
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
                 // The next attempt reserves again, on whichever deployment it gets.
-                budgets::release(conn, id).await?;
+                budgets::release(&mut conn, id).await?;
                 Ok(())
             })
         })
@@ -96,9 +98,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
+                let mut conn = conn;
                 fail_job(
-                    conn,
+                    &mut conn,
                     id,
                     attempt.as_ref(),
                     failure,
@@ -117,14 +119,15 @@ impl Store {
         let tenant = tenant.to_string();
         self.write(move |conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                cancel_queued(conn, &tenant, CancelScope::Job(id)).await?;
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND tenant = ?")
-                        .bind(id.to_string())
-                        .bind(&tenant)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let mut conn = conn;
+                cancel_queued(&mut conn, &tenant, CancelScope::Job(id)).await?;
+                let status: Option<String> = with_conn!(conn, c => sqlx::query_scalar(
+                    "SELECT status FROM jobs WHERE id = $1 AND tenant = $2",
+                )
+                .bind(id.to_string())
+                .bind(&tenant)
+                .fetch_optional(&mut *c)
+                .await?);
                 status
                     .map(|s| s.parse().map_err(|e: String| sqlx::Error::Decode(e.into())))
                     .transpose()
@@ -147,19 +150,23 @@ pub struct JobOwner {
 /// `None`, writing nothing, when the job was no longer running (finished or cancelled
 /// meanwhile): that answer is discarded, not charged.
 pub async fn succeed_job(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     id: Uuid,
     attempt: &AttemptRecord,
     response: &Value,
     cost: &CostRecord,
 ) -> Result<Option<JobOwner>, sqlx::Error> {
+    let conn = match conn.reborrow() {
+        Conn::Sqlite(c) => c,
+        Conn::Postgres(c) => return succeed_postgres(c, id, attempt, response, cost).await,
+    };
     let job_id = id.to_string();
     let price = cost.price.unwrap_or(ZERO_PRICE);
     // One query (see [`FINISH`]): the guarded transition, then the attempt, the result, the
     // cost and the release, each only if the one before it wrote.
     let now = now_ms();
     let query = sqlx::query(&FINISH).bind(now).bind(now).bind(&job_id);
-    let finished = bind_attempt(query, &job_id, attempt)
+    let finished = bind_attempt!(query, &job_id, attempt)
         // results
         .bind(&job_id)
         .bind(response.to_string())
@@ -213,6 +220,105 @@ pub async fn succeed_job(
     }))
 }
 
+/// [`succeed_job`] on Postgres, one statement after another in the caller's transaction: the
+/// guarded transition `running → succeeded` first (it locks the job's row, and of two
+/// processes finishing the same job exactly one applies it), then, only if it applied, the
+/// attempt, the result, the cost with the tenant and tags the transition returned, and the
+/// release of the job's reservations.
+async fn succeed_postgres(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: &AttemptRecord,
+    response: &Value,
+    cost: &CostRecord,
+) -> Result<Option<JobOwner>, sqlx::Error> {
+    let job_id = id.to_string();
+    let price = cost.price.unwrap_or(ZERO_PRICE);
+    let now = now_ms();
+    // The tenant and the tags: user, team, feature.
+    type OwnerRow = (String, Option<String>, Option<String>, Option<String>);
+    let owner: Option<OwnerRow> = sqlx::query_as(
+        "UPDATE jobs SET status = 'succeeded', updated_at = $1, finished_at = $1, \
+         error = NULL, error_kind = NULL, error_param = NULL WHERE id = $2 AND status = 'running' \
+         RETURNING tenant, user_tag, team_tag, feature_tag",
+    )
+    .bind(now)
+    .bind(&job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((tenant, user, team, feature)) = owner else {
+        return Ok(None);
+    };
+    let attempt_id: i64 = bind_attempt!(
+        sqlx::query_scalar(&INSERT_ATTEMPT_RETURNING_ID),
+        &job_id,
+        attempt
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO results (job_id, response, created_at) VALUES ($1, $2, $3)")
+        .bind(&job_id)
+        .bind(response.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
+         deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
+         input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
+         cache_write_tokens, cache_write_price, price_known, realtime_amount_pico_usd, \
+         route, primary_deployment, primary_amount_pico_usd) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21, $22, $23, $24, $25)",
+    )
+    .bind(&job_id)
+    .bind(attempt_id)
+    .bind(&tenant)
+    .bind(&user)
+    .bind(&team)
+    .bind(&feature)
+    .bind(&attempt.deployment)
+    .bind(&attempt.provider)
+    .bind(&attempt.model)
+    .bind(cost.tier.as_str())
+    .bind(cost.usage.prompt_tokens as i64)
+    .bind(cost.usage.cached_tokens as i64)
+    .bind(cost.usage.completion_tokens as i64)
+    // An unknown price is stored as zero unit prices, flagged by price_known.
+    .bind(price.input.0)
+    .bind(price.cached_input_or_input().0)
+    .bind(price.output.0)
+    .bind(cost.amount.0)
+    .bind(now)
+    .bind(cost.usage.cache_write_tokens as i64)
+    .bind(price.cache_write_or_input().0)
+    .bind(cost.price.is_some())
+    .bind(cost.realtime_amount.0)
+    .bind(&cost.route)
+    .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+    .bind(
+        cost.fallback_from
+            .as_ref()
+            .and_then(|(_, a)| a.map(|a| a.0)),
+    )
+    .execute(&mut *conn)
+    .await?;
+    // The transition applied in this transaction: the reservations are this job's to release.
+    budgets::release(&mut Conn::Postgres(&mut *conn), id).await?;
+    Ok(Some(JobOwner {
+        tenant,
+        tags: Tags {
+            user,
+            team,
+            feature,
+        },
+    }))
+}
+
+/// [`INSERT_ATTEMPT`] returning the attempt's id, for its cost row.
+static INSERT_ATTEMPT_RETURNING_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} RETURNING id", *INSERT_ATTEMPT));
+
 /// Everything [`succeed_job`] writes, as one query, since each statement is a round trip to
 /// SQLite's thread. The transition `running → succeeded` comes first and guards the rest:
 /// each later write runs only if the one before it wrote its row (`changes() = 1`), so a job
@@ -223,7 +329,8 @@ pub async fn succeed_job(
 /// the job's reservations ([`budgets::RELEASE_SUCCEEDED`]).
 ///
 /// Parameters are plain `?`s, bound in statement order (sqlx binds numbered ones wrongly when
-/// a statement of several skips a number).
+/// a statement of several skips a number). SQLite only: Postgres prepares one statement at a
+/// time ([`succeed_postgres`]).
 static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE jobs SET status = 'succeeded', updated_at = ?, finished_at = ?, \
@@ -252,7 +359,7 @@ static FINISH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// `running` `interrupted` and releases the job's budget reservations. False, writing
 /// nothing, when the job was final already.
 pub(crate) async fn fail_job(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     id: Uuid,
     attempt: Option<&AttemptRecord>,
     failure: JobFailure,
@@ -260,9 +367,9 @@ pub(crate) async fn fail_job(
     param: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let now = now_ms();
-    let failed = sqlx::query(
-        "UPDATE jobs SET status = 'failed', error_kind = ?, error = ?, error_param = ?, \
-         updated_at = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+    let failed = with_conn!(conn, c => sqlx::query(
+        "UPDATE jobs SET status = 'failed', error_kind = $1, error = $2, error_param = $3, \
+         updated_at = $4, finished_at = $5 WHERE id = $6 AND status IN ('queued', 'running')",
     )
     .bind(failure.as_str())
     .bind(message)
@@ -270,9 +377,10 @@ pub(crate) async fn fail_job(
     .bind(now)
     .bind(now)
     .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    if failed.rows_affected() == 0 {
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    if failed == 0 {
         return Ok(false);
     }
     if let Some(attempt) = attempt {
@@ -295,36 +403,40 @@ pub(in crate::store) enum CancelScope {
 /// ends (and a provider batch left with no pending item is cancelled upstream, see
 /// [`crate::batch`]). Returns how many were cancelled.
 pub(in crate::store) async fn cancel_queued(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant: &str,
     scope: CancelScope,
 ) -> Result<u64, sqlx::Error> {
     let (scope_sql, id) = match scope {
-        CancelScope::Job(id) => ("id = ?2", id),
-        CancelScope::Bulk(id) => ("bulk_id = ?2", id),
+        CancelScope::Job(id) => ("id = $2", id),
+        CancelScope::Bulk(id) => ("bulk_id = $2", id),
     };
     let now = now_ms();
     // The items first: `running` jobs are cancellable only while their item is pending.
-    sqlx::query(&format!(
+    let items = format!(
         "UPDATE batch_items SET state = 'cancelled' WHERE state = 'pending' AND job_id IN \
-         (SELECT id FROM jobs WHERE status = 'running' AND tenant = ?1 AND {scope_sql})"
-    ))
-    .bind(tenant)
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    let done = sqlx::query(&format!(
-        "UPDATE jobs SET status = 'cancelled', updated_at = ?3, finished_at = ?3 \
-         WHERE tenant = ?1 AND {scope_sql} AND (status = 'queued' OR (status = 'running' AND EXISTS \
+         (SELECT id FROM jobs WHERE status = 'running' AND tenant = $1 AND {scope_sql})"
+    );
+    with_conn!(conn, c => sqlx::query(&items)
+        .bind(tenant)
+        .bind(id.to_string())
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    let jobs = format!(
+        "UPDATE jobs SET status = 'cancelled', updated_at = $3, finished_at = $3 \
+         WHERE tenant = $1 AND {scope_sql} AND (status = 'queued' OR (status = 'running' AND EXISTS \
          (SELECT 1 FROM batch_items b WHERE b.job_id = jobs.id AND b.state = 'cancelled')))"
-    ))
-    .bind(tenant)
-    .bind(id.to_string())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() > 0 {
+    );
+    let done = with_conn!(conn, c => sqlx::query(&jobs)
+        .bind(tenant)
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    if done > 0 {
         budgets::release_cancelled(conn).await?;
     }
-    Ok(done.rows_affected())
+    Ok(done)
 }

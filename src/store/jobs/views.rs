@@ -8,6 +8,7 @@ use crate::job::{JobStatus, Tags, Urgency};
 use crate::pricing::{MicrosPerMillion, PicoUsd};
 use crate::store::provider_batches::{batch_ref_of, BatchRef, BATCH_REF_COLUMNS};
 use crate::store::{ms_to_time, now_ms, Store, StoreError};
+use crate::with_pool;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -160,16 +161,15 @@ impl Store {
     /// before it looks for capacity, so a job that must wait for a key is not charged an
     /// attempt. `None` when the store has no such job.
     pub async fn progress(&self, id: Uuid) -> Result<Option<(JobStatus, u32)>, StoreError> {
-        let row = sqlx::query("SELECT status, attempts FROM jobs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(self.reader()?)
-            .await?;
-        row.map(|row| {
-            let status = row
-                .get::<String, _>(0)
-                .parse()
-                .map_err(|e: String| StoreError::Corrupt(e))?;
-            Ok((status, row.get::<i64, _>(1) as u32))
+        let row: Option<(String, i64)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT status, attempts FROM jobs WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(p)
+        .await?);
+        row.map(|(status, attempts)| {
+            let status = status.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+            Ok((status, attempts as u32))
         })
         .transpose()
     }
@@ -183,34 +183,38 @@ impl Store {
         id: Uuid,
         with_answer: bool,
     ) -> Result<Option<JobOutcome>, StoreError> {
-        let row = sqlx::query(
+        type OutcomeRow = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<OutcomeRow> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT j.status, j.error_kind, j.error, a.outcome, a.error, \
-             CASE WHEN ? THEN (SELECT response FROM results WHERE job_id = j.id) END, \
+             CASE WHEN $1 THEN (SELECT response FROM results WHERE job_id = j.id) END, \
              j.error_param \
              FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id \
              AND a.number = (SELECT MAX(number) FROM attempts WHERE job_id = j.id) \
-             WHERE j.id = ? AND j.tenant = ?",
+             WHERE j.id = $2 AND j.tenant = $3",
         )
         .bind(with_answer)
         .bind(id.to_string())
         .bind(tenant)
-        .fetch_optional(self.reader()?)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let status = row
-            .get::<String, _>(0)
-            .parse()
-            .map_err(|e: String| StoreError::Corrupt(e))?;
-        let error = JobError::stored(row.get(1), row.get(2), row.get(6));
-        let last_attempt = row.get::<Option<String>, _>(3).map(|outcome| LastAttempt {
+        .fetch_optional(p)
+        .await?);
+        let Some((status, error_kind, error, outcome, attempt_error, answer, param)) = row else {
+            return Ok(None);
+        };
+        let status = status.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+        let error = JobError::stored(error_kind, error, param);
+        let last_attempt = outcome.map(|outcome| LastAttempt {
             outcome,
-            error: row.get(4),
+            error: attempt_error,
         });
-        let answer = row
-            .get::<Option<String>, _>(5)
-            .as_deref()
-            .map(stored_answer)
-            .transpose()?;
+        let answer = answer.as_deref().map(stored_answer).transpose()?;
         Ok(Some(JobOutcome {
             status,
             error,
@@ -229,31 +233,52 @@ impl Store {
              {BATCH_REF_COLUMNS}, j.error_param \
              FROM jobs j LEFT JOIN batch_items i ON i.job_id = j.id \
              LEFT JOIN provider_batches b ON b.id = i.batch_id \
-             WHERE j.id = ? AND j.tenant = ?"
+             WHERE j.id = $1 AND j.tenant = $2"
         );
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .bind(tenant)
-            .fetch_optional(self.reader()?)
-            .await?;
+        let row = with_pool!(self.pool(), p => {
+            let row = sqlx::query(&sql)
+                .bind(id.to_string())
+                .bind(tenant)
+                .fetch_optional(p)
+                .await?;
+            row.map(|row| -> Result<JobRow, StoreError> {
+                Ok(JobRow {
+                    status: row.get(1),
+                    urgency: row.get(2),
+                    model: row.get(3),
+                    custom_id: row.get(4),
+                    tags: Tags {
+                        user: row.get(5),
+                        team: row.get(6),
+                        feature: row.get(7),
+                    },
+                    deadline: row.get(8),
+                    created_at: row.get(9),
+                    finished_at: row.get(10),
+                    error: JobError::stored(row.get(11), row.get(12), row.get(19)),
+                    batch: batch_ref_of(&row, 13)?,
+                })
+            })
+            .transpose()?
+        });
         let Some(row) = row else { return Ok(None) };
         let corrupt = |e: String| StoreError::Corrupt(e);
-        let status: JobStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
-        let urgency: Urgency = row.get::<String, _>(2).parse().map_err(corrupt)?;
-        let error = JobError::stored(row.get(11), row.get(12), row.get(19));
-        let result: Option<String> =
-            sqlx::query_scalar("SELECT response FROM results WHERE job_id = ?")
-                .bind(id.to_string())
-                .fetch_optional(self.reader()?)
-                .await?;
-        let result = result.as_deref().map(stored_answer).transpose()?;
-        let attempts = sqlx::query(
-            "SELECT number, deployment, provider, model, key_id, tier, outcome, http_status, \
-             error, retry_after_ms, started_at, finished_at, first_token_ms, chosen_because \
-             FROM attempts WHERE job_id = ? ORDER BY number",
+        let status: JobStatus = row.status.parse().map_err(corrupt)?;
+        let urgency: Urgency = row.urgency.parse().map_err(corrupt)?;
+        let result: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT response FROM results WHERE job_id = $1",
         )
         .bind(id.to_string())
-        .fetch_all(self.reader()?)
+        .fetch_optional(p)
+        .await?);
+        let result = result.as_deref().map(stored_answer).transpose()?;
+        let attempts = with_pool!(self.pool(), p => sqlx::query(
+            "SELECT number, deployment, provider, model, key_id, tier, outcome, http_status, \
+             error, retry_after_ms, started_at, finished_at, first_token_ms, chosen_because \
+             FROM attempts WHERE job_id = $1 ORDER BY number",
+        )
+        .bind(id.to_string())
+        .fetch_all(p)
         .await?
         .into_iter()
         .map(|a| {
@@ -281,14 +306,14 @@ impl Store {
                 chosen_because: a.get(13),
             }
         })
-        .collect();
-        let cost = sqlx::query(
+        .collect());
+        let cost = with_pool!(self.pool(), p => sqlx::query(
             "SELECT deployment, tier, input_tokens, cached_tokens, output_tokens, input_price, \
              cached_input_price, output_price, amount_pico_usd, price_known, realtime_amount_pico_usd \
-             FROM costs WHERE job_id = ?",
+             FROM costs WHERE job_id = $1",
         )
         .bind(id.to_string())
-        .fetch_optional(self.reader()?)
+        .fetch_optional(p)
         .await?
         .map(|c| CostView {
             deployment: c.get(0),
@@ -304,34 +329,46 @@ impl Store {
             price_known: c.get(9),
             batch_saved_usd: (c.get::<String, _>(1) != "realtime")
                 .then(|| PicoUsd(c.get::<i64, _>(10) - c.get::<i64, _>(8)).to_usd_string()),
-        });
+        }));
         Ok(Some(JobView {
             id,
             status,
             urgency,
-            model: row.get(3),
-            custom_id: row.get(4),
-            tags: Tags {
-                user: row.get(5),
-                team: row.get(6),
-                feature: row.get(7),
-            },
-            deadline: row.get::<Option<i64>, _>(8).map(ms_to_time),
-            created_at: ms_to_time(row.get(9)),
-            finished_at: row.get::<Option<i64>, _>(10).map(ms_to_time),
-            error,
+            model: row.model,
+            custom_id: row.custom_id,
+            tags: row.tags,
+            deadline: row.deadline.map(ms_to_time),
+            created_at: ms_to_time(row.created_at),
+            finished_at: row.finished_at.map(ms_to_time),
+            error: row.error,
             result,
             attempts,
             cost,
-            batch: batch_ref_of(&row, 13)?,
+            batch: row.batch,
         }))
     }
 
     /// The sum of every cost record, exactly.
     pub async fn total_cost(&self) -> Result<PicoUsd, StoreError> {
-        let total: Option<i64> = sqlx::query_scalar("SELECT SUM(amount_pico_usd) FROM costs")
-            .fetch_one(self.reader()?)
-            .await?;
+        let total: Option<i64> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT CAST(SUM(amount_pico_usd) AS BIGINT) FROM costs",
+        )
+        .fetch_one(p)
+        .await?);
         Ok(PicoUsd(total.unwrap_or(0)))
     }
+}
+
+/// A job's row as [`Store::job`] reads it, decoded the same from either backend's row.
+struct JobRow {
+    status: String,
+    urgency: String,
+    model: String,
+    custom_id: Option<String>,
+    tags: Tags,
+    deadline: Option<i64>,
+    created_at: i64,
+    finished_at: Option<i64>,
+    error: Option<JobError>,
+    batch: Option<BatchRef>,
 }

@@ -3,3 +3,5 @@
 //! SQL is held to the same outcomes. One module per area of the store.
 
 mod basics;
+mod budgets;
+mod jobs;
