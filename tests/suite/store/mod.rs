@@ -4,3 +4,4 @@
 
 mod basics;
 mod files;
+mod schedules;
