@@ -4,4 +4,6 @@
 
 mod basics;
 mod files;
+mod rows;
 mod schedules;
+mod costs;
