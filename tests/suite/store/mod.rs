@@ -3,7 +3,8 @@
 //! SQL is held to the same outcomes. One module per area of the store.
 
 mod basics;
+mod bulks;
+mod costs;
 mod files;
 mod rows;
 mod schedules;
-mod costs;
