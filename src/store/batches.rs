@@ -10,8 +10,8 @@
 //! still `submitting`, neither failed nor cancelled, is [`UNFINISHED_BATCH`]: a server
 //! starting up resumes it from its input file ([`Store::unfinished_batches`]).
 
-use super::{now_ms, Store, StoreError};
-use sqlx::Row;
+use super::{now_ms, Conn, Store, StoreError};
+use crate::{with_conn, with_pool};
 use uuid::Uuid;
 
 /// A batch being created: the bulk row recorded before its input file is read.
@@ -32,7 +32,20 @@ pub struct NewBatch {
 /// The SQL condition on a `bulks` row for a batch whose submission began and has not
 /// finished: it still needs its input file.
 pub(super) const UNFINISHED_BATCH: &str =
-    "input_file_id IS NOT NULL AND submitting = 1 AND failed_at IS NULL AND cancelled_at IS NULL";
+    "input_file_id IS NOT NULL AND submitting = TRUE AND failed_at IS NULL AND cancelled_at IS NULL";
+
+/// Postgres only: holds the tenant's file `$1` while `create_batch` records a batch reading
+/// it, so a concurrent `delete_file` (which locks it `FOR UPDATE` before looking for such a
+/// batch) either deletes it first or sees the batch.
+const SHARE_FILE: &str = "SELECT 1 FROM files WHERE id = $1 AND tenant = $2 FOR SHARE";
+
+/// Marks a batch's input file validated, keeping the first time.
+const START_BATCH: &str =
+    "UPDATE bulks SET in_progress_at = COALESCE(in_progress_at, $1) WHERE id = $2";
+
+/// Marks a batch's input file failed, with its errors; its submission is over.
+const FAIL_BATCH: &str =
+    "UPDATE bulks SET failed_at = $1, submitting = FALSE, errors = $2 WHERE id = $3";
 
 /// A batch whose submission has not finished, with what resuming it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +81,23 @@ impl Store {
     /// recorded) when the tenant no longer has its input file.
     pub async fn create_batch(&self, tenant: &str, batch: NewBatch) -> Result<bool, StoreError> {
         let tenant = tenant.to_string();
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
                 // The file's existence is checked in the same transaction as the insert, so a
                 // concurrent delete either comes first (no batch) or sees the batch and keeps
-                // the file.
-                let created = sqlx::query(
+                // the file. On Postgres the file's row is held first (see [`SHARE_FILE`]).
+                if let Conn::Postgres(c) = conn.reborrow() {
+                    sqlx::query(SHARE_FILE)
+                        .bind(&batch.input_file_id)
+                        .bind(&tenant)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                let created = with_conn!(conn, c => sqlx::query(
                     "INSERT INTO bulks (id, tenant, name, endpoint, metadata, input_file_id, \
                      completion_window, expires_at, created_at) \
-                     SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? \
-                     WHERE EXISTS (SELECT 1 FROM files WHERE id = ? AND tenant = ?)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                     WHERE EXISTS (SELECT 1 FROM files WHERE id = $6 AND tenant = $2)",
                 )
                 .bind(batch.id.to_string())
                 .bind(&tenant)
@@ -89,11 +108,10 @@ impl Store {
                 .bind(&batch.completion_window)
                 .bind(batch.expires_at)
                 .bind(now_ms())
-                .bind(&batch.input_file_id)
-                .bind(&tenant)
-                .execute(&mut *conn)
-                .await?;
-                Ok(created.rows_affected() == 1)
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
+                Ok(created == 1)
             })
         })
         .await
@@ -102,20 +120,19 @@ impl Store {
     /// Every batch whose submission began and has not finished (see [`UNFINISHED_BATCH`]),
     /// oldest first.
     pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT id, tenant, input_file_id, expires_at FROM bulks \
              WHERE {UNFINISHED_BATCH} ORDER BY id"
-        ))
-        .fetch_all(self.reader()?)
-        .await?;
-        rows.iter()
-            .map(|row| {
+        );
+        let rows: Vec<(String, String, String, Option<i64>)> =
+            with_pool!(self.pool(), p => sqlx::query_as(&sql).fetch_all(p).await?);
+        rows.into_iter()
+            .map(|(id, tenant, input_file_id, expires_at)| {
                 Ok(UnfinishedBatch {
-                    id: Uuid::parse_str(&row.get::<String, _>(0))
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    tenant: row.get(1),
-                    input_file_id: row.get(2),
-                    expires_at: row.get(3),
+                    id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    tenant,
+                    input_file_id,
+                    expires_at,
                 })
             })
             .collect()
@@ -124,35 +141,31 @@ impl Store {
     /// Records that the batch's input file passed validation: its jobs are being submitted.
     /// A resumed submission keeps the first time.
     pub async fn start_batch(&self, id: Uuid) -> Result<(), StoreError> {
-        self.set_batch(id, "in_progress_at = COALESCE(in_progress_at, ?)", None)
-            .await
+        self.set_batch(id, START_BATCH, None).await
     }
 
     /// Records that the batch's input file failed validation, with OpenAI's `errors.data`.
     pub async fn fail_batch(&self, id: Uuid, errors: serde_json::Value) -> Result<(), StoreError> {
-        self.set_batch(
-            id,
-            "failed_at = ?, submitting = 0, errors = ?",
-            Some(errors),
-        )
-        .await
+        self.set_batch(id, FAIL_BATCH, Some(errors)).await
     }
 
+    /// Runs `sql` ([`START_BATCH`] or [`FAIL_BATCH`]) on the bulk `id`: the time now, then
+    /// `errors` when given, then the id.
     async fn set_batch(
         &self,
         id: Uuid,
-        set: &'static str,
+        sql: &'static str,
         errors: Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let sql = format!("UPDATE bulks SET {set} WHERE id = ?");
-                let mut query = sqlx::query(&sql).bind(now_ms());
-                if let Some(errors) = &errors {
-                    query = query.bind(errors.to_string());
-                }
-                query.bind(id.to_string()).execute(&mut *conn).await?;
+                with_conn!(conn, c => {
+                    let mut query = sqlx::query(sql).bind(now_ms());
+                    if let Some(errors) = &errors {
+                        query = query.bind(errors.to_string());
+                    }
+                    query.bind(id.to_string()).execute(&mut *c).await?.rows_affected()
+                });
                 Ok(())
             })
         })
@@ -162,14 +175,24 @@ impl Store {
     /// The batch parts of the bulk `id` (the caller has checked it is the tenant's).
     pub async fn batch_fields(&self, id: Uuid) -> Result<BatchFields, StoreError> {
         let id = id.to_string();
-        let row = sqlx::query(
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+        );
+        let row: Option<Row> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT metadata, input_file_id, completion_window, expires_at, in_progress_at, \
              failed_at, errors, (SELECT MAX(finished_at) FROM jobs WHERE bulk_id = b.id) \
-             FROM bulks b WHERE id = ?",
+             FROM bulks b WHERE id = $1",
         )
         .bind(&id)
-        .fetch_optional(self.reader()?)
-        .await?;
+        .fetch_optional(p)
+        .await?);
         let Some(row) = row else {
             return Ok(BatchFields::default());
         };
@@ -177,26 +200,38 @@ impl Store {
             text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
                 .transpose()
         };
-        let usage = sqlx::query(
-            "SELECT COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.cached_tokens), 0), \
-             COALESCE(SUM(c.output_tokens), 0) FROM jobs j JOIN costs c ON c.job_id = j.id \
-             WHERE j.bulk_id = ?",
+        // Postgres sums BIGINTs as NUMERIC: cast back (exact, or an error past BIGINT).
+        let (input, cached, output): (i64, i64, i64) = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(c.input_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(c.cached_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(c.output_tokens), 0) AS BIGINT) \
+             FROM jobs j JOIN costs c ON c.job_id = j.id WHERE j.bulk_id = $1",
         )
         .bind(&id)
-        .fetch_one(self.reader()?)
-        .await?;
+        .fetch_one(p)
+        .await?);
+        let (
+            metadata,
+            input_file_id,
+            completion_window,
+            expires_at,
+            in_progress_at,
+            failed_at,
+            errors,
+            last_finished_at,
+        ) = row;
         Ok(BatchFields {
-            metadata: json(row.get(0))?,
-            input_file_id: row.get(1),
-            completion_window: row.get(2),
-            expires_at: row.get(3),
-            in_progress_at: row.get(4),
-            failed_at: row.get(5),
-            errors: json(row.get(6))?,
-            last_finished_at: row.get(7),
-            input_tokens: usage.get::<i64, _>(0) as u64,
-            cached_tokens: usage.get::<i64, _>(1) as u64,
-            output_tokens: usage.get::<i64, _>(2) as u64,
+            metadata: json(metadata)?,
+            input_file_id,
+            completion_window,
+            expires_at,
+            in_progress_at,
+            failed_at,
+            errors: json(errors)?,
+            last_finished_at,
+            input_tokens: input as u64,
+            cached_tokens: cached as u64,
+            output_tokens: output as u64,
         })
     }
 
@@ -208,16 +243,15 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
         // UUIDv7 ids sort by creation time.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM bulks WHERE tenant = ? AND (? IS NULL OR id < ?) \
-             ORDER BY id DESC LIMIT ?",
+        let ids: Vec<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT id FROM bulks WHERE tenant = $1 AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(tenant)
         .bind(after.map(|a| a.to_string()))
-        .bind(after.map(|a| a.to_string()))
-        .bind(limit)
-        .fetch_all(self.reader()?)
-        .await?;
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?);
         ids.iter()
             .map(|id| Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()

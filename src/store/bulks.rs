@@ -14,11 +14,39 @@ use super::{now_ms, Conn, InsertOutcome, Store, StoreError};
 use crate::failure::JobFailure;
 use crate::job::{Envelope, JobStatus};
 use crate::pricing::PicoUsd;
+use crate::{with_conn, with_pool};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::Serialize;
-use sqlx::Row;
 use uuid::Uuid;
+
+/// Opens a bulk, or finds the tenant's bulk of that name and marks it submitting again
+/// (unless cancelled). The existing row's columns are named by its table, as Postgres needs.
+const OPEN_BULK: &str = "INSERT INTO bulks (id, tenant, name, created_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant, name) DO UPDATE SET \
+       submitting = CASE WHEN bulks.cancelled_at IS NULL THEN TRUE ELSE bulks.submitting END \
+     RETURNING id, cancelled_at";
+
+/// Whether the bulk is cancelled, before jobs are added to it. On Postgres the row is held
+/// (`FOR SHARE`) until the jobs are in, so a concurrent [`Store::cancel_bulk`] (which locks
+/// it `FOR UPDATE`) either comes first and is seen, or waits and then cancels the new jobs.
+const BULK_CANCELLED_SQLITE: &str = "SELECT cancelled_at FROM bulks WHERE id = $1";
+const BULK_CANCELLED_POSTGRES: &str = "SELECT cancelled_at FROM bulks WHERE id = $1 FOR SHARE";
+
+/// Postgres only: locks the bulk before [`Store::cancel_bulk`] reads whether it is finished.
+const LOCK_BULK: &str = "SELECT 1 FROM bulks WHERE id = $1 AND tenant = $2 FOR UPDATE";
+
+/// A finished job of a bulk, in [`Store::bulk_results`]'s columns, as both backends decode it.
+type ResultColumns = (
+    String,
+    Option<String>,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// What [`Store::open_bulk`] found or made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,27 +143,21 @@ impl Store {
     pub async fn open_bulk(&self, tenant: &str, name: &str) -> Result<OpenedBulk, StoreError> {
         let (tenant, name) = (tenant.to_string(), name.to_string());
         let fresh = Uuid::now_v7();
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let row = sqlx::query(
-                    "INSERT INTO bulks (id, tenant, name, created_at) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (tenant, name) DO UPDATE SET \
-                       submitting = CASE WHEN cancelled_at IS NULL THEN 1 ELSE submitting END \
-                     RETURNING id, cancelled_at",
-                )
-                .bind(fresh.to_string())
-                .bind(&tenant)
-                .bind(&name)
-                .bind(now_ms())
-                .fetch_one(&mut *conn)
-                .await?;
-                let id = Uuid::parse_str(&row.get::<String, _>(0))
-                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
+                let (id, cancelled_at): (String, Option<i64>) =
+                    with_conn!(conn, c => sqlx::query_as(OPEN_BULK)
+                        .bind(fresh.to_string())
+                        .bind(&tenant)
+                        .bind(&name)
+                        .bind(now_ms())
+                        .fetch_one(&mut *c)
+                        .await?);
+                let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()))?;
                 Ok(OpenedBulk {
                     id,
                     created: id == fresh,
-                    cancelled: row.get::<Option<i64>, _>(1).is_some(),
+                    cancelled: cancelled_at.is_some(),
                 })
             })
         })
@@ -157,14 +179,14 @@ impl Store {
         bulk: Uuid,
         jobs: Vec<(u64, Envelope)>,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let cancelled: Option<Option<i64>> =
-                    sqlx::query_scalar("SELECT cancelled_at FROM bulks WHERE id = ?")
+                let cancelled: Option<Option<i64>> = with_conn!(conn, c,
+                    sql = (BULK_CANCELLED_SQLITE, BULK_CANCELLED_POSTGRES) =>
+                    sqlx::query_scalar(sql)
                         .bind(bulk.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                        .fetch_optional(&mut *c)
+                        .await?);
                 if matches!(cancelled, Some(Some(_))) {
                     return Ok(None);
                 }
@@ -176,7 +198,7 @@ impl Store {
                         bulk: Some((bulk, *line)),
                     })
                     .collect();
-                insert_jobs(&mut Conn::Sqlite(conn), &jobs).await.map(Some)
+                insert_jobs(&mut conn, &jobs).await.map(Some)
             })
         })
         .await?
@@ -185,14 +207,16 @@ impl Store {
 
     /// Records that a submission to the bulk has recorded and published all its lines.
     pub async fn finish_bulk_submission(&self, bulk: Uuid) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                sqlx::query("UPDATE bulks SET submitting = 0, submitted_at = ? WHERE id = ?")
-                    .bind(now_ms())
-                    .bind(bulk.to_string())
-                    .execute(&mut *conn)
-                    .await?;
+                with_conn!(conn, c => sqlx::query(
+                    "UPDATE bulks SET submitting = FALSE, submitted_at = $1 WHERE id = $2",
+                )
+                .bind(now_ms())
+                .bind(bulk.to_string())
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
                 Ok(())
             })
         })
@@ -201,41 +225,42 @@ impl Store {
 
     /// The id of the tenant's bulk called `name`, if it has one.
     pub async fn bulk_named(&self, tenant: &str, name: &str) -> Result<Option<Uuid>, StoreError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM bulks WHERE tenant = ? AND name = ?")
-                .bind(tenant)
-                .bind(name)
-                .fetch_optional(self.reader()?)
-                .await?;
+        let id: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT id FROM bulks WHERE tenant = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(p)
+        .await?);
         id.map(|id| Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(e.into()).into()))
             .transpose()
     }
 
     /// The bulk with its counts by status and its cost so far, if it belongs to `tenant`.
     pub async fn bulk(&self, tenant: &str, id: Uuid) -> Result<Option<BulkView>, StoreError> {
-        let row = sqlx::query(
+        type BulkRow = (String, String, bool, i64, Option<i64>, Option<i64>);
+        let row: Option<BulkRow> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT name, endpoint, submitting, created_at, submitted_at, cancelled_at \
-             FROM bulks WHERE id = ? AND tenant = ?",
+             FROM bulks WHERE id = $1 AND tenant = $2",
         )
         .bind(id.to_string())
         .bind(tenant)
-        .fetch_optional(self.reader()?)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
+        .fetch_optional(p)
+        .await?);
+        let Some((name, endpoint, submitting, created_at, submitted_at, cancelled_at)) = row else {
+            return Ok(None);
+        };
         let mut counts = BulkCounts::default();
-        let by_status = sqlx::query(
-            "SELECT status, COUNT(*) FROM jobs WHERE bulk_id = ? \
+        let by_status: Vec<(String, i64)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT status, COUNT(*) FROM jobs WHERE bulk_id = $1 \
              GROUP BY status",
         )
         .bind(id.to_string())
-        .fetch_all(self.reader()?)
-        .await?;
-        for count in by_status {
-            let status: JobStatus = count
-                .get::<String, _>(0)
-                .parse()
-                .map_err(StoreError::Corrupt)?;
-            let n = count.get::<i64, _>(1) as u64;
+        .fetch_all(p)
+        .await?);
+        for (status, n) in by_status {
+            let status: JobStatus = status.parse().map_err(StoreError::Corrupt)?;
+            let n = n as u64;
             match status {
                 JobStatus::Queued => counts.queued = n,
                 JobStatus::Running => counts.running = n,
@@ -244,18 +269,18 @@ impl Store {
                 JobStatus::Cancelled => counts.cancelled = n,
             }
         }
-        let cost: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(c.amount_pico_usd) FROM jobs j JOIN costs c ON c.job_id = j.id \
-             WHERE j.bulk_id = ?",
+        // Postgres sums BIGINTs as NUMERIC: cast back (exact, or an error past BIGINT).
+        let cost: Option<i64> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT CAST(SUM(c.amount_pico_usd) AS BIGINT) FROM jobs j \
+             JOIN costs c ON c.job_id = j.id WHERE j.bulk_id = $1",
         )
         .bind(id.to_string())
-        .fetch_one(self.reader()?)
-        .await?;
+        .fetch_one(p)
+        .await?);
         let cost = PicoUsd(cost.unwrap_or(0));
         let done = counts.succeeded + counts.failed + counts.cancelled;
         let total = done + counts.queued + counts.running;
-        let cancelled_at = row.get::<Option<i64>, _>(5);
-        let status = match (row.get::<i64, _>(2) != 0, cancelled_at.is_some()) {
+        let status = match (submitting, cancelled_at.is_some()) {
             (_, true) if done == total => "cancelled",
             (_, true) => "cancelling",
             (true, false) => "submitting",
@@ -264,11 +289,11 @@ impl Store {
         };
         Ok(Some(BulkView {
             id,
-            name: row.get(0),
-            endpoint: row.get(1),
+            name,
+            endpoint,
             status,
-            created_at: ms_to_time(row.get(3)),
-            submitted_at: row.get::<Option<i64>, _>(4).map(ms_to_time),
+            created_at: ms_to_time(created_at),
+            submitted_at: submitted_at.map(ms_to_time),
             cancelled_at: cancelled_at.map(ms_to_time),
             total,
             done,
@@ -290,32 +315,42 @@ impl Store {
         id: Uuid,
     ) -> Result<Option<BulkCancel>, StoreError> {
         let tenant = tenant.to_string();
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                let found = sqlx::query(
-                    "SELECT cancelled_at IS NULL AND submitting = 0 AND NOT EXISTS \
+                // On Postgres the bulk is locked first, so the check below reads the jobs
+                // as a concurrent `insert_bulk_jobs` (which holds the row) left them.
+                if let Conn::Postgres(c) = conn.reborrow() {
+                    sqlx::query(LOCK_BULK)
+                        .bind(id.to_string())
+                        .bind(&tenant)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                let finished: Option<bool> = with_conn!(conn, c => sqlx::query_scalar(
+                    "SELECT cancelled_at IS NULL AND submitting = FALSE AND NOT EXISTS \
                      (SELECT 1 FROM jobs WHERE bulk_id = bulks.id \
                       AND status IN ('queued', 'running')) \
-                     FROM bulks WHERE id = ? AND tenant = ?",
+                     FROM bulks WHERE id = $1 AND tenant = $2",
                 )
                 .bind(id.to_string())
                 .bind(&tenant)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some(found) = found else { return Ok(None) };
-                if found.get::<bool, _>(0) {
+                .fetch_optional(&mut *c)
+                .await?);
+                let Some(finished) = finished else {
+                    return Ok(None);
+                };
+                if finished {
                     return Ok(Some(BulkCancel::Finished));
                 }
-                sqlx::query(
-                    "UPDATE bulks SET cancelled_at = COALESCE(cancelled_at, ?) WHERE id = ?",
+                with_conn!(conn, c => sqlx::query(
+                    "UPDATE bulks SET cancelled_at = COALESCE(cancelled_at, $1) WHERE id = $2",
                 )
                 .bind(now_ms())
                 .bind(id.to_string())
-                .execute(&mut *conn)
-                .await?;
-                let jobs =
-                    cancel_queued(&mut Conn::Sqlite(conn), &tenant, CancelScope::Bulk(id)).await?;
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
+                let jobs = cancel_queued(&mut conn, &tenant, CancelScope::Bulk(id)).await?;
                 Ok(Some(BulkCancel::Cancelled { jobs }))
             })
         })
@@ -343,26 +378,20 @@ impl Store {
             "SELECT j.id, j.custom_id, j.bulk_line, j.status, r.response, j.error_kind, j.error, \
              (SELECT a.http_status FROM attempts a WHERE a.job_id = j.id ORDER BY a.number DESC LIMIT 1) \
              FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
-             WHERE j.bulk_id = ? AND j.status IN {statuses}{order}"
+             WHERE j.bulk_id = $1 AND j.status IN {statuses}{order}"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let pool = match self.reader() {
-            Ok(pool) => pool.clone(),
-            Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
-        };
-        // The query's stream borrows the pool; a task owns both and hands rows over a bounded
-        // channel, so a slow reader holds the query back instead of filling memory.
-        tokio::spawn(async move {
-            let mut rows = sqlx::query(&sql).bind(bulk.to_string()).fetch(&pool);
-            while let Some(row) = rows.next().await {
-                let item = row
-                    .map_err(StoreError::from)
-                    .and_then(|row| result_row(&row));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
+        // The query's stream borrows the pool; a task owns both (a clone of the backend's
+        // pool) and hands rows over a bounded channel, so a slow reader holds the query back
+        // instead of filling memory.
+        with_pool!(self.pool(), p => {
+            let pool = p.clone();
+            tokio::spawn(async move {
+                let rows = sqlx::query_as::<_, ResultColumns>(&sql)
+                    .bind(bulk.to_string())
+                    .fetch(&pool);
+                forward_results(rows, tx).await;
+            })
         });
         futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -371,18 +400,33 @@ impl Store {
     }
 }
 
-fn result_row(row: &sqlx::sqlite::SqliteRow) -> Result<BulkResultRow, StoreError> {
+/// Hands each row of `rows` to `tx`, decoded; stops at the first error (sent on) or when
+/// the reader has gone.
+async fn forward_results(
+    mut rows: impl futures::Stream<Item = Result<ResultColumns, sqlx::Error>> + Unpin,
+    tx: tokio::sync::mpsc::Sender<Result<BulkResultRow, StoreError>>,
+) {
+    while let Some(row) = rows.next().await {
+        let item = row.map_err(StoreError::from).and_then(result_row);
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn result_row(
+    (id, custom_id, line, status, response, error_kind, error, http_status): ResultColumns,
+) -> Result<BulkResultRow, StoreError> {
     let corrupt = |e: String| StoreError::Corrupt(e);
     Ok(BulkResultRow {
-        id: Uuid::parse_str(&row.get::<String, _>(0)).map_err(|e| corrupt(e.to_string()))?,
-        custom_id: row.get::<Option<String>, _>(1).unwrap_or_default(),
-        line: row.get::<i64, _>(2) as u64,
-        status: row.get::<String, _>(3).parse().map_err(corrupt)?,
-        response: row.get(4),
-        error_kind: row
-            .get::<Option<String>, _>(5)
-            .map(|name| JobFailure::from_name(&name)),
-        error: row.get(6),
-        http_status: row.get::<Option<i64>, _>(7).map(|s| s as u16),
+        id: Uuid::parse_str(&id).map_err(|e| corrupt(e.to_string()))?,
+        custom_id: custom_id.unwrap_or_default(),
+        line: line as u64,
+        status: status.parse().map_err(corrupt)?,
+        response,
+        error_kind: error_kind.map(|name| JobFailure::from_name(&name)),
+        error,
+        http_status: http_status.map(|s| s as u16),
     })
 }

@@ -11,8 +11,8 @@
 //! bytes; a crash in between leaves unrecorded bytes, never a record without its bytes.
 
 use super::batches::UNFINISHED_BATCH;
-use super::{now_ms, Store, StoreError};
-use sqlx::Row;
+use super::{now_ms, Conn, Store, StoreError};
+use crate::{with_conn, with_pool};
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -83,12 +83,11 @@ impl Store {
             .persist(self.file_path(&record.id))
             .map_err(|e| StoreError::Files(e.error))?;
         let (tenant, row) = (tenant.to_string(), record.clone());
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
-                let conn = conn.into_sqlite("this operation")?;
-                sqlx::query(
+                with_conn!(conn, c => sqlx::query(
                     "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&row.id)
                 .bind(&tenant)
@@ -96,8 +95,9 @@ impl Store {
                 .bind(&row.purpose)
                 .bind(row.bytes as i64)
                 .bind(row.created_at)
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
                 Ok(())
             })
         })
@@ -107,12 +107,13 @@ impl Store {
 
     /// The tenant's file `id`, if it has one by that id.
     pub async fn file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>, StoreError> {
-        let row = sqlx::query(&format!("{SELECT_FILE} WHERE id = ? AND tenant = ?"))
+        let sql = format!("{SELECT_FILE} WHERE id = $1 AND tenant = $2");
+        let row: Option<FileRow> = with_pool!(self.pool(), p => sqlx::query_as(&sql)
             .bind(id)
             .bind(tenant)
-            .fetch_optional(self.reader()?)
-            .await?;
-        Ok(row.as_ref().map(file_record))
+            .fetch_optional(p)
+            .await?);
+        Ok(row.map(file_record))
     }
 
     /// The tenant's files that `query` asks for, in id order (UUIDv7: creation order).
@@ -127,19 +128,17 @@ impl Store {
             ("<", "DESC")
         };
         let sql = format!(
-            "{SELECT_FILE} WHERE tenant = ? AND (? IS NULL OR purpose = ?) \
-             AND (? IS NULL OR id {beyond} ?) ORDER BY id {order} LIMIT ?"
+            "{SELECT_FILE} WHERE tenant = $1 AND ($2 IS NULL OR purpose = $2) \
+             AND ($3 IS NULL OR id {beyond} $3) ORDER BY id {order} LIMIT $4"
         );
-        let rows = sqlx::query(&sql)
+        let rows: Vec<FileRow> = with_pool!(self.pool(), p => sqlx::query_as(&sql)
             .bind(tenant)
             .bind(&query.purpose)
-            .bind(&query.purpose)
             .bind(&query.after)
-            .bind(&query.after)
-            .bind(query.limit)
-            .fetch_all(self.reader()?)
-            .await?;
-        Ok(rows.iter().map(file_record).collect())
+            .bind(i64::from(query.limit))
+            .fetch_all(p)
+            .await?);
+        Ok(rows.into_iter().map(file_record).collect())
     }
 
     /// Deletes the tenant's file `id`: its record, then its bytes; unless an unfinished
@@ -147,31 +146,43 @@ impl Store {
     pub async fn delete_file(&self, tenant: &str, id: &str) -> Result<DeleteOutcome, StoreError> {
         let (tenant, file) = (tenant.to_string(), id.to_string());
         let outcome = self
-            .write(move |conn| {
+            .write(move |mut conn| {
                 Box::pin(async move {
-                    let conn = conn.into_sqlite("this operation")?;
-                    // In the writer's transaction, so no batch can start reading the file
+                    // In the write's transaction, so no batch can start reading the file
                     // between the check and the delete (`create_batch` checks the file exists
-                    // in its own).
-                    let reader: Option<String> = sqlx::query_scalar(&format!(
-                        "SELECT id FROM bulks WHERE tenant = ? AND input_file_id = ? \
+                    // in its own). On SQLite the single writer orders the two; on Postgres
+                    // the file's row is locked first, and `create_batch` locks it too
+                    // (`FOR SHARE`): whichever comes second sees what the first committed.
+                    if let Conn::Postgres(c) = conn.reborrow() {
+                        sqlx::query(LOCK_FILE)
+                            .bind(&file)
+                            .bind(&tenant)
+                            .execute(&mut *c)
+                            .await?;
+                    }
+                    let sql = format!(
+                        "SELECT id FROM bulks WHERE tenant = $1 AND input_file_id = $2 \
                          AND {UNFINISHED_BATCH} LIMIT 1"
-                    ))
-                    .bind(&tenant)
-                    .bind(&file)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+                    );
+                    let reader: Option<String> = with_conn!(conn, c => sqlx::query_scalar(&sql)
+                        .bind(&tenant)
+                        .bind(&file)
+                        .fetch_optional(&mut *c)
+                        .await?);
                     if let Some(batch) = reader {
                         let batch =
                             Uuid::parse_str(&batch).map_err(|e| sqlx::Error::Decode(e.into()))?;
                         return Ok(DeleteOutcome::InUse(batch));
                     }
-                    let deleted = sqlx::query("DELETE FROM files WHERE id = ? AND tenant = ?")
-                        .bind(&file)
-                        .bind(&tenant)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(if deleted.rows_affected() == 0 {
+                    let deleted = with_conn!(conn, c => sqlx::query(
+                        "DELETE FROM files WHERE id = $1 AND tenant = $2",
+                    )
+                    .bind(&file)
+                    .bind(&tenant)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected());
+                    Ok(if deleted == 0 {
                         DeleteOutcome::NotFound
                     } else {
                         DeleteOutcome::Deleted
@@ -204,12 +215,19 @@ impl Store {
 
 const SELECT_FILE: &str = "SELECT id, filename, purpose, bytes, created_at FROM files";
 
-fn file_record(row: &sqlx::sqlite::SqliteRow) -> FileRecord {
+/// [`SELECT_FILE`]'s columns, as both backends decode them.
+type FileRow = (String, String, String, i64, i64);
+
+/// Postgres only: locks the tenant's file `$1` before `delete_file` checks no batch reads it
+/// (`create_batch` takes the same row `FOR SHARE`).
+const LOCK_FILE: &str = "SELECT 1 FROM files WHERE id = $1 AND tenant = $2 FOR UPDATE";
+
+fn file_record((id, filename, purpose, bytes, created_at): FileRow) -> FileRecord {
     FileRecord {
-        id: row.get(0),
-        filename: row.get(1),
-        purpose: row.get(2),
-        bytes: row.get::<i64, _>(3) as u64,
-        created_at: row.get(4),
+        id,
+        filename,
+        purpose,
+        bytes: bytes as u64,
+        created_at,
     }
 }

@@ -5,8 +5,8 @@
 //! after the restart, which the `custom_id` turns into a no-op. Each due time runs once.
 
 use super::{ms_to_time, now_ms, Store, StoreError};
+use crate::{with_conn, with_pool};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use uuid::Uuid;
 
 /// One fired (or skipped) run.
@@ -30,18 +30,23 @@ impl Store {
     ) -> Result<DateTime<Utc>, StoreError> {
         let name = name.to_string();
         let ms = self
-            .write(move |conn| {
+            .write(move |mut conn| {
                 Box::pin(async move {
-                    let conn = conn.into_sqlite("this operation")?;
-                    sqlx::query("INSERT OR IGNORE INTO schedules (name, first_seen) VALUES (?, ?)")
-                        .bind(&name)
-                        .bind(now.timestamp_millis())
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query_scalar::<_, i64>("SELECT first_seen FROM schedules WHERE name = ?")
-                        .bind(&name)
-                        .fetch_one(&mut *conn)
-                        .await
+                    with_conn!(conn, c => sqlx::query(
+                        "INSERT INTO schedules (name, first_seen) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&name)
+                    .bind(now.timestamp_millis())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected());
+                    with_conn!(conn, c => sqlx::query_scalar::<_, i64>(
+                        "SELECT first_seen FROM schedules WHERE name = $1",
+                    )
+                    .bind(&name)
+                    .fetch_one(&mut *c)
+                    .await)
                 })
             })
             .await?;
@@ -53,23 +58,22 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let ms: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(due_at) FROM schedule_runs WHERE name = ? AND manual = 0",
+        let ms: Option<i64> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT MAX(due_at) FROM schedule_runs WHERE name = $1 AND manual = FALSE",
         )
         .bind(name)
-        .fetch_one(self.reader()?)
-        .await?;
+        .fetch_one(p)
+        .await?);
         Ok(ms.map(ms_to_time))
     }
 
     /// Records a run; a second record of the same run is ignored.
     pub async fn record_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(move |mut conn| {
             Box::pin(async move {
- let conn = conn.into_sqlite("this operation")?;
-                sqlx::query(
-                    "INSERT OR IGNORE INTO schedule_runs (name, due_at, fired_at, manual, job_id, note) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                with_conn!(conn, c => sqlx::query(
+                    "INSERT INTO schedule_runs (name, due_at, fired_at, manual, job_id, note) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(&run.name)
                 .bind(run.due_at.timestamp_millis())
@@ -77,8 +81,9 @@ impl Store {
                 .bind(run.manual)
                 .bind(run.job_id.map(|id| id.to_string()))
                 .bind(&run.note)
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await?
+                .rows_affected());
                 Ok(())
             })
         })
@@ -87,27 +92,26 @@ impl Store {
 
     /// The runs of `name`, newest first, at most `limit`.
     pub async fn runs(&self, name: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT due_at, manual, job_id, note FROM schedule_runs WHERE name = ? \
-             ORDER BY due_at DESC LIMIT ?",
-        )
-        .bind(name)
-        .bind(limit)
-        .fetch_all(self.reader()?)
-        .await?;
+        let rows: Vec<(i64, bool, Option<String>, Option<String>)> = with_pool!(self.pool(), p => sqlx::query_as(
+                "SELECT due_at, manual, job_id, note FROM schedule_runs WHERE name = $1 \
+                 ORDER BY due_at DESC LIMIT $2",
+            )
+            .bind(name)
+            .bind(limit)
+            .fetch_all(p)
+            .await?);
         rows.into_iter()
-            .map(|row| {
-                let job_id = row
-                    .get::<Option<String>, _>(2)
+            .map(|(due_at, manual, job_id, note)| {
+                let job_id = job_id
                     .map(|id| Uuid::parse_str(&id))
                     .transpose()
                     .map_err(|e| StoreError::Corrupt(format!("schedule_runs.job_id: {e}")))?;
                 Ok(RunRecord {
                     name: name.to_string(),
-                    due_at: ms_to_time(row.get(0)),
-                    manual: row.get(1),
+                    due_at: ms_to_time(due_at),
+                    manual,
                     job_id,
-                    note: row.get(3),
+                    note,
                 })
             })
             .collect()

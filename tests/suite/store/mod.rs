@@ -5,3 +5,8 @@
 mod basics;
 mod budgets;
 mod jobs;
+mod bulks;
+mod costs;
+mod files;
+mod rows;
+mod schedules;
