@@ -3,3 +3,4 @@
 //! SQL is held to the same outcomes. One module per area of the store.
 
 mod basics;
+mod provider_batches;
