@@ -120,7 +120,7 @@ mod tests {
         let threshold: i64 = store
             .write(|conn| {
                 Box::pin(async move {
-                    let conn = conn.into_sqlite("this operation")?;
+                    let conn = conn.into_sqlite("the SQLite checkpointer test")?;
                     sqlx::query_scalar("PRAGMA wal_autocheckpoint")
                         .fetch_one(&mut *conn)
                         .await
@@ -134,7 +134,7 @@ mod tests {
         store
             .write(|conn| {
                 Box::pin(async move {
- let conn = conn.into_sqlite("this operation")?;
+                    let conn = conn.into_sqlite("the SQLite checkpointer test")?;
                     for i in 0..64 {
                         sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', zeroblob(32768), ?, 0)")
                             .bind(format!("row {i}"))
@@ -180,7 +180,7 @@ mod tests {
             store
                 .write(|conn| {
                     Box::pin(async move {
- let conn = conn.into_sqlite("this operation")?;
+                        let conn = conn.into_sqlite("the SQLite checkpointer test")?;
                         for _ in 0..32 {
                             sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', zeroblob(32768), 'r', 0)")
                                 .execute(&mut *conn)

@@ -350,14 +350,6 @@ impl Store {
             Db::Postgres(_) => None,
         }
     }
-
-    /// The SQLite read pool of a store that must be on SQLite (see [`Store::sqlite_reader`]).
-    pub(crate) fn reader(&self) -> Result<&SqlitePool, StoreError> {
-        self.sqlite_reader()
-            .ok_or(StoreError::Sql(sqlx::Error::Configuration(
-                "this operation is not available on the Postgres store yet".into(),
-            )))
-    }
 }
 
 /// Milliseconds since the Unix epoch, the store's time unit.

@@ -189,7 +189,7 @@ mod tests {
                 store
                     .write(move |conn| {
                         Box::pin(async move {
- let conn = conn.into_sqlite("this operation")?;
+                            let conn = conn.into_sqlite("the SQLite writer test")?;
                             sqlx::query("INSERT INTO dead_letters (urgency, payload, reason, created_at) VALUES ('batch', x'00', ?, 0)")
                                 .bind(format!("row {i}"))
                                 .execute(&mut *conn)
@@ -235,7 +235,7 @@ mod tests {
                     store
                         .write_single(move |conn| {
                             Box::pin(async move {
-                                let conn = conn.into_sqlite("this operation")?;
+                                let conn = conn.into_sqlite("the SQLite writer test")?;
                                 let reason = (i % 10 != 0).then(|| format!("single {i}"));
                                 sqlx::query(insert).bind(reason).execute(&mut *conn).await?;
                                 Ok(i)
@@ -247,7 +247,7 @@ mod tests {
                     store
                         .write(move |conn| {
                             Box::pin(async move {
-                                let conn = conn.into_sqlite("this operation")?;
+                                let conn = conn.into_sqlite("the SQLite writer test")?;
                                 sqlx::query(insert)
                                     .bind(format!("pair {i} a"))
                                     .execute(&mut *conn)

@@ -4,9 +4,10 @@
 
 mod basics;
 mod budgets;
-mod jobs;
 mod bulks;
 mod costs;
 mod files;
+mod jobs;
+mod provider_batches;
 mod rows;
 mod schedules;
