@@ -8,7 +8,7 @@
 //! tier's tracker beside the pools.
 
 use crate::budgets::Budgets;
-use crate::config::{Database, PostgresUrl, ResolvedConfig, ResolvedQueue};
+use crate::config::{Database, ResolvedConfig, ResolvedQueue};
 use crate::job::Urgency;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::Queue;
@@ -27,10 +27,6 @@ pub enum StartError {
     Simulator(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(reqwest::Error),
-    /// `[server] database` names a PostgreSQL server, which the store cannot record to yet
-    /// (the PostgreSQL store is in progress; see docs/design-postgres-store.md).
-    #[error("server.database is a PostgreSQL URL ({url}), but this version of Sluice records jobs in SQLite only: the PostgreSQL store is in progress. Set server.database to a SQLite file's path")]
-    PostgresStore { url: PostgresUrl },
 }
 
 /// Opens the store `[server] database` names, applying its migrations: what every command
@@ -40,7 +36,7 @@ pub async fn open_store(config: &ResolvedConfig) -> Result<Store, StartError> {
         Database::Sqlite(path) => Ok(Store::open(path)
             .await?
             .with_files(config.server.files_dir())),
-        Database::Postgres(url) => Err(StartError::PostgresStore { url: url.clone() }),
+        Database::Postgres(url) => Ok(Store::open_postgres(url, config.server.files_dir()).await?),
     }
 }
 

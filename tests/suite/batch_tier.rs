@@ -13,7 +13,7 @@ use sluice::config::{Config, FlexTierConfig, ProviderKind};
 use std::time::Duration;
 use uuid::Uuid;
 
-on_both_backends!(
+on_all_backends!(
     a_thousand_batch_jobs_go_through_a_few_provider_batches_at_half_price,
     a_stopped_process_resumes_its_batches_and_answers_each_job_once,
     an_expired_batch_sends_its_jobs_realtime_before_their_deadline,

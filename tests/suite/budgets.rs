@@ -16,7 +16,7 @@ use sluice::budgets::{BudgetConfig, OnExceed, Period};
 use sluice::pricing::PicoUsd;
 use uuid::Uuid;
 
-on_both_backends!(
+on_all_backends!(
     two_hundred_concurrent_jobs_never_overshoot_a_budget_that_fits_fifty,
     a_downgrade_budget_sends_the_overflow_to_the_cheaper_route,
     a_spent_budget_is_refused_at_the_api_shown_and_reset_by_the_next_period,

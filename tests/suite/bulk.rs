@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
 
-on_both_backends!(
+on_all_backends!(
     three_line_forms_complete_with_results_in_input_order,
     every_bad_line_of_a_large_file_is_reported_and_nothing_is_enqueued,
     skip_invalid_runs_the_good_lines_and_writes_the_bad_ones_to_rejects,

@@ -7,7 +7,7 @@ use crate::common;
 use common::{prompt, Backend, Harness, TOKEN};
 use serde_json::{json, Value};
 
-on_both_backends!(
+on_all_backends!(
     a_chat_completion_is_a_stored_and_charged_realtime_job,
     a_retried_upstream_failure_is_invisible_to_the_client,
     a_request_the_provider_refuses_is_a_400_with_its_message,

@@ -13,7 +13,7 @@ use sluice::costs::{Dimension, Report, ReportQuery, Totals};
 use sluice::pricing::PicoUsd;
 use uuid::Uuid;
 
-on_both_backends!(a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up);
+on_all_backends!(a_mixed_run_costs_exactly_what_the_prices_say_and_reports_add_up);
 
 async fn submit(client: &sluice::client::Client, model: &str, text: &str, team: &str) -> Uuid {
     submit_as(client, "standard", model, text, team).await

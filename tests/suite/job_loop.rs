@@ -7,7 +7,7 @@ use common::{prompt, Backend, Harness};
 use serde_json::json;
 use sluice::client::ClientError;
 
-on_both_backends!(
+on_all_backends!(
     a_job_runs_and_is_charged_exactly,
     a_429_then_success_is_two_attempts_and_one_charge,
     a_400_fails_at_once_with_the_providers_message,

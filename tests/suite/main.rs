@@ -14,6 +14,7 @@ mod binary;
 mod budgets;
 mod bulk;
 mod chat_api;
+mod cluster;
 mod costs;
 mod crashes;
 mod docs;

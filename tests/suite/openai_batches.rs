@@ -701,7 +701,7 @@ async fn a_cancelled_batch_takes_no_more_lines(backend: Backend) {
     h.stop().await;
 }
 
-on_both_backends!(
+on_all_backends!(
     a_batch_runs_to_completed_with_output_and_error_files,
     a_cancelled_batch_reports_its_queued_requests_as_cancelled,
     bad_requests_are_400s_and_a_bad_file_fails_the_batch,

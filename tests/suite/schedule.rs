@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use common::{Backend, Harness};
 use sluice::schedule::{load_dir, Definition, Scheduler};
 
-on_both_backends!(
+on_all_backends!(
     due_times_fire_once_each_across_restarts_and_crashes,
     missed_runs_follow_the_catch_up_policy,
     the_running_scheduler_fires_on_time,

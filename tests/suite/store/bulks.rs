@@ -14,6 +14,7 @@ on_both_stores!(
     a_bulks_view_counts_its_jobs_and_sums_their_cost,
     results_stream_the_finished_jobs_as_filtered,
     a_finished_bulk_is_not_cancelled,
+    cancel_stops_the_queued_jobs_and_later_submissions,
 );
 
 async fn a_bulk_is_opened_once_per_tenant_and_name(backend: StoreBackend) {
@@ -230,13 +231,6 @@ fn envelope(custom_id: &str) -> Envelope {
     let mut spec = JobSpec::new(Urgency::Standard, request);
     spec.custom_id = Some(custom_id.into());
     Envelope::new("acme", spec)
-}
-
-/// SQLite only until the jobs' operations (`insert_jobs`, `cancel_queued`) have their
-/// Postgres side: then it joins the cases above.
-#[tokio::test]
-async fn cancel_stops_the_queued_jobs_and_later_submissions_sqlite() {
-    cancel_stops_the_queued_jobs_and_later_submissions(StoreBackend::Sqlite).await
 }
 
 async fn cancel_stops_the_queued_jobs_and_later_submissions(backend: StoreBackend) {

@@ -3,9 +3,8 @@
 //! a lease), the steps that move a batch along, and the item guard (a result for an item no
 //! longer pending changes nothing).
 //!
-//! Placing a job also counts its attempt through the jobs' own helpers, which run on
-//! Postgres once those take the backend's connection: until then the cases that place jobs
-//! (`placing`, `results`) run on SQLite alone; the others set their batches up as rows.
+//! The cases that place jobs (`placing`, `results`) go through the jobs' own helpers; the
+//! others set their batches up as rows.
 
 use crate::common::stores::{StoreBackend, TestStore};
 use sluice::failure::ErrorKind;
@@ -401,20 +400,6 @@ on_both_stores!(
     a_batch_moves_along,
     two_processes_never_share_a_lease,
     a_lease_that_ran_out_is_taken_again,
+    placing,
+    results,
 );
-
-/// The cases that place jobs, on SQLite alone until the jobs' helpers run on Postgres (see
-/// the module's doc).
-mod sqlite_only {
-    use crate::common::stores::StoreBackend;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn placing() {
-        super::placing(StoreBackend::Sqlite).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn results() {
-        super::results(StoreBackend::Sqlite).await
-    }
-}
