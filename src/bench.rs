@@ -17,7 +17,7 @@
 //! steady use keeps open.
 
 use crate::app::App;
-use crate::config::{Config, QueueBackend, Secret};
+use crate::config::{Config, Database, PostgresUrl, QueueBackend, Secret};
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
 use crate::store::RunTimes;
 use std::time::{Duration, Instant};
@@ -54,13 +54,20 @@ pub struct BenchArgs {
     /// a time" into as many new streams a second as the machine can take).
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub itl: Duration,
+    /// Record in this PostgreSQL database (`postgres://…`, an empty one: the figures are read
+    /// from every job it holds) instead of a new SQLite file; the queue is then RabbitMQ.
+    #[arg(long, env = "SLUICE_BENCH_DATABASE")]
+    pub database: Option<PostgresUrl>,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     let mut config = Config::builtin();
-    config.server.database = crate::store::database_in(&dir).into();
+    config.server.database = match &args.database {
+        Some(url) => Database::Postgres(url.clone()),
+        None => crate::store::database_in(&dir).into(),
+    };
     config.pools.standard.concurrency = args.concurrency;
     // The simulator has no quota: the example keys' limits would measure the pacing, not
     // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).
@@ -69,7 +76,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
     // keys, as they should with a real provider.
     config.sim.announced_requests_per_minute = Some(1_000_000_000);
-    if args.backend == QueueBackend::Rabbitmq {
+    if args.backend == QueueBackend::Rabbitmq || args.database.is_some() {
         config.queue.backend = Some(QueueBackend::Rabbitmq);
         config.queue.url = Some(Secret::new(args.amqp_url.clone()));
         config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
@@ -78,6 +85,11 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         config.pools.realtime.concurrency = args.streams.min(u16::MAX as usize) as u16;
     }
     let app = App::start(config.resolve()?).await?;
+    let held = app.store.finished_jobs().await?;
+    anyhow::ensure!(
+        held == 0,
+        "the bench's database already holds {held} finished jobs: give it an empty one"
+    );
     if let Some(amqp) = app.queue_as_amqp() {
         amqp.wait_connected(Duration::from_secs(10)).await?;
     }
@@ -93,9 +105,13 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
 
     writeln!(
         out,
-        "bench: {} jobs, backend {}, concurrency {}",
+        "bench: {} jobs, backend {}, store {}, concurrency {}",
         args.jobs,
         app.queue.name(),
+        match app.store.dialect() {
+            crate::store::Dialect::Sqlite => "sqlite",
+            crate::store::Dialect::Postgres => "postgres",
+        },
         args.concurrency
     )?;
     let started = Instant::now();

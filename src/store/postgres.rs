@@ -20,19 +20,39 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long a write or read waits for a free connection before failing as `Unwritable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to `url` and applies `migrations/postgres`.
+/// How long a start keeps trying a server it cannot reach (a server still starting, or
+/// restarting beside this process) before it gives up with the error.
+const START_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Connects to `url` and applies `migrations/postgres`. A server that cannot be reached is
+/// tried again, with a warning naming it (never its password), for [`START_RETRY_FOR`].
 pub(super) async fn open(url: &PostgresUrl) -> Result<PgPool, StoreError> {
     let open_err = |source| StoreError::OpenPostgres {
         url: url.to_string(),
         source,
     };
     let options = PgConnectOptions::from_str(url.expose()).map_err(open_err)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-        .map_err(open_err)?;
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let pool = loop {
+        let connected = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match connected {
+            Ok(pool) => break pool,
+            Err(e)
+                if super::Unwritable::of(&e) == Some(super::Unwritable::Unreachable)
+                    && started.elapsed() + pause < START_RETRY_FOR =>
+            {
+                tracing::warn!(database = %url, error = %e, retry_in = ?pause, "cannot reach the database; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(open_err(e)),
+        }
+    };
     // Concurrent starts apply the migrations once: sqlx takes an advisory lock around them.
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(pool)
