@@ -147,6 +147,9 @@ pub async fn test_config_with_store(
                 .parse()
                 .expect("a test database's URL is valid"),
         );
+        // Beside a Postgres store the default folder is the config file's, which a test has
+        // not: keep uploads in the test's own folder, not the checkout's.
+        config.server.files = Some(dir.join("files"));
     }
     (config, database)
 }
