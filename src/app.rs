@@ -8,6 +8,7 @@
 //! tier's tracker beside the pools.
 
 use crate::budgets::Budgets;
+use crate::cluster::Membership;
 use crate::config::{Database, ResolvedConfig, ResolvedQueue};
 use crate::job::Urgency;
 use crate::queue::embedded::EmbeddedQueue;
@@ -55,6 +56,9 @@ pub struct App {
     /// The built-in simulator, when a provider uses `base_url = "sim"`.
     pub sim: Option<SimServer>,
     amqp: Option<Arc<crate::queue::amqp::AmqpQueue>>,
+    /// This process's membership of a cluster (on a PostgreSQL store); its loop stops when
+    /// the app is dropped.
+    pub cluster: Option<Membership>,
 }
 
 impl App {
@@ -91,13 +95,25 @@ impl App {
         let sim_base_url = sim
             .as_ref()
             .map(|sim| move |kind| sim.base_url(sim_family(kind)));
-        let router = Router::new(
-            &config,
-            http,
-            sim_base_url
-                .as_ref()
-                .map(|f| f as &dyn Fn(crate::config::ProviderKind) -> String),
-        );
+        let sim_base_url = sim_base_url
+            .as_ref()
+            .map(|f| f as &dyn Fn(crate::config::ProviderKind) -> String);
+        // On a PostgreSQL store the process is one of a cluster: key capacity and health are
+        // shared through the store (see `crate::cluster`); alone on SQLite, kept in memory.
+        let (router, cluster) = match &config.server.database {
+            Database::Sqlite(_) => (Arc::new(Router::new(&config, http, sim_base_url)), None),
+            Database::Postgres(_) => {
+                let (membership, stop) = Membership::new();
+                let router = Arc::new(Router::shared(
+                    &config,
+                    http,
+                    sim_base_url,
+                    membership.wake.clone(),
+                ));
+                membership.start(store.clone(), router.clone(), stop);
+                (router, Some(membership))
+            }
+        };
         let mut amqp = None;
         let queue: Arc<dyn Queue> = match config.queue_backend() {
             ResolvedQueue::Embedded => Arc::new(EmbeddedQueue::new(
@@ -120,10 +136,11 @@ impl App {
             config: Arc::new(config),
             store,
             queue,
-            router: Arc::new(router),
+            router,
             budgets,
             sim,
             amqp,
+            cluster,
         })
     }
 
@@ -161,6 +178,9 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
         let state = self.api_state();
+        if let Some(cluster) = &self.cluster {
+            cluster.process.serves_api();
+        }
         async move {
             match crate::api::batches::resume(&state.submitter).await {
                 Ok(0) => {}
@@ -178,6 +198,9 @@ impl App {
     /// tracker beside them (its batches are leased one process at a time, so every worker
     /// process runs one and they share the work); [`WorkerPools::shutdown`] stops both.
     pub fn start_workers(&self, urgencies: &[Urgency]) -> WorkerPools {
+        if let Some(cluster) = &self.cluster {
+            cluster.process.runs_workers();
+        }
         let pools = WorkerPools::start(self.worker_context(), urgencies);
         if self.router.has_batch_tier() {
             let submitter = self.submitter();
@@ -193,6 +216,7 @@ impl App {
             submitter: self.submitter(),
             router: self.router.clone(),
             tenant_limits: self.tenant_limits.clone(),
+            clustered: self.cluster.is_some(),
         }
     }
 }

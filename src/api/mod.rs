@@ -63,6 +63,9 @@ pub struct ApiState {
     pub router: Arc<crate::router::Router>,
     /// Requests and tokens per minute each tenant may submit.
     pub tenant_limits: Arc<crate::limits::TenantLimits>,
+    /// Whether the process is one of a cluster, whose shared view `GET /v1/providers`
+    /// shows.
+    pub clustered: bool,
 }
 
 /// The API's routes.

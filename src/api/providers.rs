@@ -2,13 +2,14 @@
 //! and time to first token, and each key's remaining capacity and cooldown — so an operator
 //! can see why traffic moved.
 //!
-//! The state lives in the memory of the process whose workers make the calls: `sluice serve`
-//! shows its own workers'; a separate `sluice worker` process keeps its own, not shown here.
-//! An API-only process (`serve --no-workers`) makes no calls, so every deployment shows
-//! healthy with 0 calls whatever the workers see. The answer says so: `scope` is always
-//! `"process"`, and `note` says whose view it is.
+//! Alone on a SQLite store, the state lives in the memory of the process whose workers make
+//! the calls: `scope: "process"`, and `note` says whose view it is. In a cluster (a
+//! PostgreSQL store) every process reports its view to the store and any process answers
+//! with the cluster's (`scope: "cluster"`, see `crate::cluster::view`): an API-only process
+//! shows the circuit a worker opened, and each key's capacity left in the whole cluster.
 
 use super::auth::Tenant;
+use super::error::ApiError;
 use super::ApiState;
 use axum::extract::State;
 use axum::Json;
@@ -19,11 +20,30 @@ pub const PROCESS_VIEW_NOTE: &str = "the health and limits of the calls this pro
     itself; a process without workers (serve --no-workers) makes none, and other worker \
     processes keep their own views, which are not shown here";
 
-pub async fn list(State(state): State<ApiState>, Tenant(_tenant): Tenant) -> Json<Value> {
-    Json(json!({
+/// What `note` says in a cluster.
+pub const CLUSTER_VIEW_NOTE: &str = "the cluster's view: each deployment's health merged \
+    from the reports of every process that calls providers (each process's own under \
+    by_process; p50 latencies are averaged, p99 the worst), and each key's capacity left in \
+    the whole cluster";
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Tenant(_tenant): Tenant,
+) -> Result<Json<Value>, ApiError> {
+    if !state.clustered {
+        return Ok(Json(json!({
+            "object": "list",
+            "scope": "process",
+            "note": PROCESS_VIEW_NOTE,
+            "data": state.router.views(),
+        })));
+    }
+    let view = crate::cluster::view::read(&state.store, &state.router).await?;
+    Ok(Json(json!({
         "object": "list",
-        "scope": "process",
-        "note": PROCESS_VIEW_NOTE,
-        "data": state.router.views(),
-    }))
+        "scope": "cluster",
+        "note": CLUSTER_VIEW_NOTE,
+        "processes": view.processes,
+        "data": view.deployments,
+    })))
 }

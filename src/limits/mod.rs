@@ -7,6 +7,7 @@
 //! - `credit`: a key out of money, shared by every deployment of its provider.
 //! - `admission`: what asking for room answers ([`Admission`]).
 //! - `pool`: every key of one deployment, balanced ([`KeyPool`]).
+//! - [`shared`]: a key whose capacity a cluster shares, leased in blocks from the store.
 //! - `tenant`: the same buckets on what the API accepts from each tenant ([`TenantLimits`]).
 //! - [`clock`]: the time all of them (and the router's circuit breakers) read, which a test
 //!   moves instead of waiting.
@@ -18,6 +19,7 @@ mod cooldown;
 mod credit;
 mod estimate;
 mod pool;
+pub mod shared;
 mod tenant;
 
 pub use admission::{Admission, Busy, OverBurst};
@@ -25,4 +27,5 @@ pub use bucket::KeyQuota;
 pub use credit::{Credit, SPENT_KEY_REST};
 pub use estimate::{estimate_split, estimate_tokens, TokenEstimate, DEFAULT_COMPLETION_ESTIMATE};
 pub use pool::{KeyCapacity, KeyPool};
+pub use shared::SharedKey;
 pub use tenant::{TenantLimited, TenantLimits};

@@ -8,17 +8,50 @@
 //! the deployment says so ([`Busy::Spent`]) and the router does not wait for it.
 
 use super::bucket::{KeyBuckets, KeyQuota};
-use super::clock::{between, Clock, DefaultClock};
+use super::clock::{after, between, Clock, DefaultClock};
 use super::cooldown::Cooldown;
+use super::shared::SharedKey;
 use super::{Admission, Busy, Credit, OverBurst};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a key's capacity is counted: in this process's own buckets, or in the cluster's,
+/// leased in blocks ([`SharedKey`]).
+enum Capacity<C: Clock> {
+    Own(KeyBuckets<C>),
+    Shared(Arc<SharedKey<C>>),
+}
+
+impl<C: Clock + Clone> Capacity<C> {
+    fn tokens_burst(&self) -> Option<u32> {
+        match self {
+            Capacity::Own(buckets) => buckets.tokens_burst(),
+            Capacity::Shared(key) => key.tokens_burst(),
+        }
+    }
+
+    fn take(&self, estimate: u32, now: C::Instant) -> Result<(), Option<Duration>> {
+        match self {
+            Capacity::Own(buckets) => buckets.take(estimate, now),
+            Capacity::Shared(key) => key.take(estimate, now),
+        }
+    }
+
+    /// Requests/min, tokens/min and requests/day left: after the last admitted call for
+    /// our own buckets, the cells held for shared ones.
+    fn remaining(&self, now: C::Instant) -> [Option<u32>; 3] {
+        match self {
+            Capacity::Own(buckets) => buckets.remaining(),
+            Capacity::Shared(key) => key.held(now),
+        }
+    }
+}
+
 /// One key's buckets, cooldown and credit.
 struct KeyLimiter<C: Clock> {
     id: String,
-    buckets: KeyBuckets<C>,
+    buckets: Capacity<C>,
     cooldown: Cooldown,
     credit: Arc<Credit<C>>,
 }
@@ -81,11 +114,34 @@ impl<C: Clock + Clone> KeyPool<C> {
             .into_iter()
             .map(|(id, quota, credit)| KeyLimiter {
                 id,
-                buckets: KeyBuckets::new(quota, &clock),
+                buckets: Capacity::Own(KeyBuckets::new(quota, &clock)),
                 cooldown: Cooldown::default(),
                 credit,
             })
             .collect();
+        KeyPool::of(deployment, keys, clock)
+    }
+
+    /// A pool whose keys' capacity is the cluster's: each key's [`SharedKey`] (in the
+    /// deployment's key order) with its credit.
+    pub fn shared(
+        deployment: &str,
+        keys: impl IntoIterator<Item = (Arc<SharedKey<C>>, Arc<Credit<C>>)>,
+        clock: C,
+    ) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|(shared, credit)| KeyLimiter {
+                id: shared.key_id.clone(),
+                buckets: Capacity::Shared(shared),
+                cooldown: Cooldown::default(),
+                credit,
+            })
+            .collect();
+        KeyPool::of(deployment, keys, clock)
+    }
+
+    fn of(deployment: &str, keys: Vec<KeyLimiter<C>>, clock: C) -> Self {
         KeyPool {
             deployment: deployment.to_string(),
             keys,
@@ -179,7 +235,11 @@ impl<C: Clock + Clone> KeyPool<C> {
     /// `wait`. A later, shorter cooldown never shortens a longer one.
     pub fn cool_down(&self, index: usize, wait: Duration) {
         if let Some(key) = self.keys.get(index) {
-            key.cooldown.extend(self.ms_at(self.clock.now()), wait);
+            let now = self.clock.now();
+            key.cooldown.extend(self.ms_at(now), wait);
+            if let Capacity::Shared(shared) = &key.buckets {
+                shared.tell(false, after(now, wait));
+            }
         }
     }
 
@@ -187,8 +247,39 @@ impl<C: Clock + Clone> KeyPool<C> {
     /// deployment that shares it ([`Credit::spend`]).
     pub fn spend(&self, index: usize, rest: Duration) {
         if let Some(key) = self.keys.get(index) {
-            key.credit.spend(self.clock.now(), rest);
+            let now = self.clock.now();
+            key.credit.spend(now, rest);
+            if let Capacity::Shared(shared) = &key.buckets {
+                shared.tell(true, after(now, rest));
+            }
         }
+    }
+
+    /// Another process of the cluster told that key `key_id` rests for `rest` (a cooldown,
+    /// or out of credit when `spent`): it rests here too, and is not told again.
+    pub fn rest_from_cluster(&self, key_id: &str, spent: bool, rest: Duration) {
+        let Some(key) = self.keys.iter().find(|key| key.id == key_id) else {
+            return;
+        };
+        let now = self.clock.now();
+        if spent {
+            key.credit.spend(now, rest);
+        } else {
+            key.cooldown.extend(self.ms_at(now), rest);
+        }
+    }
+
+    /// The keys whose capacity is the cluster's.
+    pub fn shared_keys(&self) -> impl Iterator<Item = &Arc<SharedKey<C>>> {
+        self.keys.iter().filter_map(|key| match &key.buckets {
+            Capacity::Shared(shared) => Some(shared),
+            Capacity::Own(_) => None,
+        })
+    }
+
+    /// The time this pool reads.
+    pub fn now(&self) -> C::Instant {
+        self.clock.now()
     }
 
     /// Each key's configured limits, what it had left after its last call, its cooldown and
@@ -200,7 +291,7 @@ impl<C: Clock + Clone> KeyPool<C> {
             .iter()
             .zip(quotas)
             .map(|(key, quota)| {
-                let [requests, tokens, daily] = key.buckets.remaining();
+                let [requests, tokens, daily] = key.buckets.remaining(now);
                 KeyCapacity {
                     id: key.id.clone(),
                     requests_remaining: requests,

@@ -53,12 +53,15 @@ impl Verdict {
 }
 
 /// The circuit's state, as `GET /v1/providers` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
+    // In order of caution, which merging several processes' views relies on.
     Closed,
-    Open,
     HalfOpen,
+    Open,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,9 @@ enum Circuit<I> {
     Closed,
     Open {
         until: I,
+        /// Opened by this process's own calls (`false`: adopted from another process of
+        /// the cluster, which is not reported on, so an open circuit does not echo).
+        here: bool,
     },
     /// `probing`: the trial call is out.
     HalfOpen {
@@ -104,7 +110,7 @@ pub struct Health<C: Clock = DefaultClock> {
 }
 
 /// What `GET /v1/providers` shows of a deployment's health.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HealthView {
     pub state: CircuitState,
     /// Share of failures in the window (0 when empty).
@@ -117,7 +123,7 @@ pub struct HealthView {
     pub first_token_ms: Percentiles,
 }
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub p50: Option<u32>,
     pub p99: Option<u32>,
@@ -139,6 +145,54 @@ impl Percentiles {
             p99: at(0.99),
             samples: sorted.len(),
         }
+    }
+}
+
+impl Percentiles {
+    /// Several processes' percentiles as one: the p50s averaged by their samples (an
+    /// estimate: the samples themselves stay in each process), the worst p99.
+    fn merge(all: impl Iterator<Item = Percentiles> + Clone) -> Percentiles {
+        let samples: usize = all.clone().map(|p| p.samples).sum();
+        let weighted: f64 = all
+            .clone()
+            .filter_map(|p| p.p50.map(|p50| f64::from(p50) * p.samples as f64))
+            .sum();
+        Percentiles {
+            p50: (samples > 0).then(|| (weighted / samples as f64).round() as u32),
+            p99: all.filter_map(|p| p.p99).max(),
+            samples,
+        }
+    }
+}
+
+impl HealthView {
+    /// What several processes see of one deployment, as one view: the most cautious circuit
+    /// (open over half-open over closed) and the longest wait to reopen, the calls of all,
+    /// their error rate weighted by calls, the latencies merged ([`Percentiles::merge`]).
+    /// `None` when no process reported.
+    pub fn merge(views: &[HealthView]) -> Option<HealthView> {
+        let state = views.iter().map(|v| v.state).max()?;
+        let calls: usize = views.iter().map(|v| v.calls_in_window).sum();
+        let failures: f64 = views
+            .iter()
+            .map(|v| v.error_rate * v.calls_in_window as f64)
+            .sum();
+        Some(HealthView {
+            state,
+            error_rate: if calls == 0 {
+                0.0
+            } else {
+                failures / calls as f64
+            },
+            calls_in_window: calls,
+            reopens_in_ms: views
+                .iter()
+                .filter(|v| v.state == CircuitState::Open)
+                .filter_map(|v| v.reopens_in_ms)
+                .max(),
+            latency_ms: Percentiles::merge(views.iter().map(|v| v.latency_ms)),
+            first_token_ms: Percentiles::merge(views.iter().map(|v| v.first_token_ms)),
+        })
     }
 }
 
@@ -182,7 +236,7 @@ impl<C: Clock> Health<C> {
         let mut state = self.lock();
         match state.circuit {
             Circuit::Closed => Gate::Open,
-            Circuit::Open { until } => {
+            Circuit::Open { until, .. } => {
                 let now = self.clock.now();
                 if now >= until {
                     state.circuit = Circuit::HalfOpen { probing: true };
@@ -255,10 +309,37 @@ impl<C: Clock> Health<C> {
     fn trip(&self, state: &mut State<C::Instant>) {
         state.circuit = Circuit::Open {
             until: after(self.clock.now(), self.config.cooldown),
+            here: true,
         };
         state.window.clear();
         state.failures = 0;
         tracing::warn!(cooldown = ?self.config.cooldown, "circuit opened");
+    }
+
+    /// How long a circuit this process's own calls opened stays open, when it is open.
+    pub fn opened_here_for(&self) -> Option<Duration> {
+        match self.lock().circuit {
+            Circuit::Open { until, here: true } => {
+                Some(between(self.clock.now(), until)).filter(|left| !left.is_zero())
+            }
+            _ => None,
+        }
+    }
+
+    /// Another process of the cluster opened the circuit for `rest`: a closed circuit opens
+    /// here too (then lets its own trial through, as after its own cooldown). An open or
+    /// half-open one is already cautious and stays as it is.
+    pub fn adopt_open(&self, rest: Duration) {
+        let mut state = self.lock();
+        if let Circuit::Closed = state.circuit {
+            state.circuit = Circuit::Open {
+                until: after(self.clock.now(), rest),
+                here: false,
+            };
+            state.window.clear();
+            state.failures = 0;
+            tracing::warn!(?rest, "circuit opened by another process of the cluster");
+        }
     }
 
     pub fn view(&self) -> HealthView {
@@ -266,7 +347,7 @@ impl<C: Clock> Health<C> {
         let now = self.clock.now();
         let (circuit, reopens_in_ms) = match state.circuit {
             Circuit::Closed => (CircuitState::Closed, None),
-            Circuit::Open { until } => (
+            Circuit::Open { until, .. } => (
                 CircuitState::Open,
                 Some(between(now, until).as_millis() as u64),
             ),
@@ -373,6 +454,51 @@ mod tests {
         // Open for a whole cooldown again, from the trial's failure.
         assert_eq!(h.view().state, CircuitState::Open);
         assert_eq!(h.gate(), Gate::Shut(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_adopted_open_circuit_is_skipped_but_not_reported_as_opened_here() {
+        let (h, clock) = health(Duration::from_secs(60));
+        h.adopt_open(Duration::from_secs(5));
+        assert_eq!(h.view().state, CircuitState::Open);
+        assert_eq!(h.opened_here_for(), None);
+        assert_eq!(h.gate(), Gate::Shut(Duration::from_secs(5)));
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(h.gate(), Gate::Probe, "its own trial after the rest");
+        // A circuit opened here is reported, and adopting does not shorten it.
+        h.record(Verdict::Unhealthy, MS, None);
+        h.adopt_open(Duration::from_secs(1));
+        assert_eq!(h.opened_here_for(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn views_of_several_processes_merge_into_the_most_cautious() {
+        let view = |state, rate, calls, p50, p99, samples| HealthView {
+            state,
+            error_rate: rate,
+            calls_in_window: calls,
+            reopens_in_ms: (state == CircuitState::Open).then_some(3000),
+            latency_ms: Percentiles { p50, p99, samples },
+            first_token_ms: Percentiles {
+                p50: None,
+                p99: None,
+                samples: 0,
+            },
+        };
+        let merged = HealthView::merge(&[
+            view(CircuitState::Closed, 0.5, 10, Some(100), Some(200), 30),
+            view(CircuitState::Open, 1.0, 30, Some(300), Some(900), 10),
+            view(CircuitState::Closed, 0.0, 0, None, None, 0),
+        ])
+        .unwrap();
+        assert_eq!(merged.state, CircuitState::Open);
+        assert_eq!(merged.calls_in_window, 40);
+        assert!((merged.error_rate - 35.0 / 40.0).abs() < 1e-9);
+        assert_eq!(merged.reopens_in_ms, Some(3000));
+        assert_eq!(merged.latency_ms.p50, Some(150), "(100×30 + 300×10) / 40");
+        assert_eq!(merged.latency_ms.p99, Some(900));
+        assert_eq!(merged.first_token_ms.p50, None);
+        assert_eq!(HealthView::merge(&[]), None);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::config::{ProviderKind, ResolvedConfig, Strategy, UrgencyDeadlines};
 use crate::failure::JobFailure;
 use crate::job::{ChatRequest, Urgency};
 use crate::limits::{
-    estimate_split, Admission, Busy, Credit, KeyCapacity, KeyPool, KeyQuota, TokenEstimate,
+    estimate_split, Admission, Busy, Credit, KeyCapacity, KeyPool, KeyQuota, SharedKey,
+    TokenEstimate,
 };
 use crate::pricing::Price;
 use crate::providers::anthropic::AnthropicProvider;
@@ -129,6 +130,11 @@ impl Deployment {
     /// Every key's id, in the order [`Deployment::key`] indexes them.
     pub fn key_ids(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.id.clone()).collect()
+    }
+
+    /// Every key's configured limits, in the order [`Deployment::key`] indexes them.
+    pub fn quotas(&self) -> &[KeyQuota] {
+        &self.quotas
     }
 
     /// The key whose id is `id`.
@@ -435,6 +441,26 @@ impl Router {
         http: reqwest::Client,
         sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
     ) -> Router {
+        Router::build(config, http, sim_base_url, None)
+    }
+
+    /// [`Router::new`] for a process of a cluster: every key's capacity is leased from the
+    /// store's buckets ([`crate::limits::shared`]); `wake` wakes the lease loop.
+    pub fn shared(
+        config: &ResolvedConfig,
+        http: reqwest::Client,
+        sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Router {
+        Router::build(config, http, sim_base_url, Some(wake))
+    }
+
+    fn build(
+        config: &ResolvedConfig,
+        http: reqwest::Client,
+        sim_base_url: Option<&dyn Fn(ProviderKind) -> String>,
+        shared: Option<Arc<tokio::sync::Notify>>,
+    ) -> Router {
         let mut deployments = BTreeMap::new();
         let mut credits: BTreeMap<(String, String), Arc<Credit>> = BTreeMap::new();
         for (name, d) in config.resolved_deployments() {
@@ -468,16 +494,30 @@ impl Router {
             // Each deployment has buckets of its own: a provider's limits are per model, so
             // two deployments sharing a key are limited separately, as the provider does. Its
             // credit is the key's, whichever deployment finds it spent.
-            let limits = KeyPool::new(
-                name,
-                provider.keys.iter().zip(&quotas).map(|(k, q)| {
-                    let credit = credits
-                        .entry((provider.name.clone(), k.id.clone()))
-                        .or_default()
-                        .clone();
-                    (k.id.clone(), *q, credit)
-                }),
-            );
+            let mut credit_of = |key_id: &str| -> Arc<Credit> {
+                credits
+                    .entry((provider.name.clone(), key_id.to_string()))
+                    .or_default()
+                    .clone()
+            };
+            let limits = match &shared {
+                None => KeyPool::new(
+                    name,
+                    provider
+                        .keys
+                        .iter()
+                        .zip(&quotas)
+                        .map(|(k, q)| (k.id.clone(), *q, credit_of(&k.id))),
+                ),
+                Some(wake) => KeyPool::shared(
+                    name,
+                    provider.keys.iter().zip(&quotas).map(|(k, q)| {
+                        let key = SharedKey::new(name, &provider.name, &k.id, q, wake.clone());
+                        (Arc::new(key), credit_of(&k.id))
+                    }),
+                    Default::default(),
+                ),
+            };
             deployments.insert(
                 name.clone(),
                 Arc::new(Deployment {
@@ -536,6 +576,11 @@ impl Router {
             routes,
             direct,
         }
+    }
+
+    /// Every deployment, by name.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.deployments.values()
     }
 
     /// The route for a client's model name, or `None` if no route or deployment has that

@@ -12,12 +12,14 @@
 pub mod batches;
 pub mod budgets;
 pub mod bulks;
+pub mod capacity;
 mod checkpointer;
 mod conn;
 pub mod costs;
 pub mod files;
 pub mod jobs;
 mod postgres;
+pub mod processes;
 pub mod provider_batches;
 pub mod schedules;
 mod timings;
@@ -25,6 +27,7 @@ mod writer;
 
 pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
+pub use capacity::{BucketId, BucketLevel, CellGrant, CellRequest, KeyRest, RestKind};
 pub use conn::{Conn, Dialect, Pool};
 pub use files::{DeleteOutcome, FileQuery, FileRecord};
 pub use jobs::{
@@ -32,6 +35,7 @@ pub use jobs::{
     CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan,
     Refusal, StartOutcome,
 };
+pub use processes::{DeploymentReport, HealthReport, ProcessBeat, ProcessSeen};
 pub use timings::RunTimes;
 pub use writer::{Undo, WriteFuture};
 

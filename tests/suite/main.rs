@@ -15,6 +15,7 @@ mod budgets;
 mod bulk;
 mod chat_api;
 mod cluster;
+mod cluster_sharing;
 mod costs;
 mod crashes;
 mod docs;

@@ -14,11 +14,13 @@
 //! - [`provider_kind`]: the API families (`ProviderKind`) and their documented batch limits.
 //! - [`problem`]: one thing wrong with a configuration, at its path (`Problem`).
 //! - [`period`]: the UTC day or month a budget's allowance lasts, identified by its start.
+//! - [`gcra`]: the cell rate algorithm over a stored state, for buckets a cluster shares.
 //! - [`crontab`]: cron expressions (crontab's five fields, seconds-first, `@daily`).
 //! - [`table`]: aligned text tables, the one layout of Sluice's listings.
 
 pub mod crontab;
 pub mod failure;
+pub mod gcra;
 pub mod job;
 pub mod period;
 pub mod pricing;

@@ -5,6 +5,7 @@
 mod basics;
 mod budgets;
 mod bulks;
+mod capacity;
 mod costs;
 mod files;
 mod jobs;
