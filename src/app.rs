@@ -4,7 +4,7 @@
 //!
 //! The start-up duties beside serving and working are the app's too, so `api` only serves
 //! HTTP and `worker` only runs deliveries: [`App::serve`] first resumes the batch
-//! submissions a stopped server left unfinished, and [`App::start_workers`] runs the batch
+//! submissions a stopped server left unfinished (and sweeps abandoned uploads beside it), and [`App::start_workers`] runs the batch
 //! tier's tracker beside the pools.
 
 use crate::budgets::Budgets;
@@ -36,8 +36,8 @@ pub async fn open_store(config: &ResolvedConfig) -> Result<Store, StartError> {
     match &config.server.database {
         Database::Sqlite(path) => Ok(Store::open(path)
             .await?
-            .with_files(config.server.files_dir())),
-        Database::Postgres(url) => Ok(Store::open_postgres(url, config.server.files_dir()).await?),
+            .with_files(config.server.file_bytes())),
+        Database::Postgres(url) => Ok(Store::open_postgres(url, config.server.file_bytes()).await?),
     }
 }
 
@@ -171,7 +171,9 @@ impl App {
 
     /// Serves the API on `listener` until `shutdown` resolves, first resuming (each in a task
     /// of its own) the batch submissions a stopped server left unfinished
-    /// ([`crate::api::batches::resume`]). The future owns what it needs, so it can be spawned.
+    /// ([`crate::api::batches::resume`]), and beside it removing what unfinished uploads left
+    /// (at start, then hourly: [`crate::api::files::sweep_abandoned_uploads`]). The future owns
+    /// what it needs, so it can be spawned.
     pub fn serve(
         &self,
         listener: tokio::net::TcpListener,
@@ -190,7 +192,11 @@ impl App {
                     tracing::error!(error = %e, "cannot read which batch submissions to resume")
                 }
             }
-            crate::api::serve(listener, state, shutdown).await
+            let sweep = crate::api::files::sweep_abandoned_uploads(state.store.clone());
+            tokio::select! {
+                served = crate::api::serve(listener, state, shutdown) => served,
+                never = sweep => match never {},
+            }
         }
     }
 

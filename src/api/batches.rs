@@ -52,7 +52,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
+use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
 /// The prefix of a batch id.
@@ -287,7 +287,7 @@ pub async fn create(
         state.submitter.clone(),
         tenant.clone(),
         id,
-        state.store.file_path(&file.id),
+        file.id,
         Some(deadline),
     ));
     let batch = batch_view(&state, &tenant, id)
@@ -314,7 +314,7 @@ pub async fn resume(submitter: &Submitter) -> Result<usize, crate::store::StoreE
             submitter.clone(),
             batch.tenant.clone(),
             batch.id,
-            submitter.store.file_path(&batch.input_file_id),
+            batch.input_file_id.clone(),
             batch
                 .expires_at
                 .and_then(chrono::DateTime::from_timestamp_millis),
@@ -325,12 +325,13 @@ pub async fn resume(submitter: &Submitter) -> Result<usize, crate::store::StoreE
 
 /// Submits the batch's input file as its bulk (again, after a restart: only the lines the
 /// bulk lacks become jobs); a bad file, or a submission that cannot finish, makes the batch
-/// `failed`.
+/// `failed`. The file is streamed from where the store keeps it (in the store itself with
+/// PostgreSQL, so any API process may run this for a file another one took).
 async fn run(
     submitter: Submitter,
     tenant: String,
     id: Uuid,
-    path: PathBuf,
+    input_file_id: String,
     deadline: Option<chrono::DateTime<chrono::Utc>>,
 ) {
     let request = BulkRequest {
@@ -342,13 +343,17 @@ async fn run(
         skip_invalid: false,
     };
     let outcome = async {
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|source| BulkError::Read {
-                what: format!("the input file {}", path.display()),
-                source,
+        // Kept while the batch is unfinished (`delete_file` refuses it), so it is there.
+        let file = submitter
+            .store
+            .file(&tenant, &input_file_id)
+            .await?
+            .ok_or_else(|| BulkError::Read {
+                what: format!("the input file {input_file_id}"),
+                source: std::io::ErrorKind::NotFound.into(),
             })?;
-        let reader = tokio::io::BufReader::with_capacity(256 << 10, file);
+        let content = StreamReader::new(submitter.store.file_content(&file));
+        let reader = tokio::io::BufReader::with_capacity(256 << 10, content);
         let prepared = prepare(&submitter, &tenant, reader, &request).await?;
         submitter.store.start_batch(id).await?;
         prepared.submit(&submitter, &tenant, &mut |_, _| {}).await

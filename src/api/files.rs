@@ -1,10 +1,11 @@
 //! `/v1/files`: OpenAI's Files API, as far as batches need it: upload a batch input file,
 //! read its file object and its content.
 //!
-//! - `POST /v1/files` (multipart: `purpose=batch`, `file`): the file part is streamed to disk
-//!   (never held in memory), cut off with a 413 past [`MAX_FILE_BYTES`] (OpenAI's batch input
-//!   limit); see [`crate::store::files`].
-//! - `GET /v1/files/{id}` and `GET /v1/files/{id}/content`.
+//! - `POST /v1/files` (multipart: `purpose=batch`, `file`): the file part is streamed where the
+//!   store keeps files' bytes (a folder, or the store itself in 1 MiB chunks; never held whole
+//!   in memory), cut off with a 413 past [`MAX_FILE_BYTES`] (OpenAI's batch input limit); it
+//!   is a file only once it arrived whole. See [`crate::store::files`].
+//! - `GET /v1/files/{id}` and `GET /v1/files/{id}/content` (streamed back the same way).
 //! - `GET /v1/files?purpose=&limit=&after=&order=`: OpenAI's cursor page of the tenant's
 //!   uploads (`limit` 1 to 10,000, default 10,000; `order` `desc`, the default, or `asc`;
 //!   `after` a file id). Output and error files are not listed: they are views of batches,
@@ -31,8 +32,8 @@ use super::auth::Tenant;
 use super::batches::{batch_view, BatchView};
 use super::error::ApiError;
 use super::ApiState;
-use crate::store::files::FILE_ID_PREFIX;
-use crate::store::{DeleteOutcome, FileQuery, FileRecord, ResultsFilter};
+use crate::store::files::{ABANDONED_AFTER, FILE_ID_PREFIX};
+use crate::store::{DeleteOutcome, FileQuery, FileRecord, ResultsFilter, StoreError};
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -41,7 +42,6 @@ use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 /// The largest upload: OpenAI's limit on a batch input file (200 MB).
@@ -78,14 +78,11 @@ pub async fn upload(
             }
             Some("file") => {
                 let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
-                let upload = state.store.new_upload().map_err(ApiError::internal)?;
-                let mut out = tokio::fs::File::from_std(
-                    upload.as_file().try_clone().map_err(ApiError::internal)?,
-                );
-                let mut bytes = 0u64;
+                // Dropped unkept (an error below, or the client gone and this handler with
+                // it), an upload removes what it wrote.
+                let mut upload = state.store.new_upload().await.map_err(upload_error)?;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    bytes += chunk.len() as u64;
-                    if bytes > MAX_FILE_BYTES {
+                    if upload.bytes() + chunk.len() as u64 > MAX_FILE_BYTES {
                         return Err(ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "invalid_request",
@@ -96,11 +93,9 @@ pub async fn upload(
                             ),
                         ));
                     }
-                    out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                    upload.write(&chunk).await.map_err(upload_error)?;
                 }
-                out.flush().await.map_err(ApiError::internal)?;
-                out.sync_all().await.map_err(ApiError::internal)?;
-                file = Some((upload, filename, bytes));
+                file = Some((upload, filename));
             }
             // Fields OpenAI added later (e.g. expires_after) do not change what is stored.
             _ => {}
@@ -117,18 +112,38 @@ pub async fn upload(
             ),
         ));
     }
-    let (upload, filename, bytes) = file.ok_or_else(|| {
+    let (upload, filename) = file.ok_or_else(|| {
         ApiError::invalid(
             "file",
             "missing; send the JSONL file as the form field \"file\"",
         )
     })?;
-    let record = state
-        .store
-        .keep_upload(&tenant, upload, &filename, &purpose, bytes)
-        .await?;
+    let record = upload
+        .keep(&tenant, &filename, &purpose)
+        .await
+        .map_err(upload_error)?;
     Ok(Json(file_object(&record)))
 }
+
+/// Removes what unfinished uploads left (see [`crate::store::Store::sweep_abandoned_uploads`]):
+/// now, then every hour, for as long as it runs. `App::serve` runs it beside the API, so every
+/// API process sweeps the store it shares with the others.
+pub async fn sweep_abandoned_uploads(store: crate::store::Store) -> std::convert::Infallible {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        match store.sweep_abandoned_uploads(ABANDONED_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "removed unfinished uploads"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove unfinished uploads; trying again later")
+            }
+        }
+    }
+}
+
+/// How often [`sweep_abandoned_uploads`] looks.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `GET /v1/files/{id}`.
 pub async fn get(
@@ -168,16 +183,11 @@ pub async fn content(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     match find(&state, &tenant, &id).await? {
-        Found::Upload(record) => {
-            let file = tokio::fs::File::open(state.store.file_path(&record.id))
-                .await
-                .map_err(ApiError::internal)?;
-            Ok((
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-            )
-                .into_response())
-        }
+        Found::Upload(record) => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from_stream(state.store.file_content(&record)),
+        )
+            .into_response()),
         Found::Results { batch, filter } => Ok((
             [(header::CONTENT_TYPE, crate::bulk::wire::NDJSON)],
             Body::from_stream(super::bulk::results_stream(&state, batch.bulk.id, filter)),
@@ -354,6 +364,19 @@ fn file_object(record: &FileRecord) -> Value {
         "status": "processed",
         "expires_at": null,
     })
+}
+
+/// A store error while an upload is written: an upload idle so long that it was swept is the
+/// client's to send again (a 408); anything else as any store error.
+fn upload_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::UploadSwept(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            e.to_string(),
+        ),
+        e => e.into(),
+    }
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {

@@ -88,7 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/providers", get(providers::list))
         .route(
             "/v1/files",
-            // An upload is streamed to disk and cut off at files::MAX_FILE_BYTES by the
+            // An upload is streamed to its store and cut off at files::MAX_FILE_BYTES by the
             // handler; the list added after the layer keeps the default limit.
             axum::routing::post(files::upload)
                 .layer(axum::extract::DefaultBodyLimit::disable())

@@ -5,6 +5,11 @@
 //!
 //! Memory stays flat whatever the size of the body: one line at a time, a few chunks of jobs,
 //! and 8 bytes per line for the duplicate check.
+//!
+//! The spool is a local temporary file, also when the store is shared by processes on many
+//! machines: it is written and read back within one request (or one batch's submission task),
+//! by the one process that holds it, and gone when that ends. What another process may read
+//! later (a batch's input file) is kept by the store instead ([`crate::store::files`]).
 
 use super::lines::{is_blank, Line, LineReader};
 use super::validate::{confirm_duplicates, job_of_line, validate, Validation};

@@ -59,7 +59,7 @@ pub use resolved::{
 };
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
 pub use secret::Secret;
-pub use server::{Database, DatabaseError, PostgresUrl, SchedulerConfig, ServerConfig};
+pub use server::{Database, DatabaseError, FileBytes, PostgresUrl, SchedulerConfig, ServerConfig};
 /// `[sim]` is the simulator's own settings type.
 pub use sluice_sim::{SimConfig, SimConfigError};
 pub use tenants::TenantConfig;
@@ -211,9 +211,6 @@ impl Config {
     /// Makes the relative paths of the configuration relative to `folder` (the config
     /// file's), as most tools read their config files.
     pub fn resolve_paths(&mut self, folder: &Path) {
-        if self.server.files.is_none() && self.server.database.sqlite_path().is_none() {
-            self.server.files = Some(self.server.files_dir());
-        }
         let database = self.server.database.sqlite_path_mut();
         let files = self.server.files.as_mut();
         for path in database

@@ -1,8 +1,9 @@
-//! `[server]` (the API's address, the database) and `[scheduler]` (recurring jobs), with
-//! their problems.
+//! `[server]` (the API's address, the database, where uploaded files' bytes go) and
+//! `[scheduler]` (recurring jobs), with their problems.
 //!
 //! `database` is read into a [`Database`] as the file is read: a SQLite file's path or a
 //! PostgreSQL server's URL, whose password no `Display`, `Debug` or error ever shows.
+//! `files` and `database` together resolve to a [`FileBytes`], once.
 
 use super::queue::{QueueBackend, QueueConfig};
 use super::{Problem, Secret};
@@ -38,9 +39,23 @@ pub struct ServerConfig {
     /// Where jobs, results and costs are recorded: a SQLite file (and the embedded queue),
     /// or a PostgreSQL server.
     pub database: Database,
-    /// The folder of uploaded files (`/v1/files`); by default `<database>.files` beside a
-    /// SQLite file, `sluice.files` in the config file's folder beside a PostgreSQL store.
+    /// A folder for uploaded files' bytes (`/v1/files`); when unset, `<database>.files`
+    /// beside a SQLite file, and in the store itself with PostgreSQL (see [`FileBytes`]).
     pub files: Option<PathBuf>,
+}
+
+/// Where uploaded files' bytes are kept: what `[server] files` and `database` resolve to
+/// ([`ServerConfig::file_bytes`]). Their index (name, size, tenant) is always in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileBytes {
+    /// A folder, one file per upload: the default beside a SQLite file (one process, one
+    /// machine). Beside a PostgreSQL store, only for a folder every process shares (a
+    /// network file system mounted at the same path everywhere), since any API process may
+    /// read a batch's input file.
+    Folder(PathBuf),
+    /// In the store, in chunks (`file_chunks`): the default with PostgreSQL, so every process
+    /// on every machine reads what any one of them took.
+    Store,
 }
 
 /// Where the store lives: `[server] database`, written as a file's path or a URL.
@@ -239,9 +254,6 @@ impl ServerConfig {
     }
 }
 
-/// [`ServerConfig::files`] beside a PostgreSQL store, when the file names none.
-const DEFAULT_FILES_DIR: &str = "sluice.files";
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -253,13 +265,15 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The folder uploaded files are kept in (see [`ServerConfig::files`]). Relative to the
-    /// current directory until [`super::Config::resolve_paths`] made it the config folder's.
-    pub fn files_dir(&self) -> PathBuf {
+    /// Where uploaded files' bytes go (see [`ServerConfig::files`]): a folder named by the
+    /// file always; otherwise beside a SQLite file, or in a PostgreSQL store. A folder is
+    /// relative to the current directory until [`super::Config::resolve_paths`] made it the
+    /// config folder's.
+    pub fn file_bytes(&self) -> FileBytes {
         match (&self.files, &self.database) {
-            (Some(folder), _) => folder.clone(),
-            (None, Database::Sqlite(path)) => path.with_extension("files"),
-            (None, Database::Postgres(_)) => DEFAULT_FILES_DIR.into(),
+            (Some(folder), _) => FileBytes::Folder(folder.clone()),
+            (None, Database::Sqlite(path)) => FileBytes::Folder(path.with_extension("files")),
+            (None, Database::Postgres(_)) => FileBytes::Store,
         }
     }
 

@@ -610,24 +610,30 @@ fn a_resolved_configuration_holds_its_references() {
 }
 
 #[test]
-fn uploaded_files_live_beside_the_sqlite_file_or_in_the_config_folder_with_postgres() {
+fn uploaded_files_live_beside_the_sqlite_file_or_in_the_postgres_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     std::fs::write(&path, "[server]\ndatabase = \"data/s.db\"\n").unwrap();
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.server.files_dir(), dir.path().join("data/s.files"));
+    assert_eq!(
+        config.server.file_bytes(),
+        FileBytes::Folder(dir.path().join("data/s.files"))
+    );
 
     let text = "[server]\ndatabase = \"postgres://db.internal/sluice\"\n\
                 [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.server.files_dir(), dir.path().join("sluice.files"));
+    assert_eq!(config.server.file_bytes(), FileBytes::Store);
 
-    let text = "[server]\ndatabase = \"postgres://db.internal/sluice\"\nfiles = \"/srv/files\"\n\
+    let text = "[server]\ndatabase = \"postgres://db.internal/sluice\"\nfiles = \"shared/files\"\n\
                 [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.server.files_dir(), PathBuf::from("/srv/files"));
+    assert_eq!(
+        config.server.file_bytes(),
+        FileBytes::Folder(dir.path().join("shared/files"))
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The store: one SQLite file holding jobs, attempts, results, cost records, budget totals and
-//! bulks (and,
-//! for the embedded backend, the queue itself), and beside it a folder of uploaded files.
+//! The store: one SQLite file (or a PostgreSQL database) holding jobs, attempts, results, cost
+//! records, budget totals and bulks (and, for the embedded backend, the queue itself), and
+//! uploaded files: their records, and their bytes too unless a folder keeps those (see
+//! [`files`]).
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that reads and then writes
 //! can fail with `SQLITE_BUSY` without waiting. So every write goes through one writer task
@@ -29,7 +30,7 @@ pub use batches::{BatchFields, NewBatch, UnfinishedBatch};
 pub use bulks::{BulkCancel, BulkResultRow, BulkView, OpenedBulk, ResultsFilter};
 pub use capacity::{BucketId, BucketLevel, CellGrant, CellRequest, KeyRest, RestKind};
 pub use conn::{Conn, Dialect, Pool};
-pub use files::{DeleteOutcome, FileQuery, FileRecord};
+pub use files::{DeleteOutcome, FileQuery, FileRecord, Upload};
 pub use jobs::{
     newly_created, Adopted, AttemptFailure, AttemptOutcome, AttemptRecord, AttemptStart,
     CostRecord, CustomIdReused, InsertOutcome, JobOutcome, JobOwner, JobView, LastAttempt, Orphan,
@@ -39,6 +40,7 @@ pub use processes::{DeploymentReport, HealthReport, ProcessBeat, ProcessSeen};
 pub use timings::RunTimes;
 pub use writer::{Undo, WriteFuture};
 
+use crate::config::FileBytes;
 use crate::{with_conn, with_pool};
 use sqlx::postgres::PgDatabaseError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -69,8 +71,12 @@ pub enum StoreError {
     },
     #[error("the store's writer has stopped")]
     WriterGone,
-    #[error("cannot write to the files folder next to the database: {0}")]
+    #[error("cannot read or write the uploaded files' folder: {0}")]
     Files(std::io::Error),
+    /// An upload untouched for so long that the sweep removed it before it was kept
+    /// ([`Store::sweep_abandoned_uploads`]).
+    #[error("upload {0} was idle so long that it was removed before it was complete; upload the file again")]
+    UploadSwept(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -186,7 +192,7 @@ impl StoreError {
 pub struct Store {
     db: Db,
     /// Where uploaded files' bytes live (see [`files`]).
-    files: PathBuf,
+    files: FileBytes,
 }
 
 /// The backend the store's rows live in.
@@ -203,7 +209,8 @@ enum Db {
 
 impl Store {
     /// Opens (creating it if needed) the SQLite file and applies the migrations. Uploaded
-    /// files live beside it, in `<database>.files/`.
+    /// files' bytes live beside it, in `<database>.files/`, unless [`Store::with_files`] says
+    /// otherwise.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_owned(),
@@ -250,15 +257,15 @@ impl Store {
         tokio::spawn(checkpointer::run(checkpoint_conn, writer.downgrade()));
         Ok(Store {
             db: Db::Sqlite { read, writer },
-            files: path.with_extension("files"),
+            files: FileBytes::Folder(path.with_extension("files")),
         })
     }
 
     /// Connects to the PostgreSQL database at `url` and applies its migrations; uploaded
-    /// files live in the folder `files`.
+    /// files' bytes are kept where `files` says.
     pub async fn open_postgres(
         url: &crate::config::PostgresUrl,
-        files: PathBuf,
+        files: FileBytes,
     ) -> Result<Store, StoreError> {
         let pool = postgres::open(url).await?;
         Ok(Store {
@@ -267,10 +274,16 @@ impl Store {
         })
     }
 
-    /// The same store, keeping uploaded files in `folder` (`[server] files`).
-    pub fn with_files(mut self, folder: PathBuf) -> Store {
-        self.files = folder;
+    /// The same store, keeping uploaded files' bytes where `files` says
+    /// ([`crate::config::ServerConfig::file_bytes`]).
+    pub fn with_files(mut self, files: FileBytes) -> Store {
+        self.files = files;
         self
+    }
+
+    /// Where this store keeps uploaded files' bytes.
+    pub fn file_bytes(&self) -> &FileBytes {
+        &self.files
     }
 
     /// The backend this store runs on.

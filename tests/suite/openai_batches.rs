@@ -1,6 +1,8 @@
 //! OpenAI's Files and Batches API over Sluice's bulks, on both queue backends: upload, create,
 //! poll, download the output and error files; cancel; tenants; bad requests and bad files;
 //! listing and deleting files; a batch whose submission a crash cut short, resumed at start.
+//! Once, on PostgreSQL: two apps on one database and one RabbitMQ prefix, each with a folder of
+//! its own, a file uploaded through one and batched through the other.
 //! (`tests/suite/sdk.rs` runs the same workflow through the official `openai` Python SDK.)
 
 use crate::common;
@@ -457,14 +459,13 @@ async fn files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them(ba
 
     // Delete: the record and the bytes go; another tenant's delete is a 404.
     assert_eq!(other.delete(&format!("/v1/files/{f1}")).await.0, 404);
-    let bytes = h.app.store.file_path(f1);
-    assert!(bytes.exists());
+    assert!(bytes_kept(&h.app.store, f1).await);
     let (status, deleted) = api.delete(&format!("/v1/files/{f1}")).await;
     assert_eq!(
         (status, deleted),
         (200, json!({"id": f1, "object": "file", "deleted": true}))
     );
-    assert!(!bytes.exists(), "{} is left", bytes.display());
+    assert!(!bytes_kept(&h.app.store, f1).await, "{f1}'s bytes are left");
     assert_eq!(api.get(&format!("/v1/files/{f1}")).await.0, 404);
     assert_eq!(api.delete(&format!("/v1/files/{f1}")).await.0, 404);
     assert_eq!(api.delete("/v1/files/nope").await.0, 404);
@@ -501,7 +502,7 @@ async fn files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them(ba
     assert_eq!(status, 409, "{e}");
     assert_eq!(e["error"]["code"], "file_in_use");
     assert_eq!(e["error"]["batch_id"], batch_id(pending));
-    assert!(h.app.store.file_path(f2).exists());
+    assert!(bytes_kept(&h.app.store, f2).await);
     // Once cancelled, nothing will read it again.
     let (status, cancelled) = api
         .post(
@@ -516,13 +517,27 @@ async fn files_are_listed_by_page_and_deleted_unless_a_batch_still_reads_them(ba
 
 /// Writes `content` into `store` as the tenant's uploaded batch file; returns its id.
 async fn stored_file(store: &Store, content: &str) -> String {
-    let upload = store.new_upload().unwrap();
-    std::fs::write(upload.path(), content).unwrap();
-    let record = store
-        .keep_upload(TENANT, upload, "in.jsonl", "batch", content.len() as u64)
-        .await
-        .unwrap();
+    let mut upload = store.new_upload().await.unwrap();
+    upload.write(content.as_bytes()).await.unwrap();
+    let record = upload.keep(TENANT, "in.jsonl", "batch").await.unwrap();
     record.id
+}
+
+/// Whether any bytes of file `id` are kept: in its folder, or in the store's chunks.
+async fn bytes_kept(store: &Store, id: &str) -> bool {
+    match store.file_path(id) {
+        Some(path) => path.exists(),
+        None => {
+            let chunks: i64 = sluice::with_pool!(store.pool(), p => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM file_chunks WHERE file_id = $1",
+            )
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .unwrap());
+            chunks > 0
+        }
+    }
 }
 
 async fn a_batch_whose_submission_was_cut_short_is_resumed_at_start(backend: Backend) {
@@ -709,3 +724,79 @@ on_all_backends!(
     a_batch_whose_submission_was_cut_short_is_resumed_at_start,
     a_cancelled_batch_takes_no_more_lines,
 );
+
+/// Two Sluice apps on one PostgreSQL database and one RabbitMQ prefix, as two machines: each
+/// has a temporary folder of its own and no folder is shared, so a file uploaded through A
+/// reaches B only through the store. B reads it, makes the batch of it and submits its lines;
+/// A's workers answer them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_one_app_is_batched_through_another() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (config, database) = common::test_config_with_store(Backend::Postgres, dir_a.path()).await;
+    assert!(
+        config.server.files.is_none(),
+        "no folder: bytes in the store"
+    );
+    let mut a = Harness::start_on(config.clone(), dir_a, true).await;
+    a.postgres = database;
+    let b = Harness::start_on(config, dir_b, false).await;
+    for app in [&a.app, &b.app] {
+        assert_eq!(app.store.file_bytes(), &sluice::config::FileBytes::Store);
+    }
+    let (api_a, api_b) = (Api::new(&a, TOKEN), Api::new(&b, TOKEN));
+
+    let input: String = (1..=8)
+        .map(|i| line(&format!("m-{i}"), &format!("machine question {i}")) + "\n")
+        .collect();
+    let (status, file) = api_a.upload(&input, "batch").await;
+    assert_eq!(status, 200, "{file}");
+    let file_id = file["id"].as_str().unwrap();
+
+    // B sees the file A took: its object, its bytes, and in its list.
+    assert_eq!(
+        api_b.get(&format!("/v1/files/{file_id}")).await,
+        (200, file.clone())
+    );
+    assert_eq!(
+        api_b.text(&format!("/v1/files/{file_id}/content")).await,
+        (200, input.clone())
+    );
+    assert_eq!(api_b.list_files("").await.0, [file_id]);
+
+    let batch = api_b.create(file_id).await;
+    let id = batch["id"].as_str().unwrap();
+    let done = api_b.until(id, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 8, "completed": 8, "failed": 0})
+    );
+    let output = done["output_file_id"].as_str().unwrap();
+    let (status, text) = api_b.text(&format!("/v1/files/{output}/content")).await;
+    assert_eq!(status, 200, "{text}");
+    let results = jsonl(&text);
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| r["custom_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=8).map(|i| format!("m-{i}")).collect();
+    assert_eq!(ids, expected);
+    for result in &results {
+        assert_eq!(result["response"]["status_code"], 200, "{result}");
+    }
+    // A reads the same batch; the bytes were in the store, not in either folder.
+    assert_eq!(
+        api_a.get(&format!("/v1/batches/{id}")).await.1["status"],
+        "completed"
+    );
+    assert!(bytes_kept(&b.app.store, file_id).await);
+    for dir in [&a.dir, &b.dir] {
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(entries.is_empty(), "{}: {entries:?}", dir.path().display());
+    }
+    b.stop().await;
+    a.stop().await;
+}

@@ -147,9 +147,7 @@ pub async fn test_config_with_store(
                 .parse()
                 .expect("a test database's URL is valid"),
         );
-        // Beside a Postgres store the default folder is the config file's, which a test has
-        // not: keep uploads in the test's own folder, not the checkout's.
-        config.server.files = Some(dir.join("files"));
+        // No `server.files`: beside a Postgres store uploaded files' bytes are kept in it.
     }
     (config, database)
 }

@@ -36,7 +36,7 @@ impl TestStore {
                     .url
                     .parse()
                     .expect("a test database's URL is valid");
-                let store = Store::open_postgres(&url, dir.path().join("files"))
+                let store = Store::open_postgres(&url, sluice::config::FileBytes::Store)
                     .await
                     .unwrap();
                 TestStore {

@@ -39,7 +39,7 @@ pub async fn second_handle(t: &TestStore) -> Store {
         None => t.store.clone(),
         Some(database) => {
             let url = database.url.parse().unwrap();
-            Store::open_postgres(&url, t.dir.path().join("files"))
+            Store::open_postgres(&url, sluice::config::FileBytes::Store)
                 .await
                 .unwrap()
         }

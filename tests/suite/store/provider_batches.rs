@@ -24,7 +24,7 @@ async fn second_process(t: &TestStore) -> Store {
     match &t.postgres {
         Some(database) => {
             let url: sluice::config::PostgresUrl = database.url.parse().unwrap();
-            Store::open_postgres(&url, t.dir.path().join("files"))
+            Store::open_postgres(&url, sluice::config::FileBytes::Store)
                 .await
                 .unwrap()
         }
