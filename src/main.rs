@@ -35,6 +35,10 @@ enum Command {
         /// Urgencies to work on (repeatable); all when not given.
         #[arg(long, value_parser = cli::urgency())]
         urgency: Vec<Urgency>,
+        /// Serve GET /healthz and /readyz on this address (e.g. 0.0.0.0:8081), for a
+        /// container's health check or an orchestrator's probes; none when not given.
+        #[arg(long)]
+        health_listen: Option<std::net::SocketAddr>,
     },
     /// Submit a job through the API and print its id.
     Submit(cli::jobs::SubmitArgs),
@@ -165,7 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Serve { no_workers } => cli::serve::serve(&cli.config, no_workers).await,
-        Command::Worker { urgency } => cli::serve::worker(&cli.config, urgency).await,
+        Command::Worker {
+            urgency,
+            health_listen,
+        } => cli::serve::worker(&cli.config, urgency, health_listen).await,
         Command::Submit(args) => cli::jobs::submit(args, config).await,
         Command::Get { id, server } => cli::jobs::get(id, server, config).await,
         Command::Wait {

@@ -434,6 +434,86 @@ async fn serve_without_workers_starts_no_simulator() {
     );
 }
 
+/// A worker-only process has no API, so `--health-listen` serves its health alone: live and
+/// ready while its queue and store are, ready no longer while its broker cannot be reached,
+/// and nothing of the API beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_its_health_when_asked() {
+    let http = reqwest::Client::new();
+    let get = |base: &str, path: &str| http.get(format!("{base}{path}")).send();
+
+    // The embedded queue: the worker is ready once its store is open.
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker =
+        Served::start_worker(&config(dir.path(), 0), &[], &dir.path().join("worker.log")).await;
+    let base = worker.base_url.clone();
+    let base = &base;
+    let live = get(base, "/healthz").await.unwrap();
+    assert_eq!(live.status(), 200);
+    let live: Value = live.json().await.unwrap();
+    assert_eq!(live["status"], "ok", "{live}");
+    let ready = get(base, "/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (
+            &ready["status"],
+            &ready["queue_ready"],
+            &ready["store_writable"]
+        ),
+        (&json!("ready"), &json!(true), &json!(true)),
+        "{ready}"
+    );
+    let jobs = get(base, "/v1/jobs/00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), 404, "the health address serves no API");
+    // SIGTERM still ends it cleanly, its health server with it.
+    let pid = worker.pid().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("sluice worker did not exit after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+
+    // A broker that accepts connections and never answers: alive, not ready, saying why.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 0);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "# url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        &format!(
+            "url = \"amqp://guest:guest@{}/%2f\"",
+            silent.local_addr().unwrap()
+        ),
+    );
+    assert!(text.contains(&silent.local_addr().unwrap().to_string()));
+    std::fs::write(&path, text).unwrap();
+    let worker = Served::start_worker(&path, &[], &dir.path().join("worker.log")).await;
+    let base = &worker.base_url;
+    let live = get(base, "/healthz").await.unwrap();
+    assert_eq!(live.status(), 200);
+    let live: Value = live.json().await.unwrap();
+    assert_eq!(live["queue_available"], false, "{live}");
+    let ready = get(base, "/readyz").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["queue_ready"], false, "{ready}");
+    assert_eq!(ready["store_writable"], true, "{ready}");
+    assert!(
+        ready["problems"][0]
+            .as_str()
+            .is_some_and(|problem| problem.contains("rabbitmq")),
+        "{ready}"
+    );
+    drop(silent);
+}
+
 /// Relative paths in a config file are taken from its folder, not the current directory:
 /// `jobs list` run from elsewhere finds the definitions and the database beside the file.
 #[test]
@@ -555,6 +635,10 @@ fn help_explains_every_argument() {
     let worker = help(&["worker"]);
     assert!(
         worker.contains("[possible values: realtime, standard, batch]"),
+        "{worker}"
+    );
+    assert!(
+        worker.contains("--health-listen <HEALTH_LISTEN> Serve GET /healthz"),
         "{worker}"
     );
     let get = help(&["get"]);
