@@ -59,6 +59,15 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Ask a running process's health endpoint; succeed only on a 2xx answer (a container's
+    /// health check, with no curl in the image).
+    Probe {
+        /// The endpoint, e.g. http://127.0.0.1:8080/readyz.
+        url: reqwest::Url,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Serve the provider simulator on its own.
     Sim {
         /// The address to serve the three provider APIs on.
@@ -160,7 +169,9 @@ fn start() -> anyhow::Result<()> {
 
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
-        Command::Demo { .. } | Command::Bench(_) | Command::Bulk(_) => "warn",
+        Command::Demo { .. } | Command::Bench(_) | Command::Bulk(_) | Command::Probe { .. } => {
+            "warn"
+        }
         _ => "info",
     }
 }
@@ -180,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             server,
         } => cli::jobs::wait(id, timeout, server, config).await,
+        Command::Probe { url, timeout } => cli::probe::probe(url, timeout).await,
         Command::Sim {
             listen,
             batch_turnaround,

@@ -514,6 +514,28 @@ async fn a_worker_serves_its_health_when_asked() {
     drop(silent);
 }
 
+/// `sluice probe`, the image's health check: it succeeds on a ready process's `/readyz`,
+/// printing the answer, and fails, naming the status, on any answer that is not a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_succeeds_only_on_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = serve(&config(dir.path(), 0), &["--no-workers"]).await;
+    let mut ready = sluice();
+    ready.args(["probe", &format!("{}/readyz", server.base_url)]);
+    let ready = run(ready).await;
+    assert!(ready.status.success(), "{ready:?}");
+    let body: Value = serde_json::from_slice(&ready.stdout).unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+
+    // The API without a token answers 401: not a success.
+    let mut refused = sluice();
+    refused.args(["probe", &format!("{}/v1/budgets", server.base_url)]);
+    let refused = run(refused).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
 /// Relative paths in a config file are taken from its folder, not the current directory:
 /// `jobs list` run from elsewhere finds the definitions and the database beside the file.
 #[test]
