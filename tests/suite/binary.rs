@@ -176,6 +176,63 @@ async fn run(command: std::process::Command) -> std::process::Output {
         .unwrap()
 }
 
+/// Every Sluice configuration the container set-up ships (`docker/`, `docker/cluster/`)
+/// passes `check-config` with the variables it references set, and `docker-compose.yml`
+/// passes each of those variables in: no container starts on a file the binary refuses.
+#[test]
+fn the_container_configurations_pass_check_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let mut files: Vec<_> = ["docker", "docker/cluster"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let config: toml::Value = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut variables = Vec::new();
+        referenced_variables(&config, &mut variables);
+        let mut check = sluice();
+        check.args(["check-config", "--config"]).arg(&file);
+        for name in &variables {
+            assert!(
+                compose.contains(&format!("{name}: ${{{name}")),
+                "docker-compose.yml does not pass {name}, which {} needs",
+                file.display()
+            );
+            check.env(name, "set-by-the-test");
+        }
+        let output = check.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The names of the `${NAME}` references in `value`'s strings, comments left aside.
+fn referenced_variables(value: &toml::Value, names: &mut Vec<String>) {
+    match value {
+        toml::Value::String(text) => names.extend(
+            text.split("${")
+                .skip(1)
+                .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string())),
+        ),
+        toml::Value::Array(items) => items
+            .iter()
+            .for_each(|item| referenced_variables(item, names)),
+        toml::Value::Table(table) => table
+            .values()
+            .for_each(|item| referenced_variables(item, names)),
+        _ => {}
+    }
+}
+
 /// A misspelt key, an unset variable and an unknown route are all listed in one run, each
 /// with the nearest known name; and no part of a secret is ever named, neither a fragment of
 /// a variable's value that looks like a reference nor a line that is not TOML.
