@@ -35,6 +35,10 @@ enum Command {
         /// Urgencies to work on (repeatable); all when not given.
         #[arg(long, value_parser = cli::urgency())]
         urgency: Vec<Urgency>,
+        /// Serve GET /healthz and /readyz on this address (e.g. 0.0.0.0:8081), for a
+        /// container's health check or an orchestrator's probes; none when not given.
+        #[arg(long)]
+        health_listen: Option<std::net::SocketAddr>,
     },
     /// Submit a job through the API and print its id.
     Submit(cli::jobs::SubmitArgs),
@@ -54,6 +58,15 @@ enum Command {
         timeout: Duration,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Ask a running process's health endpoint; succeed only on a 2xx answer (a container's
+    /// health check, with no curl in the image).
+    Probe {
+        /// The endpoint, e.g. http://127.0.0.1:8080/readyz.
+        url: reqwest::Url,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Serve the provider simulator on its own.
     Sim {
@@ -156,7 +169,9 @@ fn start() -> anyhow::Result<()> {
 
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
-        Command::Demo { .. } | Command::Bench(_) | Command::Bulk(_) => "warn",
+        Command::Demo { .. } | Command::Bench(_) | Command::Bulk(_) | Command::Probe { .. } => {
+            "warn"
+        }
         _ => "info",
     }
 }
@@ -165,7 +180,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Serve { no_workers } => cli::serve::serve(&cli.config, no_workers).await,
-        Command::Worker { urgency } => cli::serve::worker(&cli.config, urgency).await,
+        Command::Worker {
+            urgency,
+            health_listen,
+        } => cli::serve::worker(&cli.config, urgency, health_listen).await,
         Command::Submit(args) => cli::jobs::submit(args, config).await,
         Command::Get { id, server } => cli::jobs::get(id, server, config).await,
         Command::Wait {
@@ -173,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             server,
         } => cli::jobs::wait(id, timeout, server, config).await,
+        Command::Probe { url, timeout } => cli::probe::probe(url, timeout).await,
         Command::Sim {
             listen,
             batch_turnaround,

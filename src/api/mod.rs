@@ -22,7 +22,8 @@
 //!   budget already spent answers 402 with `code: "budget_exceeded"`.
 //! - `GET /healthz` (liveness; says whether the queue is reachable) and `GET /readyz`
 //!   (readiness: `503` naming the problem while the queue is unreachable or blocked by a
-//!   broker's resource alarm, or the store cannot be read or cannot commit a write).
+//!   broker's resource alarm, or the store cannot be read or cannot commit a write). A
+//!   worker-only process serves these two alone ([`serve_health`]).
 //!
 //! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
 //! across all requests (a `503` beyond it); see [`inflight`].
@@ -70,9 +71,7 @@ pub struct ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
+    health_routes()
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
@@ -112,6 +111,13 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(error::plain_errors_as_json))
         .layer(axum::Extension(Arc::new(auth::AuthFailures::default())))
         .with_state(state)
+}
+
+/// `GET /healthz` and `GET /readyz`: every process's, whether it serves the API or not.
+fn health_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
 }
 
 /// OpenAI's cursor page (`GET /v1/batches`, `GET /v1/files`): `data` (objects with an `id`)
@@ -198,6 +204,20 @@ pub async fn serve(
     // The client's address, for slowing down repeated failed authentications (see `auth`).
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(crate::sim::no_delay(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `GET /healthz` and `GET /readyz` alone on `listener` until `shutdown` resolves:
+/// the health of a process that runs workers and no API (`sluice worker --health-listen`),
+/// for a container's health check or an orchestrator's probes. Its readiness is the API's:
+/// the queue takes a probe and the store commits a write, which a worker needs as much.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, health_routes().with_state(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -8,6 +8,7 @@
 //! - [`standalone`]: `sim`, `demo`, `bench`, `migrate` and `check-config`, which need no
 //!   running server.
 //! - [`connect`]: how a client command finds its server and token.
+//! - [`probe`]: `probe`, a health check that needs no curl.
 
 /// `println!` that returns the error instead of panicking: a closed pipe (`| head`) then ends
 /// the command quietly (see `main`).
@@ -29,6 +30,7 @@ macro_rules! out {
 pub mod bulk;
 pub mod connect;
 pub mod jobs;
+pub mod probe;
 pub mod reports;
 pub mod serve;
 pub mod standalone;

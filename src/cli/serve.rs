@@ -5,6 +5,7 @@ use super::{load_config, shutdown_signal};
 use anyhow::Context;
 use sluice::app::App;
 use sluice::job::Urgency;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,9 +46,25 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
     Ok(())
 }
 
-/// `sluice worker`: worker pools for `urgencies` (every urgency when empty).
-pub async fn worker(config: &Option<PathBuf>, urgencies: Vec<Urgency>) -> anyhow::Result<()> {
+/// `sluice worker`: worker pools for `urgencies` (every urgency when empty), and, given
+/// `health_listen`, `GET /healthz` and `GET /readyz` on that address (a worker has no API
+/// for a container's health check or an orchestrator's probes to ask).
+pub async fn worker(
+    config: &Option<PathBuf>,
+    urgencies: Vec<Urgency>,
+    health_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let app = App::start(load_config(config)?).await?;
+    // Bound before any work starts, so an address in use stops the start instead of leaving
+    // a worker nothing can watch.
+    let health_listener = match health_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for health checks"))?,
+        ),
+        None => None,
+    };
     let urgencies = if urgencies.is_empty() {
         Urgency::ALL.to_vec()
     } else {
@@ -55,8 +72,25 @@ pub async fn worker(config: &Option<PathBuf>, urgencies: Vec<Urgency>) -> anyhow
     };
     let workers = app.start_workers(&urgencies);
     tracing::info!(?urgencies, queue = app.queue.name(), "workers started");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let health = match health_listener {
+        Some(listener) => {
+            tracing::info!(address = %listener.local_addr()?, "serving the worker's health");
+            Some(tokio::spawn(sluice::api::serve_health(
+                listener,
+                app.api_state(),
+                stop.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
     shutdown_signal().await;
     workers.shutdown().await;
+    // Health answers until the jobs in flight are finished: the process is still alive.
+    stop.cancel();
+    if let Some(health) = health {
+        health.await??;
+    }
     Ok(())
 }
 

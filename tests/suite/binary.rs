@@ -176,6 +176,63 @@ async fn run(command: std::process::Command) -> std::process::Output {
         .unwrap()
 }
 
+/// Every Sluice configuration the container set-up ships (`docker/`, `docker/cluster/`)
+/// passes `check-config` with the variables it references set, and `docker-compose.yml`
+/// passes each of those variables in: no container starts on a file the binary refuses.
+#[test]
+fn the_container_configurations_pass_check_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let mut files: Vec<_> = ["docker", "docker/cluster"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let config: toml::Value = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut variables = Vec::new();
+        referenced_variables(&config, &mut variables);
+        let mut check = sluice();
+        check.args(["check-config", "--config"]).arg(&file);
+        for name in &variables {
+            assert!(
+                compose.contains(&format!("{name}: ${{{name}")),
+                "docker-compose.yml does not pass {name}, which {} needs",
+                file.display()
+            );
+            check.env(name, "set-by-the-test");
+        }
+        let output = check.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The names of the `${NAME}` references in `value`'s strings, comments left aside.
+fn referenced_variables(value: &toml::Value, names: &mut Vec<String>) {
+    match value {
+        toml::Value::String(text) => names.extend(
+            text.split("${")
+                .skip(1)
+                .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string())),
+        ),
+        toml::Value::Array(items) => items
+            .iter()
+            .for_each(|item| referenced_variables(item, names)),
+        toml::Value::Table(table) => table
+            .values()
+            .for_each(|item| referenced_variables(item, names)),
+        _ => {}
+    }
+}
+
 /// A misspelt key, an unset variable and an unknown route are all listed in one run, each
 /// with the nearest known name; and no part of a secret is ever named, neither a fragment of
 /// a variable's value that looks like a reference nor a line that is not TOML.
@@ -434,6 +491,108 @@ async fn serve_without_workers_starts_no_simulator() {
     );
 }
 
+/// A worker-only process has no API, so `--health-listen` serves its health alone: live and
+/// ready while its queue and store are, ready no longer while its broker cannot be reached,
+/// and nothing of the API beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_its_health_when_asked() {
+    let http = reqwest::Client::new();
+    let get = |base: &str, path: &str| http.get(format!("{base}{path}")).send();
+
+    // The embedded queue: the worker is ready once its store is open.
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker =
+        Served::start_worker(&config(dir.path(), 0), &[], &dir.path().join("worker.log")).await;
+    let base = worker.base_url.clone();
+    let base = &base;
+    let live = get(base, "/healthz").await.unwrap();
+    assert_eq!(live.status(), 200);
+    let live: Value = live.json().await.unwrap();
+    assert_eq!(live["status"], "ok", "{live}");
+    let ready = get(base, "/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (
+            &ready["status"],
+            &ready["queue_ready"],
+            &ready["store_writable"]
+        ),
+        (&json!("ready"), &json!(true), &json!(true)),
+        "{ready}"
+    );
+    let jobs = get(base, "/v1/jobs/00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), 404, "the health address serves no API");
+    // SIGTERM still ends it cleanly, its health server with it.
+    let pid = worker.pid().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("sluice worker did not exit after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+
+    // A broker that accepts connections and never answers: alive, not ready, saying why.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 0);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "# url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        &format!(
+            "url = \"amqp://guest:guest@{}/%2f\"",
+            silent.local_addr().unwrap()
+        ),
+    );
+    assert!(text.contains(&silent.local_addr().unwrap().to_string()));
+    std::fs::write(&path, text).unwrap();
+    let worker = Served::start_worker(&path, &[], &dir.path().join("worker.log")).await;
+    let base = &worker.base_url;
+    let live = get(base, "/healthz").await.unwrap();
+    assert_eq!(live.status(), 200);
+    let live: Value = live.json().await.unwrap();
+    assert_eq!(live["queue_available"], false, "{live}");
+    let ready = get(base, "/readyz").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["queue_ready"], false, "{ready}");
+    assert_eq!(ready["store_writable"], true, "{ready}");
+    assert!(
+        ready["problems"][0]
+            .as_str()
+            .is_some_and(|problem| problem.contains("rabbitmq")),
+        "{ready}"
+    );
+    drop(silent);
+}
+
+/// `sluice probe`, the image's health check: it succeeds on a ready process's `/readyz`,
+/// printing the answer, and fails, naming the status, on any answer that is not a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_succeeds_only_on_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = serve(&config(dir.path(), 0), &["--no-workers"]).await;
+    let mut ready = sluice();
+    ready.args(["probe", &format!("{}/readyz", server.base_url)]);
+    let ready = run(ready).await;
+    assert!(ready.status.success(), "{ready:?}");
+    let body: Value = serde_json::from_slice(&ready.stdout).unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+
+    // The API without a token answers 401: not a success.
+    let mut refused = sluice();
+    refused.args(["probe", &format!("{}/v1/budgets", server.base_url)]);
+    let refused = run(refused).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
 /// Relative paths in a config file are taken from its folder, not the current directory:
 /// `jobs list` run from elsewhere finds the definitions and the database beside the file.
 #[test]
@@ -555,6 +714,10 @@ fn help_explains_every_argument() {
     let worker = help(&["worker"]);
     assert!(
         worker.contains("[possible values: realtime, standard, batch]"),
+        "{worker}"
+    );
+    assert!(
+        worker.contains("--health-listen <HEALTH_LISTEN> Serve GET /healthz"),
         "{worker}"
     );
     let get = help(&["get"]);

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// The log line `sluice serve` writes once it listens, with `address=HOST:PORT`.
 const LISTENING: &str = "serving the Sluice API";
 
+/// The log line `sluice worker --health-listen` writes once it listens, the same way.
+const HEALTH_LISTENING: &str = "serving the worker's health";
+
 /// How long a server may take to start listening (migrations, a broker connection).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -30,12 +33,16 @@ pub fn sluice() -> std::process::Command {
     command
 }
 
-/// A running `sluice serve`, killed when dropped.
+/// A running `sluice serve` (or `sluice worker` serving its health), killed when dropped.
 pub struct Served {
     pub child: tokio::process::Child,
-    /// `http://HOST:PORT` of its API.
+    /// `http://HOST:PORT` of its API (of a worker's health endpoints).
     pub base_url: String,
     log: PathBuf,
+    /// The subcommand, for messages.
+    command: &'static str,
+    /// The log line saying where it listens.
+    listening: &'static str,
 }
 
 impl Served {
@@ -43,9 +50,27 @@ impl Served {
     /// `log` (a file, as a deployment's log is: never a terminal), and waits until it
     /// listens.
     pub async fn start(config: &Path, args: &[&str], log: &Path) -> Served {
+        Served::spawn("serve", LISTENING, config, args, log).await
+    }
+
+    /// Starts `sluice worker --health-listen 127.0.0.1:0 ARGS --config CONFIG` the same way,
+    /// and waits until its health endpoints listen.
+    pub async fn start_worker(config: &Path, args: &[&str], log: &Path) -> Served {
+        let mut args = args.to_vec();
+        args.extend(["--health-listen", "127.0.0.1:0"]);
+        Served::spawn("worker", HEALTH_LISTENING, config, &args, log).await
+    }
+
+    async fn spawn(
+        command: &'static str,
+        listening: &'static str,
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Served {
         let file = std::fs::File::create(log).unwrap();
         let child = tokio::process::Command::from(sluice())
-            .arg("serve")
+            .arg(command)
             .args(args)
             .arg("--config")
             .arg(config)
@@ -58,6 +83,8 @@ impl Served {
             child,
             base_url: String::new(),
             log: log.to_path_buf(),
+            command,
+            listening,
         };
         served.base_url = format!("http://{}", served.address().await);
         served
@@ -68,7 +95,7 @@ impl Served {
         let started = Instant::now();
         loop {
             let log = self.log();
-            if let Some(line) = log.lines().find(|line| line.contains(LISTENING)) {
+            if let Some(line) = log.lines().find(|line| line.contains(self.listening)) {
                 let address = line
                     .split_whitespace()
                     .find_map(|field| field.strip_prefix("address="))
@@ -76,11 +103,15 @@ impl Served {
                 return address.to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sluice serve exited ({status}) before listening:\n{log}");
+                panic!(
+                    "sluice {} exited ({status}) before listening:\n{log}",
+                    self.command
+                );
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
-                "sluice serve did not listen within {START_TIMEOUT:?}:\n{log}"
+                "sluice {} did not listen within {START_TIMEOUT:?}:\n{log}",
+                self.command
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
