@@ -19,6 +19,10 @@ pub enum Busy {
     /// Every key that could take the call is out of credit ([`Credit`](super::Credit)): nothing a job can
     /// wait for.
     Spent,
+    /// In a cluster: this process holds no cells of the key and is fetching some from the
+    /// store's bucket, which may have them ([`super::shared`]); a moment's wait, best spent
+    /// in place, since the cells come to this process.
+    Leasing,
 }
 
 /// The outcome of asking a deployment's keys for room.

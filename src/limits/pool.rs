@@ -31,10 +31,14 @@ impl<C: Clock + Clone> Capacity<C> {
         }
     }
 
-    fn take(&self, estimate: u32, now: C::Instant) -> Result<(), Option<Duration>> {
+    /// Takes one call's cells, or says how long until they may be there and why
+    /// (`Err(Some)`), or that they never will be (`Err(None)`).
+    fn take(&self, estimate: u32, now: C::Instant) -> Result<(), Option<(Duration, Busy)>> {
         match self {
-            Capacity::Own(buckets) => buckets.take(estimate, now),
-            Capacity::Shared(key) => key.take(estimate, now),
+            Capacity::Own(buckets) => buckets
+                .take(estimate, now)
+                .map_err(|wait| wait.map(|wait| (wait, Busy::Limits))),
+            Capacity::Shared(key) => key.take(estimate, now).map_err(Some),
         }
     }
 
@@ -213,7 +217,7 @@ impl<C: Clock + Clone> KeyPool<C> {
             }
             match key.buckets.take(estimate, now) {
                 Ok(()) => return Admission::Admitted(index),
-                Err(Some(wait)) => note(wait, Busy::Limits),
+                Err(Some((wait, busy))) => note(wait, busy),
                 Err(None) => {}
             }
         }

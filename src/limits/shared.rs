@@ -22,7 +22,7 @@
 //! [`super::KeyPool::rest_from_cluster`], never told again, so they do not echo.
 
 use super::clock::{after, between, Clock, DefaultClock};
-use super::KeyQuota;
+use super::{Busy, KeyQuota};
 use crate::gcra::{Gcra, KeyLimit};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -173,11 +173,13 @@ impl<C: Clock> SharedKey<C> {
     }
 
     /// Takes the cells of one call of `estimate` tokens from the blocks held, all or none;
-    /// or says how long until there may be some (`Err(Some)`) and wakes the lease loop.
-    pub fn take(&self, estimate: u32, now: C::Instant) -> Result<(), Option<Duration>> {
+    /// or says how long until there may be some and why, and wakes the lease loop: the
+    /// bucket said when its next cell comes ([`Busy::Limits`]), or this process is fetching
+    /// cells it may have ([`Busy::Leasing`]).
+    pub fn take(&self, estimate: u32, now: C::Instant) -> Result<(), (Duration, Busy)> {
         let need = needs(estimate);
         let mut state = self.lock();
-        let mut short: Option<Duration> = None;
+        let mut short: Option<(Duration, Busy)> = None;
         for (i, shape) in self.shapes.iter().enumerate() {
             if shape.is_none() {
                 continue;
@@ -188,16 +190,22 @@ impl<C: Clock> SharedKey<C> {
             held.largest_ask = held.largest_ask.max(need[i]);
             if held.cells() < need[i] {
                 let wait = match held.dry_until {
-                    Some(until) if until > now => between(now, until).max(REFILL_WAIT),
-                    _ => REFILL_WAIT,
+                    Some(until) if until > now => {
+                        (between(now, until).max(REFILL_WAIT), Busy::Limits)
+                    }
+                    _ => (REFILL_WAIT, Busy::Leasing),
                 };
-                short = Some(short.map_or(wait, |w| w.max(wait)));
+                // The longest wait decides, and a dry bucket over a fetch at the same wait.
+                short = Some(match short {
+                    Some(other) if other.0 > wait.0 || other.1 == Busy::Limits => other,
+                    _ => wait,
+                });
             }
         }
-        if let Some(wait) = short {
+        if let Some(short) = short {
             drop(state);
             self.wake.notify_one();
-            return Err(Some(wait));
+            return Err(short);
         }
         for (i, shape) in self.shapes.iter().enumerate() {
             if shape.is_some() {
@@ -220,14 +228,16 @@ impl<C: Clock> SharedKey<C> {
             };
             let held = &mut state.held[i];
             held.expire(now);
-            // The bucket said when it has a cell again: asking sooner only costs a round
-            // trip. The demand is kept for then.
-            if held.dry_until.is_some_and(|until| until > now) {
-                continue;
-            }
             let (asked, largest) = (held.asked, held.largest_ask);
             held.asked = 0;
             held.largest_ask = 0;
+            // The bucket said when it has a cell again: asking sooner only costs a round
+            // trip. The calls that asked were told to come back then, and ask again: demand
+            // is not carried over, or this process would take the next cell for a job that
+            // meanwhile went to another process, which would find none, again and again.
+            if held.dry_until.is_some_and(|until| until > now) {
+                continue;
+            }
             if asked == 0 {
                 continue;
             }
@@ -342,8 +352,8 @@ mod tests {
     #[test]
     fn without_cells_a_call_waits_and_its_demand_becomes_a_want() {
         let (k, clock) = key(6000, Some(100_000));
-        assert_eq!(k.take(500, clock.now()), Err(Some(REFILL_WAIT)));
-        assert_eq!(k.take(300, clock.now()), Err(Some(REFILL_WAIT)));
+        assert_eq!(k.take(500, clock.now()), Err((REFILL_WAIT, Busy::Leasing)));
+        assert_eq!(k.take(300, clock.now()), Err((REFILL_WAIT, Busy::Leasing)));
         let wants = k.wants(clock.now());
         // Requests: asked 2, so 4 (under the span's 50 cells); tokens: asked 800, so 1600,
         // cut to half a second of 100,000 a minute.
@@ -380,19 +390,24 @@ mod tests {
     fn a_dry_bucket_makes_calls_wait_for_its_next_cell() {
         let (k, clock) = key(60, None);
         k.grant(KeyLimit::RequestsPerMinute, 0, 700 * MS, clock.now());
-        assert_eq!(k.take(1, clock.now()), Err(Some(700 * MS)));
+        assert_eq!(k.take(1, clock.now()), Err((700 * MS, Busy::Limits)));
         clock.advance(700 * MS);
-        assert_eq!(k.take(1, clock.now()), Err(Some(REFILL_WAIT)));
+        assert_eq!(k.take(1, clock.now()), Err((REFILL_WAIT, Busy::Leasing)));
     }
 
     #[test]
-    fn a_dry_bucket_is_not_asked_again_before_its_next_cell() {
+    fn a_dry_bucket_is_not_asked_again_and_its_demand_is_not_carried_over() {
         let (k, clock) = key(60, None);
         k.grant(KeyLimit::RequestsPerMinute, 0, 700 * MS, clock.now());
         let _ = k.take(1, clock.now());
         assert!(k.wants(clock.now()).is_empty());
         clock.advance(700 * MS);
-        assert_eq!(k.wants(clock.now())[0].cells, 1, "the demand was kept");
+        assert!(
+            k.wants(clock.now()).is_empty(),
+            "the call asks again itself"
+        );
+        let _ = k.take(1, clock.now());
+        assert_eq!(k.wants(clock.now())[0].cells, 1);
     }
 
     #[test]

@@ -188,8 +188,15 @@ pub struct Route {
 pub enum Choice {
     /// Call this deployment with this key (its cells are taken).
     Go(Pick),
-    /// Nothing can take the call now; come back after `wait`. Not an attempt.
-    Wait { wait: Duration, why: String },
+    /// Nothing can take the call now; come back after `wait`. Not an attempt. `brief`: the
+    /// deployment's capacity is being fetched for this process (a cluster's capacity lease),
+    /// so the job is best kept where it is for that moment rather than parked: the cells
+    /// come to this process, not to whichever process would take the job next.
+    Wait {
+        wait: Duration,
+        why: String,
+        brief: bool,
+    },
     /// Nothing can take this call, now or by waiting: fail the job for `reason`, with this
     /// message.
     Refuse { reason: Refusal, message: String },
@@ -370,6 +377,19 @@ impl Route {
                 }
                 Admission::Wait {
                     wait,
+                    busy: Busy::Leasing,
+                } => {
+                    return Choice::Wait {
+                        wait,
+                        why: format!(
+                            "deployment \"{}\" is fetching its keys' capacity from the cluster",
+                            deployment.name
+                        ),
+                        brief: true,
+                    };
+                }
+                Admission::Wait {
+                    wait,
                     busy: Busy::Limits,
                 } => {
                     if urgency != Urgency::Realtime || wait <= self.realtime_max_wait {
@@ -381,6 +401,7 @@ impl Route {
                                 deployment.name,
                                 humantime::format_duration(round_ms(wait))
                             ),
+                            brief: false,
                         };
                     }
                     note(&mut skipped, &deployment.name, "rate_limited");
@@ -395,6 +416,7 @@ impl Route {
                     "no deployment of \"{}\" can take it now: {skipped}",
                     self.name
                 ),
+                brief: false,
             },
             // Over every limit somewhere is the request's fault; spent everywhere, the keys'.
             None if never.is_empty() => Choice::Refuse {

@@ -4,8 +4,10 @@
 //! Waiting for capacity is pacing, not failure: a job that finds no room now is parked on
 //! the queue's delay ladder, still `queued`, with no attempt recorded and no worker slot
 //! held, so it never uses up `max_attempts`. A realtime job waits in its slot for a moment
-//! instead (its route's `realtime_max_wait`, shorter than the ladder's shortest rung). A wait
-//! that would pass the job's deadline fails the job now.
+//! instead (its route's `realtime_max_wait`, shorter than the ladder's shortest rung); so
+//! does any job while its process fetches capacity from the cluster (a brief wait, up to
+//! [`BRIEF_WAIT_LIMIT`] in all), since those cells come to this process. A wait that would
+//! pass the job's deadline fails the job now.
 
 use crate::failure::JobFailure;
 use crate::finish::Failure;
@@ -13,6 +15,9 @@ use crate::job::{Envelope, Urgency};
 use crate::router::{Choice, Pick, Route};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+
+/// The longest a job waits in its slot, in all, for capacity its process is fetching.
+const BRIEF_WAIT_LIMIT: Duration = Duration::from_secs(1);
 
 /// Whether the attempt may go.
 #[derive(Debug)]
@@ -42,11 +47,12 @@ pub(super) async fn admit(
                 tracing::info!(job = %envelope.id, %message, "no deployment can take this job");
                 return Admission::Fail(Failure::new(reason.failure(), message));
             }
-            Choice::Wait { wait, why } => {
+            Choice::Wait { wait, why, brief } => {
                 let waiting = Waiting {
                     urgency,
                     waited,
                     wait,
+                    brief,
                     realtime_max_wait: route.realtime_max_wait,
                     deadline,
                 };
@@ -80,6 +86,8 @@ struct Waiting {
     waited: Duration,
     /// How long the router says to wait now.
     wait: Duration,
+    /// The wait is for capacity this process is fetching.
+    brief: bool,
     realtime_max_wait: Duration,
     deadline: Option<DateTime<Utc>>,
 }
@@ -103,7 +111,10 @@ impl Waiting {
                 return OnWait::PastDeadline(deadline);
             }
         }
-        if self.urgency == Urgency::Realtime && self.waited + self.wait <= self.realtime_max_wait {
+        let total = self.waited + self.wait;
+        if (self.brief && total <= BRIEF_WAIT_LIMIT)
+            || (self.urgency == Urgency::Realtime && total <= self.realtime_max_wait)
+        {
             OnWait::Sleep
         } else {
             OnWait::Park
@@ -129,6 +140,7 @@ mod tests {
             urgency,
             waited,
             wait,
+            brief: false,
             realtime_max_wait: 500 * MS,
             deadline: None,
         }
@@ -154,6 +166,15 @@ mod tests {
                 OnWait::Park
             );
         }
+    }
+
+    #[test]
+    fn any_job_waits_in_its_slot_while_its_process_fetches_capacity_up_to_a_limit() {
+        let mut w = waiting(Urgency::Batch, Duration::ZERO, 25 * MS);
+        w.brief = true;
+        assert_eq!(w.decide(Utc::now()), OnWait::Sleep);
+        w.waited = BRIEF_WAIT_LIMIT;
+        assert_eq!(w.decide(Utc::now()), OnWait::Park);
     }
 
     #[test]
