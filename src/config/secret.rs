@@ -66,10 +66,22 @@ pub(super) fn expand_secrets(
     if let Some(url) = &mut config.queue.url {
         expand(url, "queue.url".into());
     }
-    if let Database::Postgres(url) = &mut config.server.database {
-        match url.expanded(|text| expand_env(text, env)) {
+    match &mut config.server.database {
+        Database::Postgres(url) => match url.expanded(|text| expand_env(text, env)) {
             Ok(expanded) => *url = expanded,
             Err(message) => found.push(Problem::new("server.database", message)),
+        },
+        // A reference to the whole value (`${DATABASE_URL}`, as platforms hand a database
+        // out) reads as a path until expanded: expand it, then read what it says.
+        Database::Sqlite(path) => {
+            if let Some(text) = path.to_str().filter(|text| text.contains("${")) {
+                let database = expand_env(text, env)
+                    .and_then(|expanded| Database::try_from(expanded).map_err(|e| e.to_string()));
+                match database {
+                    Ok(database) => config.server.database = database,
+                    Err(message) => found.push(Problem::new("server.database", message)),
+                }
+            }
         }
     }
     found

@@ -659,3 +659,32 @@ fn the_database_url_takes_its_password_from_the_environment_and_never_shows_it()
         "{problems}"
     );
 }
+
+#[test]
+fn a_database_given_whole_by_the_environment_is_read_once_expanded() {
+    let text = "[server]\ndatabase = \"${DATABASE_URL}\"\n\
+                [queue]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n";
+    let env =
+        |value: &'static str| move |name: &str| (name == "DATABASE_URL").then(|| value.to_string());
+    let config = Config::from_toml(text, "t.toml", &env("postgres://u:pw-9@db/sluice")).unwrap();
+    let crate::config::Database::Postgres(url) = &config.server.database else {
+        panic!("a postgres URL: {:?}", config.server.database);
+    };
+    assert_eq!(url.expose(), "postgres://u:pw-9@db/sluice");
+    assert!(!format!("{:?}", config.server).contains("pw-9"));
+
+    let config = Config::from_toml(text, "t.toml", &env("data/sluice.db")).unwrap();
+    assert_eq!(
+        config.server.database,
+        crate::config::Database::Sqlite("data/sluice.db".into())
+    );
+
+    let problems = Config::from_toml(text, "t.toml", &env("mysql://db/x"))
+        .unwrap_err()
+        .to_string();
+    assert!(problems.contains("server.database"), "{problems}");
+    assert!(
+        !problems.contains("mysql://db/x") || problems.contains("mysql"),
+        "{problems}"
+    );
+}
