@@ -4,7 +4,14 @@
 //! is Sluice itself: API-side insert and publish with confirms, the queue, the worker, the
 //! HTTP call over loopback, and the grouped commits. Latency is from the job's `created_at`
 //! (written before publishing) to its `finished_at` (the commit of its result). Peak RSS is the
-//! whole process's (`VmHWM`), simulator included.
+//! whole process's (`VmHWM`), simulator included. CPU per job is the user and system time of
+//! the bench's process (and, with `--worker-processes`, of its worker processes) from the
+//! first submission to the last result, divided by the jobs.
+//!
+//! On a PostgreSQL store (`--database`) the workers may run as processes of their own
+//! (`--worker-processes N`), as a cluster runs them; `--limited-keys` gives every key limits
+//! that never bind, so each call goes through the key's buckets (the cluster's capacity
+//! leases on Postgres): run with and without to see what they cost.
 //!
 //! With `--streams N`, it measures streaming instead: N clients at a time send streamed
 //! requests to `POST /v1/chat/completions` over loopback HTTP, each asking the simulator for a
@@ -16,10 +23,15 @@
 //! client's first stream is a warm-up, not counted: it opens the connections a service in
 //! steady use keeps open.
 
+mod cpu;
+mod processes;
+mod setup;
+
 use crate::app::App;
-use crate::config::{Config, Database, PostgresUrl, QueueBackend, Secret};
+use crate::config::{Config, PostgresUrl, QueueBackend};
 use crate::job::{ChatRequest, JobSpec, Tags, Urgency};
 use crate::store::RunTimes;
+use cpu::CpuTime;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -58,33 +70,22 @@ pub struct BenchArgs {
     /// from every job it holds) instead of a new SQLite file; the queue is then RabbitMQ.
     #[arg(long, env = "SLUICE_BENCH_DATABASE")]
     pub database: Option<PostgresUrl>,
+    /// Run the workers as this many `sluice worker` processes of their own instead of in the
+    /// bench's process (needs `--database`: the processes share a PostgreSQL store).
+    #[arg(long, default_value_t = 0, requires = "database")]
+    pub worker_processes: usize,
+    /// Give every key limits that never bind, so each call goes through the key's buckets
+    /// (on a PostgreSQL store, the cluster's capacity leases): compare with and without.
+    #[arg(long)]
+    pub limited_keys: bool,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
-    let mut config = Config::builtin();
-    config.server.database = match &args.database {
-        Some(url) => Database::Postgres(url.clone()),
-        None => crate::store::database_in(&dir).into(),
-    };
-    config.pools.standard.concurrency = args.concurrency;
-    // The simulator has no quota: the example keys' limits would measure the pacing, not
-    // Sluice. The limiter's own cost is measured separately ([`routing_cost`]).
-    config.lift_key_limits();
-    // Nor should the simulator's announced quota (OpenAI's 10,000 requests a minute), which a
-    // run of more than 10,000 jobs a minute spends: its `remaining: 0` headers would cool the
-    // keys, as they should with a real provider.
-    config.sim.announced_requests_per_minute = Some(1_000_000_000);
-    if args.backend == QueueBackend::Rabbitmq || args.database.is_some() {
-        config.queue.backend = Some(QueueBackend::Rabbitmq);
-        config.queue.url = Some(Secret::new(args.amqp_url.clone()));
-        config.queue.prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
-    }
-    if args.streams > 0 {
-        config.pools.realtime.concurrency = args.streams.min(u16::MAX as usize) as u16;
-    }
-    let app = App::start(config.resolve()?).await?;
+    let prefix = format!("sluice-bench-{}", uuid::Uuid::now_v7());
+    let text = setup::config_text(&args, &crate::store::database_in(&dir), &prefix)?;
+    let app = App::start(setup::resolve(&args, &text)?).await?;
     let held = app.store.finished_jobs().await?;
     anyhow::ensure!(
         held == 0,
@@ -100,20 +101,36 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         cleanup(app, &args, &dir, out).await?;
         return result;
     }
-    let workers = app.start_workers(&[Urgency::Standard]);
+    let (workers, processes) = match args.worker_processes {
+        0 => (Some(app.start_workers(&[Urgency::Standard])), None),
+        n => (
+            None,
+            Some(processes::WorkerProcesses::start(&args, n, &text, &dir)?),
+        ),
+    };
     let submitter = app.submitter();
 
     writeln!(
         out,
-        "bench: {} jobs, backend {}, store {}, concurrency {}",
+        "bench: {} jobs, backend {}, store {}, concurrency {}, workers {}{}",
         args.jobs,
         app.queue.name(),
         match app.store.dialect() {
             crate::store::Dialect::Sqlite => "sqlite",
             crate::store::Dialect::Postgres => "postgres",
         },
-        args.concurrency
+        args.concurrency,
+        match args.worker_processes {
+            0 => "in this process".to_string(),
+            n => format!("in {n} processes of their own"),
+        },
+        if args.limited_keys {
+            ", keys limited (never binding)"
+        } else {
+            ""
+        },
     )?;
+    let cpu_at_start = CpuTime::of_this_process();
     let started = Instant::now();
     let mut submitted = 0;
     while submitted < args.jobs {
@@ -136,6 +153,15 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = started.elapsed();
+    let bench_cpu = CpuTime::of_this_process().since(cpu_at_start);
+    let children_before = CpuTime::of_waited_children();
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
+    if let Some(processes) = processes {
+        processes.stop().await?;
+    }
+    let workers_cpu = CpuTime::of_waited_children().since(children_before);
 
     let RunTimes {
         first_created: first,
@@ -173,6 +199,22 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         "router + limiter: {:.2} µs/job (choose a healthy deployment, estimate tokens, admit on one of 3 keys, record health)",
         per_job.as_secs_f64() * 1e6
     )?;
+    let cpu = bench_cpu.total() + workers_cpu.total();
+    writeln!(
+        out,
+        "CPU: {:.0} µs/job ({:.2}s user + {:.2}s system in this process{})",
+        cpu.as_secs_f64() * 1e6 / args.jobs as f64,
+        bench_cpu.user.as_secs_f64(),
+        bench_cpu.system.as_secs_f64(),
+        match args.worker_processes {
+            0 => String::new(),
+            n => format!(
+                ", {:.2}s user + {:.2}s system in the {n} worker processes over their whole run",
+                workers_cpu.user.as_secs_f64(),
+                workers_cpu.system.as_secs_f64()
+            ),
+        }
+    )?;
     writeln!(
         out,
         "peak RSS: {} (whole process, simulator included); wall time {:.2}s",
@@ -180,7 +222,6 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         wall.as_secs_f64()
     )?;
 
-    workers.shutdown().await;
     cleanup(app, &args, &dir, out).await
 }
 
