@@ -17,6 +17,20 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The `n`-th (from 1) bind parameter of a statement built at run time: `$n` on
+    /// Postgres, `?` on SQLite, where a generated statement binds its parameters in the order
+    /// they are written. Why not `$n` on both: SQLite's driver finds a numbered parameter by
+    /// searching the statement's parameter names at each bind, so a 500-row insert of 7,500
+    /// parameters made 28 million searches, a fifth of a busy process's CPU.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".into(),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
 /// The connection an operation of [`super::Store::write`] runs on, inside the write's
 /// transaction: the SQLite writer's own connection, or a Postgres transaction's.
 pub enum Conn<'c> {

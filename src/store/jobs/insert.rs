@@ -4,7 +4,7 @@
 //! again. Apart from the transitions because a job is recorded once and moved many times.
 
 use crate::job::{Envelope, Tags};
-use crate::store::{ms_to_time, now_ms, Conn, Store, StoreError};
+use crate::store::{ms_to_time, now_ms, Conn, Dialect, Store, StoreError};
 use crate::{with_conn, with_pool};
 use uuid::Uuid;
 
@@ -270,10 +270,11 @@ impl Store {
     pub async fn envelopes(&self, ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
         let mut envelopes = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
+            let dialect = self.dialect();
             let sql = format!(
                 "SELECT {ENVELOPE_COLUMNS} FROM jobs WHERE id IN ({})",
                 (1..=chunk.len())
-                    .map(|n| format!("${n}"))
+                    .map(|n| dialect.placeholder(n))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -307,9 +308,9 @@ const JOB_COLUMNS: &str = "id, tenant, custom_id, urgency, status, model, user_t
 const JOB_PARAMETERS: usize = 15;
 
 /// The values of the `row`-th job (from 0) of an `INSERT` of [`JOB_COLUMNS`]: its parameters
-/// numbered after the rows before it.
-fn job_values(row: usize) -> String {
-    let p = |n: usize| format!("${}", row * JOB_PARAMETERS + n);
+/// numbered after the rows before it (in `dialect`'s words).
+fn job_values(dialect: Dialect, row: usize) -> String {
+    let p = |n: usize| dialect.placeholder(row * JOB_PARAMETERS + n);
     format!(
         "({}, {}, {}, {}, 'queued', {})",
         p(1),
@@ -378,11 +379,12 @@ pub(in crate::store) async fn insert_jobs(
     jobs: &[NewJob<'_>],
 ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let dialect = conn.dialect();
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO jobs ({JOB_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
             (0..chunk.len())
-                .map(job_values)
+                .map(|row| job_values(dialect, row))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
