@@ -13,6 +13,7 @@
 //! `/usr/sbin` wrappers that switch to the `rabbitmq` user and its cookie. A node that cannot
 //! be started fails the test with what the node said, never skips it.
 
+use super::ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -78,20 +79,6 @@ pub async fn exclusive() -> Lease {
         broker,
         _turn: turn,
     }
-}
-
-/// A free TCP port on 127.0.0.1 within `range` (a distribution port must leave room for the
-/// CLI's ports, 10000 above it).
-fn free_port(range: std::ops::Range<u16>) -> u16 {
-    for _ in 0..200 {
-        let port = range.start + rand::random::<u16>() % (range.end - range.start);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no free port in {range:?}");
 }
 
 /// A RabbitMQ script: Debian's real one when present (its `/usr/sbin` wrapper would switch
