@@ -6,17 +6,18 @@
 //! - each succeeded job has exactly one cost row, and nothing else has one (none charged twice);
 //! - no secret (provider key, tenant token) appears in the store, the answers or the logs.
 //!
-//! Broker faults run on a RabbitMQ node of the test's own ([`common::broker`]), never the
-//! shared one. Faults covered elsewhere are not repeated: crash loops (`crashes`), late
+//! Broker faults run on a RabbitMQ node of the test's own ([`common::broker`]), and database
+//! restarts on a PostgreSQL server of the test's own ([`common::pg_node`]), never the shared
+//! ones. Faults covered elsewhere are not repeated: crash loops (`crashes`), late
 //! confirms and garbage envelopes (`resilience`), a full disk, large bodies and token guessing
 //! (`api_errors`). Figures and guarantees: `docs/reliability.md`.
 
 use crate::common;
 
-use common::broker;
+use common::{broker, pg_node};
 use common::{Backend, Harness, TOKEN};
 use serde_json::{json, Value};
-use sluice::config::{Config, Secret};
+use sluice::config::{Config, Database, Secret};
 use std::time::Duration;
 
 /// A secret no answer, row or log line may contain: every provider key of a fault case's
@@ -329,6 +330,162 @@ async fn a_broker_restarted_and_alarmed_mid_run_loses_nothing_and_charges_once()
         .check(&h, "broker restarted, then its memory alarm raised")
         .await;
     h.stop().await;
+}
+
+/// The PostgreSQL store stopped (`pg_ctl stop -m fast`) and started again mid-run, twice, on
+/// a server of the test's own ([`common::pg_node`]), while a producer submits steadily and
+/// the workers run: down 3 s, submissions wait for it and the workers pause and resume; down
+/// longer, a submission is a 503 with `retry-after` naming the store once the pool gives up
+/// (10 s), nothing recorded. Every job the API accepted succeeds, charged once, and no
+/// attempt is left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_loses_nothing_and_charges_once() {
+    /// Submissions in all, at least.
+    const JOBS: usize = 300;
+    /// Submissions after the last restart, at least.
+    const AFTER_RESTART: usize = 20;
+    /// How long the first restart keeps the server down.
+    const SHORT_OUTAGE: Duration = Duration::from_secs(3);
+    let node = pg_node::PgNode::start_new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(Backend::Postgres, dir.path());
+    config.server.database =
+        Database::Postgres(node.url().parse().expect("the node's URL is valid"));
+    with_traceable_keys(&mut config);
+    let h = Harness::start_on(config, dir, true).await;
+
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    // The producer's refusals so far, for the figures of each outage.
+    let refusals = std::sync::atomic::AtomicUsize::new(0);
+    let producer = async {
+        let mut tally = Tally::default();
+        let (mut submitted, mut after_restart) = (0, 0);
+        while submitted < JOBS || after_restart < AFTER_RESTART {
+            if restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                after_restart += 1;
+            }
+            let answer = submit(&h, &common::prompt("[sim latency=20ms] steady"), &mut tally).await;
+            submitted += 1;
+            match answer.status {
+                202 => {}
+                503 => {
+                    assert_store_unavailable(&answer);
+                    tally.refused += 1;
+                    refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                other => panic!("{other}: {:#}", answer.body),
+            }
+            // The producer's pace, not a wait for a state: a job every 20 ms.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (tally, submitted)
+    };
+    // The faults, once jobs are flowing: a short restart, then an outage that lasts until a
+    // submission made during it has been answered.
+    let faults = async {
+        let succeeded = async || {
+            h.count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'")
+                .await
+        };
+        common::eventually(
+            "jobs to succeed before the fault",
+            Duration::from_secs(30),
+            async || succeeded().await >= 20,
+        )
+        .await;
+        // Shorter than the pool's wait for a connection (10 s, `ACQUIRE_TIMEOUT` in
+        // src/store/postgres.rs): the submissions meanwhile wait, and the workers pause.
+        let refused_before = refusals.load(std::sync::atomic::Ordering::Relaxed);
+        node.stop().await;
+        let stopped = std::time::Instant::now();
+        tokio::time::sleep(SHORT_OUTAGE).await;
+        node.start().await;
+        println!(
+            "postgres restart: down {:.1} s, {} submissions refused meanwhile",
+            stopped.elapsed().as_secs_f64(),
+            refusals.load(std::sync::atomic::Ordering::Relaxed) - refused_before
+        );
+        let before = succeeded().await;
+        common::eventually(
+            "the workers to resume after the restart",
+            Duration::from_secs(60),
+            async || succeeded().await >= before + 20,
+        )
+        .await;
+        // Down for as long as a submission takes to be answered: what the API answers while
+        // the store cannot be reached.
+        node.stop().await;
+        let stopped = std::time::Instant::now();
+        let mut tally = Tally::default();
+        let probe = submit(
+            &h,
+            &common::prompt("[sim latency=20ms] while down"),
+            &mut tally,
+        )
+        .await;
+        let answered_in = stopped.elapsed();
+        node.start().await;
+        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "postgres outage: down {:.1} s; a submission while down answered {} in {:.1} s",
+            stopped.elapsed().as_secs_f64(),
+            probe.status,
+            answered_in.as_secs_f64()
+        );
+        assert_store_unavailable(&probe);
+        tally.refused += 1;
+        tally
+    };
+    let ((mut tally, submitted), probe_tally) = tokio::join!(producer, faults);
+    tally.refused += probe_tally.refused;
+    tally.answers.extend(probe_tally.answers);
+    let submitted = submitted + 1;
+
+    tally.check(&h, "postgres restarted mid-run").await;
+    let succeeded = h
+        .count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'")
+        .await;
+    let cost_rows = h.count("SELECT COUNT(*) FROM costs").await;
+    let charged_jobs = h.count("SELECT COUNT(DISTINCT job_id) FROM costs").await;
+    let attempts = h.count("SELECT COUNT(*) FROM attempts").await;
+    let running = h
+        .count("SELECT COUNT(*) FROM attempts WHERE outcome = 'running'")
+        .await;
+    let interrupted = h
+        .count("SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'")
+        .await;
+    println!(
+        "postgres restarted mid-run: {submitted} submitted, {} accepted, {} refused with a 503, \
+         {succeeded} succeeded, {cost_rows} cost rows for {charged_jobs} jobs, {attempts} \
+         attempts ({interrupted} interrupted, {running} left running), {} provider calls",
+        tally.accepted.len(),
+        tally.refused,
+        h.sim_requests()
+    );
+    assert_eq!(
+        succeeded,
+        tally.accepted.len() as i64,
+        "every accepted job succeeded"
+    );
+    assert_eq!(cost_rows, charged_jobs, "no job charged twice");
+    assert_eq!(cost_rows, succeeded, "one cost row per job");
+    assert_eq!(running, 0, "no attempt left running");
+    h.stop().await;
+}
+
+/// A 503 of a store that cannot record anything now: `retry-after`, and the error says so.
+fn assert_store_unavailable(answer: &Answer) {
+    assert_eq!(answer.status, 503, "{:#}", answer.body);
+    assert!(
+        answer.retry_after.is_some(),
+        "no retry-after: {:#}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["error"]["type"], "store_unavailable",
+        "{:#}",
+        answer.body
+    );
 }
 
 /// A provider that refuses connections (alone, and as the primary of a fallback chain),
