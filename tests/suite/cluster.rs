@@ -6,7 +6,8 @@
 //! shares holds across processes: a key of 60 requests a minute used by all three workers
 //! receives no more than one bucket allows in any window, and keeps being used after a
 //! worker dies; a file uploaded through one API is batched by the workers through the other;
-//! a circuit a worker opened shows open on an API-only process.
+//! a circuit a worker opened shows open on an API-only process; a 429 one worker meets stops
+//! every worker calling that key until its rest ends.
 
 use crate::common::postgres::TestDatabase;
 use crate::common::serve::{sluice, Served};
@@ -32,6 +33,10 @@ const FAILING: usize = 6;
 const BATCH_LINES: usize = 20;
 /// Worker processes.
 const WORKERS: usize = 3;
+/// The storm key's secret, as the simulator counts it.
+const STORM_KEY: &str = "sk-sim-storm";
+/// The `retry-after` of the simulator's 429s: how long the storm key rests.
+const STORM_REST: Duration = Duration::from_secs(3);
 /// Jobs per `POST /v1/jobs`.
 const CHUNK: usize = 200;
 /// How long the simulator holds each call, so a worker is killed with calls in flight.
@@ -107,9 +112,22 @@ base_url = "{sim}"
 timeout = "4s"
 keys = [{{ id = "k3", secret = "sk-sim-flaky" }}]
 
+[providers.storm]
+kind = "openai"
+base_url = "{sim}"
+timeout = "4s"
+keys = [{{ id = "k4", secret = "{STORM_KEY}" }}]
+
 [deployments.mini]
 provider = "upstream"
 model = "gpt-4o-mini"
+
+[deployments.stormy]
+provider = "storm"
+model = "gpt-4o-mini"
+
+[routes.storm]
+deployments = ["stormy"]
 
 [deployments.slow]
 provider = "paced"
@@ -333,7 +351,10 @@ async fn two_apis_and_three_workers_on_one_postgres_act_as_one() {
     let sim = std::sync::Arc::new(
         sluice::sim::spawn(
             "127.0.0.1:0".parse().unwrap(),
-            sluice::sim::SimConfig::default(),
+            sluice::sim::SimConfig {
+                retry_after: STORM_REST,
+                ..sluice::sim::SimConfig::default()
+            },
         )
         .await
         .unwrap(),
@@ -574,6 +595,65 @@ async fn two_apis_and_three_workers_on_one_postgres_act_as_one() {
         "{callers} worker processes called the paced key: {reports:?}"
     );
 
+    // A 429 storm: while every worker calls the storm key steadily, one meets a 429 (its
+    // retry-after 3 s); from a second after it is recorded, for 1.5 s, no worker calls it.
+    let storm_calls = || sim.requests_per_key().get(STORM_KEY).copied().unwrap_or(0);
+    let producer = {
+        let (http, bases) = (http.clone(), bases.clone());
+        tokio::spawn(async move {
+            for round in 0.. {
+                let texts: Vec<String> = (0..12)
+                    .map(|i| {
+                        format!(
+                            "[sim latency=100ms] storm flow {round} {i} {}",
+                            Uuid::now_v7()
+                        )
+                    })
+                    .collect();
+                submit(&http, &bases[round % 2], "storm", &texts).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    common::eventually(
+        "calls on the storm key",
+        Duration::from_secs(30),
+        async || storm_calls() > 20,
+    )
+    .await;
+    submit(
+        &http,
+        &bases[0],
+        "storm",
+        &["[sim fail=429] the storm".to_string()],
+    )
+    .await;
+    common::eventually("a worker to meet the 429", Duration::from_secs(30), async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM attempts WHERE deployment = 'stormy' AND outcome = 'rate_limited'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resting = storm_calls();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rested = storm_calls();
+    producer.abort();
+    assert_eq!(
+        rested, resting,
+        "every worker rests a key one of them met a 429 on"
+    );
+    common::eventually(
+        "calls on the storm key to resume",
+        Duration::from_secs(30),
+        async || storm_calls() > rested,
+    )
+    .await;
+
     let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
         .fetch_one(&pool)
         .await
@@ -583,7 +663,7 @@ async fn two_apis_and_three_workers_on_one_postgres_act_as_one() {
          {total} jobs in all finished in {:.1} s; worker killed at {killed_at} finished; \
          {attempts} attempts, {} provider calls; the {PACED_RPM}/min key: {paced_calls} calls, \
          tightest window {calls} of {allowed} allowed in {window:.1} s, called by {callers} \
-         processes",
+         processes; the storm key rested at {resting} calls",
         submitted_in.as_secs_f64(),
         wall.as_secs_f64(),
         sim.stats().chat_requests,
