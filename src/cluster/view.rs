@@ -19,12 +19,12 @@ pub struct ClusterView {
     pub deployments: Vec<DeploymentClusterView>,
 }
 
+/// A process as every tenant may see it: what it does and that it is alive, not where it
+/// runs (its host and pid are the operator's, kept in the store for them).
 #[derive(Debug, Serialize)]
 pub struct ProcessView {
     pub id: String,
     pub role: String,
-    pub host: String,
-    pub pid: u32,
     pub seen_ms_ago: u64,
     pub up_s: u64,
 }
@@ -70,8 +70,6 @@ fn process_view(seen: ProcessSeen) -> ProcessView {
     ProcessView {
         id: seen.beat.id,
         role: seen.beat.role,
-        host: seen.beat.host,
-        pid: seen.beat.pid,
         seen_ms_ago: seen.age.as_millis() as u64,
         up_s: seen.up.as_secs(),
     }

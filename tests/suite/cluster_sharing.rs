@@ -287,6 +287,15 @@ async fn a_circuit_one_process_opens_is_shared_and_shown_everywhere() {
         1,
         "{roles:?}"
     );
+    // Where the processes run is the operator's to know, not every tenant's.
+    assert!(
+        view["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("host").is_none() && p.get("pid").is_none()),
+        "{view:#}"
+    );
     // Both worker apps skip the deployment: one opened the circuit, the other adopted it.
     common::eventually(
         "both workers to skip the deployment",
