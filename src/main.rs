@@ -10,6 +10,9 @@ use sluice::job::Urgency;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A queue-driven LLM job processor")]
@@ -155,14 +158,18 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
 
 fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| default_log_filter(&cli.command).into()),
-        )
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| default_log_filter(&cli.command).into());
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for a person's terminal, never into a file or a log collector.
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    // `sluice bench --count-round-trips` counts the store's statements beside the log.
+    let count_statements = matches!(&cli.command, Command::Bench(args) if args.count_round_trips);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(count_statements.then(sluice::bench::trips::layer))
         .init();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }

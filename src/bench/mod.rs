@@ -26,6 +26,7 @@
 mod cpu;
 mod processes;
 mod setup;
+pub mod trips;
 
 use crate::app::App;
 use crate::config::{Config, PostgresUrl, QueueBackend};
@@ -78,6 +79,10 @@ pub struct BenchArgs {
     /// (on a PostgreSQL store, the cluster's capacity leases): compare with and without.
     #[arg(long)]
     pub limited_keys: bool,
+    /// Count the statements this process sends the store, and print them per job (the
+    /// counting itself costs CPU: quote CPU per job from a run without it).
+    #[arg(long, conflicts_with = "worker_processes")]
+    pub count_round_trips: bool,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
@@ -131,6 +136,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         },
     )?;
     let cpu_at_start = CpuTime::of_this_process();
+    let statements_at_start = trips::statements();
     let started = Instant::now();
     let mut submitted = 0;
     while submitted < args.jobs {
@@ -154,6 +160,7 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     }
     let wall = started.elapsed();
     let bench_cpu = CpuTime::of_this_process().since(cpu_at_start);
+    let statements = trips::statements() - statements_at_start;
     let children_before = CpuTime::of_waited_children();
     if let Some(workers) = workers {
         workers.shutdown().await;
@@ -215,6 +222,13 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
             ),
         }
     )?;
+    if args.count_round_trips {
+        writeln!(
+            out,
+            "store round trips: {:.1} per job ({statements} statements, the run's polls of the finished count included; counting them costs CPU)",
+            statements as f64 / args.jobs as f64
+        )?;
+    }
     writeln!(
         out,
         "peak RSS: {} (whole process, simulator included); wall time {:.2}s",
