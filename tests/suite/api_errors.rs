@@ -468,15 +468,7 @@ async fn concurrent_large_bodies_are_bounded_in_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_providers_view_says_it_is_the_process_own() {
     let h = Harness::start_with(Backend::Embedded, |_| {}, false).await;
-    let answer: Value = reqwest::Client::new()
-        .get(format!("{}/v1/providers", h.base_url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = h.providers().await;
     assert_eq!(answer["scope"], "process", "{answer:#}");
     let note = answer["note"].as_str().unwrap();
     assert!(

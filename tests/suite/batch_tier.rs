@@ -9,7 +9,7 @@ use crate::common;
 
 use common::{with_batch_tier, Backend, Harness};
 use serde_json::{json, Value};
-use sluice::config::{Config, FlexTierConfig, ProviderKind};
+use sluice::config::{Config, FlexTierConfig};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -162,13 +162,7 @@ async fn a_stopped_process_resumes_its_batches_and_answers_each_job_once(backend
         with_batch_tier(c, "gpt-4o-mini", 1000, Duration::from_millis(500));
         c.server.database = database.clone();
         c.queue.prefix = prefix.clone();
-        for provider in c.providers.values_mut() {
-            provider.base_url = match provider.kind {
-                ProviderKind::Openai => sim.openai_base_url(),
-                ProviderKind::Anthropic => sim.anthropic_base_url(),
-                ProviderKind::Gemini => sim.gemini_base_url(),
-            };
-        }
+        common::use_simulator(c, &sim);
     };
     let first = Harness::start_with(backend, tweak, true).await;
     let ids = submit_batch_jobs(&first, "fast", 50, None, |i| {

@@ -7,9 +7,9 @@
 //! what the provider saw is counted apart from what Sluice recorded.
 
 use crate::common::postgres::TestDatabase;
-use crate::common::{self, Backend, Harness, TOKEN};
+use crate::common::{self, Backend, Harness};
 use serde_json::{json, Value};
-use sluice::config::{Config, Database, ProviderKind};
+use sluice::config::{Config, Database};
 use sluice::sim::{SimConfig, SimServer};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -48,13 +48,7 @@ impl Cluster {
                 |c| {
                     c.server.database = Database::Postgres(url.clone());
                     c.queue.prefix = prefix.clone();
-                    for provider in c.providers.values_mut() {
-                        provider.base_url = match provider.kind {
-                            ProviderKind::Openai => sim.openai_base_url(),
-                            ProviderKind::Anthropic => sim.anthropic_base_url(),
-                            ProviderKind::Gemini => sim.gemini_base_url(),
-                        };
-                    }
+                    common::use_simulator(c, &sim);
                     tweak(c);
                 },
                 with_workers,
@@ -94,28 +88,6 @@ impl Cluster {
         }
         self.sim.shutdown().await;
     }
-}
-
-/// `GET /v1/providers` of one app.
-async fn providers(app: &Harness) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/v1/providers", app.base_url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn deployment_view<'a>(view: &'a Value, name: &str) -> &'a Value {
-    view["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {view:#}"))
 }
 
 /// A key of 120 requests a minute used by three worker apps with 400 jobs waiting: in every
@@ -160,10 +132,10 @@ async fn a_keys_limit_holds_for_the_whole_cluster() {
             "app {i} made no call of the {total}"
         );
     }
-    let view = providers(&cluster.apps[0]).await;
+    let view = cluster.apps[0].providers().await;
     assert_eq!(view["scope"], "cluster", "{view:#}");
     assert_eq!(view["processes"].as_array().unwrap().len(), 3, "{view:#}");
-    let key = &deployment_view(&view, DEPLOYMENT)["keys"][0];
+    let key = &common::deployment_view(&view, DEPLOYMENT)["keys"][0];
     assert_eq!(key["requests_per_minute"], RPM);
     assert!(
         key["requests_remaining"].as_u64().unwrap() <= 10,
@@ -261,17 +233,17 @@ async fn a_circuit_one_process_opens_is_shared_and_shown_everywhere() {
         "the API-only app to show the circuit open",
         Duration::from_secs(30),
         async || {
-            let view = providers(api_only).await;
-            match deployment_view(&view, DEPLOYMENT)["state"].as_str() {
+            let view = api_only.providers().await;
+            match common::deployment_view(&view, DEPLOYMENT)["state"].as_str() {
                 Some("open") => Ok(()),
                 other => Err(format!("{other:?} in {view:#}")),
             }
         },
     )
     .await;
-    let view = providers(api_only).await;
+    let view = api_only.providers().await;
     assert_eq!(view["scope"], "cluster");
-    let by_process = deployment_view(&view, DEPLOYMENT)["by_process"]
+    let by_process = common::deployment_view(&view, DEPLOYMENT)["by_process"]
         .as_array()
         .unwrap()
         .clone();

@@ -83,27 +83,6 @@ async fn submit_many(h: &Harness, model: &str, prompts: Vec<String>) -> Vec<uuid
     h.submit_all(&jobs).await
 }
 
-async fn providers(h: &Harness) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{}/v1/providers", h.base_url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn deployment_view<'a>(view: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    view["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {view:#}"))
-}
-
 async fn a_429_storm_on_the_primary_moves_jobs_to_the_fallback(backend: Backend) {
     let storm = sluice::sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
@@ -156,8 +135,8 @@ async fn a_429_storm_on_the_primary_moves_jobs_to_the_fallback(backend: Backend)
         1,
         "the cooling key was not called again"
     );
-    let view = providers(&h).await;
-    let keys = &deployment_view(&view, "primary")["keys"];
+    let view = h.providers().await;
+    let keys = &common::deployment_view(&view, "primary")["keys"];
     assert!(keys[0]["cooldown_ms"].as_u64().unwrap() > 0, "{view:#}");
     h.stop().await;
     storm.shutdown().await;
@@ -193,8 +172,8 @@ async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(b
             "gpt-4o-mini"
         );
     }
-    let view = providers(&h).await;
-    let down = deployment_view(&view, "down");
+    let view = h.providers().await;
+    let down = common::deployment_view(&view, "down");
     assert_ne!(down["state"], "closed", "{view:#}");
 
     // Within the cooldown, jobs skip the open circuit without calling it.
@@ -242,9 +221,9 @@ async fn a_dead_primary_opens_its_circuit_and_gets_traffic_back_after_recovery(b
         job["attempts"][0]["chosen_because"], "priority: first choice",
         "{job:#}"
     );
-    let view = providers(&h).await;
+    let view = h.providers().await;
     assert_eq!(
-        deployment_view(&view, "down")["state"],
+        common::deployment_view(&view, "down")["state"],
         "closed",
         "{view:#}"
     );
@@ -998,8 +977,8 @@ async fn a_huge_retry_after_is_bounded_and_the_job_settles(backend: Backend) {
     assert_eq!(attempts[0]["outcome"], "rate_limited", "{moved:#}");
     assert_eq!(attempts[0]["retry_after_ms"], day_ms, "{moved:#}");
     assert_eq!(attempts[1]["deployment"], "gpt-4o-mini", "{moved:#}");
-    let view = providers(&h).await;
-    let cooldown = deployment_view(&view, "huge")["keys"][0]["cooldown_ms"]
+    let view = h.providers().await;
+    let cooldown = common::deployment_view(&view, "huge")["keys"][0]["cooldown_ms"]
         .as_u64()
         .unwrap();
     assert!(cooldown > day_ms - 60_000 && cooldown <= day_ms, "{view:#}");
@@ -1073,9 +1052,9 @@ async fn a_key_out_of_credit_rests_everywhere_and_a_job_with_nowhere_else_fails_
     let why = job["attempts"][0]["chosen_because"].as_str().unwrap();
     assert!(why.contains("skipped broke (quota_exhausted)"), "{why}");
     assert_eq!(h.sim_requests(), 2);
-    let view = providers(&h).await;
+    let view = h.providers().await;
     for name in ["broke", "broke-too"] {
-        let rest = deployment_view(&view, name)["keys"][0]["spent_ms"]
+        let rest = common::deployment_view(&view, name)["keys"][0]["spent_ms"]
             .as_u64()
             .unwrap_or_else(|| panic!("{name} rests: {view:#}"));
         assert!(rest > 50 * 60 * 1000, "{name}: {view:#}");

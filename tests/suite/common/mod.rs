@@ -46,7 +46,7 @@ pub use ports::RefusedPort;
 
 use sluice::app::App;
 use sluice::client::Client;
-use sluice::config::{BatchTierConfig, Config, QueueBackend, Secret, TenantConfig};
+use sluice::config::{BatchTierConfig, Config, ProviderKind, QueueBackend, Secret, TenantConfig};
 use sluice::job::Urgency;
 use sluice::worker::WorkerPools;
 use std::time::Duration;
@@ -153,6 +153,28 @@ pub async fn test_config_with_store(
     (config, database)
 }
 
+/// Points every provider of `config` at `sim`, a simulator of the test's own, each family at
+/// the root its clients expect.
+pub fn use_simulator(config: &mut Config, sim: &sluice::sim::SimServer) {
+    for provider in config.providers.values_mut() {
+        provider.base_url = match provider.kind {
+            ProviderKind::Openai => sim.openai_base_url(),
+            ProviderKind::Anthropic => sim.anthropic_base_url(),
+            ProviderKind::Gemini => sim.gemini_base_url(),
+        };
+    }
+}
+
+/// The deployment named `name` in a `GET /v1/providers` answer.
+pub fn deployment_view<'a>(view: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    view["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {view:#}"))
+}
+
 /// Gives `deployment` a batch tier that flushes after `max_wait` and holds `max_requests`,
 /// polled every second, with a short turnaround so deadlines of minutes allow it (the
 /// simulator answers a batch in a second; `realtime_reserve` stays below `safety_margin`, as
@@ -251,6 +273,19 @@ impl Harness {
 
     pub fn sim_requests(&self) -> u64 {
         self.app.sim.as_ref().unwrap().stats().chat_requests
+    }
+
+    /// `GET /v1/providers`, as the test tenant.
+    pub async fn providers(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/providers", self.base_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Submits one job asking `model` with `prompt`; returns its id.
