@@ -5,17 +5,36 @@
 //! processes on machines whose clocks disagree still agree on a bucket: a process never sends
 //! its time, only durations (a wait, a rest), and reads back durations.
 
-use super::{Store, StoreError};
+use super::{Conn, Dialect, Store, StoreError};
 use crate::gcra::{Gcra, KeyLimit};
 use crate::{with_conn, with_pool};
 use std::time::Duration;
 
-/// The store's clock in nanoseconds since the Unix epoch, per dialect (SQLite's `'now'` has
-/// millisecond resolution; PostgreSQL's `clock_timestamp()` microsecond).
-pub(super) const NOW_NS: (&str, &str) = (
-    "CAST((julianday('now') - 2440587.5) * 86400000000000.0 AS INTEGER)",
-    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)",
-);
+/// `sql` with each `{now}` replaced by the store's clock in nanoseconds since the Unix epoch,
+/// in `dialect`'s words (SQLite's `'now'` has millisecond resolution; PostgreSQL's
+/// `clock_timestamp()` microsecond), so a statement reading the clock is written once.
+pub(super) fn on_store_clock(sql: &str, dialect: Dialect) -> String {
+    let now = match dialect {
+        Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000000.0 AS INTEGER)",
+        Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)",
+    };
+    sql.replace("{now}", now)
+}
+
+/// Deletes the rows `sql` (a `DELETE … WHERE column < {now} - $1`) names as older than
+/// `after`; how many.
+pub(super) async fn delete_older(
+    conn: &mut Conn<'_>,
+    sql: &str,
+    after: Duration,
+) -> Result<u64, sqlx::Error> {
+    let sql = on_store_clock(sql, conn.dialect());
+    Ok(with_conn!(conn, c => sqlx::query(&sql)
+        .bind(nanos(after))
+        .execute(&mut *c)
+        .await?
+        .rows_affected()))
+}
 
 /// One limit of one key of one deployment, as `key_buckets` names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,27 +130,20 @@ impl Store {
                     };
                     requests.len()
                 ];
+                // Creates the bucket full (TAT 0) or locks it, and reads it with the time.
+                let lock = on_store_clock(
+                    "INSERT INTO key_buckets (deployment, key_id, key_limit, tat_ns) \
+                     VALUES ($1, $2, $3, 0) ON CONFLICT (deployment, key_id, key_limit) \
+                     DO UPDATE SET tat_ns = key_buckets.tat_ns RETURNING tat_ns, {now}",
+                    conn.dialect(),
+                );
                 for index in order {
                     let CellRequest {
                         bucket,
                         shape,
                         want,
                     } = &requests[index];
-                    // Creates the bucket full (TAT 0) or locks it, and reads it with the time.
-                    let (tat_ns, now_ns): (i64, i64) = with_conn!(conn, c, sql = (
-                        format!(
-                            "INSERT INTO key_buckets (deployment, key_id, key_limit, tat_ns) \
-                             VALUES ($1, $2, $3, 0) ON CONFLICT (deployment, key_id, key_limit) \
-                             DO UPDATE SET tat_ns = key_buckets.tat_ns RETURNING tat_ns, {}",
-                            NOW_NS.0
-                        ),
-                        format!(
-                            "INSERT INTO key_buckets (deployment, key_id, key_limit, tat_ns) \
-                             VALUES ($1, $2, $3, 0) ON CONFLICT (deployment, key_id, key_limit) \
-                             DO UPDATE SET tat_ns = key_buckets.tat_ns RETURNING tat_ns, {}",
-                            NOW_NS.1
-                        )
-                    ) => sqlx::query_as(&sql)
+                    let (tat_ns, now_ns): (i64, i64) = with_conn!(conn, c => sqlx::query_as(&lock)
                         .bind(&bucket.deployment)
                         .bind(&bucket.key_id)
                         .bind(bucket.limit.as_str())
@@ -164,10 +176,12 @@ impl Store {
 
     /// How full every bucket is now.
     pub async fn bucket_levels(&self) -> Result<Vec<BucketLevel>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = with_pool!(self.pool(), p, sql = (
-            format!("SELECT deployment, key_id, key_limit, tat_ns - {} FROM key_buckets", NOW_NS.0),
-            format!("SELECT deployment, key_id, key_limit, tat_ns - {} FROM key_buckets", NOW_NS.1)
-        ) => sqlx::query_as(&sql).fetch_all(p).await?);
+        let sql = on_store_clock(
+            "SELECT deployment, key_id, key_limit, tat_ns - {now} FROM key_buckets",
+            self.dialect(),
+        );
+        let rows: Vec<(String, String, String, i64)> =
+            with_pool!(self.pool(), p => sqlx::query_as(&sql).fetch_all(p).await?);
         Ok(rows
             .into_iter()
             .filter_map(|(deployment, key_id, limit, used_ns)| {
@@ -192,21 +206,21 @@ impl Store {
         }
         self.write(move |mut conn| {
             Box::pin(async move {
+                // The later of the two ends: SQLite's two-argument MAX, Postgres' GREATEST.
+                let later = match conn.dialect() {
+                    Dialect::Sqlite => "MAX",
+                    Dialect::Postgres => "GREATEST",
+                };
+                let sql = on_store_clock(
+                    &format!(
+                        "INSERT INTO key_rests (kind, scope, key_id, until_ns) \
+                         VALUES ($1, $2, $3, {{now}} + $4) ON CONFLICT (kind, scope, key_id) \
+                         DO UPDATE SET until_ns = {later}(key_rests.until_ns, excluded.until_ns)"
+                    ),
+                    conn.dialect(),
+                );
                 for rest in &rests {
-                    with_conn!(conn, c, sql = (
-                        format!(
-                            "INSERT INTO key_rests (kind, scope, key_id, until_ns) \
-                             VALUES ($1, $2, $3, {} + $4) ON CONFLICT (kind, scope, key_id) \
-                             DO UPDATE SET until_ns = MAX(key_rests.until_ns, excluded.until_ns)",
-                            NOW_NS.0
-                        ),
-                        format!(
-                            "INSERT INTO key_rests (kind, scope, key_id, until_ns) \
-                             VALUES ($1, $2, $3, {} + $4) ON CONFLICT (kind, scope, key_id) \
-                             DO UPDATE SET until_ns = GREATEST(key_rests.until_ns, excluded.until_ns)",
-                            NOW_NS.1
-                        )
-                    ) => sqlx::query(&sql)
+                    with_conn!(conn, c => sqlx::query(&sql)
                         .bind(rest.kind.as_str())
                         .bind(&rest.scope)
                         .bind(&rest.key_id)
@@ -223,16 +237,12 @@ impl Store {
 
     /// Every key still at rest, with the rest left.
     pub async fn key_rests(&self) -> Result<Vec<KeyRest>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = with_pool!(self.pool(), p, sql = (
-            format!(
-                "SELECT kind, scope, key_id, until_ns - {now} FROM key_rests WHERE until_ns > {now}",
-                now = NOW_NS.0
-            ),
-            format!(
-                "SELECT kind, scope, key_id, until_ns - {now} FROM key_rests WHERE until_ns > {now}",
-                now = NOW_NS.1
-            )
-        ) => sqlx::query_as(&sql).fetch_all(p).await?);
+        let sql = on_store_clock(
+            "SELECT kind, scope, key_id, until_ns - {now} FROM key_rests WHERE until_ns > {now}",
+            self.dialect(),
+        );
+        let rows: Vec<(String, String, String, i64)> =
+            with_pool!(self.pool(), p => sqlx::query_as(&sql).fetch_all(p).await?);
         Ok(rows
             .into_iter()
             .filter_map(|(kind, scope, key_id, left_ns)| {
@@ -250,14 +260,12 @@ impl Store {
     pub async fn prune_rests(&self, after: Duration) -> Result<u64, StoreError> {
         self.write(move |mut conn| {
             Box::pin(async move {
-                Ok(with_conn!(conn, c, sql = (
-                    format!("DELETE FROM key_rests WHERE until_ns < {} - $1", NOW_NS.0),
-                    format!("DELETE FROM key_rests WHERE until_ns < {} - $1", NOW_NS.1)
-                ) => sqlx::query(&sql)
-                    .bind(nanos(after))
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected()))
+                delete_older(
+                    &mut conn,
+                    "DELETE FROM key_rests WHERE until_ns < {now} - $1",
+                    after,
+                )
+                .await
             })
         })
         .await

@@ -2,7 +2,7 @@
 //! report of every deployment's health (see `crate::cluster`), so any process can show the
 //! cluster's view and adopt a circuit another opened.
 
-use super::capacity::{duration, nanos, NOW_NS};
+use super::capacity::{delete_older, duration, nanos, on_store_clock};
 use super::{Store, StoreError};
 use crate::{with_conn, with_pool};
 use std::time::Duration;
@@ -58,20 +58,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |mut conn| {
             Box::pin(async move {
-                with_conn!(conn, c, sql = (
-                    format!(
-                        "INSERT INTO cluster_processes (id, role, host, pid, started_ns, seen_ns) \
-                         VALUES ($1, $2, $3, $4, {now}, {now}) \
-                         ON CONFLICT (id) DO UPDATE SET seen_ns = excluded.seen_ns",
-                        now = NOW_NS.0
-                    ),
-                    format!(
-                        "INSERT INTO cluster_processes (id, role, host, pid, started_ns, seen_ns) \
-                         VALUES ($1, $2, $3, $4, {now}, {now}) \
-                         ON CONFLICT (id) DO UPDATE SET seen_ns = excluded.seen_ns",
-                        now = NOW_NS.1
-                    )
-                ) => sqlx::query(&sql)
+                let sql = on_store_clock(
+                    "INSERT INTO cluster_processes (id, role, host, pid, started_ns, seen_ns) \
+                     VALUES ($1, $2, $3, $4, {now}, {now}) \
+                     ON CONFLICT (id) DO UPDATE SET seen_ns = excluded.seen_ns",
+                    conn.dialect(),
+                );
+                with_conn!(conn, c => sqlx::query(&sql)
                     .bind(&process.id)
                     .bind(&process.role)
                     .bind(&process.host)
@@ -79,28 +72,18 @@ impl Store {
                     .execute(&mut *c)
                     .await?
                     .rows_affected());
+                let sql = on_store_clock(
+                    "INSERT INTO process_health \
+                     (process, deployment, report, opened_until_ns, seen_ns) \
+                     VALUES ($1, $2, $3, {now} + $4, {now}) \
+                     ON CONFLICT (process, deployment) DO UPDATE SET \
+                     report = excluded.report, opened_until_ns = excluded.opened_until_ns, \
+                     seen_ns = excluded.seen_ns",
+                    conn.dialect(),
+                );
                 for report in &reports {
                     let opened_until = report.opened_for.map(nanos);
-                    with_conn!(conn, c, sql = (
-                        format!(
-                            "INSERT INTO process_health \
-                             (process, deployment, report, opened_until_ns, seen_ns) \
-                             VALUES ($1, $2, $3, {now} + $4, {now}) \
-                             ON CONFLICT (process, deployment) DO UPDATE SET \
-                             report = excluded.report, opened_until_ns = excluded.opened_until_ns, \
-                             seen_ns = excluded.seen_ns",
-                            now = NOW_NS.0
-                        ),
-                        format!(
-                            "INSERT INTO process_health \
-                             (process, deployment, report, opened_until_ns, seen_ns) \
-                             VALUES ($1, $2, $3, {now} + $4, {now}) \
-                             ON CONFLICT (process, deployment) DO UPDATE SET \
-                             report = excluded.report, opened_until_ns = excluded.opened_until_ns, \
-                             seen_ns = excluded.seen_ns",
-                            now = NOW_NS.1
-                        )
-                    ) => sqlx::query(&sql)
+                    with_conn!(conn, c => sqlx::query(&sql)
                         .bind(&process.id)
                         .bind(&report.deployment)
                         .bind(report.report.to_string())
@@ -117,18 +100,13 @@ impl Store {
 
     /// The processes that beat within `fresh`, oldest first.
     pub async fn processes(&self, fresh: Duration) -> Result<Vec<ProcessSeen>, StoreError> {
-        let rows: Vec<(String, String, String, i64, i64, i64)> = with_pool!(self.pool(), p, sql = (
-            format!(
-                "SELECT id, role, host, pid, {now} - seen_ns, {now} - started_ns \
-                 FROM cluster_processes WHERE seen_ns > {now} - $1 ORDER BY started_ns, id",
-                now = NOW_NS.0
-            ),
-            format!(
-                "SELECT id, role, host, pid, {now} - seen_ns, {now} - started_ns \
-                 FROM cluster_processes WHERE seen_ns > {now} - $1 ORDER BY started_ns, id",
-                now = NOW_NS.1
-            )
-        ) => sqlx::query_as(&sql).bind(nanos(fresh)).fetch_all(p).await?);
+        let sql = on_store_clock(
+            "SELECT id, role, host, pid, {now} - seen_ns, {now} - started_ns \
+             FROM cluster_processes WHERE seen_ns > {now} - $1 ORDER BY started_ns, id",
+            self.dialect(),
+        );
+        let rows: Vec<(String, String, String, i64, i64, i64)> = with_pool!(self.pool(), p =>
+            sqlx::query_as(&sql).bind(nanos(fresh)).fetch_all(p).await?);
         Ok(rows
             .into_iter()
             .map(|(id, role, host, pid, age, up)| ProcessSeen {
@@ -146,18 +124,13 @@ impl Store {
 
     /// Every process's reports made within `fresh`.
     pub async fn health_reports(&self, fresh: Duration) -> Result<Vec<HealthReport>, StoreError> {
-        let rows: Vec<(String, String, String, Option<i64>, i64)> = with_pool!(self.pool(), p, sql = (
-            format!(
-                "SELECT process, deployment, report, opened_until_ns - {now}, {now} - seen_ns \
-                 FROM process_health WHERE seen_ns > {now} - $1 ORDER BY deployment, process",
-                now = NOW_NS.0
-            ),
-            format!(
-                "SELECT process, deployment, report, opened_until_ns - {now}, {now} - seen_ns \
-                 FROM process_health WHERE seen_ns > {now} - $1 ORDER BY deployment, process",
-                now = NOW_NS.1
-            )
-        ) => sqlx::query_as(&sql).bind(nanos(fresh)).fetch_all(p).await?);
+        let sql = on_store_clock(
+            "SELECT process, deployment, report, opened_until_ns - {now}, {now} - seen_ns \
+             FROM process_health WHERE seen_ns > {now} - $1 ORDER BY deployment, process",
+            self.dialect(),
+        );
+        let rows: Vec<(String, String, String, Option<i64>, i64)> = with_pool!(self.pool(), p =>
+            sqlx::query_as(&sql).bind(nanos(fresh)).fetch_all(p).await?);
         rows.into_iter()
             .map(|(process, deployment, report, opened_left, age)| {
                 let report = serde_json::from_str(&report)
@@ -177,22 +150,10 @@ impl Store {
     pub async fn prune_processes(&self, after: Duration) -> Result<u64, StoreError> {
         self.write(move |mut conn| {
             Box::pin(async move {
-                with_conn!(conn, c, sql = (
-                    format!("DELETE FROM process_health WHERE seen_ns < {} - $1", NOW_NS.0),
-                    format!("DELETE FROM process_health WHERE seen_ns < {} - $1", NOW_NS.1)
-                ) => sqlx::query(&sql)
-                    .bind(nanos(after))
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected());
-                Ok(with_conn!(conn, c, sql = (
-                    format!("DELETE FROM cluster_processes WHERE seen_ns < {} - $1", NOW_NS.0),
-                    format!("DELETE FROM cluster_processes WHERE seen_ns < {} - $1", NOW_NS.1)
-                ) => sqlx::query(&sql)
-                    .bind(nanos(after))
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected()))
+                let forget = "DELETE FROM process_health WHERE seen_ns < {now} - $1";
+                delete_older(&mut conn, forget, after).await?;
+                let forget = "DELETE FROM cluster_processes WHERE seen_ns < {now} - $1";
+                delete_older(&mut conn, forget, after).await
             })
         })
         .await
