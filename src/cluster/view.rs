@@ -6,7 +6,7 @@ use crate::gcra::KeyLimit;
 use crate::limits::shared::shape;
 use crate::limits::KeyCapacity;
 use crate::router::health::HealthView;
-use crate::router::{Deployment, Router};
+use crate::router::{Deployment, DeploymentView, Router};
 use crate::store::{BucketLevel, HealthReport, KeyRest, ProcessSeen, RestKind, Store, StoreError};
 use serde::Serialize;
 use std::time::Duration;
@@ -29,18 +29,14 @@ pub struct ProcessView {
     pub up_s: u64,
 }
 
-/// One deployment as the cluster sees it.
+/// One deployment as the cluster sees it: the view one process gives of it, with its health
+/// merged from the reports of the processes that call providers (closed with no calls when
+/// none has reported yet) and its keys' capacity the cluster's, and each reporting process's
+/// own view beside.
 #[derive(Debug, Serialize)]
 pub struct DeploymentClusterView {
-    pub name: String,
-    pub provider: String,
-    pub model: String,
-    /// Merged from the reports of the processes that call providers; closed with no calls
-    /// when none has reported yet.
     #[serde(flatten)]
-    pub health: HealthView,
-    pub keys: Vec<KeyCapacity>,
-    /// Each reporting process's own view.
+    pub deployment: DeploymentView,
     pub by_process: Vec<ProcessHealth>,
 }
 
@@ -131,11 +127,13 @@ fn deployment_view(
         })
         .collect();
     DeploymentClusterView {
-        name: deployment.name.clone(),
-        provider: deployment.provider_name.clone(),
-        model: deployment.model.clone(),
-        health,
-        keys,
+        deployment: DeploymentView {
+            name: deployment.name.clone(),
+            provider: deployment.provider_name.clone(),
+            model: deployment.model.clone(),
+            health,
+            keys,
+        },
         by_process,
     }
 }
