@@ -13,6 +13,7 @@
 //! `/usr/sbin` wrappers that switch to the `rabbitmq` user and its cookie. A node that cannot
 //! be started fails the test with what the node said, never skips it.
 
+use super::own_server::{last_lines, watch_for_the_end_of_this_process};
 use super::ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,25 +198,14 @@ impl OwnedBroker {
             .collect()
     }
 
-    /// A process of its own that, once this test process is gone, kills the node and removes
-    /// its folder.
-    // Never waited for: it ends only after this process has.
-    #[allow(clippy::zombie_processes)]
+    /// Once this test process is gone, kills the node and removes its folder.
     fn watch_for_the_end_of_this_process(&self) {
-        Command::new("sh")
-            .arg("-c")
-            .arg(
-                r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
-                   [ -f "$1/node.pid" ] && kill -9 "$(cat "$1/node.pid")" 2>/dev/null
-                   sleep 1; rm -rf "$1""#,
-            )
-            .arg(std::process::id().to_string())
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("a watchdog for the test's RabbitMQ node");
+        watch_for_the_end_of_this_process(
+            &self.dir,
+            r#"[ -f "$1/node.pid" ] && kill -9 "$(cat "$1/node.pid")" 2>/dev/null
+               sleep 1"#,
+            "the test's RabbitMQ node",
+        );
     }
 
     pub fn url(&self) -> String {
@@ -224,9 +214,7 @@ impl OwnedBroker {
 
     /// What the node wrote, for a failure's message.
     fn output_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("server.out")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        last_lines(&self.dir.join("server.out"))
     }
 
     fn is_running(&self) -> bool {

@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 }
 
 pub mod log;
+pub mod own_server;
 pub mod pg_node;
 pub mod poll;
 pub mod ports;

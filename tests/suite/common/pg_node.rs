@@ -13,6 +13,7 @@
 //! folder. Missing binaries, or a node that cannot start, fail the test with what was missing
 //! or what the node said, never skip it.
 
+use super::own_server::{last_lines, watch_for_the_end_of_this_process};
 use super::ports::free_port;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -192,30 +193,18 @@ impl Server {
 
     /// The end of the server's log, for a failure's message.
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        last_lines(&self.dir.join("server.log"))
     }
 
-    /// A process of its own that, once this test process is gone, shuts the node down at once
-    /// (SIGQUIT to the postmaster: immediate shutdown, its children too) and removes its folder.
-    // Never waited for: it ends only after this process has.
-    #[allow(clippy::zombie_processes)]
+    /// Once this test process is gone, shuts the node down at once (SIGQUIT to the
+    /// postmaster: immediate shutdown, its children too) and removes its folder.
     fn watch_for_the_end_of_this_process(&self) {
-        Command::new("sh")
-            .arg("-c")
-            .arg(
-                r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
-                   [ -f "$1/data/postmaster.pid" ] && kill -QUIT "$(head -n 1 "$1/data/postmaster.pid")" 2>/dev/null
-                   sleep 2; rm -rf "$1""#,
-            )
-            .arg(std::process::id().to_string())
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("a watchdog for the test's PostgreSQL node");
+        watch_for_the_end_of_this_process(
+            &self.dir,
+            r#"[ -f "$1/data/postmaster.pid" ] && kill -QUIT "$(head -n 1 "$1/data/postmaster.pid")" 2>/dev/null
+               sleep 2"#,
+            "the test's PostgreSQL node",
+        );
     }
 }
 
