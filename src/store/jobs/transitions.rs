@@ -144,6 +144,38 @@ pub struct JobOwner {
     pub tags: Tags,
 }
 
+/// Binds a cost record's figures, in the order both dialects' `costs` inserts list them after
+/// the job, attempt and owner columns: tier, tokens, unit prices (an unknown price as zeros,
+/// flagged by `price_known`), amount, time, cache writes, the real-time amount, the route and
+/// the primary it fell back from.
+macro_rules! bind_cost_figures {
+    ($query:expr, $cost:expr, $now:expr) => {{
+        let cost: &CostRecord = $cost;
+        let price = cost.price.unwrap_or(ZERO_PRICE);
+        $query
+            .bind(cost.tier.as_str())
+            .bind(cost.usage.prompt_tokens as i64)
+            .bind(cost.usage.cached_tokens as i64)
+            .bind(cost.usage.completion_tokens as i64)
+            .bind(price.input.0)
+            .bind(price.cached_input_or_input().0)
+            .bind(price.output.0)
+            .bind(cost.amount.0)
+            .bind($now)
+            .bind(cost.usage.cache_write_tokens as i64)
+            .bind(price.cache_write_or_input().0)
+            .bind(cost.price.is_some())
+            .bind(cost.realtime_amount.0)
+            .bind(&cost.route)
+            .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
+            .bind(
+                cost.fallback_from
+                    .as_ref()
+                    .and_then(|(_, a)| a.map(|a| a.0)),
+            )
+    }};
+}
+
 /// Stores a successful attempt, its result and its cost, marks the job `succeeded` and
 /// releases its budget reservations, on a connection inside a [`Store::write`] (the caller
 /// adds the cost to the job's budgets in the same transaction). Returns whose job it is, or
@@ -161,7 +193,6 @@ pub async fn succeed_job(
         Conn::Postgres(c) => return succeed_postgres(c, id, attempt, response, cost).await,
     };
     let job_id = id.to_string();
-    let price = cost.price.unwrap_or(ZERO_PRICE);
     // One query (see [`FINISH`]): the guarded transition, then the attempt, the result, the
     // cost and the release, each only if the one before it wrote.
     let now = now_ms();
@@ -177,28 +208,8 @@ pub async fn succeed_job(
         .bind(attempt.number as i64)
         .bind(&attempt.deployment)
         .bind(&attempt.provider)
-        .bind(&attempt.model)
-        .bind(cost.tier.as_str())
-        .bind(cost.usage.prompt_tokens as i64)
-        .bind(cost.usage.cached_tokens as i64)
-        .bind(cost.usage.completion_tokens as i64)
-        // An unknown price is stored as zero unit prices, flagged by price_known.
-        .bind(price.input.0)
-        .bind(price.cached_input_or_input().0)
-        .bind(price.output.0)
-        .bind(cost.amount.0)
-        .bind(now)
-        .bind(cost.usage.cache_write_tokens as i64)
-        .bind(price.cache_write_or_input().0)
-        .bind(cost.price.is_some())
-        .bind(cost.realtime_amount.0)
-        .bind(&cost.route)
-        .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
-        .bind(
-            cost.fallback_from
-                .as_ref()
-                .and_then(|(_, a)| a.map(|a| a.0)),
-        )
+        .bind(&attempt.model);
+    let finished = bind_cost_figures!(finished, cost, now)
         // the costs' job row
         .bind(&job_id)
         // the row that says the job finished here
@@ -233,7 +244,6 @@ async fn succeed_postgres(
     cost: &CostRecord,
 ) -> Result<Option<JobOwner>, sqlx::Error> {
     let job_id = id.to_string();
-    let price = cost.price.unwrap_or(ZERO_PRICE);
     let now = now_ms();
     // The tenant and the tags: user, team, feature.
     type OwnerRow = (String, Option<String>, Option<String>, Option<String>);
@@ -262,7 +272,7 @@ async fn succeed_postgres(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO costs (job_id, attempt_id, tenant, user_tag, team_tag, feature_tag, \
          deployment, provider, model, tier, input_tokens, cached_tokens, output_tokens, \
          input_price, cached_input_price, output_price, amount_pico_usd, created_at, \
@@ -279,30 +289,10 @@ async fn succeed_postgres(
     .bind(&feature)
     .bind(&attempt.deployment)
     .bind(&attempt.provider)
-    .bind(&attempt.model)
-    .bind(cost.tier.as_str())
-    .bind(cost.usage.prompt_tokens as i64)
-    .bind(cost.usage.cached_tokens as i64)
-    .bind(cost.usage.completion_tokens as i64)
-    // An unknown price is stored as zero unit prices, flagged by price_known.
-    .bind(price.input.0)
-    .bind(price.cached_input_or_input().0)
-    .bind(price.output.0)
-    .bind(cost.amount.0)
-    .bind(now)
-    .bind(cost.usage.cache_write_tokens as i64)
-    .bind(price.cache_write_or_input().0)
-    .bind(cost.price.is_some())
-    .bind(cost.realtime_amount.0)
-    .bind(&cost.route)
-    .bind(cost.fallback_from.as_ref().map(|(name, _)| name.as_str()))
-    .bind(
-        cost.fallback_from
-            .as_ref()
-            .and_then(|(_, a)| a.map(|a| a.0)),
-    )
-    .execute(&mut *conn)
-    .await?;
+    .bind(&attempt.model);
+    bind_cost_figures!(insert, cost, now)
+        .execute(&mut *conn)
+        .await?;
     // The transition applied in this transaction: the reservations are this job's to release.
     budgets::release(&mut Conn::Postgres(&mut *conn), id).await?;
     Ok(Some(JobOwner {
