@@ -42,6 +42,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// one lease, not one each.
 const WAKE_GAP: Duration = Duration::from_millis(10);
 
+/// How often a loop that started before its process served or ran workers looks again.
+const ROLE_POLL: Duration = Duration::from_millis(50);
+
 /// This process, as the cluster knows it: its id, and what it does (an API, workers, both).
 #[derive(Debug)]
 pub struct ThisProcess {
@@ -69,6 +72,12 @@ impl ThisProcess {
         self.runs_workers.store(true, Ordering::Relaxed);
     }
 
+    /// Whether this process serves the API or runs workers yet: until it does, it has
+    /// nothing to tell the cluster (a command that only reads the store never does).
+    fn has_role(&self) -> bool {
+        self.serves_api.load(Ordering::Relaxed) || self.runs_workers.load(Ordering::Relaxed)
+    }
+
     /// Whether this process runs workers, which call providers.
     pub fn calls_providers(&self) -> bool {
         self.runs_workers.load(Ordering::Relaxed)
@@ -82,6 +91,7 @@ impl ThisProcess {
             (true, true) => "api+worker",
             (true, false) => "api",
             (false, true) => "worker",
+            // Not beaten: the loop waits for a role.
             (false, false) => "idle",
         };
         ProcessBeat {
@@ -126,7 +136,7 @@ impl Membership {
     }
 }
 
-/// The loop: leases and rests every [`TICK`] (or on a wake), a beat and health reports every
+/// The loop: leases and rests every [`TICK`] (in a process that runs workers) (or on a wake), a beat and health reports every
 /// second, old rows forgotten every hour. A store that fails is logged and tried again on
 /// the next tick; meanwhile calls find no new cells and wait, which keeps the limits.
 pub async fn run(
@@ -139,9 +149,20 @@ pub async fn run(
     let mut ticks: u32 = 0;
     let mut last_error: Option<String> = None;
     loop {
+        // The loop starts with the app, a moment before the app serves or runs workers: a
+        // beat then would list the process without its role, and without its health.
+        if !process.has_role() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(ROLE_POLL) => continue,
+            }
+        }
         let mut problems = Vec::new();
-        if let Err(e) = capacity::lease(&store, &router).await {
-            problems.push(format!("leasing key capacity: {e}"));
+        // Only workers call providers: an API-only process neither leases nor reads rests.
+        if process.calls_providers() {
+            if let Err(e) = capacity::lease(&store, &router).await {
+                problems.push(format!("leasing key capacity: {e}"));
+            }
         }
         if ticks % BEAT_EVERY == 0 {
             if let Err(e) = health::beat(&store, &router, &process).await {
