@@ -58,7 +58,7 @@ pub use resolved::{
     ResolvedQueue, ResolvedRoute,
 };
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
-pub use secret::Secret;
+pub use secret::{redact_url, Secret};
 pub use server::{Database, DatabaseError, FileBytes, PostgresUrl, SchedulerConfig, ServerConfig};
 /// `[sim]` is the simulator's own settings type.
 pub use sluice_sim::{SimConfig, SimConfigError};

@@ -32,6 +32,40 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `text` as a URL fit to show: a password in its user info or in a `password` query
+/// parameter is replaced by `***`. Text that is not a URL is not shown at all, since where a
+/// password would sit in it cannot be told.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        // `scheme:anything` without `//` parses too, as an opaque path: not a URL to show.
+        Ok(url) if !url.cannot_be_a_base() => redacted(url),
+        _ => "(not a URL)".to_string(),
+    }
+}
+
+/// `url` with its passwords replaced by `***` (see [`redact_url`]).
+pub(super) fn redacted(mut url: url::Url) -> String {
+    if url.password().is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
 /// The problem of a secret left empty. Its references were checked when it was expanded
 /// (never its value: a secret).
 pub(super) fn empty_secret(secret: &Secret, path: &str) -> Option<Problem> {

@@ -171,28 +171,10 @@ pub struct PostgresUrl {
 impl PostgresUrl {
     /// Reads a `postgres://` or `postgresql://` URL (the caller checked the scheme).
     fn parse(text: String) -> Result<PostgresUrl, DatabaseError> {
-        let mut url = url::Url::parse(&text).map_err(DatabaseError::BadUrl)?;
-        if url.password().is_some() {
-            // Cannot fail: a URL with a password has a host.
-            let _ = url.set_password(Some("***"));
-        }
-        if url.query_pairs().any(|(key, _)| key == "password") {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(key, value)| {
-                    let value = if key == "password" {
-                        "***".into()
-                    } else {
-                        value.into_owned()
-                    };
-                    (key.into_owned(), value)
-                })
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        }
+        let url = url::Url::parse(&text).map_err(DatabaseError::BadUrl)?;
         Ok(PostgresUrl {
             url: Secret::new(text),
-            redacted: url.to_string(),
+            redacted: super::secret::redacted(url),
         })
     }
 

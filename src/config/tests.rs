@@ -391,6 +391,35 @@ fn listen_takes_a_host_name() {
 }
 
 #[test]
+fn urls_are_shown_without_their_passwords() {
+    use crate::config::redact_url;
+    assert_eq!(
+        redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        "amqp://guest:***@127.0.0.1:5672/%2f"
+    );
+    assert_eq!(
+        redact_url("amqps://u:p%40ss@host/vh?heartbeat=10"),
+        "amqps://u:***@host/vh?heartbeat=10"
+    );
+    // An unescaped '@' in the password: everything up to the last '@' is user info.
+    assert_eq!(redact_url("amqp://u:a@b@host"), "amqp://u:***@host");
+    assert_eq!(redact_url("amqp://user@host/"), "amqp://user@host/");
+    assert_eq!(
+        redact_url("postgres://u@host/db?password=hunter2&sslmode=require"),
+        "postgres://u@host/db?password=***&sslmode=require"
+    );
+    assert_eq!(
+        redact_url("amqp://127.0.0.1:5672/%2f"),
+        "amqp://127.0.0.1:5672/%2f"
+    );
+    // An '@' after the authority is not a credential.
+    assert_eq!(redact_url("amqp://host/v@h"), "amqp://host/v@h");
+    // Text that is not a URL may hold a password anywhere: none of it is shown.
+    assert_eq!(redact_url("u:hunter2 not a url"), "(not a URL)");
+    assert_eq!(redact_url(""), "(not a URL)");
+}
+
+#[test]
 fn relative_paths_are_taken_from_the_config_folder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");

@@ -393,56 +393,9 @@ pub(crate) fn describe_error(error: &lapin::Error) -> String {
     }
 }
 
-/// The URL with any password replaced by `***`, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_string();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..authority_start],
-        &userinfo[..colon],
-        &url[authority_start + at..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("amqps://u:p%40ss@host/vh?heartbeat=10"),
-            "amqps://u:***@host/vh?heartbeat=10"
-        );
-        // An unescaped '@' in the password: everything up to the last '@' is userinfo.
-        assert_eq!(redact_url("amqp://u:a@b@host"), "amqp://u:***@host");
-        assert_eq!(redact_url("amqp://user@host/"), "amqp://user@host/");
-        assert_eq!(
-            redact_url("amqp://127.0.0.1:5672/%2f"),
-            "amqp://127.0.0.1:5672/%2f"
-        );
-        // An '@' after the authority is not a credential.
-        assert_eq!(redact_url("amqp://host/v@h"), "amqp://host/v@h");
-        assert_eq!(redact_url("not a url"), "not a url");
-        assert_eq!(redact_url(""), "");
-    }
 
     #[test]
     fn backoff_is_quick_at_first_then_grows_and_is_capped() {

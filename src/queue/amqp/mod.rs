@@ -17,7 +17,7 @@ mod dead_letters;
 mod replies;
 pub mod topology;
 
-pub use connection::redact_url;
+use crate::config::redact_url;
 pub use topology::{Rung, Topology, RUNGS};
 
 use crate::job::Urgency;
