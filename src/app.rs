@@ -37,7 +37,12 @@ pub async fn open_store(config: &ResolvedConfig) -> Result<Store, StartError> {
         Database::Sqlite(path) => Ok(Store::open(path)
             .await?
             .with_files(config.server.file_bytes())),
-        Database::Postgres(url) => Ok(Store::open_postgres(url, config.server.file_bytes()).await?),
+        Database::Postgres(url) => Ok(Store::open_postgres(
+            url,
+            config.server.database_connections,
+            config.server.file_bytes(),
+        )
+        .await?),
     }
 }
 

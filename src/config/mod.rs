@@ -59,7 +59,10 @@ pub use resolved::{
 };
 pub use routes::{unknown_model_message, RouteConfig, Strategy, UrgencyDeadlines};
 pub use secret::{redact_url, Secret};
-pub use server::{Database, DatabaseError, FileBytes, PostgresUrl, SchedulerConfig, ServerConfig};
+pub use server::{
+    Database, DatabaseError, FileBytes, PostgresUrl, SchedulerConfig, ServerConfig,
+    DEFAULT_DATABASE_CONNECTIONS,
+};
 /// `[sim]` is the simulator's own settings type.
 pub use sluice_sim::{SimConfig, SimConfigError};
 pub use tenants::TenantConfig;

@@ -42,7 +42,16 @@ pub struct ServerConfig {
     /// A folder for uploaded files' bytes (`/v1/files`); when unset, `<database>.files`
     /// beside a SQLite file, and in the store itself with PostgreSQL (see [`FileBytes`]).
     pub files: Option<PathBuf>,
+    /// The most connections this process keeps to a PostgreSQL store (ignored with SQLite,
+    /// whose one writer and few readers are fixed). Every process of a cluster holds up to
+    /// this many, so their sum must stay under the server's `max_connections`.
+    pub database_connections: u32,
 }
+
+/// `[server] database_connections` when unset: enough for a worker process's concurrent
+/// writes and an API's long polls, few enough that six processes share a server's default
+/// `max_connections` of 100.
+pub const DEFAULT_DATABASE_CONNECTIONS: u32 = 16;
 
 /// Where uploaded files' bytes are kept: what `[server] files` and `database` resolve to
 /// ([`ServerConfig::file_bytes`]). Their index (name, size, tenant) is always in the store.
@@ -242,6 +251,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             database: Database::Sqlite("sluice.db".into()),
             files: None,
+            database_connections: DEFAULT_DATABASE_CONNECTIONS,
         }
     }
 }
@@ -271,8 +281,21 @@ impl ServerConfig {
         }
     }
 
-    /// `listen` is checked as `serve` will bind it: a host name is resolved.
+    /// `[server]`'s own problems.
     pub(super) fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.database_connections == 0 {
+            problems.push(Problem::new(
+                "server.database_connections",
+                "must be at least 1: every write and read needs a connection",
+            ));
+        }
+        problems.extend(self.listen_problems());
+        problems
+    }
+
+    /// `listen` is checked as `serve` will bind it: a host name is resolved.
+    fn listen_problems(&self) -> Vec<Problem> {
         let resolved = std::net::ToSocketAddrs::to_socket_addrs(self.listen.as_str())
             .map(|mut addresses| addresses.next());
         if matches!(resolved, Ok(Some(_))) {

@@ -420,6 +420,18 @@ fn urls_are_shown_without_their_passwords() {
 }
 
 #[test]
+fn a_store_without_connections_is_refused() {
+    let mut config = Config::builtin();
+    assert_eq!(config.server.database_connections, 16);
+    config.server.database_connections = 0;
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0]
+        .to_string()
+        .starts_with("server.database_connections: must be at least 1"));
+}
+
+#[test]
 fn relative_paths_are_taken_from_the_config_folder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");

@@ -261,13 +261,14 @@ impl Store {
         })
     }
 
-    /// Connects to the PostgreSQL database at `url` and applies its migrations; uploaded
-    /// files' bytes are kept where `files` says.
+    /// Connects to the PostgreSQL database at `url` with at most `connections` connections
+    /// and applies its migrations; uploaded files' bytes are kept where `files` says.
     pub async fn open_postgres(
         url: &crate::config::PostgresUrl,
+        connections: u32,
         files: FileBytes,
     ) -> Result<Store, StoreError> {
-        let pool = postgres::open(url).await?;
+        let pool = postgres::open(url, connections).await?;
         Ok(Store {
             db: Db::Postgres(pool),
             files,

@@ -13,10 +13,6 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Connections a process keeps: enough for a worker pool's concurrent writes and the API's
-/// reads, few enough that several processes share one server's default 100.
-const MAX_CONNECTIONS: u32 = 16;
-
 /// How long a write or read waits for a free connection before failing as `Unwritable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,9 +20,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// restarting beside this process) before it gives up with the error.
 const START_RETRY_FOR: Duration = Duration::from_secs(10);
 
-/// Connects to `url` and applies `migrations/postgres`. A server that cannot be reached is
+/// Connects to `url`, keeping at most `connections` connections (`[server]
+/// database_connections`), and applies `migrations/postgres`. A server that cannot be reached is
 /// tried again, with a warning naming it (never its password), for [`START_RETRY_FOR`].
-pub(super) async fn open(url: &PostgresUrl) -> Result<PgPool, StoreError> {
+pub(super) async fn open(url: &PostgresUrl, connections: u32) -> Result<PgPool, StoreError> {
     let open_err = |source| StoreError::OpenPostgres {
         url: url.to_string(),
         source,
@@ -36,7 +33,7 @@ pub(super) async fn open(url: &PostgresUrl) -> Result<PgPool, StoreError> {
     let mut pause = Duration::from_millis(250);
     let pool = loop {
         let connected = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await;

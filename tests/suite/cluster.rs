@@ -71,6 +71,8 @@ impl Node {
 [server]
 listen = "127.0.0.1:0"
 database = "{database}"
+# Five processes share the suite's one server with the tests running beside this one.
+database_connections = 6
 
 [queue]
 url = "{AMQP_URL}"

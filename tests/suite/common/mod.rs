@@ -150,6 +150,9 @@ pub async fn test_config_with_store(
                 .expect("a test database's URL is valid"),
         );
         // No `server.files`: beside a Postgres store uploaded files' bytes are kept in it.
+        // Tests that start several apps, running beside each other, share one server's
+        // `max_connections`.
+        config.server.database_connections = 8;
     }
     (config, database)
 }

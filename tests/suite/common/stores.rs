@@ -36,9 +36,13 @@ impl TestStore {
                     .url
                     .parse()
                     .expect("a test database's URL is valid");
-                let store = Store::open_postgres(&url, sluice::config::FileBytes::Store)
-                    .await
-                    .unwrap();
+                let store = Store::open_postgres(
+                    &url,
+                    sluice::config::DEFAULT_DATABASE_CONNECTIONS,
+                    sluice::config::FileBytes::Store,
+                )
+                .await
+                .unwrap();
                 TestStore {
                     store,
                     dir,

@@ -39,9 +39,13 @@ pub async fn second_handle(t: &TestStore) -> Store {
         None => t.store.clone(),
         Some(database) => {
             let url = database.url.parse().unwrap();
-            Store::open_postgres(&url, sluice::config::FileBytes::Store)
-                .await
-                .unwrap()
+            Store::open_postgres(
+                &url,
+                sluice::config::DEFAULT_DATABASE_CONNECTIONS,
+                sluice::config::FileBytes::Store,
+            )
+            .await
+            .unwrap()
         }
     }
 }

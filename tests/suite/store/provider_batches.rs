@@ -24,9 +24,13 @@ async fn second_process(t: &TestStore) -> Store {
     match &t.postgres {
         Some(database) => {
             let url: sluice::config::PostgresUrl = database.url.parse().unwrap();
-            Store::open_postgres(&url, sluice::config::FileBytes::Store)
-                .await
-                .unwrap()
+            Store::open_postgres(
+                &url,
+                sluice::config::DEFAULT_DATABASE_CONNECTIONS,
+                sluice::config::FileBytes::Store,
+            )
+            .await
+            .unwrap()
         }
         None => Store::open(&t.dir.path().join("sluice.db")).await.unwrap(),
     }
