@@ -2,7 +2,8 @@
 //!
 //! The vocabulary every layer names (`job`, `failure`, `usage`, `pricing`, `tier`,
 //! `provider_kind`, `problem`, `period`, `crontab`, `table`) is the `sluice-core` crate,
-//! re-exported here at the same paths; it depends on nothing of Sluice.
+//! re-exported here at the same paths; it depends on nothing of Sluice. The provider
+//! adapters (`providers`) are the `sluice-providers` crate, on `sluice-core` alone.
 //!
 //! Modules, in the order a job meets them:
 //!
@@ -80,7 +81,7 @@ pub use sluice_core::period;
 pub use sluice_core::pricing;
 pub use sluice_core::problem;
 pub use sluice_core::provider_kind;
-pub mod providers;
+pub use sluice_providers as providers;
 pub mod queue;
 pub mod router;
 pub mod schedule;

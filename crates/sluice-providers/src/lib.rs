@@ -1,7 +1,7 @@
 //! Provider adapters: one trait, one file per API family.
 //!
 //! The rest of Sluice speaks only the canonical request and response (OpenAI's chat format,
-//! see [`crate::job::ChatRequest`]). An adapter turns that into one provider's wire format,
+//! see [`sluice_core::job::ChatRequest`]). An adapter turns that into one provider's wire format,
 //! makes the HTTP call, and turns the answer — or the failure — back into canonical form. The
 //! error side matters as much as the success side: the worker decides retry, park or fail
 //! from [`ProviderError::kind`] alone.
@@ -17,12 +17,12 @@ pub mod sse;
 pub mod stream;
 pub mod wait;
 
-pub use crate::failure::ErrorKind;
-pub use crate::usage::Usage;
+pub use sluice_core::failure::ErrorKind;
+pub use sluice_core::usage::Usage;
 
-use crate::job::ChatRequest;
 use async_trait::async_trait;
 use serde_json::Value;
+use sluice_core::job::ChatRequest;
 use std::time::Duration;
 
 /// A successful call.

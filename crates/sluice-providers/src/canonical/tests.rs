@@ -1,5 +1,5 @@
 use super::*;
-use crate::providers::{ErrorKind, Usage};
+use crate::{ErrorKind, Usage};
 use serde_json::{json, Value};
 
 fn read(body: Value) -> Result<CanonicalRequest, FieldProblem> {

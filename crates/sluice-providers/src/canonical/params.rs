@@ -1,7 +1,7 @@
 //! The unsupported-parameter policy: which parameters ask for nothing (documented no-op
 //! values, advisory labels) and how an adapter refuses, or drops, one it cannot honour.
 
-use crate::providers::{ErrorKind, ProviderError};
+use crate::{ErrorKind, ProviderError};
 use serde_json::{Map, Value};
 
 /// Parameters whose documented default is a no-op: a client that sends the default asks for

@@ -1,11 +1,11 @@
 //! The Gemini adapter against the documented requests, answers, errors and streams.
 
 use super::*;
-use crate::job::ChatRequest;
-use crate::providers::stream as driver;
-use crate::providers::CallOptions;
+use crate::stream as driver;
+use crate::CallOptions;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
+use sluice_core::job::ChatRequest;
 
 fn body_for(request: Value, options: CallOptions) -> Result<Value, ProviderError> {
     let request: ChatRequest = serde_json::from_value(request).unwrap();

@@ -1,7 +1,7 @@
 //! The response side: the canonical finish reasons with each family's mapping (section 6.3
 //! of the provider reference), and the one builder of the canonical `chat.completion` object.
 
-use crate::providers::{Completion, ErrorKind, ProviderError, Usage};
+use crate::{Completion, ErrorKind, ProviderError, Usage};
 use serde_json::{json, Value};
 
 /// The canonical finish reasons (OpenAI's `finish_reason`).

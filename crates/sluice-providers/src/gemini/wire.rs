@@ -2,7 +2,7 @@
 //! written from Google's documentation and the `google-genai` SDK's mappers, not from the
 //! simulator. camelCase on the wire.
 //!
-//! The request side borrows from the [`CanonicalRequest`](crate::providers::canonical) it is
+//! The request side borrows from the [`CanonicalRequest`](crate::canonical) it is
 //! built from. The response side reads only what Sluice uses: fields Google adds later are
 //! ignored (no `deny_unknown_fields`), every field the documentation marks optional is an
 //! `Option`, and a `functionCall` without its `name` is an `InvalidResponse` naming the field

@@ -158,7 +158,7 @@ pub fn exhausted_for(limits: &[LimitState]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::http::tests::headers;
+    use crate::http::tests::headers;
 
     #[test]
     fn retry_after_prefers_milliseconds_then_seconds_then_dates() {

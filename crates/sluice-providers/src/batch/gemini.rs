@@ -18,15 +18,15 @@ use super::{
     fetch_json, inline_body, require_ended, required_str, translation_call, unreadable, BatchApi,
     BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome, ItemResult,
 };
-use crate::provider_kind::ProviderKind;
-use crate::providers::gemini::wire::{BatchItem, BatchKey};
-use crate::providers::gemini::{
+use crate::gemini::wire::{BatchItem, BatchKey};
+use crate::gemini::{
     authorized, error_from_json, model_method_url, parse_response, read, request_body,
     GeminiProvider,
 };
-use crate::providers::{http, CallOptions, ProviderError};
+use crate::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use sluice_core::provider_kind::ProviderKind;
 
 const PROVIDER: &str = "gemini";
 /// Inline batches must stay under 20 MB (decimal, the smaller reading), less 1 KB for the
@@ -45,7 +45,7 @@ pub struct GeminiBatch {
 }
 
 impl GeminiBatch {
-    /// The same base URL as [`crate::providers::gemini::GeminiProvider::new`]: the API root
+    /// The same base URL as [`crate::gemini::GeminiProvider::new`]: the API root
     /// including its version, e.g. `https://generativelanguage.googleapis.com/v1beta`.
     pub fn new(base_url: impl Into<String>, http: reqwest::Client) -> Self {
         GeminiBatch {
@@ -278,8 +278,8 @@ fn status_is(operation: &Value, state: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::ChatRequest;
-    use crate::providers::ErrorKind;
+    use crate::ErrorKind;
+    use sluice_core::job::ChatRequest;
 
     #[test]
     fn an_item_is_the_realtime_request_keyed_by_custom_id() {

@@ -16,14 +16,14 @@ use super::{
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
-use crate::provider_kind::ProviderKind;
-use crate::providers::anthropic::wire::BatchItem;
-use crate::providers::anthropic::{
+use crate::anthropic::wire::BatchItem;
+use crate::anthropic::{
     authorized, error_from_json, message_from_json, read, request_body, AnthropicProvider,
 };
-use crate::providers::{http, CallOptions, ProviderError};
+use crate::{http, CallOptions, ProviderError};
 use async_trait::async_trait;
 use serde_json::Value;
+use sluice_core::provider_kind::ProviderKind;
 
 const PROVIDER: &str = "anthropic";
 /// Documented: 100,000 requests or 256 MB per batch, whichever comes first. The bytes are
@@ -39,7 +39,7 @@ pub struct AnthropicBatch {
 }
 
 impl AnthropicBatch {
-    /// The same base URL as [`crate::providers::anthropic::AnthropicProvider::new`]: the API
+    /// The same base URL as [`crate::anthropic::AnthropicProvider::new`]: the API
     /// root without the version path, e.g. `https://api.anthropic.com`.
     pub fn new(base_url: impl Into<String>, http: reqwest::Client) -> Self {
         AnthropicBatch {
@@ -191,9 +191,9 @@ impl BatchApi for AnthropicBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::ChatRequest;
-    use crate::providers::ErrorKind;
+    use crate::ErrorKind;
     use serde_json::json;
+    use sluice_core::job::ChatRequest;
 
     fn request(body: Value) -> BatchRequest {
         BatchRequest {

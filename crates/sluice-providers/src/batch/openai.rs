@@ -17,13 +17,11 @@ use super::{
     unreadable, BatchApi, BatchCall, BatchLimits, BatchProgress, BatchRequest, ItemOutcome,
     ItemResult,
 };
-use crate::provider_kind::ProviderKind;
-use crate::providers::openai::{
-    completion_from_json, error_from_json, request_body, OpenAiProvider,
-};
-use crate::providers::{http, CallOptions, ErrorKind, ProviderError};
+use crate::openai::{completion_from_json, error_from_json, request_body, OpenAiProvider};
+use crate::{http, CallOptions, ErrorKind, ProviderError};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use sluice_core::provider_kind::ProviderKind;
 
 const PROVIDER: &str = "openai";
 /// The endpoint every line calls; the batch's `endpoint` must be the same.
@@ -40,7 +38,7 @@ pub struct OpenAiBatch {
 }
 
 impl OpenAiBatch {
-    /// The same base URL as [`crate::providers::openai::OpenAiProvider::new`]: the API root
+    /// The same base URL as [`crate::openai::OpenAiProvider::new`]: the API root
     /// including its version, e.g. `https://api.openai.com/v1`; a trailing `/` is ignored.
     pub fn new(base_url: impl Into<String>, http: reqwest::Client) -> Self {
         OpenAiBatch {
@@ -275,7 +273,7 @@ impl BatchApi for OpenAiBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::ChatRequest;
+    use sluice_core::job::ChatRequest;
 
     fn request(custom_id: &str, body: Value) -> BatchRequest {
         BatchRequest {

@@ -1,7 +1,7 @@
 //! Anthropic's Messages wire format as serde types (provider reference, sections 3 and 4),
 //! written from Anthropic's documentation, not from the simulator.
 //!
-//! The request side borrows from the [`CanonicalRequest`](crate::providers::canonical) it is
+//! The request side borrows from the [`CanonicalRequest`](crate::canonical) it is
 //! built from and serializes in the order the API documents its fields. The response side
 //! reads only what Sluice uses: a field Anthropic adds later is ignored (no
 //! `deny_unknown_fields`), a block or event type newer than this code is `Other`, and a field

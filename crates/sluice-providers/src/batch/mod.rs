@@ -5,7 +5,7 @@
 //! detail (an uploaded JSONL file or an inline list, `custom_id` or `metadata.key`, three
 //! different status vocabularies, result files or inline results), so each family gets a
 //! client behind [`BatchApi`], and the rest of Sluice (the collector and tracker in
-//! [`crate::batch`]) only ever sees:
+//! `sluice::batch`) only ever sees:
 //!
 //! - a batch is submitted as [`BatchRequest`]s keyed by `custom_id` (Sluice uses the job id);
 //! - polling says [`BatchProgress::Running`] or [`BatchProgress::Ended`] (results can be read)
@@ -32,11 +32,11 @@ pub mod openai;
 use super::family::Family;
 use super::http::{self, Answer};
 use super::{Call, CallOptions, Completion, ErrorKind, ProviderError};
-use crate::job::ChatRequest;
-pub use crate::provider_kind::BatchLimits;
-use crate::provider_kind::ProviderKind;
 use async_trait::async_trait;
 use serde_json::Value;
+use sluice_core::job::ChatRequest;
+pub use sluice_core::provider_kind::BatchLimits;
+use sluice_core::provider_kind::ProviderKind;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

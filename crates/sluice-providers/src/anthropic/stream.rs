@@ -7,11 +7,11 @@
 
 use super::wire::{BlockDelta, StartedBlock, StreamEvent, Usage as WireUsage};
 use super::{canonical_usage, error_from_detail, PROVIDER};
-use crate::providers::canonical::{self, FinishReason};
-use crate::providers::http;
-use crate::providers::sse;
-use crate::providers::stream::{self, ChunkHead, Translate};
-use crate::providers::{ErrorKind, ProviderError};
+use crate::canonical::{self, FinishReason};
+use crate::http;
+use crate::sse;
+use crate::stream::{self, ChunkHead, Translate};
+use crate::{ErrorKind, ProviderError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

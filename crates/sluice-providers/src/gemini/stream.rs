@@ -10,11 +10,11 @@ use super::{
     answer_id, answer_text, canonical_usage, error_from_json, error_from_status, model_of,
     tool_call, PROVIDER,
 };
-use crate::providers::canonical::{self, FinishReason};
-use crate::providers::http;
-use crate::providers::sse;
-use crate::providers::stream::{self, ChunkHead, Translate};
-use crate::providers::{ProviderError, Usage};
+use crate::canonical::{self, FinishReason};
+use crate::http;
+use crate::sse;
+use crate::stream::{self, ChunkHead, Translate};
+use crate::{ProviderError, Usage};
 use serde_json::{json, Value};
 use std::collections::btree_map::{BTreeMap, Entry};
 

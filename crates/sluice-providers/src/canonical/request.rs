@@ -3,9 +3,9 @@
 //! results tied back to their calls), with errors naming the field.
 
 use super::params::{bad_request, NO_OP_VALUES};
-use crate::job::ChatRequest;
-use crate::providers::ProviderError;
+use crate::ProviderError;
 use serde_json::{Map, Value};
+use sluice_core::job::ChatRequest;
 use std::collections::HashMap;
 
 /// A request read into the parts every adapter maps.
@@ -246,7 +246,7 @@ impl CanonicalRequest {
             }
             // The types are checked at submission already; again here for a job that came
             // another way (a foreign producer's envelope), and so the reads below are total.
-            if let Some(expected) = crate::job::param_type_problem(name, value) {
+            if let Some(expected) = sluice_core::job::param_type_problem(name, value) {
                 return Err(FieldProblem::new(name, expected));
             }
             match name.as_str() {

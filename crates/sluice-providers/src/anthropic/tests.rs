@@ -1,11 +1,11 @@
 //! The Anthropic adapter against the documented requests, answers, errors and streams.
 
 use super::*;
-use crate::job::ChatRequest;
-use crate::providers::http::tests::headers;
-use crate::providers::stream as driver;
-use crate::providers::CallOptions;
+use crate::http::tests::headers;
+use crate::stream as driver;
+use crate::CallOptions;
 use reqwest::StatusCode;
+use sluice_core::job::ChatRequest;
 
 fn body_for(request: Value, options: CallOptions) -> Result<Value, ProviderError> {
     body_on("claude-sonnet-4-5", request, options)

@@ -334,10 +334,10 @@ fn limit_states(headers: &HeaderMap) -> [LimitState; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::ChatRequest;
-    use crate::providers::http::tests::headers;
+    use crate::http::tests::headers;
     use reqwest::StatusCode;
     use serde_json::json;
+    use sluice_core::job::ChatRequest;
 
     #[test]
     fn classification() {
