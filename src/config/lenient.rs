@@ -14,7 +14,14 @@ use super::{suggestion, Config, Problem};
 const MAX_PROBLEMS: usize = 100;
 
 /// The sections whose entries are named, and referred to by name from elsewhere.
-const NAMED: [&str; 5] = ["providers", "deployments", "routes", "tenants", "budgets"];
+const NAMED: [&str; 6] = [
+    "providers",
+    "deployments",
+    "routes",
+    "tenants",
+    "operators",
+    "budgets",
+];
 
 /// One step of a path into the table: a key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,6 +33,7 @@ pub(crate) mod budgets;
 mod deployments;
 mod duration;
 mod lenient;
+mod operators;
 mod problem;
 mod providers;
 mod queue;
@@ -50,6 +51,7 @@ pub use crate::provider_kind::ProviderKind;
 pub use batch::{BatchConfig, BatchTierConfig, FlexTierConfig};
 pub use budgets::{BudgetConfig, OnExceed, Tag};
 pub use deployments::{DeploymentConfig, PriceSetting, PriceSource};
+pub use operators::OperatorConfig;
 pub use problem::{did_you_mean, ConfigError};
 pub use providers::{KeyConfig, ProviderConfig};
 pub use queue::{QueueBackend, QueueConfig};
@@ -86,6 +88,9 @@ pub struct Config {
     pub sim: SimConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Who may read every tenant's data on the dashboard (see [`operators`]).
+    #[serde(default)]
+    pub operators: Vec<OperatorConfig>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
@@ -244,6 +249,7 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = self.secret_problems.clone();
         problems.extend(tenants::problems(&self.tenants));
+        problems.extend(operators::problems(&self.operators, &self.tenants));
         problems.extend(providers::problems(&self.providers));
         problems.extend(deployments::problems(self));
         problems.extend(self.batch.problems());

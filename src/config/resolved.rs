@@ -11,10 +11,10 @@
 //! The sections that need no resolving are read through [`Deref`] to the validated
 //! [`Config`], read-only: nothing can change a resolved configuration into an invalid one.
 
-use super::tenants::TenantTokens;
+use super::tenants::TokenDigests;
 use super::{
-    Config, ConfigError, KeyConfig, Problem, ProviderKind, QueueBackend, Secret, Strategy,
-    TenantConfig, UrgencyDeadlines,
+    Config, ConfigError, KeyConfig, OperatorConfig, Problem, ProviderKind, QueueBackend, Secret,
+    Strategy, TenantConfig, UrgencyDeadlines,
 };
 use crate::pricing::Price;
 use crate::provider_kind::BatchLimits;
@@ -31,7 +31,8 @@ pub struct ResolvedConfig {
     resolved_deployments: BTreeMap<String, Arc<ResolvedDeployment>>,
     resolved_routes: BTreeMap<String, ResolvedRoute>,
     queue_backend: ResolvedQueue,
-    tokens: TenantTokens,
+    tokens: TokenDigests,
+    operator_tokens: TokenDigests,
 }
 
 /// A provider with its keys, shared by its deployments.
@@ -218,7 +219,8 @@ impl ResolvedConfig {
             }
         };
         Ok(ResolvedConfig {
-            tokens: TenantTokens::new(&raw.tenants),
+            tokens: TokenDigests::new(raw.tenants.iter().map(|t| &t.token)),
+            operator_tokens: TokenDigests::new(raw.operators.iter().map(|o| &o.token)),
             raw,
             resolved_deployments: deployments,
             resolved_routes: routes,
@@ -241,11 +243,18 @@ impl ResolvedConfig {
         &self.queue_backend
     }
 
-    /// The tenant a bearer token belongs to (see [`TenantTokens::tenant_for`]).
+    /// The tenant a bearer token belongs to (see [`TokenDigests::find`]).
     pub fn tenant_for_token(&self, token: &str) -> Option<&TenantConfig> {
         self.tokens
-            .tenant_for(token)
+            .find(token)
             .and_then(|i| self.raw.tenants.get(i))
+    }
+
+    /// The operator a dashboard token belongs to, compared the same way.
+    pub fn operator_for_token(&self, token: &str) -> Option<&OperatorConfig> {
+        self.operator_tokens
+            .find(token)
+            .and_then(|i| self.raw.operators.get(i))
     }
 }
 

@@ -89,6 +89,9 @@ pub(super) fn expand_secrets(
     for (i, tenant) in config.tenants.iter_mut().enumerate() {
         expand(&mut tenant.token, format!("tenants[{i}].token"));
     }
+    for (i, operator) in config.operators.iter_mut().enumerate() {
+        expand(&mut operator.token, format!("operators[{i}].token"));
+    }
     for (name, provider) in &mut config.providers {
         for (k, key) in provider.keys.iter_mut().enumerate() {
             expand(

@@ -49,27 +49,27 @@ pub(super) fn problems(tenants: &[TenantConfig]) -> Vec<Problem> {
     problems
 }
 
-/// Every tenant's token as its SHA-256 digest, taken once when the configuration is
-/// resolved, in the tenants' order.
+/// Tokens (tenants', operators') as their SHA-256 digests, taken once when the
+/// configuration is resolved, in the order of their section.
 #[derive(Clone)]
-pub(super) struct TenantTokens {
+pub(super) struct TokenDigests {
     digests: Vec<[u8; 32]>,
 }
 
-impl TenantTokens {
-    pub(super) fn new(tenants: &[TenantConfig]) -> TenantTokens {
-        TenantTokens {
-            digests: tenants
-                .iter()
-                .map(|tenant| Sha256::digest(tenant.token.expose().as_bytes()).into())
+impl TokenDigests {
+    pub(super) fn new<'a>(tokens: impl IntoIterator<Item = &'a Secret>) -> TokenDigests {
+        TokenDigests {
+            digests: tokens
+                .into_iter()
+                .map(|token| Sha256::digest(token.expose().as_bytes()).into())
                 .collect(),
         }
     }
 
-    /// The index of the tenant whose token is `token`. Every tenant's digest is compared,
-    /// each in constant time, so the time taken says neither how long the tokens are, nor
-    /// how much of one matched, nor which tenant's it was.
-    pub(super) fn tenant_for(&self, token: &str) -> Option<usize> {
+    /// The index of the entry whose token is `token`. Every digest is compared, each in
+    /// constant time, so the time taken says neither how long the tokens are, nor how much
+    /// of one matched, nor whose it was.
+    pub(super) fn find(&self, token: &str) -> Option<usize> {
         let presented = Sha256::digest(token.as_bytes());
         self.digests
             .iter()
@@ -81,9 +81,9 @@ impl TenantTokens {
     }
 }
 
-impl std::fmt::Debug for TenantTokens {
+impl std::fmt::Debug for TokenDigests {
     // Digests of secrets are not shown either.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TenantTokens({} tenants)", self.digests.len())
+        write!(f, "TokenDigests({} tokens)", self.digests.len())
     }
 }

@@ -729,3 +729,34 @@ fn a_database_given_whole_by_the_environment_is_read_once_expanded() {
         "{problems}"
     );
 }
+
+#[test]
+fn an_operator_token_is_its_own_and_found_by_its_digest() {
+    let mut config = Config::builtin();
+    let demo = config.tenants[0].token.clone();
+    config.operators.push(super::OperatorConfig {
+        name: "night".into(),
+        token: demo,
+    });
+    config.operators.push(super::OperatorConfig {
+        name: String::new(),
+        token: Secret::new("sk-sluice-operator"),
+    });
+    let problems = listed(&config);
+    for expected in [
+        "operators[1].token: same token as tenants[0]; an operator's token must be its own",
+        "operators[2].name: must not be empty",
+        "operators[2].token: same token as operators[0]; every operator needs its own",
+    ] {
+        assert!(problems.iter().any(|p| p == expected), "{problems:?}");
+    }
+    let resolved = Config::builtin().resolve().unwrap();
+    assert_eq!(
+        resolved
+            .operator_for_token("sk-sluice-operator")
+            .map(|o| o.name.as_str()),
+        Some("admin")
+    );
+    assert!(resolved.operator_for_token("sk-sluice-demo").is_none());
+    assert!(resolved.tenant_for_token("sk-sluice-operator").is_none());
+}
