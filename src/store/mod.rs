@@ -17,6 +17,7 @@ pub mod capacity;
 mod checkpointer;
 mod conn;
 pub mod costs;
+pub mod dashboard;
 pub mod files;
 pub mod jobs;
 mod postgres;
