@@ -199,7 +199,7 @@ impl App {
             }
             let sweep = crate::api::files::sweep_abandoned_uploads(state.store.clone());
             tokio::select! {
-                served = crate::api::serve(listener, state, shutdown) => served,
+                served = crate::api::serve(listener, state, crate::ui::router(), shutdown) => served,
                 never = sweep => match never {},
             }
         }

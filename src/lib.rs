@@ -57,6 +57,7 @@
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator, and the start-up
 //!   duties beside serving and working (resuming batch submissions, the batch tracker).
 //! - [`client`]: a small client of the HTTP API, for the CLI and tests.
+//! - [`ui`]: the web dashboard at `/ui`, served beside the API.
 //! - [`demo`], [`bench`]: `sluice demo` and `sluice bench`.
 
 pub mod api;
@@ -89,6 +90,7 @@ pub use sluice_sim as sim;
 pub mod store;
 pub mod streaming;
 pub mod submit;
+pub mod ui;
 pub use sluice_core::table;
 pub use sluice_core::tier;
 pub use sluice_core::usage;

@@ -8,6 +8,7 @@
 use super::{error::ApiError, ApiState};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::Extensions;
 use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -64,62 +65,63 @@ impl AuthFailures {
     }
 }
 
+/// Looks a presented token up through `find`, slowed down per client address as every
+/// authentication is: an address past [`FREE_FAILURES`] refused tokens within [`WINDOW`] is
+/// answered `429` without its token being looked at, and each `Err(message)` of `find`
+/// counts against it and answers `401` with that message. The API's bearer tokens and the
+/// dashboard's sign-in share it (and, served by [`super::serve`], one count per address).
+pub fn authenticate<T>(
+    extensions: &Extensions,
+    find: impl FnOnce() -> Result<T, String>,
+) -> Result<T, ApiError> {
+    // Both are there when served by `super::serve`; a router driven otherwise (tests
+    // calling it directly) is not throttled.
+    let address = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let failures = extensions.get::<Arc<AuthFailures>>().cloned();
+    let throttle = address.zip(failures);
+    if let Some((address, failures)) = &throttle {
+        if let Some(wait) = failures.wait(*address) {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failed_authentications",
+                format!(
+                    "{FREE_FAILURES} requests from this address had an unknown or missing \
+                     token within {}s; its requests are refused until that window ends",
+                    WINDOW.as_secs()
+                ),
+            );
+            error.retry_after = Some(wait);
+            return Err(error);
+        }
+    }
+    find().map_err(|message| {
+        if let Some((address, failures)) = &throttle {
+            failures.record(*address);
+        }
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    })
+}
+
 impl FromRequestParts<ApiState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        // Both are there when served by `super::serve`; a router driven otherwise (tests
-        // calling it directly) is not throttled.
-        let address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        let failures = parts.extensions.get::<Arc<AuthFailures>>().cloned();
-        let throttle = address.zip(failures);
-        if let Some((address, failures)) = &throttle {
-            if let Some(wait) = failures.wait(*address) {
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_failed_authentications",
-                    format!(
-                        "{FREE_FAILURES} requests from this address had an unknown or missing \
-                         token within {}s; its requests are refused until that window ends",
-                        WINDOW.as_secs()
-                    ),
-                );
-                error.retry_after = Some(wait);
-                return Err(error);
-            }
-        }
-        let unauthorized = |message: &str| {
-            if let Some((address, failures)) = &throttle {
-                failures.record(*address);
-            }
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                message.to_string(),
-            )
-        };
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                unauthorized(
-                    "missing Authorization header; send \"Authorization: Bearer <tenant token>\"",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                unauthorized("the Authorization header must be \"Bearer <tenant token>\"")
-            })?;
-        state
-            .config
-            .tenant_for_token(token.trim())
-            .map(|t| Tenant(t.name.clone()))
-            .ok_or_else(|| unauthorized("unknown token"))
+        authenticate(&parts.extensions, || {
+            let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(
+                "missing Authorization header; send \"Authorization: Bearer <tenant token>\"",
+            )?;
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .ok_or("the Authorization header must be \"Bearer <tenant token>\"")?;
+            state
+                .config
+                .tenant_for_token(token.trim())
+                .map(|t| Tenant(t.name.clone()))
+                .ok_or_else(|| "unknown token".to_string())
+        })
     }
 }

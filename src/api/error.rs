@@ -249,11 +249,14 @@ pub async fn plain_errors_as_json(
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    // A page's errors (the dashboard's) are HTML written for a person: not axum's.
+    let is_json_or_page = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !status.is_client_error() || is_json {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !status.is_client_error() || is_json_or_page {
         return response;
     }
     let (parts, body) = response.into_parts();

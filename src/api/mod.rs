@@ -32,7 +32,7 @@
 //! ten unknown tokens within a minute waits out the minute: `429`, see [`auth`]); a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
 
-mod auth;
+pub mod auth;
 pub mod batches;
 mod budgets;
 pub mod bulk;
@@ -42,7 +42,7 @@ mod error;
 pub mod files;
 mod inflight;
 mod jobs;
-mod providers;
+pub mod providers;
 
 pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
@@ -69,9 +69,11 @@ pub struct ApiState {
     pub clustered: bool,
 }
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
+/// The API's routes, with `pages` (the dashboard's, `crate::ui::router`) beside them: under
+/// the same body limits and the same count of failed authentications per address.
+pub fn router(state: ApiState, pages: Router<ApiState>) -> Router {
     health_routes()
+        .merge(pages)
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
@@ -194,15 +196,16 @@ async fn ready(
     (status, axum::Json(body))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves. Start-up duties (resuming batch
-/// submissions) are the app's: see `App::serve`.
+/// Serves the API, and `pages` beside it, on `listener` until `shutdown` resolves. Start-up
+/// duties (resuming batch submissions) are the app's: see `App::serve`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    pages: Router<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The client's address, for slowing down repeated failed authentications (see `auth`).
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(state, pages).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(crate::sim::no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -223,7 +226,7 @@ pub async fn serve_health(
 }
 
 /// Parses an id from a path, naming what it should identify when it is not a UUID.
-fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+pub(crate) fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(text)
         .map_err(|_| ApiError::invalid("id", format!("\"{text}\" is not a {what} id (a UUID)")))
 }

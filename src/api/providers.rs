@@ -30,20 +30,25 @@ pub async fn list(
     State(state): State<ApiState>,
     Tenant(_tenant): Tenant,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&state).await?))
+}
+
+/// The answer of `GET /v1/providers`, which the dashboard's providers page shows too.
+pub async fn view(state: &ApiState) -> Result<Value, ApiError> {
     if !state.clustered {
-        return Ok(Json(json!({
+        return Ok(json!({
             "object": "list",
             "scope": "process",
             "note": PROCESS_VIEW_NOTE,
             "data": state.router.views(),
-        })));
+        }));
     }
     let view = crate::cluster::view::read(&state.store, &state.router).await?;
-    Ok(Json(json!({
+    Ok(json!({
         "object": "list",
         "scope": "cluster",
         "note": CLUSTER_VIEW_NOTE,
         "processes": view.processes,
         "data": view.deployments,
-    })))
+    }))
 }
