@@ -3,8 +3,9 @@
 # when it is missing (the fault tests start nodes of their own), starts it when nothing listens
 # on 127.0.0.1:5672, does the same for PostgreSQL on 127.0.0.1:5432 (scripts/postgres.sh: a
 # role and database for the tests, SLUICE_TEST_POSTGRES), installs the
-# official provider SDKs that tests/suite/sdk.rs runs against the simulator into a virtualenv, then
-# `cargo test`. Extra arguments go to `cargo test`.
+# official provider SDKs that tests/suite/sdk.rs runs against the simulator into a virtualenv,
+# installs Debian's chromium and chromium-driver for the dashboard's browser tests
+# (tests/suite/ui.rs) when missing, then `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,14 @@ for _ in $(seq 1 60); do
 done
 broker_answers || { echo "test.sh: RabbitMQ on 127.0.0.1:5672 does not answer the AMQP handshake" >&2; exit 1; }
 echo "test.sh: RabbitMQ is listening on 127.0.0.1:5672" >&2
+
+# Headless Chromium and its WebDriver for the dashboard's browser tests (tests/suite/ui.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test.sh: installing chromium and chromium-driver from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 # PostgreSQL for the store tests that run on both store backends.
 # shellcheck source=scripts/postgres.sh

@@ -36,3 +36,4 @@ mod sim_gemini;
 mod sim_openai;
 mod store;
 mod store_schema;
+mod ui;

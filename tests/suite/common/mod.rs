@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_macros)]
 
 pub mod broker;
+pub mod browser;
 
 /// Runs each case once per backend, as `<case>_embedded` and `<case>_rabbitmq`.
 /// Runs each named `async fn case(backend: Backend)` on the three backends
