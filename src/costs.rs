@@ -220,6 +220,22 @@ pub struct Totals {
     pub unpriced: i64,
 }
 
+impl std::ops::AddAssign for Totals {
+    /// The sums of two sets of records taken together (a report's groups merged).
+    fn add_assign(&mut self, other: Totals) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost = self.cost + other.cost;
+        self.batch_saved = self.batch_saved + other.batch_saved;
+        self.fallbacks += other.fallbacks;
+        self.fallback_extra = self.fallback_extra + other.fallback_extra;
+        self.unpriced += other.unpriced;
+    }
+}
+
 /// One group of a report: the values of its dimensions (`None`: the tag was not set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportRow {

@@ -8,7 +8,7 @@ use super::auth::Viewer;
 use super::format;
 use super::page::{self, Nav, UiError};
 use crate::api::{ApiError, ApiState};
-use crate::costs::{Dimension, Report, ReportQuery};
+use crate::costs::{Dimension, Report, ReportQuery, ReportRow};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -85,10 +85,9 @@ pub async fn page(
         .store
         .cost_report(span.query(&viewer, vec![Dimension::Day, span.by]))
         .await?;
-    let table = state
-        .store
-        .cost_report(span.query(&viewer, vec![span.by]))
-        .await?;
+    // The table is the daily report's groups merged across the days: the same records
+    // summed, equal to `sluice costs --by DIMENSION` over the span, for one read of them.
+    let table = merged_days(&daily, span.query(&viewer, vec![span.by]));
     let dimensions: Vec<Dimension> = Dimension::ALL
         .into_iter()
         .filter(|d| *d != Dimension::Day && (viewer.is_operator() || *d != Dimension::Tenant))
@@ -136,6 +135,28 @@ pub async fn page(
         }))
     };
     Ok(page::shell("Costs", Some(&viewer), Nav::Costs, body))
+}
+
+/// `daily` (grouped by day, then one dimension) as the report `query` (by that dimension
+/// alone): each group's totals summed over the days, groups in the dimension's order.
+fn merged_days(daily: &Report, query: ReportQuery) -> Report {
+    let mut rows: Vec<ReportRow> = Vec::new();
+    for row in &daily.rows {
+        let key = &row.keys[1];
+        match rows.iter_mut().find(|merged| &merged.keys[0] == key) {
+            Some(merged) => merged.totals += row.totals,
+            None => rows.push(ReportRow {
+                keys: vec![key.clone()],
+                totals: row.totals,
+            }),
+        }
+    }
+    rows.sort_by(|a, b| a.keys.cmp(&b.keys));
+    Report {
+        query,
+        rows,
+        total: daily.total,
+    }
 }
 
 /// The stacked bars: a series per value of the dimension, a bar per day of the span.
@@ -247,4 +268,55 @@ pub async fn csv(
         report.to_csv(),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::costs::Totals;
+    use crate::pricing::PicoUsd;
+
+    fn row(keys: [Option<&str>; 2], requests: i64, cost: i64) -> ReportRow {
+        ReportRow {
+            keys: keys.iter().map(|k| k.map(str::to_string)).collect(),
+            totals: Totals {
+                requests,
+                cost: PicoUsd(cost),
+                ..Totals::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_days_of_a_group_are_summed_into_one_row() {
+        let daily = Report {
+            query: ReportQuery::default(),
+            rows: vec![
+                row([Some("2026-12-01"), Some("gpt-4o")], 2, 30),
+                row([Some("2026-12-01"), None], 1, 5),
+                row([Some("2026-12-02"), Some("gpt-4o")], 3, 70),
+                row([Some("2026-12-02"), Some("claude")], 1, 1),
+            ],
+            total: Totals {
+                requests: 7,
+                cost: PicoUsd(106),
+                ..Totals::default()
+            },
+        };
+        let merged = merged_days(&daily, ReportQuery::default());
+        let rows: Vec<_> = merged
+            .rows
+            .iter()
+            .map(|r| (r.keys[0].as_deref(), r.totals.requests, r.totals.cost.0))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (None, 1, 5),
+                (Some("claude"), 1, 1),
+                (Some("gpt-4o"), 5, 100)
+            ]
+        );
+        assert_eq!(merged.total, daily.total);
+    }
 }
