@@ -1,5 +1,6 @@
 //! The dashboard's reads (`crate::ui`): a page of jobs under filters, newest first by keyset,
-//! the jobs finished per minute, the queue's depth per urgency, open provider batches.
+//! the jobs finished per minute, the queue's depth per urgency, the newest bulks, open
+//! provider batches.
 //!
 //! Each is bounded by an index (`migrations/*/…_dashboard.sql`), never a scan of every job:
 //! a page walks `(status, id)`, `(tenant, id)`, `(model, id)` or the primary key backwards
@@ -223,6 +224,29 @@ impl Store {
         }
         depths.sort_by_key(|d| Urgency::ALL.iter().position(|u| *u == d.urgency));
         Ok(depths)
+    }
+
+    /// The newest bulks (a batch of OpenAI's Batch API is one too) of `tenant` or everyone's,
+    /// with their tenant: newest first by their UUIDv7 ids, at most `limit`.
+    pub async fn recent_bulks(
+        &self,
+        tenant: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT tenant, id FROM bulks WHERE ($1 IS NULL OR tenant = $1) \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?);
+        rows.into_iter()
+            .map(|(tenant, id)| {
+                let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((tenant, id))
+            })
+            .collect()
     }
 
     /// Provider batches not yet ended, by state (`collecting`, `submitting`, `submitted`).

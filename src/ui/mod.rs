@@ -15,6 +15,7 @@
 mod assets;
 mod auth;
 mod budgets;
+mod bulks;
 mod costs;
 mod format;
 mod job;
@@ -43,6 +44,7 @@ pub fn router() -> Router<ApiState> {
         .route("/ui/jobs", get(jobs::page))
         .route("/ui/jobs/{id}", get(job::page))
         .route("/ui/jobs/{id}/cancel", post(job::cancel))
+        .route("/ui/bulks", get(bulks::page))
         .route("/ui/costs", get(costs::page))
         .route("/ui/costs.csv", get(costs::csv))
         .route("/ui/providers", get(providers::page))

@@ -13,6 +13,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 pub enum Nav {
     Overview,
     Jobs,
+    Bulks,
     Costs,
     Providers,
     Budgets,
@@ -20,9 +21,10 @@ pub enum Nav {
     None,
 }
 
-const LINKS: [(Nav, &str, &str); 5] = [
+const LINKS: [(Nav, &str, &str); 6] = [
     (Nav::Overview, "/ui", "Overview"),
     (Nav::Jobs, "/ui/jobs", "Jobs"),
+    (Nav::Bulks, "/ui/bulks", "Bulks"),
     (Nav::Costs, "/ui/costs", "Costs"),
     (Nav::Providers, "/ui/providers", "Providers"),
     (Nav::Budgets, "/ui/budgets", "Budgets"),

@@ -235,6 +235,34 @@ async fn the_overview_and_cost_chart_show_todays_work() {
     browser.open("/ui/budgets").await;
     browser.wait_for_text("Budgets").await;
     browser.screenshot("budgets").await;
+
+    // A bulk of three lines: its progress and counts by state on the bulks page.
+    let lines: String = (1..=3)
+        .map(|i| {
+            format!(
+                "{{\"custom_id\": \"line-{i}\", \"body\": {{\"model\": \"gpt-4o-mini\", \
+                 \"messages\": [{{\"role\": \"user\", \"content\": \"line {i}\"}}]}}}}\n"
+            )
+        })
+        .collect();
+    let uploaded = reqwest::Client::new()
+        .post(format!("{}/v1/bulk?name=nightly", h.base_url))
+        .bearer_auth(TOKEN)
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploaded.status().is_success(),
+        "{:?}",
+        uploaded.text().await
+    );
+    browser.open("/ui/bulks").await;
+    browser.wait_for_text("nightly").await;
+    // The page refreshes itself until the three are done.
+    let bulks = browser.wait_for_text("3 / 3").await;
+    assert!(bulks.contains("completed"), "{bulks}");
+    browser.screenshot("bulks").await;
     browser.close().await;
     h.stop().await;
 }
@@ -507,6 +535,12 @@ async fn dashboard_reads(backend: Backend) {
         .unwrap()
         .is_empty());
     assert!(store.open_provider_batches().await.unwrap().is_empty());
+    assert!(store.recent_bulks(None, 5).await.unwrap().is_empty());
+    assert!(store
+        .recent_bulks(Some("acme"), 5)
+        .await
+        .unwrap()
+        .is_empty());
     h.stop().await;
 }
 
