@@ -17,13 +17,23 @@ const OPERATOR_TOKEN: &str = "sk-test-operator";
 
 /// A harness whose configuration has an operator beside its two tenants.
 async fn harness(backend: Backend, workers: bool) -> Harness {
+    harness_with(backend, workers, |_| {}).await
+}
+
+/// [`harness`], its configuration changed by `tweak` too.
+async fn harness_with(
+    backend: Backend,
+    workers: bool,
+    tweak: impl FnOnce(&mut sluice::config::Config),
+) -> Harness {
     Harness::start_with(
         backend,
         |config| {
             config.operators = vec![OperatorConfig {
                 name: "ops".into(),
                 token: Secret::new(OPERATOR_TOKEN),
-            }]
+            }];
+            tweak(config);
         },
         workers,
     )
@@ -159,7 +169,20 @@ async fn a_tenant_sees_its_own_job_with_attempts_and_cost_and_an_operator_sees_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_and_cost_chart_show_todays_work() {
-    let h = harness(Backend::Embedded, true).await;
+    let h = harness_with(Backend::Embedded, true, |config| {
+        config.budgets.push(sluice::budgets::BudgetConfig {
+            name: "search-daily".into(),
+            tenant: Some("acme".into()),
+            user: None,
+            team: Some("search".into()),
+            feature: None,
+            period: sluice::budgets::Period::Day,
+            limit_usd: "5.00".into(),
+            on_exceed: sluice::budgets::OnExceed::Reject,
+            warn_at: vec!["0.8".into()],
+        })
+    })
+    .await;
     let ids = h.submit_all(&[job("one"), job("two"), job("three")]).await;
     for id in &ids {
         assert_eq!(h.wait(*id).await["status"], "succeeded");
@@ -232,8 +255,26 @@ async fn the_overview_and_cost_chart_show_todays_work() {
         "a provider key's secret on the page: {providers}"
     );
     browser.screenshot("providers").await;
+    // The budget the three jobs counted against, with what they spent, as the API says.
+    let budgets: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/budgets", h.base_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spent = budgets["data"][0]["spent_pico_usd"].as_i64().unwrap();
+    assert!(spent > 0, "{budgets:#}");
     browser.open("/ui/budgets").await;
-    browser.wait_for_text("Budgets").await;
+    let page = browser.wait_for_text("search-daily").await;
+    let spent = sluice::pricing::PicoUsd(spent).for_people();
+    assert!(
+        page.contains(&spent),
+        "the budget's spend {spent} is not on the page: {page}"
+    );
+    assert!(page.contains("$5.00"), "{page}");
     browser.screenshot("budgets").await;
 
     // A bulk of three lines: its progress and counts by state on the bulks page.
