@@ -23,6 +23,7 @@ mod jobs;
 mod overview;
 mod page;
 mod providers;
+mod schedules;
 
 use crate::api::ApiState;
 use axum::extract::Request;
@@ -49,6 +50,7 @@ pub fn router() -> Router<ApiState> {
         .route("/ui/costs.csv", get(costs::csv))
         .route("/ui/providers", get(providers::page))
         .route("/ui/budgets", get(budgets::page))
+        .route("/ui/schedules", get(schedules::page))
         .route("/ui/assets/{name}", get(assets::serve))
         .route("/ui/{*rest}", get(page::not_found))
         .layer(axum::middleware::from_fn(security_headers))

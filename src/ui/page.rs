@@ -17,17 +17,19 @@ pub enum Nav {
     Costs,
     Providers,
     Budgets,
+    Schedules,
     /// Sign-in and error pages.
     None,
 }
 
-const LINKS: [(Nav, &str, &str); 6] = [
+const LINKS: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/ui", "Overview"),
     (Nav::Jobs, "/ui/jobs", "Jobs"),
     (Nav::Bulks, "/ui/bulks", "Bulks"),
     (Nav::Costs, "/ui/costs", "Costs"),
     (Nav::Providers, "/ui/providers", "Providers"),
     (Nav::Budgets, "/ui/budgets", "Budgets"),
+    (Nav::Schedules, "/ui/schedules", "Schedules"),
 ];
 
 /// A whole page: `body` inside the frame, with the navigation when someone is signed in.

@@ -7,6 +7,7 @@
 
 use crate::common::browser::Browser;
 use crate::common::{eventually, Backend, Harness, TOKEN};
+use chrono::DurationRound;
 use fantoccini::Locator;
 use sluice::config::{OperatorConfig, Secret};
 use sluice::job::{JobStatus, Urgency};
@@ -593,4 +594,68 @@ async fn dashboard_reads_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_reads_on_postgres() {
     dashboard_reads(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_show_each_tenant_its_recurring_jobs_and_their_next_runs() {
+    let jobs = tempfile::tempdir().unwrap();
+    let request =
+        "[request]\nmodel = \"fast\"\nmessages = [{ role = \"user\", content = \"x\" }]\n";
+    for (name, tenant) in [("acme-hourly", "acme"), ("globex-nightly", "globex")] {
+        std::fs::write(
+            jobs.path().join(format!("{name}.toml")),
+            format!("tenant = \"{tenant}\"\nschedule = \"0 * * * *\"\n{request}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(jobs.path().join("broken.toml"), "schedule = \"not cron\"\n").unwrap();
+    let dir = jobs.path().to_path_buf();
+    let h = harness_with(Backend::Embedded, false, |config| {
+        config.scheduler.dir = dir;
+    })
+    .await;
+    let next_hour = chrono::Utc::now()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap()
+        + chrono::Duration::hours(1);
+    let next_hour = next_hour.format("%Y-%m-%d %H:%M:%S").to_string();
+
+    let browser = Browser::start(&h.base_url, h.dir.path()).await;
+    browser.open("/ui/schedules").await;
+    browser.sign_in(TOKEN).await;
+    let page = browser.wait_for_text("acme-hourly").await;
+    assert!(
+        page.contains(&next_hour),
+        "the next run {next_hour} is not shown: {page}"
+    );
+    assert!(page.contains("never"), "{page}");
+    assert!(!page.contains("globex-nightly"), "{page}");
+    assert!(!page.contains("broken.toml"), "{page}");
+    browser.screenshot("schedules").await;
+
+    browser.open("/ui/jobs").await;
+    browser
+        .client
+        .find(Locator::Css(".who button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap();
+    browser.sign_in(OPERATOR_TOKEN).await;
+    browser.open("/ui/schedules").await;
+    let all = browser.wait_for_text("globex-nightly").await;
+    assert!(all.contains("acme-hourly"), "{all}");
+    assert!(
+        all.contains("broken.toml"),
+        "an operator sees why a file is not scheduled: {all}"
+    );
+    browser.close().await;
+    h.stop().await;
 }
