@@ -17,6 +17,7 @@ use crate::router::Router;
 use crate::sim::SimServer;
 use crate::store::{Store, StoreError};
 use crate::submit::Submitter;
+use crate::telemetry::Metrics;
 use crate::worker::{WorkerContext, WorkerPools};
 use std::sync::Arc;
 
@@ -64,6 +65,10 @@ pub struct App {
     /// This process's membership of a cluster (on a PostgreSQL store); its loop stops when
     /// the app is dropped.
     pub cluster: Option<Membership>,
+    /// This app's Prometheus metrics (its own registry: see [`crate::telemetry::metrics`]).
+    pub metrics: Metrics,
+    /// Stops the metrics' upkeep when the app is dropped.
+    _upkeep: tokio_util::sync::DropGuard,
 }
 
 impl App {
@@ -136,7 +141,12 @@ impl App {
                 queue
             }
         };
+        let metrics = Metrics::new(&config);
+        let upkeep = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(metrics.clone().run_upkeep(upkeep.clone()));
         Ok(App {
+            metrics,
+            _upkeep: upkeep.drop_guard(),
             tenant_limits: Arc::new(crate::limits::TenantLimits::new(&config)),
             config: Arc::new(config),
             store,
@@ -156,6 +166,7 @@ impl App {
             queue: self.queue.clone(),
             router: self.router.clone(),
             budgets: self.budgets.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -166,6 +177,7 @@ impl App {
             queue: self.queue.clone(),
             router: self.router.clone(),
             budgets: self.budgets.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

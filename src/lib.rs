@@ -54,6 +54,8 @@
 //!   the same for recurring jobs and the batch tier's poll schedule.
 //! - [`bulk`]: bulk JSONL in and out: a file of requests validated and submitted as a named
 //!   bulk in constant memory, its results in OpenAI's batch output format.
+//! - [`telemetry`]: Prometheus metrics (`GET /metrics`): every metric's name, one recording
+//!   helper per event, and the gauges read when they are scraped.
 //! - [`app`]: wiring a `Config` into store, queue, router and simulator, and the start-up
 //!   duties beside serving and working (resuming batch submissions, the batch tracker).
 //! - [`client`]: a small client of the HTTP API, for the CLI and tests.
@@ -92,6 +94,7 @@ pub mod streaming;
 pub mod submit;
 pub mod ui;
 pub use sluice_core::table;
+pub mod telemetry;
 pub use sluice_core::tier;
 pub use sluice_core::usage;
 pub mod worker;

@@ -6,6 +6,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use cli::connect::ServerArgs;
+use sluice::config::LogFormat;
 use sluice::job::Urgency;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ struct Cli {
     /// Configuration file; without one, the built-in configuration (simulator, embedded queue).
     #[arg(long, short, global = true, env = "SLUICE_CONFIG")]
     config: Option<PathBuf>,
+    /// How log lines are written to standard error: `text`, or `json` (one object a line,
+    /// for a log collector). Wins over `[telemetry] log_format`.
+    #[arg(long, global = true, value_enum, env = "SLUICE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,11 +165,13 @@ fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| default_log_filter(&cli.command).into());
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match log_format(&cli) {
         // Colour codes only for a person's terminal, never into a file or a log collector.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter);
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => log.json().boxed(),
+    }
+    .with_filter(filter);
     // `sluice bench --count-round-trips` counts the store's statements beside the log.
     let count_statements = matches!(&cli.command, Command::Bench(args) if args.count_round_trips);
     tracing_subscriber::registry()
@@ -172,6 +179,19 @@ fn start() -> anyhow::Result<()> {
         .with(count_statements.then(sluice::bench::trips::layer))
         .init();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+/// `--log-format`, else the config file's `[telemetry] log_format` (read before logging is
+/// set up, and only for that: a file that does not read is the command's to report, in the
+/// default format), else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    if let Some(format) = cli.log_format {
+        return format;
+    }
+    cli.config
+        .as_deref()
+        .and_then(|path| sluice::config::Config::load_for_client(path).ok())
+        .map_or(LogFormat::Text, |config| config.telemetry.log_format)
 }
 
 fn default_log_filter(command: &Command) -> &'static str {

@@ -127,6 +127,8 @@ pub struct Submitter {
     pub router: Arc<crate::router::Router>,
     /// The configured budgets, which refuse jobs they have no room for.
     pub budgets: Arc<crate::budgets::Budgets>,
+    /// Counts the jobs accepted.
+    pub metrics: crate::telemetry::Metrics,
 }
 
 impl Submitter {
@@ -198,7 +200,23 @@ impl Submitter {
     /// Records the jobs (`queued`, unpublished; in `bulk` at those line numbers if given),
     /// publishes the new ones with confirms, and marks them published. On the embedded queue
     /// a job outside a bulk is recorded, published and queued in one transaction instead.
+    /// Each job accepted anew (not a duplicate) is counted.
     async fn record_and_publish(
+        &self,
+        envelopes: Vec<Envelope>,
+        bulk: Option<(Uuid, Vec<u64>)>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let labels: Vec<_> = envelopes.iter().map(|e| self.metrics.job(e)).collect();
+        let answers = self.record_and_publish_once(envelopes, bulk).await?;
+        for (job, answer) in labels.iter().zip(&answers) {
+            if !answer.duplicate {
+                self.metrics.job_submitted(job);
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn record_and_publish_once(
         &self,
         mut envelopes: Vec<Envelope>,
         bulk: Option<(Uuid, Vec<u64>)>,

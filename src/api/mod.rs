@@ -24,6 +24,8 @@
 //!   (readiness: `503` naming the problem while the queue is unreachable or blocked by a
 //!   broker's resource alarm, or the store cannot be read or cannot commit a write). A
 //!   worker-only process serves these two alone ([`serve_health`]).
+//! - `GET /metrics`: Prometheus metrics (see [`metrics`]); with `[telemetry] metrics_listen`
+//!   also on an address of their own ([`serve_metrics`]).
 //!
 //! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
 //! across all requests (a `503` beyond it); see [`inflight`].
@@ -42,6 +44,7 @@ mod error;
 pub mod files;
 mod inflight;
 mod jobs;
+mod metrics;
 pub mod providers;
 
 pub use chat::JOB_ID_HEADER;
@@ -74,6 +77,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, pages: Router<ApiState>) -> Router {
     health_routes()
         .merge(pages)
+        .merge(metrics_routes(&state.config))
         .route("/v1/jobs", axum::routing::post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/chat/completions", axum::routing::post(chat::create))
@@ -120,6 +124,16 @@ fn health_routes() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+}
+
+/// `GET /metrics` (see [`metrics`]), on the API's port unless the configuration says not.
+fn metrics_routes(config: &ResolvedConfig) -> Router<ApiState> {
+    let routes = Router::new();
+    if config.telemetry.metrics_on_api {
+        routes.route("/metrics", get(metrics::scrape))
+    } else {
+        routes
+    }
 }
 
 /// OpenAI's cursor page (`GET /v1/batches`, `GET /v1/files`): `data` (objects with an `id`)
@@ -221,6 +235,22 @@ pub async fn serve_health(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, health_routes().with_state(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `GET /metrics` alone on `listener` until `shutdown` resolves: `[telemetry]
+/// metrics_listen`, for a scraper kept off the API's port and for a worker-only process.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let routes = Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .layer(axum::middleware::from_fn(error::plain_errors_as_json))
+        .with_state(state);
+    axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -26,6 +26,7 @@ use crate::store::provider_batches::{BatchState, DueBatch, PendingItem};
 use crate::store::Store;
 use crate::store::{now_ms, AttemptFailure, AttemptOutcome, AttemptRecord, StoreError};
 use crate::submit::Submitter;
+use crate::telemetry::metrics::Finished;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -320,7 +321,13 @@ impl Tracker {
                     Some(error.message.clone()),
                 );
                 let failure = Failure::provider(&error, error.to_string());
-                crate::finish::fail(store, item.job, Some(record), failure).await?;
+                let metrics = &self.submitter.metrics;
+                let job = metrics.labels(&item.tenant, item.urgency, &item.request.model);
+                metrics.attempt(&job, item.job, &record);
+                if crate::finish::fail(store, item.job, Some(record), failure).await? {
+                    let failed = Finished::Failed(error.kind.into());
+                    metrics.job_finished(&job, item.job, failed, Some(&deployment.name));
+                }
                 store.item_done(item.job).await?;
                 Ok(Settled::Failed)
             }
@@ -379,6 +386,10 @@ impl Tracker {
             Some(completion.status),
             None,
         );
+        let metrics = &self.submitter.metrics;
+        let job = metrics.labels(&item.tenant, item.urgency, &item.request.model);
+        metrics.attempt(&job, item.job, &record);
+        let charged = metrics.is_on().then(|| cost.clone());
         let stored = crate::finish::succeed(
             store,
             &self.submitter.budgets,
@@ -388,6 +399,10 @@ impl Tracker {
             cost,
         )
         .await?;
+        if let (true, Some(cost)) = (stored, &charged) {
+            metrics.charged(&job, &deployment.name, cost);
+            metrics.job_finished(&job, item.job, Finished::Succeeded, Some(&deployment.name));
+        }
         store.item_done(item.job).await?;
         Ok(if stored {
             Settled::Answered

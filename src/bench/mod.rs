@@ -11,7 +11,9 @@
 //! On a PostgreSQL store (`--database`) the workers may run as processes of their own
 //! (`--worker-processes N`), as a cluster runs them; `--limited-keys` gives every key limits
 //! that never bind, so each call goes through the key's buckets (the cluster's capacity
-//! leases on Postgres): run with and without to see what they cost.
+//! leases on Postgres): run with and without to see what they cost. Likewise `--no-metrics`
+//! (`[telemetry] metrics = false`) against the default, which records every metric and, once
+//! the jobs are in the store, times `GET /metrics` over HTTP (`scrape`).
 //!
 //! With `--streams N`, it measures streaming instead: N clients at a time send streamed
 //! requests to `POST /v1/chat/completions` over loopback HTTP, each asking the simulator for a
@@ -25,6 +27,7 @@
 
 mod cpu;
 mod processes;
+mod scrape;
 mod setup;
 pub mod trips;
 
@@ -83,6 +86,10 @@ pub struct BenchArgs {
     /// counting itself costs CPU: quote CPU per job from a run without it).
     #[arg(long, conflicts_with = "worker_processes")]
     pub count_round_trips: bool,
+    /// Run with `[telemetry] metrics = false`: nothing recorded, to compare with a run that
+    /// records them (the default), which also times `GET /metrics` once the jobs are in.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
@@ -235,6 +242,17 @@ pub async fn run(args: BenchArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         peak_rss(),
         wall.as_secs_f64()
     )?;
+    match scrape::time_scrapes(&app).await? {
+        Some(times) => writeln!(
+            out,
+            "GET /metrics with {} jobs in the store: p50 {:.1} ms, max {:.1} ms ({} scrapes)",
+            args.jobs,
+            times[times.len() / 2].as_secs_f64() * 1e3,
+            times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            times.len()
+        )?,
+        None => writeln!(out, "metrics off ([telemetry] metrics = false)")?,
+    }
 
     cleanup(app, &args, &dir, out).await
 }

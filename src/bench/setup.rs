@@ -66,6 +66,9 @@ pub fn config_text(
         "announced_requests_per_minute".into(),
         Value::Integer(UNBINDING_LIMIT),
     );
+    if args.no_metrics {
+        table(&mut doc, "telemetry").insert("metrics".into(), Value::Boolean(false));
+    }
     if args.backend == QueueBackend::Rabbitmq || args.database.is_some() {
         let queue = table(&mut doc, "queue");
         queue.insert("backend".into(), Value::String("rabbitmq".into()));

@@ -94,6 +94,9 @@ pub async fn prepare<R: AsyncBufRead + Unpin>(
     )
     .await
     .map_err(spool_read_error)?;
+    submitter
+        .metrics
+        .bulk_lines(tenant, found.valid, found.invalid);
     refuse_invalid(&found, request.skip_invalid, "the request body")?;
 
     let name = request

@@ -26,9 +26,11 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(&app.config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", app.config.server.listen))?;
+    let metrics_listener = bind_metrics(&app).await?;
     tracing::info!(address = %listener.local_addr()?, queue = app.queue.name(), "serving the Sluice API");
     let workers = (!no_workers).then(|| app.start_workers(&Urgency::ALL));
     let stop = tokio_util::sync::CancellationToken::new();
+    let metrics = serve_metrics(&app, metrics_listener, &stop)?;
     let relay = tokio::spawn(
         app.submitter()
             .run_relay(RELAY_EVERY, RELAY_AFTER, stop.clone()),
@@ -37,6 +39,9 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
     app.serve(listener, shutdown_signal()).await?;
     stop.cancel();
     let _ = relay.await;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
@@ -48,7 +53,8 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
 
 /// `sluice worker`: worker pools for `urgencies` (every urgency when empty), and, given
 /// `health_listen`, `GET /healthz` and `GET /readyz` on that address (a worker has no API
-/// for a container's health check or an orchestrator's probes to ask).
+/// for a container's health check or an orchestrator's probes to ask); `GET /metrics` on
+/// `[telemetry] metrics_listen` when set.
 pub async fn worker(
     config: &Option<PathBuf>,
     urgencies: Vec<Urgency>,
@@ -65,6 +71,7 @@ pub async fn worker(
         ),
         None => None,
     };
+    let metrics_listener = bind_metrics(&app).await?;
     let urgencies = if urgencies.is_empty() {
         Urgency::ALL.to_vec()
     } else {
@@ -84,6 +91,7 @@ pub async fn worker(
         }
         None => None,
     };
+    let metrics = serve_metrics(&app, metrics_listener, &stop)?;
     shutdown_signal().await;
     workers.shutdown().await;
     // Health answers until the jobs in flight are finished: the process is still alive.
@@ -91,7 +99,39 @@ pub async fn worker(
     if let Some(health) = health {
         health.await??;
     }
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     Ok(())
+}
+
+/// Binds `[telemetry] metrics_listen`, when set, before any work starts: an address in use
+/// stops the start instead of leaving a process nobody can scrape.
+async fn bind_metrics(app: &App) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(address) = app.config.telemetry.metrics_address() else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for metrics"))?;
+    Ok(Some(listener))
+}
+
+/// Serves `GET /metrics` on `listener` until `stop`, in a task of its own.
+fn serve_metrics(
+    app: &App,
+    listener: Option<tokio::net::TcpListener>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    tracing::info!(address = %listener.local_addr()?, "serving metrics");
+    Ok(Some(tokio::spawn(sluice::api::serve_metrics(
+        listener,
+        app.api_state(),
+        stop.clone().cancelled_owned(),
+    ))))
 }
 
 /// Starts the scheduler of recurring jobs, unless it is disabled or has nothing to run. Bad

@@ -1,5 +1,5 @@
 //! `sluice.toml`: providers and their keys, deployments and their prices, routes, tenants,
-//! budgets, the queue backend and the worker pools.
+//! budgets, the queue backend, the worker pools and telemetry.
 //!
 //! Loading is two steps so that `sluice check-config` can report *every* problem at once:
 //! [`Config::parse`] reads the TOML (syntax, then types and keys: each wrong value and each
@@ -41,6 +41,7 @@ mod resolved;
 mod routes;
 mod secret;
 mod server;
+mod telemetry;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,7 @@ pub use server::{
 };
 /// `[sim]` is the simulator's own settings type.
 pub use sluice_sim::{SimConfig, SimConfigError};
+pub use telemetry::{LogFormat, TelemetryConfig};
 pub use tenants::TenantConfig;
 pub use workers::{HealthConfig, PoolConfig, PoolsConfig, RetryConfig};
 
@@ -106,6 +108,9 @@ pub struct Config {
     /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
+    /// Metrics and logs (see [`TelemetryConfig`]).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// What expanding `${VAR}` in the secrets found (unset variables, a broken reference),
     /// reported by [`Config::validate`] with the other problems.
     #[serde(skip)]
@@ -268,6 +273,7 @@ impl Config {
             problems.extend(budget.problems(i, self));
         }
         problems.extend(self.server.problems());
+        problems.extend(self.telemetry.problems());
         problems
     }
 

@@ -26,7 +26,7 @@
 //! consumer picks up (the process stops) becomes visible again when it runs out.
 
 use super::replies::{Inbox, InboxHub};
-use super::{Consumer, Delivery, Queue, QueueError, Settle};
+use super::{Consumer, Delivery, Depths, Queue, QueueError, Settle, UrgencyDepth};
 use crate::job::{Envelope, Urgency};
 use crate::store::jobs::insert_alone;
 use crate::store::Conn;
@@ -291,6 +291,41 @@ impl Queue for EmbeddedQueue {
 
     fn name(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn depths(&self) -> Result<Depths, QueueError> {
+        let pool = self
+            .store
+            .sqlite_reader()
+            .ok_or_else(|| QueueError::Storage("the embedded queue needs a SQLite store".into()))?;
+        let now = now_ms();
+        let mut depths = Depths::default();
+        for urgency in Urgency::ALL {
+            // Each an index range of `queue_messages_ready (urgency, visible_at)`; a message
+            // after `now` is parked unless a worker holds it (a lease), which is in flight.
+            let (ready, delayed): (i64, i64) = sqlx::query_as(
+                "SELECT \
+                   (SELECT COUNT(*) FROM queue_messages WHERE urgency = ?1 AND visible_at <= ?2), \
+                   (SELECT COUNT(*) FROM queue_messages \
+                     WHERE urgency = ?1 AND visible_at > ?2 AND lease IS NULL)",
+            )
+            .bind(urgency.as_str())
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(storage)?;
+            depths.urgencies.push(UrgencyDepth {
+                urgency,
+                ready: ready.max(0) as u64,
+                delayed: delayed.max(0) as u64,
+            });
+        }
+        let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
+            .fetch_one(pool)
+            .await
+            .map_err(storage)?;
+        depths.dead = dead.max(0) as u64;
+        Ok(depths)
     }
 }
 

@@ -164,6 +164,12 @@ pub trait Queue: Send + Sync {
         self.unready().is_none()
     }
 
+    /// What waits in the queue now, for the metrics: each urgency's messages ready for a
+    /// worker and parked on the delay ladder, and the dead letters held. Counted by the
+    /// backend itself (the broker's counts; an index range of the embedded table), never by
+    /// reading the jobs.
+    async fn depths(&self) -> Result<Depths, QueueError>;
+
     /// Records new jobs and queues their messages in one store transaction, for a backend
     /// kept in the store (the embedded queue: [`embedded::EmbeddedQueue::record_and_enqueue`]),
     /// returning each job's outcome once committed. `None` for a broker, which cannot take
@@ -175,6 +181,24 @@ pub trait Queue: Send + Sync {
     ) -> Option<Result<Vec<InsertOutcome>, StoreError>> {
         None
     }
+}
+
+/// What waits in a queue (see [`Queue::depths`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depths {
+    pub urgencies: Vec<UrgencyDepth>,
+    /// Messages held in the dead letters (the operator's dead queue on RabbitMQ).
+    pub dead: u64,
+}
+
+/// One urgency's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrgencyDepth {
+    pub urgency: Urgency,
+    /// Ready for a worker (not taken, or taken by a worker whose lease ran out).
+    pub ready: u64,
+    /// Parked on the delay ladder (a retry's back-off, a job waiting for capacity).
+    pub delayed: u64,
 }
 
 /// A stream of deliveries from one queue.

@@ -19,6 +19,7 @@ mod conn;
 pub mod costs;
 pub mod dashboard;
 pub mod files;
+pub mod gauges;
 pub mod jobs;
 mod postgres;
 pub mod processes;

@@ -18,7 +18,7 @@
 
 use super::jobs::{exhausted, fail_job, insert_attempt, interrupt_attempts};
 use super::{now_ms, Conn, Store, StoreError};
-use crate::job::ChatRequest;
+use crate::job::{ChatRequest, Urgency};
 use crate::store::AttemptRecord;
 use crate::{with_conn, with_pool};
 use sqlx::Row;
@@ -116,6 +116,9 @@ pub struct DueBatch {
 #[derive(Debug, Clone)]
 pub struct PendingItem {
     pub job: Uuid,
+    /// The job's tenant and urgency, which its metrics are labelled with.
+    pub tenant: String,
+    pub urgency: Urgency,
     pub attempt: u32,
     pub request: ChatRequest,
     pub chosen_because: String,
@@ -359,8 +362,9 @@ impl Store {
 
     /// The batch's items still waiting for an answer, with their requests.
     pub async fn pending_items(&self, batch: Uuid) -> Result<Vec<PendingItem>, StoreError> {
-        let rows: Vec<(String, i64, String, String, Option<i64>)> = with_pool!(self.pool(), p => sqlx::query_as(
-                "SELECT i.job_id, i.attempt, j.request, i.chosen_because, i.deadline \
+        type PendingRow = (String, i64, String, String, Option<i64>, String, String);
+        let rows: Vec<PendingRow> = with_pool!(self.pool(), p => sqlx::query_as(
+                "SELECT i.job_id, i.attempt, j.request, i.chosen_because, i.deadline, j.tenant, j.urgency \
                  FROM batch_items i JOIN jobs j ON j.id = i.job_id \
                  WHERE i.batch_id = $1 AND i.state = 'pending' ORDER BY i.added_at",
             )
@@ -368,16 +372,20 @@ impl Store {
             .fetch_all(p)
             .await?);
         rows.into_iter()
-            .map(|(job, attempt, request, chosen_because, deadline)| {
-                Ok(PendingItem {
-                    job: parse_uuid(job).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    attempt: attempt as u32,
-                    request: serde_json::from_str(&request)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    chosen_because,
-                    deadline,
-                })
-            })
+            .map(
+                |(job, attempt, request, chosen_because, deadline, tenant, urgency)| {
+                    Ok(PendingItem {
+                        job: parse_uuid(job).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        tenant,
+                        urgency: urgency.parse().map_err(StoreError::Corrupt)?,
+                        attempt: attempt as u32,
+                        request: serde_json::from_str(&request)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        chosen_because,
+                        deadline,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -12,8 +12,10 @@
 //! transaction that dead-letters its message.
 
 use super::WorkerContext;
+use crate::failure::JobFailure;
 use crate::job::Envelope;
 use crate::queue::Delivery;
+use crate::telemetry::metrics::Finished;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +64,15 @@ async fn settle(context: &WorkerContext, delivery: Delivery) {
     match crate::finish::fail_undelivered(&context.store, envelope.id, reason.clone()).await {
         Ok(true) => {
             tracing::warn!(job = %envelope.id, %reason, "a dead-lettered job is failed");
+            let metrics = &context.metrics;
+            metrics.dead_lettered("delivery_limit");
+            let job = metrics.job(&envelope);
+            metrics.job_finished(
+                &job,
+                envelope.id,
+                Finished::Failed(JobFailure::Interrupted),
+                None,
+            );
             ack(delivery).await;
         }
         Ok(false) => {

@@ -68,6 +68,8 @@ pub struct WorkerContext {
     pub router: Arc<Router>,
     /// The configured budgets: each attempt reserves on them, each success is charged.
     pub budgets: Arc<crate::budgets::Budgets>,
+    /// What the stages count (see [`crate::telemetry::metrics`]).
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// Running worker pools; [`WorkerPools::shutdown`] stops them gracefully.
@@ -163,6 +165,7 @@ pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Deliver
         Ok(envelope) => envelope,
         Err(reason) => {
             tracing::warn!(%reason, "dead-lettering a message that is not a job");
+            context.metrics.dead_lettered("not_a_job");
             settle::settle(delivery, Settlement::DeadLetter(reason)).await;
             return;
         }
@@ -170,12 +173,13 @@ pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Deliver
     if context.config.tenant(&envelope.tenant).is_none() {
         let reason = format!("unknown tenant \"{}\"", envelope.tenant);
         tracing::warn!(job = %envelope.id, %reason, "dead-lettering");
+        context.metrics.dead_lettered("unknown_tenant");
         settle::settle(delivery, Settlement::DeadLetter(reason)).await;
         return;
     }
     let watcher = Watcher::of(&context.queue, &envelope);
     let outcome = match run_job(context, &envelope, watcher.as_ref()).await {
-        Ok(ending) => settle::write(context, envelope.id, ending).await,
+        Ok(ending) => settle::write(context, &envelope, ending).await,
         Err(e) => Err(e),
     };
     // The outcome is committed (or could not be): now, and only now, the client watching a

@@ -8,11 +8,12 @@
 
 use super::WorkerContext;
 use crate::finish::Failure;
+use crate::job::Envelope;
 use crate::queue::{Delivery, QueueError};
 use crate::store::{AttemptRecord, CostRecord, StoreError};
+use crate::telemetry::metrics::{Finished, Parked};
 use serde_json::Value;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// What becomes of a delivery's message.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,17 +56,33 @@ impl Ending {
     }
 }
 
-/// Writes `ending` for job `id` and says how to settle its message.
+/// Writes `ending` for `envelope`'s job and says how to settle its message; once written,
+/// counts it (see [`crate::telemetry::metrics`]).
 pub(super) async fn write(
     context: &WorkerContext,
-    id: Uuid,
+    envelope: &Envelope,
     ending: Ending,
 ) -> Result<Settlement, StoreError> {
     let store = &context.store;
+    let metrics = &context.metrics;
+    let id = envelope.id;
+    let job = metrics.job(envelope);
     match ending {
-        Ending::Settle(settlement) => Ok(settlement),
+        Ending::Settle(settlement) => {
+            if let Settlement::RetryAfter(_) = settlement {
+                metrics.parked(job.urgency, Parked::Capacity);
+            }
+            Ok(settlement)
+        }
         Ending::Fail(attempt, failure) => {
-            crate::finish::fail(store, id, attempt, failure).await?;
+            let kind = failure.kind;
+            let deployment = attempt.as_ref().map(|a| a.deployment.clone());
+            if let Some(attempt) = &attempt {
+                metrics.attempt(&job, id, attempt);
+            }
+            if crate::finish::fail(store, id, attempt, failure).await? {
+                metrics.job_finished(&job, id, Finished::Failed(kind), deployment.as_deref());
+            }
             Ok(Settlement::Ack)
         }
         Ending::Succeed {
@@ -73,14 +90,23 @@ pub(super) async fn write(
             response,
             cost,
         } => {
-            if !crate::finish::succeed(store, &context.budgets, id, attempt, response, cost).await?
-            {
+            metrics.attempt(&job, id, &attempt);
+            let deployment = attempt.deployment.clone();
+            let charged = (metrics.is_on()).then(|| cost.clone());
+            if crate::finish::succeed(store, &context.budgets, id, attempt, response, cost).await? {
+                if let Some(cost) = &charged {
+                    metrics.charged(&job, &deployment, cost);
+                }
+                metrics.job_finished(&job, id, Finished::Succeeded, Some(&deployment));
+            } else {
                 tracing::info!(job = %id, "finished elsewhere meanwhile; this answer is discarded, not charged");
             }
             Ok(Settlement::Ack)
         }
         Ending::Retry { attempt, delay } => {
+            metrics.attempt(&job, id, &attempt);
             store.record_retry(id, attempt).await?;
+            metrics.parked(job.urgency, Parked::Retry);
             Ok(Settlement::RetryAfter(delay))
         }
     }

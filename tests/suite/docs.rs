@@ -88,3 +88,33 @@ fn every_section_of_the_example_is_documented() {
         );
     }
 }
+
+/// Every metric Sluice records is listed, with its labels and meaning, in
+/// `docs/observability.md`, and every `sluice_` name the page lists is one Sluice records.
+#[test]
+fn every_metric_is_documented() {
+    const OBSERVABILITY: &str = include_str!("../../docs/observability.md");
+    let documented = code_words(OBSERVABILITY);
+    let recorded: Vec<&str> = sluice::telemetry::metrics::ALL
+        .iter()
+        .map(|(name, ..)| *name)
+        .collect();
+    let missing: Vec<&&str> = recorded
+        .iter()
+        .filter(|name| !documented.contains(**name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics docs/observability.md does not list: {missing:?}"
+    );
+    let unknown: Vec<&&str> = documented
+        .iter()
+        .filter(|word| word.starts_with("sluice_"))
+        // A histogram's series (`_bucket`, `_sum`, `_count`) are its name and a suffix.
+        .filter(|word| !recorded.iter().any(|name| word.starts_with(name)))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/observability.md lists metrics Sluice does not record: {unknown:?}"
+    );
+}

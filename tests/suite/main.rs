@@ -22,6 +22,7 @@ mod docs;
 mod faults;
 mod job_loop;
 mod layers;
+mod metrics;
 mod openai_batches;
 mod providers_batch;
 mod providers_http;

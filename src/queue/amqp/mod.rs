@@ -14,6 +14,7 @@
 mod connection;
 mod consumer;
 mod dead_letters;
+mod depths;
 mod replies;
 pub mod topology;
 
@@ -294,6 +295,10 @@ impl Queue for AmqpQueue {
 
     async fn probe(&self) -> Result<(), Unready> {
         self.inner.probe().await
+    }
+
+    async fn depths(&self) -> Result<crate::queue::Depths, QueueError> {
+        self.inner.depths().await
     }
 }
 

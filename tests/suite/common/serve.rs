@@ -41,8 +41,6 @@ pub struct Served {
     log: PathBuf,
     /// The subcommand, for messages.
     command: &'static str,
-    /// The log line saying where it listens.
-    listening: &'static str,
 }
 
 impl Served {
@@ -84,22 +82,26 @@ impl Served {
             base_url: String::new(),
             log: log.to_path_buf(),
             command,
-            listening,
         };
-        served.base_url = format!("http://{}", served.address().await);
+        served.base_url = format!("http://{}", served.address(listening).await);
         served
     }
 
-    /// The address the server's log says it bound.
-    async fn address(&mut self) -> String {
+    /// The address the log line saying `listening` names (`address=HOST:PORT` in a text log,
+    /// `"address"` among a JSON line's fields), once the process has written it.
+    pub async fn address(&mut self, listening: &str) -> String {
         let started = Instant::now();
         loop {
             let log = self.log();
-            if let Some(line) = log.lines().find(|line| line.contains(self.listening)) {
-                let address = line
-                    .split_whitespace()
-                    .find_map(|field| field.strip_prefix("address="))
-                    .unwrap_or_else(|| panic!("no address in {line:?}"));
+            if let Some(line) = log.lines().find(|line| line.contains(listening)) {
+                let json = serde_json::from_str::<serde_json::Value>(line).ok();
+                let address = match &json {
+                    Some(json) => json["fields"]["address"].as_str(),
+                    None => line
+                        .split_whitespace()
+                        .find_map(|field| field.strip_prefix("address=")),
+                };
+                let address = address.unwrap_or_else(|| panic!("no address in {line:?}"));
                 return address.to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
