@@ -104,24 +104,51 @@ pub fn authenticate<T>(
     })
 }
 
+/// An operator (`[[operators]]`) authenticated by bearer token: what the API's `GET /metrics`
+/// asks for, since the metrics name every tenant and its spend.
+pub struct Operator;
+
+/// The token of a request's `Authorization: Bearer <token>` header; `whose` names the kind of
+/// token in the messages of a header that is missing or malformed.
+fn bearer<'a>(parts: &'a Parts, whose: &str) -> Result<&'a str, String> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            format!("missing Authorization header; send \"Authorization: Bearer <{whose} token>\"")
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| format!("the Authorization header must be \"Bearer <{whose} token>\""))
+}
+
 impl FromRequestParts<ApiState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         authenticate(&parts.extensions, || {
-            let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(
-                "missing Authorization header; send \"Authorization: Bearer <tenant token>\"",
-            )?;
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .ok_or("the Authorization header must be \"Bearer <tenant token>\"")?;
             state
                 .config
-                .tenant_for_token(token.trim())
+                .tenant_for_token(bearer(parts, "tenant")?)
                 .map(|t| Tenant(t.name.clone()))
                 .ok_or_else(|| "unknown token".to_string())
+        })
+    }
+}
+
+impl FromRequestParts<ApiState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        authenticate(&parts.extensions, || {
+            state
+                .config
+                .operator_for_token(bearer(parts, "operator")?)
+                .map(|_| Operator)
+                .ok_or_else(|| "unknown operator token".to_string())
         })
     }
 }

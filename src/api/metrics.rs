@@ -4,10 +4,13 @@
 //! listener of its own ([`super::serve_metrics`]), which is how a `sluice worker` process is
 //! scraped.
 //!
-//! No bearer token, as Prometheus scrapes: the labels name tenants and their spend, so an
-//! operator who must keep tenants from seeing each other's figures serves the metrics on a
-//! private `metrics_listen` address only.
+//! The labels name every tenant and its spend, so on the API's port, which tenants reach,
+//! the scraper sends an operator's token (`Authorization: Bearer`, Prometheus'
+//! `authorization.credentials`; [`scrape_as_operator`]). The `metrics_listen` address is
+//! the operator's own choice of a private one and asks for no token ([`scrape`]), as
+//! Prometheus' targets usually do.
 
+use super::auth::Operator;
 use super::error::ApiError;
 use super::ApiState;
 use crate::telemetry::sample::{self, Sources};
@@ -18,6 +21,15 @@ use axum::response::{IntoResponse, Response};
 /// The content type of Prometheus' text format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// `GET /metrics` on the API's port: an operator's only.
+pub async fn scrape_as_operator(
+    _operator: Operator,
+    state: State<ApiState>,
+) -> Result<Response, ApiError> {
+    scrape(state).await
+}
+
+/// `GET /metrics` on the `metrics_listen` address.
 pub async fn scrape(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let submitter = &state.submitter;
     let metrics = &submitter.metrics;

@@ -24,8 +24,9 @@
 //!   (readiness: `503` naming the problem while the queue is unreachable or blocked by a
 //!   broker's resource alarm, or the store cannot be read or cannot commit a write). A
 //!   worker-only process serves these two alone ([`serve_health`]).
-//! - `GET /metrics`: Prometheus metrics (see [`metrics`]); with `[telemetry] metrics_listen`
-//!   also on an address of their own ([`serve_metrics`]).
+//! - `GET /metrics`: Prometheus metrics for an operator's bearer token (see [`metrics`]);
+//!   with `[telemetry] metrics_listen` also on an address of their own, without a token
+//!   ([`serve_metrics`]).
 //!
 //! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
 //! across all requests (a `503` beyond it); see [`inflight`].
@@ -126,11 +127,12 @@ fn health_routes() -> Router<ApiState> {
         .route("/readyz", get(ready))
 }
 
-/// `GET /metrics` (see [`metrics`]), on the API's port unless the configuration says not.
+/// `GET /metrics` (see [`metrics`]), on the API's port for an operator's token, unless the
+/// configuration says not.
 fn metrics_routes(config: &ResolvedConfig) -> Router<ApiState> {
     let routes = Router::new();
     if config.telemetry.metrics_on_api {
-        routes.route("/metrics", get(metrics::scrape))
+        routes.route("/metrics", get(metrics::scrape_as_operator))
     } else {
         routes
     }

@@ -21,9 +21,21 @@ on_all_backends!(
     a_backlog_shows_in_the_queue_gauges_until_it_drains,
 );
 
-/// `GET /metrics` on `base_url`: the text, and the text parsed.
+/// The built-in configuration's operator token, which the test configurations keep.
+const OPERATOR_TOKEN: &str = "sk-sluice-operator";
+
+/// `GET /metrics` on the API's `base_url`, as the operator: the text, and the text parsed.
 async fn scrape(base_url: &str) -> (String, Scrape) {
-    let answer = reqwest::get(format!("{base_url}/metrics")).await.unwrap();
+    scrape_with(base_url, Some(OPERATOR_TOKEN)).await
+}
+
+/// `GET /metrics` on `base_url` with `token` as the bearer, if any.
+async fn scrape_with(base_url: &str, token: Option<&str>) -> (String, Scrape) {
+    let mut request = reqwest::Client::new().get(format!("{base_url}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = request.send().await.unwrap();
     assert_eq!(answer.status(), 200);
     let content_type = answer.headers()["content-type"]
         .to_str()
@@ -106,6 +118,16 @@ async fn jobs_move_the_counters_by_exactly_what_happened(backend: Backend) {
         h.wait(*id).await;
     }
 
+    // The API's port answers the operator alone: the metrics name every tenant's spend.
+    for token in [None, Some(TOKEN)] {
+        let mut request = reqwest::Client::new().get(format!("{}/metrics", h.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{token:?}");
+        assert!(!refused.text().await.unwrap().contains("sluice_"));
+    }
     let (text, m) = scrape(&h.base_url).await;
     let acme = [
         ("tenant", "acme"),
@@ -237,7 +259,13 @@ async fn jobs_move_the_counters_by_exactly_what_happened(backend: Backend) {
         .providers
         .values()
         .flat_map(|p| p.keys.iter().map(|k| k.secret.expose().to_string()))
-        .chain(config.tenants.iter().map(|t| t.token.expose().to_string()));
+        .chain(config.tenants.iter().map(|t| t.token.expose().to_string()))
+        .chain(
+            config
+                .operators
+                .iter()
+                .map(|o| o.token.expose().to_string()),
+        );
     for secret in secrets {
         assert!(!secret.is_empty());
         assert!(!text.contains(&secret), "a secret is in the metrics");
@@ -349,7 +377,8 @@ async fn metrics_listen_serves_the_metrics_of_serve_and_of_a_worker() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
-    let (text, m) = scrape(&metrics_url).await;
+    // The metrics_listen address asks for no token.
+    let (text, m) = scrape_with(&metrics_url, None).await;
     let demo = [
         ("tenant", "demo"),
         ("urgency", "realtime"),
@@ -375,7 +404,7 @@ async fn metrics_listen_serves_the_metrics_of_serve_and_of_a_worker() {
 
     let mut worker = Served::start_worker(&path, &[], &dir.path().join("worker.log")).await;
     let worker_metrics = format!("http://{}", worker.address("serving metrics").await);
-    let (text, m) = scrape(&worker_metrics).await;
+    let (text, m) = scrape_with(&worker_metrics, None).await;
     let closed = [("deployment", "gpt-4o-mini"), ("state", "closed")];
     assert_eq!(sum(&m, "sluice_circuit_state", &closed), 1.0, "{text}");
     assert_eq!(
