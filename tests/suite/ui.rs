@@ -101,14 +101,8 @@ async fn a_tenant_sees_its_own_job_with_attempts_and_cost_and_an_operator_sees_a
     browser.screenshot("jobs-tenant").await;
 
     // The job's page: its attempt with why its deployment was chosen, and its cost.
-    browser
-        .client
-        .find(Locator::Css(&format!("a[href='/ui/jobs/{own}']")))
-        .await
-        .expect("the job links to its page")
-        .click()
-        .await
-        .unwrap();
+    // The job links to its page.
+    browser.click(&format!("a[href='/ui/jobs/{own}']")).await;
     let page = browser.wait_for_text("Attempts").await;
     let attempt = &done["attempts"][0];
     for expected in [
@@ -318,14 +312,8 @@ async fn a_queued_job_is_cancelled_from_its_page() {
     browser.sign_in(TOKEN).await;
     browser.open(&format!("/ui/jobs/{id}")).await;
     browser.wait_for_text("queued").await;
-    browser
-        .client
-        .find(Locator::Css("button.danger"))
-        .await
-        .expect("a queued job has a cancel button")
-        .click()
-        .await
-        .unwrap();
+    // A queued job has a cancel button.
+    browser.click("button.danger").await;
     browser.wait_for_text("cancelled").await;
     assert_eq!(h.client.get(id, None).await.unwrap()["status"], "cancelled");
     // A cancelled job has no button any more.

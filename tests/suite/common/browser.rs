@@ -141,15 +141,41 @@ impl Browser {
             .expect("signed in: the header names who");
     }
 
-    /// The text of the page's `main`.
+    /// Clicks the element `css` finds. A page's live parts are replaced as they refresh, so
+    /// an element found a moment before may be gone (stale) when clicked: then it is found
+    /// again (a click that failed did nothing).
+    pub async fn click(&self, css: &str) {
+        super::eventually(
+            &format!("a click on {css:?}"),
+            Duration::from_secs(15),
+            async || -> Result<(), String> {
+                let element = self
+                    .client
+                    .find(Locator::Css(css))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                element.click().await.map_err(|e| e.to_string())
+            },
+        )
+        .await
+    }
+
+    /// The text of the page's `main`, read again while the page is being replaced (a
+    /// navigation or a live part's refresh leaves the element just found stale).
     pub async fn text(&self) -> String {
-        self.client
+        super::eventually("the page's text", Duration::from_secs(15), async || {
+            self.try_text().await
+        })
+        .await
+    }
+
+    async fn try_text(&self) -> Result<String, String> {
+        let main = self
+            .client
             .find(Locator::Css("main"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .map_err(|e| e.to_string())?;
+        main.text().await.map_err(|e| e.to_string())
     }
 
     /// Waits until the page's `main` shows `needle` (in any case: headings are shown in
@@ -159,7 +185,7 @@ impl Browser {
             &format!("the page to show {needle:?}"),
             Duration::from_secs(15),
             async || {
-                let text = self.text().await;
+                let text = self.try_text().await?;
                 if text.to_lowercase().contains(&needle.to_lowercase()) {
                     Ok(text)
                 } else {
