@@ -60,6 +60,9 @@
 //!   duties beside serving and working (resuming batch submissions, the batch tracker).
 //! - [`client`]: a small client of the HTTP API, for the CLI and tests.
 //! - [`ui`]: the web dashboard at `/ui`, served beside the API.
+//! - [`traces`]: one span tree per job (HTTP request, submit, queue wait, attempts, provider
+//!   call in the GenAI conventions, settle), joined across processes by the `traceparent`
+//!   the queue message carries, exported over OTLP when an endpoint is configured.
 //! - [`demo`], [`bench`]: `sluice demo` and `sluice bench`.
 
 pub mod api;
@@ -96,5 +99,6 @@ pub mod ui;
 pub use sluice_core::table;
 pub mod telemetry;
 pub use sluice_core::tier;
+pub mod traces;
 pub use sluice_core::usage;
 pub mod worker;

@@ -163,8 +163,21 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
 
 fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| default_log_filter(&cli.command).into());
+    // The long-running commands read their configuration before the log starts: it says
+    // where traces go.
+    let config = match &cli.command {
+        Command::Serve { .. } | Command::Worker { .. } => Some(cli::load_config(&cli.config)?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (traces, traces_problem) = match start_traces(&cli.command, config.as_ref(), &runtime) {
+        Ok(traces) => (traces, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    let filter = sluice::traces::leave_out_of_log(
+        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+            .unwrap_or_else(|_| default_log_filter(&cli.command).into()),
+    );
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log = match log_format(&cli) {
         // Colour codes only for a person's terminal, never into a file or a log collector.
@@ -176,9 +189,45 @@ fn start() -> anyhow::Result<()> {
     let count_statements = matches!(&cli.command, Command::Bench(args) if args.count_round_trips);
     tracing_subscriber::registry()
         .with(log)
-        .with(count_statements.then(sluice::bench::trips::layer))
+        .with(sluice::bench::trips::layer(count_statements))
+        // Wanting nothing unless traces are exported: then no span costs anything.
+        .with(sluice::traces::export::Traces::layer(traces.as_ref()))
         .init();
-    tokio::runtime::Runtime::new()?.block_on(run(cli))
+    if let Some(problem) = traces_problem {
+        tracing::warn!("{problem}; no traces are exported");
+    }
+    let outcome = runtime.block_on(run(cli, config));
+    // The spans still queued leave while the runtime that sends them still runs.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    outcome
+}
+
+/// The export of traces, for the commands that run jobs, when `[telemetry] otlp_endpoint` (or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`) names a collector; why not, when it cannot start.
+fn start_traces(
+    command: &Command,
+    config: Option<&sluice::config::ResolvedConfig>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<sluice::traces::export::Traces>, String> {
+    let default = sluice::config::TelemetryConfig::default();
+    let telemetry = match (command, config) {
+        (_, Some(config)) => &config.telemetry,
+        // The bench runs the built-in configuration: the environment alone turns traces on.
+        (Command::Bench(_), None) => &default,
+        _ => return Ok(None),
+    };
+    let Some(url) = telemetry.traces_url(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())? else {
+        return Ok(None);
+    };
+    let traces = sluice::traces::export::Traces::start(
+        &url,
+        telemetry.service_name.as_deref(),
+        runtime.handle().clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some(traces))
 }
 
 /// `--log-format`, else the config file's `[telemetry] log_format` (read before logging is
@@ -203,14 +252,17 @@ fn default_log_filter(command: &Command) -> &'static str {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `loaded` is the configuration `serve` and `worker` read before the log
+/// started.
+async fn run(cli: Cli, loaded: Option<sluice::config::ResolvedConfig>) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
+    let loaded = || loaded.expect("serve and worker read their configuration first");
     match cli.command {
-        Command::Serve { no_workers } => cli::serve::serve(&cli.config, no_workers).await,
+        Command::Serve { no_workers } => cli::serve::serve(loaded(), no_workers).await,
         Command::Worker {
             urgency,
             health_listen,
-        } => cli::serve::worker(&cli.config, urgency, health_listen).await,
+        } => cli::serve::worker(loaded(), urgency, health_listen).await,
         Command::Submit(args) => cli::jobs::submit(args, config).await,
         Command::Get { id, server } => cli::jobs::get(id, server, config).await,
         Command::Wait {

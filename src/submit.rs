@@ -16,11 +16,13 @@ use crate::job::{Envelope, FieldError, JobSpec, Urgency};
 use crate::queue::{Queue, QueueError, Unready};
 use crate::store::{newly_created, InsertOutcome, Refusal, Store, StoreError};
 use crate::streaming::wants_stream;
+use crate::traces;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use crate::job::MAX_REQUEST_BYTES;
@@ -105,6 +107,50 @@ impl std::fmt::Display for NotQueued {
             ),
         }
     }
+}
+
+impl SubmitError {
+    /// A stable name for the kind of refusal, as a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SubmitError::Invalid(_) => "invalid_request",
+            SubmitError::QueueUnavailable(_) => "queue_unavailable",
+            SubmitError::NotQueued(_) => "not_queued",
+            SubmitError::Store(_) => "store_failed",
+            SubmitError::CustomIdReused(_) => "custom_id_reused",
+            SubmitError::BudgetExceeded(_) => "budget_exceeded",
+        }
+    }
+}
+
+/// The span of one submission of `envelopes` (in `bulk`, if given): the tenant, how many
+/// jobs, and for a single job its id and urgency.
+fn submit_span(envelopes: &[Envelope], bulk: Option<Uuid>) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "submit",
+        otel.kind = "producer",
+        sluice.tenant = Empty,
+        sluice.jobs = envelopes.len() as i64,
+        sluice.job.id = Empty,
+        sluice.urgency = Empty,
+        sluice.bulk.id = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(first) = envelopes.first() {
+        span.record("sluice.tenant", first.tenant.as_str());
+    }
+    if let [only] = envelopes {
+        span.record("sluice.job.id", tracing::field::display(only.id));
+        span.record("sluice.urgency", only.spec.urgency.as_str());
+    }
+    if let Some(bulk) = bulk {
+        span.record("sluice.bulk.id", tracing::field::display(bulk));
+    }
+    span
 }
 
 impl From<StoreError> for SubmitError {
@@ -201,6 +247,9 @@ impl Submitter {
     /// publishes the new ones with confirms, and marks them published. On the embedded queue
     /// a job outside a bulk is recorded, published and queued in one transaction instead.
     /// Each job accepted anew (not a duplicate) is counted.
+    ///
+    /// In the span `submit`, whose context each envelope carries to its worker when traces
+    /// are exported.
     async fn record_and_publish(
         &self,
         envelopes: Vec<Envelope>,
@@ -217,6 +266,27 @@ impl Submitter {
     }
 
     async fn record_and_publish_once(
+        &self,
+        mut envelopes: Vec<Envelope>,
+        bulk: Option<(Uuid, Vec<u64>)>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        let span = submit_span(&envelopes, bulk.as_ref().map(|(id, _)| *id));
+        if let Some(traceparent) = traces::traceparent(&span) {
+            for envelope in &mut envelopes {
+                envelope.traceparent = Some(traceparent.clone());
+            }
+        }
+        let submitted = self
+            .record_then_publish(envelopes, bulk)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &submitted {
+            traces::record_error(&span, e.kind());
+        }
+        submitted
+    }
+
+    async fn record_then_publish(
         &self,
         mut envelopes: Vec<Envelope>,
         bulk: Option<(Uuid, Vec<u64>)>,

@@ -31,6 +31,8 @@
 //! Request bodies read whole are held to [`inflight::MAX_BODY_BYTES_IN_FLIGHT`] at once
 //! across all requests (a `503` beyond it); see [`inflight`].
 //!
+//! Each request is a span of its caller's trace (see [`trace`]), when traces are exported.
+//!
 //! Every `/v1` route needs `Authorization: Bearer <tenant token>` (an address that sent
 //! ten unknown tokens within a minute waits out the minute: `429`, see [`auth`]); a tenant sees only its own
 //! jobs (another tenant's id is a 404, indistinguishable from an unknown id).
@@ -47,6 +49,7 @@ mod inflight;
 mod jobs;
 mod metrics;
 pub mod providers;
+mod trace;
 
 pub use chat::JOB_ID_HEADER;
 pub use error::ApiError;
@@ -110,6 +113,8 @@ pub fn router(state: ApiState, pages: Router<ApiState>) -> Router {
         )
         .route("/v1/costs", get(costs::report))
         .route("/v1/budgets", get(budgets::list))
+        // After routing, so the span is named by the matched route.
+        .route_layer(axum::middleware::from_fn(trace::request))
         .layer(axum::extract::DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             inflight::BodyBudget::default(),

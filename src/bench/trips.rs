@@ -25,9 +25,15 @@ impl<S: Subscriber> Layer<S> for StatementCounter {
     }
 }
 
-/// The counter, given sqlx's statement events only.
-pub fn layer<S: Subscriber>() -> Filtered<StatementCounter, Targets, S> {
-    StatementCounter.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::DEBUG))
+/// The counter when `on`, given sqlx's statement events only; when not, a layer that wants
+/// nothing (rather than `None`, which would want everything: every span and event would be
+/// built for it, to be dropped).
+pub fn layer<S: Subscriber>(on: bool) -> Filtered<Option<StatementCounter>, Targets, S> {
+    let statements = match on {
+        true => Targets::new().with_target("sqlx::query", tracing::Level::DEBUG),
+        false => Targets::new(),
+    };
+    on.then_some(StatementCounter).with_filter(statements)
 }
 
 /// Statements counted so far in this process.
@@ -42,7 +48,7 @@ mod tests {
 
     #[test]
     fn counts_sqlx_statement_events_only() {
-        let subscriber = tracing_subscriber::registry().with(layer());
+        let subscriber = tracing_subscriber::registry().with(layer(true));
         let before = statements();
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!(target: "sqlx::query", "SELECT 1");

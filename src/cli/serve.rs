@@ -1,12 +1,12 @@
 //! `sluice serve` and `sluice worker`: the long-running processes, each stopped gracefully by
 //! Ctrl-C or SIGTERM.
 
-use super::{load_config, shutdown_signal};
+use super::shutdown_signal;
 use anyhow::Context;
 use sluice::app::App;
+use sluice::config::ResolvedConfig;
 use sluice::job::Urgency;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// How often `serve` looks for jobs a crash left recorded but unpublished, and how old such a
@@ -16,8 +16,7 @@ const RELAY_AFTER: Duration = Duration::from_secs(60);
 
 /// `sluice serve`: the API, the outbox relay and the scheduler, and (unless `no_workers`)
 /// the worker pools of every urgency.
-pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result<()> {
-    let config = load_config(config)?;
+pub async fn serve(config: ResolvedConfig, no_workers: bool) -> anyhow::Result<()> {
     let app = if no_workers {
         App::start_without_calls(config).await?
     } else {
@@ -56,11 +55,11 @@ pub async fn serve(config: &Option<PathBuf>, no_workers: bool) -> anyhow::Result
 /// for a container's health check or an orchestrator's probes to ask); `GET /metrics` on
 /// `[telemetry] metrics_listen` when set.
 pub async fn worker(
-    config: &Option<PathBuf>,
+    config: ResolvedConfig,
     urgencies: Vec<Urgency>,
     health_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let app = App::start(load_config(config)?).await?;
+    let app = App::start(config).await?;
     // Bound before any work starts, so an address in use stops the start instead of leaving
     // a worker nothing can watch.
     let health_listener = match health_listen {

@@ -108,7 +108,7 @@ pub struct Config {
     /// Spending caps per tenant, user, team or feature (see [`crate::budgets`]).
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
-    /// Metrics and logs (see [`TelemetryConfig`]).
+    /// Metrics, logs and traces (see [`TelemetryConfig`]).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// What expanding `${VAR}` in the secrets found (unset variables, a broken reference),

@@ -217,6 +217,9 @@ pub struct Delivery {
     pub redelivered: bool,
     /// For a dead letter ([`Queue::consume_dead_letters`]): why it was dead-lettered.
     pub dead_reason: Option<String>,
+    /// The W3C trace context the message's headers carried (RabbitMQ), for a job whose
+    /// envelope carries none (a foreign producer's).
+    pub traceparent: Option<String>,
     settle: Box<dyn Settle>,
 }
 
@@ -226,7 +229,16 @@ impl Delivery {
             payload,
             redelivered,
             dead_reason: None,
+            traceparent: None,
             settle,
+        }
+    }
+
+    /// This delivery, with the trace context its message's headers carried.
+    pub fn with_traceparent(self, traceparent: Option<String>) -> Self {
+        Delivery {
+            traceparent,
+            ..self
         }
     }
 
@@ -236,6 +248,7 @@ impl Delivery {
             payload,
             redelivered: false,
             dead_reason: Some(reason),
+            traceparent: None,
             settle,
         }
     }

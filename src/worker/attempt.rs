@@ -14,8 +14,10 @@ use crate::providers::{Call, Completion, ErrorKind, ProviderError};
 use crate::router::health::Verdict;
 use crate::router::{FlexTier, Pick, Route};
 use crate::store::{now_ms, AttemptStart, StartOutcome, Store, StoreError};
+use crate::traces::genai;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How long a key rests after a 429 that did not say how long.
@@ -159,9 +161,16 @@ pub(super) async fn call(
         stream_idle_timeout: route.stream_idle_timeout,
         options: deployment.options,
     };
+    let span = genai::chat_span(deployment.kind, &deployment.model, &request);
     let clock = std::time::Instant::now();
     let (result, first_token) =
-        call_deployment(deployment, call, watcher, route.first_token_timeout).await;
+        call_deployment(deployment, call, watcher, route.first_token_timeout)
+            .instrument(span.clone())
+            .await;
+    match &result {
+        Ok(completion) => genai::record_answer(&span, completion),
+        Err(error) => genai::record_failure(&span, error),
+    }
     deployment.health.record(
         Verdict::of(result.as_ref().map(|_| ()).map_err(|e| e.kind)),
         clock.elapsed(),

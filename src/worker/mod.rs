@@ -23,6 +23,8 @@
 //!    outcome, through [`crate::finish`]), *then* the message settled: ack, or parked on the
 //!    retry ladder (`retry_after`), so a worker never sleeps through a back-off and a crash
 //!    between the two steps at worst repeats the attempt.
+//!
+//! Each delivery, its attempt and its settling are [`spans`] of the job's trace.
 
 mod admit;
 mod attempt;
@@ -34,6 +36,7 @@ mod lookup;
 mod record;
 mod route;
 mod settle;
+mod spans;
 mod tier;
 mod watcher;
 
@@ -42,6 +45,7 @@ use crate::job::{Envelope, Urgency};
 use crate::queue::{Delivery, Queue};
 use crate::router::{Route, Router};
 use crate::store::{Store, StoreError};
+use crate::traces;
 use admit::Admission;
 use attempt::{Plan, Started};
 use budget::Budgeted;
@@ -54,6 +58,7 @@ use tier::Tiered;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use watcher::Watcher;
 
 /// Delay before a delivery is looked at again when the store could not record its outcome.
@@ -177,23 +182,47 @@ pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Deliver
         settle::settle(delivery, Settlement::DeadLetter(reason)).await;
         return;
     }
+    let span = spans::job(
+        &envelope,
+        urgency,
+        delivery.traceparent.as_deref(),
+        delivery.redelivered,
+    );
     let watcher = Watcher::of(&context.queue, &envelope);
-    let outcome = match run_job(context, &envelope, watcher.as_ref()).await {
-        Ok(ending) => settle::write(context, &envelope, ending).await,
-        Err(e) => Err(e),
-    };
-    // The outcome is committed (or could not be): now, and only now, the client watching a
-    // streamed job may hear about it.
-    if let Some(watcher) = &watcher {
-        watcher
-            .report_outcome(&context.store, &envelope.tenant)
-            .await;
+    let ended = run_job(
+        context,
+        &envelope,
+        watcher.as_ref(),
+        delivery.traceparent.as_deref(),
+    )
+    .instrument(span.clone())
+    .await;
+    if let Ok(ending) = &ended {
+        spans::record_ending(&span, ending);
     }
-    let settlement = outcome.unwrap_or_else(|e| {
-        tracing::error!(job = %envelope.id, error = %e, "cannot record the outcome; the job will be looked at again");
-        Settlement::RetryAfter(STORE_TROUBLE_DELAY)
-    });
-    settle::settle(delivery, settlement).await;
+    let settle_span = spans::settle(&span);
+    async {
+        let outcome = match ended {
+            Ok(ending) => settle::write(context, &envelope, ending).await,
+            Err(e) => Err(e),
+        };
+        // The outcome is committed (or could not be): now, and only now, the client watching a
+        // streamed job may hear about it.
+        if let Some(watcher) = &watcher {
+            watcher
+                .report_outcome(&context.store, &envelope.tenant)
+                .await;
+        }
+        let settlement = outcome.unwrap_or_else(|e| {
+            tracing::error!(job = %envelope.id, error = %e, "cannot record the outcome; the job will be looked at again");
+            traces::record_error(&tracing::Span::current(), "store_failed");
+            Settlement::RetryAfter(STORE_TROUBLE_DELAY)
+        });
+        spans::record_settlement(&tracing::Span::current(), &settlement);
+        settle::settle(delivery, settlement).await;
+    }
+    .instrument(settle_span)
+    .await;
 }
 
 /// Runs the stages of one delivery's job, each deciding, up to how the run ends; `watcher`
@@ -203,10 +232,14 @@ pub async fn handle(context: &WorkerContext, urgency: Urgency, delivery: Deliver
 ///
 /// Admission comes before the attempt is counted: the router finds a deployment and a key
 /// with capacity first, and only then does `start_attempt` count attempt *n*.
+///
+/// Runs in the delivery's `job` span (whose parent `header_traceparent`, the message
+/// headers' trace context, may name); the attempt it makes has a span of its own.
 async fn run_job(
     context: &WorkerContext,
     envelope: &Envelope,
     watcher: Option<&Watcher>,
+    header_traceparent: Option<&str>,
 ) -> Result<Ending, StoreError> {
     let attempts_so_far = match lookup::lookup(&context.store, envelope).await? {
         Lookup::Runnable { attempts } => attempts,
@@ -244,17 +277,20 @@ async fn run_job(
             return Ok(Ending::ack());
         }
     };
-    let called = attempt::call(&route, envelope, &plan, watcher).await;
+    let job_span = tracing::Span::current();
+    job_span.record("sluice.route", route.name.as_str());
+    if number == 1 {
+        let traceparent = spans::traceparent(envelope, header_traceparent);
+        traces::queue_wait(&job_span, traceparent, envelope.id);
+    }
+    let attempt_span = spans::attempt(&plan, number);
+    let called = attempt::call(&route, envelope, &plan, watcher)
+        .instrument(attempt_span.clone())
+        .await;
     let retry = &context.config.retry;
-    Ok(record::ending(
-        retry,
-        max_attempts,
-        envelope,
-        &route,
-        &plan,
-        number,
-        called,
-    ))
+    let ending = record::ending(retry, max_attempts, envelope, &route, &plan, number, called);
+    spans::record_ending(&attempt_span, &ending);
+    Ok(ending)
 }
 
 /// A job with no room now, parked on the delay ladder until about `wait` from now.

@@ -37,4 +37,5 @@ mod sim_gemini;
 mod sim_openai;
 mod store;
 mod store_schema;
+mod traces;
 mod ui;

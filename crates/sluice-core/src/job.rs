@@ -365,6 +365,12 @@ pub struct Envelope {
     /// `sluice::store::Orphan`). A foreign producer leaves it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recorded: bool,
+    /// The W3C trace context (`traceparent`) of the span that submitted the job, so the
+    /// worker's spans join the submitter's trace; set by Sluice only while it exports traces.
+    /// Travels in the message on both queue backends (and so through the delay ladder); a
+    /// malformed one is ignored, as W3C says, never a reason to refuse the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     #[serde(flatten)]
     pub spec: JobSpec,
 }
@@ -384,6 +390,8 @@ struct EnvelopeHead {
     reply_to: Option<String>,
     #[serde(default)]
     recorded: bool,
+    #[serde(default)]
+    traceparent: Option<String>,
     #[serde(flatten)]
     job: Map<String, Value>,
 }
@@ -404,6 +412,7 @@ impl<'de> Deserialize<'de> for Envelope {
             tenant: head.tenant,
             reply_to: head.reply_to,
             recorded: head.recorded,
+            traceparent: head.traceparent,
             spec,
         })
     }
@@ -417,6 +426,7 @@ impl Envelope {
             tenant: tenant.into(),
             reply_to: None,
             recorded: false,
+            traceparent: None,
             spec,
         }
     }
@@ -608,6 +618,23 @@ mod tests {
             big.starts_with("request: the envelope is") && big.contains("the limit is"),
             "{big}"
         );
+    }
+
+    /// The trace context rides along when set, and is left out of the JSON when not, so an
+    /// envelope of a process exporting no traces is what it always was.
+    #[test]
+    fn a_traceparent_travels_only_when_set() {
+        let mut envelope = Envelope::new(
+            "t",
+            spec(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})),
+        );
+        let plain: Value = serde_json::from_slice(&envelope.to_bytes()).unwrap();
+        assert!(plain.get("traceparent").is_none(), "{plain}");
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        envelope.traceparent = Some(traceparent.into());
+        let read = Envelope::from_bytes(&envelope.to_bytes()).unwrap();
+        assert_eq!(read.traceparent.as_deref(), Some(traceparent));
+        assert_eq!(read, envelope);
     }
 
     #[test]

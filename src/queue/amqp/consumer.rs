@@ -247,8 +247,10 @@ impl Consumer for AmqpConsumer {
                         _channel: channel,
                     };
                     let settle = Box::new(settle);
+                    let traceparent = traceparent(&delivery.properties);
                     return Some(match dead_reason {
-                        None => Delivery::new(delivery.data, delivery.redelivered, settle),
+                        None => Delivery::new(delivery.data, delivery.redelivered, settle)
+                            .with_traceparent(traceparent),
                         Some(reason) => Delivery::dead_letter_of(delivery.data, reason, settle),
                     });
                 }
@@ -428,4 +430,10 @@ impl Drop for AmqpSettle {
             }
         }
     }
+}
+
+/// The W3C trace context a publisher put in the message's headers, if any.
+fn traceparent(properties: &lapin::BasicProperties) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    super::dead_letters::text(headers, crate::traces::TRACEPARENT)
 }

@@ -50,7 +50,7 @@ pub(super) fn reason(properties: &BasicProperties, delivery_limit: u32) -> Strin
 }
 
 /// A header's text, if it is text.
-fn text(headers: &FieldTable, name: &str) -> Option<String> {
+pub(super) fn text(headers: &FieldTable, name: &str) -> Option<String> {
     match headers.inner().get(name) {
         Some(AMQPValue::LongString(text)) => Some(text.to_string()),
         Some(AMQPValue::ShortString(text)) => Some(text.to_string()),

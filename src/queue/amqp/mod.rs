@@ -205,7 +205,17 @@ impl AmqpQueue {
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn publish(&self, urgency: Urgency, messages: Vec<Vec<u8>>) -> Result<(), QueueError> {
-        let properties = job_properties();
+        let mut properties = job_properties();
+        // The publishing span's context, where OpenTelemetry's messaging conventions put it
+        // (the envelope carries it too, for the embedded queue and the delay ladder).
+        if let Some(traceparent) = crate::traces::traceparent(&tracing::Span::current()) {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                crate::traces::TRACEPARENT.into(),
+                AMQPValue::LongString(traceparent.into()),
+            );
+            properties = properties.with_headers(headers);
+        }
         self.inner
             .publish_confirmed(
                 &self.inner.topology.exchange(),

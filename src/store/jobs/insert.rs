@@ -576,6 +576,8 @@ fn envelope_of(row: EnvelopeRow) -> Result<Envelope, StoreError> {
         // Whoever waited on a republished job's replies has long given up.
         reply_to: None,
         recorded: true,
+        // The trace of a republished job is not kept: its worker's spans start a new one.
+        traceparent: None,
         spec: crate::job::JobSpec {
             urgency: urgency.parse().map_err(corrupt)?,
             tags: Tags {

@@ -34,6 +34,7 @@ macro_rules! on_both_backends {
 }
 
 pub mod log;
+pub mod otlp;
 pub mod own_server;
 pub mod pg_node;
 pub mod poll;

@@ -27,6 +27,8 @@ pub fn sluice() -> std::process::Command {
         "SLUICE_SERVER",
         "SLUICE_TOKEN",
         "SLUICE_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SERVICE_NAME",
     ] {
         command.env_remove(var);
     }
@@ -48,15 +50,35 @@ impl Served {
     /// `log` (a file, as a deployment's log is: never a terminal), and waits until it
     /// listens.
     pub async fn start(config: &Path, args: &[&str], log: &Path) -> Served {
-        Served::spawn("serve", LISTENING, config, args, log).await
+        Served::spawn("serve", LISTENING, config, args, log, &[]).await
+    }
+
+    /// [`Served::start`] with these environment variables set for the process.
+    pub async fn start_with_env(
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Served {
+        Served::spawn("serve", LISTENING, config, args, log, env).await
     }
 
     /// Starts `sluice worker --health-listen 127.0.0.1:0 ARGS --config CONFIG` the same way,
     /// and waits until its health endpoints listen.
     pub async fn start_worker(config: &Path, args: &[&str], log: &Path) -> Served {
+        Served::start_worker_with_env(config, args, log, &[]).await
+    }
+
+    /// [`Served::start_worker`] with these environment variables set for the process.
+    pub async fn start_worker_with_env(
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut args = args.to_vec();
         args.extend(["--health-listen", "127.0.0.1:0"]);
-        Served::spawn("worker", HEALTH_LISTENING, config, &args, log).await
+        Served::spawn("worker", HEALTH_LISTENING, config, &args, log, env).await
     }
 
     async fn spawn(
@@ -65,9 +87,11 @@ impl Served {
         config: &Path,
         args: &[&str],
         log: &Path,
+        env: &[(&str, &str)],
     ) -> Served {
         let file = std::fs::File::create(log).unwrap();
         let child = tokio::process::Command::from(sluice())
+            .envs(env.iter().copied())
             .arg(command)
             .args(args)
             .arg("--config")
