@@ -1,6 +1,7 @@
 //! `/ui`: the system at a glance. Jobs finished and failed per minute over the last hour (a
 //! chart), what is queued and running per urgency with the oldest wait, today's spend, and
-//! for operators the provider batches open.
+//! for operators the provider batches open and the queue's own messages: ready, parked on
+//! the delay ladder, dead-lettered (the queue holds every tenant's, so a tenant sees none).
 
 use super::auth::Viewer;
 use super::format;
@@ -8,6 +9,7 @@ use super::page::{self, Nav, UiError};
 use crate::api::ApiState;
 use crate::costs::ReportQuery;
 use crate::job::JobStatus;
+use crate::queue::Depths;
 use axum::extract::State;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use maud::{html, Markup};
@@ -46,6 +48,19 @@ pub async fn page(State(state): State<ApiState>, viewer: Viewer) -> Result<Marku
         .total;
     let batches = if viewer.is_operator() {
         Some(state.store.open_provider_batches().await?)
+    } else {
+        None
+    };
+    // A broker that cannot answer leaves its panel saying so; the rest of the page stands.
+    let messages = if viewer.is_operator() {
+        Some(
+            state
+                .submitter
+                .queue
+                .depths()
+                .await
+                .map_err(|e| e.to_string()),
+        )
     } else {
         None
     };
@@ -124,6 +139,9 @@ pub async fn page(State(state): State<ApiState>, viewer: Viewer) -> Result<Marku
                         }
                     }
                 }
+                @if let Some(messages) = &messages {
+                    (queue_messages(messages))
+                }
                 @if let Some(batches) = &batches {
                     section.panel {
                         h2 { "Provider batches open" }
@@ -144,6 +162,39 @@ pub async fn page(State(state): State<ApiState>, viewer: Viewer) -> Result<Marku
         }))
     };
     Ok(page::shell("Overview", Some(&viewer), Nav::Overview, body))
+}
+
+/// The queue's own messages per urgency (ready, parked on the delay ladder) and its dead
+/// letters, or why the queue could not say.
+fn queue_messages(messages: &Result<Depths, String>) -> Markup {
+    html! {
+        section.panel.messages {
+            h2 { "On the queue" }
+            @match messages {
+                Ok(depths) => {
+                    table {
+                        thead { tr { th { "Urgency" } th.num { "Ready" } th.num { "Parked" } } }
+                        tbody {
+                            @for depth in &depths.urgencies {
+                                tr {
+                                    td { (depth.urgency) }
+                                    td.num { (format::count(saturating(depth.ready))) }
+                                    td.num { (format::count(saturating(depth.delayed))) }
+                                }
+                            }
+                        }
+                    }
+                    p.muted { "Dead-lettered: " strong.dead { (format::count(saturating(depths.dead))) } }
+                }
+                Err(why) => p.empty { "The queue cannot say: " (why) }
+            }
+        }
+    }
+}
+
+/// A message count as the pages' counts are written.
+fn saturating(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One figure with its label and what it counts.

@@ -326,6 +326,42 @@ async fn a_queued_job_is_cancelled_from_its_page() {
     h.stop().await;
 }
 
+/// The overview's panel of the queue's own messages: an operator's (the queue holds every
+/// tenant's), with the jobs no worker took yet ready on their urgency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_the_queues_messages_and_a_tenant_does_not() {
+    let h = harness(Backend::Embedded, false).await;
+    h.submit_all(&[job("waiting-1"), job("waiting-2")]).await;
+    let overview = |token: &'static str| {
+        let url = format!("{}/ui", h.base_url);
+        async move {
+            let page = http()
+                .get(url)
+                .header("cookie", format!("sluice_token={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 200);
+            page.text().await.unwrap()
+        }
+    };
+    let operator = overview(OPERATOR_TOKEN).await;
+    let panel = &operator[operator
+        .find("On the queue")
+        .expect("an operator's overview shows the queue's messages")..];
+    let standard = &panel[panel.find(">standard<").expect("a row per urgency")..];
+    let ready = standard
+        .split("<td class=\"num\">")
+        .nth(1)
+        .and_then(|cell| cell.split('<').next());
+    assert_eq!(ready, Some("2"), "{panel}");
+    assert!(panel.contains("Dead-lettered"), "{panel}");
+    let tenant = overview(TOKEN).await;
+    assert!(tenant.contains("Queued"), "{tenant}");
+    assert!(!tenant.contains("On the queue"), "{tenant}");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_errors_and_pages_answer_as_a_browser_needs() {
     let h = harness(Backend::Embedded, false).await;
