@@ -179,7 +179,7 @@ fn start() -> anyhow::Result<()> {
             .unwrap_or_else(|_| default_log_filter(&cli.command).into()),
     );
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let log = match log_format(&cli) {
+    let log = match log_format(&cli, config.as_ref()) {
         // Colour codes only for a person's terminal, never into a file or a log collector.
         LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => log.json().boxed(),
@@ -230,12 +230,15 @@ fn start_traces(
     Ok(Some(traces))
 }
 
-/// `--log-format`, else the config file's `[telemetry] log_format` (read before logging is
-/// set up, and only for that: a file that does not read is the command's to report, in the
-/// default format), else text.
-fn log_format(cli: &Cli) -> LogFormat {
+/// `--log-format`, else `[telemetry] log_format` of the configuration: `loaded` when the
+/// command read it already, else the file read for that alone (a file that does not read is
+/// the command's to report, in the default format), else text.
+fn log_format(cli: &Cli, loaded: Option<&sluice::config::ResolvedConfig>) -> LogFormat {
     if let Some(format) = cli.log_format {
         return format;
+    }
+    if let Some(config) = loaded {
+        return config.telemetry.log_format;
     }
     cli.config
         .as_deref()
