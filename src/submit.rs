@@ -252,38 +252,27 @@ impl Submitter {
     /// are exported.
     async fn record_and_publish(
         &self,
-        envelopes: Vec<Envelope>,
-        bulk: Option<(Uuid, Vec<u64>)>,
-    ) -> Result<Vec<Submitted>, SubmitError> {
-        let labels: Vec<_> = envelopes.iter().map(|e| self.metrics.job(e)).collect();
-        let answers = self.record_and_publish_once(envelopes, bulk).await?;
-        for (job, answer) in labels.iter().zip(&answers) {
-            if !answer.duplicate {
-                self.metrics.job_submitted(job);
-            }
-        }
-        Ok(answers)
-    }
-
-    async fn record_and_publish_once(
-        &self,
         mut envelopes: Vec<Envelope>,
         bulk: Option<(Uuid, Vec<u64>)>,
     ) -> Result<Vec<Submitted>, SubmitError> {
+        let labels: Vec<_> = envelopes.iter().map(|e| self.metrics.job(e)).collect();
         let span = submit_span(&envelopes, bulk.as_ref().map(|(id, _)| *id));
         if let Some(traceparent) = traces::traceparent(&span) {
             for envelope in &mut envelopes {
                 envelope.traceparent = Some(traceparent.clone());
             }
         }
-        let submitted = self
+        let answers = self
             .record_then_publish(envelopes, bulk)
             .instrument(span.clone())
-            .await;
-        if let Err(e) = &submitted {
-            traces::record_error(&span, e.kind());
+            .await
+            .inspect_err(|e| traces::record_error(&span, e.kind()))?;
+        for (job, answer) in labels.iter().zip(&answers) {
+            if !answer.duplicate {
+                self.metrics.job_submitted(job);
+            }
         }
-        submitted
+        Ok(answers)
     }
 
     async fn record_then_publish(
