@@ -4,7 +4,8 @@
 //!
 //! Tokens are kept as digests, compared the way tenants' are ([`super::tenants::TokenDigests`]).
 
-use super::secret::{empty_secret, Secret};
+use super::secret::Secret;
+use super::tenants::principal_problems;
 use super::{Problem, TenantConfig};
 use serde::Deserialize;
 
@@ -20,35 +21,16 @@ pub struct OperatorConfig {
 /// Every operator's problems: empty names and tokens, names or tokens used twice, and a token
 /// that is also a tenant's (it would name two principals at once).
 pub(super) fn problems(operators: &[OperatorConfig], tenants: &[TenantConfig]) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    let principals: Vec<_> = operators
+        .iter()
+        .map(|o| (o.name.as_str(), &o.token))
+        .collect();
+    let mut problems = principal_problems("operators", "operator", &principals);
     for (i, operator) in operators.iter().enumerate() {
-        if operator.name.is_empty() {
-            problems.push(Problem::new(
-                format!("operators[{i}].name"),
-                "must not be empty",
-            ));
-        }
-        let path = format!("operators[{i}].token");
-        problems.extend(empty_secret(&operator.token, &path));
-        if let Some(j) = operators[..i]
-            .iter()
-            .position(|o| o.token == operator.token)
-        {
-            problems.push(Problem::new(
-                &path,
-                format!("same token as operators[{j}]; every operator needs its own"),
-            ));
-        }
         if let Some(j) = tenants.iter().position(|t| t.token == operator.token) {
             problems.push(Problem::new(
-                &path,
+                format!("operators[{i}].token"),
                 format!("same token as tenants[{j}]; an operator's token must be its own"),
-            ));
-        }
-        if operators[..i].iter().any(|o| o.name == operator.name) {
-            problems.push(Problem::new(
-                format!("operators[{i}].name"),
-                format!("operator \"{}\" is defined twice", operator.name),
             ));
         }
     }

@@ -24,25 +24,42 @@ pub struct TenantConfig {
 
 /// Every tenant's problems: empty names and tokens, and names or tokens used twice.
 pub(super) fn problems(tenants: &[TenantConfig]) -> Vec<Problem> {
+    let principals: Vec<_> = tenants
+        .iter()
+        .map(|t| (t.name.as_str(), &t.token))
+        .collect();
+    principal_problems("tenants", "tenant", &principals)
+}
+
+/// The problems of a section of principals (`tenants`, `operators`), each a name and a token
+/// in the section's order: an empty name or token, and a token or name an earlier one has.
+/// `kind` names one of them in the messages.
+pub(super) fn principal_problems(
+    section: &str,
+    kind: &str,
+    principals: &[(&str, &Secret)],
+) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for (i, tenant) in tenants.iter().enumerate() {
-        if tenant.name.is_empty() {
+    for (i, (name, token)) in principals.iter().enumerate() {
+        let earlier = &principals[..i];
+        if name.is_empty() {
             problems.push(Problem::new(
-                format!("tenants[{i}].name"),
+                format!("{section}[{i}].name"),
                 "must not be empty",
             ));
         }
-        problems.extend(empty_secret(&tenant.token, &format!("tenants[{i}].token")));
-        if let Some(j) = tenants[..i].iter().position(|t| t.token == tenant.token) {
+        let token_path = format!("{section}[{i}].token");
+        problems.extend(empty_secret(token, &token_path));
+        if let Some(j) = earlier.iter().position(|(_, other)| other == token) {
             problems.push(Problem::new(
-                format!("tenants[{i}].token"),
-                format!("same token as tenants[{j}]; every tenant needs its own"),
+                &token_path,
+                format!("same token as {section}[{j}]; every {kind} needs its own"),
             ));
         }
-        if tenants[..i].iter().any(|t| t.name == tenant.name) {
+        if earlier.iter().any(|(other, _)| other == name) {
             problems.push(Problem::new(
-                format!("tenants[{i}].name"),
-                format!("tenant \"{}\" is defined twice", tenant.name),
+                format!("{section}[{i}].name"),
+                format!("{kind} \"{name}\" is defined twice"),
             ));
         }
     }
