@@ -29,13 +29,19 @@ async fn scrape(base_url: &str) -> (String, Scrape) {
     scrape_with(base_url, Some(OPERATOR_TOKEN)).await
 }
 
-/// `GET /metrics` on `base_url` with `token` as the bearer, if any.
-async fn scrape_with(base_url: &str, token: Option<&str>) -> (String, Scrape) {
+/// `GET /metrics` on `base_url` with `token` as the bearer, if any: the answer.
+async fn get_metrics(base_url: &str, token: Option<&str>) -> reqwest::Response {
     let mut request = reqwest::Client::new().get(format!("{base_url}/metrics"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let answer = request.send().await.unwrap();
+    request.send().await.unwrap()
+}
+
+/// `GET /metrics` on `base_url` with `token` as the bearer, if any: the text, and the text
+/// parsed.
+async fn scrape_with(base_url: &str, token: Option<&str>) -> (String, Scrape) {
+    let answer = get_metrics(base_url, token).await;
     assert_eq!(answer.status(), 200);
     let content_type = answer.headers()["content-type"]
         .to_str()
@@ -120,11 +126,7 @@ async fn jobs_move_the_counters_by_exactly_what_happened(backend: Backend) {
 
     // The API's port answers the operator alone: the metrics name every tenant's spend.
     for token in [None, Some(TOKEN)] {
-        let mut request = reqwest::Client::new().get(format!("{}/metrics", h.base_url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let refused = request.send().await.unwrap();
+        let refused = get_metrics(&h.base_url, token).await;
         assert_eq!(refused.status(), 401, "{token:?}");
         assert!(!refused.text().await.unwrap().contains("sluice_"));
     }
@@ -387,9 +389,8 @@ async fn metrics_listen_serves_the_metrics_of_serve_and_of_a_worker() {
     assert_eq!(sum(&m, "sluice_jobs_submitted_total", &demo), 1.0, "{text}");
     assert_eq!(sum(&m, "sluice_jobs_finished_total", &demo), 1.0, "{text}");
     assert!(!text.contains("sk-sluice-demo"));
-    let on_api = reqwest::get(format!("{}/metrics", server.base_url))
-        .await
-        .unwrap();
+    // Not there at all, whoever asks.
+    let on_api = get_metrics(&server.base_url, Some(OPERATOR_TOKEN)).await;
     assert_eq!(on_api.status(), 404, "metrics_on_api = false");
     // Every line of the log is a JSON object, with no colour code.
     let lines = server.log();

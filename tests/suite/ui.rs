@@ -130,21 +130,7 @@ async fn a_tenant_sees_its_own_job_with_attempts_and_cost_and_an_operator_sees_a
     browser.wait_for_text("No job").await;
 
     // Signed out, then in as the operator: both tenants' jobs, with a tenant column.
-    browser.open("/ui/jobs").await;
-    browser
-        .client
-        .find(Locator::Css(".who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .client
-        .wait()
-        .for_element(Locator::Css("#token"))
-        .await
-        .unwrap();
+    browser.sign_out().await;
     browser.sign_in(OPERATOR_TOKEN).await;
     browser.open("/ui/jobs").await;
     let all = browser.wait_for_text("globex-question").await;
@@ -251,15 +237,7 @@ async fn the_overview_and_cost_chart_show_todays_work() {
     );
     browser.screenshot("providers").await;
     // The budget the three jobs counted against, with what they spent, as the API says.
-    let budgets: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/budgets", h.base_url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let budgets = h.client.budgets().await.unwrap();
     let spent = budgets["data"][0]["spent_pico_usd"].as_i64().unwrap();
     assert!(spent > 0, "{budgets:#}");
     browser.open("/ui/budgets").await;
@@ -657,21 +635,7 @@ async fn schedules_show_each_tenant_its_recurring_jobs_and_their_next_runs() {
     assert!(!page.contains("broken.toml"), "{page}");
     browser.screenshot("schedules").await;
 
-    browser.open("/ui/jobs").await;
-    browser
-        .client
-        .find(Locator::Css(".who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .client
-        .wait()
-        .for_element(Locator::Css("#token"))
-        .await
-        .unwrap();
+    browser.sign_out().await;
     browser.sign_in(OPERATOR_TOKEN).await;
     browser.open("/ui/schedules").await;
     let all = browser.wait_for_text("globex-nightly").await;

@@ -160,6 +160,17 @@ impl Browser {
         .await
     }
 
+    /// Signs out from the header's button (on `/ui/jobs`) and waits for the sign-in form.
+    pub async fn sign_out(&self) {
+        self.open("/ui/jobs").await;
+        self.click(".who button").await;
+        self.client
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("signed out: the sign-in form");
+    }
+
     /// The text of the page's `main`, read again while the page is being replaced (a
     /// navigation or a live part's refresh leaves the element just found stale).
     pub async fn text(&self) -> String {
